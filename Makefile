@@ -1,0 +1,49 @@
+# keel: the two commands of the README, and the rest. Everything builds through CMake.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+PREFIX     ?= /usr/local
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build demo test test-unit test-asan test-install bench install clean
+
+all: build
+
+deps:
+	@sh scripts/ensure-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+# The main job on the bundled defaults: what keel runs on, its accuracy, its speed.
+demo: build
+	$(BUILD)/keel info
+	$(BUILD)/keel check
+	$(BUILD)/keel bench --demo
+
+# Every test: ctest (unit tests, ONNX node tests, CLI tests), the same unit tests under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and the install/consumer tests.
+test: test-unit test-asan test-install
+	@echo "make test: all test suites passed"
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKEEL_SANITIZE=address,undefined $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j$(JOBS) -E '_slow$$'
+
+test-install: build
+	sh tests/install_test.sh $(BUILD)
+
+bench: build
+	sh scripts/bench.sh $(BUILD)
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

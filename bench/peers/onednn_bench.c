@@ -1,0 +1,371 @@
+/*
+ * onednn_bench.c - oneDNN layer normalization (forward and backward, float32) on the cases of
+ * `keel bench`, checked against a double-precision reference before it is timed.
+ *
+ * Build: cc -O2 -std=c11 -fopenmp onednn_bench.c -o onednn_bench -ldnnl -lm
+ * Usage: onednn_bench THREADS [--quick]
+ *
+ * Prints Markdown table rows (no header) on stdout:
+ *   | peer | op | rows x dim | us | GB/s | check (max rel err) |
+ * progress on stderr. Bytes counted as keel bench does: forward reads x and writes y
+ * (2 * rows * dim * 4), backward reads x and dy and writes dx (3 * rows * dim * 4).
+ * The forward is prop_kind forward_training (it writes mean and variance, as keel bench's forward
+ * writes mean and rstd); the backward is prop_kind backward with use_scale | use_shift, so it
+ * computes dx, dscale and dshift from the forward's mean and variance.
+ * Threads: Debian's libdnnl2 uses the OpenMP runtime (libgomp), so the count is set with
+ * omp_set_num_threads (run.sh also sets OMP_NUM_THREADS).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_version.h>
+
+#define EPS 1e-5f
+#define TOL_FWD 1e-5
+#define TOL_BWD 1e-4
+#define TIME_BUDGET_S 0.3
+#define MAX_REPS 200
+#define MIN_REPS 7
+#define MIN_REPS_BIG 3
+#define BIG_ELEMS ((size_t)1 << 26)
+
+typedef struct {
+    size_t rows, dim;
+} bcase;
+
+static const bcase all_cases[] = {
+    {4096, 16}, {4096, 64}, {256, 1024}, {4096, 768}, {4096, 1024},
+    {4096, 4096}, {1024, 8192}, {16384, 8192},
+};
+static const bcase quick_cases[] = {{4096, 768}};
+
+static char peer[64];
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* keel bench's generator: uniform in [-1, 1) */
+static float *alloc_fill(size_t n, uint64_t *seed)
+{
+    float *p = aligned_alloc(64, ((n * sizeof(float)) + 63) & ~(size_t)63);
+    if (!p)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+        p[i] = (float)((double)(*seed >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+    }
+    return p;
+}
+
+static void print_row(const char *op, const char *shape, double us, double gbs, const char *check)
+{
+    if (us < 0)
+        printf("| %s | %s | %s | - | - | %s |\n", peer, op, shape, check);
+    else
+        printf("| %s | %s | %s | %.1f | %.1f | %s |\n", peer, op, shape, us, gbs, check);
+    fflush(stdout);
+}
+
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        dnnl_status_t st_ = (call);                                                                \
+        if (st_ != dnnl_success) {                                                                 \
+            snprintf(err, sizeof err, "not run: %s failed (dnnl status %d)", #call, (int)st_);     \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+static double time_exec(dnnl_primitive_t prim, dnnl_stream_t stream, int nargs, const dnnl_exec_arg_t *args,
+                        int big)
+{
+    dnnl_primitive_execute(prim, stream, nargs, args); /* warm-up */
+    dnnl_stream_wait(stream);
+    double t0 = now_s();
+    dnnl_primitive_execute(prim, stream, nargs, args);
+    dnnl_stream_wait(stream);
+    const double t1 = now_s() - t0;
+    int reps = t1 > 0 ? (int)(TIME_BUDGET_S / t1) : MAX_REPS;
+    if (reps > MAX_REPS)
+        reps = MAX_REPS;
+    if (reps < MIN_REPS)
+        reps = MIN_REPS;
+    if (big)
+        reps = MIN_REPS_BIG;
+    double *ts = malloc((size_t)reps * sizeof *ts);
+    if (!ts)
+        return -1;
+    for (int r = 0; r < reps; r++) {
+        t0 = now_s();
+        dnnl_primitive_execute(prim, stream, nargs, args);
+        dnnl_stream_wait(stream);
+        ts[r] = now_s() - t0;
+    }
+    qsort(ts, (size_t)reps, sizeof *ts, cmp_double);
+    const double m = reps % 2 ? ts[reps / 2] : 0.5 * (ts[reps / 2 - 1] + ts[reps / 2]);
+    free(ts);
+    return m;
+}
+
+/* worst over rows of max|y - ref| / max|ref| of the row */
+static double check_fwd(const bcase *c, const float *x, const float *y, const float *g, const float *b)
+{
+    double worst = 0;
+    for (size_t r = 0; r < c->rows; r++) {
+        const float *xr = x + r * c->dim, *yr = y + r * c->dim;
+        double s = 0;
+        for (size_t j = 0; j < c->dim; j++)
+            s += xr[j];
+        const double mu = s / (double)c->dim;
+        double v = 0;
+        for (size_t j = 0; j < c->dim; j++)
+            v += (xr[j] - mu) * (xr[j] - mu);
+        const double rstd = 1.0 / sqrt(v / (double)c->dim + (double)EPS);
+        double emax = 0, rmax = 0;
+        for (size_t j = 0; j < c->dim; j++) {
+            const double ref = (xr[j] - mu) * rstd * g[j] + b[j];
+            const double e = fabs((double)yr[j] - ref);
+            if (!(e <= emax))
+                emax = e; /* NaN sticks */
+            if (fabs(ref) > rmax)
+                rmax = fabs(ref);
+        }
+        const double rel = emax / (rmax > 0 ? rmax : 1.0);
+        if (!(rel <= worst))
+            worst = rel;
+    }
+    return worst;
+}
+
+static double rel_vec(const float *out, const double *ref, size_t n)
+{
+    double emax = 0, rmax = 0;
+    for (size_t j = 0; j < n; j++) {
+        const double e = fabs((double)out[j] - ref[j]);
+        if (!(e <= emax))
+            emax = e;
+        if (fabs(ref[j]) > rmax)
+            rmax = fabs(ref[j]);
+    }
+    return emax / (rmax > 0 ? rmax : 1.0);
+}
+
+/* dx per row (centred form), dgamma and dbeta over all rows; returns 0 or -1 (out of memory) */
+static int check_bwd(const bcase *c, const float *x, const float *dy, const float *g, const float *dx,
+                     const float *dg, const float *db, double *e_dx, double *e_dg, double *e_db)
+{
+    const size_t d = c->dim;
+    double *dg_ref = calloc(d, sizeof(double)), *db_ref = calloc(d, sizeof(double));
+    double *xhat = malloc(d * sizeof(double));
+    if (!dg_ref || !db_ref || !xhat) {
+        free(dg_ref), free(db_ref), free(xhat);
+        return -1;
+    }
+    double worst = 0;
+    for (size_t r = 0; r < c->rows; r++) {
+        const float *xr = x + r * d, *dyr = dy + r * d, *dxr = dx + r * d;
+        double s = 0;
+        for (size_t j = 0; j < d; j++)
+            s += xr[j];
+        const double mu = s / (double)d;
+        double v = 0;
+        for (size_t j = 0; j < d; j++)
+            v += (xr[j] - mu) * (xr[j] - mu);
+        const double rstd = 1.0 / sqrt(v / (double)d + (double)EPS);
+        double mg = 0, mgx = 0;
+        for (size_t j = 0; j < d; j++) {
+            xhat[j] = (xr[j] - mu) * rstd;
+            const double gd = (double)dyr[j] * g[j];
+            mg += gd;
+            mgx += gd * xhat[j];
+            dg_ref[j] += (double)dyr[j] * xhat[j];
+            db_ref[j] += dyr[j];
+        }
+        mg /= (double)d;
+        mgx /= (double)d;
+        double emax = 0, rmax = 0;
+        for (size_t j = 0; j < d; j++) {
+            const double ref = rstd * ((double)dyr[j] * g[j] - mg - xhat[j] * mgx);
+            const double e = fabs((double)dxr[j] - ref);
+            if (!(e <= emax))
+                emax = e;
+            if (fabs(ref) > rmax)
+                rmax = fabs(ref);
+        }
+        const double rel = emax / (rmax > 0 ? rmax : 1.0);
+        if (!(rel <= worst))
+            worst = rel;
+    }
+    *e_dx = worst;
+    *e_dg = rel_vec(dg, dg_ref, d);
+    *e_db = rel_vec(db, db_ref, d);
+    free(dg_ref), free(db_ref), free(xhat);
+    return 0;
+}
+
+static void run_case(dnnl_engine_t eng, dnnl_stream_t stream, const bcase *c)
+{
+    char err[256] = "", shape[32], chk[160];
+    snprintf(shape, sizeof shape, "%zux%zu", c->rows, c->dim);
+    const size_t n = c->rows * c->dim;
+    const int big = n >= BIG_ELEMS;
+    uint64_t seed = 42;
+    float *x = alloc_fill(n, &seed), *y = alloc_fill(n, &seed), *dy = alloc_fill(n, &seed);
+    float *dx = alloc_fill(n, &seed), *mean = alloc_fill(c->rows, &seed), *var = alloc_fill(c->rows, &seed);
+    float *g = alloc_fill(c->dim, &seed), *b = alloc_fill(c->dim, &seed);
+    float *dg = alloc_fill(c->dim, &seed), *db = alloc_fill(c->dim, &seed);
+    dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
+    dnnl_primitive_t fwd = NULL, bwd = NULL;
+    dnnl_memory_t mx = NULL, my = NULL, mdy = NULL, mdx = NULL, mmean = NULL, mvar = NULL;
+    dnnl_memory_t mg = NULL, mb = NULL, mdg = NULL, mdb = NULL;
+    int fwd_done = 0;
+    if (!x || !y || !dy || !dx || !mean || !var || !g || !b || !dg || !db) {
+        snprintf(err, sizeof err, "not run: out of memory");
+        goto fail;
+    }
+
+    dnnl_memory_desc_t data_md, stat_md, param_md;
+    dnnl_dims_t ddims = {(dnnl_dim_t)c->rows, (dnnl_dim_t)c->dim};
+    dnnl_dims_t sdims = {(dnnl_dim_t)c->rows};
+    dnnl_dims_t pdims = {(dnnl_dim_t)c->dim};
+    TRY(dnnl_memory_desc_init_by_tag(&data_md, 2, ddims, dnnl_f32, dnnl_ab));
+    TRY(dnnl_memory_desc_init_by_tag(&stat_md, 1, sdims, dnnl_f32, dnnl_a));
+    TRY(dnnl_memory_desc_init_by_tag(&param_md, 1, pdims, dnnl_f32, dnnl_a));
+    const unsigned flags = dnnl_use_scale | dnnl_use_shift;
+
+    dnnl_layer_normalization_desc_t fd, bd;
+    TRY(dnnl_layer_normalization_forward_desc_init(&fd, dnnl_forward_training, &data_md, &stat_md, EPS, flags));
+    TRY(dnnl_primitive_desc_create(&fpd, &fd, NULL, eng, NULL));
+    TRY(dnnl_primitive_create(&fwd, fpd));
+    TRY(dnnl_layer_normalization_backward_desc_init(&bd, dnnl_backward, &data_md, &data_md, &stat_md, EPS, flags));
+    TRY(dnnl_primitive_desc_create(&bpd, &bd, NULL, eng, fpd));
+    TRY(dnnl_primitive_create(&bwd, bpd));
+    const char *fimpl = "?", *bimpl = "?";
+    dnnl_primitive_desc_query(fpd, dnnl_query_impl_info_str, 0, &fimpl);
+    dnnl_primitive_desc_query(bpd, dnnl_query_impl_info_str, 0, &bimpl);
+    fprintf(stderr, "[onednn] %s: forward impl %s, backward impl %s\n", shape, fimpl, bimpl);
+
+    TRY(dnnl_memory_create(&mx, &data_md, eng, x));
+    TRY(dnnl_memory_create(&my, &data_md, eng, y));
+    TRY(dnnl_memory_create(&mdy, &data_md, eng, dy));
+    TRY(dnnl_memory_create(&mdx, &data_md, eng, dx));
+    TRY(dnnl_memory_create(&mmean, &stat_md, eng, mean));
+    TRY(dnnl_memory_create(&mvar, &stat_md, eng, var));
+    TRY(dnnl_memory_create(&mg, &param_md, eng, g));
+    TRY(dnnl_memory_create(&mb, &param_md, eng, b));
+    TRY(dnnl_memory_create(&mdg, &param_md, eng, dg));
+    TRY(dnnl_memory_create(&mdb, &param_md, eng, db));
+
+    const dnnl_exec_arg_t fargs[] = {
+        {DNNL_ARG_SRC, mx}, {DNNL_ARG_DST, my}, {DNNL_ARG_MEAN, mmean},
+        {DNNL_ARG_VARIANCE, mvar}, {DNNL_ARG_SCALE, mg}, {DNNL_ARG_SHIFT, mb},
+    };
+    const dnnl_exec_arg_t bargs[] = {
+        {DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_MEAN, mmean},
+        {DNNL_ARG_VARIANCE, mvar}, {DNNL_ARG_SCALE, mg}, {DNNL_ARG_SHIFT, mb},
+        {DNNL_ARG_DIFF_SRC, mdx}, {DNNL_ARG_DIFF_SCALE, mdg}, {DNNL_ARG_DIFF_SHIFT, mdb},
+    };
+    const int nf = (int)(sizeof fargs / sizeof fargs[0]), nb = (int)(sizeof bargs / sizeof bargs[0]);
+    const double gb_f = 2.0 * (double)n * 4 / 1e9, gb_b = 3.0 * (double)n * 4 / 1e9;
+
+    /* forward: check, then time */
+    TRY(dnnl_primitive_execute(fwd, stream, nf, fargs));
+    TRY(dnnl_stream_wait(stream));
+    const double e_y = check_fwd(c, x, y, g, b);
+    snprintf(chk, sizeof chk, "%s %.1e", e_y <= TOL_FWD ? "ok" : "FAIL", e_y);
+    double t = time_exec(fwd, stream, nf, fargs, big);
+    print_row("layernorm fwd", shape, t * 1e6, gb_f / t, chk);
+    fprintf(stderr, "[onednn] layernorm fwd %s: %.1f us, err %.2e\n", shape, t * 1e6, e_y);
+    fwd_done = 1;
+
+    /* backward from the forward's mean and variance (the last forward run wrote them) */
+    TRY(dnnl_primitive_execute(bwd, stream, nb, bargs));
+    TRY(dnnl_stream_wait(stream));
+    double e_dx, e_dg, e_db;
+    if (check_bwd(c, x, dy, g, dx, dg, db, &e_dx, &e_dg, &e_db)) {
+        snprintf(err, sizeof err, "not run: out of memory for the reference");
+        goto fail;
+    }
+    double worst = e_dx > e_dg ? e_dx : e_dg;
+    worst = worst > e_db ? worst : e_db;
+    if (isnan(e_dx) || isnan(e_dg) || isnan(e_db))
+        worst = NAN;
+    snprintf(chk, sizeof chk, "%s %.1e (dx %.1e, dgamma %.1e, dbeta %.1e)", worst <= TOL_BWD ? "ok" : "FAIL",
+             worst, e_dx, e_dg, e_db);
+    t = time_exec(bwd, stream, nb, bargs, big);
+    print_row("layernorm bwd", shape, t * 1e6, gb_b / t, chk);
+    fprintf(stderr, "[onednn] layernorm bwd %s: %.1f us, err dx %.2e dg %.2e db %.2e\n", shape, t * 1e6, e_dx,
+            e_dg, e_db);
+    goto done;
+
+fail:
+    fprintf(stderr, "[onednn] %s: %s\n", shape, err);
+    if (!fwd_done)
+        print_row("layernorm fwd", shape, -1, 0, err);
+    print_row("layernorm bwd", shape, -1, 0, err);
+done:;
+    dnnl_memory_t mems[] = {mx, my, mdy, mdx, mmean, mvar, mg, mb, mdg, mdb};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i])
+            dnnl_memory_destroy(mems[i]);
+    if (fwd)
+        dnnl_primitive_destroy(fwd);
+    if (bwd)
+        dnnl_primitive_destroy(bwd);
+    if (fpd)
+        dnnl_primitive_desc_destroy(fpd);
+    if (bpd)
+        dnnl_primitive_desc_destroy(bpd);
+    free(x), free(y), free(dy), free(dx), free(mean), free(var), free(g), free(b), free(dg), free(db);
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 0;
+    int quick = argc > 2 && !strcmp(argv[2], "--quick");
+    if (threads <= 0) {
+        fprintf(stderr, "usage: onednn_bench THREADS [--quick]\n");
+        return 2;
+    }
+    omp_set_num_threads(threads);
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(peer, sizeof peer, "oneDNN %d.%d.%d", v->major, v->minor, v->patch);
+    fprintf(stderr, "[onednn] %s (cpu runtime %s), %d OpenMP thread(s)\n", peer,
+            v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : v->cpu_runtime == DNNL_RUNTIME_TBB ? "TBB" : "other",
+            omp_get_max_threads());
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+    if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) != dnnl_success) {
+        print_row("layernorm fwd", "all", -1, 0, "not run: cannot create the oneDNN CPU engine");
+        print_row("layernorm bwd", "all", -1, 0, "not run: cannot create the oneDNN CPU engine");
+        return 1;
+    }
+    const bcase *cases = quick ? quick_cases : all_cases;
+    const size_t nc = quick ? 1 : sizeof all_cases / sizeof all_cases[0];
+    for (size_t i = 0; i < nc; i++)
+        run_case(eng, stream, &cases[i]);
+    char why[96];
+    snprintf(why, sizeof why, "not available: oneDNN %d.%d has no RMSNorm primitive", v->major, v->minor);
+    print_row("rmsnorm fwd", "all", -1, 0, why);
+    print_row("rmsnorm bwd", "all", -1, 0, why);
+    dnnl_stream_destroy(stream);
+    dnnl_engine_destroy(eng);
+    return 0;
+}

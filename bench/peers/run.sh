@@ -1,0 +1,141 @@
+#!/bin/sh
+# Peer benchmark: PyTorch, ONNX Runtime and oneDNN LayerNorm / RMSNorm on the cases of `keel bench`.
+#
+# Usage: sh bench/peers/run.sh THREADS [--quick]
+#   THREADS  threads every peer may use (0 = all cores)
+#   --quick  only the 4096x768 case
+#
+# Installs what is missing (pip: torch onnxruntime onnx numpy, each only if it cannot be imported;
+# apt: libdnnl-dev only if its header is missing; as root or through sudo), builds the oneDNN
+# program into build-peers/, runs every peer and prints ONE Markdown table on stdout:
+#   | peer | op | rows x dim | us | GB/s | check (max rel err) |
+# Progress and install logs go to stderr. A peer that cannot be installed or run gives rows that
+# say why. Environment: PYTHON (default python3), CC (default cc).
+set -u
+
+usage() {
+    echo "usage: sh bench/peers/run.sh THREADS [--quick]" >&2
+    exit 2
+}
+
+threads=""
+quick=""
+for a in "$@"; do
+    case "$a" in
+    --quick) quick="--quick" ;;
+    -h | --help) usage ;;
+    *[!0-9]* | "") echo "run.sh: bad argument '$a'" >&2; usage ;;
+    *) threads=$a ;;
+    esac
+done
+[ -n "$threads" ] || usage
+[ "$threads" -gt 0 ] || threads=$(nproc)
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build="$root/build-peers"
+py=${PYTHON:-python3}
+cc=${CC:-cc}
+export OMP_NUM_THREADS="$threads"
+
+log() { echo "[peers] $*" >&2; }
+
+if [ "$(id -u)" = 0 ]; then
+    sudo=""
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo="sudo -n"
+else
+    sudo="none"
+fi
+
+# ---- installs
+pip_missing=""
+if ! command -v "$py" >/dev/null 2>&1; then
+    py_broken="$py not found"
+else
+    py_broken=""
+    for m in numpy torch onnxruntime onnx; do
+        "$py" -c "import $m" >/dev/null 2>&1 || pip_missing="$pip_missing $m"
+    done
+fi
+if [ -z "$py_broken" ] && [ -n "$pip_missing" ]; then
+    log "pip install$pip_missing (torch pulls several GB of CUDA libraries on first install)"
+    if [ "$(id -u)" = 0 ]; then user_flag=""; else user_flag="--user"; fi
+    # shellcheck disable=SC2086
+    "$py" -m pip install $user_flag $pip_missing >&2 || log "pip install failed"
+fi
+
+dnnl_missing=""
+if [ ! -f /usr/include/oneapi/dnnl/dnnl.h ]; then
+    if [ "$sudo" = none ]; then
+        dnnl_missing="libdnnl-dev is not installed and this user cannot run apt-get (not root, no sudo)"
+    else
+        log "apt-get install -y libdnnl-dev"
+        $sudo apt-get install -y libdnnl-dev >&2 ||
+            { $sudo apt-get update >&2 && $sudo apt-get install -y libdnnl-dev >&2; } ||
+            log "apt-get install libdnnl-dev failed"
+        [ -f /usr/include/oneapi/dnnl/dnnl.h ] || dnnl_missing="apt-get install libdnnl-dev failed"
+    fi
+fi
+
+# ---- build the oneDNN program
+onednn_bin="$build/onednn_bench"
+if [ -z "$dnnl_missing" ]; then
+    mkdir -p "$build"
+    log "building $onednn_bin"
+    if ! "$cc" -O2 -std=c11 -fopenmp "$here/onednn_bench.c" -o "$onednn_bin" -ldnnl -lm >&2; then
+        dnnl_missing="the oneDNN program did not build (see stderr)"
+    elif command -v ldd >/dev/null 2>&1; then
+        log "libdnnl threading: $(ldd "$onednn_bin" | grep -o 'lib\(gomp\|iomp5\|tbb\)[^ ]*' | sort -u | tr '\n' ' ')"
+    fi
+fi
+
+# ---- run
+load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
+log "threads $threads${quick:+, quick}; load average: $load"
+case ${load%% *} in
+0.[0-4]* | "") ;;
+*) log "warning: other processes are running (load ${load%% *}); with as many threads as cores, a" \
+    "descheduled thread stalls each parallel region for a time slice, and timings will be distorted" ;;
+esac
+echo "| peer | op | rows x dim | us | GB/s | check (max rel err) |"
+echo "|---|---|---|---|---|---|"
+
+not_run() { # peer, reason, ops...
+    p=$1 why=$2
+    shift 2
+    for op in "$@"; do
+        echo "| $p | $op | all | - | - | $why |"
+    done
+}
+
+if [ -n "$dnnl_missing" ]; then
+    not_run oneDNN "not run: $dnnl_missing" "layernorm fwd" "layernorm bwd" "rmsnorm fwd" "rmsnorm bwd"
+else
+    "$onednn_bin" "$threads" $quick
+    rc=$?
+    [ $rc = 0 ] || not_run oneDNN "the oneDNN program stopped with status $rc (rows above, if any, are complete)" "(remaining)"
+fi
+
+for peer in torch ort; do
+    case $peer in
+    torch) name=PyTorch mods="numpy torch" ;;
+    ort) name="ONNX Runtime" mods="numpy onnxruntime onnx" ;;
+    esac
+    if [ -n "$py_broken" ]; then
+        not_run "$name" "not run: $py_broken" "layernorm fwd" "layernorm bwd" "rmsnorm fwd" "rmsnorm bwd"
+        continue
+    fi
+    missing=""
+    for m in $mods; do
+        "$py" -c "import $m" >/dev/null 2>&1 || missing="$missing $m"
+    done
+    if [ -n "$missing" ]; then
+        not_run "$name" "not run: cannot import$missing (pip install failed?)" "layernorm fwd" "layernorm bwd" "rmsnorm fwd" "rmsnorm bwd"
+        continue
+    fi
+    # a process per peer: the OpenMP threads of one do not spin beside the other's
+    "$py" "$here/peers_torch_ort.py" --peer "$peer" --threads "$threads" $quick
+    rc=$?
+    [ $rc = 0 ] || not_run "$name" "the $peer benchmark stopped with status $rc (rows above, if any, are complete)" "(remaining)"
+done

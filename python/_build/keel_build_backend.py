@@ -1,0 +1,24 @@
+"""The build backend of `pip install .`: setuptools' own, plus CMake from PyPI as a build
+requirement when no `cmake` is on PATH (and Ninja when there is no `make` either)."""
+
+import shutil
+
+from setuptools import build_meta as _orig
+from setuptools.build_meta import *  # noqa: F401,F403  (the PEP 517 hooks)
+
+
+def _c_build_tools():
+    tools = []
+    if shutil.which("cmake") is None:
+        tools.append("cmake>=3.16")
+    if shutil.which("make") is None and shutil.which("ninja") is None:
+        tools.append("ninja")
+    return tools
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return _orig.get_requires_for_build_wheel(config_settings) + _c_build_tools()
+
+
+def get_requires_for_build_editable(config_settings=None):
+    return _orig.get_requires_for_build_editable(config_settings) + _c_build_tools()

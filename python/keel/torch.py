@@ -1,0 +1,201 @@
+"""keel for PyTorch: LayerNorm and RMSNorm modules, drop-ins for torch.nn's, and patch(model).
+
+CPU float32 tensors go through keel (forward saves mean/rstd; backward skips the gradients
+autograd does not need, e.g. frozen weights). Anything else falls back to torch's own op, with
+the same results torch gives: other dtypes (float64, float16, bfloat16 — bf16 comes to keel
+later), other devices (CUDA, meta), and code being compiled by torch.compile. Double backward
+(gradients of gradients) is not supported on the keel path.
+"""
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
+
+from . import _context, _lib
+from ._errors import EINVAL, KeelValueError
+from ._layout import normalized_tuple, row_stride, split_shape
+from .functional import _NULL_ROW, F32, FLOAT32_EPS
+
+__all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "patch"]
+
+_NULL = _NULL_ROW.ctypes.data  # address for empty tensors (data_ptr() 0); never dereferenced
+
+
+def _is_compiling():
+    fn = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(fn and fn())
+
+
+def _keel_can_run(x, *params):
+    """True when keel computes this call: CPU float32 strided tensors, not under torch.compile."""
+    for t in (x,) + params:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu" or t.layout != torch.strided):
+            return False
+    return not _is_compiling()
+
+
+def _addr(t):
+    return None if t is None else (t.data_ptr() or _NULL)
+
+
+def _rows(t, k, dim):
+    """keel_tensor of t: rows read in place when evenly strided, else a contiguous copy's
+    (which the keel_tensor keeps alive)."""
+    stride = row_stride(t.shape, t.stride(), k, dim) if t.data_ptr() % 4 == 0 else None
+    if stride is None:
+        t = t.contiguous()
+        stride = dim
+    return _lib.Tensor(_addr(t), F32, stride, owner=t)
+
+
+def _param(p, dims, name, who):
+    if p is None:
+        return None
+    if tuple(p.shape) != dims:
+        raise KeelValueError(f"{who}: {name}.shape {tuple(p.shape)} != normalized_shape {dims}", EINVAL)
+    return p.detach().contiguous()
+
+
+def _forward(op, x, dims, weight, bias, eps, stats):
+    """keel's forward on tensors: y, plus mean/rstd (LayerNorm) or rstd (RMSNorm) with stats."""
+    who = "keel.torch." + op
+    lead, rows, dim = split_shape(x.shape, dims, who)
+    tx = _rows(x.detach(), len(dims), dim)
+    weight, bias = _param(weight, dims, "weight", who), _param(bias, dims, "bias", who)
+    y = torch.empty(x.shape, dtype=torch.float32)
+    ty = _lib.Tensor(_addr(y), F32, dim)
+    rstd = torch.empty(lead, dtype=torch.float32) if stats else None
+    ctx = _context.default()
+    if op == "layer_norm":
+        mean = torch.empty(lead, dtype=torch.float32) if stats else None
+        ctx.call(_lib.lib.keel_layernorm_fwd, rows, dim, tx, ty, _addr(weight), _addr(bias), eps,
+                 _addr(mean), _addr(rstd), 0)
+        return y, mean, rstd
+    ctx.call(_lib.lib.keel_rmsnorm_fwd, rows, dim, tx, ty, _addr(weight), eps, _addr(rstd), 0)
+    return y, None, rstd
+
+
+def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_db):
+    who = "keel.torch." + op
+    _, rows, dim = split_shape(x.shape, dims, who)
+    tdy, tx = _rows(dy, len(dims), dim), _rows(x, len(dims), dim)
+    dx = torch.empty(x.shape, dtype=torch.float32) if need_dx else None
+    tdx = _lib.Tensor(_addr(dx), F32, dim)
+    dw = torch.zeros(dims, dtype=torch.float32) if need_dw else None  # 0 rows: keel writes nothing
+    db = torch.zeros(dims, dtype=torch.float32) if need_db else None
+    weight = _param(weight, dims, "weight", who)
+    ctx = _context.default()
+    if op == "layer_norm":
+        ctx.call(_lib.lib.keel_layernorm_bwd, rows, dim, tdy, tx, _addr(mean), _addr(rstd),
+                 _addr(weight), eps, tdx, _addr(dw), _addr(db), 0)
+    else:
+        ctx.call(_lib.lib.keel_rmsnorm_bwd, rows, dim, tdy, tx, _addr(rstd), _addr(weight), eps,
+                 tdx, _addr(dw), 0)
+    return dx, dw, db
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, dims, eps):
+        y, mean, rstd = _forward("layer_norm", x, dims, weight, bias, eps, stats=True)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.dims, ctx.eps = dims, eps
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
+        dx, dw, db = _backward("layer_norm", dy, x, ctx.dims, weight, mean, rstd, ctx.eps,
+                               need_dx, need_dw, need_db)
+        return dx, dw, db, None, None
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, dims, eps):
+        y, _, rstd = _forward("rms_norm", x, dims, weight, None, eps, stats=True)
+        ctx.save_for_backward(x, weight, rstd)
+        ctx.dims, ctx.eps = dims, eps
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, rstd = ctx.saved_tensors
+        need_dx, need_dw = ctx.needs_input_grad[:2]
+        dx, dw, _ = _backward("rms_norm", dy, x, ctx.dims, weight, None, rstd, ctx.eps,
+                              need_dx, need_dw, False)
+        return dx, dw, None, None
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """torch.nn.functional.layer_norm through keel (CPU float32; torch's op otherwise)."""
+    if not _keel_can_run(x, weight, bias):
+        return F.layer_norm(x, normalized_shape, weight, bias, eps)
+    dims = normalized_tuple(normalized_shape, "keel.torch.layer_norm")
+    if _needs_grad(x, weight, bias):
+        return _LayerNormFunction.apply(x, weight, bias, dims, float(eps))
+    return _forward("layer_norm", x, dims, weight, bias, float(eps), stats=False)[0]
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    """torch.nn.functional.rms_norm through keel (CPU float32; torch's op otherwise).
+    eps None: float32's machine epsilon, as torch."""
+    if not _keel_can_run(x, weight):
+        return F.rms_norm(x, normalized_shape, weight, eps)
+    dims = normalized_tuple(normalized_shape, "keel.torch.rms_norm")
+    eps = FLOAT32_EPS if eps is None else float(eps)
+    if _needs_grad(x, weight):
+        return _RMSNormFunction.apply(x, weight, dims, eps)
+    return _forward("rms_norm", x, dims, weight, None, eps, stats=False)[0]
+
+
+class LayerNorm(nn.LayerNorm):
+    """torch.nn.LayerNorm computed by keel: same constructor, parameters and state_dict."""
+
+    def forward(self, x):
+        return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.RMSNorm):
+    """torch.nn.RMSNorm computed by keel: same constructor, parameters and state_dict."""
+
+    def forward(self, x):
+        return rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+
+def _replacement(module):
+    """The keel module taking over `module`'s parameters (the same Parameter objects), or None."""
+    if type(module) is nn.LayerNorm:
+        new = LayerNorm(module.normalized_shape, eps=module.eps, elementwise_affine=module.elementwise_affine,
+                        bias=module.bias is not None, device="meta")
+        new.weight, new.bias = module.weight, module.bias
+    elif type(module) is nn.RMSNorm:
+        new = RMSNorm(module.normalized_shape, eps=module.eps, elementwise_affine=module.elementwise_affine,
+                      device="meta")
+        new.weight = module.weight
+    else:
+        return None
+    return new.train(module.training)
+
+
+def patch(model):
+    """Replace, in place, every torch.nn.LayerNorm and torch.nn.RMSNorm inside `model` (exactly
+    those classes, not subclasses) by keel's. The new modules take over the old ones' Parameter
+    objects, so weights, state_dict keys and an optimizer built before the patch all stay valid.
+    Returns how many modules were replaced. (The root module itself is not replaced.)"""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            new = _replacement(child)
+            if new is not None:
+                setattr(parent, name, new)
+                count += 1
+    return count

@@ -1,0 +1,74 @@
+"""Build step of the Python package: CMake builds libkeel.so (target keel_shared) from this
+repository and the wheel carries it as keel/libkeel.so. Metadata lives in pyproject.toml.
+
+Environment: CMAKE (the cmake to run), CMAKE_BUILD_PARALLEL_LEVEL (jobs), KEEL_CMAKE_ARGS
+(extra -D options, space-separated).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools < 70.1
+    from wheel.bdist_wheel import bdist_wheel
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+LIBRARY = {"darwin": "libkeel.dylib", "win32": "keel.dll"}.get(sys.platform, "libkeel.so")
+
+
+def build_libkeel(build_dir):
+    """Configure and build keel_shared in build_dir; returns the path of the library file."""
+    cmake = os.environ.get("CMAKE") or shutil.which("cmake")
+    if not cmake:
+        sys.exit("keel: cmake not found (install cmake, or let pip's build isolation fetch it)")
+    args = [cmake, "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+            "-DKEEL_BUILD_TESTS=OFF", "-DKEEL_BUILD_CLI=OFF"]
+    if not shutil.which("make") and shutil.which("ninja"):
+        args += ["-G", "Ninja"]
+    args += os.environ.get("KEEL_CMAKE_ARGS", "").split()
+    jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 2)
+    subprocess.check_call(args)
+    subprocess.check_call([cmake, "--build", build_dir, "--target", "keel_shared", "-j", jobs])
+    path = os.path.join(build_dir, LIBRARY)
+    if not os.path.exists(path):
+        sys.exit(f"keel: the CMake build did not produce {path}")
+    return os.path.realpath(path)  # libkeel.so -> libkeel.so.0 -> libkeel.so.0.1.0
+
+
+class BuildPyWithLibrary(build_py):
+    """build_py, then libkeel into the package (the source tree's for an editable install)."""
+
+    def run(self):
+        super().run()
+        build_temp = self.get_finalized_command("build").build_temp
+        library = build_libkeel(os.path.join(build_temp, "cmake"))
+        if getattr(self, "editable_mode", False):
+            target = os.path.join(ROOT, "python", "keel")
+        else:
+            target = os.path.join(self.build_lib, "keel")
+        os.makedirs(target, exist_ok=True)
+        shutil.copyfile(library, os.path.join(target, LIBRARY))
+
+
+class PlatformWheel(bdist_wheel):
+    """The wheel holds a native library but no Python extension: any Python 3, this platform."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.root_is_pure = False
+
+    def get_tag(self):
+        return ("py3", "none") + tuple(super().get_tag()[2:])
+
+
+setup(
+    cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel},
+    # setuptools' default build dir, build/, is the C build's: keep out of it.
+    options={"build": {"build_base": "build-pip"}},
+)

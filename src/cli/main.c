@@ -1,0 +1,51 @@
+/* keel: the command line. Dispatches to the subcommands of commands.h. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "keel.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"info", keel_cmd_info, "version, CPU features, the kernels chosen and the thread count"},
+    {"check", keel_cmd_check, "every op against the float64 reference on random and adversarial inputs"},
+    {"bench", keel_cmd_bench, "time and GB/s of every op beside memcpy of the same bytes"},
+    {"onnx-test", keel_cmd_onnx_test, "run ONNX backend node test folders (LayerNormalization, RMSNormalization)"},
+};
+
+static void usage(FILE *to)
+{
+    fprintf(to, "keel %s - normalization layers for transformers\n\nusage: keel COMMAND [options]\n\n",
+            keel_version_string());
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(to, "\n'keel COMMAND --help' describes a command's options.\n"
+                "KEEL_ISA=scalar|avx2|avx512 forces an instruction-set path.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("keel %s\n", keel_version_string());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "keel: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,18 @@
+/* The thread pool: n - 1 workers plus the calling thread. keel_pool_run(pool, n, fn, arg)
+ * calls fn(arg, i) for i = 0..n-1 (n <= the pool's size), i = 0 on the caller, and returns
+ * when all are done. Which thread runs which index never affects results: operators give each
+ * index a fixed range of work. */
+#ifndef KEEL_CORE_POOL_H
+#define KEEL_CORE_POOL_H
+
+#include "keel.h"
+
+typedef struct keel_pool keel_pool;
+typedef void (*keel_pool_fn)(void *arg, int index);
+
+keel_status keel_pool_create(keel_pool **pool, int nthreads);
+void keel_pool_destroy(keel_pool *pool);
+int keel_pool_size(const keel_pool *pool);
+void keel_pool_run(keel_pool *pool, int n, keel_pool_fn fn, void *arg);
+
+#endif

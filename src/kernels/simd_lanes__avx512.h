@@ -1,0 +1,43 @@
+/* The reduction order of kernels.h on AVX-512: the 16 double lanes are two zmm registers,
+ * lo = lanes 0-7 and hi = lanes 8-15, so the 16 floats x[j..j+15] (j % 16 == 0) go to lo (the
+ * low 8) and hi (the high 8), each converted exactly with vcvtps2pd. A tail of n < 16 elements
+ * is a masked load plus a masked add: lanes that get no element are not touched at all, as in
+ * the scalar loop. Include only from files built with the AVX-512 flags (*__avx512.c). */
+#ifndef KEEL_KERNELS_SIMD_LANES_AVX512_H
+#define KEEL_KERNELS_SIMD_LANES_AVX512_H
+
+#include <immintrin.h>
+#include <stddef.h>
+
+#define KEEL_INLINE static inline __attribute__((always_inline))
+
+/* (double)p[0..7] */
+KEEL_INLINE __m512d k512_cvt8(const float *p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+
+/* (double)p[i] where bit i of k is set, else 0.0; never reads the masked-out floats. */
+KEEL_INLINE __m512d k512_cvt8_mask(__mmask8 k, const float *p)
+{
+    return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, p));
+}
+
+/* Mask of the first n (< 16) floats of a tail, and its two halves for the double lanes. */
+KEEL_INLINE __mmask16 k512_tail16(size_t n) { return (__mmask16)((1u << n) - 1u); }
+KEEL_INLINE __mmask8 k512_lo8(__mmask16 k) { return (__mmask8)(k & 0xff); }
+KEEL_INLINE __mmask8 k512_hi8(__mmask16 k) { return (__mmask8)(k >> 8); }
+
+/* lane = lane + t only where k is set (the other lanes keep their bits). */
+KEEL_INLINE __m512d k512_add_mask(__m512d lane, __mmask8 k, __m512d t)
+{
+    return _mm512_mask_add_pd(lane, k, lane, t);
+}
+
+/* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
+KEEL_INLINE double k512_reduce16(__m512d lo, __m512d hi)
+{
+    const __m512d a = _mm512_add_pd(lo, hi);
+    const __m256d b = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+    const __m128d c = _mm_add_pd(_mm256_castpd256_pd128(b), _mm256_extractf128_pd(b, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
+}
+
+#endif

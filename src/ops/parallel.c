@@ -1,0 +1,129 @@
+#include "parallel.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "error.h"
+
+/* Threads worth waking for rows x dim elements. */
+static int useful_threads(const keel_ctx *ctx, size_t rows, size_t dim, size_t units)
+{
+    const size_t elems = rows * dim; /* validated not to overflow by the operator */
+    size_t n = (size_t)keel_pool_size(ctx->pool);
+    const size_t by_work = elems / KEEL_MIN_PARALLEL_ELEMS;
+    if (n > by_work)
+        n = by_work;
+    if (n > units)
+        n = units;
+    return n < 1 ? 1 : (int)n;
+}
+
+typedef struct rows_task {
+    keel_rows_fn fn;
+    const void *job;
+    size_t rows;
+    int n;
+} rows_task;
+
+static void rows_worker(void *arg, int i)
+{
+    const rows_task *t = arg;
+    const size_t r0 = t->rows * (size_t)i / (size_t)t->n;
+    const size_t r1 = t->rows * (size_t)(i + 1) / (size_t)t->n;
+    if (r1 > r0)
+        t->fn(t->job, r0, r1, NULL, NULL);
+}
+
+void keel_run_rows(keel_ctx *ctx, size_t rows, size_t dim, keel_rows_fn fn, const void *job)
+{
+    rows_task t = {fn, job, rows, useful_threads(ctx, rows, dim, rows)};
+    keel_pool_run(ctx->pool, t.n, rows_worker, &t);
+}
+
+/* Row blocks: 8 rows each for small batches, else at most 64 blocks. Depends on rows only. */
+static size_t block_rows_for(size_t rows) { return rows <= 512 ? 8 : (rows + 63) / 64; }
+
+typedef struct reduce_task {
+    keel_rows_fn fn;
+    const void *job;
+    size_t rows, dim, block_rows, nblocks;
+    float *parts0, *parts1; /* nblocks x dim each, or NULL */
+    float *out0, *out1;
+    int accumulate;
+    int n;
+} reduce_task;
+
+static void blocks_worker(void *arg, int i)
+{
+    const reduce_task *t = arg;
+    const size_t b0 = t->nblocks * (size_t)i / (size_t)t->n;
+    const size_t b1 = t->nblocks * (size_t)(i + 1) / (size_t)t->n;
+    for (size_t b = b0; b < b1; b++) {
+        float *p0 = t->parts0 ? t->parts0 + b * t->dim : NULL;
+        float *p1 = t->parts1 ? t->parts1 + b * t->dim : NULL;
+        if (p0)
+            memset(p0, 0, t->dim * sizeof *p0);
+        if (p1)
+            memset(p1, 0, t->dim * sizeof *p1);
+        const size_t r0 = b * t->block_rows;
+        const size_t r1 = r0 + t->block_rows < t->rows ? r0 + t->block_rows : t->rows;
+        t->fn(t->job, r0, r1, p0, p1);
+    }
+}
+
+static void reduce_columns(const float *parts, size_t nblocks, size_t dim, size_t j0, size_t j1,
+                           float *out, int accumulate)
+{
+    for (size_t j = j0; j < j1; j++) {
+        double s = accumulate ? (double)out[j] : 0.0;
+        for (size_t b = 0; b < nblocks; b++)
+            s += (double)parts[b * dim + j];
+        out[j] = (float)s;
+    }
+}
+
+static void columns_worker(void *arg, int i)
+{
+    const reduce_task *t = arg;
+    const size_t j0 = t->dim * (size_t)i / (size_t)t->n;
+    const size_t j1 = t->dim * (size_t)(i + 1) / (size_t)t->n;
+    if (t->out0)
+        reduce_columns(t->parts0, t->nblocks, t->dim, j0, j1, t->out0, t->accumulate);
+    if (t->out1)
+        reduce_columns(t->parts1, t->nblocks, t->dim, j0, j1, t->out1, t->accumulate);
+}
+
+keel_status keel_run_rows_reduce(keel_ctx *ctx, const char *who, size_t rows, size_t dim,
+                                 keel_rows_fn fn, const void *job, float *out0, float *out1,
+                                 int accumulate)
+{
+    if (!out0 && !out1) {
+        keel_run_rows(ctx, rows, dim, fn, job);
+        return KEEL_OK;
+    }
+    reduce_task t = {0};
+    t.fn = fn;
+    t.job = job;
+    t.rows = rows;
+    t.dim = dim;
+    t.block_rows = block_rows_for(rows);
+    t.nblocks = (rows + t.block_rows - 1) / t.block_rows;
+    t.out0 = out0;
+    t.out1 = out1;
+    t.accumulate = accumulate;
+    const size_t nparts = (size_t)(out0 != NULL) + (size_t)(out1 != NULL);
+    if (dim > SIZE_MAX / sizeof(float) / t.nblocks / nparts)
+        return keel_fail(KEEL_EOVERFLOW, "%s: dim (%zu) too large for the gradient partials", who, dim);
+    float *scratch = keel_ctx_scratch(ctx, t.nblocks * dim * nparts * sizeof(float), who);
+    if (!scratch)
+        return keel_fail(KEEL_ENOMEM, "%s: cannot allocate %zu partial sums of dim %zu", who,
+                         t.nblocks * nparts, dim);
+    t.parts0 = out0 ? scratch : NULL;
+    t.parts1 = out1 ? scratch + (out0 ? t.nblocks * dim : 0) : NULL;
+
+    t.n = useful_threads(ctx, rows, dim, t.nblocks);
+    keel_pool_run(ctx->pool, t.n, blocks_worker, &t);
+    t.n = useful_threads(ctx, t.nblocks, dim, dim);
+    keel_pool_run(ctx->pool, t.n, columns_worker, &t);
+    return KEEL_OK;
+}

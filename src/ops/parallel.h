@@ -1,0 +1,28 @@
+/* How the operator layer spreads rows over the context's threads, deterministically: row
+ * results never depend on which thread computes them, and column sums over rows (dgamma,
+ * dbeta) are gathered per fixed row block (a function of rows alone, never of the thread
+ * count) and added up in block order. */
+#ifndef KEEL_OPS_PARALLEL_H
+#define KEEL_OPS_PARALLEL_H
+
+#include <stddef.h>
+
+#include "ctx.h"
+
+/* Work on rows [r0, r1). part0/part1: zeroed column partials of `dim` floats, or NULL. */
+typedef void (*keel_rows_fn)(const void *job, size_t r0, size_t r1, float *part0, float *part1);
+
+/* Below this many elements per call, waking the pool costs more than the work saves. */
+#define KEEL_MIN_PARALLEL_ELEMS ((size_t)32768)
+
+/* fn over [0, rows) in contiguous chunks, one per thread. */
+void keel_run_rows(keel_ctx *ctx, size_t rows, size_t dim, keel_rows_fn fn, const void *job);
+
+/* fn over fixed row blocks, each with zeroed partials for the non-NULL outputs out0/out1, then
+ * out[j] = (float)(sum over blocks in order, in double) (+ out[j] first if accumulate).
+ * May fail only to allocate scratch. */
+keel_status keel_run_rows_reduce(keel_ctx *ctx, const char *who, size_t rows, size_t dim,
+                                 keel_rows_fn fn, const void *job, float *out0, float *out1,
+                                 int accumulate);
+
+#endif

@@ -1,0 +1,176 @@
+/*
+ * test_common.h - the small helpers every keel test shares: the seed (KEEL_TEST_SEED), pass and
+ * fail counting with the "N passed, M failed" summary, buffers with sentinels, and the list of
+ * instruction-set paths this machine can run. Each test is one translation unit, so the state
+ * lives in static variables here.
+ */
+#ifndef KEEL_TEST_COMMON_H
+#define KEEL_TEST_COMMON_H
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keel.h"
+#include "keel_cases.h"
+
+/* The default seed: fixed, so that a plain ctest run is reproducible. */
+#define TEST_DEFAULT_SEED UINT64_C(0x6b65656c)
+
+static const char *test_name_ = "test";
+static uint64_t test_seed_;
+static long test_passed_, test_failed_;
+
+/* Prints the test's seed and returns it: KEEL_TEST_SEED (decimal or 0x hex) if set. */
+static inline uint64_t test_begin(const char *name)
+{
+    const char *env = getenv("KEEL_TEST_SEED");
+    test_name_ = name;
+    test_seed_ = TEST_DEFAULT_SEED;
+    if (env && *env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 0);
+        if (*end == '\0')
+            test_seed_ = (uint64_t)v;
+        else
+            fprintf(stderr, "%s: KEEL_TEST_SEED '%s' is not a number, using the default\n", name,
+                    env);
+    }
+    printf("%s: seed %" PRIu64 " (KEEL_TEST_SEED=%" PRIu64 " reproduces this run)\n", name,
+           test_seed_, test_seed_);
+    return test_seed_;
+}
+
+/* Counts one check; on failure prints the seed and the formatted description (which names the
+ * case and the index). Returns ok. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static inline int test_check(int ok, const char *fmt, ...)
+{
+    if (ok) {
+        test_passed_++;
+        return 1;
+    }
+    test_failed_++;
+    va_list ap;
+    va_start(ap, fmt);
+    printf("FAIL [%s seed %" PRIu64 "] ", test_name_, test_seed_);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    return 0;
+}
+
+/* Prints "N passed, M failed"; the process's exit status. */
+static inline int test_finish(void)
+{
+    printf("%ld passed, %ld failed\n", test_passed_, test_failed_);
+    return test_failed_ ? 1 : 0;
+}
+
+/* Test infrastructure failing (not keel): stop with a message. */
+static inline void test_fatal(const char *what)
+{
+    printf("FATAL [%s seed %" PRIu64 "] %s\n", test_name_, test_seed_, what);
+    printf("%ld passed, %ld failed\n", test_passed_, test_failed_ + 1);
+    exit(1);
+}
+
+/* ---- buffers ------------------------------------------------------------------------------- */
+
+/* A float no computation here produces: marks memory that must not be written. Filled and
+ * compared as bits, so NaN rules never interfere. */
+#define TEST_SENTINEL_BITS UINT32_C(0x5a5a5a5a)
+
+static inline float *test_alloc(size_t n)
+{
+    float *p = malloc((n > 0 ? n : 1) * sizeof(float));
+    if (!p)
+        test_fatal("out of memory");
+    return p;
+}
+
+static inline double *test_alloc_d(size_t n)
+{
+    double *p = malloc((n > 0 ? n : 1) * sizeof(double));
+    if (!p)
+        test_fatal("out of memory");
+    return p;
+}
+
+static inline void test_fill_sentinel(float *p, size_t n)
+{
+    uint32_t bits = TEST_SENTINEL_BITS;
+    for (size_t i = 0; i < n; i++)
+        memcpy(p + i, &bits, sizeof bits);
+}
+
+/* Index of the first element that is not the sentinel, or n. */
+static inline size_t test_first_written(const float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, p + i, sizeof bits);
+        if (bits != TEST_SENTINEL_BITS)
+            return i;
+    }
+    return n;
+}
+
+/* A copy of n floats (the caller frees it). */
+static inline float *test_copy(const float *src, size_t n)
+{
+    float *p = test_alloc(n);
+    memcpy(p, src, (n > 0 ? n : 1) * sizeof(float));
+    return p;
+}
+
+/* Index of the first element whose bits differ, or n. */
+static inline size_t test_first_diff(const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(a + i, b + i, sizeof(float)) != 0)
+            return i;
+    return n;
+}
+
+/* ---- contexts and instruction-set paths ------------------------------------------------------ */
+
+/* The paths this machine runs, best last; returns how many. */
+static inline int test_isas(keel_isa out[3])
+{
+    static const keel_isa all[3] = {KEEL_ISA_SCALAR, KEEL_ISA_AVX2, KEEL_ISA_AVX512};
+    int n = 0;
+    for (int i = 0; i < 3; i++)
+        if (keel_isa_available(all[i]))
+            out[n++] = all[i];
+    return n;
+}
+
+static inline keel_ctx *test_ctx(int nthreads)
+{
+    keel_ctx *ctx = NULL;
+    keel_status st = keel_ctx_create(&ctx, nthreads);
+    if (st != KEEL_OK || !ctx) {
+        printf("keel_ctx_create: %s (%s)\n", keel_status_str(st), keel_last_error());
+        test_fatal("cannot create a context");
+    }
+    return ctx;
+}
+
+static inline void test_set_isa(keel_ctx *ctx, keel_isa isa)
+{
+    keel_status st = keel_ctx_set_isa(ctx, isa);
+    if (st != KEEL_OK) {
+        printf("keel_ctx_set_isa(%s): %s (%s)\n", keel_isa_name(isa), keel_status_str(st),
+               keel_last_error());
+        test_fatal("cannot select an available instruction-set path");
+    }
+}
+
+#endif /* KEEL_TEST_COMMON_H */

@@ -1,0 +1,938 @@
+/*
+ * Unit tests of the protobuf / ONNX reader of `keel onnx-test` (src/cli/onnx_pb.c).
+ *
+ * Hand-made buffers cover the wire format's edge cases (varints up to the 10-byte negative
+ * int64, packed and unpacked repeated fields, every wire type skipped when unknown, malformed
+ * keys and lengths); the ONNX files of tests/data/onnx are read for real, and every truncation
+ * of them must be an error. Each truncated copy lives in a heap block of exactly its size, so a
+ * sanitizer build (KEEL_SANITIZE=address) catches any read past the end.
+ *
+ * Runs with the working directory at the source root (KEEL_SOURCE_DIR says it too).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "onnx_pb.h"
+
+#ifndef KEEL_SOURCE_DIR
+#define KEEL_SOURCE_DIR "."
+#endif
+#define DATA_DIR KEEL_SOURCE_DIR "/tests/data/onnx/"
+
+typedef struct counts {
+    int passed, failed;
+} counts;
+
+#define CHECK(c, cond)                                                                    \
+    do {                                                                                  \
+        if (cond) {                                                                       \
+            (c)->passed++;                                                                \
+        } else {                                                                          \
+            (c)->failed++;                                                                \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                 \
+    } while (0)
+
+/* ---- building protobuf buffers --------------------------------------------------------------- */
+
+typedef struct pbuf {
+    uint8_t b[2048];
+    size_t n;
+} pbuf;
+
+static void put_byte(pbuf *p, uint8_t v)
+{
+    if (p->n < sizeof p->b)
+        p->b[p->n++] = v;
+}
+
+static void put_raw(pbuf *p, const void *data, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        put_byte(p, ((const uint8_t *)data)[i]);
+}
+
+static void put_varint(pbuf *p, uint64_t v)
+{
+    do {
+        uint8_t b = v & 0x7f;
+        v >>= 7;
+        put_byte(p, (uint8_t)(b | (v ? 0x80 : 0)));
+    } while (v);
+}
+
+static void put_key(pbuf *p, uint32_t field, int wire)
+{
+    put_varint(p, (uint64_t)field << 3 | (uint64_t)wire);
+}
+
+static void put_fixed32(pbuf *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        put_byte(p, (uint8_t)(v >> (8 * i)));
+}
+
+static void put_float(pbuf *p, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    put_fixed32(p, u);
+}
+
+static void put_int_field(pbuf *p, uint32_t field, int64_t v)
+{
+    put_key(p, field, KEEL_PB_VARINT);
+    put_varint(p, (uint64_t)v);
+}
+
+static void put_len_field(pbuf *p, uint32_t field, const void *data, size_t n)
+{
+    put_key(p, field, KEEL_PB_LEN);
+    put_varint(p, n);
+    put_raw(p, data, n);
+}
+
+static void put_str_field(pbuf *p, uint32_t field, const char *s)
+{
+    put_len_field(p, field, s, strlen(s));
+}
+
+static void put_msg_field(pbuf *p, uint32_t field, const pbuf *sub)
+{
+    put_len_field(p, field, sub->b, sub->n);
+}
+
+/* raw_data of n floats, little-endian. */
+static void put_raw_floats(pbuf *p, const float *v, size_t n)
+{
+    pbuf raw = {{0}, 0};
+    for (size_t i = 0; i < n; i++)
+        put_float(&raw, v[i]);
+    put_msg_field(p, 9, &raw);
+}
+
+/* Parse a buffer from a heap copy of exactly its size (so ASan sees any overread). */
+static keel_status parse_tensor_exact(const uint8_t *data, size_t n, keel_onnx_tensor *t, char *err,
+                                      size_t errlen)
+{
+    uint8_t *copy = malloc(n ? n : 1);
+    if (!copy)
+        return KEEL_ENOMEM;
+    if (n)
+        memcpy(copy, data, n);
+    keel_status st = keel_onnx_tensor_parse(n ? copy : NULL, n, t, err, errlen);
+    free(copy);
+    return st;
+}
+
+static keel_status parse_model_exact(const uint8_t *data, size_t n, keel_onnx_model *m, char *err,
+                                     size_t errlen)
+{
+    uint8_t *copy = malloc(n ? n : 1);
+    if (!copy)
+        return KEEL_ENOMEM;
+    if (n)
+        memcpy(copy, data, n);
+    keel_status st = keel_onnx_model_parse(n ? copy : NULL, n, m, err, errlen);
+    free(copy);
+    return st;
+}
+
+/* ---- varints and keys ------------------------------------------------------------------------ */
+
+typedef struct varint_case {
+    uint8_t bytes[12];
+    size_t n;
+    int ok;
+    uint64_t value;
+    size_t used;
+} varint_case;
+
+static void test_varints(counts *c)
+{
+    static const varint_case cases[] = {
+        {{0x00}, 1, 1, 0, 1},
+        {{0x01}, 1, 1, 1, 1},
+        {{0x7f}, 1, 1, 127, 1},
+        {{0x80, 0x01}, 2, 1, 128, 2},
+        {{0xac, 0x02}, 2, 1, 300, 2},
+        {{0xff, 0xff, 0xff, 0xff, 0x0f}, 5, 1, 0xffffffffu, 5},
+        {{0x80, 0x00}, 2, 1, 0, 2},                     /* not minimal, still valid */
+        {{0x05, 0xff}, 2, 1, 5, 1},                     /* stops after the first byte */
+        {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, 9, 1, 0x7fffffffffffffffu, 9},
+        /* int64 -1 and -2 (a negative axis): ten bytes, the last holding bit 63 */
+        {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 10, 1, UINT64_MAX, 10},
+        {{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 10, 1, UINT64_MAX - 1, 10},
+        {{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, 10, 1, 1ull << 63, 10},
+        /* errors */
+        {{0}, 0, 0, 0, 0},                                                           /* empty */
+        {{0x80}, 1, 0, 0, 0},                                                        /* cut */
+        {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 9, 0, 0, 0},        /* cut at 9 */
+        {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02}, 10, 0, 0, 0}, /* > 64 bits */
+        {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, 10, 0, 0, 0},
+        {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x81, 0x00}, 11, 0, 0, 0}, /* 11 bytes */
+        {{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, 11, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const varint_case *vc = &cases[i];
+        uint8_t *copy = malloc(vc->n ? vc->n : 1);
+        if (!copy)
+            continue;
+        memcpy(copy, vc->bytes, vc->n);
+        keel_pb_reader r = keel_pb_reader_init(copy, vc->n);
+        uint64_t v = 12345;
+        char err[256] = "";
+        keel_status st = keel_pb_read_varint(&r, &v, err, sizeof err);
+        if (vc->ok) {
+            CHECK(c, st == KEEL_OK);
+            CHECK(c, v == vc->value);
+            CHECK(c, r.pos == vc->used);
+        } else {
+            CHECK(c, st == KEEL_EFORMAT);
+            CHECK(c, r.pos == 0); /* a failed read does not move */
+            CHECK(c, err[0] != '\0');
+        }
+        free(copy);
+    }
+    /* The encoder and the decoder agree on every power of two and its neighbours. */
+    for (int bit = 0; bit < 64; bit++) {
+        uint64_t base = 1ull << bit;
+        uint64_t vals[3] = {base - 1, base, base + 1};
+        for (int k = 0; k < 3; k++) {
+            pbuf p = {{0}, 0};
+            put_varint(&p, vals[k]);
+            keel_pb_reader r = keel_pb_reader_init(p.b, p.n);
+            uint64_t v = 0;
+            int ok = keel_pb_read_varint(&r, &v, NULL, 0) == KEEL_OK && v == vals[k] && r.pos == p.n;
+            CHECK(c, ok);
+        }
+    }
+}
+
+static void test_keys(counts *c)
+{
+    char err[256];
+    keel_pb_key key;
+    const uint8_t good[] = {0x08, 0x4a, 0xfa, 0xff, 0xff, 0xff, 0x0f}; /* 1:varint 9:len (2^29-1):len */
+    keel_pb_reader r = keel_pb_reader_init(good, sizeof good);
+    CHECK(c, keel_pb_read_key(&r, &key, err, sizeof err) == KEEL_OK && key.field == 1 &&
+                 key.wire == KEEL_PB_VARINT);
+    CHECK(c, keel_pb_read_key(&r, &key, err, sizeof err) == KEEL_OK && key.field == 9 &&
+                 key.wire == KEEL_PB_LEN);
+    CHECK(c, keel_pb_read_key(&r, &key, err, sizeof err) == KEEL_OK && key.field == (1u << 29) - 1 &&
+                 key.wire == KEEL_PB_LEN);
+    CHECK(c, keel_pb_at_end(&r));
+
+    /* Field 0, wire types 6 and 7, a key past 32 bits. */
+    const uint8_t bad[][6] = {{0x00}, {0x02}, {0x0e}, {0x0f}, {0x0b * 8 + 6}, {0x80, 0x80, 0x80, 0x80, 0x10}};
+    const size_t bad_n[] = {1, 1, 1, 1, 1, 5};
+    for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++) {
+        r = keel_pb_reader_init(bad[i], bad_n[i]);
+        err[0] = '\0';
+        CHECK(c, keel_pb_read_key(&r, &key, err, sizeof err) == KEEL_EFORMAT);
+        CHECK(c, r.pos == 0 && err[0] != '\0');
+    }
+    r = keel_pb_reader_init(bad[2], 1);
+    CHECK(c, keel_pb_read_key(&r, &key, err, sizeof err) == KEEL_EFORMAT && strstr(err, "wire type 6"));
+}
+
+static void test_fixed_and_bytes(counts *c)
+{
+    const uint8_t b[] = {0x78, 0x56, 0x34, 0x12, 0xef, 0xcd, 0xab, 0x89};
+    keel_pb_reader r = keel_pb_reader_init(b, sizeof b);
+    uint32_t u32 = 0;
+    uint64_t u64 = 0;
+    CHECK(c, keel_pb_read_fixed32(&r, &u32, NULL, 0) == KEEL_OK && u32 == 0x12345678u);
+    CHECK(c, keel_pb_read_fixed32(&r, &u32, NULL, 0) == KEEL_OK && u32 == 0x89abcdefu);
+    CHECK(c, keel_pb_read_fixed32(&r, &u32, NULL, 0) == KEEL_EFORMAT);
+    r = keel_pb_reader_init(b, sizeof b);
+    CHECK(c, keel_pb_read_fixed64(&r, &u64, NULL, 0) == KEEL_OK && u64 == 0x89abcdef12345678ull);
+    for (size_t n = 0; n < 8; n++) {
+        r = keel_pb_reader_init(b, n);
+        CHECK(c, keel_pb_read_fixed64(&r, &u64, NULL, 0) == KEEL_EFORMAT && r.pos == 0);
+        if (n < 4)
+            CHECK(c, keel_pb_read_fixed32(&r, &u32, NULL, 0) == KEEL_EFORMAT && r.pos == 0);
+    }
+
+    const uint8_t *data;
+    size_t n;
+    const uint8_t ok_len[] = {0x03, 'a', 'b', 'c', 0x00};
+    r = keel_pb_reader_init(ok_len, sizeof ok_len);
+    CHECK(c, keel_pb_read_bytes(&r, &data, &n, NULL, 0) == KEEL_OK && n == 3 && data == ok_len + 1);
+    CHECK(c, keel_pb_read_bytes(&r, &data, &n, NULL, 0) == KEEL_OK && n == 0);
+    CHECK(c, keel_pb_at_end(&r));
+    const uint8_t long_len[] = {0x04, 'a', 'b', 'c'};
+    r = keel_pb_reader_init(long_len, sizeof long_len);
+    CHECK(c, keel_pb_read_bytes(&r, &data, &n, NULL, 0) == KEEL_EFORMAT && r.pos == 0);
+    /* A length near 2^64 must not wrap pos + len around. */
+    const uint8_t huge_len[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 'x'};
+    r = keel_pb_reader_init(huge_len, sizeof huge_len);
+    CHECK(c, keel_pb_read_bytes(&r, &data, &n, NULL, 0) == KEEL_EFORMAT && r.pos == 0);
+}
+
+/* Read one key and skip its value. */
+static keel_status skip_one(const pbuf *p, size_t *pos)
+{
+    keel_pb_reader r = keel_pb_reader_init(p->b, p->n);
+    keel_pb_key key;
+    keel_status st = keel_pb_read_key(&r, &key, NULL, 0);
+    if (st == KEEL_OK)
+        st = keel_pb_skip(&r, key, NULL, 0);
+    *pos = r.pos;
+    return st;
+}
+
+static void test_skip(counts *c)
+{
+    size_t pos;
+    pbuf p = {{0}, 0};
+    put_int_field(&p, 100, -5);
+    CHECK(c, skip_one(&p, &pos) == KEEL_OK && pos == p.n);
+    p.n = 0;
+    put_key(&p, 100, KEEL_PB_FIXED64);
+    put_fixed32(&p, 1);
+    put_fixed32(&p, 2);
+    CHECK(c, skip_one(&p, &pos) == KEEL_OK && pos == p.n);
+    p.n = 0;
+    put_key(&p, 100, KEEL_PB_FIXED32);
+    put_fixed32(&p, 1);
+    CHECK(c, skip_one(&p, &pos) == KEEL_OK && pos == p.n);
+    p.n = 0;
+    put_str_field(&p, 100, "hello");
+    CHECK(c, skip_one(&p, &pos) == KEEL_OK && pos == p.n);
+
+    /* A group holding fields of every type and a nested group. */
+    p.n = 0;
+    put_key(&p, 100, KEEL_PB_SGROUP);
+    put_int_field(&p, 1, 7);
+    put_key(&p, 2, KEEL_PB_FIXED32);
+    put_fixed32(&p, 3);
+    put_str_field(&p, 3, "x");
+    put_key(&p, 4, KEEL_PB_SGROUP);
+    put_key(&p, 5, KEEL_PB_FIXED64);
+    put_fixed32(&p, 0);
+    put_fixed32(&p, 0);
+    put_key(&p, 4, KEEL_PB_EGROUP);
+    put_key(&p, 100, KEEL_PB_EGROUP);
+    size_t whole = p.n;
+    put_int_field(&p, 1, 1); /* after the group: must not be eaten */
+    CHECK(c, skip_one(&p, &pos) == KEEL_OK && pos == whole);
+
+    /* An end-group of another field, a group never closed, an end-group alone. */
+    p.n = 0;
+    put_key(&p, 100, KEEL_PB_SGROUP);
+    put_key(&p, 101, KEEL_PB_EGROUP);
+    CHECK(c, skip_one(&p, &pos) == KEEL_EFORMAT);
+    p.n = 0;
+    put_key(&p, 100, KEEL_PB_SGROUP);
+    put_int_field(&p, 1, 1);
+    CHECK(c, skip_one(&p, &pos) == KEEL_EFORMAT);
+    p.n = 0;
+    put_key(&p, 100, KEEL_PB_EGROUP);
+    CHECK(c, skip_one(&p, &pos) == KEEL_EFORMAT);
+
+    /* Deep nesting is refused, not recursed into without bound. */
+    p.n = 0;
+    for (int i = 0; i < 200; i++)
+        put_key(&p, 1, KEEL_PB_SGROUP);
+    for (int i = 0; i < 200; i++)
+        put_key(&p, 1, KEEL_PB_EGROUP);
+    CHECK(c, skip_one(&p, &pos) == KEEL_EFORMAT);
+    /* 10 levels are fine. */
+    p.n = 0;
+    for (int i = 0; i < 10; i++)
+        put_key(&p, 1, KEEL_PB_SGROUP);
+    for (int i = 0; i < 10; i++)
+        put_key(&p, 1, KEEL_PB_EGROUP);
+    CHECK(c, skip_one(&p, &pos) == KEEL_OK && pos == p.n);
+}
+
+/* ---- TensorProto ----------------------------------------------------------------------------- */
+
+static const float vals6[6] = {1.0f, -2.5f, 3.25f, 0.0f, -0.0f, 1e-30f};
+
+static int same_floats(const float *a, const float *b, size_t n)
+{
+    return n == 0 || (a && b && !memcmp(a, b, n * sizeof *a));
+}
+
+/* Unknown fields of every wire type, to be skipped. */
+static void put_unknown_fields(pbuf *p)
+{
+    put_int_field(p, 15, -1); /* 10-byte varint */
+    put_key(p, 16, KEEL_PB_FIXED64);
+    put_fixed32(p, 0xdeadbeef);
+    put_fixed32(p, 0xdeadbeef);
+    put_str_field(p, 12, "doc string");
+    put_key(p, 17, KEEL_PB_FIXED32);
+    put_fixed32(p, 0x12345678);
+    put_key(p, 18, KEEL_PB_SGROUP);
+    put_int_field(p, 1, 3);
+    put_key(p, 18, KEEL_PB_EGROUP);
+}
+
+static void test_tensor_layouts(counts *c)
+{
+    char err[256];
+    keel_onnx_tensor t;
+
+    /* Unpacked dims, as the ONNX files write them, with raw_data and unknown fields. */
+    pbuf p = {{0}, 0};
+    put_int_field(&p, 1, 2);
+    put_unknown_fields(&p);
+    put_int_field(&p, 1, 3);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_str_field(&p, 8, "X");
+    put_raw_floats(&p, vals6, 6);
+    CHECK(c, parse_tensor_exact(p.b, p.n, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.ndims == 2 && t.dims[0] == 2 && t.dims[1] == 3 && t.count == 6);
+    CHECK(c, !strcmp(t.name, "X") && same_floats(t.data, vals6, 6));
+    keel_onnx_tensor_free(&t);
+    CHECK(c, t.data == NULL && t.count == 0);
+
+    /* Packed dims (a second packed run and an unpacked one append, in order). */
+    p.n = 0;
+    pbuf dims = {{0}, 0};
+    put_varint(&dims, 1);
+    put_varint(&dims, 2);
+    put_msg_field(&p, 1, &dims);
+    put_int_field(&p, 1, 1);
+    dims.n = 0;
+    put_varint(&dims, 3);
+    put_msg_field(&p, 1, &dims);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_raw_floats(&p, vals6, 6);
+    CHECK(c, parse_tensor_exact(p.b, p.n, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.ndims == 4 && t.dims[0] == 1 && t.dims[1] == 2 && t.dims[2] == 1 && t.dims[3] == 3);
+    CHECK(c, t.count == 6 && same_floats(t.data, vals6, 6));
+    keel_onnx_tensor_free(&t);
+
+    /* float_data, packed in two runs. */
+    p.n = 0;
+    put_int_field(&p, 1, 6);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    pbuf fd = {{0}, 0};
+    for (int i = 0; i < 4; i++)
+        put_float(&fd, vals6[i]);
+    put_msg_field(&p, 4, &fd);
+    fd.n = 0;
+    for (int i = 4; i < 6; i++)
+        put_float(&fd, vals6[i]);
+    put_unknown_fields(&p);
+    put_msg_field(&p, 4, &fd);
+    CHECK(c, parse_tensor_exact(p.b, p.n, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.count == 6 && same_floats(t.data, vals6, 6));
+    keel_onnx_tensor_free(&t);
+
+    /* float_data unpacked (one fixed32 per field), mixed with a packed run. */
+    p.n = 0;
+    put_int_field(&p, 1, 6);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    for (int i = 0; i < 3; i++) {
+        put_key(&p, 4, KEEL_PB_FIXED32);
+        put_float(&p, vals6[i]);
+    }
+    fd.n = 0;
+    for (int i = 3; i < 6; i++)
+        put_float(&fd, vals6[i]);
+    put_msg_field(&p, 4, &fd);
+    CHECK(c, parse_tensor_exact(p.b, p.n, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.count == 6 && same_floats(t.data, vals6, 6));
+    keel_onnx_tensor_free(&t);
+
+    /* raw_data wins over float_data. */
+    p.n = 0;
+    put_int_field(&p, 1, 2);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_key(&p, 4, KEEL_PB_FIXED32);
+    put_float(&p, 99.0f);
+    put_raw_floats(&p, vals6, 2);
+    CHECK(c, parse_tensor_exact(p.b, p.n, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.count == 2 && same_floats(t.data, vals6, 2));
+    keel_onnx_tensor_free(&t);
+
+    /* A scalar (no dims): one value. */
+    p.n = 0;
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_raw_floats(&p, vals6 + 2, 1);
+    CHECK(c, parse_tensor_exact(p.b, p.n, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.ndims == 0 && t.count == 1 && t.data && t.data[0] == 3.25f);
+    keel_onnx_tensor_free(&t);
+
+    /* An empty tensor (a dim of 0) needs no data. */
+    p.n = 0;
+    put_int_field(&p, 1, 4);
+    put_int_field(&p, 1, 0);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    CHECK(c, parse_tensor_exact(p.b, p.n, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.ndims == 2 && t.count == 0 && t.data == NULL);
+    keel_onnx_tensor_free(&t);
+}
+
+/* Parse must fail with `want`; the tensor is left empty. */
+static void expect_tensor_error(counts *c, const pbuf *p, keel_status want, const char *msg_part)
+{
+    char err[256] = "";
+    keel_onnx_tensor t;
+    keel_status st = parse_tensor_exact(p->b, p->n, &t, err, sizeof err);
+    CHECK(c, st == want);
+    CHECK(c, t.data == NULL);
+    if (msg_part && !strstr(err, msg_part)) {
+        c->failed++;
+        fprintf(stderr, "FAIL: error message '%s' lacks '%s'\n", err, msg_part);
+    }
+}
+
+static void test_tensor_errors(counts *c)
+{
+    pbuf p = {{0}, 0};
+    /* A negative dim (a 10-byte varint). */
+    put_int_field(&p, 1, -3);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "negative");
+
+    /* raw_data of the wrong size. */
+    p.n = 0;
+    put_int_field(&p, 1, 3);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_raw_floats(&p, vals6, 2);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "raw_data");
+    p.n = 0;
+    put_int_field(&p, 1, 1);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_len_field(&p, 9, "abcde", 5);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "raw_data");
+
+    /* No data at all, and too little float_data. */
+    p.n = 0;
+    put_int_field(&p, 1, 3);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "no data");
+    put_key(&p, 4, KEEL_PB_FIXED32);
+    put_float(&p, 1.0f);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "float_data");
+
+    /* Packed float_data not made of whole floats. */
+    p.n = 0;
+    put_int_field(&p, 1, 1);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_len_field(&p, 4, "abcdef", 6);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "multiple of 4");
+
+    /* No data_type; another data type. */
+    p.n = 0;
+    put_int_field(&p, 1, 1);
+    put_raw_floats(&p, vals6, 1);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "data_type");
+    p.n = 0;
+    put_int_field(&p, 1, 1);
+    put_int_field(&p, 2, KEEL_ONNX_DOUBLE);
+    put_len_field(&p, 9, "12345678", 8);
+    expect_tensor_error(c, &p, KEEL_EUNSUPPORTED, "DOUBLE");
+
+    /* Sizes whose bytes overflow; too many dims. */
+    p.n = 0;
+    put_int_field(&p, 1, 1ll << 40);
+    put_int_field(&p, 1, 1ll << 40);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    expect_tensor_error(c, &p, KEEL_EOVERFLOW, NULL);
+    p.n = 0;
+    for (int i = 0; i <= KEEL_ONNX_MAX_DIMS; i++)
+        put_int_field(&p, 1, 1);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    expect_tensor_error(c, &p, KEEL_EUNSUPPORTED, "dims");
+
+    /* A bogus wire type after valid fields; a known field with the wrong wire type. */
+    p.n = 0;
+    put_int_field(&p, 1, 1);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_raw_floats(&p, vals6, 1);
+    put_byte(&p, 0x0e); /* field 1, wire type 6 */
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "wire type 6");
+    p.n = 0;
+    put_key(&p, 1, KEEL_PB_FIXED32);
+    put_fixed32(&p, 1);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "dims");
+    p.n = 0;
+    put_key(&p, 2, KEEL_PB_LEN);
+    put_varint(&p, 0);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "data_type");
+
+    /* Packed dims whose last varint is cut inside the run. */
+    p.n = 0;
+    put_key(&p, 1, KEEL_PB_LEN);
+    put_varint(&p, 2);
+    put_byte(&p, 0x03);
+    put_byte(&p, 0x80);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    expect_tensor_error(c, &p, KEEL_EFORMAT, "varint");
+
+    /* External data and segments are refused. */
+    p.n = 0;
+    put_int_field(&p, 1, 1);
+    put_int_field(&p, 2, KEEL_ONNX_FLOAT);
+    put_int_field(&p, 14, 1);
+    expect_tensor_error(c, &p, KEEL_EUNSUPPORTED, "external");
+    p.n = 0;
+    put_len_field(&p, 3, "", 0);
+    expect_tensor_error(c, &p, KEEL_EUNSUPPORTED, "segment");
+}
+
+/* ---- ModelProto ------------------------------------------------------------------------------ */
+
+typedef struct model_spec {
+    const char *op_type;
+    int n_nodes;
+    int with_opset;
+    const char *opset_domain;
+    int64_t opset;
+    int with_axis;
+    int64_t axis;
+    int with_epsilon;
+    float epsilon;
+    int axis_as_float; /* write axis with type FLOAT */
+} model_spec;
+
+static void build_model(pbuf *model, const model_spec *s)
+{
+    pbuf attr_axis = {{0}, 0}, attr_eps = {{0}, 0}, node = {{0}, 0}, graph = {{0}, 0}, vi = {{0}, 0},
+         opset = {{0}, 0};
+    static const char *const ins[] = {"X", "W", ""}; /* B left out: an optional input as "" */
+    static const char *const outs[] = {"Y", "", "InvStdDev"};
+    for (int i = 0; i < 3; i++)
+        put_str_field(&node, 1, ins[i]);
+    for (int i = 0; i < 3; i++)
+        put_str_field(&node, 2, outs[i]);
+    put_str_field(&node, 3, "node0");
+    put_str_field(&node, 4, s->op_type);
+    if (s->with_axis) {
+        put_str_field(&attr_axis, 1, "axis");
+        if (s->axis_as_float) {
+            put_key(&attr_axis, 2, KEEL_PB_FIXED32);
+            put_float(&attr_axis, 1.0f);
+            put_int_field(&attr_axis, 20, KEEL_ONNX_ATTR_FLOAT);
+        } else {
+            put_int_field(&attr_axis, 3, s->axis); /* negative: 10 bytes */
+            put_int_field(&attr_axis, 20, KEEL_ONNX_ATTR_INT);
+        }
+        put_msg_field(&node, 5, &attr_axis);
+    }
+    if (s->with_epsilon) {
+        put_str_field(&attr_eps, 1, "epsilon");
+        put_key(&attr_eps, 2, KEEL_PB_FIXED32);
+        put_float(&attr_eps, s->epsilon);
+        put_int_field(&attr_eps, 20, KEEL_ONNX_ATTR_FLOAT);
+        put_msg_field(&node, 5, &attr_eps);
+    }
+    put_unknown_fields(&node);
+    for (int i = 0; i < s->n_nodes; i++)
+        put_msg_field(&graph, 1, &node);
+    put_str_field(&graph, 2, "g");
+    const char *gin[] = {"W", "X"}; /* graph order differs from the node's */
+    for (int i = 0; i < 2; i++) {
+        vi.n = 0;
+        put_str_field(&vi, 1, gin[i]);
+        put_str_field(&vi, 2, "\x0a\x02\x08\x01"); /* a type, skipped */
+        put_msg_field(&graph, 11, &vi);
+    }
+    vi.n = 0;
+    put_str_field(&vi, 1, "InvStdDev");
+    put_msg_field(&graph, 12, &vi);
+    vi.n = 0;
+    put_str_field(&vi, 1, "Y");
+    put_msg_field(&graph, 12, &vi);
+
+    model->n = 0;
+    put_int_field(model, 1, 8);
+    put_str_field(model, 2, "test");
+    put_msg_field(model, 7, &graph);
+    if (s->with_opset) {
+        put_str_field(&opset, 1, s->opset_domain);
+        put_int_field(&opset, 2, s->opset);
+        put_msg_field(model, 8, &opset);
+    }
+    put_unknown_fields(model);
+}
+
+static void test_model_built(counts *c)
+{
+    char err[256];
+    keel_onnx_model *m = malloc(sizeof *m);
+    if (!m) {
+        c->failed++;
+        return;
+    }
+    pbuf p;
+    model_spec s = {"LayerNormalization", 1, 1, "", 17, 1, -1, 1, 1e-3f, 0};
+    build_model(&p, &s);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_OK);
+    CHECK(c, !strcmp(m->op_type, "LayerNormalization") && m->opset == 17 && m->domain[0] == '\0');
+    CHECK(c, m->n_inputs == 3 && !strcmp(m->inputs[1], "W") && m->inputs[2][0] == '\0');
+    CHECK(c, m->n_outputs == 3 && m->outputs[1][0] == '\0');
+    CHECK(c, m->n_graph_inputs == 2 && m->n_graph_outputs == 2);
+    CHECK(c, keel_onnx_graph_input_index(m, "X") == 1 && keel_onnx_graph_input_index(m, "W") == 0);
+    CHECK(c, keel_onnx_graph_input_index(m, "") == -1 && keel_onnx_graph_input_index(m, "B") == -1);
+    CHECK(c, keel_onnx_graph_output_index(m, "Y") == 1 && keel_onnx_graph_output_index(m, "InvStdDev") == 0);
+    int64_t axis = 0;
+    float eps = 0;
+    CHECK(c, keel_onnx_attr_int(m, "axis", 5, &axis, err, sizeof err) == KEEL_OK && axis == -1);
+    CHECK(c, keel_onnx_attr_float(m, "epsilon", 5, &eps, err, sizeof err) == KEEL_OK && eps == 1e-3f);
+    CHECK(c, keel_onnx_attr_int(m, "stash_type", 1, &axis, err, sizeof err) == KEEL_OK && axis == 1);
+    CHECK(c, keel_onnx_attr_float(m, "axis", 0, &eps, err, sizeof err) == KEEL_EFORMAT);
+
+    /* Negative axes down to INT64_MIN survive the 10-byte varint. */
+    int64_t axes[] = {-2, -4, INT64_MIN, 0, 3, INT64_MAX};
+    for (size_t i = 0; i < sizeof axes / sizeof axes[0]; i++) {
+        s.axis = axes[i];
+        build_model(&p, &s);
+        CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_OK &&
+                     keel_onnx_attr_int(m, "axis", 0, &axis, err, sizeof err) == KEEL_OK && axis == axes[i]);
+    }
+
+    /* Absent attributes: the defaults. */
+    s.with_axis = s.with_epsilon = 0;
+    build_model(&p, &s);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_OK && m->n_attrs == 0);
+    CHECK(c, keel_onnx_attr_int(m, "axis", -1, &axis, err, sizeof err) == KEEL_OK && axis == -1);
+    CHECK(c, keel_onnx_attr_float(m, "epsilon", 1e-5f, &eps, err, sizeof err) == KEEL_OK && eps == 1e-5f);
+
+    /* axis written as a FLOAT is refused when read as an INT. */
+    s.with_axis = 1;
+    s.axis_as_float = 1;
+    build_model(&p, &s);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_OK);
+    CHECK(c, keel_onnx_attr_int(m, "axis", -1, &axis, err, sizeof err) == KEEL_EFORMAT);
+    s.axis_as_float = 0;
+
+    /* "ai.onnx" is the default domain too. */
+    s.opset_domain = "ai.onnx";
+    s.opset = 23;
+    build_model(&p, &s);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_OK && m->opset == 23);
+
+    /* Errors: two nodes, none, no opset for the default domain, no graph. */
+    model_spec two = s;
+    two.n_nodes = 2;
+    build_model(&p, &two);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EUNSUPPORTED && strstr(err, "2 nodes"));
+    two.n_nodes = 0;
+    build_model(&p, &two);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EUNSUPPORTED);
+    model_spec other = s;
+    other.opset_domain = "com.microsoft";
+    build_model(&p, &other);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EFORMAT && strstr(err, "opset"));
+    other.with_opset = 0;
+    build_model(&p, &other);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EFORMAT && strstr(err, "opset"));
+    p.n = 0;
+    put_int_field(&p, 1, 8);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EFORMAT && strstr(err, "graph"));
+    CHECK(c, parse_model_exact(NULL, 0, m, err, sizeof err) == KEEL_EFORMAT);
+
+    /* A bogus wire type deep inside: the message says where. */
+    build_model(&p, &s);
+    size_t n = p.n;
+    p.b[n] = 0x0f; /* wire type 7 appended to the model */
+    CHECK(c, parse_model_exact(p.b, n + 1, m, err, sizeof err) == KEEL_EFORMAT && strstr(err, "wire type 7"));
+    free(m);
+}
+
+/* ---- the real files of tests/data/onnx ------------------------------------------------------- */
+
+static uint8_t *read_whole(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    uint8_t *buf = malloc(1 << 20);
+    size_t got = buf ? fread(buf, 1, 1 << 20, f) : 0;
+    fclose(f);
+    *n = got;
+    return buf;
+}
+
+static void test_real_files(counts *c)
+{
+    char err[256];
+    keel_onnx_model *m = malloc(sizeof *m);
+    keel_onnx_tensor t;
+    int64_t axis;
+    float eps;
+    if (!m) {
+        c->failed++;
+        return;
+    }
+    const char *ln = DATA_DIR "test_layer_normalization_3d_axis_negative_2_epsilon/";
+    char path[512];
+    snprintf(path, sizeof path, "%smodel.onnx", ln);
+    CHECK(c, keel_onnx_model_load(path, m, err, sizeof err) == KEEL_OK);
+    CHECK(c, !strcmp(m->op_type, "LayerNormalization") && m->opset == 17);
+    CHECK(c, keel_onnx_attr_int(m, "axis", 0, &axis, err, sizeof err) == KEEL_OK && axis == -2);
+    CHECK(c, keel_onnx_attr_float(m, "epsilon", 0, &eps, err, sizeof err) == KEEL_OK && eps == 0.1f);
+    CHECK(c, m->n_inputs == 3 && m->n_outputs == 3 && m->n_graph_inputs == 3 && m->n_graph_outputs == 3);
+    CHECK(c, !strcmp(m->outputs[2], "InvStdDev") && keel_onnx_graph_output_index(m, "InvStdDev") == 2);
+
+    snprintf(path, sizeof path, "%stest_data_set_0/input_0.pb", ln);
+    CHECK(c, keel_onnx_tensor_load(path, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.ndims == 3 && t.dims[0] == 2 && t.dims[1] == 3 && t.dims[2] == 5 && t.count == 30);
+    CHECK(c, !strcmp(t.name, "X") && t.data && isfinite(t.data[29]));
+    keel_onnx_tensor_free(&t);
+    snprintf(path, sizeof path, "%stest_data_set_0/output_1.pb", ln);
+    CHECK(c, keel_onnx_tensor_load(path, &t, err, sizeof err) == KEEL_OK);
+    CHECK(c, t.ndims == 3 && t.dims[0] == 2 && t.dims[1] == 1 && t.dims[2] == 1 && t.count == 2);
+    keel_onnx_tensor_free(&t);
+
+    CHECK(c, keel_onnx_model_load(DATA_DIR "test_layer_normalization_default_axis/model.onnx", m, err,
+                                  sizeof err) == KEEL_OK);
+    CHECK(c, keel_onnx_model_attr(m, "axis") == NULL && keel_onnx_model_attr(m, "epsilon") == NULL);
+    CHECK(c, keel_onnx_model_load(DATA_DIR "test_rms_normalization_4d_axis_negative_3/model.onnx", m, err,
+                                  sizeof err) == KEEL_OK);
+    CHECK(c, !strcmp(m->op_type, "RMSNormalization") && m->opset == 23 && m->n_outputs == 1);
+    CHECK(c, keel_onnx_attr_int(m, "axis", 0, &axis, err, sizeof err) == KEEL_OK && axis == -3);
+    CHECK(c, keel_onnx_model_load(DATA_DIR "test_batchnorm_epsilon/model.onnx", m, err, sizeof err) == KEEL_OK);
+    CHECK(c, !strcmp(m->op_type, "BatchNormalization") && m->n_inputs == 5);
+    CHECK(c, keel_onnx_model_attr(m, "epsilon") != NULL);
+
+    CHECK(c, keel_onnx_model_load(DATA_DIR "no_such_folder/model.onnx", m, err, sizeof err) == KEEL_EIO);
+    CHECK(c, keel_onnx_tensor_load(DATA_DIR "no_such.pb", &t, err, sizeof err) == KEEL_EIO && t.data == NULL);
+    free(m);
+}
+
+/* Every proper prefix of each file is an error, and reading it stays inside the prefix. */
+static void test_truncations(counts *c)
+{
+    static const char *const folders[] = {"test_layer_normalization_3d_axis_negative_2_epsilon",
+                                          "test_layer_normalization_default_axis",
+                                          "test_rms_normalization_4d_axis_negative_3",
+                                          "test_batchnorm_epsilon"};
+    static const char *const files[] = {"model.onnx", "test_data_set_0/input_0.pb",
+                                        "test_data_set_0/input_1.pb", "test_data_set_0/input_2.pb",
+                                        "test_data_set_0/output_0.pb", "test_data_set_0/output_1.pb",
+                                        "test_data_set_0/output_2.pb"};
+    keel_onnx_model *m = malloc(sizeof *m);
+    if (!m) {
+        c->failed++;
+        return;
+    }
+    int files_read = 0;
+    for (size_t f = 0; f < sizeof folders / sizeof folders[0]; f++) {
+        for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+            char path[512];
+            size_t n;
+            snprintf(path, sizeof path, "%s%s/%s", DATA_DIR, folders[f], files[k]);
+            uint8_t *whole = read_whole(path, &n);
+            if (!whole)
+                continue; /* not every folder has output_1.pb */
+            files_read++;
+            int is_model = k == 0;
+            keel_onnx_tensor t;
+            char err[256];
+            keel_status full = is_model ? parse_model_exact(whole, n, m, err, sizeof err)
+                                        : parse_tensor_exact(whole, n, &t, err, sizeof err);
+            CHECK(c, full == KEEL_OK);
+            if (!is_model)
+                keel_onnx_tensor_free(&t);
+            int all_fail = 1;
+            for (size_t len = 0; len < n; len++) {
+                keel_status st = is_model ? parse_model_exact(whole, len, m, err, sizeof err)
+                                          : parse_tensor_exact(whole, len, &t, err, sizeof err);
+                if (st == KEEL_OK) {
+                    all_fail = 0;
+                    fprintf(stderr, "FAIL: %s cut to %zu of %zu bytes parsed\n", path, len, n);
+                    if (!is_model)
+                        keel_onnx_tensor_free(&t);
+                }
+            }
+            CHECK(c, all_fail);
+            free(whole);
+        }
+    }
+    CHECK(c, files_read >= 20);
+    free(m);
+}
+
+/* Random byte flips of real files: any result is fine as long as nothing is read out of
+ * bounds (the sanitizer build) and an accepted tensor is self-consistent. */
+static void test_mutations(counts *c)
+{
+    static const char *const paths[] = {
+        DATA_DIR "test_layer_normalization_4d_axis_negative_3/model.onnx",
+        DATA_DIR "test_layer_normalization_4d_axis_negative_3/test_data_set_0/output_2.pb",
+        DATA_DIR "test_rms_normalization_default_axis/test_data_set_0/input_1.pb"};
+    uint32_t rng = 12345;
+    keel_onnx_model *m = malloc(sizeof *m);
+    int consistent = 1, runs = 0;
+    for (size_t f = 0; m && f < sizeof paths / sizeof paths[0]; f++) {
+        size_t n;
+        uint8_t *whole = read_whole(paths[f], &n);
+        uint8_t *copy = whole && n ? malloc(n) : NULL;
+        for (int it = 0; copy && it < 3000; it++) {
+            memcpy(copy, whole, n);
+            int flips = 1 + it % 3;
+            for (int j = 0; j < flips; j++) {
+                rng = rng * 1664525u + 1013904223u;
+                size_t at = (rng >> 8) % n;
+                rng = rng * 1664525u + 1013904223u;
+                copy[at] = (uint8_t)(rng >> 24);
+            }
+            runs++;
+            keel_onnx_tensor t;
+            if (strstr(paths[f], "model.onnx")) {
+                keel_onnx_model_parse(copy, n, m, NULL, 0);
+            } else if (keel_onnx_tensor_parse(copy, n, &t, NULL, 0) == KEEL_OK) {
+                size_t prod = 1;
+                for (int d = 0; d < t.ndims; d++)
+                    prod *= (size_t)t.dims[d];
+                if (prod != t.count || (t.count > 0) != (t.data != NULL))
+                    consistent = 0;
+                keel_onnx_tensor_free(&t);
+            }
+        }
+        free(copy);
+        free(whole);
+    }
+    CHECK(c, runs == 9000);
+    CHECK(c, consistent);
+    free(m);
+}
+
+/* ---- the command's usage errors -------------------------------------------------------------- */
+
+static void test_usage(counts *c)
+{
+    char a0[] = "onnx-test", bad_tol[] = "--rtol", bad_val[] = "abc", neg[] = "--atol=-1",
+         unknown[] = "--bogus", dir[] = "tests/data/onnx";
+    char *no_dirs[] = {a0, NULL};
+    char *tol1[] = {a0, bad_tol, bad_val, dir, NULL};
+    char *tol2[] = {a0, neg, dir, NULL};
+    char *tol3[] = {a0, dir, bad_tol, NULL}; /* --rtol without a value */
+    char *unk[] = {a0, unknown, dir, NULL};
+    CHECK(c, keel_cmd_onnx_test(1, no_dirs) == 2);
+    CHECK(c, keel_cmd_onnx_test(4, tol1) == 2);
+    CHECK(c, keel_cmd_onnx_test(3, tol2) == 2);
+    CHECK(c, keel_cmd_onnx_test(3, tol3) == 2);
+    CHECK(c, keel_cmd_onnx_test(3, unk) == 2);
+}
+
+int main(void)
+{
+    counts c = {0, 0};
+    test_varints(&c);
+    test_keys(&c);
+    test_fixed_and_bytes(&c);
+    test_skip(&c);
+    test_tensor_layouts(&c);
+    test_tensor_errors(&c);
+    test_model_built(&c);
+    test_real_files(&c);
+    test_truncations(&c);
+    test_mutations(&c);
+    test_usage(&c);
+    printf("%d passed, %d failed\n", c.passed, c.failed);
+    return c.failed ? 1 : 0;
+}
