@@ -21,6 +21,8 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/keelConfigVersion.c
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/keelConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/keelConfigVersion.cmake
   DESTINATION ${KEEL_CMAKE_DIR})
 
-# pkg-config: paths relative to the .pc file's prefix so a relocated install still works.
+# pkg-config: the prefix is found from the .pc file's own place (${pcfiledir}), so an install
+# with `cmake --install --prefix DIR` or a moved tree still works.
+file(RELATIVE_PATH KEEL_PC_TO_PREFIX "/keel-prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/keel-prefix")
 configure_file(cmake/keel.pc.in ${CMAKE_CURRENT_BINARY_DIR}/keel.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/keel.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
