@@ -17,7 +17,6 @@
  * Then the special rows of keel.h: NaN/Inf rows, constant rows, all-zero rows with eps 1e-12;
  * and a check that the bounds have teeth: a float32-only mean and E[x^2]-E[x]^2 must fail them.
  */
-#include <float.h>
 #include <math.h>
 
 #include "keel_ref.h"

@@ -5,8 +5,6 @@
  * output, the worst error, its bound and PASS/FAIL, for the context's instruction-set path (or
  * each of them). Exit status 0 when everything passes, 1 otherwise, 2 for a usage error.
  */
-#include <float.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

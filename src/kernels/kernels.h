@@ -59,8 +59,10 @@
  *   sweep 2: xhat = x[j] * rstd_f;  dxv = rstd_f * (g_f[j] - xhat * b_f)
  *            dx as above;  dgamma_part[j] = dgamma_part[j] + dy[j] * xhat
  *
- * NaN or Inf anywhere in a row's x makes that row's statistics NaN and so all of its outputs
- * (this falls out of the formulas; kernels need no special case).
+ * NaN or Inf anywhere in a row's x makes that row's statistics NaN and so all of its outputs:
+ * a non-finite first sum (s for LayerNorm, ss for RMSNorm) is turned into NaN by the helpers of
+ * norm_finish.h, which every path calls (without that, an Inf would give mean = Inf, or
+ * rstd = 0 and finite y elsewhere in the row).
  */
 #ifndef KEEL_KERNELS_H
 #define KEEL_KERNELS_H

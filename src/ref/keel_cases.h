@@ -127,10 +127,10 @@ void keel_dx_floors(size_t rows, size_t dim, const float *dy, size_t dy_stride,
 #define KEEL_BOUND_STAT_ULPS 2.0
 /* dgamma, dbeta in FLT_EPSILON units of the magnitude sum: a float sum of `rows` terms in any
  * order (per-block float partials combined in any tree) errs by at most (rows - 1) * 2^-24 of the
- * sum of |terms| (first order); each term dy * xhat carries ~3 roundings of xhat and the product;
- * accumulating into the caller's array is one more addition. Bound: (rows + 4) * FLT_EPSILON =
- * (2 rows + 8) * 2^-24, about twice the worst case. A wrong formula or a float-only mean errs by
- * O(1e-2) of the sum. */
+ * sum of |terms| (first order); each term dy * xhat carries ~5 roundings more (xhat's four, the
+ * product's one); accumulating into the caller's array is one more addition: (rows + 5) * 2^-24
+ * in all. Bound: (rows + 4) * FLT_EPSILON = (2 rows + 8) * 2^-24, about twice that. A wrong
+ * formula or a float-only mean errs by O(1e-2) of the sum. */
 double keel_bound_dparam(size_t rows);
 
 #endif /* KEEL_CASES_H */
