@@ -60,8 +60,8 @@ KEEL_API int keel_version(void);
 /* "0.1.0" */
 KEEL_API const char *keel_version_string(void);
 
-/* Storage types. Only KEEL_F32 is supported by the operations of this version; the others
- * answer KEEL_EUNSUPPORTED. The numbers are pinned. */
+/* Storage types. The numbers are pinned. The norm operations take f32, bf16 and f16 tensors
+ * (see "Low precision" below); i8 is an output of the *_fwd_i8 operations only. */
 typedef enum keel_dtype {
     KEEL_F32 = 0,
     KEEL_BF16 = 1,
@@ -188,6 +188,62 @@ KEEL_API keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim,
                                       keel_tensor dy, keel_tensor x, const float *rstd,
                                       const float *gamma, float eps,
                                       keel_tensor dx, float *dgamma, unsigned flags);
+
+/* ---- Low precision: bf16/f16 storage, int8 output, eps against the storage type -------------
+ *
+ * x, y, dy and dx of the four operations above may each be KEEL_F32, KEEL_BF16 or KEEL_F16, in
+ * any combination. gamma, beta, mean, rstd, dgamma and dbeta stay float32. Rows are widened to
+ * float32 exactly, computed as for float32 (statistics in double), and each output element is
+ * rounded once, to nearest even; a NaN stays NaN. eps is held in float32 whatever the dtype, so
+ * an eps of 1e-12 never becomes 0 (an all-zero f16 row with eps 1e-12 gives beta, not NaN).
+ * KEEL_FLAG_ACCUMULATE_DX on a bf16/f16 dx adds in float32 and rounds the sum once. */
+
+/* "f32", "bf16", "f16", "i8" ("?" otherwise). */
+KEEL_API const char *keel_dtype_name(keel_dtype dtype);
+
+/* int8 quantization of a forward's output, for an int8 matmul downstream:
+ *   y_q = clamp(round_half_even(y / s), -127, 127)     (a NaN y gives 0)
+ * with s = scale (per tensor) when scale > 0, or, when scale == 0, a dynamic per-row scale
+ * s_row = max|y_row| / 127 written to row_scale[r] (a row of zeros gets s_row = 0 and y_q = 0;
+ * a row with NaN gets s_row = NaN and y_q = 0). smooth (dim floats, optional, each > 0):
+ * SmoothQuant's per-feature factors, folded into the affine parameters before the forward:
+ * gamma'[j] = gamma[j] / smooth[j] and beta'[j] = beta[j] / smooth[j] (float32 divisions). */
+typedef struct keel_quant_i8 {
+    float scale;          /* > 0: per-tensor scale; 0: dynamic per-row scale */
+    float *row_scale;     /* rows floats, written when scale == 0 (required then) */
+    const float *smooth;  /* dim floats or NULL */
+} keel_quant_i8;
+
+/* LayerNorm / RMSNorm forward writing int8 y (y.dtype must be KEEL_I8). x may be f32/bf16/f16.
+ * mean/rstd as in the float forward. */
+KEEL_API keel_status keel_layernorm_fwd_i8(keel_ctx *ctx, size_t rows, size_t dim,
+                                           keel_tensor x, keel_tensor y,
+                                           const float *gamma, const float *beta, float eps,
+                                           const keel_quant_i8 *quant,
+                                           float *mean, float *rstd, unsigned flags);
+KEEL_API keel_status keel_rmsnorm_fwd_i8(keel_ctx *ctx, size_t rows, size_t dim,
+                                         keel_tensor x, keel_tensor y,
+                                         const float *gamma, float eps,
+                                         const keel_quant_i8 *quant, float *rstd, unsigned flags);
+
+/* What an eps means for a storage dtype (keel_eps_check). */
+typedef struct keel_eps_info {
+    float eps;                 /* the eps asked about */
+    float eps_in_dtype;        /* eps rounded to the dtype: what a runtime storing it there uses */
+    int representable;         /* 1 if eps_in_dtype is nonzero and within 1% of eps */
+    int subnormal_in_dtype;    /* 1 if eps_in_dtype is a subnormal of the dtype (few digits left) */
+    double max_amplification;  /* 1/sqrt(eps): rstd of a constant row, the gain on its gradients */
+    double dominance_variance; /* a row variance below this (= eps) is dominated by eps */
+    double dtype_noise_variance; /* variance of the dtype's rounding noise on unit-scale values */
+    float suggested_eps;       /* a power of ten suited to the dtype (see keel_eps_check) */
+} keel_eps_info;
+
+/* Fills *info for (dtype, eps). suggested_eps: the smallest power of ten at least as large as
+ * both the dtype's smallest normal number (so it is stored exactly enough) and the variance
+ * of the dtype's rounding noise on unit-scale activations, (2^-p)^2 / 12 with p the dtype's
+ * fraction bits (so a constant row that carries only rounding noise is not amplified into
+ * unit-scale output). KEEL_EINVAL for a negative/NaN/Inf eps, KEEL_EUNSUPPORTED for KEEL_I8. */
+KEEL_API keel_status keel_eps_check(keel_dtype dtype, float eps, keel_eps_info *info);
 
 #ifdef __cplusplus
 }

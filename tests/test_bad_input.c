@@ -262,7 +262,8 @@ static void expect_failure(keel_ctx *ctx, keel_rng *rng, op_kind op, const bad_c
 
 static void run_table(keel_ctx *ctx, keel_rng *rng)
 {
-    static const int dtypes[] = {KEEL_BF16, KEEL_F16, KEEL_I8, 77, -1};
+    /* bf16 and f16 are valid storage types (test_lowp.c); i8 is an output of the *_fwd_i8 ops only */
+    static const int dtypes[] = {KEEL_I8, 77, -1};
     for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
         for (int op = 0; op < OP_COUNT; op++) {
             const bad_case *b = &table[k];

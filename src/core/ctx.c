@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf */
 #include "ctx.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -41,6 +42,8 @@ void keel_ctx_destroy(keel_ctx *ctx)
         return;
     keel_pool_destroy(ctx->pool);
     free(ctx->scratch);
+    free(ctx->stage);
+    free(ctx->params);
     free(ctx);
 }
 
@@ -100,5 +103,48 @@ void *keel_ctx_scratch(keel_ctx *ctx, size_t bytes, const char *who)
     free(ctx->scratch);
     ctx->scratch = p;
     ctx->scratch_bytes = rounded;
+    return p;
+}
+
+size_t keel_stage_stride(size_t per_thread) { return (per_thread + 15) & ~(size_t)15; }
+
+float *keel_ctx_stage(keel_ctx *ctx, size_t per_thread, const char *who)
+{
+    const size_t threads = (size_t)keel_pool_size(ctx->pool);
+    const size_t stride = keel_stage_stride(per_thread);
+    if (stride < per_thread || stride > SIZE_MAX / sizeof(float) / threads) {
+        keel_fail(KEEL_EOVERFLOW, "%s: staging of %zu floats per thread overflows", who, per_thread);
+        return NULL;
+    }
+    const size_t floats = stride * threads;
+    if (floats <= ctx->stage_floats)
+        return ctx->stage;
+    float *p = aligned_alloc(64, floats * sizeof(float));
+    if (!p) {
+        keel_fail(KEEL_ENOMEM, "%s: cannot allocate %zu bytes of staging", who, floats * sizeof(float));
+        return NULL;
+    }
+    free(ctx->stage);
+    ctx->stage = p;
+    ctx->stage_floats = floats;
+    return p;
+}
+
+float *keel_ctx_params(keel_ctx *ctx, size_t floats, const char *who)
+{
+    if (floats <= ctx->params_floats)
+        return ctx->params;
+    if (floats > SIZE_MAX / sizeof(float) - 16) {
+        keel_fail(KEEL_EOVERFLOW, "%s: %zu parameters overflow", who, floats);
+        return NULL;
+    }
+    float *p = aligned_alloc(64, ((floats * sizeof(float)) + 63) & ~(size_t)63);
+    if (!p) {
+        keel_fail(KEEL_ENOMEM, "%s: cannot allocate %zu parameters", who, floats);
+        return NULL;
+    }
+    free(ctx->params);
+    ctx->params = p;
+    ctx->params_floats = floats;
     return p;
 }

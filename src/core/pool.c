@@ -21,6 +21,10 @@ struct keel_pool {
     int n;
 };
 
+static _Thread_local int thread_index; /* 0 on every thread that is not a pool worker */
+
+int keel_pool_thread_index(void) { return thread_index; }
+
 typedef struct worker_start {
     keel_pool *pool;
     int index;
@@ -34,6 +38,7 @@ static void *worker_main(void *p)
     keel_pool *pool = start->pool;
     const int index = start->index;
     unsigned long seen = 0;
+    thread_index = index;
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         while (!pool->stop && pool->generation == seen)
@@ -118,8 +123,12 @@ void keel_pool_run(keel_pool *pool, int n, keel_pool_fn fn, void *arg)
     if (n > pool->size)
         n = pool->size;
     if (n <= 1) {
-        if (n == 1)
+        if (n == 1) {
+            const int outer_index = thread_index;
+            thread_index = 0;
             fn(arg, 0);
+            thread_index = outer_index;
+        }
         return;
     }
     pthread_mutex_lock(&pool->lock);
@@ -131,7 +140,10 @@ void keel_pool_run(keel_pool *pool, int n, keel_pool_fn fn, void *arg)
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
 
+    const int outer_index = thread_index; /* the caller may be a worker of another pool */
+    thread_index = 0;
     fn(arg, 0);
+    thread_index = outer_index;
 
     pthread_mutex_lock(&pool->lock);
     while (pool->pending > 0)

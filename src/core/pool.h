@@ -14,5 +14,8 @@ keel_status keel_pool_create(keel_pool **pool, int nthreads);
 void keel_pool_destroy(keel_pool *pool);
 int keel_pool_size(const keel_pool *pool);
 void keel_pool_run(keel_pool *pool, int n, keel_pool_fn fn, void *arg);
+/* Inside fn: the index of the calling thread in its pool (0 for the caller of keel_pool_run),
+ * so that work can use a per-thread slice of the context's scratch. */
+int keel_pool_thread_index(void);
 
 #endif

@@ -127,3 +127,130 @@ keel_status keel_run_rows_reduce(keel_ctx *ctx, const char *who, size_t rows, si
     keel_pool_run(ctx->pool, t.n, columns_worker, &t);
     return KEEL_OK;
 }
+
+/* ---- up to KEEL_MAX_PARTS column sums ---------------------------------------------------------
+ * The same row blocks (block_rows_for), the same zeroed float partials per block, and the same
+ * column sums in double in block order as keel_run_rows_reduce: only the number of outputs
+ * differs, so that the fused residual ops (dgamma, dbeta, dlambda, dbias) are as deterministic
+ * as the plain norms. Kept apart from the two-output code so that its callers are untouched. */
+
+typedef struct reduce_n_task {
+    keel_rows_parts_fn fn;
+    const void *job;
+    size_t rows, dim, block_rows, nblocks;
+    float *parts[KEEL_MAX_PARTS]; /* nblocks x dim each, or NULL */
+    float *outs[KEEL_MAX_PARTS];
+    int accumulate;
+    int n;
+} reduce_n_task;
+
+static void blocks_n_worker(void *arg, int i)
+{
+    const reduce_n_task *t = arg;
+    const size_t b0 = t->nblocks * (size_t)i / (size_t)t->n;
+    const size_t b1 = t->nblocks * (size_t)(i + 1) / (size_t)t->n;
+    for (size_t b = b0; b < b1; b++) {
+        float *p[KEEL_MAX_PARTS];
+        for (int k = 0; k < KEEL_MAX_PARTS; k++) {
+            p[k] = t->parts[k] ? t->parts[k] + b * t->dim : NULL;
+            if (p[k])
+                memset(p[k], 0, t->dim * sizeof *p[k]);
+        }
+        const size_t r0 = b * t->block_rows;
+        const size_t r1 = r0 + t->block_rows < t->rows ? r0 + t->block_rows : t->rows;
+        t->fn(t->job, r0, r1, p);
+    }
+}
+
+static void columns_n_worker(void *arg, int i)
+{
+    const reduce_n_task *t = arg;
+    const size_t j0 = t->dim * (size_t)i / (size_t)t->n;
+    const size_t j1 = t->dim * (size_t)(i + 1) / (size_t)t->n;
+    for (int k = 0; k < KEEL_MAX_PARTS; k++)
+        if (t->outs[k])
+            reduce_columns(t->parts[k], t->nblocks, t->dim, j0, j1, t->outs[k], t->accumulate);
+}
+
+/* With no column sums wanted: every row once, partials all NULL. */
+typedef struct rows_n_adapter {
+    keel_rows_parts_fn fn;
+    const void *job;
+} rows_n_adapter;
+
+static void rows_n_plain(const void *p, size_t r0, size_t r1, float *unused0, float *unused1)
+{
+    const rows_n_adapter *a = p;
+    float *const none[KEEL_MAX_PARTS] = {NULL};
+    (void)unused0;
+    (void)unused1;
+    a->fn(a->job, r0, r1, none);
+}
+
+keel_status keel_run_rows_reduce_n(keel_ctx *ctx, const char *who, size_t rows, size_t dim,
+                                   keel_rows_parts_fn fn, const void *job, float *const *outs,
+                                   int nouts, int accumulate)
+{
+    reduce_n_task t = {0};
+    size_t nparts = 0;
+    for (int k = 0; k < nouts && k < KEEL_MAX_PARTS; k++) {
+        t.outs[k] = outs[k];
+        nparts += outs[k] != NULL;
+    }
+    if (nparts == 0) {
+        rows_n_adapter a = {fn, job};
+        keel_run_rows(ctx, rows, dim, rows_n_plain, &a);
+        return KEEL_OK;
+    }
+    t.fn = fn;
+    t.job = job;
+    t.rows = rows;
+    t.dim = dim;
+    t.block_rows = block_rows_for(rows);
+    t.nblocks = (rows + t.block_rows - 1) / t.block_rows;
+    t.accumulate = accumulate;
+    if (dim > SIZE_MAX / sizeof(float) / t.nblocks / nparts)
+        return keel_fail(KEEL_EOVERFLOW, "%s: dim (%zu) too large for the gradient partials", who, dim);
+    float *scratch = keel_ctx_scratch(ctx, t.nblocks * dim * nparts * sizeof(float), who);
+    if (!scratch)
+        return keel_fail(KEEL_ENOMEM, "%s: cannot allocate %zu partial sums of dim %zu", who,
+                         t.nblocks * nparts, dim);
+    for (int k = 0; k < KEEL_MAX_PARTS; k++)
+        if (t.outs[k]) {
+            t.parts[k] = scratch;
+            scratch += t.nblocks * dim;
+        }
+    t.n = useful_threads(ctx, rows, dim, t.nblocks);
+    keel_pool_run(ctx->pool, t.n, blocks_n_worker, &t);
+    t.n = useful_threads(ctx, t.nblocks, dim, dim);
+    keel_pool_run(ctx->pool, t.n, columns_n_worker, &t);
+    return KEEL_OK;
+}
+
+/* ---- column ranges ------------------------------------------------------------------------- */
+
+typedef struct cols_task {
+    keel_cols_fn fn;
+    const void *job;
+    size_t dim;
+    size_t chunks; /* 16-column chunks */
+    int n;
+} cols_task;
+
+static void cols_worker(void *arg, int i)
+{
+    const cols_task *t = arg;
+    size_t j0 = 16 * (t->chunks * (size_t)i / (size_t)t->n);
+    size_t j1 = 16 * (t->chunks * (size_t)(i + 1) / (size_t)t->n);
+    if (j1 > t->dim)
+        j1 = t->dim;
+    if (j1 > j0)
+        t->fn(t->job, j0, j1);
+}
+
+void keel_run_cols(keel_ctx *ctx, size_t rows, size_t dim, keel_cols_fn fn, const void *job)
+{
+    cols_task t = {fn, job, dim, (dim + 15) / 16, 1};
+    t.n = useful_threads(ctx, rows, dim, t.chunks);
+    keel_pool_run(ctx->pool, t.n, cols_worker, &t);
+}

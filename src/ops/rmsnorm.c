@@ -1,70 +1,92 @@
-/* RMSNorm operators: validate, then plan the rows over the context's threads and call the
- * context's kernels. */
+/* RMSNorm operators: validate, then plan the rows over the context's threads, staging
+ * bf16/f16 rows through the float32 kernels of the context's ISA path. */
 #include "error.h"
+#include "norm_common.h"
 #include "parallel.h"
+#include "stage.h"
 #include "validate.h"
 
 typedef struct rms_fwd_job {
-    const keel_kernels *k;
-    size_t dim;
-    const float *x;
-    size_t xs;
-    float *y;
-    size_t ys;
+    keel_norm_call call;
     const float *gamma;
     float eps;
     float *rstd;
 } rms_fwd_job;
+
+static void rms_fwd_block(const void *p, size_t r, size_t n, const float *x, size_t xs, float *y, size_t ys)
+{
+    const rms_fwd_job *j = p;
+    j->call.k->f32_rmsnorm_fwd(n, j->call.dim, x, xs, y, ys, j->gamma, j->eps, j->rstd ? j->rstd + r : NULL);
+}
 
 static void rms_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
 {
     const rms_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    j->k->f32_rmsnorm_fwd(r1 - r0, j->dim, j->x + r0 * j->xs, j->xs, j->y + r0 * j->ys, j->ys,
-                          j->gamma, j->eps, j->rstd ? j->rstd + r0 : NULL);
+    keel_stage_fwd(j->call.cv, keel_norm_slice(&j->call), j->call.dim, j->call.a, j->call.b,
+                   j->call.quant, r0, r1, rms_fwd_block, j);
+}
+
+static keel_status rms_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                           keel_tensor y, const float *gamma, float eps, const keel_quant_i8 *quant,
+                           float *rstd, unsigned flags)
+{
+    keel_status st;
+    rms_fwd_job j = {0};
+    if ((st = keel_norm_fwd_setup(who, ctx, rows, dim, x, y, eps, quant, flags, 0, &j.call)))
+        return st;
+    if (rows == 0)
+        return KEEL_OK;
+    const float *no_beta = NULL;
+    if ((st = keel_norm_fold_smooth(who, ctx, &j.call, dim, &gamma, &no_beta)))
+        return st;
+    j.gamma = gamma;
+    j.eps = eps;
+    j.rstd = rstd;
+    keel_run_rows(ctx, rows, dim, rms_fwd_rows, &j);
+    return KEEL_OK;
 }
 
 keel_status keel_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
                              keel_tensor y, const float *gamma, float eps, float *rstd,
                              unsigned flags)
 {
-    static const char who[] = "keel_rmsnorm_fwd";
-    keel_status st;
-    if ((st = keel_check_shape(who, ctx, rows, dim)) ||
-        (st = keel_check_tensor(who, "x", x, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "y", y, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_overlap(who, "y", y, "x", x, rows, dim)) ||
-        (st = keel_check_eps(who, eps)) || (st = keel_check_flags(who, flags, 0)))
-        return st;
-    if (rows == 0)
-        return KEEL_OK;
-    rms_fwd_job j = {ctx->kernels, dim, x.data, x.stride, y.data, y.stride, gamma, eps, rstd};
-    keel_run_rows(ctx, rows, dim, rms_fwd_rows, &j);
-    return KEEL_OK;
+    return rms_fwd("keel_rmsnorm_fwd", ctx, rows, dim, x, y, gamma, eps, NULL, rstd, flags);
+}
+
+keel_status keel_rmsnorm_fwd_i8(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                                keel_tensor y, const float *gamma, float eps,
+                                const keel_quant_i8 *quant, float *rstd, unsigned flags)
+{
+    static const char who[] = "keel_rmsnorm_fwd_i8";
+    if (!quant)
+        return keel_fail(KEEL_ENULL, "%s: quant is NULL", who);
+    return rms_fwd(who, ctx, rows, dim, x, y, gamma, eps, quant, rstd, flags);
 }
 
 typedef struct rms_bwd_job {
-    const keel_kernels *k;
-    size_t dim;
-    const float *dy;
-    size_t dys;
-    const float *x;
-    size_t xs;
+    keel_norm_call call;
     const float *rstd, *gamma;
     float eps;
-    float *dx;
-    size_t dxs;
     int accumulate_dx;
 } rms_bwd_job;
+
+static void rms_bwd_block(const void *p, size_t r, size_t n, const float *dy, size_t dys,
+                          const float *x, size_t xs, float *dx, size_t dxs, float *dgamma_part,
+                          float *unused)
+{
+    const rms_bwd_job *j = p;
+    (void)unused;
+    j->call.k->f32_rmsnorm_bwd(n, j->call.dim, dy, dys, x, xs, j->rstd ? j->rstd + r : NULL, j->gamma,
+                               j->eps, dx, dxs, j->accumulate_dx, dgamma_part);
+}
 
 static void rms_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part, float *unused)
 {
     const rms_bwd_job *j = p;
-    (void)unused;
-    j->k->f32_rmsnorm_bwd(r1 - r0, j->dim, j->dy + r0 * j->dys, j->dys, j->x + r0 * j->xs, j->xs,
-                          j->rstd ? j->rstd + r0 : NULL, j->gamma, j->eps,
-                          j->dx ? j->dx + r0 * j->dxs : NULL, j->dxs, j->accumulate_dx, dgamma_part);
+    keel_stage_bwd(j->call.cv, keel_norm_slice(&j->call), j->call.dim, j->call.a, j->call.b,
+                   j->call.c, j->accumulate_dx, r0, r1, dgamma_part, unused, rms_bwd_block, j);
 }
 
 keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
@@ -73,19 +95,15 @@ keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor
 {
     static const char who[] = "keel_rmsnorm_bwd";
     keel_status st;
-    if ((st = keel_check_shape(who, ctx, rows, dim)) ||
-        (st = keel_check_tensor(who, "dy", dy, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "x", x, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "dx", dx, rows, dim, KEEL_OPTIONAL)) ||
-        (st = keel_check_overlap(who, "dx", dx, "dy", dy, rows, dim)) ||
-        (st = keel_check_overlap(who, "dx", dx, "x", x, rows, dim)) ||
-        (st = keel_check_eps(who, eps)) ||
-        (st = keel_check_flags(who, flags, KEEL_FLAG_ACCUMULATE_DX | KEEL_FLAG_ACCUMULATE_DPARAMS)))
+    rms_bwd_job j = {0};
+    if ((st = keel_norm_bwd_setup(who, ctx, rows, dim, dy, x, dx, eps, flags, &j.call)))
         return st;
     if (rows == 0 || (!dx.data && !dgamma))
         return KEEL_OK;
-    rms_bwd_job j = {ctx->kernels, dim, dy.data, dy.stride, x.data, x.stride, rstd, gamma, eps,
-                     dx.data, dx.stride, (flags & KEEL_FLAG_ACCUMULATE_DX) != 0};
+    j.rstd = rstd;
+    j.gamma = gamma;
+    j.eps = eps;
+    j.accumulate_dx = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
     return keel_run_rows_reduce(ctx, who, rows, dim, rms_bwd_rows, &j, dgamma, NULL,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }

@@ -5,7 +5,7 @@
 
 #include "error.h"
 
-static const char *dtype_name(keel_dtype d)
+const char *keel_dtype_name(keel_dtype d)
 {
     switch (d) {
     case KEEL_F32: return "f32";
@@ -38,8 +38,8 @@ static size_t extent(size_t rows, size_t dim, size_t stride)
     return (rows - 1) * stride + dim;
 }
 
-keel_status keel_check_tensor(const char *who, const char *name, keel_tensor t, size_t rows,
-                              size_t dim, keel_presence presence)
+keel_status keel_check_tensor_of(const char *who, const char *name, keel_tensor t, size_t rows,
+                                 size_t dim, keel_presence presence, unsigned dtypes)
 {
     if (!t.data) {
         if (presence == KEEL_OPTIONAL)
@@ -48,9 +48,9 @@ keel_status keel_check_tensor(const char *who, const char *name, keel_tensor t, 
     }
     if ((int)t.dtype < (int)KEEL_F32 || (int)t.dtype > (int)KEEL_I8)
         return keel_fail(KEEL_EINVAL, "%s: %s.dtype (%d) is not a keel_dtype", who, name, (int)t.dtype);
-    if (t.dtype != KEEL_F32)
-        return keel_fail(KEEL_EUNSUPPORTED, "%s: %s.dtype %s is not supported (this version: f32)",
-                         who, name, dtype_name(t.dtype));
+    if (!(dtypes & KEEL_DTYPE_BIT(t.dtype)))
+        return keel_fail(KEEL_EUNSUPPORTED, "%s: %s.dtype %s is not supported here", who, name,
+                         keel_dtype_name(t.dtype));
     if (t.stride < dim)
         return keel_fail(KEEL_EINVAL, "%s: %s.stride (%zu) < dim (%zu)", who, name, t.stride, dim);
     const size_t n = extent(rows, dim, t.stride);
@@ -58,6 +58,12 @@ keel_status keel_check_tensor(const char *who, const char *name, keel_tensor t, 
         return keel_fail(KEEL_EOVERFLOW, "%s: %s spans rows (%zu) * stride (%zu) elements, which overflows size_t",
                          who, name, rows, t.stride);
     return KEEL_OK;
+}
+
+keel_status keel_check_tensor(const char *who, const char *name, keel_tensor t, size_t rows,
+                              size_t dim, keel_presence presence)
+{
+    return keel_check_tensor_of(who, name, t, rows, dim, presence, KEEL_DTYPE_BIT(KEEL_F32));
 }
 
 keel_status keel_check_eps(const char *who, float eps)

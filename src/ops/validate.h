@@ -11,6 +11,14 @@
 typedef enum { KEEL_REQUIRED, KEEL_OPTIONAL } keel_presence;
 
 keel_status keel_check_shape(const char *who, const void *ctx, size_t rows, size_t dim);
+#define KEEL_DTYPE_BIT(d) (1u << (unsigned)(d))
+/* The storage dtypes of the norm operations' float tensors. */
+#define KEEL_FLOAT_DTYPES (KEEL_DTYPE_BIT(KEEL_F32) | KEEL_DTYPE_BIT(KEEL_BF16) | KEEL_DTYPE_BIT(KEEL_F16))
+
+/* A tensor whose dtype must be one of `dtypes` (KEEL_DTYPE_BIT mask). */
+keel_status keel_check_tensor_of(const char *who, const char *name, keel_tensor t, size_t rows,
+                                 size_t dim, keel_presence presence, unsigned dtypes);
+/* A float32 tensor. */
 keel_status keel_check_tensor(const char *who, const char *name, keel_tensor t, size_t rows,
                               size_t dim, keel_presence presence);
 keel_status keel_check_eps(const char *who, float eps);

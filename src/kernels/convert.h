@@ -1,0 +1,48 @@
+/* Conversions between the storage dtypes and float32, and float32 -> int8 quantization.
+ * Every path gives the same bits: bf16/f16 -> f32 is exact; f32 -> bf16/f16 rounds to nearest
+ * even, once, with IEEE subnormals (no flush to zero); a NaN stays a NaN, made quiet, with the
+ * sign and the top payload bits kept (what F16C's vcvtps2ph does). Used by the operator layer
+ * to stage low-precision rows through the float32 kernels, so that all arithmetic is float32
+ * or wider and the output is rounded once. */
+#ifndef KEEL_KERNELS_CONVERT_H
+#define KEEL_KERNELS_CONVERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel.h"
+
+typedef void (*keel_to_f32_fn)(const uint16_t *src, float *dst, size_t n);
+typedef void (*keel_from_f32_fn)(const float *src, uint16_t *dst, size_t n);
+
+typedef struct keel_convert_kernels {
+    keel_to_f32_fn bf16_to_f32, f16_to_f32;
+    keel_from_f32_fn f32_to_bf16, f32_to_f16;
+} keel_convert_kernels;
+
+/* The conversion kernels of an ISA path (NULL when not compiled in). */
+const keel_convert_kernels *keel_convert_kernels_for(keel_isa isa);
+
+/* One value, scalar: the definition every path matches. */
+float keel_bf16_bits_to_f32(uint16_t h);
+uint16_t keel_f32_to_bf16_bits(float f);
+float keel_f16_bits_to_f32(uint16_t h);
+uint16_t keel_f32_to_f16_bits(float f);
+
+/* int8 quantization of one value: q = clamp(round_half_even(y / s), -127, 127); NaN -> 0. */
+int8_t keel_quantize_i8(float y, float s);
+
+void keel_bf16_to_f32__scalar(const uint16_t *, float *, size_t);
+void keel_f16_to_f32__scalar(const uint16_t *, float *, size_t);
+void keel_f32_to_bf16__scalar(const float *, uint16_t *, size_t);
+void keel_f32_to_f16__scalar(const float *, uint16_t *, size_t);
+void keel_bf16_to_f32__avx2(const uint16_t *, float *, size_t);
+void keel_f16_to_f32__avx2(const uint16_t *, float *, size_t);
+void keel_f32_to_bf16__avx2(const float *, uint16_t *, size_t);
+void keel_f32_to_f16__avx2(const float *, uint16_t *, size_t);
+void keel_bf16_to_f32__avx512(const uint16_t *, float *, size_t);
+void keel_f16_to_f32__avx512(const uint16_t *, float *, size_t);
+void keel_f32_to_bf16__avx512(const float *, uint16_t *, size_t);
+void keel_f32_to_f16__avx512(const float *, uint16_t *, size_t);
+
+#endif

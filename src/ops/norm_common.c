@@ -1,0 +1,112 @@
+#include "norm_common.h"
+
+#include <math.h>
+
+#include "error.h"
+#include "pool.h"
+#include "stage.h"
+#include "validate.h"
+
+float *keel_norm_slice(const keel_norm_call *call)
+{
+    return call->stage ? call->stage + (size_t)keel_pool_thread_index() * call->stage_stride : NULL;
+}
+
+static keel_status prepare_stage(const char *who, keel_ctx *ctx, size_t rows, size_t per_thread,
+                                 int staged, keel_norm_call *call)
+{
+    call->k = ctx->kernels;
+    call->cv = keel_convert_kernels_for(ctx->isa);
+    if (!staged || rows == 0)
+        return KEEL_OK;
+    call->stage = keel_ctx_stage(ctx, per_thread, who);
+    if (!call->stage)
+        return KEEL_ENOMEM;
+    call->stage_stride = keel_stage_stride(per_thread);
+    return KEEL_OK;
+}
+
+static keel_status check_quant(const char *who, keel_tensor y, const keel_quant_i8 *q, size_t dim)
+{
+    if (y.dtype == KEEL_I8 && !q)
+        return keel_fail(KEEL_EUNSUPPORTED, "%s: y.dtype i8 needs the *_fwd_i8 operation", who);
+    if (!q)
+        return KEEL_OK;
+    if (y.dtype != KEEL_I8)
+        return keel_fail(KEEL_EINVAL, "%s: y.dtype is %s; quantized output needs i8", who, keel_dtype_name(y.dtype));
+    if (!isfinite(q->scale) || q->scale < 0.0f)
+        return keel_fail(KEEL_EINVAL, "%s: quant->scale (%g) must be finite and >= 0 (0: per row)", who,
+                         (double)q->scale);
+    if (q->scale == 0.0f && !q->row_scale)
+        return keel_fail(KEEL_ENULL, "%s: quant->row_scale is NULL with a dynamic (0) scale", who);
+    if (q->smooth)
+        for (size_t j = 0; j < dim; j++)
+            if (!(q->smooth[j] > 0.0f) || !isfinite(q->smooth[j]))
+                return keel_fail(KEEL_EINVAL, "%s: quant->smooth[%zu] (%g) must be finite and > 0", who, j,
+                                 (double)q->smooth[j]);
+    return KEEL_OK;
+}
+
+keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,
+                                keel_tensor x, keel_tensor y, float eps,
+                                const keel_quant_i8 *quant, unsigned flags, unsigned extra_flags,
+                                keel_norm_call *call)
+{
+    keel_status st;
+    const unsigned y_dtypes = quant ? KEEL_DTYPE_BIT(KEEL_I8) : KEEL_FLOAT_DTYPES;
+    if ((st = keel_check_shape(who, ctx, rows, dim)) ||
+        (st = keel_check_tensor_of(who, "x", x, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "y", y, rows, dim, KEEL_REQUIRED, y_dtypes | KEEL_FLOAT_DTYPES)) ||
+        (st = check_quant(who, y, quant, dim)) ||
+        (st = keel_check_overlap(who, "y", y, "x", x, rows, dim)) ||
+        (st = keel_check_eps(who, eps)) || (st = keel_check_flags(who, flags, extra_flags)))
+        return st;
+    call->dim = dim;
+    call->a = x;
+    call->b = y;
+    call->quant = quant;
+    return prepare_stage(who, ctx, rows, keel_stage_fwd_floats(dim),
+                         x.dtype != KEEL_F32 || y.dtype != KEEL_F32, call);
+}
+
+keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,
+                                keel_tensor dy, keel_tensor x, keel_tensor dx, float eps,
+                                unsigned flags, keel_norm_call *call)
+{
+    keel_status st;
+    if ((st = keel_check_shape(who, ctx, rows, dim)) ||
+        (st = keel_check_tensor_of(who, "dy", dy, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "x", x, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "dx", dx, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_overlap(who, "dx", dx, "dy", dy, rows, dim)) ||
+        (st = keel_check_overlap(who, "dx", dx, "x", x, rows, dim)) ||
+        (st = keel_check_eps(who, eps)) ||
+        (st = keel_check_flags(who, flags, KEEL_FLAG_ACCUMULATE_DX | KEEL_FLAG_ACCUMULATE_DPARAMS)))
+        return st;
+    call->dim = dim;
+    call->a = dy;
+    call->b = x;
+    call->c = dx;
+    const int staged = dy.dtype != KEEL_F32 || x.dtype != KEEL_F32 || (dx.data && dx.dtype != KEEL_F32);
+    return prepare_stage(who, ctx, rows, keel_stage_bwd_floats(dim), staged, call);
+}
+
+keel_status keel_norm_fold_smooth(const char *who, keel_ctx *ctx, const keel_norm_call *call,
+                                  size_t dim, const float **gamma, const float **beta)
+{
+    if (!call->quant || !call->quant->smooth)
+        return KEEL_OK;
+    float *p = keel_ctx_params(ctx, 2 * dim, who);
+    if (!p)
+        return KEEL_ENOMEM;
+    const float *s = call->quant->smooth;
+    for (size_t j = 0; j < dim; j++)
+        p[j] = (*gamma ? (*gamma)[j] : 1.0f) / s[j];
+    *gamma = p;
+    if (*beta) {
+        for (size_t j = 0; j < dim; j++)
+            p[dim + j] = (*beta)[j] / s[j];
+        *beta = p + dim;
+    }
+    return KEEL_OK;
+}

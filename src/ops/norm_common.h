@@ -1,0 +1,39 @@
+/* What the LayerNorm and RMSNorm operators share: argument checks for a forward and a
+ * backward over float tensors of any storage dtype, staging memory, and SmoothQuant folding. */
+#ifndef KEEL_OPS_NORM_COMMON_H
+#define KEEL_OPS_NORM_COMMON_H
+
+#include "convert.h"
+#include "ctx.h"
+
+typedef struct keel_norm_call {
+    const keel_kernels *k;
+    const keel_convert_kernels *cv;
+    size_t dim;
+    keel_tensor a, b, c;          /* forward: x, y; backward: dy, x, dx */
+    const keel_quant_i8 *quant;   /* forward to int8 only */
+    float *stage;                 /* NULL when every tensor is float32 */
+    size_t stage_stride;          /* floats per thread */
+} keel_norm_call;
+
+/* The calling thread's staging slice (NULL when nothing is staged). */
+float *keel_norm_slice(const keel_norm_call *call);
+
+/* Checks a forward's arguments (x, y, eps, flags beyond `extra_flags`, quant when y is int8)
+ * and prepares *call. */
+keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,
+                                keel_tensor x, keel_tensor y, float eps,
+                                const keel_quant_i8 *quant, unsigned flags, unsigned extra_flags,
+                                keel_norm_call *call);
+
+/* Checks a backward's arguments (dy, x, dx optional, eps, flags) and prepares *call. */
+keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,
+                                keel_tensor dy, keel_tensor x, keel_tensor dx, float eps,
+                                unsigned flags, keel_norm_call *call);
+
+/* With call->quant->smooth: replaces *gamma and *beta (beta may be NULL: stays NULL) by
+ * gamma / smooth and beta / smooth, in the context's parameter memory. */
+keel_status keel_norm_fold_smooth(const char *who, keel_ctx *ctx, const keel_norm_call *call,
+                                  size_t dim, const float **gamma, const float **beta);
+
+#endif
