@@ -90,3 +90,30 @@ keel_onnx_test(onnx_usage_no_dir 2 "")
 keel_onnx_test(onnx_usage_bad_rtol 2 "" --rtol abc ${_onnx}/test_layer_normalization_4d_axis0)
 keel_onnx_test(onnx_usage_help 0 "usage: keel onnx-test" --help)
 # ==== end of keel onnx-test ====================================================================
+
+# ==== keel info, check, bench: the main job's commands ==========================================
+# keel_cli_test(NAME RC "REGEX|..." ARG...): run `keel ARG...` through the same checking script
+# as above (exact exit status and every regex in the output).
+function(keel_cli_test name rc regexes)
+  string(REPLACE ";" "|" _args "${ARGN}")
+  add_test(NAME ${name}
+    COMMAND ${CMAKE_COMMAND}
+      "-DKEEL_ONNX_CMD=$<TARGET_FILE:keel>|${_args}"
+      "-DKEEL_ONNX_EXPECT_RC=${rc}"
+      "-DKEEL_ONNX_EXPECT_REGEX=${regexes}"
+      -P ${CMAKE_CURRENT_LIST_FILE}
+    WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+endfunction()
+
+keel_cli_test(cli_info 0 "keel [0-9]+[.][0-9]+[.][0-9]+|kernels: [a-z0-9]+ [(]keel_f32_layernorm_fwd__|threads: [0-9]+" info)
+# every op within its bound on every path the CPU has (exit 1 on any failure)
+keel_cli_test(cli_check_all_isas 0 "PASS: every output within its bound" check --quick --all-isas)
+keel_cli_test(cli_bench_small 0 "layernorm fwd<ANY>256x1024|rmsnorm bwd<ANY>256x1024" bench --rows 256 --dim 1024 --reps 3)
+keel_cli_test(cli_unknown_command 2 "" no-such-command)
+# A forced path that is unknown is an error, never a silent fallback.
+add_test(NAME cli_isa_bogus COMMAND ${CMAKE_COMMAND} -E env KEEL_ISA=bogus $<TARGET_FILE:keel> info)
+set_tests_properties(cli_isa_bogus PROPERTIES WILL_FAIL TRUE)
+add_test(NAME cli_isa_bogus_message COMMAND ${CMAKE_COMMAND} -E env KEEL_ISA=bogus $<TARGET_FILE:keel> info)
+set_tests_properties(cli_isa_bogus_message PROPERTIES PASS_REGULAR_EXPRESSION "KEEL_ISA=bogus: unknown path")
+include(${CMAKE_CURRENT_LIST_DIR}/cli_eps_tests.cmake OPTIONAL)
+# ==== end of keel info, check, bench ===========================================================
