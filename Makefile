@@ -2,10 +2,11 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 PREFIX     ?= /usr/local
+PYTHON     ?= python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test test-unit test-asan test-install bench install clean
+.PHONY: all deps build demo test test-unit test-python test-asan test-install bench install clean
 
 all: build
 
@@ -24,7 +25,7 @@ demo: build
 
 # Every test: ctest (unit tests, ONNX node tests, CLI tests), the same unit tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and the install/consumer tests.
-test: test-unit test-asan test-install
+test: test-unit test-python test-asan test-install
 	@echo "make test: all test suites passed"
 
 test-unit: build
@@ -35,6 +36,11 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j$(JOBS) -E '_slow$$'
+
+# NumPy and PyTorch bindings (tests/python), against the library just built.
+test-python: build
+	sh scripts/ensure-python-deps.sh $(PYTHON)
+	KEEL_LIBRARY=$(CURDIR)/$(BUILD)/libkeel.so KEEL_TEST_PIP_INSTALL=1 $(PYTHON) -m pytest tests/python -q
 
 test-install: build
 	sh tests/install_test.sh $(BUILD)

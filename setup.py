@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 try:
@@ -56,18 +56,22 @@ class BuildPyWithLibrary(build_py):
         shutil.copyfile(library, os.path.join(target, LIBRARY))
 
 
-class PlatformWheel(bdist_wheel):
-    """The wheel holds a native library but no Python extension: any Python 3, this platform."""
+class BinaryDistribution(Distribution):
+    """A package with a native library: platform-specific (installed to platlib)."""
 
-    def finalize_options(self):
-        super().finalize_options()
-        self.root_is_pure = False
+    def has_ext_modules(self):
+        return True
+
+
+class PlatformWheel(bdist_wheel):
+    """The library is loaded through ctypes, not as a Python extension: any Python 3, this platform."""
 
     def get_tag(self):
         return ("py3", "none") + tuple(super().get_tag()[2:])
 
 
 setup(
+    distclass=BinaryDistribution,
     cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel},
     # setuptools' default build dir, build/, is the C build's: keep out of it.
     options={"build": {"build_base": "build-pip"}},

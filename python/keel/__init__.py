@@ -6,7 +6,7 @@ and, through keel.torch, for PyTorch.
     dx, dw, db = keel.layer_norm_backward(dy, x, 768, weight, mean, rstd)
 """
 
-from . import _lib
+from . import _context, _lib
 from ._context import get_num_threads, set_num_threads
 from ._errors import (KeelError, KeelMemoryError, KeelRuntimeError, KeelTypeError,
                       KeelValueError)
@@ -25,7 +25,6 @@ __all__ = [
 
 def isa():
     """The instruction-set path of the default context: "scalar", "avx2" or "avx512"."""
-    from . import _context
     return _context.default().isa()
 
 

@@ -7,6 +7,7 @@ spreads each call over the context's threads.
 
 import atexit
 import ctypes
+import os
 import threading
 
 from . import _lib
@@ -65,6 +66,17 @@ def _close_default():
 
 
 atexit.register(_close_default)
+
+
+def _forget_default_in_child():
+    # After fork the parent's worker threads do not exist in the child: its context would hang.
+    # Leak it (destroying would join those threads) and make a fresh one on first use.
+    global _default, _default_lock
+    _default, _default_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_default_in_child)
 
 
 def set_num_threads(n):

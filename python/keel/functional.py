@@ -1,10 +1,11 @@
 """The NumPy API, shaped like torch.nn.functional: layer_norm, rms_norm and their backwards.
 
-Arrays are float32 of any leading shape, normalized over the trailing `normalized_shape`.
-Only float32 is supported by this version: float16 and bfloat16 arrays reach keel, which answers
-KEEL_EUNSUPPORTED (TypeError); float64 and other dtypes raise TypeError here, never converted
-silently (call `x.astype(np.float32)` yourself). Outputs are new C-contiguous float32 arrays;
-mean and rstd have x's leading shape.
+Arrays have any leading shape and are normalized over the trailing `normalized_shape`. x, dy:
+float32; float16 and bfloat16 (ml_dtypes) arrays are handed to keel with their dtype (a keel
+without low-precision storage answers KEEL_EUNSUPPORTED: TypeError; one with it computes, and
+y/dx come back in x's dtype). float64 and other dtypes raise TypeError here, never converted
+silently (call `x.astype(np.float32)` yourself). weight, bias, mean, rstd and the parameter
+gradients are float32. Outputs are new C-contiguous arrays; mean and rstd have x's leading shape.
 """
 
 import numpy as np
@@ -14,15 +15,20 @@ from ._errors import EINVAL, EUNSUPPORTED, KeelTypeError, KeelValueError
 from ._layout import normalized_tuple, row_stride, split_shape
 
 F32, BF16, F16, I8 = 0, 1, 2, 3
-_DTYPE_CODES = {"float32": F32, "bfloat16": BF16, "float16": F16, "int8": I8}
+# keel_dtype by NumPy type number (a fast lookup); bfloat16 (ml_dtypes) is found by its name
+_DTYPE_CODES = {np.dtype(np.float32).num: F32, np.dtype(np.float16).num: F16, np.dtype(np.int8).num: I8}
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)  # torch's RMSNorm default eps for float32
+# RMSNorm's eps=None, as torch: the machine epsilon of x's dtype
+_MACHINE_EPS = {F32: FLOAT32_EPS, F16: 2.0 ** -10, BF16: 2.0 ** -7}
 
 _NULL_ROW = np.zeros(1, np.float32)  # a valid address for empty tensors; never read or written
 
 
 def _dtype_code(a, name, who):
-    code = _DTYPE_CODES.get(a.dtype.name)
+    code = _DTYPE_CODES.get(a.dtype.num)
+    if code is None and a.dtype.name == "bfloat16":
+        code = BF16
     if code is None:
         raise KeelTypeError(
             f"{who}: {name}.dtype {a.dtype.name} is not supported (this version: float32 only; "
@@ -39,10 +45,13 @@ def _array(a, name, who):
 def _rows_view(a, k, dim, code):
     """keel_tensor of array a, reading its rows in place when they are evenly strided, else
     those of a contiguous copy (which the keel_tensor keeps alive)."""
-    stride = None
-    size = a.itemsize
-    if a.flags.aligned and all(s % size == 0 for s in a.strides):
-        stride = row_stride(a.shape, [s // size for s in a.strides], k, dim)
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned:
+        stride = dim
+    elif flags.aligned and all(s % a.itemsize == 0 for s in a.strides):
+        stride = row_stride(a.shape, [s // a.itemsize for s in a.strides], k, dim)
+    else:
+        stride = None
     if stride is None:
         a = np.ascontiguousarray(a)
         stride = dim
@@ -56,12 +65,14 @@ def _param(p, name, who, shape=None, size=None):
         return None
     p = _array(p, name, who)
     if p.dtype != np.float32:
-        raise KeelTypeError(f"{who}: {name}.dtype {p.dtype.name} is not supported (it must be float32)", EUNSUPPORTED)
+        raise KeelTypeError(f"{who}: {name}.dtype {p.dtype.name} is not supported (it must be float32)",
+                            EUNSUPPORTED)
     if shape is not None and p.shape != shape:
         raise KeelValueError(f"{who}: {name}.shape {p.shape} != normalized_shape {shape}", EINVAL)
     if size is not None and p.size != size:
         raise KeelValueError(f"{who}: {name} has {p.size} values, x has {size} rows", EINVAL)
-    return np.ascontiguousarray(p)
+    p = np.ascontiguousarray(p)
+    return p if p.flags.aligned else p.copy()
 
 
 def _out(x, code):
@@ -108,15 +119,15 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, return_sta
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, return_stats=False):
-    """y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps); eps None: float32's machine
-    epsilon (as torch). With return_stats: (y, rstd)."""
+    """y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps); eps None: the machine epsilon
+    of x's dtype (as torch; float32: 1.1920929e-07). With return_stats: (y, rstd)."""
     who = "keel.rms_norm"
     x, tx, dims, lead, rows, dim, code = _prepare(x, normalized_shape, who)
     weight = _param(weight, "weight", who, shape=dims)
     y = _out(x, code)
     ty = _lib.Tensor(_addr(y), code, dim)
     rstd = _stat(return_stats, lead)
-    eps = FLOAT32_EPS if eps is None else eps
+    eps = _MACHINE_EPS.get(code, FLOAT32_EPS) if eps is None else eps
     _context.default().call(_lib.lib.keel_rmsnorm_fwd, rows, dim, tx, ty, _addr(weight),
                             _eps(eps, who), _addr(rstd), 0)
     return (y, rstd) if return_stats else y
@@ -163,7 +174,7 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, rstd=None, eps=None,
     x, tx, tdy, dims, rows, dim, code = _prepare_backward(dy, x, normalized_shape, who)
     weight = _param(weight, "weight", who, shape=dims)
     rstd = _param(rstd, "rstd", who, size=rows)
-    eps = FLOAT32_EPS if eps is None else eps
+    eps = _MACHINE_EPS.get(code, FLOAT32_EPS) if eps is None else eps
     dx, tdx, (dw,) = _grads(need_dx, x, code, dim, dims, need_dweight)
     _context.default().call(_lib.lib.keel_rmsnorm_bwd, rows, dim, tdy, tx, _addr(rstd),
                             _addr(weight), _eps(eps, who), tdx, _addr(dw), 0)

@@ -3,8 +3,9 @@
 CPU float32 tensors go through keel (forward saves mean/rstd; backward skips the gradients
 autograd does not need, e.g. frozen weights). Anything else falls back to torch's own op, with
 the same results torch gives: other dtypes (float64, float16, bfloat16 — bf16 comes to keel
-later), other devices (CUDA, meta), and code being compiled by torch.compile. Double backward
-(gradients of gradients) is not supported on the keel path.
+later), other devices (CUDA, meta), tensor subclasses, torch.func transforms (vmap, grad) and
+code being compiled by torch.compile. Double backward (gradients of gradients) is not supported
+on the keel path.
 """
 
 import torch
@@ -27,25 +28,42 @@ def _is_compiling():
     return bool(fn and fn())
 
 
+_F32, _STRIDED, _PLAIN = torch.float32, torch.strided, (torch.Tensor, nn.Parameter)
+_is_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", lambda t: False)
+
+
 def _keel_can_run(x, *params):
-    """True when keel computes this call: CPU float32 strided tensors, not under torch.compile."""
+    """True when keel computes this call: plain CPU float32 strided tensors (not subclasses such
+    as fake tensors, not torch.func's wrapped tensors), not under torch.compile."""
+    if _is_compiling():  # first: torch.compile traces this function
+        return False
     for t in (x,) + params:
-        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu" or t.layout != torch.strided):
+        if t is not None and not (type(t) in _PLAIN and t.dtype is _F32 and t.is_cpu
+                                  and t.layout is _STRIDED and not _is_wrapped(t)):
             return False
-    return not _is_compiling()
+    return True
 
 
 def _addr(t):
-    return None if t is None else (t.data_ptr() or _NULL)
+    if t is None:
+        return None
+    ptr = t.data_ptr()
+    if ptr == 0 and t.numel():  # never hand keel a stand-in address for real data
+        raise RuntimeError("keel.torch: a non-empty tensor without storage reached keel")
+    return ptr or _NULL
 
 
 def _rows(t, k, dim):
     """keel_tensor of t: rows read in place when evenly strided, else a contiguous copy's
     (which the keel_tensor keeps alive)."""
-    stride = row_stride(t.shape, t.stride(), k, dim) if t.data_ptr() % 4 == 0 else None
-    if stride is None:
-        t = t.contiguous()
+    if t.data_ptr() % 4:  # misaligned floats (a tensor over a foreign buffer): an aligned copy
+        t, stride = t.clone(memory_format=torch.contiguous_format), dim
+    elif t.is_contiguous():
         stride = dim
+    else:
+        stride = row_stride(t.shape, t.stride(), k, dim)
+    if stride is None:
+        t, stride = t.contiguous(), dim
     return _lib.Tensor(_addr(t), F32, stride, owner=t)
 
 
@@ -54,16 +72,16 @@ def _param(p, dims, name, who):
         return None
     if tuple(p.shape) != dims:
         raise KeelValueError(f"{who}: {name}.shape {tuple(p.shape)} != normalized_shape {dims}", EINVAL)
-    return p.detach().contiguous()
+    return p if p.is_contiguous() else p.detach().contiguous()
 
 
 def _forward(op, x, dims, weight, bias, eps, stats):
     """keel's forward on tensors: y, plus mean/rstd (LayerNorm) or rstd (RMSNorm) with stats."""
     who = "keel.torch." + op
     lead, rows, dim = split_shape(x.shape, dims, who)
-    tx = _rows(x.detach(), len(dims), dim)
+    tx = _rows(x, len(dims), dim)
     weight, bias = _param(weight, dims, "weight", who), _param(bias, dims, "bias", who)
-    y = torch.empty(x.shape, dtype=torch.float32)
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
     ty = _lib.Tensor(_addr(y), F32, dim)
     rstd = torch.empty(lead, dtype=torch.float32) if stats else None
     ctx = _context.default()
@@ -80,7 +98,7 @@ def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_d
     who = "keel.torch." + op
     _, rows, dim = split_shape(x.shape, dims, who)
     tdy, tx = _rows(dy, len(dims), dim), _rows(x, len(dims), dim)
-    dx = torch.empty(x.shape, dtype=torch.float32) if need_dx else None
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
     tdx = _lib.Tensor(_addr(dx), F32, dim)
     dw = torch.zeros(dims, dtype=torch.float32) if need_dw else None  # 0 rows: keel writes nothing
     db = torch.zeros(dims, dtype=torch.float32) if need_db else None

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: keel.torch tests need it (pip install torch)")
 
-import keel  # noqa: E402
 import keel.torch as kt  # noqa: E402
 import reference as ref  # noqa: E402
 
@@ -70,10 +69,12 @@ def test_modules_match_torch_float64(kind, shape):
         fwd, bwd = ref.layer_norm(xn, dims, w, b), ref.layer_norm_backward(dyn, xn, dims, w)
     else:
         fwd, bwd = ref.rms_norm(xn, dims, w), ref.rms_norm_backward(dyn, xn, dims, w)
-    ref.assert_close(y.numpy(), (y64.numpy(), fwd["y"][1]), FWD_RTOL, "y")
-    ref.assert_close(dx.numpy(), (dx64.numpy(), bwd["dx"][1]), BWD_RTOL, "dx")
+    # torch's float64 result is itself off by ~1e-16 * |x| / std: up to ~1e-10 on a constant
+    # row at offset 1e3 (rstd = 1/sqrt(eps)); 1e-9 absolute covers that, far below float32's ulps
+    ref.assert_close(y.numpy(), (y64.numpy(), fwd["y"][1]), FWD_RTOL, "y", floor=1e-9)
+    ref.assert_close(dx.numpy(), (dx64.numpy(), bwd["dx"][1]), BWD_RTOL, "dx", floor=1e-9)
     for name, grad in dp.items():
-        ref.assert_close(grad.numpy(), (dp64[name].numpy(), bwd["d" + name][1]), BWD_RTOL, "d" + name)
+        ref.assert_close(grad.numpy(), (dp64[name].numpy(), bwd["d" + name][1]), BWD_RTOL, "d" + name, floor=1e-9)
 
 
 def test_large_offset_beats_torch_float32():
@@ -198,6 +199,30 @@ def test_meta_device_falls_back():
     assert m(torch.empty(2, 8, device="meta")).device.type == "meta"
 
 
+def test_func_transforms_and_fake_tensors_fall_back(monkeypatch):
+    calls = _spy(monkeypatch)
+    m = kt.LayerNorm(8)
+    x = torch.randn(3, 4, 8)
+    torch.testing.assert_close(torch.func.vmap(m)(x), m(x))
+    calls.clear()
+    g = torch.func.grad(lambda x: m(x).pow(2).sum())(x)
+    assert g.shape == x.shape and not calls
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        assert m(torch.empty(2, 8)).shape == (2, 8)
+    assert not calls
+
+
+def test_torch_compile_traces_torchs_op():
+    # Under torch.compile keel.torch hands the op to torch, in one graph (fullgraph: no break).
+    m = kt.LayerNorm(8)
+    x = torch.randn(3, 8, requires_grad=True)
+    y = torch.compile(m, backend="eager", fullgraph=True)(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, m(x))
+    assert x.grad.shape == x.shape
+
+
 def test_strided_tensors_and_zero_rows():
     m = kt.LayerNorm(16)
     base = torch.randn(6, 5, 32)
@@ -213,6 +238,15 @@ def test_strided_tensors_and_zero_rows():
     m.zero_grad()
     m(z).sum().backward()
     assert z.grad.shape == (0, 16) and torch.equal(m.weight.grad, torch.zeros(16))
+
+
+def test_misaligned_tensor_is_copied():
+    raw = np.zeros(4 * 16 + 1, np.uint8)
+    a = raw[1:].view(np.float32)
+    a[:] = np.arange(16)
+    t = torch.from_numpy(a.reshape(2, 8))
+    assert t.data_ptr() % 4 != 0
+    assert torch.equal(kt.layer_norm(t, (8,)), kt.layer_norm(t.clone(), (8,)))
 
 
 def test_errors_carry_keels_message():
@@ -264,10 +298,10 @@ def _train(norm_first, use_keel, dtype=torch.float32, steps=20):
         torch.nn.Linear(64, 1)).to(dtype)
     if use_keel:
         assert kt.patch(model) == 5  # 2 per layer, and the final norm
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(8, 16, 64, generator=g, dtype=dtype)
-    target = torch.randn(8, 16, 1, generator=g, dtype=dtype)
+    x = torch.randn(8, 16, 64, generator=g).to(dtype)  # the same numbers in either dtype
+    target = torch.randn(8, 16, 1, generator=g).to(dtype)
     losses = []
     model.train()
     for _ in range(steps):
@@ -281,13 +315,16 @@ def _train(norm_first, use_keel, dtype=torch.float32, steps=20):
 
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_training_matches_torch(norm_first):
-    # Same seed, same data, same dropout masks (keel draws no random numbers): the only
-    # difference is float32 rounding inside the norms (a few ulps per value), which 20 Adam
-    # steps amplify but do not let grow past ~1e-5 relative. Both runs also stay as close to a
-    # float64 run as each other: keel is not the worse of the two.
+    # Same seed, same initial weights, same data, no dropout: the runs differ only by float32
+    # rounding inside the 5 norms (a few ulps per value; keel's statistics are exact where
+    # torch's are rounded). Through 20 SGD steps that stays at the level of float32 rounding of
+    # the whole network: measured <= 2.5e-7 relative on the losses, and torch float32 is itself
+    # ~2.5e-7 from a float64 run. rtol 1e-5 leaves a 40x margin over that, yet catches a wrong
+    # gradient: dweight or dbias off by 1% moves the losses by 3.5e-5 to 2e-4, dx off by 0.1%
+    # by 8e-4 (measured). Adam would hide the 1% errors (it normalizes each gradient's scale).
     theirs = _train(norm_first, use_keel=False)
     mine = _train(norm_first, use_keel=True)
     exact = _train(norm_first, use_keel=False, dtype=torch.float64)
-    assert theirs[-1] < theirs[0]  # it learns
-    np.testing.assert_allclose(mine, theirs, rtol=1e-4)
-    assert np.max(np.abs(mine - exact) / exact) <= 2 * np.max(np.abs(theirs - exact) / exact) + 1e-6
+    assert theirs[-1] < 0.5 * theirs[0]  # it learns
+    np.testing.assert_allclose(mine, theirs, rtol=1e-5)
+    np.testing.assert_allclose(mine, exact, rtol=1e-5)
