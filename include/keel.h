@@ -127,7 +127,8 @@ KEEL_API int keel_ctx_threads(const keel_ctx *ctx);
  * is bitwise identical for any thread count. */
 KEEL_API keel_status keel_ctx_set_threads(keel_ctx *ctx, int nthreads);
 /* Force an instruction-set path for this context (KEEL_ISA_AUTO: the default). All paths give
- * bitwise identical results; this exists for tests and benchmarks. */
+ * bitwise identical results (NaNs in the same places; the sign and payload bits of a NaN are
+ * not specified); this exists for tests and benchmarks. */
 KEEL_API keel_status keel_ctx_set_isa(keel_ctx *ctx, keel_isa isa);
 KEEL_API keel_isa keel_ctx_isa(const keel_ctx *ctx);
 
@@ -188,6 +189,187 @@ KEEL_API keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim,
                                       keel_tensor dy, keel_tensor x, const float *rstd,
                                       const float *gamma, float eps,
                                       keel_tensor dx, float *dgamma, unsigned flags);
+
+/* ==== Transformer blocks ======================================================================
+ * Fused residual add + LayerNorm / RMSNorm (pre-norm, post-norm, DeepNorm), LayerScale,
+ * BatchNorm (for contrast), DyT, and Gemma's (1 + gamma) scale. Same rules as above: float32
+ * tensors, statistics in double, centred formulas, NaN/Inf kept to its row, results bitwise
+ * identical on every path and thread count, bad input changes nothing. docs/blocks.md has the
+ * formulas and the mapping to ONNX Runtime and PyTorch. */
+
+/* RMSNorm (keel_rmsnorm_fwd/bwd, keel_add_rmsnorm_fwd/bwd): apply gamma as (1 + gamma), Gemma's
+ * convention (weights initialised to zero). The weight used is (float)(1.0f + gamma[j]); gamma
+ * NULL means a weight of 1. dgamma is the gradient with respect to gamma (the same numbers). */
+enum { KEEL_FLAG_GAMMA_PLUS_ONE = 1u << 2 };
+
+/* The residual stream of the fused ops, per element:
+ *   h = alpha * x + lambda * r + bias    evaluated in float as ((alpha*x) + (lambda*r)) + bias
+ * x: the residual stream coming in; r: the branch output (ONNX Runtime's "skip" is x or r:
+ * addition is commutative); alpha: 1 for a plain residual, DeepNorm's (2L)^(1/4) up-weighting;
+ * lambda: LayerScale's per-feature scale (dim floats) or NULL for 1; bias: dim floats or NULL. */
+typedef struct keel_residual {
+    keel_tensor x;
+    keel_tensor r;
+    float alpha;          /* finite */
+    const float *lambda;  /* dim floats or NULL */
+    const float *bias;    /* dim floats or NULL */
+} keel_residual;
+
+/* h = x + r: alpha 1, no lambda, no bias. */
+static inline keel_residual keel_residual_add(keel_tensor x, keel_tensor r)
+{
+    keel_residual res;
+    res.x = x;
+    res.r = r;
+    res.alpha = 1.0f;
+    res.lambda = NULL;
+    res.bias = NULL;
+    return res;
+}
+
+/*
+ * Fused residual add + LayerNorm, forward: h = alpha*x + lambda*r + bias (above), then
+ * y = LayerNorm(h) exactly as keel_layernorm_fwd computes it on the float h (bitwise the same).
+ * x and r are read once; h is written (the new residual stream: pre-norm blocks) or, with
+ * h.data NULL, not at all (post-norm: y = LayerNorm(x + r), DeepNorm: LayerNorm(alpha*x + r)).
+ * h may be x or r (in place), y may be x or r; h and y must be different tensors.
+ * mean, rstd: optional outputs (rows floats) as in keel_layernorm_fwd. flags: 0.
+ * ONNX Runtime's SkipLayerNormalization(input, skip, gamma, beta, bias) -> (output, mean,
+ * inv_std_var, input_skip_bias_sum) is res = {input, skip, 1, NULL, bias}, y = output,
+ * mean, rstd = inv_std_var, h = input_skip_bias_sum.
+ */
+KEEL_API keel_status keel_add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
+                                            const keel_residual *res, keel_tensor h,
+                                            keel_tensor y, const float *gamma,
+                                            const float *beta, float eps, float *mean,
+                                            float *rstd, unsigned flags);
+
+/* Fused residual add + RMSNorm, forward: h as above, y = RMSNorm(h) as keel_rmsnorm_fwd.
+ * flags: KEEL_FLAG_GAMMA_PLUS_ONE. ONNX Runtime's SkipSimplifiedLayerNormalization. */
+KEEL_API keel_status keel_add_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
+                                          const keel_residual *res, keel_tensor h,
+                                          keel_tensor y, const float *gamma, float eps,
+                                          float *rstd, unsigned flags);
+
+/* The gradients of the residual's inputs, each optional (data / pointer NULL: not computed).
+ * With G = dh + (the norm's dx from dy), the gradient reaching h:
+ *   dx = alpha * G,  dr = lambda * G (G without lambda),
+ *   dlambda = sum over rows of G * r,  dbias = sum over rows of G.
+ * KEEL_FLAG_ACCUMULATE_DX adds into dx and dr; KEEL_FLAG_ACCUMULATE_DPARAMS into dlambda and
+ * dbias (and dgamma, dbeta). */
+typedef struct keel_residual_grads {
+    keel_tensor dx;
+    keel_tensor dr;
+    float *dlambda; /* dim floats or NULL */
+    float *dbias;   /* dim floats or NULL */
+} keel_residual_grads;
+
+/*
+ * Fused residual add + LayerNorm, backward.
+ * dy: the gradient of y (required). dh: the gradient of h from above (the residual stream's,
+ * in a pre-norm stack), or data NULL for 0 (post-norm). h: the forward's h, or data NULL to
+ * recompute it from res (bitwise the same h). res: alpha, lambda, and the x and r tensors:
+ * res->x is read only when h is absent, res->r only when h is absent or dlambda is wanted
+ * (their data may be NULL otherwise: after an in-place forward x is gone, and h stands for it).
+ * mean, rstd: the forward's, both or neither (NULL: recomputed). grads may be NULL.
+ * dgamma, dbeta: as in keel_layernorm_bwd. Any output may be exactly one of the inputs
+ * (dx = dh: the residual stream's gradient updated in place); dx and dr must differ.
+ * With alpha 1 and no lambda, dx is bitwise keel_layernorm_bwd(dy, h) accumulated into dh.
+ * flags: KEEL_FLAG_ACCUMULATE_DX, KEEL_FLAG_ACCUMULATE_DPARAMS.
+ */
+KEEL_API keel_status keel_add_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim,
+                                            keel_tensor dy, keel_tensor dh,
+                                            const keel_residual *res, keel_tensor h,
+                                            const float *mean, const float *rstd,
+                                            const float *gamma, float eps,
+                                            const keel_residual_grads *grads, float *dgamma,
+                                            float *dbeta, unsigned flags);
+
+/* Fused residual add + RMSNorm, backward: as keel_add_layernorm_bwd with RMSNorm's backward;
+ * rstd NULL: recomputed. flags: also KEEL_FLAG_GAMMA_PLUS_ONE. */
+KEEL_API keel_status keel_add_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim,
+                                          keel_tensor dy, keel_tensor dh,
+                                          const keel_residual *res, keel_tensor h,
+                                          const float *rstd, const float *gamma, float eps,
+                                          const keel_residual_grads *grads, float *dgamma,
+                                          unsigned flags);
+
+/*
+ * LayerScale (Touvron et al. 2021, CaiT): h = x + lambda * f, lambda per feature (dim floats,
+ * required; CaiT initialises it to 0.1 for stacks up to depth 18, 1e-5 at 24, 1e-6 deeper).
+ * Bitwise the h of the fused ops with res = {x, f, 1, lambda, NULL}, which also fuse it with
+ * the norm that follows. h may be x or f (in place). flags: 0.
+ */
+KEEL_API keel_status keel_layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                                         keel_tensor f, const float *lambda, keel_tensor h,
+                                         unsigned flags);
+
+/* LayerScale backward: dx = dh, df = lambda * dh, dlambda = sum over rows of dh * f. Each
+ * output optional; f is needed only for dlambda. dx or df may be dh (in place).
+ * flags: KEEL_FLAG_ACCUMULATE_DX (dx, df), KEEL_FLAG_ACCUMULATE_DPARAMS (dlambda). */
+KEEL_API keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dh,
+                                         keel_tensor f, const float *lambda, keel_tensor dx,
+                                         keel_tensor df, float *dlambda, unsigned flags);
+
+/*
+ * BatchNorm over the rows of a batch, per feature j (dim features; an NCHW image batch is
+ * rows = N*H*W of dim = C once its channels are last). PyTorch's conventions:
+ *  training != 0: mean_j and the biased var_j of the batch normalize it,
+ *    y = (x - mean) * rstd * gamma + beta, rstd = 1/sqrt(var + eps);
+ *    running_mean = (1 - m) * running_mean + m * mean,
+ *    running_var  = (1 - m) * running_var  + m * var * rows / (rows - 1)   (unbiased),
+ *    computed in double and rounded once, with m = momentum (PyTorch's default 0.1; ONNX's
+ *    momentum 0.9 means m = 0.1 here), or, for momentum NAN (PyTorch's momentum=None), the
+ *    cumulative average m = 1 / num_batches_tracked after its increment. running_mean and
+ *    running_var are optional together (NULL: not tracked); *num_batches_tracked, when given,
+ *    is incremented with them (it is required for momentum NAN). rows must be >= 2: a batch of
+ *    one row has no variance (KEEL_EINVAL, not NaN).
+ *  training == 0 (inference): running_mean and running_var (required) normalize,
+ *    rstd = 1/sqrt(running_var + eps); nothing is updated.
+ * save_mean, save_rstd: optional outputs (dim floats each): the mean and rstd used (the
+ * backward's input). A NaN or Inf in column j makes that feature's outputs (and its running
+ * statistics) NaN and no other. y may be x. eps finite >= 0; momentum NAN or in [0, 1]. flags: 0.
+ */
+KEEL_API keel_status keel_batchnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                                        keel_tensor y, const float *gamma, const float *beta,
+                                        float eps, int training, float momentum,
+                                        float *running_mean, float *running_var,
+                                        int64_t *num_batches_tracked, float *save_mean,
+                                        float *save_rstd, unsigned flags);
+
+/* BatchNorm backward. training != 0: through the batch statistics,
+ *   dx = rstd * (g - mean_rows(g) - xhat * mean_rows(g * xhat)), g = dy * gamma;
+ * training == 0: the statistics are constants, dx = rstd * g.
+ * dgamma = sum over rows of dy * xhat, dbeta = sum over rows of dy (dim floats).
+ * mean, rstd: the forward's save_mean, save_rstd; in training they may both be NULL
+ * (recomputed from x), in inference they are required. Skipping and flags as
+ * keel_layernorm_bwd; dx may be dy. */
+KEEL_API keel_status keel_batchnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                                        keel_tensor x, const float *mean, const float *rstd,
+                                        const float *gamma, float eps, int training,
+                                        keel_tensor dx, float *dgamma, float *dbeta,
+                                        unsigned flags);
+
+/*
+ * DyT, Dynamic Tanh (Zhu et al. 2025), a normalization-free replacement of LayerNorm:
+ *   y = gamma * tanh(alpha * x) + beta,  alpha a learnable scalar (initialised to 0.5).
+ * Elementwise: a NaN affects its own element only. tanh is keel's own float32 tanh, within
+ * 2 ulps, the same bits on every path. gamma, beta NULL: 1, 0. y may be x. flags: 0.
+ */
+KEEL_API keel_status keel_dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                                  keel_tensor y, float alpha, const float *gamma,
+                                  const float *beta, unsigned flags);
+
+/* DyT backward, with t = tanh(alpha * x), s = 1 - t^2 (computed without cancelling near 1):
+ *   dx = dy * gamma * alpha * s,  dalpha = sum over all elements of dy * gamma * x * s,
+ *   dgamma = sum over rows of dy * t,  dbeta = sum over rows of dy.
+ * dalpha: one float or NULL. Skipping and flags as keel_layernorm_bwd; dx may be dy. */
+KEEL_API keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                                  keel_tensor x, float alpha, const float *gamma,
+                                  keel_tensor dx, float *dalpha, float *dgamma, float *dbeta,
+                                  unsigned flags);
+
+/* ==== end of Transformer blocks ============================================================== */
 
 /* ---- Low precision: bf16/f16 storage, int8 output, eps against the storage type -------------
  *

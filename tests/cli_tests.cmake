@@ -43,14 +43,14 @@ endfunction()
 set(_onnx ${CMAKE_CURRENT_SOURCE_DIR}/tests/data/onnx)
 set(_onnx_bad ${CMAKE_CURRENT_SOURCE_DIR}/tests/data/onnx-bad)
 file(GLOB _onnx_norm_dirs LIST_DIRECTORIES true
-  ${_onnx}/test_layer_normalization_* ${_onnx}/test_rms_normalization_*)
+  ${_onnx}/test_layer_normalization_* ${_onnx}/test_rms_normalization_* ${_onnx}/test_batchnorm_*)
 list(LENGTH _onnx_norm_dirs _onnx_n)
 if(_onnx_n EQUAL 0)
-  message(WARNING "no LayerNormalization/RMSNormalization folders in ${_onnx}: onnx_node_tests will fail")
+  message(WARNING "no LayerNormalization/RMSNormalization/BatchNormalization folders in ${_onnx}: onnx_node_tests will fail")
 endif()
 
-# (1) Every LayerNormalization and RMSNormalization folder passes, and none is left out: the
-# total must count all of them. Then again on the portable scalar kernels.
+# (1) Every LayerNormalization, RMSNormalization and BatchNormalization folder passes, and none
+# is left out: the total must count all of them. Then again on the portable scalar kernels.
 keel_onnx_test(onnx_node_tests 0 "total: ${_onnx_n} passed, 0 failed" ${_onnx_norm_dirs})
 keel_onnx_test(onnx_node_tests_scalar 0 "total: ${_onnx_n} passed, 0 failed" ${_onnx_norm_dirs})
 set_tests_properties(onnx_node_tests_scalar PROPERTIES ENVIRONMENT KEEL_ISA=scalar)
@@ -65,10 +65,11 @@ keel_onnx_test(onnx_bad_no_model 1
 keel_onnx_test(onnx_bad_wire_type 1
   "FAIL <ANY>bad_wire_type: model.onnx: invalid wire type 7|total: 0 passed, 1 failed"
   ${_onnx_bad}/bad_wire_type)
-# BatchNormalization is not run yet: its folders must FAIL, not be skipped. (When it is
-# supported, move these folders to test (1).)
-keel_onnx_test(onnx_bad_batchnorm 1
-  "FAIL <ANY>test_batchnorm_example: op type BatchNormalization is not supported|FAIL <ANY>test_batchnorm_epsilon: op type BatchNormalization|total: 0 passed, 2 failed"
+# BatchNormalization (inference mode, NCHW: features = channels) runs through
+# keel_batchnorm_fwd: both of its folders PASS, named as BatchNormalization (test (1) counts
+# them too; this one fails by name if they ever stop being run).
+keel_onnx_test(onnx_batchnorm 0
+  "PASS <ANY>test_batchnorm_example: BatchNormalization, axis 1, epsilon 1e-05|PASS <ANY>test_batchnorm_epsilon: BatchNormalization, axis 1, epsilon 0.01|total: 2 passed, 0 failed"
   ${_onnx}/test_batchnorm_example ${_onnx}/test_batchnorm_epsilon)
 # Wrong expected values (one value off by 1e-3 relative) in Y, in InvStdDev and in RMS Y.
 keel_onnx_test(onnx_bad_values 1

@@ -159,7 +159,9 @@ static const bad_case table[] = {
     {"y dtype", OPS_FWD, MUT_DTYPE, T_Y, T_NONE, 0, KEEL_OK, "y dtype"},
     {"dy dtype", OPS_BWD, MUT_DTYPE, T_DY, T_NONE, 0, KEEL_OK, "dy dtype"},
     {"dx dtype", OPS_BWD, MUT_DTYPE, T_DX, T_NONE, 0, KEEL_OK, "dx dtype"},
-    {"unknown flag bit 2", OPS_ALL, MUT_FLAGS, T_NONE, T_NONE, 1u << 2, KEEL_EINVAL, "flags"},
+    /* bit 2 is KEEL_FLAG_GAMMA_PLUS_ONE: RMSNorm only */
+    {"unknown flag bit 5", OPS_ALL, MUT_FLAGS, T_NONE, T_NONE, 1u << 5, KEEL_EINVAL, "flags"},
+    {"gamma+1 flag on layernorm", 1 << LN_FWD | 1 << LN_BWD, MUT_FLAGS, T_NONE, T_NONE, 1u << 2, KEEL_EINVAL, "flags"},
     {"unknown flag bit 31", OPS_ALL, MUT_FLAGS, T_NONE, T_NONE, 1u << 31, KEEL_EINVAL, "flags"},
     {"mean without rstd", OPS_LN_BWD, MUT_MEAN_ONLY, T_NONE, T_NONE, 0, KEEL_EINVAL,
      "mean rstd"},

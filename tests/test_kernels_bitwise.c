@@ -2,14 +2,16 @@
  * test_kernels_bitwise: every SIMD kernel path this machine runs gives exactly the bits of the
  * scalar path (kernels.h fixes one reduction order and one formula for all of them). The kernels
  * are called directly through keel_kernels_for, on the same inputs, and every output buffer is
- * compared with memcmp as a whole: the rows, the padding between them, the bytes before the
- * first row and after the last (so a stray write shows too), NaN payloads included.
+ * compared bit for bit as a whole: the rows, the padding between them, the bytes before the
+ * first row and after the last (so a stray write shows too). NaN payloads: see `same` below.
  *
  * Per width (1..70 all, then sizes around powers of two up to 65536) two batches: one row of
- * each adversarial kind (NaN, Inf, both infinities, signalling NaN, 3e38, denormals, zeros, ...)
- * and a finite batch (so that dgamma/dbeta partials, which one NaN row poisons, are compared on
- * real numbers too). Strides and the starts of all arrays are random (unaligned); every
- * combination of gamma/beta, saved statistics, in place, accumulate, dx, dgamma, dbeta is run.
+ * each adversarial kind (NaN, Inf, both infinities, signalling NaN, 3e38, denormals, zeros,
+ * cancelling +-2^k pairs, ...) and a finite batch (so that dgamma/dbeta partials, which one NaN
+ * row poisons, are compared on real numbers too); then two widths with enough rows to run the
+ * variants the SIMD paths pick for tensors beyond L2. Strides and the starts of all arrays are
+ * random (unaligned); every combination of gamma/beta, saved statistics, in place,
+ * accumulate, dx, dgamma, dbeta is run.
  */
 #include <math.h>
 
@@ -150,7 +152,7 @@ typedef struct batch {
     const char *name;
     size_t rows, dim;
     float eps;
-    int kind[R_COUNT * 2];
+    int *kind; /* of each row of x */
     layout lx, ly, ldy, ldx, lp; /* lp: gamma, beta, dgamma, dbeta (one row of dim) */
     float *x, *dy, *gamma, *beta, *y0, *dx0, *dg0, *db0;
     float *mean, *rstd; /* the scalar forward's statistics at eps, rows + GUARD */
@@ -176,25 +178,29 @@ static float *random_buf(keel_rng *rng, size_t n)
     return p;
 }
 
-static void make_batch(batch *b, keel_rng *rng, size_t dim, int finite_only)
+/* The batches: one row of each kind; a few finite rows; or finite rows enough for x to span
+ * 3 MiB, so that the SIMD paths also run the variants they choose for tensors beyond L2
+ * (prefetching, one row at a time). */
+typedef enum batch_mode { B_ADVERSARIAL, B_FINITE, B_MANY } batch_mode;
+
+static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
 {
     static const float eps_choices[3] = {1e-5f, 0.0f, 1e-12f};
     memset(b, 0, sizeof *b);
     b->dim = dim;
     b->eps = eps_choices[keel_rng_below(rng, 3)];
-    if (finite_only) {
-        b->name = "finite";
-        b->rows = 1 + keel_rng_below(rng, 9);
-        for (size_t r = 0; r < b->rows; r++)
-            b->kind[r] = (int)keel_rng_below(rng, R_FIRST_NONFINITE);
-        if (keel_rng_below(rng, 2))
-            b->kind[0] = R_LIBRARY;
-    } else {
-        b->name = "adversarial";
-        b->rows = R_COUNT;
-        for (size_t r = 0; r < b->rows; r++)
-            b->kind[r] = (int)r;
-    }
+    const int finite_only = mode != B_ADVERSARIAL;
+    b->name = mode == B_ADVERSARIAL ? "adversarial" : mode == B_FINITE ? "finite" : "many-rows";
+    b->rows = mode == B_ADVERSARIAL ? R_COUNT
+              : mode == B_FINITE    ? 1 + keel_rng_below(rng, 9)
+                                    : ((size_t)3 << 20) / (dim * sizeof(float)) + 3;
+    b->kind = malloc((b->rows + 1) * sizeof *b->kind);
+    if (!b->kind)
+        test_fatal("out of memory");
+    for (size_t r = 0; r < b->rows; r++)
+        b->kind[r] = finite_only ? (int)keel_rng_below(rng, R_FIRST_NONFINITE) : (int)r;
+    if (mode == B_FINITE && keel_rng_below(rng, 2))
+        b->kind[0] = R_LIBRARY;
     const size_t rows = b->rows;
     b->lx = make_layout(rng, rows, dim);
     b->ly = make_layout(rng, rows, dim);
@@ -237,6 +243,7 @@ static void free_batch(batch *b)
                     b->rms_rstd};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         free(all[i]);
+    free(b->kind);
 }
 
 /* ---- one call on both paths, and the comparison ------------------------------------------- */
@@ -452,16 +459,23 @@ int main(void)
         printf("path %s\n", k->name);
         tested++;
         for (size_t di = 0; di < ndims; di++) {
-            for (int finite = 0; finite < 2; finite++) {
+            for (int mode = B_ADVERSARIAL; mode <= B_FINITE; mode++) {
                 batch b;
-                make_batch(&b, &rng, dims[di], finite);
+                make_batch(&b, &rng, dims[di], (batch_mode)mode);
                 run_batch(k, &b);
                 free_batch(&b);
             }
         }
+        static const size_t many_dims[] = {300, 4097};
+        for (size_t di = 0; di < sizeof many_dims / sizeof many_dims[0]; di++) {
+            batch b;
+            make_batch(&b, &rng, many_dims[di], B_MANY);
+            run_batch(k, &b);
+            free_batch(&b);
+        }
         /* rows == 0 writes nothing */
         batch b;
-        make_batch(&b, &rng, 5, 1);
+        make_batch(&b, &rng, 5, B_FINITE);
         b.rows = 0;
         run_batch(k, &b);
         b.rows = 1;

@@ -91,13 +91,26 @@ if [ -z "$dnnl_missing" ]; then
 fi
 
 # ---- run
-load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
-log "threads $threads${quick:+, quick}; load average: $load"
-case ${load%% *} in
-0.[0-4]* | "") ;;
-*) log "warning: other processes are running (load ${load%% *}); with as many threads as cores, a" \
-    "descheduled thread stalls each parallel region for a time slice, and timings will be distorted" ;;
-esac
+# CPU time others are using now: /proc/stat over one second, in cores
+busy_cores() {
+    # shellcheck disable=SC2046 # the fields of the cpu line, split on purpose
+    set -- $(head -n 1 /proc/stat 2>/dev/null)
+    [ $# -ge 8 ] || { echo "?"; return; }
+    t1=$(($2 + $3 + $4 + $5 + $6 + $7 + $8)) i1=$(($5 + $6))
+    sleep 1
+    # shellcheck disable=SC2046
+    set -- $(head -n 1 /proc/stat)
+    t2=$(($2 + $3 + $4 + $5 + $6 + $7 + $8)) i2=$(($5 + $6))
+    ncpu=$(nproc)
+    echo $((((t2 - t1) - (i2 - i1)) * ncpu * 100 / (t2 - t1 > 0 ? t2 - t1 : 1)))
+}
+busy=$(busy_cores) # hundredths of a core
+log "threads $threads${quick:+, quick}; load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null);" \
+    "other work now: $busy% of a core"
+if [ "$busy" != "?" ] && [ "$busy" -gt 30 ]; then
+    log "warning: other processes are using the CPUs; with as many threads as cores a descheduled" \
+        "thread stalls each parallel region for a time slice, and timings will be distorted"
+fi
 echo "| peer | op | rows x dim | us | GB/s | check (max rel err) |"
 echo "|---|---|---|---|---|---|"
 

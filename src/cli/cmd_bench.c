@@ -42,12 +42,59 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-typedef enum { OP_LN_FWD, OP_LN_BWD, OP_RMS_FWD, OP_RMS_BWD, OP_COUNT } bench_op;
-static const char *const op_names[OP_COUNT] = {"layernorm fwd", "layernorm bwd", "rmsnorm fwd", "rmsnorm bwd"};
+/* The transformer-block rows: the fused residual add + norm (h = x + r written, y = norm(h);
+ * post-norm: h not written) beside the same work as two calls, an add (keel_layerscale_fwd with
+ * lambda = 1) and then the norm, timed against the floor of the fused op's own bytes. */
+typedef enum {
+    OP_LN_FWD, OP_LN_BWD, OP_RMS_FWD, OP_RMS_BWD,
+    OP_ADD_LN_FWD, OP_SEP_LN_FWD, OP_POST_LN_FWD, OP_ADD_LN_BWD,
+    OP_ADD_RMS_FWD, OP_SEP_RMS_FWD, OP_ADD_RMS_BWD, OP_COUNT
+} bench_op;
+static const char *const op_names[OP_COUNT] = {"layernorm fwd", "layernorm bwd", "rmsnorm fwd", "rmsnorm bwd",
+                                               "add+ln fwd", "add, ln fwd", "add+ln post", "add+ln bwd",
+                                               "add+rms fwd", "add, rms fwd", "add+rms bwd"};
 
 typedef struct buffers {
     float *x, *y, *dy, *dx, *mean, *rstd, *gamma, *beta, *dgamma, *dbeta;
+    float *r, *h, *ones; /* the residual rows: r, h (n each), lambda = 1 (dim) */
 } buffers;
+
+static keel_status run_block_op(keel_ctx *ctx, bench_op op, const bench_case *c, const buffers *b)
+{
+    const size_t r = c->rows, d = c->dim;
+    const keel_residual res = keel_residual_add(keel_f32(b->x, d), keel_f32(b->r, d));
+    /* the backward as a pre-norm block uses it: dx = dh + the norm's dx, in place over dh (dx) */
+    const keel_residual_grads g = {keel_f32(b->dx, d), keel_none(), NULL, NULL};
+    keel_status st;
+    switch (op) {
+    case OP_ADD_LN_FWD:
+        return keel_add_layernorm_fwd(ctx, r, d, &res, keel_f32(b->h, d), keel_f32(b->y, d), b->gamma,
+                                      b->beta, 1e-5f, b->mean, b->rstd, 0);
+    case OP_POST_LN_FWD:
+        return keel_add_layernorm_fwd(ctx, r, d, &res, keel_none(), keel_f32(b->y, d), b->gamma, b->beta,
+                                      1e-5f, b->mean, b->rstd, 0);
+    case OP_SEP_LN_FWD:
+        st = keel_layerscale_fwd(ctx, r, d, keel_f32(b->x, d), keel_f32(b->r, d), b->ones, keel_f32(b->h, d), 0);
+        return st ? st : keel_layernorm_fwd(ctx, r, d, keel_f32(b->h, d), keel_f32(b->y, d), b->gamma,
+                                            b->beta, 1e-5f, b->mean, b->rstd, 0);
+    case OP_ADD_LN_BWD:
+        return keel_add_layernorm_bwd(ctx, r, d, keel_f32(b->dy, d), keel_f32(b->dx, d), &res,
+                                      keel_f32(b->h, d), b->mean, b->rstd, b->gamma, 1e-5f, &g, b->dgamma,
+                                      b->dbeta, 0);
+    case OP_ADD_RMS_FWD:
+        return keel_add_rmsnorm_fwd(ctx, r, d, &res, keel_f32(b->h, d), keel_f32(b->y, d), b->gamma, 1e-5f,
+                                    b->rstd, 0);
+    case OP_SEP_RMS_FWD:
+        st = keel_layerscale_fwd(ctx, r, d, keel_f32(b->x, d), keel_f32(b->r, d), b->ones, keel_f32(b->h, d), 0);
+        return st ? st : keel_rmsnorm_fwd(ctx, r, d, keel_f32(b->h, d), keel_f32(b->y, d), b->gamma, 1e-5f,
+                                          b->rstd, 0);
+    case OP_ADD_RMS_BWD:
+        return keel_add_rmsnorm_bwd(ctx, r, d, keel_f32(b->dy, d), keel_f32(b->dx, d), &res,
+                                    keel_f32(b->h, d), b->rstd, b->gamma, 1e-5f, &g, b->dgamma, 0);
+    default:
+        return KEEL_EINVAL;
+    }
+}
 
 static keel_status run_op(keel_ctx *ctx, bench_op op, const bench_case *c, const buffers *b)
 {
@@ -66,7 +113,7 @@ static keel_status run_op(keel_ctx *ctx, bench_op op, const bench_case *c, const
         return keel_rmsnorm_bwd(ctx, r, d, keel_f32(b->dy, d), keel_f32(b->x, d), b->rstd, b->gamma,
                                 1e-5f, keel_f32(b->dx, d), b->dgamma, 0);
     default:
-        return KEEL_EINVAL;
+        return run_block_op(ctx, op, c, b);
     }
 }
 
@@ -84,7 +131,8 @@ static float *alloc_floats(size_t n, uint64_t *seed)
 
 static void free_buffers(buffers *b)
 {
-    float **all[] = {&b->x, &b->y, &b->dy, &b->dx, &b->mean, &b->rstd, &b->gamma, &b->beta, &b->dgamma, &b->dbeta};
+    float **all[] = {&b->x, &b->y, &b->dy, &b->dx, &b->mean, &b->rstd, &b->gamma, &b->beta, &b->dgamma, &b->dbeta,
+                     &b->r, &b->h, &b->ones};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(*all[i]);
         *all[i] = NULL;
@@ -105,13 +153,25 @@ static int alloc_buffers(buffers *b, const bench_case *c)
     b->beta = alloc_floats(c->dim, &seed);
     b->dgamma = alloc_floats(c->dim, &seed);
     b->dbeta = alloc_floats(c->dim, &seed);
-    return b->x && b->y && b->dy && b->dx && b->mean && b->rstd && b->gamma && b->beta && b->dgamma && b->dbeta;
+    b->r = alloc_floats(n, &seed);
+    b->h = alloc_floats(n, &seed);
+    b->ones = alloc_floats(c->dim, &seed);
+    if (b->ones)
+        for (size_t j = 0; j < c->dim; j++)
+            b->ones[j] = 1.0f;
+    return b->x && b->y && b->dy && b->dx && b->mean && b->rstd && b->gamma && b->beta && b->dgamma && b->dbeta &&
+           b->r && b->h && b->ones;
 }
 
-/* Bytes the op must move: forward reads x and writes y; backward reads x and dy, writes dx. */
+/* Bytes the op must move: forward reads x and writes y; backward reads x and dy, writes dx.
+ * Fused add + norm: reads x and r, writes h and y (post-norm: not h); its backward reads dy,
+ * dh and h and writes dx. "add, norm" is timed against the fused op's bytes: the floor the
+ * fused op can reach and two calls cannot (they move 5n: x, r, h; h, y). */
 static size_t op_bytes(bench_op op, const bench_case *c)
 {
     const size_t n = c->rows * c->dim * sizeof(float);
+    if (op >= OP_ADD_LN_FWD)
+        return op == OP_POST_LN_FWD ? 3 * n : 4 * n;
     return (op == OP_LN_BWD || op == OP_RMS_BWD) ? 3 * n : 2 * n;
 }
 

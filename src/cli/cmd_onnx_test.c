@@ -1,7 +1,8 @@
 /*
  * keel onnx-test DIR...: run ONNX backend node test folders through keel.
  *
- * A folder holds model.onnx (one LayerNormalization or RMSNormalization node) and one or more
+ * A folder holds model.onnx (one LayerNormalization, RMSNormalization or BatchNormalization
+ * node: inference mode, features = the channels, axis 1) and one or more
  * test_data_set_N/ with input_K.pb and output_K.pb (K = position among the graph's inputs or
  * outputs). Each folder gets one PASS or FAIL line; a folder that cannot be run (missing file,
  * unsupported op or data type, malformed protobuf) is a FAIL with the reason, never skipped.
@@ -31,7 +32,7 @@ typedef struct tolerance {
 } tolerance;
 
 /* The ops this command runs. */
-typedef enum op_kind { OP_LAYERNORM, OP_RMSNORM } op_kind;
+typedef enum op_kind { OP_LAYERNORM, OP_RMSNORM, OP_BATCHNORM } op_kind;
 
 /* What a folder's model asks for, checked once for all of its data sets. */
 typedef struct norm_op {
@@ -77,8 +78,9 @@ static void usage(FILE *to)
     fprintf(to,
             "usage: keel onnx-test [--rtol R] [--atol A] DIR...\n\n"
             "Runs ONNX backend node test folders (model.onnx and test_data_set_*/input_K.pb,\n"
-            "output_K.pb) of LayerNormalization (opset 17: outputs Y, Mean, InvStdDev) and\n"
-            "RMSNormalization (opset 23: output Y) through keel, and prints one PASS or FAIL line\n"
+            "output_K.pb) of LayerNormalization (opset 17: outputs Y, Mean, InvStdDev),\n"
+            "RMSNormalization (opset 23: output Y) and BatchNormalization (inference mode: output Y)\n"
+            "through keel, and prints one PASS or FAIL line\n"
             "per folder and a total line. A value passes when |got - want| <= atol + rtol * |want|.\n\n"
             "  --rtol R   relative tolerance (default %g)\n"
             "  --atol A   absolute tolerance (default %g)\n"
@@ -127,6 +129,39 @@ static float *alloc_floats(size_t n)
 
 /* ---- the model ------------------------------------------------------------------------------- */
 
+/* BatchNormalization (opset 9 and later: no `spatial` attribute, the statistics are per
+ * channel, axis 1): inputs X, scale, B, input_mean, input_var; in inference mode (training_mode
+ * 0, the default) the one output Y. Training mode (outputs running_mean, running_var) is not
+ * run: ONNX's momentum is the weight of the old running value, the opposite of PyTorch's and
+ * keel's (docs/blocks.md). */
+static int check_batchnorm_model(const keel_onnx_model *m, norm_op *op, outcome *o)
+{
+    char err[WHY_CAP];
+    int64_t training = 0;
+    float momentum;
+    if (m->domain[0] && strcmp(m->domain, "ai.onnx"))
+        return set_why(o, "%s of domain %s is not supported", m->op_type, m->domain);
+    if (m->opset < 9)
+        return set_why(o, "BatchNormalization needs opset 9 or later (per-channel statistics); the "
+                          "model imports opset %lld", (long long)m->opset);
+    op->axis = 1;
+    if (keel_onnx_attr_float(m, "epsilon", 1e-5f, &op->epsilon, err, sizeof err) != KEEL_OK ||
+        keel_onnx_attr_float(m, "momentum", 0.9f, &momentum, err, sizeof err) != KEEL_OK ||
+        keel_onnx_attr_int(m, "training_mode", 0, &training, err, sizeof err) != KEEL_OK)
+        return set_why(o, "model.onnx: %s", err);
+    if (training != 0)
+        return set_why(o, "training_mode %lld is not supported (inference only)", (long long)training);
+    if (m->n_inputs != 5)
+        return set_why(o, "BatchNormalization has %d inputs (X, scale, B, input_mean, input_var)",
+                       m->n_inputs);
+    for (int i = 0; i < 5; i++)
+        if (!m->inputs[i][0])
+            return set_why(o, "BatchNormalization input %d is empty", i);
+    if (m->n_outputs != 1 || !m->outputs[0][0])
+        return set_why(o, "BatchNormalization has %d outputs (inference mode: Y only)", m->n_outputs);
+    return 1;
+}
+
 /* Check the node is one this command runs and read its attributes. */
 static int check_model(const keel_onnx_model *m, norm_op *op, outcome *o)
 {
@@ -138,9 +173,13 @@ static int check_model(const keel_onnx_model *m, norm_op *op, outcome *o)
     } else if (!strcmp(m->op_type, "RMSNormalization")) {
         op->kind = OP_RMSNORM;
         op->name = "RMSNormalization";
+    } else if (!strcmp(m->op_type, "BatchNormalization")) {
+        op->kind = OP_BATCHNORM;
+        op->name = "BatchNormalization";
+        return check_batchnorm_model(m, op, o);
     } else {
-        return set_why(o, "op type %s is not supported (LayerNormalization, RMSNormalization)",
-                       m->op_type);
+        return set_why(o, "op type %s is not supported (LayerNormalization, RMSNormalization, "
+                          "BatchNormalization)", m->op_type);
     }
     if (m->domain[0] && strcmp(m->domain, "ai.onnx"))
         return set_why(o, "%s of domain %s is not supported", m->op_type, m->domain);
@@ -170,7 +209,7 @@ static int check_model(const keel_onnx_model *m, norm_op *op, outcome *o)
 
 /* Everything one data set holds and produces; freed by free_case. */
 typedef struct norm_case {
-    keel_onnx_tensor in[3];  /* X, scale, B (B may stay empty) */
+    keel_onnx_tensor in[5];  /* X, scale, B (B may stay empty); BatchNormalization: + mean, var */
     const float *gamma, *beta;
     float *gamma_owned, *beta_owned; /* broadcast copies, when a parameter was not dense */
     size_t rows, dim;
@@ -180,10 +219,10 @@ typedef struct norm_case {
 
 static void free_case(norm_case *c)
 {
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++)
         keel_onnx_tensor_free(&c->in[i]);
+    for (int i = 0; i < 3; i++)
         free(c->got[i]);
-    }
     free(c->gamma_owned);
     free(c->beta_owned);
 }
@@ -287,6 +326,53 @@ static int prepare_case(const keel_onnx_model *m, const norm_op *op, const char 
     return 1;
 }
 
+/* BatchNormalization: X is (N, C, D1, ..., Dk); keel takes rows of features, so the channels
+ * are made the last dim (rows = N * D1 * ... * Dk, dim = C), normalized, and put back. */
+static int prepare_batchnorm(const keel_onnx_model *m, const char *set, norm_case *c, outcome *o)
+{
+    char s1[256];
+    for (int slot = 0; slot < 5; slot++)
+        if (!load_input(m, set, slot, &c->in[slot], o))
+            return 0;
+    const keel_onnx_tensor *x = &c->in[0];
+    if (x->ndims < 2)
+        return set_why(o, "X of shape %s has no channel dim (rank >= 2 needed)",
+                       shape_str(x->dims, x->ndims, s1, sizeof s1));
+    c->axis = 1;
+    c->dim = (size_t)x->dims[1];
+    c->rows = c->dim ? x->count / c->dim : 0;
+    static const char *const names[5] = {"X", "scale", "B", "input_mean", "input_var"};
+    for (int i = 1; i < 5; i++)
+        if (c->in[i].count != c->dim)
+            return set_why(o, "%s of shape %s does not hold C = %zu values", names[i],
+                           shape_str(c->in[i].dims, c->in[i].ndims, s1, sizeof s1), c->dim);
+    for (int i = 0; i < 3; i++)
+        if (!(c->got[i] = alloc_floats(x->count)))
+            return set_why(o, "out of memory");
+    return 1;
+}
+
+static int run_batchnorm(keel_ctx *ctx, const norm_op *op, norm_case *c, outcome *o)
+{
+    const keel_onnx_tensor *x = &c->in[0];
+    const size_t C = c->dim, S = c->rows && x->dims[0] ? c->rows / (size_t)x->dims[0] : 0;
+    float *xt = c->got[1], *yt = c->got[2];
+    for (size_t i = 0; i < x->count; i++) { /* (n, c, s) -> (n, s, c) */
+        const size_t n = i / (C * S), ch = i / S % C, sp = i % S;
+        xt[(n * S + sp) * C + ch] = x->data[i];
+    }
+    keel_status st = keel_batchnorm_fwd(ctx, c->rows, C, keel_f32(xt, C), keel_f32(yt, C), c->in[1].data,
+                                        c->in[2].data, op->epsilon, 0, NAN, c->in[3].data, c->in[4].data,
+                                        NULL, NULL, NULL, 0);
+    if (st != KEEL_OK)
+        return set_why(o, "keel_batchnorm_fwd failed: %s: %s", keel_status_str(st), keel_last_error());
+    for (size_t i = 0; i < x->count; i++) {
+        const size_t n = i / (C * S), ch = i / S % C, sp = i % S;
+        c->got[0][i] = yt[(n * S + sp) * C + ch];
+    }
+    return 1;
+}
+
 static int run_keel(keel_ctx *ctx, const norm_op *op, norm_case *c, outcome *o)
 {
     const float *x = c->in[0].data;
@@ -366,7 +452,9 @@ static int run_data_set(keel_ctx *ctx, const keel_onnx_model *m, const norm_op *
 {
     norm_case c;
     memset(&c, 0, sizeof c);
-    int ok = prepare_case(m, op, set, &c, o) && run_keel(ctx, op, &c, o);
+    int ok = op->kind == OP_BATCHNORM
+                 ? prepare_batchnorm(m, set, &c, o) && run_batchnorm(ctx, op, &c, o)
+                 : prepare_case(m, op, set, &c, o) && run_keel(ctx, op, &c, o);
     /* Mean and InvStdDev keep X's leading dims and have 1 for each normalized one. */
     int64_t stat_dims[KEEL_ONNX_MAX_DIMS];
     const keel_onnx_tensor *x = &c.in[0];

@@ -15,6 +15,7 @@ static const command commands[] = {
     {"info", keel_cmd_info, "version, CPU features, the kernels chosen and the thread count"},
     {"check", keel_cmd_check, "every op against the float64 reference on random and adversarial inputs"},
     {"bench", keel_cmd_bench, "time and GB/s of every op beside memcpy of the same bytes"},
+    {"eps", keel_cmd_eps, "what an eps means in f32/bf16/f16 storage, and an eps suited to each"},
     {"onnx-test", keel_cmd_onnx_test, "run ONNX backend node test folders (LayerNormalization, RMSNormalization)"},
 };
 

@@ -1,59 +1,70 @@
 /* LayerNorm, float32, AVX2: the formulas and reduction order of kernels.h, giving exactly the
  * bits of f32_layernorm__scalar.c. Reductions run 16 floats a step in the four double-lane
  * registers of simd_lanes__avx2.h; elementwise work is 8 floats a step, one rounding per
- * operation as written (no FMA: built with -ffp-contract=off, separate mul and add only). */
+ * operation as written (no FMA: built with -ffp-contract=off, separate mul and add only).
+ * Row grouping and prefetching as in f32_layernorm__avx512.c. */
 #include <math.h>
 
 #include "kernels.h"
 #include "norm_finish.h"
 #include "simd_lanes__avx2.h"
 
-/* The forward's statistics of one row: returns mean_d, stores rstd_f. */
-static double ln_stats(const float *x, size_t dim, float eps, float *rstd, const k256_tail *t)
+/* The forward's statistics of the nr rows x + i * xs (nr a constant <= K256_GROUP): mean_d[i],
+ * rstd_f[i]. With pf (a constant), the centred pass prefetches the next rows pfx + i * xs into
+ * L2 and the outputs pfy + i * ys into L1. */
+KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float eps,
+                            const k256_tail *t, double *mean, float *rstd, int pf,
+                            const float *pfx, const float *pfy, size_t ys)
 {
     const size_t full = dim - t->n;
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t j = 0; j < full; j += 16) {
-        s0 = _mm256_add_pd(s0, k256_cvt4(x + j));
-        s1 = _mm256_add_pd(s1, k256_cvt4(x + j + 4));
-        s2 = _mm256_add_pd(s2, k256_cvt4(x + j + 8));
-        s3 = _mm256_add_pd(s3, k256_cvt4(x + j + 12));
+    __m256d s[K256_GROUP][4], m[K256_GROUP];
+    for (int i = 0; i < nr; i++)
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = _mm256_setzero_pd();
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++)
+            for (int q = 0; q < 4; q++)
+                s[i][q] = _mm256_add_pd(s[i][q], k256_cvt4(x + i * xs + j + 4 * q));
+    for (int i = 0; i < nr; i++) {
+        if (t->n) {
+            /* the masked-out floats load as +0.0, so their terms are +0.0 already */
+            __m256 v0, v1;
+            k256_tail_load(t, x + i * xs + full, &v0, &v1);
+            s[i][0] = _mm256_add_pd(s[i][0], k256_lo_pd(v0));
+            s[i][1] = _mm256_add_pd(s[i][1], k256_hi_pd(v0));
+            s[i][2] = _mm256_add_pd(s[i][2], k256_lo_pd(v1));
+            s[i][3] = _mm256_add_pd(s[i][3], k256_hi_pd(v1));
+        }
+        mean[i] = keel_ln_mean(k256_reduce16(s[i][0], s[i][1], s[i][2], s[i][3]), dim);
+        m[i] = _mm256_set1_pd(mean[i]);
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = _mm256_setzero_pd();
     }
-    __m256 v0 = _mm256_setzero_ps(), v1 = v0;
-    if (t->n) {
-        /* the masked-out floats load as +0.0, so their terms are +0.0 already */
-        k256_tail_load(t, x + full, &v0, &v1);
-        s0 = _mm256_add_pd(s0, k256_lo_pd(v0));
-        s1 = _mm256_add_pd(s1, k256_hi_pd(v0));
-        s2 = _mm256_add_pd(s2, k256_lo_pd(v1));
-        s3 = _mm256_add_pd(s3, k256_hi_pd(v1));
-    }
-    const double mean = keel_ln_mean(k256_reduce16(s0, s1, s2, s3), dim);
 
-    const __m256d m = _mm256_set1_pd(mean);
-    s0 = s1 = s2 = s3 = _mm256_setzero_pd();
-    for (size_t j = 0; j < full; j += 16) {
-        const __m256d t0 = _mm256_sub_pd(k256_cvt4(x + j), m);
-        const __m256d t1 = _mm256_sub_pd(k256_cvt4(x + j + 4), m);
-        const __m256d t2 = _mm256_sub_pd(k256_cvt4(x + j + 8), m);
-        const __m256d t3 = _mm256_sub_pd(k256_cvt4(x + j + 12), m);
-        s0 = _mm256_add_pd(s0, _mm256_mul_pd(t0, t0));
-        s1 = _mm256_add_pd(s1, _mm256_mul_pd(t1, t1));
-        s2 = _mm256_add_pd(s2, _mm256_mul_pd(t2, t2));
-        s3 = _mm256_add_pd(s3, _mm256_mul_pd(t3, t3));
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++) {
+            for (int q = 0; q < 4; q++) {
+                const __m256d d = _mm256_sub_pd(k256_cvt4(x + i * xs + j + 4 * q), m[i]);
+                s[i][q] = _mm256_add_pd(s[i][q], _mm256_mul_pd(d, d));
+            }
+            if (pf) {
+                K256_PF_L2(pfx + i * xs + j);
+                K256_PF_L1(pfy + i * ys + j);
+            }
+        }
+    for (int i = 0; i < nr; i++) {
+        if (t->n) {
+            __m256 v0, v1;
+            k256_tail_load(t, x + i * xs + full, &v0, &v1);
+            const __m256d d0 = _mm256_sub_pd(k256_lo_pd(v0), m[i]);
+            const __m256d d1 = _mm256_sub_pd(k256_hi_pd(v0), m[i]);
+            const __m256d d2 = _mm256_sub_pd(k256_lo_pd(v1), m[i]);
+            const __m256d d3 = _mm256_sub_pd(k256_hi_pd(v1), m[i]);
+            s[i][0] = k256_add_mask(s[i][0], t->d0, _mm256_mul_pd(d0, d0));
+            s[i][1] = k256_add_mask(s[i][1], t->d1, _mm256_mul_pd(d1, d1));
+            s[i][2] = k256_add_mask(s[i][2], t->d2, _mm256_mul_pd(d2, d2));
+            s[i][3] = k256_add_mask(s[i][3], t->d3, _mm256_mul_pd(d3, d3));
+        }
+        rstd[i] = keel_ln_rstd(k256_reduce16(s[i][0], s[i][1], s[i][2], s[i][3]), dim, eps);
     }
-    if (t->n) {
-        const __m256d t0 = _mm256_sub_pd(k256_lo_pd(v0), m);
-        const __m256d t1 = _mm256_sub_pd(k256_hi_pd(v0), m);
-        const __m256d t2 = _mm256_sub_pd(k256_lo_pd(v1), m);
-        const __m256d t3 = _mm256_sub_pd(k256_hi_pd(v1), m);
-        s0 = k256_add_mask(s0, t->d0, _mm256_mul_pd(t0, t0));
-        s1 = k256_add_mask(s1, t->d1, _mm256_mul_pd(t1, t1));
-        s2 = k256_add_mask(s2, t->d2, _mm256_mul_pd(t2, t2));
-        s3 = k256_add_mask(s3, t->d3, _mm256_mul_pd(t3, t3));
-    }
-    *rstd = keel_ln_rstd(k256_reduce16(s0, s1, s2, s3), dim, eps);
-    return mean;
 }
 
 /* y = ((x - hi) - lo) * rs, then * gamma, then + beta, 8 floats a step; hg/hb constant. */
@@ -83,33 +94,74 @@ KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma
     }
 }
 
+/* Statistics and outputs of the nr rows from row r (nr and pf constants). */
+KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
+                             size_t xs, float *y, size_t ys, const float *gamma,
+                             const float *beta, float eps, float *mean, float *rstd,
+                             const k256_tail *t, __m256i tail8)
+{
+    const float *xr = x + r * xs;
+    float *yr = y + r * ys;
+    /* prefetch the next group if it is a whole one, else (nothing left to fetch) this one */
+    const float *pfx = r + 2 * (size_t)nr <= rows ? xr + (size_t)nr * xs : xr;
+    double mean_d[K256_GROUP];
+    float rs[K256_GROUP];
+    ln_stats_n(nr, xr, xs, dim, eps, t, mean_d, rs, pf, pfx, yr, ys);
+    for (int i = 0; i < nr; i++) {
+        /* mean as a float hi + lo pair (see the scalar kernel) */
+        const float hi = (float)mean_d[i];
+        const float lo = (float)(mean_d[i] - (double)hi);
+        const float *xi = xr + i * xs;
+        float *yi = yr + i * ys;
+        if (gamma && beta)
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 1, 1);
+        else if (gamma)
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 1, 0);
+        else if (beta)
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 0, 1);
+        else
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 0, 0);
+        if (mean)
+            mean[r + i] = hi;
+        if (rstd)
+            rstd[r + i] = rs[i];
+    }
+}
+
 void keel_f32_layernorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_t x_stride,
                                   float *y, size_t y_stride, const float *gamma,
                                   const float *beta, float eps, float *mean, float *rstd)
 {
     const k256_tail t = k256_tail_of(dim % 16);
     const __m256i tail8 = k256_mask8(dim % 8);
-    const int variant = (gamma != NULL) | (beta != NULL) << 1;
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * x_stride;
-        float *yr = y + r * y_stride;
-        float rs;
-        const double mean_d = ln_stats(xr, dim, eps, &rs, &t);
-        /* mean as a float hi + lo pair (see the scalar kernel) */
-        const float hi = (float)mean_d;
-        const float lo = (float)(mean_d - (double)hi);
-        switch (variant) {
-        case 0: ln_out(dim, xr, yr, gamma, beta, hi, lo, rs, tail8, 0, 0); break;
-        case 1: ln_out(dim, xr, yr, gamma, beta, hi, lo, rs, tail8, 1, 0); break;
-        case 2: ln_out(dim, xr, yr, gamma, beta, hi, lo, rs, tail8, 0, 1); break;
-        default: ln_out(dim, xr, yr, gamma, beta, hi, lo, rs, tail8, 1, 1); break;
-        }
-        if (mean)
-            mean[r] = hi;
-        if (rstd)
-            rstd[r] = rs;
+#define ROWS(nr, pf)                                                                           \
+    ln_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd, \
+                &t, tail8)
+    size_t r = 0;
+    if (dim < K256_GROUP_BELOW) {
+        for (; r + K256_GROUP <= rows; r += K256_GROUP)
+            ROWS(K256_GROUP, 0);
+        for (; r < rows; r++)
+            ROWS(1, 0);
+    } else if (k256_want_prefetch(rows, dim, x_stride)) {
+        for (; r < rows; r++)
+            ROWS(1, 1);
+    } else {
+        for (; r < rows; r++)
+            ROWS(1, 0);
     }
+#undef ROWS
 }
+
+/* ---- backward ----------------------------------------------------------------------------
+ * Sweep 1 keeps 12 accumulators a row (of 16 registers), so it takes one row at a time; for
+ * small rows sweep 2 takes K256_GROUP rows at once, updating the dgamma/dbeta partials of a
+ * column chunk once for the group, adding the rows in increasing order (kernels.h). */
+
+/* The per-row constants of sweep 2. */
+typedef struct ln_row {
+    float m, df, rs, a, b;
+} ln_row;
 
 /* 8 floats of g = dy * gamma (float) or dy. */
 KEEL_INLINE __m256 ln_g8(__m256 dyv, const float *gamma, int hg)
@@ -117,14 +169,13 @@ KEEL_INLINE __m256 ln_g8(__m256 dyv, const float *gamma, int hg)
     return hg ? _mm256_mul_ps(dyv, _mm256_loadu_ps(gamma)) : dyv;
 }
 
-/* Backward sweep 1 over one row. Always Sx = R(u), u = (double)x - (double)m; with want_g also
- * Sg = R((double)g) and Sgu = R((double)g * u). */
+/* Sweep 1 over one row: Sx = R(u), u = (double)x - (double)m; with want_g also Sg = R((double)g)
+ * and Sgu = R((double)g * u). Then the row constants of kernels.h into c (m, rs already there). */
 KEEL_INLINE void ln_sweep1(size_t dim, const float *dy, const float *x, const float *gamma,
-                           float m, double *sx, double *sg, double *sgu, const k256_tail *t,
-                           int want_g, int hg)
+                           ln_row *c, const k256_tail *t, int want_g, int hg)
 {
     const size_t full = dim - t->n;
-    const __m256d md = _mm256_set1_pd((double)m);
+    const __m256d md = _mm256_set1_pd((double)c->m);
     const __m256d z = _mm256_setzero_pd();
     __m256d x0 = z, x1 = z, x2 = z, x3 = z, g0 = z, g1 = z, g2 = z, g3 = z;
     __m256d p0 = z, p1 = z, p2 = z, p3 = z;
@@ -185,71 +236,107 @@ KEEL_INLINE void ln_sweep1(size_t dim, const float *dy, const float *x, const fl
             p3 = k256_add_mask(p3, t->d3, _mm256_mul_pd(d3, u3));
         }
     }
-    *sx = k256_reduce16(x0, x1, x2, x3);
-    *sg = k256_reduce16(g0, g1, g2, g3);
-    *sgu = k256_reduce16(p0, p1, p2, p3);
+    const double n = (double)dim;
+    const double delta = k256_reduce16(x0, x1, x2, x3) / n;
+    c->df = (float)delta;
+    if (want_g) {
+        const double Sg = k256_reduce16(g0, g1, g2, g3);
+        const double Sgu = k256_reduce16(p0, p1, p2, p3);
+        c->a = (float)(Sg / n);
+        c->b = (float)((double)c->rs * ((Sgu - delta * Sg) / n));
+    }
 }
 
-/* The per-row constants of sweep 2. */
-typedef struct ln_row {
-    float m, df, rs, a, b;
-} ln_row;
+/* Where sweep 2 prefetches: the next group's rows (NULL: nowhere). */
+typedef struct ln_pf {
+    const float *x, *dy;
+    float *dx;
+} ln_pf;
 
-/* One step of sweep 2 at column j, 8 floats (full) or the floats of mask k. Pointers of absent
- * arrays are never offset (they may be NULL). */
-KEEL_INLINE void ln_step2(size_t j, const float *dy, const float *x, const float *gamma,
-                          float *dx, float *dg, float *db, const ln_row *c, __m256i k, int full,
-                          int hdx, int acc, int hg, int hdg, int hdb)
+/* One step of sweep 2 at column j over the nr rows (not a constant), 8 floats (full) or the
+ * floats of mask k. Pointers of absent arrays are never offset (they may be NULL). */
+KEEL_INLINE void ln_step2(int nr, size_t j, const float *dy, size_t dys, const float *x,
+                          size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+                          float *db, const ln_row *c, __m256i k, int full, int hdx, int acc,
+                          int hg, int hdg, int hdb)
 {
-#define LD(p) (full ? _mm256_loadu_ps((p) + j) : _mm256_maskload_ps((p) + j, k))
+#define LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, k))
 #define ST(p, v)                                                                               \
     do {                                                                                       \
         if (full)                                                                              \
-            _mm256_storeu_ps((p) + j, v);                                                      \
+            _mm256_storeu_ps(p, v);                                                            \
         else                                                                                   \
-            _mm256_maskstore_ps((p) + j, k, v);                                                \
+            _mm256_maskstore_ps(p, k, v);                                                      \
     } while (0)
-    const __m256 dyv = LD(dy);
-    __m256 xhat = _mm256_sub_ps(_mm256_sub_ps(LD(x), _mm256_set1_ps(c->m)), _mm256_set1_ps(c->df));
-    xhat = _mm256_mul_ps(xhat, _mm256_set1_ps(c->rs));
-    if (hdx) {
-        const __m256 g = hg ? _mm256_mul_ps(dyv, LD(gamma)) : dyv;
-        const __m256 t = _mm256_sub_ps(_mm256_sub_ps(g, _mm256_set1_ps(c->a)),
-                                       _mm256_mul_ps(xhat, _mm256_set1_ps(c->b)));
-        __m256 v = _mm256_mul_ps(_mm256_set1_ps(c->rs), t);
-        if (acc)
-            v = _mm256_add_ps(LD(dx), v);
-        ST(dx, v);
+    const __m256 gam = hdx && hg ? LD(gamma + j) : _mm256_setzero_ps();
+    __m256 dgv = hdg ? LD(dg + j) : _mm256_setzero_ps();
+    __m256 dbv = hdb ? LD(db + j) : _mm256_setzero_ps();
+    for (int i = 0; i < nr; i++) {
+        const __m256 dyv = LD(dy + i * dys + j);
+        __m256 xhat = _mm256_sub_ps(_mm256_sub_ps(LD(x + i * xs + j), _mm256_set1_ps(c[i].m)),
+                                    _mm256_set1_ps(c[i].df));
+        xhat = _mm256_mul_ps(xhat, _mm256_set1_ps(c[i].rs));
+        if (hdx) {
+            const __m256 g = hg ? _mm256_mul_ps(dyv, gam) : dyv;
+            const __m256 t = _mm256_sub_ps(_mm256_sub_ps(g, _mm256_set1_ps(c[i].a)),
+                                           _mm256_mul_ps(xhat, _mm256_set1_ps(c[i].b)));
+            __m256 v = _mm256_mul_ps(_mm256_set1_ps(c[i].rs), t);
+            if (acc)
+                v = _mm256_add_ps(LD(dx + i * dxs + j), v);
+            ST(dx + i * dxs + j, v);
+        }
+        if (hdg)
+            dgv = _mm256_add_ps(dgv, _mm256_mul_ps(dyv, xhat));
+        if (hdb)
+            dbv = _mm256_add_ps(dbv, dyv);
     }
     if (hdg)
-        ST(dg, _mm256_add_ps(LD(dg), _mm256_mul_ps(dyv, xhat)));
+        ST(dg + j, dgv);
     if (hdb)
-        ST(db, _mm256_add_ps(LD(db), dyv));
+        ST(db + j, dbv);
 #undef LD
 #undef ST
 }
 
-KEEL_INLINE void ln_sweep2(size_t dim, const float *dy, const float *x, const float *gamma,
-                           float *dx, float *dg, float *db, const ln_row *c, int hdx, int acc,
+KEEL_INLINE void ln_sweep2(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+                           size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+                           float *db, const ln_row *c, const ln_pf *pf, int hdx, int acc,
                            int hg, int hdg, int hdb)
 {
+    const __m256i all = _mm256_set1_epi32(-1);
     size_t j = 0;
-    for (; j + 8 <= dim; j += 8)
-        ln_step2(j, dy, x, gamma, dx, dg, db, c, _mm256_setzero_si256(), 1, hdx, acc, hg, hdg,
+    for (; j + 16 <= dim; j += 16) {
+        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, all, 1, hdx, acc, hg, hdg, hdb);
+        ln_step2(nr, j + 8, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, all, 1, hdx, acc, hg, hdg,
                  hdb);
+        if (pf->x) /* one cache line of each of the next group's rows */
+            for (int i = 0; i < nr; i++) {
+                K256_PF_L2(pf->x + i * xs + j);
+                K256_PF_L2(pf->dy + i * dys + j);
+                if (hdx)
+                    K256_PF_L2(pf->dx + i * dxs + j);
+            }
+    }
+    if (j + 8 <= dim) {
+        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, all, 1, hdx, acc, hg, hdg, hdb);
+        j += 8;
+    }
     if (j < dim)
-        ln_step2(j, dy, x, gamma, dx, dg, db, c, k256_mask8(dim - j), 0, hdx, acc, hg, hdg, hdb);
+        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, k256_mask8(dim - j), 0, hdx,
+                 acc, hg, hdg, hdb);
 }
 
 /* Sweep 2 for the 5 flags (dx, accumulate, gamma, dgamma, dbeta), each a constant. */
-typedef void (*ln_sweep2_fn)(size_t, const float *, const float *, const float *, float *,
-                             float *, float *, const ln_row *);
+typedef void (*ln_sweep2_fn)(int, size_t, const float *, size_t, const float *, size_t,
+                             const float *, float *, size_t, float *, float *, const ln_row *,
+                             const ln_pf *);
 #define LN_SWEEP2_VARIANT(i)                                                                   \
-    static void ln_sweep2_##i(size_t dim, const float *dy, const float *x, const float *gamma, \
-                              float *dx, float *dg, float *db, const ln_row *c)                \
+    static void ln_sweep2_##i(int nr, size_t dim, const float *dy, size_t dys, const float *x, \
+                              size_t xs, const float *gamma, float *dx, size_t dxs, float *dg, \
+                              float *db, const ln_row *c, const ln_pf *pf)                     \
     {                                                                                          \
-        ln_sweep2(dim, dy, x, gamma, dx, dg, db, c, (i) & 1, ((i) >> 1) & 1, ((i) >> 2) & 1,   \
-                  ((i) >> 3) & 1, ((i) >> 4) & 1);                                             \
+        ln_sweep2(nr, dim, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, pf, (i) & 1,             \
+                  ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);            \
     }
 LN_SWEEP2_VARIANT(0) LN_SWEEP2_VARIANT(1) LN_SWEEP2_VARIANT(2) LN_SWEEP2_VARIANT(3)
 LN_SWEEP2_VARIANT(4) LN_SWEEP2_VARIANT(5) LN_SWEEP2_VARIANT(6) LN_SWEEP2_VARIANT(7)
@@ -268,43 +355,59 @@ static const ln_sweep2_fn ln_sweep2_table[32] = {
     ln_sweep2_30, ln_sweep2_31,
 };
 
+/* Statistics (given or recomputed) and sweep 1 of row r into c. */
+static void ln_bwd_row_stats(size_t r, size_t dim, const float *dy, size_t dys, const float *x,
+                             size_t xs, const float *mean, const float *rstd,
+                             const float *gamma, float eps, int hdx, const k256_tail *t,
+                             ln_row *c)
+{
+    const float *xr = x + r * xs, *dyr = dy + r * dys;
+    if (mean) {
+        c->m = mean[r];
+        c->rs = rstd[r];
+    } else {
+        double m;
+        ln_stats_n(1, xr, 0, dim, eps, t, &m, &c->rs, 0, NULL, NULL, 0);
+        c->m = (float)m;
+    }
+    if (!hdx)
+        ln_sweep1(dim, dyr, xr, gamma, c, t, 0, 0);
+    else if (gamma)
+        ln_sweep1(dim, dyr, xr, gamma, c, t, 1, 1);
+    else
+        ln_sweep1(dim, dyr, xr, gamma, c, t, 1, 0);
+}
+
 void keel_f32_layernorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                   const float *x, size_t x_stride, const float *mean,
                                   const float *rstd, const float *gamma, float eps, float *dx,
                                   size_t dx_stride, int accumulate_dx, float *dgamma_part,
                                   float *dbeta_part)
 {
-    const int hdx = dx != NULL, hg = gamma != NULL;
+    const int hdx = dx != NULL;
     const int need_xhat = hdx || dgamma_part; /* only dbeta: no statistics needed at all */
-    const ln_sweep2_fn sweep2 = ln_sweep2_table[hdx | (hdx && accumulate_dx) << 1 | hg << 2 |
-                                                (dgamma_part != NULL) << 3 |
-                                                (dbeta_part != NULL) << 4];
+    const ln_sweep2_fn sweep2 =
+        ln_sweep2_table[hdx | (hdx && accumulate_dx) << 1 | (gamma != NULL) << 2 |
+                        (dgamma_part != NULL) << 3 | (dbeta_part != NULL) << 4];
     const k256_tail t = k256_tail_of(dim % 16);
-    const double n = (double)dim;
-    for (size_t r = 0; r < rows; r++) {
-        const float *dyr = dy + r * dy_stride;
-        const float *xr = x + r * x_stride;
-        float *dxr = hdx ? dx + r * dx_stride : NULL;
-        ln_row c = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        if (need_xhat) {
-            if (mean) {
-                c.m = mean[r];
-                c.rs = rstd[r];
-            } else {
-                c.m = (float)ln_stats(xr, dim, eps, &c.rs, &t);
-            }
-            double sx, sg, sgu;
-            if (!hdx)
-                ln_sweep1(dim, dyr, xr, gamma, c.m, &sx, &sg, &sgu, &t, 0, 0);
-            else if (hg)
-                ln_sweep1(dim, dyr, xr, gamma, c.m, &sx, &sg, &sgu, &t, 1, 1);
-            else
-                ln_sweep1(dim, dyr, xr, gamma, c.m, &sx, &sg, &sgu, &t, 1, 0);
-            const double delta = sx / n;
-            c.a = (float)(sg / n);
-            c.b = (float)((double)c.rs * ((sgu - delta * sg) / n));
-            c.df = (float)delta;
+    const size_t group = dim < K256_GROUP_BELOW ? K256_GROUP : 1;
+    const int pf = k256_want_prefetch(rows, dim, x_stride);
+    for (size_t r = 0; r < rows;) {
+        const int nr = (int)(rows - r < group ? rows - r : group);
+        ln_row c[K256_GROUP] = {{0.0f, 0.0f, 0.0f, 0.0f, 0.0f}};
+        if (need_xhat)
+            for (int i = 0; i < nr; i++)
+                ln_bwd_row_stats(r + i, dim, dy, dy_stride, x, x_stride, mean, rstd, gamma, eps,
+                                 hdx, &t, c + i);
+        /* prefetch the next group while sweep 2 works in cache, when it is a whole one */
+        ln_pf p = {NULL, NULL, NULL};
+        if (pf && r + 2 * (size_t)nr <= rows) {
+            p.x = x + (r + nr) * x_stride;
+            p.dy = dy + (r + nr) * dy_stride;
+            p.dx = hdx ? dx + (r + nr) * dx_stride : NULL;
         }
-        sweep2(dim, dyr, xr, gamma, dxr, dgamma_part, dbeta_part, &c);
+        sweep2(nr, dim, dy + r * dy_stride, dy_stride, x + r * x_stride, x_stride, gamma,
+               hdx ? dx + r * dx_stride : NULL, dx_stride, dgamma_part, dbeta_part, c, &p);
+        r += (size_t)nr;
     }
 }

@@ -1,51 +1,71 @@
 /* LayerNorm, float32, AVX-512: the formulas and reduction order of kernels.h, 16 floats at a
  * time, giving exactly the bits of f32_layernorm__scalar.c. Reductions run in the double lanes
  * of simd_lanes__avx512.h; elementwise work is float, one rounding per operation as written
- * (no FMA: the file is built with -ffp-contract=off and uses only separate mul and add). */
+ * (no FMA: the file is built with -ffp-contract=off and uses only separate mul and add).
+ * Small rows are handled a group at a time and large tensors are prefetched a row ahead (see
+ * simd_lanes__avx512.h); neither changes the order of any operation within a row. */
 #include <math.h>
 
 #include "kernels.h"
 #include "norm_finish.h"
 #include "simd_lanes__avx512.h"
 
-/* The forward's statistics of one row: returns mean_d, stores rstd_f. */
-static double ln_stats(const float *x, size_t dim, float eps, float *rstd)
+/* The forward's statistics of the nr rows x + i * xs (nr a constant <= K512_GROUP): mean_d[i],
+ * rstd_f[i]. With pf (a constant), the centred pass, which runs on rows already in cache,
+ * prefetches the next rows pfx + i * xs into L2 and the outputs pfy + i * ys into L1, so that
+ * the next sweep over memory and the stores overlap this work. */
+KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float eps,
+                            double *mean, float *rstd, int pf, const float *pfx,
+                            const float *pfy, size_t ys)
 {
     const size_t full = dim & ~(size_t)15;
     const __mmask16 k = k512_tail16(dim - full);
     const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
+    __m512d a[K512_GROUP][2], m[K512_GROUP];
 
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-    for (size_t j = 0; j < full; j += 16) {
-        s0 = _mm512_add_pd(s0, k512_cvt8(x + j));
-        s1 = _mm512_add_pd(s1, k512_cvt8(x + j + 8));
+    for (int i = 0; i < nr; i++)
+        a[i][0] = a[i][1] = _mm512_setzero_pd();
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++) {
+            a[i][0] = _mm512_add_pd(a[i][0], k512_cvt8(x + i * xs + j));
+            a[i][1] = _mm512_add_pd(a[i][1], k512_cvt8(x + i * xs + j + 8));
+        }
+    for (int i = 0; i < nr; i++) {
+        /* the tail: the high half is touched only when it has elements (x + full + 8 may lie
+         * past the row) */
+        const float *t = x + i * xs + full;
+        if (klo)
+            a[i][0] = k512_add_mask(a[i][0], klo, k512_cvt8_mask(klo, t));
+        if (khi)
+            a[i][1] = k512_add_mask(a[i][1], khi, k512_cvt8_mask(khi, t + 8));
+        mean[i] = keel_ln_mean(k512_reduce16(a[i][0], a[i][1]), dim);
+        m[i] = _mm512_set1_pd(mean[i]);
+        a[i][0] = a[i][1] = _mm512_setzero_pd();
     }
-    /* tail: the high half is touched only when it has elements (x + full + 8 may lie past
-     * the row) */
-    if (klo)
-        s0 = k512_add_mask(s0, klo, k512_cvt8_mask(klo, x + full));
-    if (khi)
-        s1 = k512_add_mask(s1, khi, k512_cvt8_mask(khi, x + full + 8));
-    const double mean = keel_ln_mean(k512_reduce16(s0, s1), dim);
 
-    const __m512d m = _mm512_set1_pd(mean);
-    __m512d v0 = _mm512_setzero_pd(), v1 = _mm512_setzero_pd();
-    for (size_t j = 0; j < full; j += 16) {
-        const __m512d t0 = _mm512_sub_pd(k512_cvt8(x + j), m);
-        const __m512d t1 = _mm512_sub_pd(k512_cvt8(x + j + 8), m);
-        v0 = _mm512_add_pd(v0, _mm512_mul_pd(t0, t0));
-        v1 = _mm512_add_pd(v1, _mm512_mul_pd(t1, t1));
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++) {
+            const __m512d t0 = _mm512_sub_pd(k512_cvt8(x + i * xs + j), m[i]);
+            const __m512d t1 = _mm512_sub_pd(k512_cvt8(x + i * xs + j + 8), m[i]);
+            a[i][0] = _mm512_add_pd(a[i][0], _mm512_mul_pd(t0, t0));
+            a[i][1] = _mm512_add_pd(a[i][1], _mm512_mul_pd(t1, t1));
+            if (pf) {
+                K512_PF_L2(pfx + i * xs + j);
+                K512_PF_L1(pfy + i * ys + j);
+            }
+        }
+    for (int i = 0; i < nr; i++) {
+        const float *t = x + i * xs + full;
+        if (klo) {
+            const __m512d t0 = _mm512_sub_pd(k512_cvt8_mask(klo, t), m[i]);
+            a[i][0] = k512_add_mask(a[i][0], klo, _mm512_mul_pd(t0, t0));
+        }
+        if (khi) {
+            const __m512d t1 = _mm512_sub_pd(k512_cvt8_mask(khi, t + 8), m[i]);
+            a[i][1] = k512_add_mask(a[i][1], khi, _mm512_mul_pd(t1, t1));
+        }
+        rstd[i] = keel_ln_rstd(k512_reduce16(a[i][0], a[i][1]), dim, eps);
     }
-    if (klo) {
-        const __m512d t0 = _mm512_sub_pd(k512_cvt8_mask(klo, x + full), m);
-        v0 = k512_add_mask(v0, klo, _mm512_mul_pd(t0, t0));
-    }
-    if (khi) {
-        const __m512d t1 = _mm512_sub_pd(k512_cvt8_mask(khi, x + full + 8), m);
-        v1 = k512_add_mask(v1, khi, _mm512_mul_pd(t1, t1));
-    }
-    *rstd = keel_ln_rstd(k512_reduce16(v0, v1), dim, eps);
-    return mean;
 }
 
 /* y = ((x - hi) - lo) * rs, then * gamma, then + beta. hg/hb are constants at each call site,
@@ -76,140 +96,217 @@ KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma
     }
 }
 
+/* Statistics and outputs of the nr rows from row r (nr and pf constants). */
+KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
+                             size_t xs, float *y, size_t ys, const float *gamma,
+                             const float *beta, float eps, float *mean, float *rstd)
+{
+    const float *xr = x + r * xs;
+    float *yr = y + r * ys;
+    /* prefetch the next group if it is a whole one, else (nothing left to fetch) this one */
+    const float *pfx = r + 2 * (size_t)nr <= rows ? xr + (size_t)nr * xs : xr;
+    double mean_d[K512_GROUP];
+    float rs[K512_GROUP];
+    ln_stats_n(nr, xr, xs, dim, eps, mean_d, rs, pf, pfx, yr, ys);
+    for (int i = 0; i < nr; i++) {
+        /* mean as a float hi + lo pair (see the scalar kernel) */
+        const float hi = (float)mean_d[i];
+        const float lo = (float)(mean_d[i] - (double)hi);
+        const float *xi = xr + i * xs;
+        float *yi = yr + i * ys;
+        if (gamma && beta)
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 1, 1);
+        else if (gamma)
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 1, 0);
+        else if (beta)
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 0, 1);
+        else
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 0, 0);
+        if (mean)
+            mean[r + i] = hi;
+        if (rstd)
+            rstd[r + i] = rs[i];
+    }
+}
+
 void keel_f32_layernorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_t x_stride,
                                     float *y, size_t y_stride, const float *gamma,
                                     const float *beta, float eps, float *mean, float *rstd)
 {
-    const int variant = (gamma != NULL) | (beta != NULL) << 1;
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * x_stride;
-        float *yr = y + r * y_stride;
-        float rs;
-        const double mean_d = ln_stats(xr, dim, eps, &rs);
-        /* mean as a float hi + lo pair (see the scalar kernel) */
-        const float hi = (float)mean_d;
-        const float lo = (float)(mean_d - (double)hi);
-        switch (variant) {
-        case 0: ln_out(dim, xr, yr, gamma, beta, hi, lo, rs, 0, 0); break;
-        case 1: ln_out(dim, xr, yr, gamma, beta, hi, lo, rs, 1, 0); break;
-        case 2: ln_out(dim, xr, yr, gamma, beta, hi, lo, rs, 0, 1); break;
-        default: ln_out(dim, xr, yr, gamma, beta, hi, lo, rs, 1, 1); break;
-        }
-        if (mean)
-            mean[r] = hi;
-        if (rstd)
-            rstd[r] = rs;
+#define ROWS(nr, pf) \
+    ln_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd)
+    size_t r = 0;
+    if (dim < K512_GROUP_BELOW) {
+        for (; r + K512_GROUP <= rows; r += K512_GROUP)
+            ROWS(K512_GROUP, 0);
+        for (; r < rows; r++)
+            ROWS(1, 0);
+    } else if (k512_want_prefetch(rows, dim, x_stride)) {
+        for (; r < rows; r++)
+            ROWS(1, 1);
+    } else {
+        for (; r < rows; r++)
+            ROWS(1, 0);
     }
+#undef ROWS
 }
 
-/* Backward sweep 1 over one row. Always Sx = R(u), u = (double)x - (double)m; with want_g also
- * Sg = R((double)g) and Sgu = R((double)g * u), g = dy * gamma (float) or dy. */
-KEEL_INLINE void ln_sweep1(size_t dim, const float *dy, const float *x, const float *gamma,
-                           float m, double *sx, double *sg, double *sgu, int want_g, int hg)
-{
-    const size_t full = dim & ~(size_t)15;
-    const __m512d md = _mm512_set1_pd((double)m);
-    __m512d x0 = _mm512_setzero_pd(), x1 = _mm512_setzero_pd();
-    __m512d g0 = _mm512_setzero_pd(), g1 = _mm512_setzero_pd();
-    __m512d p0 = _mm512_setzero_pd(), p1 = _mm512_setzero_pd();
-    for (size_t j = 0; j < full; j += 16) {
-        const __m512d u0 = _mm512_sub_pd(k512_cvt8(x + j), md);
-        const __m512d u1 = _mm512_sub_pd(k512_cvt8(x + j + 8), md);
-        x0 = _mm512_add_pd(x0, u0);
-        x1 = _mm512_add_pd(x1, u1);
-        if (want_g) {
-            __m512 g = _mm512_loadu_ps(dy + j);
-            if (hg)
-                g = _mm512_mul_ps(g, _mm512_loadu_ps(gamma + j));
-            const __m512d gd0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
-            const __m512d gd1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(g, 1));
-            g0 = _mm512_add_pd(g0, gd0);
-            g1 = _mm512_add_pd(g1, gd1);
-            p0 = _mm512_add_pd(p0, _mm512_mul_pd(gd0, u0));
-            p1 = _mm512_add_pd(p1, _mm512_mul_pd(gd1, u1));
-        }
-    }
-    if (full < dim) {
-        /* the tail as one 16-float step: float loads are masked to the row, and only the
-         * lanes that get an element are added to */
-        const __mmask16 k = k512_tail16(dim - full);
-        const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
-        const __m512 xv = _mm512_maskz_loadu_ps(k, x + full);
-        const __m512d u0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)), md);
-        const __m512d u1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(xv, 1)), md);
-        x0 = k512_add_mask(x0, klo, u0);
-        x1 = k512_add_mask(x1, khi, u1);
-        if (want_g) {
-            __m512 g = _mm512_maskz_loadu_ps(k, dy + full);
-            if (hg)
-                g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(k, gamma + full));
-            const __m512d gd0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
-            const __m512d gd1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(g, 1));
-            g0 = k512_add_mask(g0, klo, gd0);
-            g1 = k512_add_mask(g1, khi, gd1);
-            p0 = k512_add_mask(p0, klo, _mm512_mul_pd(gd0, u0));
-            p1 = k512_add_mask(p1, khi, _mm512_mul_pd(gd1, u1));
-        }
-    }
-    *sx = k512_reduce16(x0, x1);
-    *sg = k512_reduce16(g0, g1);
-    *sgu = k512_reduce16(p0, p1);
-}
+/* ---- backward ----------------------------------------------------------------------------
+ * Rows go in groups of nr <= LN_BWD_GROUP: sweep 1 interleaves their reductions (6 double
+ * accumulators a row), and sweep 2 updates the dgamma/dbeta partials of a column chunk once
+ * for the whole group, adding the rows in increasing order as kernels.h requires. */
+#define LN_BWD_GROUP 2
 
 /* The per-row constants of sweep 2. */
 typedef struct ln_row {
     float m, df, rs, a, b;
 } ln_row;
 
-/* One step of sweep 2 at column j on the floats selected by k (all 16 in the main loop).
- * Pointers of absent arrays are never offset (they may be NULL). */
-KEEL_INLINE void ln_step2(size_t j, const float *dy, const float *x, const float *gamma,
-                          float *dx, float *dg, float *db, const ln_row *c, __mmask16 k,
-                          int full, int hdx, int acc, int hg, int hdg, int hdb)
+/* Sweep 1 over the nr rows (nr a constant): Sx = R(u), u = (double)x - (double)m; with want_g
+ * also Sg = R((double)g) and Sgu = R((double)g * u), g = dy * gamma (float) or dy. Then the
+ * row constants of kernels.h into c[i] (m and rs already there). */
+KEEL_INLINE void ln_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+                             size_t xs, const float *gamma, ln_row *c, int want_g, int hg)
 {
-#define LD(p) (full ? _mm512_loadu_ps((p) + j) : _mm512_maskz_loadu_ps(k, (p) + j))
-#define ST(p, v) (full ? _mm512_storeu_ps((p) + j, v) : _mm512_mask_storeu_ps((p) + j, k, v))
-    const __m512 xv = LD(x);
-    const __m512 dyv = LD(dy);
-    __m512 xhat = _mm512_sub_ps(_mm512_sub_ps(xv, _mm512_set1_ps(c->m)), _mm512_set1_ps(c->df));
-    xhat = _mm512_mul_ps(xhat, _mm512_set1_ps(c->rs));
-    if (hdx) {
-        const __m512 g = hg ? _mm512_mul_ps(dyv, LD(gamma)) : dyv;
-        const __m512 t = _mm512_sub_ps(_mm512_sub_ps(g, _mm512_set1_ps(c->a)),
-                                       _mm512_mul_ps(xhat, _mm512_set1_ps(c->b)));
-        __m512 v = _mm512_mul_ps(_mm512_set1_ps(c->rs), t);
-        if (acc)
-            v = _mm512_add_ps(LD(dx), v);
-        ST(dx, v);
+    const size_t full = dim & ~(size_t)15;
+    const __m512d z = _mm512_setzero_pd();
+    __m512d md[LN_BWD_GROUP], sx[LN_BWD_GROUP][2], sg[LN_BWD_GROUP][2], sp[LN_BWD_GROUP][2];
+    for (int i = 0; i < nr; i++) {
+        md[i] = _mm512_set1_pd((double)c[i].m);
+        sx[i][0] = sx[i][1] = sg[i][0] = sg[i][1] = sp[i][0] = sp[i][1] = z;
+    }
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++) {
+            const __m512d u0 = _mm512_sub_pd(k512_cvt8(x + i * xs + j), md[i]);
+            const __m512d u1 = _mm512_sub_pd(k512_cvt8(x + i * xs + j + 8), md[i]);
+            sx[i][0] = _mm512_add_pd(sx[i][0], u0);
+            sx[i][1] = _mm512_add_pd(sx[i][1], u1);
+            if (want_g) {
+                __m512 g = _mm512_loadu_ps(dy + i * dys + j);
+                if (hg)
+                    g = _mm512_mul_ps(g, _mm512_loadu_ps(gamma + j));
+                const __m512d g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
+                const __m512d g1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(g, 1));
+                sg[i][0] = _mm512_add_pd(sg[i][0], g0);
+                sg[i][1] = _mm512_add_pd(sg[i][1], g1);
+                sp[i][0] = _mm512_add_pd(sp[i][0], _mm512_mul_pd(g0, u0));
+                sp[i][1] = _mm512_add_pd(sp[i][1], _mm512_mul_pd(g1, u1));
+            }
+        }
+    if (full < dim) {
+        /* the tail as one 16-float step: float loads are masked to the row, and only the
+         * lanes that get an element are added to */
+        const __mmask16 k = k512_tail16(dim - full);
+        const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
+        for (int i = 0; i < nr; i++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(k, x + i * xs + full);
+            const __m512d u0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)), md[i]);
+            const __m512d u1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(xv, 1)), md[i]);
+            sx[i][0] = k512_add_mask(sx[i][0], klo, u0);
+            sx[i][1] = k512_add_mask(sx[i][1], khi, u1);
+            if (want_g) {
+                __m512 g = _mm512_maskz_loadu_ps(k, dy + i * dys + full);
+                if (hg)
+                    g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(k, gamma + full));
+                const __m512d g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
+                const __m512d g1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(g, 1));
+                sg[i][0] = k512_add_mask(sg[i][0], klo, g0);
+                sg[i][1] = k512_add_mask(sg[i][1], khi, g1);
+                sp[i][0] = k512_add_mask(sp[i][0], klo, _mm512_mul_pd(g0, u0));
+                sp[i][1] = k512_add_mask(sp[i][1], khi, _mm512_mul_pd(g1, u1));
+            }
+        }
+    }
+    const double n = (double)dim;
+    for (int i = 0; i < nr; i++) {
+        const double delta = k512_reduce16(sx[i][0], sx[i][1]) / n;
+        c[i].df = (float)delta;
+        if (want_g) {
+            const double Sg = k512_reduce16(sg[i][0], sg[i][1]);
+            const double Sgu = k512_reduce16(sp[i][0], sp[i][1]);
+            c[i].a = (float)(Sg / n);
+            c[i].b = (float)((double)c[i].rs * ((Sgu - delta * Sg) / n));
+        }
+    }
+}
+
+/* Where sweep 2 prefetches: the next group's rows (NULL: nowhere). */
+typedef struct ln_pf {
+    const float *x, *dy;
+    float *dx;
+} ln_pf;
+
+/* One step of sweep 2 at column j over the nr rows (nr <= LN_BWD_GROUP, not a constant: the
+ * row constants are broadcast from c), on the floats of mask k (all 16 when full). Pointers of
+ * absent arrays are never offset (they may be NULL). */
+KEEL_INLINE void ln_step2(int nr, size_t j, const float *dy, size_t dys, const float *x,
+                          size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+                          float *db, const ln_row *c, const ln_pf *pf, __mmask16 k, int full,
+                          int hdx, int acc, int hg, int hdg, int hdb)
+{
+#define LD(p) (full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(k, p))
+#define ST(p, v) (full ? _mm512_storeu_ps(p, v) : _mm512_mask_storeu_ps(p, k, v))
+    const __m512 gam = hdx && hg ? LD(gamma + j) : _mm512_setzero_ps();
+    __m512 dgv = hdg ? LD(dg + j) : _mm512_setzero_ps();
+    __m512 dbv = hdb ? LD(db + j) : _mm512_setzero_ps();
+    for (int i = 0; i < nr; i++) {
+        const __m512 dyv = LD(dy + i * dys + j);
+        __m512 xhat = _mm512_sub_ps(_mm512_sub_ps(LD(x + i * xs + j), _mm512_set1_ps(c[i].m)),
+                                    _mm512_set1_ps(c[i].df));
+        xhat = _mm512_mul_ps(xhat, _mm512_set1_ps(c[i].rs));
+        if (hdx) {
+            const __m512 g = hg ? _mm512_mul_ps(dyv, gam) : dyv;
+            const __m512 t = _mm512_sub_ps(_mm512_sub_ps(g, _mm512_set1_ps(c[i].a)),
+                                           _mm512_mul_ps(xhat, _mm512_set1_ps(c[i].b)));
+            __m512 v = _mm512_mul_ps(_mm512_set1_ps(c[i].rs), t);
+            if (acc)
+                v = _mm512_add_ps(LD(dx + i * dxs + j), v);
+            ST(dx + i * dxs + j, v);
+        }
+        if (hdg)
+            dgv = _mm512_add_ps(dgv, _mm512_mul_ps(dyv, xhat));
+        if (hdb)
+            dbv = _mm512_add_ps(dbv, dyv);
+        if (full && pf->x) {
+            K512_PF_L2(pf->x + i * xs + j);
+            K512_PF_L2(pf->dy + i * dys + j);
+            if (hdx)
+                K512_PF_L2(pf->dx + i * dxs + j);
+        }
     }
     if (hdg)
-        ST(dg, _mm512_add_ps(LD(dg), _mm512_mul_ps(dyv, xhat)));
+        ST(dg + j, dgv);
     if (hdb)
-        ST(db, _mm512_add_ps(LD(db), dyv));
+        ST(db + j, dbv);
 #undef LD
 #undef ST
 }
 
-KEEL_INLINE void ln_sweep2(size_t dim, const float *dy, const float *x, const float *gamma,
-                           float *dx, float *dg, float *db, const ln_row *c, int hdx, int acc,
+KEEL_INLINE void ln_sweep2(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+                           size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+                           float *db, const ln_row *c, const ln_pf *pf, int hdx, int acc,
                            int hg, int hdg, int hdb)
 {
     size_t j = 0;
     for (; j + 16 <= dim; j += 16)
-        ln_step2(j, dy, x, gamma, dx, dg, db, c, 0xffff, 1, hdx, acc, hg, hdg, hdb);
+        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, pf, 0xffff, 1, hdx, acc, hg,
+                 hdg, hdb);
     if (j < dim)
-        ln_step2(j, dy, x, gamma, dx, dg, db, c, k512_tail16(dim - j), 0, hdx, acc, hg, hdg, hdb);
+        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, pf, k512_tail16(dim - j), 0,
+                 hdx, acc, hg, hdg, hdb);
 }
 
 /* Sweep 2 for the 5 flags (dx, accumulate, gamma, dgamma, dbeta), each a constant. */
-typedef void (*ln_sweep2_fn)(size_t, const float *, const float *, const float *, float *,
-                             float *, float *, const ln_row *);
+typedef void (*ln_sweep2_fn)(int, size_t, const float *, size_t, const float *, size_t,
+                             const float *, float *, size_t, float *, float *, const ln_row *,
+                             const ln_pf *);
 #define LN_SWEEP2_VARIANT(i)                                                                   \
-    static void ln_sweep2_##i(size_t dim, const float *dy, const float *x, const float *gamma, \
-                              float *dx, float *dg, float *db, const ln_row *c)                \
+    static void ln_sweep2_##i(int nr, size_t dim, const float *dy, size_t dys, const float *x, \
+                              size_t xs, const float *gamma, float *dx, size_t dxs, float *dg, \
+                              float *db, const ln_row *c, const ln_pf *pf)                     \
     {                                                                                          \
-        ln_sweep2(dim, dy, x, gamma, dx, dg, db, c, (i) & 1, ((i) >> 1) & 1, ((i) >> 2) & 1,   \
-                  ((i) >> 3) & 1, ((i) >> 4) & 1);                                             \
+        ln_sweep2(nr, dim, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, pf, (i) & 1,             \
+                  ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);            \
     }
 LN_SWEEP2_VARIANT(0) LN_SWEEP2_VARIANT(1) LN_SWEEP2_VARIANT(2) LN_SWEEP2_VARIANT(3)
 LN_SWEEP2_VARIANT(4) LN_SWEEP2_VARIANT(5) LN_SWEEP2_VARIANT(6) LN_SWEEP2_VARIANT(7)
@@ -228,42 +325,65 @@ static const ln_sweep2_fn ln_sweep2_table[32] = {
     ln_sweep2_30, ln_sweep2_31,
 };
 
+/* Statistics (given or recomputed) and sweep 1 of the nr rows from row r (nr a constant). */
+KEEL_INLINE void ln_bwd_stats(int nr, size_t r, size_t dim, const float *dy, size_t dys,
+                              const float *x, size_t xs, const float *mean, const float *rstd,
+                              const float *gamma, float eps, int hdx, ln_row *c)
+{
+    const float *xr = x + r * xs, *dyr = dy + r * dys;
+    if (mean) {
+        for (int i = 0; i < nr; i++) {
+            c[i].m = mean[r + i];
+            c[i].rs = rstd[r + i];
+        }
+    } else {
+        double m[LN_BWD_GROUP];
+        float rs[LN_BWD_GROUP];
+        ln_stats_n(nr, xr, xs, dim, eps, m, rs, 0, NULL, NULL, 0);
+        for (int i = 0; i < nr; i++) {
+            c[i].m = (float)m[i];
+            c[i].rs = rs[i];
+        }
+    }
+    if (!hdx)
+        ln_sweep1_n(nr, dim, dyr, dys, xr, xs, gamma, c, 0, 0);
+    else if (gamma)
+        ln_sweep1_n(nr, dim, dyr, dys, xr, xs, gamma, c, 1, 1);
+    else
+        ln_sweep1_n(nr, dim, dyr, dys, xr, xs, gamma, c, 1, 0);
+}
+
 void keel_f32_layernorm_bwd__avx512(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                     const float *x, size_t x_stride, const float *mean,
                                     const float *rstd, const float *gamma, float eps, float *dx,
                                     size_t dx_stride, int accumulate_dx, float *dgamma_part,
                                     float *dbeta_part)
 {
-    const int hdx = dx != NULL, hg = gamma != NULL;
+    const int hdx = dx != NULL;
     const int need_xhat = hdx || dgamma_part; /* only dbeta: no statistics needed at all */
-    const ln_sweep2_fn sweep2 = ln_sweep2_table[hdx | (hdx && accumulate_dx) << 1 | hg << 2 |
-                                                (dgamma_part != NULL) << 3 |
-                                                (dbeta_part != NULL) << 4];
-    const double n = (double)dim;
-    for (size_t r = 0; r < rows; r++) {
-        const float *dyr = dy + r * dy_stride;
-        const float *xr = x + r * x_stride;
-        float *dxr = hdx ? dx + r * dx_stride : NULL;
-        ln_row c = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    const ln_sweep2_fn sweep2 =
+        ln_sweep2_table[hdx | (hdx && accumulate_dx) << 1 | (gamma != NULL) << 2 |
+                        (dgamma_part != NULL) << 3 | (dbeta_part != NULL) << 4];
+    const size_t group = dim < K512_GROUP_BELOW ? LN_BWD_GROUP : 1;
+    const int pf = k512_want_prefetch(rows, dim, x_stride);
+    for (size_t r = 0; r < rows;) {
+        const int nr = (int)(rows - r < group ? rows - r : group);
+        ln_row c[LN_BWD_GROUP] = {{0.0f, 0.0f, 0.0f, 0.0f, 0.0f}};
         if (need_xhat) {
-            if (mean) {
-                c.m = mean[r];
-                c.rs = rstd[r];
-            } else {
-                c.m = (float)ln_stats(xr, dim, eps, &c.rs);
-            }
-            double sx, sg, sgu;
-            if (!hdx)
-                ln_sweep1(dim, dyr, xr, gamma, c.m, &sx, &sg, &sgu, 0, 0);
-            else if (hg)
-                ln_sweep1(dim, dyr, xr, gamma, c.m, &sx, &sg, &sgu, 1, 1);
+            if (nr == 2)
+                ln_bwd_stats(2, r, dim, dy, dy_stride, x, x_stride, mean, rstd, gamma, eps, hdx, c);
             else
-                ln_sweep1(dim, dyr, xr, gamma, c.m, &sx, &sg, &sgu, 1, 0);
-            const double delta = sx / n;
-            c.a = (float)(sg / n);
-            c.b = (float)((double)c.rs * ((sgu - delta * sg) / n));
-            c.df = (float)delta;
+                ln_bwd_stats(1, r, dim, dy, dy_stride, x, x_stride, mean, rstd, gamma, eps, hdx, c);
         }
-        sweep2(dim, dyr, xr, gamma, dxr, dgamma_part, dbeta_part, &c);
+        /* prefetch the next group while sweep 2 works in cache, when it is a whole one */
+        ln_pf p = {NULL, NULL, NULL};
+        if (pf && r + 2 * (size_t)nr <= rows) {
+            p.x = x + (r + nr) * x_stride;
+            p.dy = dy + (r + nr) * dy_stride;
+            p.dx = hdx ? dx + (r + nr) * dx_stride : NULL;
+        }
+        sweep2(nr, dim, dy + r * dy_stride, dy_stride, x + r * x_stride, x_stride, gamma,
+               hdx ? dx + r * dx_stride : NULL, dx_stride, dgamma_part, dbeta_part, c, &p);
+        r += (size_t)nr;
     }
 }

@@ -1,41 +1,47 @@
 /* RMSNorm, float32, AVX2: the formulas and reduction order of kernels.h, giving exactly the
- * bits of f32_rmsnorm__scalar.c (see f32_layernorm__avx2.c). */
+ * bits of f32_rmsnorm__scalar.c (see f32_layernorm__avx2.c; grouping and prefetching as in
+ * f32_rmsnorm__avx512.c). */
 #include <math.h>
 
 #include "kernels.h"
 #include "norm_finish.h"
 #include "simd_lanes__avx2.h"
 
-/* rstd_f from R(xd * xd), xd = (double)x[j]. */
-static float rms_rstd(const float *x, size_t dim, float eps, const k256_tail *t)
+/* rstd_f of the nr rows x + i * xs (nr a constant <= K256_GROUP), from R(xd * xd),
+ * xd = (double)x[j]. */
+KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float eps,
+                            const k256_tail *t, float *rstd)
 {
     const size_t full = dim - t->n;
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t j = 0; j < full; j += 16) {
-        const __m256d a = k256_cvt4(x + j), b = k256_cvt4(x + j + 4);
-        const __m256d c = k256_cvt4(x + j + 8), d = k256_cvt4(x + j + 12);
-        s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, a));
-        s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, b));
-        s2 = _mm256_add_pd(s2, _mm256_mul_pd(c, c));
-        s3 = _mm256_add_pd(s3, _mm256_mul_pd(d, d));
+    __m256d s[K256_GROUP][4];
+    for (int i = 0; i < nr; i++)
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = _mm256_setzero_pd();
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++)
+            for (int q = 0; q < 4; q++) {
+                const __m256d a = k256_cvt4(x + i * xs + j + 4 * q);
+                s[i][q] = _mm256_add_pd(s[i][q], _mm256_mul_pd(a, a));
+            }
+    for (int i = 0; i < nr; i++) {
+        if (t->n) {
+            /* masked-out floats load as +0.0: their squares are +0.0 */
+            __m256 v0, v1;
+            k256_tail_load(t, x + i * xs + full, &v0, &v1);
+            const __m256d a = k256_lo_pd(v0), b = k256_hi_pd(v0);
+            const __m256d c = k256_lo_pd(v1), d = k256_hi_pd(v1);
+            s[i][0] = _mm256_add_pd(s[i][0], _mm256_mul_pd(a, a));
+            s[i][1] = _mm256_add_pd(s[i][1], _mm256_mul_pd(b, b));
+            s[i][2] = _mm256_add_pd(s[i][2], _mm256_mul_pd(c, c));
+            s[i][3] = _mm256_add_pd(s[i][3], _mm256_mul_pd(d, d));
+        }
+        rstd[i] = keel_rms_rstd(k256_reduce16(s[i][0], s[i][1], s[i][2], s[i][3]), dim, eps);
     }
-    if (t->n) {
-        /* masked-out floats load as +0.0: their squares are +0.0 */
-        __m256 v0, v1;
-        k256_tail_load(t, x + full, &v0, &v1);
-        const __m256d a = k256_lo_pd(v0), b = k256_hi_pd(v0);
-        const __m256d c = k256_lo_pd(v1), d = k256_hi_pd(v1);
-        s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, a));
-        s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, b));
-        s2 = _mm256_add_pd(s2, _mm256_mul_pd(c, c));
-        s3 = _mm256_add_pd(s3, _mm256_mul_pd(d, d));
-    }
-    return keel_rms_rstd(k256_reduce16(s0, s1, s2, s3), dim, eps);
 }
 
-/* y = x * rs, then * gamma, 8 floats a step. */
+/* y = x * rs, then * gamma, 8 floats a step. With pf (a constant), meanwhile prefetches pfx
+ * (the row the next sweep over memory reads) and pfy (a row written next) into L2. */
 KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamma, float rs,
-                         __m256i tail8, int hg)
+                         __m256i tail8, int pf, const float *pfx, const float *pfy, int hg)
 {
     const __m256 vr = _mm256_set1_ps(rs);
     size_t j = 0;
@@ -44,6 +50,10 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
         if (hg)
             v = _mm256_mul_ps(v, _mm256_loadu_ps(gamma + j));
         _mm256_storeu_ps(y + j, v);
+        if (pf && (j & 15) == 0) { /* one cache line in two steps */
+            K256_PF_L2(pfx + j);
+            K256_PF_L2(pfy + j);
+        }
     }
     if (j < dim) {
         __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + j, tail8), vr);
@@ -53,110 +63,191 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
     }
 }
 
+/* rstd and outputs of the nr rows from row r (nr and pf constants). */
+KEEL_INLINE void rms_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
+                              size_t xs, float *y, size_t ys, const float *gamma, float eps,
+                              float *rstd, const k256_tail *t, __m256i tail8)
+{
+    const float *xr = x + r * xs;
+    float *yr = y + r * ys;
+    /* prefetch the next group if it is a whole one, else (nothing left to fetch) this one */
+    const int next = r + 2 * (size_t)nr <= rows;
+    const float *pfx = next ? xr + (size_t)nr * xs : xr;
+    const float *pfy = next ? yr + (size_t)nr * ys : yr;
+    float rs[K256_GROUP];
+    rms_rstd_n(nr, xr, xs, dim, eps, t, rs);
+    for (int i = 0; i < nr; i++) {
+        if (gamma)
+            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], tail8, pf, pfx + i * xs,
+                    pfy + i * ys, 1);
+        else
+            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], tail8, pf, pfx + i * xs,
+                    pfy + i * ys, 0);
+        if (rstd)
+            rstd[r + i] = rs[i];
+    }
+}
+
 void keel_f32_rmsnorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_t x_stride,
                                 float *y, size_t y_stride, const float *gamma, float eps,
                                 float *rstd)
 {
     const k256_tail t = k256_tail_of(dim % 16);
     const __m256i tail8 = k256_mask8(dim % 8);
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * x_stride;
-        float *yr = y + r * y_stride;
-        const float rs = rms_rstd(xr, dim, eps, &t);
-        if (gamma)
-            rms_out(dim, xr, yr, gamma, rs, tail8, 1);
-        else
-            rms_out(dim, xr, yr, gamma, rs, tail8, 0);
-        if (rstd)
-            rstd[r] = rs;
+#define ROWS(nr, pf) \
+    rms_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, tail8)
+    size_t r = 0;
+    if (dim < K256_GROUP_BELOW) {
+        for (; r + K256_GROUP <= rows; r += K256_GROUP)
+            ROWS(K256_GROUP, 0);
+        for (; r < rows; r++)
+            ROWS(1, 0);
+    } else if (k256_want_prefetch(rows, dim, x_stride)) {
+        for (; r < rows; r++)
+            ROWS(1, 1);
+    } else {
+        for (; r < rows; r++)
+            ROWS(1, 0);
     }
+#undef ROWS
 }
 
-/* Sweep 1: R((double)g * (double)x), g = dy * gamma (float) or dy. */
-KEEL_INLINE double rms_sweep1(size_t dim, const float *dy, const float *x, const float *gamma,
-                              const k256_tail *t, int hg)
+/* ---- backward ----------------------------------------------------------------------------
+ * Small rows go in groups of K256_GROUP: sweep 1 interleaves their reductions, and sweep 2
+ * updates a column chunk of the dgamma partial once for the group, adding the rows in
+ * increasing order (kernels.h). */
+
+/* The per-row constants of sweep 2. */
+typedef struct rms_row {
+    float rs, b;
+} rms_row;
+
+/* Sweep 1 of the nr rows (nr a constant): Sgx = R((double)g * (double)x), g = dy * gamma
+ * (float) or dy; then b_f into c[i] (rs already there). */
+KEEL_INLINE void rms_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+                              size_t xs, const float *gamma, const k256_tail *t, rms_row *c,
+                              int hg)
 {
     const size_t full = dim - t->n;
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t j = 0; j < full; j += 16) {
-        __m256 ga = _mm256_loadu_ps(dy + j), gb = _mm256_loadu_ps(dy + j + 8);
-        if (hg) {
-            ga = _mm256_mul_ps(ga, _mm256_loadu_ps(gamma + j));
-            gb = _mm256_mul_ps(gb, _mm256_loadu_ps(gamma + j + 8));
+    __m256d s[K256_GROUP][4];
+    for (int i = 0; i < nr; i++)
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = _mm256_setzero_pd();
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++)
+            for (int h = 0; h < 2; h++) { /* two 8-float halves */
+                __m256 g = _mm256_loadu_ps(dy + i * dys + j + 8 * h);
+                if (hg)
+                    g = _mm256_mul_ps(g, _mm256_loadu_ps(gamma + j + 8 * h));
+                const float *xp = x + i * xs + j + 8 * h;
+                s[i][2 * h] = _mm256_add_pd(s[i][2 * h],
+                                            _mm256_mul_pd(k256_lo_pd(g), k256_cvt4(xp)));
+                s[i][2 * h + 1] = _mm256_add_pd(s[i][2 * h + 1],
+                                                _mm256_mul_pd(k256_hi_pd(g), k256_cvt4(xp + 4)));
+            }
+    for (int i = 0; i < nr; i++) {
+        if (t->n) {
+            /* masked-out lanes: g and x load as +0.0, so g * x is +0.0 */
+            __m256 ga, gb, xa, xb;
+            k256_tail_load(t, dy + i * dys + full, &ga, &gb);
+            if (hg) {
+                __m256 ca, cb;
+                k256_tail_load(t, gamma + full, &ca, &cb);
+                ga = _mm256_mul_ps(ga, ca);
+                gb = _mm256_mul_ps(gb, cb);
+            }
+            k256_tail_load(t, x + i * xs + full, &xa, &xb);
+            s[i][0] = _mm256_add_pd(s[i][0], _mm256_mul_pd(k256_lo_pd(ga), k256_lo_pd(xa)));
+            s[i][1] = _mm256_add_pd(s[i][1], _mm256_mul_pd(k256_hi_pd(ga), k256_hi_pd(xa)));
+            s[i][2] = _mm256_add_pd(s[i][2], _mm256_mul_pd(k256_lo_pd(gb), k256_lo_pd(xb)));
+            s[i][3] = _mm256_add_pd(s[i][3], _mm256_mul_pd(k256_hi_pd(gb), k256_hi_pd(xb)));
         }
-        s0 = _mm256_add_pd(s0, _mm256_mul_pd(k256_lo_pd(ga), k256_cvt4(x + j)));
-        s1 = _mm256_add_pd(s1, _mm256_mul_pd(k256_hi_pd(ga), k256_cvt4(x + j + 4)));
-        s2 = _mm256_add_pd(s2, _mm256_mul_pd(k256_lo_pd(gb), k256_cvt4(x + j + 8)));
-        s3 = _mm256_add_pd(s3, _mm256_mul_pd(k256_hi_pd(gb), k256_cvt4(x + j + 12)));
+        const double sgx = k256_reduce16(s[i][0], s[i][1], s[i][2], s[i][3]);
+        c[i].b = (float)((double)c[i].rs * (sgx / (double)dim));
     }
-    if (t->n) {
-        /* masked-out lanes: g and x load as +0.0, so g * x is +0.0 */
-        __m256 ga, gb, xa, xb;
-        k256_tail_load(t, dy + full, &ga, &gb);
-        if (hg) {
-            __m256 ca, cb;
-            k256_tail_load(t, gamma + full, &ca, &cb);
-            ga = _mm256_mul_ps(ga, ca);
-            gb = _mm256_mul_ps(gb, cb);
-        }
-        k256_tail_load(t, x + full, &xa, &xb);
-        s0 = _mm256_add_pd(s0, _mm256_mul_pd(k256_lo_pd(ga), k256_lo_pd(xa)));
-        s1 = _mm256_add_pd(s1, _mm256_mul_pd(k256_hi_pd(ga), k256_hi_pd(xa)));
-        s2 = _mm256_add_pd(s2, _mm256_mul_pd(k256_lo_pd(gb), k256_lo_pd(xb)));
-        s3 = _mm256_add_pd(s3, _mm256_mul_pd(k256_hi_pd(gb), k256_hi_pd(xb)));
-    }
-    return k256_reduce16(s0, s1, s2, s3);
 }
 
-/* One step of sweep 2 at column j, 8 floats (full) or the floats of mask k. */
-KEEL_INLINE void rms_step2(size_t j, const float *dy, const float *x, const float *gamma,
-                           float *dx, float *dg, float rs, float b, __m256i k, int full,
-                           int hdx, int acc, int hg, int hdg)
+/* Where sweep 2 prefetches: the next group's rows (NULL: nowhere). */
+typedef struct rms_pf {
+    const float *x, *dy;
+    float *dx;
+} rms_pf;
+
+/* One step of sweep 2 at column j over the nr rows (not a constant), 8 floats (full) or the
+ * floats of mask k. Pointers of absent arrays are never offset (they may be NULL). */
+KEEL_INLINE void rms_step2(int nr, size_t j, const float *dy, size_t dys, const float *x,
+                           size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+                           const rms_row *c, __m256i k, int full, int hdx, int acc, int hg,
+                           int hdg)
 {
-#define LD(p) (full ? _mm256_loadu_ps((p) + j) : _mm256_maskload_ps((p) + j, k))
+#define LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, k))
 #define ST(p, v)                                                                               \
     do {                                                                                       \
         if (full)                                                                              \
-            _mm256_storeu_ps((p) + j, v);                                                      \
+            _mm256_storeu_ps(p, v);                                                            \
         else                                                                                   \
-            _mm256_maskstore_ps((p) + j, k, v);                                                \
+            _mm256_maskstore_ps(p, k, v);                                                      \
     } while (0)
-    const __m256 vr = _mm256_set1_ps(rs);
-    const __m256 xhat = _mm256_mul_ps(LD(x), vr);
-    const __m256 dyv = LD(dy);
-    if (hdx) {
-        const __m256 g = hg ? _mm256_mul_ps(dyv, LD(gamma)) : dyv;
-        __m256 v = _mm256_mul_ps(vr, _mm256_sub_ps(g, _mm256_mul_ps(xhat, _mm256_set1_ps(b))));
-        if (acc)
-            v = _mm256_add_ps(LD(dx), v);
-        ST(dx, v);
+    const __m256 gam = hdx && hg ? LD(gamma + j) : _mm256_setzero_ps();
+    __m256 dgv = hdg ? LD(dg + j) : _mm256_setzero_ps();
+    for (int i = 0; i < nr; i++) {
+        const __m256 vr = _mm256_set1_ps(c[i].rs);
+        const __m256 xhat = _mm256_mul_ps(LD(x + i * xs + j), vr);
+        const __m256 dyv = LD(dy + i * dys + j);
+        if (hdx) {
+            const __m256 g = hg ? _mm256_mul_ps(dyv, gam) : dyv;
+            __m256 v = _mm256_mul_ps(
+                vr, _mm256_sub_ps(g, _mm256_mul_ps(xhat, _mm256_set1_ps(c[i].b))));
+            if (acc)
+                v = _mm256_add_ps(LD(dx + i * dxs + j), v);
+            ST(dx + i * dxs + j, v);
+        }
+        if (hdg)
+            dgv = _mm256_add_ps(dgv, _mm256_mul_ps(dyv, xhat));
     }
     if (hdg)
-        ST(dg, _mm256_add_ps(LD(dg), _mm256_mul_ps(dyv, xhat)));
+        ST(dg + j, dgv);
 #undef LD
 #undef ST
 }
 
-KEEL_INLINE void rms_sweep2(size_t dim, const float *dy, const float *x, const float *gamma,
-                            float *dx, float *dg, float rs, float b, int hdx, int acc, int hg,
+KEEL_INLINE void rms_sweep2(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+                            size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+                            const rms_row *c, const rms_pf *pf, int hdx, int acc, int hg,
                             int hdg)
 {
+    const __m256i all = _mm256_set1_epi32(-1);
     size_t j = 0;
-    for (; j + 8 <= dim; j += 8)
-        rms_step2(j, dy, x, gamma, dx, dg, rs, b, _mm256_setzero_si256(), 1, hdx, acc, hg, hdg);
+    for (; j + 16 <= dim; j += 16) {
+        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg);
+        rms_step2(nr, j + 8, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg);
+        if (pf->x) /* one cache line of each of the next group's rows */
+            for (int i = 0; i < nr; i++) {
+                K256_PF_L2(pf->x + i * xs + j);
+                K256_PF_L2(pf->dy + i * dys + j);
+                if (hdx)
+                    K256_PF_L2(pf->dx + i * dxs + j);
+            }
+    }
+    if (j + 8 <= dim) {
+        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg);
+        j += 8;
+    }
     if (j < dim)
-        rms_step2(j, dy, x, gamma, dx, dg, rs, b, k256_mask8(dim - j), 0, hdx, acc, hg, hdg);
+        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, k256_mask8(dim - j), 0, hdx, acc,
+                  hg, hdg);
 }
 
 /* Sweep 2 for the 4 flags (dx, accumulate, gamma, dgamma), each a constant. */
-typedef void (*rms_sweep2_fn)(size_t, const float *, const float *, const float *, float *,
-                              float *, float, float);
-#define RMS_SWEEP2_VARIANT(i)                                                                  \
-    static void rms_sweep2_##i(size_t dim, const float *dy, const float *x, const float *gamma, \
-                               float *dx, float *dg, float rs, float b)                         \
-    {                                                                                           \
-        rms_sweep2(dim, dy, x, gamma, dx, dg, rs, b, (i) & 1, ((i) >> 1) & 1, ((i) >> 2) & 1,   \
-                   ((i) >> 3) & 1);                                                             \
+typedef void (*rms_sweep2_fn)(int, size_t, const float *, size_t, const float *, size_t,
+                              const float *, float *, size_t, float *, const rms_row *,
+                              const rms_pf *);
+#define RMS_SWEEP2_VARIANT(i)                                                                 \
+    static void rms_sweep2_##i(int nr, size_t dim, const float *dy, size_t dys,               \
+                               const float *x, size_t xs, const float *gamma, float *dx,      \
+                               size_t dxs, float *dg, const rms_row *c, const rms_pf *pf)     \
+    {                                                                                         \
+        rms_sweep2(nr, dim, dy, dys, x, xs, gamma, dx, dxs, dg, c, pf, (i) & 1,               \
+                   ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1);                           \
     }
 RMS_SWEEP2_VARIANT(0) RMS_SWEEP2_VARIANT(1) RMS_SWEEP2_VARIANT(2) RMS_SWEEP2_VARIANT(3)
 RMS_SWEEP2_VARIANT(4) RMS_SWEEP2_VARIANT(5) RMS_SWEEP2_VARIANT(6) RMS_SWEEP2_VARIANT(7)
@@ -168,25 +259,60 @@ static const rms_sweep2_fn rms_sweep2_table[16] = {
     rms_sweep2_12, rms_sweep2_13, rms_sweep2_14, rms_sweep2_15,
 };
 
+/* rstd (given or recomputed) and sweep 1 of the nr rows from row r (nr a constant). */
+KEEL_INLINE void rms_bwd_stats(int nr, size_t r, size_t dim, const float *dy, size_t dys,
+                               const float *x, size_t xs, const float *rstd,
+                               const float *gamma, float eps, int hdx, const k256_tail *t,
+                               rms_row *c)
+{
+    const float *xr = x + r * xs;
+    float rs[K256_GROUP];
+    if (rstd)
+        for (int i = 0; i < nr; i++)
+            rs[i] = rstd[r + i];
+    else
+        rms_rstd_n(nr, xr, xs, dim, eps, t, rs);
+    for (int i = 0; i < nr; i++)
+        c[i].rs = rs[i];
+    if (hdx) {
+        if (gamma)
+            rms_sweep1_n(nr, dim, dy + r * dys, dys, xr, xs, gamma, t, c, 1);
+        else
+            rms_sweep1_n(nr, dim, dy + r * dys, dys, xr, xs, gamma, t, c, 0);
+    }
+}
+
 void keel_f32_rmsnorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                 const float *x, size_t x_stride, const float *rstd,
                                 const float *gamma, float eps, float *dx, size_t dx_stride,
                                 int accumulate_dx, float *dgamma_part)
 {
-    const int hdx = dx != NULL, hg = gamma != NULL;
-    const rms_sweep2_fn sweep2 = rms_sweep2_table[hdx | (hdx && accumulate_dx) << 1 | hg << 2 |
+    const int hdx = dx != NULL;
+    const rms_sweep2_fn sweep2 = rms_sweep2_table[hdx | (hdx && accumulate_dx) << 1 |
+                                                  (gamma != NULL) << 2 |
                                                   (dgamma_part != NULL) << 3];
     const k256_tail t = k256_tail_of(dim % 16);
-    for (size_t r = 0; r < rows; r++) {
-        const float *dyr = dy + r * dy_stride;
-        const float *xr = x + r * x_stride;
-        const float rs = rstd ? rstd[r] : rms_rstd(xr, dim, eps, &t);
-        float b = 0.0f;
-        if (hdx) {
-            const double sgx = hg ? rms_sweep1(dim, dyr, xr, gamma, &t, 1)
-                                  : rms_sweep1(dim, dyr, xr, gamma, &t, 0);
-            b = (float)((double)rs * (sgx / (double)dim));
+    const size_t group = dim < K256_GROUP_BELOW ? K256_GROUP : 1;
+    const int pf = k256_want_prefetch(rows, dim, x_stride);
+    for (size_t r = 0; r < rows;) {
+        const int nr = (int)(rows - r < group ? rows - r : group);
+        rms_row c[K256_GROUP] = {{0.0f, 0.0f}};
+        if (nr == K256_GROUP)
+            rms_bwd_stats(K256_GROUP, r, dim, dy, dy_stride, x, x_stride, rstd, gamma, eps, hdx,
+                          &t, c);
+        else
+            for (int i = 0; i < nr; i++)
+                rms_bwd_stats(1, r + i, dim, dy, dy_stride, x, x_stride, rstd, gamma, eps, hdx,
+                              &t, c + i);
+        /* prefetch the next group while sweep 2 works in cache, when it is a whole one */
+        rms_pf p = {NULL, NULL, NULL};
+        if (pf && r + 2 * (size_t)nr <= rows) {
+            p.x = x + (r + nr) * x_stride;
+            p.dy = dy + (r + nr) * dy_stride;
+            p.dx = hdx ? dx + (r + nr) * dx_stride : NULL;
         }
-        sweep2(dim, dyr, xr, gamma, hdx ? dx + r * dx_stride : NULL, dgamma_part, rs, b);
+        sweep2(nr, dim, dy + r * dy_stride, dy_stride, x + r * x_stride, x_stride, gamma,
+               hdx ? dx + r * dx_stride : NULL, dx_stride, dgamma_part, c, &p);
+        r += (size_t)nr;
     }
 }

@@ -6,32 +6,41 @@
 #include "norm_finish.h"
 #include "simd_lanes__avx512.h"
 
-/* R(xd * xd), xd = (double)x[j]: the forward's sum of squares. */
-static float rms_rstd(const float *x, size_t dim, float eps)
+/* rstd_f of the nr rows x + i * xs (nr a constant <= K512_GROUP), from R(xd * xd),
+ * xd = (double)x[j]. */
+KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float eps,
+                            float *rstd)
 {
     const size_t full = dim & ~(size_t)15;
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-    for (size_t j = 0; j < full; j += 16) {
-        const __m512d a = k512_cvt8(x + j), b = k512_cvt8(x + j + 8);
-        s0 = _mm512_add_pd(s0, _mm512_mul_pd(a, a));
-        s1 = _mm512_add_pd(s1, _mm512_mul_pd(b, b));
-    }
+    __m512d s[K512_GROUP][2];
+    for (int i = 0; i < nr; i++)
+        s[i][0] = s[i][1] = _mm512_setzero_pd();
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++) {
+            const __m512d a = k512_cvt8(x + i * xs + j), b = k512_cvt8(x + i * xs + j + 8);
+            s[i][0] = _mm512_add_pd(s[i][0], _mm512_mul_pd(a, a));
+            s[i][1] = _mm512_add_pd(s[i][1], _mm512_mul_pd(b, b));
+        }
     const __mmask16 k = k512_tail16(dim - full);
     const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
-    if (klo) {
-        const __m512d a = k512_cvt8_mask(klo, x + full);
-        s0 = k512_add_mask(s0, klo, _mm512_mul_pd(a, a));
+    for (int i = 0; i < nr; i++) {
+        const float *t = x + i * xs + full;
+        if (klo) {
+            const __m512d a = k512_cvt8_mask(klo, t);
+            s[i][0] = k512_add_mask(s[i][0], klo, _mm512_mul_pd(a, a));
+        }
+        if (khi) {
+            const __m512d b = k512_cvt8_mask(khi, t + 8);
+            s[i][1] = k512_add_mask(s[i][1], khi, _mm512_mul_pd(b, b));
+        }
+        rstd[i] = keel_rms_rstd(k512_reduce16(s[i][0], s[i][1]), dim, eps);
     }
-    if (khi) {
-        const __m512d b = k512_cvt8_mask(khi, x + full + 8);
-        s1 = k512_add_mask(s1, khi, _mm512_mul_pd(b, b));
-    }
-    return keel_rms_rstd(k512_reduce16(s0, s1), dim, eps);
 }
 
-/* y = x * rs, then * gamma. */
+/* y = x * rs, then * gamma. With pf (a constant), meanwhile prefetches pfx (the row the next
+ * sweep over memory reads) and pfy (a row written next) into L2. */
 KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamma, float rs,
-                         int hg)
+                         int pf, const float *pfx, const float *pfy, int hg)
 {
     const __m512 vr = _mm512_set1_ps(rs);
     size_t j = 0;
@@ -40,6 +49,10 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
         if (hg)
             v = _mm512_mul_ps(v, _mm512_loadu_ps(gamma + j));
         _mm512_storeu_ps(y + j, v);
+        if (pf) {
+            K512_PF_L2(pfx + j);
+            K512_PF_L2(pfy + j);
+        }
     }
     if (j < dim) {
         const __mmask16 k = k512_tail16(dim - j);
@@ -50,98 +63,169 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
     }
 }
 
+/* rstd and outputs of the nr rows from row r (nr and pf constants). */
+KEEL_INLINE void rms_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
+                              size_t xs, float *y, size_t ys, const float *gamma, float eps,
+                              float *rstd)
+{
+    const float *xr = x + r * xs;
+    float *yr = y + r * ys;
+    /* prefetch the next group if it is a whole one, else (nothing left to fetch) this one */
+    const int next = r + 2 * (size_t)nr <= rows;
+    const float *pfx = next ? xr + (size_t)nr * xs : xr;
+    const float *pfy = next ? yr + (size_t)nr * ys : yr;
+    float rs[K512_GROUP];
+    rms_rstd_n(nr, xr, xs, dim, eps, rs);
+    for (int i = 0; i < nr; i++) {
+        if (gamma)
+            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], pf, pfx + i * xs, pfy + i * ys,
+                    1);
+        else
+            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], pf, pfx + i * xs, pfy + i * ys,
+                    0);
+        if (rstd)
+            rstd[r + i] = rs[i];
+    }
+}
+
 void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_t x_stride,
                                   float *y, size_t y_stride, const float *gamma, float eps,
                                   float *rstd)
 {
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * x_stride;
-        float *yr = y + r * y_stride;
-        const float rs = rms_rstd(xr, dim, eps);
-        if (gamma)
-            rms_out(dim, xr, yr, gamma, rs, 1);
-        else
-            rms_out(dim, xr, yr, gamma, rs, 0);
-        if (rstd)
-            rstd[r] = rs;
+#define ROWS(nr, pf) rms_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd)
+    size_t r = 0;
+    if (dim < K512_GROUP_BELOW) {
+        for (; r + K512_GROUP <= rows; r += K512_GROUP)
+            ROWS(K512_GROUP, 0);
+        for (; r < rows; r++)
+            ROWS(1, 0);
+    } else if (k512_want_prefetch(rows, dim, x_stride)) {
+        for (; r < rows; r++)
+            ROWS(1, 1);
+    } else {
+        for (; r < rows; r++)
+            ROWS(1, 0);
     }
+#undef ROWS
 }
 
-/* Sweep 1: R((double)g * (double)x), g = dy * gamma (float) or dy. */
-KEEL_INLINE double rms_sweep1(size_t dim, const float *dy, const float *x, const float *gamma,
-                              int hg)
+/* ---- backward ----------------------------------------------------------------------------
+ * Small rows go in groups of K512_GROUP as in the forward: sweep 1 interleaves their
+ * reductions, and sweep 2 updates a column chunk of the dgamma partial once for the whole
+ * group, adding the rows in increasing order as kernels.h requires. */
+
+/* The per-row constants of sweep 2. */
+typedef struct rms_row {
+    float rs, b;
+} rms_row;
+
+/* Sweep 1 of the nr rows (nr a constant): Sgx = R((double)g * (double)x), g = dy * gamma
+ * (float) or dy; then b_f into c[i] (rs already there). */
+KEEL_INLINE void rms_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+                              size_t xs, const float *gamma, rms_row *c, int hg)
 {
     const size_t full = dim & ~(size_t)15;
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-    for (size_t j = 0; j < full; j += 16) {
-        __m512 g = _mm512_loadu_ps(dy + j);
-        if (hg)
-            g = _mm512_mul_ps(g, _mm512_loadu_ps(gamma + j));
-        const __m512d g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
-        const __m512d g1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(g, 1));
-        s0 = _mm512_add_pd(s0, _mm512_mul_pd(g0, k512_cvt8(x + j)));
-        s1 = _mm512_add_pd(s1, _mm512_mul_pd(g1, k512_cvt8(x + j + 8)));
-    }
+    __m512d s[K512_GROUP][2];
+    for (int i = 0; i < nr; i++)
+        s[i][0] = s[i][1] = _mm512_setzero_pd();
+    for (size_t j = 0; j < full; j += 16)
+        for (int i = 0; i < nr; i++) {
+            __m512 g = _mm512_loadu_ps(dy + i * dys + j);
+            if (hg)
+                g = _mm512_mul_ps(g, _mm512_loadu_ps(gamma + j));
+            const __m512d g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
+            const __m512d g1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(g, 1));
+            s[i][0] = _mm512_add_pd(s[i][0], _mm512_mul_pd(g0, k512_cvt8(x + i * xs + j)));
+            s[i][1] = _mm512_add_pd(s[i][1], _mm512_mul_pd(g1, k512_cvt8(x + i * xs + j + 8)));
+        }
     if (full < dim) {
         const __mmask16 k = k512_tail16(dim - full);
         const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
-        __m512 g = _mm512_maskz_loadu_ps(k, dy + full);
-        if (hg)
-            g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(k, gamma + full));
-        const __m512 xv = _mm512_maskz_loadu_ps(k, x + full);
-        const __m512d g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
-        const __m512d g1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(g, 1));
-        const __m512d x0 = _mm512_cvtps_pd(_mm512_castps512_ps256(xv));
-        const __m512d x1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(xv, 1));
-        s0 = k512_add_mask(s0, klo, _mm512_mul_pd(g0, x0));
-        s1 = k512_add_mask(s1, khi, _mm512_mul_pd(g1, x1));
+        for (int i = 0; i < nr; i++) {
+            __m512 g = _mm512_maskz_loadu_ps(k, dy + i * dys + full);
+            if (hg)
+                g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(k, gamma + full));
+            const __m512 xv = _mm512_maskz_loadu_ps(k, x + i * xs + full);
+            const __m512d g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
+            const __m512d g1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(g, 1));
+            const __m512d x0 = _mm512_cvtps_pd(_mm512_castps512_ps256(xv));
+            const __m512d x1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(xv, 1));
+            s[i][0] = k512_add_mask(s[i][0], klo, _mm512_mul_pd(g0, x0));
+            s[i][1] = k512_add_mask(s[i][1], khi, _mm512_mul_pd(g1, x1));
+        }
     }
-    return k512_reduce16(s0, s1);
+    for (int i = 0; i < nr; i++)
+        c[i].b = (float)((double)c[i].rs * (k512_reduce16(s[i][0], s[i][1]) / (double)dim));
 }
 
-/* One step of sweep 2 at column j on the floats selected by k. */
-KEEL_INLINE void rms_step2(size_t j, const float *dy, const float *x, const float *gamma,
-                           float *dx, float *dg, float rs, float b, __mmask16 k, int full,
-                           int hdx, int acc, int hg, int hdg)
+/* Where sweep 2 prefetches: the next group's rows (NULL: nowhere). */
+typedef struct rms_pf {
+    const float *x, *dy;
+    float *dx;
+} rms_pf;
+
+/* One step of sweep 2 at column j over the nr rows (not a constant), on the floats of mask k
+ * (all 16 when full). Pointers of absent arrays are never offset (they may be NULL). */
+KEEL_INLINE void rms_step2(int nr, size_t j, const float *dy, size_t dys, const float *x,
+                           size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+                           const rms_row *c, const rms_pf *pf, __mmask16 k, int full, int hdx,
+                           int acc, int hg, int hdg)
 {
-#define LD(p) (full ? _mm512_loadu_ps((p) + j) : _mm512_maskz_loadu_ps(k, (p) + j))
-#define ST(p, v) (full ? _mm512_storeu_ps((p) + j, v) : _mm512_mask_storeu_ps((p) + j, k, v))
-    const __m512 vr = _mm512_set1_ps(rs);
-    const __m512 xhat = _mm512_mul_ps(LD(x), vr);
-    const __m512 dyv = LD(dy);
-    if (hdx) {
-        const __m512 g = hg ? _mm512_mul_ps(dyv, LD(gamma)) : dyv;
-        __m512 v = _mm512_mul_ps(vr, _mm512_sub_ps(g, _mm512_mul_ps(xhat, _mm512_set1_ps(b))));
-        if (acc)
-            v = _mm512_add_ps(LD(dx), v);
-        ST(dx, v);
+#define LD(p) (full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(k, p))
+#define ST(p, v) (full ? _mm512_storeu_ps(p, v) : _mm512_mask_storeu_ps(p, k, v))
+    const __m512 gam = hdx && hg ? LD(gamma + j) : _mm512_setzero_ps();
+    __m512 dgv = hdg ? LD(dg + j) : _mm512_setzero_ps();
+    for (int i = 0; i < nr; i++) {
+        const __m512 vr = _mm512_set1_ps(c[i].rs);
+        const __m512 xhat = _mm512_mul_ps(LD(x + i * xs + j), vr);
+        const __m512 dyv = LD(dy + i * dys + j);
+        if (hdx) {
+            const __m512 g = hg ? _mm512_mul_ps(dyv, gam) : dyv;
+            __m512 v = _mm512_mul_ps(
+                vr, _mm512_sub_ps(g, _mm512_mul_ps(xhat, _mm512_set1_ps(c[i].b))));
+            if (acc)
+                v = _mm512_add_ps(LD(dx + i * dxs + j), v);
+            ST(dx + i * dxs + j, v);
+        }
+        if (hdg)
+            dgv = _mm512_add_ps(dgv, _mm512_mul_ps(dyv, xhat));
+        if (full && pf->x) {
+            K512_PF_L2(pf->x + i * xs + j);
+            K512_PF_L2(pf->dy + i * dys + j);
+            if (hdx)
+                K512_PF_L2(pf->dx + i * dxs + j);
+        }
     }
     if (hdg)
-        ST(dg, _mm512_add_ps(LD(dg), _mm512_mul_ps(dyv, xhat)));
+        ST(dg + j, dgv);
 #undef LD
 #undef ST
 }
 
-KEEL_INLINE void rms_sweep2(size_t dim, const float *dy, const float *x, const float *gamma,
-                            float *dx, float *dg, float rs, float b, int hdx, int acc, int hg,
+KEEL_INLINE void rms_sweep2(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+                            size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+                            const rms_row *c, const rms_pf *pf, int hdx, int acc, int hg,
                             int hdg)
 {
     size_t j = 0;
     for (; j + 16 <= dim; j += 16)
-        rms_step2(j, dy, x, gamma, dx, dg, rs, b, 0xffff, 1, hdx, acc, hg, hdg);
+        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, pf, 0xffff, 1, hdx, acc, hg, hdg);
     if (j < dim)
-        rms_step2(j, dy, x, gamma, dx, dg, rs, b, k512_tail16(dim - j), 0, hdx, acc, hg, hdg);
+        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, pf, k512_tail16(dim - j), 0, hdx,
+                  acc, hg, hdg);
 }
 
 /* Sweep 2 for the 4 flags (dx, accumulate, gamma, dgamma), each a constant. */
-typedef void (*rms_sweep2_fn)(size_t, const float *, const float *, const float *, float *,
-                              float *, float, float);
-#define RMS_SWEEP2_VARIANT(i)                                                                  \
-    static void rms_sweep2_##i(size_t dim, const float *dy, const float *x, const float *gamma, \
-                               float *dx, float *dg, float rs, float b)                         \
-    {                                                                                           \
-        rms_sweep2(dim, dy, x, gamma, dx, dg, rs, b, (i) & 1, ((i) >> 1) & 1, ((i) >> 2) & 1,   \
-                   ((i) >> 3) & 1);                                                             \
+typedef void (*rms_sweep2_fn)(int, size_t, const float *, size_t, const float *, size_t,
+                              const float *, float *, size_t, float *, const rms_row *,
+                              const rms_pf *);
+#define RMS_SWEEP2_VARIANT(i)                                                                 \
+    static void rms_sweep2_##i(int nr, size_t dim, const float *dy, size_t dys,               \
+                               const float *x, size_t xs, const float *gamma, float *dx,      \
+                               size_t dxs, float *dg, const rms_row *c, const rms_pf *pf)     \
+    {                                                                                         \
+        rms_sweep2(nr, dim, dy, dys, x, xs, gamma, dx, dxs, dg, c, pf, (i) & 1,               \
+                   ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1);                           \
     }
 RMS_SWEEP2_VARIANT(0) RMS_SWEEP2_VARIANT(1) RMS_SWEEP2_VARIANT(2) RMS_SWEEP2_VARIANT(3)
 RMS_SWEEP2_VARIANT(4) RMS_SWEEP2_VARIANT(5) RMS_SWEEP2_VARIANT(6) RMS_SWEEP2_VARIANT(7)
@@ -153,24 +237,57 @@ static const rms_sweep2_fn rms_sweep2_table[16] = {
     rms_sweep2_12, rms_sweep2_13, rms_sweep2_14, rms_sweep2_15,
 };
 
+/* rstd (given or recomputed) and sweep 1 of the nr rows from row r (nr a constant). */
+KEEL_INLINE void rms_bwd_stats(int nr, size_t r, size_t dim, const float *dy, size_t dys,
+                               const float *x, size_t xs, const float *rstd,
+                               const float *gamma, float eps, int hdx, rms_row *c)
+{
+    const float *xr = x + r * xs;
+    float rs[K512_GROUP];
+    if (rstd)
+        for (int i = 0; i < nr; i++)
+            rs[i] = rstd[r + i];
+    else
+        rms_rstd_n(nr, xr, xs, dim, eps, rs);
+    for (int i = 0; i < nr; i++)
+        c[i].rs = rs[i];
+    if (hdx) {
+        if (gamma)
+            rms_sweep1_n(nr, dim, dy + r * dys, dys, xr, xs, gamma, c, 1);
+        else
+            rms_sweep1_n(nr, dim, dy + r * dys, dys, xr, xs, gamma, c, 0);
+    }
+}
+
 void keel_f32_rmsnorm_bwd__avx512(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                   const float *x, size_t x_stride, const float *rstd,
                                   const float *gamma, float eps, float *dx, size_t dx_stride,
                                   int accumulate_dx, float *dgamma_part)
 {
-    const int hdx = dx != NULL, hg = gamma != NULL;
-    const rms_sweep2_fn sweep2 = rms_sweep2_table[hdx | (hdx && accumulate_dx) << 1 | hg << 2 |
+    const int hdx = dx != NULL;
+    const rms_sweep2_fn sweep2 = rms_sweep2_table[hdx | (hdx && accumulate_dx) << 1 |
+                                                  (gamma != NULL) << 2 |
                                                   (dgamma_part != NULL) << 3];
-    for (size_t r = 0; r < rows; r++) {
-        const float *dyr = dy + r * dy_stride;
-        const float *xr = x + r * x_stride;
-        const float rs = rstd ? rstd[r] : rms_rstd(xr, dim, eps);
-        float b = 0.0f;
-        if (hdx) {
-            const double sgx = hg ? rms_sweep1(dim, dyr, xr, gamma, 1)
-                                  : rms_sweep1(dim, dyr, xr, gamma, 0);
-            b = (float)((double)rs * (sgx / (double)dim));
+    const size_t group = dim < K512_GROUP_BELOW ? K512_GROUP : 1;
+    const int pf = k512_want_prefetch(rows, dim, x_stride);
+    for (size_t r = 0; r < rows;) {
+        const int nr = (int)(rows - r < group ? rows - r : group);
+        rms_row c[K512_GROUP] = {{0.0f, 0.0f}};
+        if (nr == K512_GROUP)
+            rms_bwd_stats(K512_GROUP, r, dim, dy, dy_stride, x, x_stride, rstd, gamma, eps, hdx, c);
+        else
+            for (int i = 0; i < nr; i++)
+                rms_bwd_stats(1, r + i, dim, dy, dy_stride, x, x_stride, rstd, gamma, eps, hdx,
+                              c + i);
+        /* prefetch the next group while sweep 2 works in cache, when it is a whole one */
+        rms_pf p = {NULL, NULL, NULL};
+        if (pf && r + 2 * (size_t)nr <= rows) {
+            p.x = x + (r + nr) * x_stride;
+            p.dy = dy + (r + nr) * dy_stride;
+            p.dx = hdx ? dx + (r + nr) * dx_stride : NULL;
         }
-        sweep2(dim, dyr, xr, gamma, hdx ? dx + r * dx_stride : NULL, dgamma_part, rs, b);
+        sweep2(nr, dim, dy + r * dy_stride, dy_stride, x + r * x_stride, x_stride, gamma,
+               hdx ? dx + r * dx_stride : NULL, dx_stride, dgamma_part, c, &p);
+        r += (size_t)nr;
     }
 }

@@ -2,10 +2,19 @@
  * read it, so a kernel added here is used, tested and timed. */
 #include "kernels.h"
 
+/* The transformer-block kernels of a path; LayerScale and BatchNorm are scalar everywhere. */
+#define BLOCK_KERNELS(isa)                                                                         \
+    keel_f32_add_layernorm_fwd__##isa, keel_f32_add_layernorm_bwd__##isa,                          \
+        keel_f32_add_rmsnorm_fwd__##isa, keel_f32_add_rmsnorm_bwd__##isa,                          \
+        keel_f32_layerscale_fwd__scalar, keel_f32_layerscale_bwd__scalar,                          \
+        keel_f32_batchnorm_stats__scalar, keel_f32_batchnorm_apply__scalar,                        \
+        keel_f32_batchnorm_bwd__scalar, keel_f32_dyt_fwd__##isa, keel_f32_dyt_bwd__##isa
+
 static const keel_kernels scalar_kernels = {
     KEEL_ISA_SCALAR, "scalar",
     keel_f32_layernorm_fwd__scalar, keel_f32_layernorm_bwd__scalar,
     keel_f32_rmsnorm_fwd__scalar, keel_f32_rmsnorm_bwd__scalar,
+    BLOCK_KERNELS(scalar),
 };
 
 #if defined(KEEL_HAVE_X86_KERNELS)
@@ -13,11 +22,13 @@ static const keel_kernels avx2_kernels = {
     KEEL_ISA_AVX2, "avx2",
     keel_f32_layernorm_fwd__avx2, keel_f32_layernorm_bwd__avx2,
     keel_f32_rmsnorm_fwd__avx2, keel_f32_rmsnorm_bwd__avx2,
+    BLOCK_KERNELS(avx2),
 };
 static const keel_kernels avx512_kernels = {
     KEEL_ISA_AVX512, "avx512",
     keel_f32_layernorm_fwd__avx512, keel_f32_layernorm_bwd__avx512,
     keel_f32_rmsnorm_fwd__avx512, keel_f32_rmsnorm_bwd__avx512,
+    BLOCK_KERNELS(avx512),
 };
 #endif
 

@@ -63,6 +63,53 @@
  * a non-finite first sum (s for LayerNorm, ss for RMSNorm) is turned into NaN by the helpers of
  * norm_finish.h, which every path calls (without that, an Inf would give mean = Inf, or
  * rstd = 0 and finite y elsewhere in the row).
+ *
+ * ---- Transformer blocks (fused residual + norm, LayerScale, BatchNorm, DyT) ----------------
+ *
+ * Residual, per element (keel_f32_res; alpha a float, lambda and bias optional dim vectors):
+ *   h[j] = (alpha * x[j]) + (lambda[j] * r[j])      (r[j] alone when lambda is NULL)
+ *          then + bias[j] if bias                   (float ops, left to right)
+ * The fused forwards (add_layernorm, add_rmsnorm) compute h this way and then run EXACTLY the
+ * LayerNorm / RMSNorm forward above on the float h: y is bitwise keel_layernorm_fwd(h). Each
+ * sweep over the row recomputes h from x and r instead of reading it back, and h is stored
+ * only by the last sweep, so h may overwrite x or r (in place) and need not be stored at all
+ * (post-norm).
+ *
+ * Fused backward, per row, with hv[j] = the saved h, or h recomputed from x and r as above:
+ *   statistics and sweep 1 as the LayerNorm (RMSNorm) backward on hv, with g_f = dy * gamma;
+ *   sweep 1 also runs (and sweep 2 computes v) whenever any of dx, dr, dlambda, dbias is wanted
+ *   v[j]  = the norm's dxv of kernels.h (rstd_f * ((g_f - a_f) - xhat * b_f); RMSNorm without a_f)
+ *   G[j]  = dh[j] + v[j] (v[j] when dh is NULL)         the gradient reaching h
+ *   dx[j] = alpha * G[j]        (dx[j] + alpha * G[j] with accumulate)
+ *   dr[j] = lambda[j] * G[j]    (G[j] without lambda; dr[j] + ... with accumulate)
+ *   partials, rows in increasing order: dgamma += dy * xhat, dbeta += dy (LayerNorm),
+ *   dlambda += G * r[j], dbias += G.
+ * So with alpha 1, no lambda, dx is bitwise keel_layernorm_bwd's dx accumulated into dh.
+ *
+ * LayerScale: h[j] = x[j] + (lambda[j] * f[j]) (the residual with alpha 1: the same bits).
+ * Backward: dx[j] = dh[j] (or dx[j] + dh[j]), df[j] = lambda[j] * dh[j] (or df[j] + ...),
+ * dlambda partial += dh[j] * f[j].
+ *
+ * BatchNorm: per feature j over the rows; kernels get a range of columns and all rows. Column
+ * sums are plain double sums over rows in increasing row order (one accumulator per column:
+ * a SIMD path vectorizes across columns, so it keeps the order without lanes):
+ *   S1 = sum (double)x;  mean_d = keel_ln_mean(S1, rows);  M2 = sum (t * t), t = (double)x - mean_d
+ *   (the operator turns them into rstd_f = keel_ln_rstd(M2, rows, eps), mean hi/lo floats and
+ *   the running statistics, in double, rounded once)
+ *   apply: y = ((x - hi) - lo) * rstd_f, * gamma, + beta, as LayerNorm (lo skipped when NULL:
+ *   inference uses the running mean as hi).
+ * Backward (training), per column from mean_f, rstd_f, with u = (double)x - (double)mean_f:
+ *   Su = sum u, Sd = sum (double)dy, Sdu = sum (double)dy * u, Sg = sum (double)g_f,
+ *   Sgu = sum (double)g_f * u;  delta = Su / rows;  a_f = (float)(Sg / rows),
+ *   b_f = (float)(rstd_d * ((Sgu - delta * Sg) / rows)), delta_f = (float)delta;
+ *   xhat = ((x - mean_f) - delta_f) * rstd_f;  dx = rstd_f * ((g_f - a_f) - xhat * b_f)
+ *   dgamma = (float)(rstd_d * (Sdu - delta * Sd)) (+ old in double), dbeta = (float)Sd (+ old).
+ * Inference backward: dx = rstd_f * g_f; dgamma = (float)(rstd_d * Sdu), dbeta = (float)Sd.
+ *
+ * DyT: u = alpha * x[j]; t, s = keel_tanh_sech2_f32(u) (dyt_tanh.h: tanh and 1 - tanh^2);
+ *   y = t, then * gamma[j] if gamma, then + beta[j] if beta.
+ * Backward: gs = dy[j] * gamma[j] (dy[j] without gamma);  dx = (gs * alpha) * s (or dx + ...);
+ *   partials: dalpha_col += (gs * x[j]) * s, dgamma += dy[j] * t, dbeta += dy[j].
  */
 #ifndef KEEL_KERNELS_H
 #define KEEL_KERNELS_H
@@ -100,6 +147,100 @@ typedef void (*keel_f32_rmsnorm_bwd_fn)(size_t rows, size_t dim,
                                         float *dx, size_t dx_stride, int accumulate_dx,
                                         float *dgamma_part);
 
+/* ---- Transformer blocks ---- */
+
+/* The residual input of the fused kernels (rows from x and r). */
+typedef struct keel_f32_res {
+    const float *x;
+    size_t x_stride;
+    const float *r;
+    size_t r_stride;
+    float alpha;
+    const float *lambda; /* dim floats or NULL (1) */
+    const float *bias;   /* dim floats or NULL (0) */
+} keel_f32_res;
+
+/* The same residual from row r0 on. */
+static inline keel_f32_res keel_f32_res_from(const keel_f32_res *res, size_t r0)
+{
+    keel_f32_res o = *res;
+    o.x = res->x ? res->x + r0 * res->x_stride : NULL;
+    o.r = res->r ? res->r + r0 * res->r_stride : NULL;
+    return o;
+}
+
+/* Fused forwards: h (NULL: not stored), y. mean/rstd optional. */
+typedef void (*keel_f32_add_layernorm_fwd_fn)(size_t rows, size_t dim, const keel_f32_res *res,
+                                              float *h, size_t h_stride, float *y, size_t y_stride,
+                                              const float *gamma, const float *beta, float eps,
+                                              float *mean, float *rstd);
+typedef void (*keel_f32_add_rmsnorm_fwd_fn)(size_t rows, size_t dim, const keel_f32_res *res,
+                                            float *h, size_t h_stride, float *y, size_t y_stride,
+                                            const float *gamma, float eps, float *rstd);
+
+/* Where a fused backward writes. parts: dgamma, dbeta, dlambda, dbias partials (any NULL). */
+typedef struct keel_f32_res_grads {
+    float *dx;
+    size_t dx_stride;
+    float *dr;
+    size_t dr_stride;
+    int accumulate; /* dx, dr */
+    float *parts[4];
+} keel_f32_res_grads;
+enum { KEEL_PART_DGAMMA, KEEL_PART_DBETA, KEEL_PART_DLAMBDA, KEEL_PART_DBIAS };
+
+/* Fused backwards. h NULL: recomputed from res (x and r). dh NULL: 0. mean/rstd NULL:
+ * recomputed (LayerNorm: both or neither). res->r is read for h and for dlambda only. */
+typedef void (*keel_f32_add_layernorm_bwd_fn)(size_t rows, size_t dim, const float *dy,
+                                              size_t dy_stride, const float *dh, size_t dh_stride,
+                                              const keel_f32_res *res, const float *h,
+                                              size_t h_stride, const float *mean,
+                                              const float *rstd, const float *gamma, float eps,
+                                              const keel_f32_res_grads *out);
+typedef void (*keel_f32_add_rmsnorm_bwd_fn)(size_t rows, size_t dim, const float *dy,
+                                            size_t dy_stride, const float *dh, size_t dh_stride,
+                                            const keel_f32_res *res, const float *h,
+                                            size_t h_stride, const float *rstd,
+                                            const float *gamma, float eps,
+                                            const keel_f32_res_grads *out);
+
+/* LayerScale. dx, df NULL: skipped. dlambda_part NULL: skipped. */
+typedef void (*keel_f32_layerscale_fwd_fn)(size_t rows, size_t dim, const float *x, size_t x_stride,
+                                           const float *f, size_t f_stride, const float *lambda,
+                                           float *h, size_t h_stride);
+typedef void (*keel_f32_layerscale_bwd_fn)(size_t rows, size_t dim, const float *dh,
+                                           size_t dh_stride, const float *f, size_t f_stride,
+                                           const float *lambda, float *dx, size_t dx_stride,
+                                           float *df, size_t df_stride, int accumulate,
+                                           float *dlambda_part);
+
+/* BatchNorm over columns [0, cols) of the pointers given (the caller offsets them), all rows.
+ * stats: mean_d[c], m2[c] (doubles). apply: lo NULL means no low part. */
+typedef void (*keel_f32_batchnorm_stats_fn)(size_t rows, size_t cols, const float *x,
+                                            size_t x_stride, double *mean, double *m2);
+typedef void (*keel_f32_batchnorm_apply_fn)(size_t rows, size_t cols, const float *x,
+                                            size_t x_stride, float *y, size_t y_stride,
+                                            const float *hi, const float *lo, const float *rstd,
+                                            const float *gamma, const float *beta);
+/* Backward: training (batch statistics) or inference. dx NULL: skipped. dgamma/dbeta NULL:
+ * skipped, else written (added to in double with accumulate_dparams). */
+typedef void (*keel_f32_batchnorm_bwd_fn)(size_t rows, size_t cols, const float *dy,
+                                          size_t dy_stride, const float *x, size_t x_stride,
+                                          const float *mean, const float *rstd,
+                                          const float *gamma, int training, float *dx,
+                                          size_t dx_stride, int accumulate_dx, float *dgamma,
+                                          float *dbeta, int accumulate_dparams);
+
+/* DyT. parts: dgamma, dbeta, dalpha columns (any NULL). */
+typedef void (*keel_f32_dyt_fwd_fn)(size_t rows, size_t dim, const float *x, size_t x_stride,
+                                    float *y, size_t y_stride, float alpha, const float *gamma,
+                                    const float *beta);
+typedef void (*keel_f32_dyt_bwd_fn)(size_t rows, size_t dim, const float *dy, size_t dy_stride,
+                                    const float *x, size_t x_stride, float alpha,
+                                    const float *gamma, float *dx, size_t dx_stride,
+                                    int accumulate_dx, float *dgamma_part, float *dbeta_part,
+                                    float *dalpha_part);
+
 /* One ISA path: a complete set of kernels. */
 typedef struct keel_kernels {
     keel_isa isa;
@@ -108,6 +249,18 @@ typedef struct keel_kernels {
     keel_f32_layernorm_bwd_fn f32_layernorm_bwd;
     keel_f32_rmsnorm_fwd_fn f32_rmsnorm_fwd;
     keel_f32_rmsnorm_bwd_fn f32_rmsnorm_bwd;
+    /* Transformer blocks */
+    keel_f32_add_layernorm_fwd_fn f32_add_layernorm_fwd;
+    keel_f32_add_layernorm_bwd_fn f32_add_layernorm_bwd;
+    keel_f32_add_rmsnorm_fwd_fn f32_add_rmsnorm_fwd;
+    keel_f32_add_rmsnorm_bwd_fn f32_add_rmsnorm_bwd;
+    keel_f32_layerscale_fwd_fn f32_layerscale_fwd;
+    keel_f32_layerscale_bwd_fn f32_layerscale_bwd;
+    keel_f32_batchnorm_stats_fn f32_batchnorm_stats;
+    keel_f32_batchnorm_apply_fn f32_batchnorm_apply;
+    keel_f32_batchnorm_bwd_fn f32_batchnorm_bwd;
+    keel_f32_dyt_fwd_fn f32_dyt_fwd;
+    keel_f32_dyt_bwd_fn f32_dyt_bwd;
 } keel_kernels;
 
 /* The kernel list (kernel_list.c): the table for an ISA, or NULL when that path was not
@@ -147,5 +300,44 @@ void keel_f32_rmsnorm_fwd__avx512(size_t, size_t, const float *, size_t, float *
 void keel_f32_rmsnorm_bwd__avx512(size_t, size_t, const float *, size_t, const float *, size_t,
                                   const float *, const float *, float, float *, size_t, int,
                                   float *);
+
+/* Transformer blocks, by ISA. LayerScale and BatchNorm are scalar on every path (memory-bound
+ * elementwise and column work the compiler vectorizes without changing a bit). */
+#define KEEL_BLOCK_KERNELS(isa)                                                                    \
+    void keel_f32_add_layernorm_fwd__##isa(size_t, size_t, const keel_f32_res *, float *, size_t, \
+                                           float *, size_t, const float *, const float *, float,   \
+                                           float *, float *);                                      \
+    void keel_f32_add_layernorm_bwd__##isa(size_t, size_t, const float *, size_t, const float *,  \
+                                           size_t, const keel_f32_res *, const float *, size_t,    \
+                                           const float *, const float *, const float *, float,      \
+                                           const keel_f32_res_grads *);                            \
+    void keel_f32_add_rmsnorm_fwd__##isa(size_t, size_t, const keel_f32_res *, float *, size_t,   \
+                                         float *, size_t, const float *, float, float *);          \
+    void keel_f32_add_rmsnorm_bwd__##isa(size_t, size_t, const float *, size_t, const float *,    \
+                                         size_t, const keel_f32_res *, const float *, size_t,      \
+                                         const float *, const float *, float,                      \
+                                         const keel_f32_res_grads *);                              \
+    void keel_f32_dyt_fwd__##isa(size_t, size_t, const float *, size_t, float *, size_t, float,   \
+                                 const float *, const float *);                                    \
+    void keel_f32_dyt_bwd__##isa(size_t, size_t, const float *, size_t, const float *, size_t,    \
+                                 float, const float *, float *, size_t, int, float *, float *,     \
+                                 float *);
+KEEL_BLOCK_KERNELS(scalar)
+KEEL_BLOCK_KERNELS(avx2)
+KEEL_BLOCK_KERNELS(avx512)
+#undef KEEL_BLOCK_KERNELS
+
+void keel_f32_layerscale_fwd__scalar(size_t, size_t, const float *, size_t, const float *, size_t,
+                                     const float *, float *, size_t);
+void keel_f32_layerscale_bwd__scalar(size_t, size_t, const float *, size_t, const float *, size_t,
+                                     const float *, float *, size_t, float *, size_t, int,
+                                     float *);
+void keel_f32_batchnorm_stats__scalar(size_t, size_t, const float *, size_t, double *, double *);
+void keel_f32_batchnorm_apply__scalar(size_t, size_t, const float *, size_t, float *, size_t,
+                                      const float *, const float *, const float *, const float *,
+                                      const float *);
+void keel_f32_batchnorm_bwd__scalar(size_t, size_t, const float *, size_t, const float *, size_t,
+                                    const float *, const float *, const float *, int, float *,
+                                    size_t, int, float *, float *, int);
 
 #endif /* KEEL_KERNELS_H */

@@ -74,6 +74,22 @@ KEEL_INLINE void k256_tail_load(const k256_tail *t, const float *p, __m256 *v0, 
     *v1 = t->n > 8 ? _mm256_maskload_ps(p + 8, t->f1) : _mm256_setzero_ps();
 }
 
+/* Small rows go in groups of K256_GROUP (fewer than AVX-512's: 16 registers): interleaving
+ * their reductions hides the latency of the lane adds, the trees and the per-row divisions.
+ * The order of the adds within each row is unchanged. See simd_lanes__avx512.h. */
+#define K256_GROUP 2
+#define K256_GROUP_BELOW 256
+
+/* Prefetching pays only on data from beyond L2 (see simd_lanes__avx512.h). */
+#define K256_PREFETCH_ABOVE ((size_t)2 << 20)
+#define K256_PREFETCH_MIN_DIM 256
+KEEL_INLINE int k256_want_prefetch(size_t rows, size_t dim, size_t stride)
+{
+    return dim >= K256_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > K256_PREFETCH_ABOVE;
+}
+#define K256_PF_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#define K256_PF_L1(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+
 /* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
 KEEL_INLINE double k256_reduce16(__m256d q0, __m256d q1, __m256d q2, __m256d q3)
 {

@@ -31,6 +31,27 @@ KEEL_INLINE __m512d k512_add_mask(__m512d lane, __mmask8 k, __m512d t)
     return _mm512_mask_add_pd(lane, k, lane, t);
 }
 
+/* Small rows go in groups of K512_GROUP: their reductions are independent chains, so
+ * interleaving them hides the latency of the lane adds, the trees and the per-row divisions,
+ * which dominates below K512_GROUP_BELOW floats a row (measured; above it one row at a time
+ * keeps the rows in L1 and is faster). The order of the adds within each row is unchanged. */
+#define K512_GROUP 4
+#define K512_GROUP_BELOW 256
+
+/* Prefetching (of the rows the next sweep over memory reads, into L2, while the current rows
+ * are worked on in cache) pays only when the data come from beyond L2, and only for rows long
+ * enough that one row ahead is far enough (below that the hardware prefetcher keeps up); on
+ * data already in cache it costs (all measured). It is on for rows of at least
+ * K512_PREFETCH_MIN_DIM floats in a call whose x spans more than K512_PREFETCH_ABOVE bytes. */
+#define K512_PREFETCH_ABOVE ((size_t)2 << 20)
+#define K512_PREFETCH_MIN_DIM 256
+KEEL_INLINE int k512_want_prefetch(size_t rows, size_t dim, size_t stride)
+{
+    return dim >= K512_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > K512_PREFETCH_ABOVE;
+}
+#define K512_PF_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#define K512_PF_L1(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+
 /* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
 KEEL_INLINE double k512_reduce16(__m512d lo, __m512d hi)
 {

@@ -1,6 +1,7 @@
 /* RMSNorm operators: validate, then plan the rows over the context's threads, staging
  * bf16/f16 rows through the float32 kernels of the context's ISA path. */
 #include "error.h"
+#include "gamma_plus_one.h"
 #include "norm_common.h"
 #include "parallel.h"
 #include "stage.h"
@@ -34,10 +35,14 @@ static keel_status rms_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t d
 {
     keel_status st;
     rms_fwd_job j = {0};
-    if ((st = keel_norm_fwd_setup(who, ctx, rows, dim, x, y, eps, quant, flags, 0, &j.call)))
+    if ((st = keel_norm_fwd_setup(who, ctx, rows, dim, x, y, eps, quant, flags,
+                                  KEEL_FLAG_GAMMA_PLUS_ONE, &j.call)))
         return st;
     if (rows == 0)
         return KEEL_OK;
+    /* Gemma's (1 + gamma): a weight vector for the kernels, then SmoothQuant folds that */
+    if ((st = keel_gamma_plus_one(ctx, who, dim, gamma, flags, &gamma)))
+        return st;
     const float *no_beta = NULL;
     if ((st = keel_norm_fold_smooth(who, ctx, &j.call, dim, &gamma, &no_beta)))
         return st;
@@ -96,10 +101,13 @@ keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor
     static const char who[] = "keel_rmsnorm_bwd";
     keel_status st;
     rms_bwd_job j = {0};
-    if ((st = keel_norm_bwd_setup(who, ctx, rows, dim, dy, x, dx, eps, flags, &j.call)))
+    if ((st = keel_norm_bwd_setup(who, ctx, rows, dim, dy, x, dx, eps,
+                                  flags & ~(unsigned)KEEL_FLAG_GAMMA_PLUS_ONE, &j.call)))
         return st;
     if (rows == 0 || (!dx.data && !dgamma))
         return KEEL_OK;
+    if ((st = keel_gamma_plus_one(ctx, who, dim, gamma, flags, &gamma)))
+        return st;
     j.rstd = rstd;
     j.gamma = gamma;
     j.eps = eps;

@@ -1,0 +1,291 @@
+/* Fused residual add + LayerNorm, float32, AVX2: exactly the bits of
+ * f32_add_layernorm__scalar.c, 16 floats (two ymm, four double quarters) at a time; the plan of
+ * f32_add_layernorm__avx512.c (h kept in an L1 buffer after the first sweep, the next row
+ * prefetched during the second, large outputs streamed). */
+#include <math.h>
+
+#include "kernels.h"
+#include "norm_finish.h"
+#include "residual__avx2.h"
+
+#define PF_ABOVE ((size_t)2 << 20)
+#define BUF_FLOATS 8192
+
+/* h at j: from hv (a saved or buffered row) or recomputed from w. */
+KEEL_INLINE r256_v h_at(const r256_row *w, const float *hv, size_t j, r256_step s, int hl, int hb)
+{
+    return hv ? r256_load(hv + j, s) : r256_h(w, j, s, hl, hb);
+}
+
+/* R(h) of one row; with buf (and no hv) h is also stored there. */
+KEEL_INLINE double h_sum(const r256_row *w, const float *hv, float *buf, size_t dim, int hl, int hb)
+{
+    const size_t full = dim & ~(size_t)15;
+    const k256_tail t = k256_tail_of(dim - full);
+    r256_d a = r256_dzero();
+    const r256_step F = {1, &t}, T = {0, &t};
+    for (size_t j = 0; j < full; j += 16) {
+        const r256_v v = h_at(w, hv, j, F, hl, hb);
+        if (buf)
+            r256_store(buf + j, v, F, 0);
+        r256_acc(&a, r256_cvt(v), F);
+    }
+    if (t.n) {
+        const r256_v v = h_at(w, hv, full, T, hl, hb);
+        if (buf)
+            r256_store(buf + full, v, F, 0); /* the buffer has room for a whole step */
+        r256_acc(&a, r256_cvt(v), T);
+    }
+    return r256_reduce(a);
+}
+
+/* R((h - mean)^2) of one row; pf: prefetch the next row's x and r meanwhile. */
+KEEL_INLINE double h_centred(const r256_row *w, const float *hv, size_t dim, double mean, int pf,
+                             const float *pfx, const float *pfr, int hl, int hb)
+{
+    const size_t full = dim & ~(size_t)15;
+    const k256_tail t = k256_tail_of(dim - full);
+    const __m256d md = _mm256_set1_pd(mean);
+    r256_d a = r256_dzero();
+    const r256_step F = {1, &t}, T = {0, &t};
+    for (size_t j = 0; j < dim; j += 16) {
+        const r256_step s = j < full ? F : T;
+        r256_d d = r256_cvt(h_at(w, hv, j, s, hl, hb));
+        for (int i = 0; i < 4; i++) {
+            d.q[i] = _mm256_sub_pd(d.q[i], md);
+            d.q[i] = _mm256_mul_pd(d.q[i], d.q[i]);
+        }
+        r256_acc(&a, d, s);
+        if (pf && s.full) {
+            R256_PF(pfx + j);
+            R256_PF(pfr + j);
+        }
+    }
+    return r256_reduce(a);
+}
+
+KEEL_INLINE double ln_stats(const r256_row *w, const float *hv, size_t dim, float eps, float *rstd,
+                            int hl, int hb)
+{
+    const double mean = keel_ln_mean(h_sum(w, hv, NULL, dim, hl, hb), dim);
+    *rstd = keel_ln_rstd(h_centred(w, hv, dim, mean, 0, NULL, NULL, hl, hb), dim, eps);
+    return mean;
+}
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, const float *gamma,
+                         const float *beta, float eps, float *mean_out, float *rstd_out, int pf,
+                         const float *pfx, const float *pfr, int nt, float *buf, int hl, int hb,
+                         int hg, int hbe, int hh)
+{
+    const float *hv = dim <= BUF_FLOATS ? buf : NULL;
+    const double mean_d = keel_ln_mean(h_sum(w, NULL, hv ? buf : NULL, dim, hl, hb), dim);
+    const float rs = keel_ln_rstd(h_centred(w, hv, dim, mean_d, pf, pfx, pfr, hl, hb), dim, eps);
+    const float hi = (float)mean_d;
+    const float lo = (float)(mean_d - (double)hi);
+    const r256_v vh = r256_set1(hi), vl = r256_set1(lo), vr = r256_set1(rs);
+    const size_t full = dim & ~(size_t)15;
+    const k256_tail t = k256_tail_of(dim - full);
+    const r256_step F = {1, &t}, T = {0, &t};
+    for (size_t j = 0; j < dim; j += 16) {
+        const r256_step s = j < full ? F : T;
+        const r256_v v = h_at(w, hv, j, s, hl, hb);
+        r256_v o = r256_mul(r256_sub(r256_sub(v, vh), vl), vr);
+        if (hg)
+            o = r256_mul(o, r256_load(gamma + j, s));
+        if (hbe)
+            o = r256_add(o, r256_load(beta + j, s));
+        if (hh)
+            r256_store(h + j, v, s, nt);
+        r256_store(y + j, o, s, nt);
+    }
+    if (mean_out)
+        *mean_out = hi;
+    if (rstd_out)
+        *rstd_out = rs;
+}
+
+KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
+                          float *y, size_t ys, const float *gamma, const float *beta, float eps,
+                          float *mean, float *rstd, int hl, int hb, int hg, int hbe, int hh)
+{
+    float buf[BUF_FLOATS] __attribute__((aligned(64)));
+    const size_t bytes = rows * dim * sizeof(float);
+    const int pf = bytes > PF_ABOVE, stream = (hh ? 2 : 1) * bytes > R256_STREAM_ABOVE;
+    int streamed = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const r256_row w = r256_row_of(res, r);
+        const int more = r + 1 < rows;
+        const float *pfx = more ? w.x + res->x_stride : w.x, *pfr = more ? w.r + res->r_stride : w.r;
+        float *hr = hh ? h + r * hs : NULL, *yr = y + r * ys;
+        const int nt = stream && r256_aligned(yr) && (!hh || r256_aligned(hr));
+        streamed |= nt;
+        fwd_row(&w, dim, hr, yr, gamma, beta, eps, mean ? mean + r : NULL, rstd ? rstd + r : NULL,
+                pf && more, pfx, pfr, nt, buf, hl, hb, hg, hbe, hh);
+    }
+    if (streamed)
+        _mm_sfence();
+}
+
+typedef void (*fwd_fn)(size_t, size_t, const keel_f32_res *, float *, size_t, float *, size_t,
+                       const float *, const float *, float, float *, float *);
+#define FWD_VARIANT(i)                                                                             \
+    static void fwd_##i(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,    \
+                        float *y, size_t ys, const float *gamma, const float *beta, float eps,    \
+                        float *mean, float *rstd)                                                  \
+    {                                                                                              \
+        fwd_rows(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, (i) & 1,              \
+                 ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);                 \
+    }
+FWD_VARIANT(0) FWD_VARIANT(1) FWD_VARIANT(2) FWD_VARIANT(3) FWD_VARIANT(4) FWD_VARIANT(5)
+FWD_VARIANT(6) FWD_VARIANT(7) FWD_VARIANT(8) FWD_VARIANT(9) FWD_VARIANT(10) FWD_VARIANT(11)
+FWD_VARIANT(12) FWD_VARIANT(13) FWD_VARIANT(14) FWD_VARIANT(15) FWD_VARIANT(16) FWD_VARIANT(17)
+FWD_VARIANT(18) FWD_VARIANT(19) FWD_VARIANT(20) FWD_VARIANT(21) FWD_VARIANT(22) FWD_VARIANT(23)
+FWD_VARIANT(24) FWD_VARIANT(25) FWD_VARIANT(26) FWD_VARIANT(27) FWD_VARIANT(28) FWD_VARIANT(29)
+FWD_VARIANT(30) FWD_VARIANT(31)
+static const fwd_fn fwd_table[32] = {
+    fwd_0,  fwd_1,  fwd_2,  fwd_3,  fwd_4,  fwd_5,  fwd_6,  fwd_7,  fwd_8,  fwd_9,  fwd_10,
+    fwd_11, fwd_12, fwd_13, fwd_14, fwd_15, fwd_16, fwd_17, fwd_18, fwd_19, fwd_20, fwd_21,
+    fwd_22, fwd_23, fwd_24, fwd_25, fwd_26, fwd_27, fwd_28, fwd_29, fwd_30, fwd_31,
+};
+
+void keel_f32_add_layernorm_fwd__avx2(size_t rows, size_t dim, const keel_f32_res *res, float *h,
+                                      size_t h_stride, float *y, size_t y_stride,
+                                      const float *gamma, const float *beta, float eps,
+                                      float *mean, float *rstd)
+{
+    const int i = (res->lambda != NULL) | (res->bias != NULL) << 1 | (gamma != NULL) << 2 |
+                  (beta != NULL) << 3 | (h != NULL) << 4;
+    fwd_table[i](rows, dim, res, h, h_stride, y, y_stride, gamma, beta, eps, mean, rstd);
+}
+
+/* ---- backward ---------------------------------------------------------------------------- */
+
+typedef struct bwd_flags {
+    int hh, hl, hb, hg, hdh, hdx, hdr, acc, dgp, dbp, dlp, dbsp;
+} bwd_flags;
+
+/* part[j..] += t (a partial of parts), in the step's floats */
+KEEL_INLINE void part_add(float *p, r256_v t, r256_step s)
+{
+    r256_store(p, r256_add(r256_load(p, s), t), s, 0);
+}
+
+KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const float *dy, const float *dh,
+                         const r256_row *w, const float *hrow, float m, float rs, int have_stats,
+                         const float *gamma, float eps, float *dx, float *dr, float *const *parts)
+{
+    const int want_g = f.hdx || f.hdr || f.dlp || f.dbsp;
+    const float *hv = f.hh ? hrow : NULL;
+    if (!have_stats && (want_g || f.dgp))
+        m = (float)ln_stats(w, hv, dim, eps, &rs, f.hl, f.hb);
+    const size_t full = dim & ~(size_t)15;
+    const k256_tail t = k256_tail_of(dim - full);
+    const r256_step F = {1, &t}, T = {0, &t};
+    const __m256d md = _mm256_set1_pd((double)m);
+    r256_d sx = r256_dzero(), sg = r256_dzero(), sp = r256_dzero();
+    for (size_t j = 0; j < dim; j += 16) { /* sweep 1 */
+        const r256_step s = j < full ? F : T;
+        r256_d u = r256_cvt(h_at(w, hv, j, s, f.hl, f.hb));
+        for (int i = 0; i < 4; i++)
+            u.q[i] = _mm256_sub_pd(u.q[i], md);
+        r256_acc(&sx, u, s);
+        if (want_g) {
+            r256_v g = r256_load(dy + j, s);
+            if (f.hg)
+                g = r256_mul(g, r256_load(gamma + j, s));
+            const r256_d gd = r256_cvt(g);
+            r256_d p;
+            for (int i = 0; i < 4; i++)
+                p.q[i] = _mm256_mul_pd(gd.q[i], u.q[i]);
+            r256_acc(&sg, gd, s);
+            r256_acc(&sp, p, s);
+        }
+    }
+    const double n = (double)dim;
+    const double delta = r256_reduce(sx) / n;
+    const double Sg = r256_reduce(sg), Sgu = r256_reduce(sp);
+    const r256_v va = r256_set1((float)(Sg / n));
+    const r256_v vb = r256_set1((float)((double)rs * ((Sgu - delta * Sg) / n)));
+    const r256_v vdf = r256_set1((float)delta), vm = r256_set1(m), vr = r256_set1(rs);
+    for (size_t j = 0; j < dim; j += 16) { /* sweep 2 */
+        const r256_step s = j < full ? F : T;
+        const r256_v xhat = r256_mul(r256_sub(r256_sub(h_at(w, hv, j, s, f.hl, f.hb), vm), vdf), vr);
+        const r256_v dyv = r256_load(dy + j, s);
+        if (want_g) {
+            const r256_v g = f.hg ? r256_mul(dyv, r256_load(gamma + j, s)) : dyv;
+            r256_v G = r256_mul(vr, r256_sub(r256_sub(g, va), r256_mul(xhat, vb)));
+            if (f.hdh)
+                G = r256_add(r256_load(dh + j, s), G);
+            const r256_v rj = f.dlp ? r256_load(w->r + j, s) : G; /* before dx/dr may overwrite r */
+            if (f.hdx) {
+                r256_v o = r256_mul(w->alpha, G);
+                if (f.acc)
+                    o = r256_add(r256_load(dx + j, s), o);
+                r256_store(dx + j, o, s, 0);
+            }
+            if (f.hdr) {
+                r256_v o = w->lambda ? r256_mul(r256_load(w->lambda + j, s), G) : G;
+                if (f.acc)
+                    o = r256_add(r256_load(dr + j, s), o);
+                r256_store(dr + j, o, s, 0);
+            }
+            if (f.dlp)
+                part_add(parts[KEEL_PART_DLAMBDA] + j, r256_mul(G, rj), s);
+            if (f.dbsp)
+                part_add(parts[KEEL_PART_DBIAS] + j, G, s);
+        }
+        if (f.dgp)
+            part_add(parts[KEEL_PART_DGAMMA] + j, r256_mul(dyv, xhat), s);
+        if (f.dbp)
+            part_add(parts[KEEL_PART_DBETA] + j, dyv, s);
+    }
+}
+
+KEEL_INLINE void bwd_rows(const bwd_flags f, size_t rows, size_t dim, const float *dy, size_t dys,
+                          const float *dh, size_t dhs, const keel_f32_res *res, const float *h,
+                          size_t hs, const float *mean, const float *rstd, const float *gamma,
+                          float eps, const keel_f32_res_grads *out)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const r256_row w = r256_row_of(res, r);
+        bwd_row(f, dim, dy + r * dys, f.hdh ? dh + r * dhs : NULL, &w, f.hh ? h + r * hs : NULL,
+                mean ? mean[r] : 0.0f, rstd ? rstd[r] : 0.0f, mean != NULL, gamma, eps,
+                f.hdx ? out->dx + r * out->dx_stride : NULL,
+                f.hdr ? out->dr + r * out->dr_stride : NULL, out->parts);
+    }
+}
+
+static void bwd_prenorm(size_t rows, size_t dim, const float *dy, size_t dys, const float *dh,
+                        size_t dhs, const keel_f32_res *res, const float *h, size_t hs,
+                        const float *mean, const float *rstd, const float *gamma, float eps,
+                        const keel_f32_res_grads *out)
+{
+    static const bwd_flags f = {1, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0};
+    bwd_rows(f, rows, dim, dy, dys, dh, dhs, res, h, hs, mean, rstd, gamma, eps, out);
+}
+
+static void bwd_generic(const bwd_flags f, size_t rows, size_t dim, const float *dy, size_t dys,
+                        const float *dh, size_t dhs, const keel_f32_res *res, const float *h,
+                        size_t hs, const float *mean, const float *rstd, const float *gamma,
+                        float eps, const keel_f32_res_grads *out)
+{
+    bwd_rows(f, rows, dim, dy, dys, dh, dhs, res, h, hs, mean, rstd, gamma, eps, out);
+}
+
+void keel_f32_add_layernorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t dy_stride,
+                                      const float *dh, size_t dh_stride, const keel_f32_res *res,
+                                      const float *h, size_t h_stride, const float *mean,
+                                      const float *rstd, const float *gamma, float eps,
+                                      const keel_f32_res_grads *out)
+{
+    const bwd_flags f = {h != NULL, res->lambda != NULL, res->bias != NULL, gamma != NULL,
+                         dh != NULL, out->dx != NULL, out->dr != NULL, out->accumulate != 0,
+                         out->parts[KEEL_PART_DGAMMA] != NULL, out->parts[KEEL_PART_DBETA] != NULL,
+                         out->parts[KEEL_PART_DLAMBDA] != NULL, out->parts[KEEL_PART_DBIAS] != NULL};
+    if (f.hh && !f.hl && gamma && f.hdh && f.hdx && !f.hdr && !f.acc && f.dgp && f.dbp && !f.dlp && !f.dbsp)
+        bwd_prenorm(rows, dim, dy, dy_stride, dh, dh_stride, res, h, h_stride, mean, rstd, gamma, eps, out);
+    else
+        bwd_generic(f, rows, dim, dy, dy_stride, dh, dh_stride, res, h, h_stride, mean, rstd, gamma, eps, out);
+}

@@ -1,0 +1,330 @@
+/* Fused residual add + LayerNorm, float32, AVX-512: exactly the bits of
+ * f32_add_layernorm__scalar.c (kernels.h's residual, then the LayerNorm of kernels.h on the
+ * float h), 16 floats at a time. Reductions in the double lanes of simd_lanes__avx512.h,
+ * elementwise work in float, one rounding per operation as written (no FMA).
+ *
+ * Speed (the forward is meant to run at the copy floor of its bytes: read x and r, write h
+ * and y): one row at a time, three sweeps (sum, centred sum, output) of which only the first
+ * reads memory; h is recomputed from x and r in each sweep instead of being read back. While a
+ * row's second and third sweeps work in cache, the next row's x and r are prefetched, so the
+ * memory stays busy; large outputs are streamed (residual__avx512.h). */
+#include <math.h>
+
+#include "kernels.h"
+#include "norm_finish.h"
+#include "residual__avx512.h"
+
+/* The prefetch of the next row pays only on rows from beyond L2 (measured on the norms too). */
+#define PF_ABOVE ((size_t)2 << 20)
+
+/* Rows of up to BUF_FLOATS keep h in a buffer on the stack (L1) after the first sweep, so the
+ * other sweeps read one array instead of recomputing h from two; longer rows recompute it. */
+#define BUF_FLOATS 8192
+
+/* R(h) of one row. hv: the h row to read, or NULL to compute it from w (and store it into buf
+ * when buf is not NULL). */
+KEEL_INLINE double h_sum(const r512_row *w, const float *hv, float *buf, size_t dim, int hl, int hb)
+{
+    const size_t full = dim & ~(size_t)15;
+    const __mmask16 k = k512_tail16(dim - full);
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    for (size_t j = 0; j < full; j += 16) {
+        const __m512 v = hv ? _mm512_loadu_ps(hv + j) : r512_h(w, j, 0xffff, 1, hl, hb);
+        if (buf)
+            _mm512_store_ps(buf + j, v);
+        a0 = _mm512_add_pd(a0, r512_lo(v));
+        a1 = _mm512_add_pd(a1, r512_hi(v));
+    }
+    if (k) {
+        const __m512 v = hv ? _mm512_maskz_loadu_ps(k, hv + full) : r512_h(w, full, k, 0, hl, hb);
+        if (buf)
+            _mm512_store_ps(buf + full, v);
+        a0 = k512_add_mask(a0, k512_lo8(k), r512_lo(v));
+        a1 = k512_add_mask(a1, k512_hi8(k), r512_hi(v));
+    }
+    return k512_reduce16(a0, a1);
+}
+
+/* R((h - mean)^2) of one row (hv or recomputed from w, as h_sum). pf: prefetch the next
+ * row's x and r (pfx, pfr) meanwhile. */
+KEEL_INLINE double h_centred(const r512_row *w, const float *hv, size_t dim, double mean, int pf,
+                             const float *pfx, const float *pfr, int hl, int hb)
+{
+    const size_t full = dim & ~(size_t)15;
+    const __mmask16 k = k512_tail16(dim - full);
+    const __m512d md = _mm512_set1_pd(mean);
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    for (size_t j = 0; j < full; j += 16) {
+        const __m512 v = hv ? _mm512_loadu_ps(hv + j) : r512_h(w, j, 0xffff, 1, hl, hb);
+        const __m512d t0 = _mm512_sub_pd(r512_lo(v), md), t1 = _mm512_sub_pd(r512_hi(v), md);
+        a0 = _mm512_add_pd(a0, _mm512_mul_pd(t0, t0));
+        a1 = _mm512_add_pd(a1, _mm512_mul_pd(t1, t1));
+        if (pf) {
+            R512_PF(pfx + j);
+            R512_PF(pfr + j);
+        }
+    }
+    if (k) {
+        const __m512 v = hv ? _mm512_maskz_loadu_ps(k, hv + full) : r512_h(w, full, k, 0, hl, hb);
+        const __m512d t0 = _mm512_sub_pd(r512_lo(v), md), t1 = _mm512_sub_pd(r512_hi(v), md);
+        a0 = k512_add_mask(a0, k512_lo8(k), _mm512_mul_pd(t0, t0));
+        a1 = k512_add_mask(a1, k512_hi8(k), _mm512_mul_pd(t1, t1));
+    }
+    return k512_reduce16(a0, a1);
+}
+
+/* mean_d and rstd_f of one row (kernels.h), h read from hv or recomputed. */
+KEEL_INLINE double ln_stats(const r512_row *w, const float *hv, size_t dim, float eps,
+                            float *rstd, int hl, int hb)
+{
+    const double mean = keel_ln_mean(h_sum(w, hv, NULL, dim, hl, hb), dim);
+    *rstd = keel_ln_rstd(h_centred(w, hv, dim, mean, 0, NULL, NULL, hl, hb), dim, eps);
+    return mean;
+}
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+/* One row: statistics, then h and y. hl, hb, hg, hbe, hh: lambda, bias, gamma, beta, h stored
+ * (constants in every instantiation). buf: BUF_FLOATS floats, used when dim fits. */
+KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, const float *gamma,
+                         const float *beta, float eps, float *mean_out, float *rstd_out, int pf,
+                         const float *pfx, const float *pfr, int nt, float *buf, int hl, int hb,
+                         int hg, int hbe, int hh)
+{
+    const float *hv = dim <= BUF_FLOATS ? buf : NULL; /* after the first sweep */
+    const double mean_d = keel_ln_mean(h_sum(w, NULL, hv ? buf : NULL, dim, hl, hb), dim);
+    const float rs = keel_ln_rstd(h_centred(w, hv, dim, mean_d, pf, pfx, pfr, hl, hb), dim, eps);
+    /* the mean as a float hi + lo pair (see f32_layernorm__scalar.c) */
+    const float hi = (float)mean_d;
+    const float lo = (float)(mean_d - (double)hi);
+    const __m512 vh = _mm512_set1_ps(hi), vl = _mm512_set1_ps(lo), vr = _mm512_set1_ps(rs);
+    size_t j = 0;
+    for (; j + 16 <= dim; j += 16) {
+        const __m512 v = hv ? _mm512_load_ps(hv + j) : r512_h(w, j, 0xffff, 1, hl, hb);
+        __m512 o = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(v, vh), vl), vr);
+        if (hg)
+            o = _mm512_mul_ps(o, _mm512_loadu_ps(gamma + j));
+        if (hbe)
+            o = _mm512_add_ps(o, _mm512_loadu_ps(beta + j));
+        if (hh)
+            r512_store(h + j, v, 0xffff, 1, nt);
+        r512_store(y + j, o, 0xffff, 1, nt);
+    }
+    if (j < dim) {
+        const __mmask16 k = k512_tail16(dim - j);
+        const __m512 v = hv ? _mm512_maskz_loadu_ps(k, hv + j) : r512_h(w, j, k, 0, hl, hb);
+        __m512 o = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(v, vh), vl), vr);
+        if (hg)
+            o = _mm512_mul_ps(o, _mm512_maskz_loadu_ps(k, gamma + j));
+        if (hbe)
+            o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(k, beta + j));
+        if (hh)
+            _mm512_mask_storeu_ps(h + j, k, v);
+        _mm512_mask_storeu_ps(y + j, k, o);
+    }
+    if (mean_out)
+        *mean_out = hi;
+    if (rstd_out)
+        *rstd_out = rs;
+}
+
+KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
+                          float *y, size_t ys, const float *gamma, const float *beta, float eps,
+                          float *mean, float *rstd, int hl, int hb, int hg, int hbe, int hh)
+{
+    float buf[BUF_FLOATS] __attribute__((aligned(64)));
+    const size_t bytes = rows * dim * sizeof(float);
+    const int pf = bytes > PF_ABOVE, stream = (hh ? 2 : 1) * bytes > R512_STREAM_ABOVE;
+    int streamed = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const r512_row w = r512_row_of(res, r);
+        const int more = r + 1 < rows;
+        const float *pfx = more ? w.x + res->x_stride : w.x, *pfr = more ? w.r + res->r_stride : w.r;
+        float *hr = hh ? h + r * hs : NULL, *yr = y + r * ys;
+        const int nt = stream && r512_aligned(yr) && (!hh || r512_aligned(hr));
+        streamed |= nt;
+        fwd_row(&w, dim, hr, yr, gamma, beta, eps, mean ? mean + r : NULL, rstd ? rstd + r : NULL,
+                pf && more, pfx, pfr, nt, buf, hl, hb, hg, hbe, hh);
+    }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
+}
+
+typedef void (*fwd_fn)(size_t, size_t, const keel_f32_res *, float *, size_t, float *, size_t,
+                       const float *, const float *, float, float *, float *);
+#define FWD_VARIANT(i)                                                                             \
+    static void fwd_##i(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,    \
+                        float *y, size_t ys, const float *gamma, const float *beta, float eps,    \
+                        float *mean, float *rstd)                                                  \
+    {                                                                                              \
+        fwd_rows(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, (i) & 1,              \
+                 ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);                 \
+    }
+FWD_VARIANT(0) FWD_VARIANT(1) FWD_VARIANT(2) FWD_VARIANT(3) FWD_VARIANT(4) FWD_VARIANT(5)
+FWD_VARIANT(6) FWD_VARIANT(7) FWD_VARIANT(8) FWD_VARIANT(9) FWD_VARIANT(10) FWD_VARIANT(11)
+FWD_VARIANT(12) FWD_VARIANT(13) FWD_VARIANT(14) FWD_VARIANT(15) FWD_VARIANT(16) FWD_VARIANT(17)
+FWD_VARIANT(18) FWD_VARIANT(19) FWD_VARIANT(20) FWD_VARIANT(21) FWD_VARIANT(22) FWD_VARIANT(23)
+FWD_VARIANT(24) FWD_VARIANT(25) FWD_VARIANT(26) FWD_VARIANT(27) FWD_VARIANT(28) FWD_VARIANT(29)
+FWD_VARIANT(30) FWD_VARIANT(31)
+static const fwd_fn fwd_table[32] = {
+    fwd_0,  fwd_1,  fwd_2,  fwd_3,  fwd_4,  fwd_5,  fwd_6,  fwd_7,  fwd_8,  fwd_9,  fwd_10,
+    fwd_11, fwd_12, fwd_13, fwd_14, fwd_15, fwd_16, fwd_17, fwd_18, fwd_19, fwd_20, fwd_21,
+    fwd_22, fwd_23, fwd_24, fwd_25, fwd_26, fwd_27, fwd_28, fwd_29, fwd_30, fwd_31,
+};
+
+void keel_f32_add_layernorm_fwd__avx512(size_t rows, size_t dim, const keel_f32_res *res,
+                                        float *h, size_t h_stride, float *y, size_t y_stride,
+                                        const float *gamma, const float *beta, float eps,
+                                        float *mean, float *rstd)
+{
+    const int i = (res->lambda != NULL) | (res->bias != NULL) << 1 | (gamma != NULL) << 2 |
+                  (beta != NULL) << 3 | (h != NULL) << 4;
+    fwd_table[i](rows, dim, res, h, h_stride, y, y_stride, gamma, beta, eps, mean, rstd);
+}
+
+/* ---- backward ---------------------------------------------------------------------------- */
+
+/* What a backward computes; each field a constant in the fast instantiations, a run-time value
+ * in the generic one. */
+typedef struct bwd_flags {
+    int hh;          /* h saved (else recomputed: hl, hb) */
+    int hl, hb, hg;  /* lambda, bias, gamma */
+    int hdh;         /* dh given */
+    int hdx, hdr, acc;
+    int dgp, dbp, dlp, dbsp;
+} bwd_flags;
+
+KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const float *dy, const float *dh,
+                         const r512_row *w, const float *hrow, float m, float rs, int have_stats,
+                         const float *gamma, float eps, float *dx, float *dr, float *const *parts)
+{
+    const int want_g = f.hdx || f.hdr || f.dlp || f.dbsp;
+    const float *hv = f.hh ? hrow : NULL;
+    if (!have_stats && (want_g || f.dgp))
+        m = (float)ln_stats(w, hv, dim, eps, &rs, f.hl, f.hb);
+    const size_t full = dim & ~(size_t)15;
+    const __mmask16 k = k512_tail16(dim - full);
+    const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
+#define HV(j, mk, fl) (f.hh ? ((fl) ? _mm512_loadu_ps(hv + (j)) : _mm512_maskz_loadu_ps(mk, hv + (j))) \
+                            : r512_h(w, j, mk, fl, f.hl, f.hb))
+#define LD(p, mk, fl) ((fl) ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mk, p))
+    /* sweep 1: Sx, and with want_g Sg and Sgu */
+    const __m512d md = _mm512_set1_pd((double)m), z = _mm512_setzero_pd();
+    __m512d sx0 = z, sx1 = z, sg0 = z, sg1 = z, sp0 = z, sp1 = z;
+    for (size_t j = 0; j < dim; j += 16) {
+        const int fl = j < full;
+        const __mmask16 mk = fl ? 0xffff : k;
+        const __mmask8 ml = fl ? 0xff : klo, mh = fl ? 0xff : khi;
+        const __m512 v = HV(j, mk, fl);
+        const __m512d u0 = _mm512_sub_pd(r512_lo(v), md), u1 = _mm512_sub_pd(r512_hi(v), md);
+        sx0 = _mm512_mask_add_pd(sx0, ml, sx0, u0);
+        sx1 = _mm512_mask_add_pd(sx1, mh, sx1, u1);
+        if (want_g) {
+            __m512 g = LD(dy + j, mk, fl);
+            if (f.hg)
+                g = _mm512_mul_ps(g, LD(gamma + j, mk, fl));
+            const __m512d g0 = r512_lo(g), g1 = r512_hi(g);
+            sg0 = _mm512_mask_add_pd(sg0, ml, sg0, g0);
+            sg1 = _mm512_mask_add_pd(sg1, mh, sg1, g1);
+            sp0 = _mm512_mask_add_pd(sp0, ml, sp0, _mm512_mul_pd(g0, u0));
+            sp1 = _mm512_mask_add_pd(sp1, mh, sp1, _mm512_mul_pd(g1, u1));
+        }
+    }
+    const double n = (double)dim;
+    const double delta = k512_reduce16(sx0, sx1) / n;
+    const double Sg = k512_reduce16(sg0, sg1), Sgu = k512_reduce16(sp0, sp1);
+    const __m512 va = _mm512_set1_ps((float)(Sg / n));
+    const __m512 vb = _mm512_set1_ps((float)((double)rs * ((Sgu - delta * Sg) / n)));
+    const __m512 vdf = _mm512_set1_ps((float)delta), vm = _mm512_set1_ps(m), vr = _mm512_set1_ps(rs);
+    /* sweep 2 */
+    for (size_t j = 0; j < dim; j += 16) {
+        const int fl = j < full;
+        const __mmask16 mk = fl ? 0xffff : k;
+        const __m512 v = HV(j, mk, fl);
+        const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(v, vm), vdf), vr);
+        const __m512 dyv = LD(dy + j, mk, fl);
+        if (want_g) {
+            const __m512 g = f.hg ? _mm512_mul_ps(dyv, LD(gamma + j, mk, fl)) : dyv;
+            const __m512 t = _mm512_sub_ps(_mm512_sub_ps(g, va), _mm512_mul_ps(xhat, vb));
+            __m512 G = _mm512_mul_ps(vr, t);
+            if (f.hdh)
+                G = _mm512_add_ps(LD(dh + j, mk, fl), G);
+            const __m512 rj = f.dlp ? LD(w->r + j, mk, fl) : G; /* before dx/dr may overwrite r */
+            if (f.hdx) {
+                __m512 o = _mm512_mul_ps(w->alpha, G);
+                if (f.acc)
+                    o = _mm512_add_ps(LD(dx + j, mk, fl), o);
+                _mm512_mask_storeu_ps(dx + j, mk, o);
+            }
+            if (f.hdr) {
+                __m512 o = w->lambda ? _mm512_mul_ps(LD(w->lambda + j, mk, fl), G) : G;
+                if (f.acc)
+                    o = _mm512_add_ps(LD(dr + j, mk, fl), o);
+                _mm512_mask_storeu_ps(dr + j, mk, o);
+            }
+            if (f.dlp)
+                _mm512_mask_storeu_ps(parts[KEEL_PART_DLAMBDA] + j, mk,
+                                      _mm512_add_ps(LD(parts[KEEL_PART_DLAMBDA] + j, mk, fl), _mm512_mul_ps(G, rj)));
+            if (f.dbsp)
+                _mm512_mask_storeu_ps(parts[KEEL_PART_DBIAS] + j, mk,
+                                      _mm512_add_ps(LD(parts[KEEL_PART_DBIAS] + j, mk, fl), G));
+        }
+        if (f.dgp)
+            _mm512_mask_storeu_ps(parts[KEEL_PART_DGAMMA] + j, mk,
+                                  _mm512_add_ps(LD(parts[KEEL_PART_DGAMMA] + j, mk, fl), _mm512_mul_ps(dyv, xhat)));
+        if (f.dbp)
+            _mm512_mask_storeu_ps(parts[KEEL_PART_DBETA] + j, mk,
+                                  _mm512_add_ps(LD(parts[KEEL_PART_DBETA] + j, mk, fl), dyv));
+    }
+#undef HV
+#undef LD
+}
+
+KEEL_INLINE void bwd_rows(const bwd_flags f, size_t rows, size_t dim, const float *dy, size_t dys,
+                          const float *dh, size_t dhs, const keel_f32_res *res, const float *h,
+                          size_t hs, const float *mean, const float *rstd, const float *gamma,
+                          float eps, const keel_f32_res_grads *out)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const r512_row w = r512_row_of(res, r);
+        bwd_row(f, dim, dy + r * dys, f.hdh ? dh + r * dhs : NULL, &w, f.hh ? h + r * hs : NULL,
+                mean ? mean[r] : 0.0f, rstd ? rstd[r] : 0.0f, mean != NULL, gamma, eps,
+                f.hdx ? out->dx + r * out->dx_stride : NULL,
+                f.hdr ? out->dr + r * out->dr_stride : NULL, out->parts);
+    }
+}
+
+/* The pre-norm block's backward (h saved, dh in, dx out, dgamma, dbeta) as constants; the
+ * rest through the generic instantiation. */
+static void bwd_prenorm(size_t rows, size_t dim, const float *dy, size_t dys, const float *dh,
+                        size_t dhs, const keel_f32_res *res, const float *h, size_t hs,
+                        const float *mean, const float *rstd, const float *gamma, float eps,
+                        const keel_f32_res_grads *out)
+{
+    static const bwd_flags f = {1, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0};
+    bwd_rows(f, rows, dim, dy, dys, dh, dhs, res, h, hs, mean, rstd, gamma, eps, out);
+}
+
+static void bwd_generic(const bwd_flags f, size_t rows, size_t dim, const float *dy, size_t dys,
+                        const float *dh, size_t dhs, const keel_f32_res *res, const float *h,
+                        size_t hs, const float *mean, const float *rstd, const float *gamma,
+                        float eps, const keel_f32_res_grads *out)
+{
+    bwd_rows(f, rows, dim, dy, dys, dh, dhs, res, h, hs, mean, rstd, gamma, eps, out);
+}
+
+void keel_f32_add_layernorm_bwd__avx512(size_t rows, size_t dim, const float *dy,
+                                        size_t dy_stride, const float *dh, size_t dh_stride,
+                                        const keel_f32_res *res, const float *h, size_t h_stride,
+                                        const float *mean, const float *rstd, const float *gamma,
+                                        float eps, const keel_f32_res_grads *out)
+{
+    const bwd_flags f = {h != NULL, res->lambda != NULL, res->bias != NULL, gamma != NULL,
+                         dh != NULL, out->dx != NULL, out->dr != NULL, out->accumulate != 0,
+                         out->parts[KEEL_PART_DGAMMA] != NULL, out->parts[KEEL_PART_DBETA] != NULL,
+                         out->parts[KEEL_PART_DLAMBDA] != NULL, out->parts[KEEL_PART_DBIAS] != NULL};
+    if (f.hh && !f.hl && gamma && f.hdh && f.hdx && !f.hdr && !f.acc && f.dgp && f.dbp && !f.dlp && !f.dbsp)
+        bwd_prenorm(rows, dim, dy, dy_stride, dh, dh_stride, res, h, h_stride, mean, rstd, gamma, eps, out);
+    else
+        bwd_generic(f, rows, dim, dy, dy_stride, dh, dh_stride, res, h, h_stride, mean, rstd, gamma, eps, out);
+}

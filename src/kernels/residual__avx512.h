@@ -1,0 +1,71 @@
+/* The residual sum of the fused kernels on AVX-512, 16 elements at a time, in the operation
+ * order of residual.h (so the same bits): h = (alpha * x) + (lambda * r), then + bias. Plus the
+ * store policy the fused forwards share. Include only from *__avx512.c files. */
+#ifndef KEEL_KERNELS_RESIDUAL_AVX512_H
+#define KEEL_KERNELS_RESIDUAL_AVX512_H
+
+#include <stdint.h>
+
+#include "kernels.h"
+#include "simd_lanes__avx512.h"
+
+/* A row of the residual: its x and r rows and the per-feature vectors. */
+typedef struct r512_row {
+    const float *x, *r, *lambda, *bias;
+    __m512 alpha;
+} r512_row;
+
+KEEL_INLINE r512_row r512_row_of(const keel_f32_res *res, size_t row)
+{
+    r512_row o;
+    o.x = res->x ? res->x + row * res->x_stride : NULL;
+    o.r = res->r ? res->r + row * res->r_stride : NULL;
+    o.lambda = res->lambda;
+    o.bias = res->bias;
+    o.alpha = _mm512_set1_ps(res->alpha);
+    return o;
+}
+
+/* h[j .. j+16) (the floats of mask k; full: all 16, unmasked loads). hl, hb: lambda, bias
+ * present (constants at the call sites that matter). Lanes outside k hold 0 or bias-free
+ * values that no caller stores or adds. */
+KEEL_INLINE __m512 r512_h(const r512_row *w, size_t j, __mmask16 k, int full, int hl, int hb)
+{
+    const __m512 x = full ? _mm512_loadu_ps(w->x + j) : _mm512_maskz_loadu_ps(k, w->x + j);
+    __m512 r = full ? _mm512_loadu_ps(w->r + j) : _mm512_maskz_loadu_ps(k, w->r + j);
+    if (hl)
+        r = _mm512_mul_ps(full ? _mm512_loadu_ps(w->lambda + j) : _mm512_maskz_loadu_ps(k, w->lambda + j), r);
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(w->alpha, x), r);
+    if (hb)
+        v = _mm512_add_ps(v, full ? _mm512_loadu_ps(w->bias + j) : _mm512_maskz_loadu_ps(k, w->bias + j));
+    return v;
+}
+
+/* The two double halves of 16 floats: lanes 0-7 and 8-15 of kernels.h's order. */
+KEEL_INLINE __m512d r512_lo(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+KEEL_INLINE __m512d r512_hi(__m512 v) { return _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)); }
+
+/* Stores. A call that writes more than R512_STREAM_ABOVE bytes streams its outputs past the
+ * caches (non-temporal stores): they would only evict the rows still to be read, and a
+ * write-allocating store reads every line it writes, a third more traffic than the floor's
+ * copy. Below, the outputs stay in cache for the next op (measured: streaming cached-size
+ * outputs is slower). A row streams when its start is 64-byte aligned (the stores are whole
+ * aligned lines), else it is stored normally; the caller ends with an sfence. */
+#define R512_STREAM_ABOVE ((size_t)8 << 20)
+
+KEEL_INLINE int r512_aligned(const float *p) { return ((uintptr_t)p & 63) == 0; }
+
+KEEL_INLINE void r512_store(float *p, __m512 v, __mmask16 k, int full, int nt)
+{
+    if (!full)
+        _mm512_mask_storeu_ps(p, k, v);
+    else if (nt)
+        _mm512_stream_ps(p, v);
+    else
+        _mm512_storeu_ps(p, v);
+}
+
+/* Prefetch of the next row's x and r while the current row works in cache. */
+#define R512_PF(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+
+#endif

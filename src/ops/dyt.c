@@ -1,0 +1,116 @@
+/* DyT operators (keel.h): elementwise over the context's threads; dgamma, dbeta and the
+ * per-column terms of dalpha are gathered over fixed row blocks (keel_run_rows_reduce_n), and
+ * dalpha is then the sum of those columns in double, in column order: deterministic. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "error.h"
+#include "parallel.h"
+#include "validate.h"
+
+static keel_status check_alpha(const char *who, float alpha)
+{
+    if (!isfinite(alpha))
+        return keel_fail(KEEL_EINVAL, "%s: alpha (%g) must be finite", who, (double)alpha);
+    return KEEL_OK;
+}
+
+typedef struct dyt_fwd_job {
+    const keel_kernels *k;
+    size_t dim;
+    const float *x;
+    size_t xs;
+    float *y;
+    size_t ys;
+    float alpha;
+    const float *gamma, *beta;
+} dyt_fwd_job;
+
+static void dyt_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
+{
+    const dyt_fwd_job *j = p;
+    (void)part0;
+    (void)part1;
+    j->k->f32_dyt_fwd(r1 - r0, j->dim, j->x + r0 * j->xs, j->xs, j->y + r0 * j->ys, j->ys, j->alpha,
+                      j->gamma, j->beta);
+}
+
+keel_status keel_dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, keel_tensor y,
+                         float alpha, const float *gamma, const float *beta, unsigned flags)
+{
+    static const char who[] = "keel_dyt_fwd";
+    keel_status st;
+    if ((st = keel_check_shape(who, ctx, rows, dim)) ||
+        (st = keel_check_tensor(who, "x", x, rows, dim, KEEL_REQUIRED)) ||
+        (st = keel_check_tensor(who, "y", y, rows, dim, KEEL_REQUIRED)) ||
+        (st = keel_check_overlap(who, "y", y, "x", x, rows, dim)) ||
+        (st = check_alpha(who, alpha)) || (st = keel_check_flags(who, flags, 0)))
+        return st;
+    if (rows == 0)
+        return KEEL_OK;
+    dyt_fwd_job j = {ctx->kernels, dim, x.data, x.stride, y.data, y.stride, alpha, gamma, beta};
+    keel_run_rows(ctx, rows, dim, dyt_fwd_rows, &j);
+    return KEEL_OK;
+}
+
+typedef struct dyt_bwd_job {
+    const keel_kernels *k;
+    size_t dim;
+    const float *dy, *x;
+    size_t dys, xs;
+    float alpha;
+    const float *gamma;
+    float *dx;
+    size_t dxs;
+    int accumulate_dx;
+} dyt_bwd_job;
+
+static void dyt_bwd_rows(const void *p, size_t r0, size_t r1, float *const *parts)
+{
+    const dyt_bwd_job *j = p;
+    j->k->f32_dyt_bwd(r1 - r0, j->dim, j->dy + r0 * j->dys, j->dys, j->x + r0 * j->xs, j->xs,
+                      j->alpha, j->gamma, j->dx ? j->dx + r0 * j->dxs : NULL, j->dxs,
+                      j->accumulate_dx, parts[0], parts[1], parts[2]);
+}
+
+keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy, keel_tensor x,
+                         float alpha, const float *gamma, keel_tensor dx, float *dalpha,
+                         float *dgamma, float *dbeta, unsigned flags)
+{
+    static const char who[] = "keel_dyt_bwd";
+    keel_status st;
+    if ((st = keel_check_shape(who, ctx, rows, dim)) ||
+        (st = keel_check_tensor(who, "dy", dy, rows, dim, KEEL_REQUIRED)) ||
+        (st = keel_check_tensor(who, "x", x, rows, dim, KEEL_REQUIRED)) ||
+        (st = keel_check_tensor(who, "dx", dx, rows, dim, KEEL_OPTIONAL)) ||
+        (st = keel_check_overlap(who, "dx", dx, "dy", dy, rows, dim)) ||
+        (st = keel_check_overlap(who, "dx", dx, "x", x, rows, dim)) ||
+        (st = check_alpha(who, alpha)) ||
+        (st = keel_check_flags(who, flags, KEEL_FLAG_ACCUMULATE_DX | KEEL_FLAG_ACCUMULATE_DPARAMS)))
+        return st;
+    const int acc = (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0;
+    if (rows == 0 || (!dx.data && !dalpha && !dgamma && !dbeta))
+        return KEEL_OK;
+    /* dalpha's per-column sums live apart from the scratch of the row-block partials */
+    float *cols = NULL;
+    if (dalpha) {
+        if (dim > SIZE_MAX / sizeof(float))
+            return keel_fail(KEEL_EOVERFLOW, "%s: dim (%zu) too large", who, dim);
+        if (!(cols = keel_ctx_params(ctx, dim, who)))
+            return KEEL_ENOMEM;
+        memset(cols, 0, dim * sizeof *cols); /* accumulated into from 0 whatever the flags */
+    }
+    dyt_bwd_job j = {ctx->kernels, dim, dy.data, x.data, dy.stride, x.stride, alpha, gamma,
+                     dx.data, dx.stride, (flags & KEEL_FLAG_ACCUMULATE_DX) != 0};
+    float *const outs[3] = {dgamma, dbeta, cols};
+    if ((st = keel_run_rows_reduce_n(ctx, who, rows, dim, dyt_bwd_rows, &j, outs, 3, acc)))
+        return st;
+    if (dalpha) {
+        double s = acc ? (double)*dalpha : 0.0;
+        for (size_t c = 0; c < dim; c++)
+            s += (double)cols[c];
+        *dalpha = (float)s;
+    }
+    return KEEL_OK;
+}

@@ -1,0 +1,206 @@
+/*
+ * test_block_determinism: keel.h promises every output of the transformer-block operations
+ * bitwise identical for any thread count and on every instruction-set path. Each operation
+ * (fused add + LayerNorm / RMSNorm forward and backward, LayerScale, BatchNorm in training and
+ * inference, DyT), in a plain and a full configuration (alpha, lambda, bias, gamma, beta, dh,
+ * h recomputed, Gemma's flag, every gradient), runs on shapes with many rows (rows split
+ * between threads, parameter gradients gathered from row-block partials; BatchNorm's columns
+ * split) and wide rows; every output is compared bit for bit with the first path on one thread,
+ * over thread counts 1, 2, 3, 4, 7 and every path this machine runs. Inputs are mixed
+ * adversarial rows, all finite (NaN payloads are not promised).
+ */
+#include "block_test_util.h"
+
+typedef struct shape {
+    size_t rows, dim, pad;
+} shape;
+
+static const shape shapes[] = {
+    {1000, 333, 0}, {4097, 64, 0}, {3, 8191, 5}, {1, 65536, 0}, {129, 1025, 7}, {7, 1, 2},
+};
+#if defined(__SANITIZE_ADDRESS__)
+static const int thread_counts[] = {1, 3}; /* the sanitizer build: the same paths, less time */
+#else
+static const int thread_counts[] = {1, 2, 3, 4, 7};
+#endif
+
+typedef enum op_kind { OP_ADD_LN, OP_ADD_RMS, OP_LAYERSCALE, OP_BN_TRAIN, OP_BN_EVAL, OP_DYT, OP_COUNT } op_kind;
+static const char *const op_names[OP_COUNT] = {"add+layernorm", "add+rmsnorm", "layerscale",
+                                               "batchnorm train", "batchnorm eval", "dyt"};
+
+/* The inputs of one shape (shared by every op) and the outputs of one run, all in one block
+ * so that a run is compared with one memcmp per output. */
+typedef struct inputs {
+    size_t rows, dim, stride;
+    float *x, *r, *dy, *dh, *lambda, *bias, *gamma, *beta, *rm, *rv;
+} inputs;
+
+enum { OUT_ROWS = 5, OUT_COLS = 9 };
+typedef struct outputs {
+    float *rowbuf[OUT_ROWS]; /* h, y, dx, dr, (spare) : rows x dim */
+    float *colbuf[OUT_COLS]; /* mean, rstd (rows), dgamma, dbeta, dlambda, dbias, rm, rv, dalpha */
+} outputs;
+
+static outputs outputs_alloc(const inputs *in)
+{
+    outputs o;
+    for (int i = 0; i < OUT_ROWS; i++)
+        o.rowbuf[i] = test_alloc(in->rows * in->dim);
+    for (int i = 0; i < OUT_COLS; i++)
+        o.colbuf[i] = test_alloc(in->rows > in->dim ? in->rows : in->dim);
+    return o;
+}
+
+static void outputs_reset(outputs *o, const inputs *in)
+{
+    const size_t n = in->rows > in->dim ? in->rows : in->dim;
+    for (int i = 0; i < OUT_ROWS; i++)
+        test_fill_sentinel(o->rowbuf[i], in->rows * in->dim);
+    for (int i = 0; i < OUT_COLS; i++)
+        test_fill_sentinel(o->colbuf[i], n);
+    memcpy(o->colbuf[6], in->rm, in->dim * sizeof(float)); /* running statistics: updated */
+    memcpy(o->colbuf[7], in->rv, in->dim * sizeof(float));
+}
+
+static void outputs_free(outputs *o)
+{
+    for (int i = 0; i < OUT_ROWS; i++)
+        free(o->rowbuf[i]);
+    for (int i = 0; i < OUT_COLS; i++)
+        free(o->colbuf[i]);
+}
+
+static keel_status run(keel_ctx *ctx, op_kind op, int full, const inputs *in, outputs *o)
+{
+    const size_t rows = in->rows, dim = in->dim, s = in->stride;
+    float *h = o->rowbuf[0], *y = o->rowbuf[1], *dx = o->rowbuf[2], *dr = o->rowbuf[3];
+    float *mean = o->colbuf[0], *rstd = o->colbuf[1], *dg = o->colbuf[2], *db = o->colbuf[3];
+    float *dl = o->colbuf[4], *dbias = o->colbuf[5], *rm = o->colbuf[6], *rv = o->colbuf[7];
+    float *dalpha = o->colbuf[8];
+    const keel_tensor x = keel_f32(in->x, s), r = keel_f32(in->r, s), dy = keel_f32(in->dy, s);
+    keel_residual res = keel_residual_add(x, r);
+    if (full) {
+        res.alpha = 2.6321480259f;
+        res.lambda = in->lambda;
+        res.bias = in->bias;
+    }
+    const keel_residual_grads g = {keel_f32(dx, dim), full ? keel_f32(dr, dim) : keel_none(),
+                                   full ? dl : NULL, full ? dbias : NULL};
+    const keel_tensor dh = full ? keel_f32(in->dh, s) : keel_none();
+    keel_status st;
+    int64_t nbt = 0;
+    switch (op) {
+    case OP_ADD_LN:
+        st = keel_add_layernorm_fwd(ctx, rows, dim, &res, keel_f32(h, dim), keel_f32(y, dim), in->gamma,
+                                    full ? in->beta : NULL, 1e-5f, mean, rstd, 0);
+        /* full: h and statistics recomputed; plain: the pre-norm fast path */
+        return st ? st : keel_add_layernorm_bwd(ctx, rows, dim, dy, full ? dh : keel_f32(in->dh, s), &res,
+                                                full ? keel_none() : keel_f32(h, dim), full ? NULL : mean,
+                                                full ? NULL : rstd, in->gamma, 1e-5f, &g, dg, db, 0);
+    case OP_ADD_RMS: {
+        const unsigned f = full ? KEEL_FLAG_GAMMA_PLUS_ONE : 0;
+        st = keel_add_rmsnorm_fwd(ctx, rows, dim, &res, keel_f32(h, dim), keel_f32(y, dim), in->gamma, 1e-6f,
+                                  rstd, f);
+        return st ? st : keel_add_rmsnorm_bwd(ctx, rows, dim, dy, full ? dh : keel_f32(in->dh, s), &res,
+                                              full ? keel_none() : keel_f32(h, dim), full ? NULL : rstd,
+                                              in->gamma, 1e-6f, &g, dg, f);
+    }
+    case OP_LAYERSCALE:
+        st = keel_layerscale_fwd(ctx, rows, dim, x, r, in->lambda, keel_f32(h, dim), 0);
+        return st ? st : keel_layerscale_bwd(ctx, rows, dim, dy, r, in->lambda, keel_f32(dx, dim),
+                                             keel_f32(dr, dim), dl, 0);
+    case OP_BN_TRAIN:
+    case OP_BN_EVAL: {
+        const int training = op == OP_BN_TRAIN && rows > 1;
+        st = keel_batchnorm_fwd(ctx, rows, dim, x, keel_f32(y, dim), in->gamma, full ? in->beta : NULL, 1e-5f,
+                                training, full ? NAN : 0.1f, rm, rv, &nbt, mean, rstd, 0);
+        return st ? st : keel_batchnorm_bwd(ctx, rows, dim, dy, x, full && training ? NULL : mean,
+                                            full && training ? NULL : rstd, in->gamma, 1e-5f, training,
+                                            keel_f32(dx, dim), dg, db, 0);
+    }
+    default:
+        st = keel_dyt_fwd(ctx, rows, dim, x, keel_f32(y, dim), 0.5f, in->gamma, full ? in->beta : NULL, 0);
+        return st ? st : keel_dyt_bwd(ctx, rows, dim, dy, x, 0.5f, in->gamma, keel_f32(dx, dim), dalpha, dg,
+                                      db, 0);
+    }
+}
+
+static void compare(const char *where, const inputs *in, const outputs *got, const outputs *base)
+{
+    const size_t n = in->rows > in->dim ? in->rows : in->dim;
+    for (int i = 0; i < OUT_ROWS + OUT_COLS; i++) {
+        const float *a = i < OUT_ROWS ? got->rowbuf[i] : got->colbuf[i - OUT_ROWS];
+        const float *b = i < OUT_ROWS ? base->rowbuf[i] : base->colbuf[i - OUT_ROWS];
+        const size_t len = i < OUT_ROWS ? in->rows * in->dim : n;
+        const size_t k = test_first_diff(a, b, len);
+        test_check(k == len, "%s: output %d differs from the baseline at index %zu (%.9g vs %.9g)", where, i,
+                   k, k < len ? (double)a[k] : 0.0, k < len ? (double)b[k] : 0.0);
+    }
+}
+
+static inputs inputs_make(keel_rng *rng, const shape *s)
+{
+    inputs in;
+    in.rows = s->rows;
+    in.dim = s->dim;
+    in.stride = s->dim + s->pad;
+    in.x = bt_in(rng, KEEL_CASE_MIXED, s->rows, s->dim, in.stride);
+    in.r = bt_in(rng, KEEL_CASE_NORMAL, s->rows, s->dim, in.stride);
+    in.dy = bt_in(rng, KEEL_CASE_NORMAL, s->rows, s->dim, in.stride);
+    in.dh = bt_in(rng, KEEL_CASE_NORMAL, s->rows, s->dim, in.stride);
+    in.lambda = bt_vec(rng, s->dim, 0.1, 0.05);
+    in.bias = bt_vec(rng, s->dim, 0.0, 0.25);
+    in.gamma = bt_vec(rng, s->dim, 1.0, 0.5);
+    in.beta = bt_vec(rng, s->dim, 0.0, 0.25);
+    in.rm = bt_vec(rng, s->dim, 0.0, 1.0);
+    in.rv = bt_vec(rng, s->dim, 2.0, 0.5);
+    return in;
+}
+
+static void inputs_free(inputs *in)
+{
+    float *all[] = {in->x, in->r, in->dy, in->dh, in->lambda, in->bias, in->gamma, in->beta, in->rm, in->rv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        free(all[i]);
+}
+
+int main(void)
+{
+    keel_rng rng;
+    keel_rng_seed(&rng, test_begin("test_block_determinism"));
+    keel_isa isas[3];
+    const int n_isas = test_isas(isas);
+    keel_ctx *ctx = test_ctx(1);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        inputs in = inputs_make(&rng, &shapes[k]);
+        outputs base = outputs_alloc(&in), got = outputs_alloc(&in);
+        for (int op = 0; op < OP_COUNT; op++)
+            for (int full = 0; full <= 1; full++) {
+                char where[160];
+                test_set_isa(ctx, isas[0]);
+                keel_ctx_set_threads(ctx, 1);
+                outputs_reset(&base, &in);
+                keel_status st = run(ctx, (op_kind)op, full, &in, &base);
+                if (!test_check(st == KEEL_OK, "%s %zux%zu: %s (%s)", op_names[op], in.rows, in.dim,
+                                keel_status_str(st), keel_last_error()))
+                    continue;
+                for (int i = 0; i < n_isas; i++)
+                    for (size_t t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
+                        snprintf(where, sizeof where, "%s%s %zux%zu isa %s threads %d", op_names[op],
+                                 full ? " (full)" : "", in.rows, in.dim, keel_isa_name(isas[i]),
+                                 thread_counts[t]);
+                        test_set_isa(ctx, isas[i]);
+                        keel_ctx_set_threads(ctx, thread_counts[t]);
+                        outputs_reset(&got, &in);
+                        st = run(ctx, (op_kind)op, full, &in, &got);
+                        if (test_check(st == KEEL_OK, "%s: %s", where, keel_status_str(st)))
+                            compare(where, &in, &got, &base);
+                    }
+            }
+        outputs_free(&base);
+        outputs_free(&got);
+        inputs_free(&in);
+    }
+    keel_ctx_destroy(ctx);
+    return test_finish();
+}

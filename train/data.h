@@ -1,0 +1,31 @@
+/* keel train: the corpus. Characters (bytes) of a text file, its vocabulary, the split
+ * (first 90% train, last 10% validation) and random batches. */
+#ifndef KEEL_TRAIN_DATA_H
+#define KEEL_TRAIN_DATA_H
+
+#include <stddef.h>
+
+#include "rng.h"
+
+typedef struct tm_data {
+    char path[1024];
+    int *tok;           /* the whole text as token ids */
+    size_t n, ntrain;   /* tokens in all; the first ntrain are the training split */
+    int vocab;
+    unsigned char chars[256]; /* id -> byte */
+    int index[256];           /* byte -> id, -1 if absent */
+    double unigram_entropy;   /* nats per character, of the training split */
+} tm_data;
+
+/* path NULL: the bundled Tiny Shakespeare (data/tinyshakespeare.txt, from the working directory
+ * or the source tree). Returns 0, or -1 with a message in err. */
+int tm_data_load(tm_data *d, const char *path, char *err, size_t errlen);
+/* Use the vocabulary of a checkpoint (bytes absent from it are an error). */
+int tm_data_set_vocab(tm_data *d, const unsigned char *chars, int vocab, char *err, size_t errlen);
+void tm_data_free(tm_data *d);
+/* B sequences of T tokens and their next tokens, at random offsets in split 0 (train) or 1. */
+void tm_data_batch(const tm_data *d, int split, tm_rng *rng, int B, int T, int *x, int *y);
+/* The default corpus path that exists, or NULL. */
+const char *tm_data_default_path(void);
+
+#endif

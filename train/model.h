@@ -1,0 +1,103 @@
+/* keel train: a decoder-only character transformer whose every normalization goes through keel.
+ * Row-major float32 throughout. A linear layer stores W as [in][out]: y = x W + b. */
+#ifndef KEEL_TRAIN_MODEL_H
+#define KEEL_TRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel.h"
+
+typedef enum tm_norm { TM_NORM_LAYER = 0, TM_NORM_RMS, TM_NORM_BATCH, TM_NORM_DYT, TM_NORM_NONE } tm_norm;
+typedef enum tm_place { TM_PRE = 0, TM_POST, TM_DEEPNORM, TM_SANDWICH } tm_place;
+
+const char *tm_norm_name(tm_norm n);
+const char *tm_place_name(tm_place p);
+int tm_norm_parse(const char *s, tm_norm *n);   /* 0 ok, -1 unknown */
+int tm_place_parse(const char *s, tm_place *p);
+
+typedef struct tm_config {
+    int vocab, layers, width, heads, seq; /* seq: the longest context */
+    int tied;                             /* 1: the head is the token embedding transposed */
+    tm_norm norm;
+    tm_place place;
+    float layerscale; /* 0: off; > 0: LayerScale on, lambda initialised to this */
+    float eps;        /* of LayerNorm, RMSNorm and BatchNorm */
+} tm_config;
+
+/* One named parameter tensor inside the flat parameter array. */
+typedef struct tm_tensor {
+    char name[32];
+    size_t off, size;
+    int layer; /* -1: outside the blocks */
+    int decay; /* AdamW weight decay applies (matrices and embeddings) */
+} tm_tensor;
+
+/* A normalization instance: offsets of its parameters and its saved statistics. */
+typedef struct tm_norm_inst {
+    size_t gamma, beta, alpha; /* offsets into params (alpha: DyT's scalar) */
+    size_t run_mean, run_var;  /* offsets into buffers (BatchNorm) */
+    float *in, *out;           /* forward input (not owned) and output (owned, rows x width) */
+    float *mean, *rstd;        /* rows (LN/RMS) or width (BN) floats */
+} tm_norm_inst;
+
+typedef struct tm_sub { /* one sublayer (attention or MLP) of one block: its activations */
+    tm_norm_inst nin, nout, nres; /* nin: pre/sandwich; nout: sandwich; nres: post/deepnorm */
+    float *f;  /* branch output, rows x width */
+    float *h;  /* post/deepnorm: alpha*x + lambda*r, the norm's input */
+    /* attention */
+    float *qkv, *p, *att;
+    /* MLP */
+    float *u, *gl;
+    /* parameter offsets */
+    size_t w1, b1, w2, b2, ls;
+} tm_sub;
+
+typedef struct tm_model {
+    tm_config cfg;
+    int max_batch;
+    size_t nparams, nbuffers;
+    float *params, *grads, *buffers;
+    tm_tensor *tensors;
+    int ntensors;
+    size_t wte, wpe, head; /* head == wte when tied */
+    tm_sub *sub;           /* 2 per layer: [2l] attention, [2l+1] MLP */
+    tm_norm_inst nfinal;   /* pre and sandwich only */
+    int has_final;
+    float *x;      /* (layers*2 + 1) residual streams, rows x width each: x[k] enters sublayer k */
+    float *dx, *dtmp, *dtmp2, *dbig, *dbig2; /* backward scratch */
+    float *xf;     /* the head's input */
+    float *logits; /* rows x vocab: probabilities after the forward */
+    float *datt;   /* scratch T x T */
+    int *tokens, *targets;
+    int B, T;      /* of the last forward */
+    int training;  /* BatchNorm: batch statistics (1) or running statistics (0) */
+    keel_ctx *ctx;
+    double norm_seconds; /* time inside keel's normalization calls, accumulated */
+    float deep_alpha;
+} tm_model;
+
+/* Allocates a model for batches of up to max_batch sequences of cfg->seq tokens and initialises
+ * its parameters from seed. threads: keel's and BLAS's thread count. Returns 0, or -1 with a
+ * message in err. */
+int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, int threads,
+              char *err, size_t errlen);
+void tm_destroy(tm_model *m);
+
+/* Forward over B sequences of T <= seq tokens. targets NULL: logits only (probabilities in
+ * m->logits), returns 0. Otherwise returns the mean cross-entropy (nats). */
+double tm_forward(tm_model *m, const int *tokens, const int *targets, int B, int T);
+/* Backward of the last forward with targets: grads = d(loss)/d(params) (overwritten). */
+void tm_backward(tm_model *m);
+
+/* Diagnostics of the last forward / backward. */
+void tm_residual_norms(const tm_model *m, double *out);  /* layers + 1: mean row L2 norm entering each block, and after the last */
+void tm_layer_grad_norms(const tm_model *m, double *out); /* layers: L2 norm of each block's gradient */
+void tm_mlp_out_grad_norms(const tm_model *m, double *out); /* layers: L2 norm of each block's last MLP weight gradient */
+double tm_grad_norm(const tm_model *m);
+
+/* Threads of BLAS and keel; 1 if built without CBLAS. */
+void tm_set_threads(tm_model *m, int threads);
+int tm_have_cblas(void);
+
+#endif
