@@ -12,16 +12,19 @@ all: build
 
 deps:
 	@sh scripts/ensure-deps.sh
+	@sh scripts/study-deps.sh
 
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j$(JOBS)
 
-# The main job on the bundled defaults: what keel runs on, its accuracy, its speed.
+# The main job on the bundled defaults: what keel runs on, its accuracy, its speed, and the
+# quick training study (post-norm vs pre-norm and the alternatives), ending with its table.
 demo: build
 	$(BUILD)/keel info
 	$(BUILD)/keel check
 	$(BUILD)/keel bench --demo
+	$(BUILD)/keel study --quick --out $(BUILD)/study-quick
 
 # Every test: ctest (unit tests, ONNX node tests, CLI tests), the same unit tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and the install/consumer tests.

@@ -56,7 +56,7 @@ static double now_s(void)
 
 static int mkdirs(const char *path)
 {
-    char tmp[1100];
+    char tmp[1300]; /* callers pass paths of up to 1200 bytes */
     snprintf(tmp, sizeof tmp, "%s", path);
     for (char *p = tmp + 1; *p; p++)
         if (*p == '/') {
@@ -423,7 +423,7 @@ static void plots(study *s, const run_row *rows, int nrows, int first3)
     if (!g)
         return;
     fprintf(g, "# gnuplot script of the study's plots: cd into this folder, then gnuplot plots.gp\n"
-               "set terminal pngcairo size 900,560 font 'sans,10'\nset datafile separator ','\nset grid\n"
+               "set terminal pngcairo noenhanced size 900,560 font 'sans,10'\nset datafile separator ','\nset grid\n"
                "set key outside right\n");
     const int depths[] = {6, 12, 24, 48};
     fprintf(g, "set output 'init_grad.png'\nset title 'At initialization: gradient norm of each block''s W2 (LayerNorm)'\n"

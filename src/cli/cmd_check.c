@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_blocks.h"
 #include "commands.h"
 #include "keel.h"
 #include "keel_cases.h"
@@ -286,10 +287,14 @@ static int check_isa(keel_ctx *ctx, const options *o, keel_isa isa)
         printf(" %s", keel_case_name((keel_case_kind)k));
     printf(")\n");
     print_table(res);
+    /* the transformer-block operations, on the same path */
+    const int blocks = keel_check_blocks(ctx, o->seed, o->quick);
+    if (blocks == 2)
+        return 2;
     for (int m = 0; m < M_COUNT; m++)
         if (res[m].failed)
             return 1;
-    return 0;
+    return blocks;
 }
 
 static void usage(FILE *to)

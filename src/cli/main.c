@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "commands_train.h"
 #include "keel.h"
 
 typedef struct command {
@@ -15,6 +16,9 @@ static const command commands[] = {
     {"info", keel_cmd_info, "version, CPU features, the kernels chosen and the thread count"},
     {"check", keel_cmd_check, "every op against the float64 reference on random and adversarial inputs"},
     {"bench", keel_cmd_bench, "time and GB/s of every op beside memcpy of the same bytes"},
+    {"train", keel_cmd_train, "train a small character-level GPT whose norms are keel's (needs OpenBLAS)"},
+    {"sample", keel_cmd_sample, "generate text from a keel train checkpoint"},
+    {"study", keel_cmd_study, "the training study: what normalization does, with plots (report folder)"},
     {"eps", keel_cmd_eps, "what an eps means in f32/bf16/f16 storage, and an eps suited to each"},
     {"onnx-test", keel_cmd_onnx_test, "run ONNX backend node test folders (LayerNormalization, RMSNormalization)"},
 };

@@ -65,7 +65,9 @@ KEEL_INLINE void r512_store(float *p, __m512 v, __mmask16 k, int full, int nt)
         _mm512_storeu_ps(p, v);
 }
 
-/* Prefetch of the next row's x and r while the current row works in cache. */
+/* Prefetch of the next row's x and r while the current row works in cache: the whole row,
+ * into L1 (measured against L2 and against a bounded distance, rows of 1024 to 16384 floats:
+ * the best or equal everywhere). */
 #define R512_PF(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
 #endif
