@@ -427,6 +427,82 @@ typedef struct keel_eps_info {
  * unit-scale output). KEEL_EINVAL for a negative/NaN/Inf eps, KEEL_EUNSUPPORTED for KEEL_I8. */
 KEEL_API keel_status keel_eps_check(keel_dtype dtype, float eps, keel_eps_info *info);
 
+/* ==== Monitor: distribution shift from normalization statistics ================================
+ * A monitor has one slot per normalization layer. The caller passes it the per-row statistics
+ * a forward computes anyway (LayerNorm's mean and rstd, RMSNorm's rstd); the monitor keeps, per
+ * slot, streaming moments (Welford, mergeable) and fixed-bin histograms of the per-token mean
+ * and log(rstd) of the current window. A baseline is the window captured on calibration data;
+ * keel_monitor_score compares the current window with it: z-score of the window's means,
+ * population stability index (PSI) and Kolmogorov-Smirnov distance of the histograms, per slot
+ * and combined. Thresholds for the combined score are calibrated on held-out in-distribution
+ * windows to a chosen false-alarm rate. Baselines are saved to a versioned little-endian file
+ * with a checksum ("KEELMON1"); a short, foreign, other-version or corrupted file is
+ * KEEL_EFORMAT with a message saying which. A monitor is used by one thread at a time; for
+ * several threads, give each a monitor and keel_monitor_merge them in a fixed order (the
+ * result is then deterministic). */
+typedef struct keel_monitor keel_monitor;
+
+typedef struct keel_monitor_config {
+    int bins;       /* histogram bins per statistic, plus an underflow and an overflow bin (0: 32) */
+    double range_sd; /* keel_monitor_fit_ranges: range = mean +- range_sd * sd (0: 4) */
+} keel_monitor_config;
+
+#define KEEL_MONITOR_MEAN 0    /* statistic index: the per-token mean (LayerNorm only) */
+#define KEEL_MONITOR_LOGRSTD 1 /* statistic index: log(rstd) */
+#define KEEL_MONITOR_MAX_BUCKETS 16 /* window sizes with their own calibrated threshold */
+
+KEEL_API keel_status keel_monitor_create(keel_monitor **mon, int nslots, const keel_monitor_config *cfg);
+KEEL_API void keel_monitor_destroy(keel_monitor *mon);
+KEEL_API int keel_monitor_slots(const keel_monitor *mon);
+/* Adds `rows` tokens' statistics of one slot to the current window. mean may be NULL (RMSNorm);
+ * rstd is required. Rows with a non-finite or non-positive rstd are counted apart (not in the
+ * moments or histograms). */
+KEEL_API keel_status keel_monitor_observe(keel_monitor *mon, int slot, size_t rows, const float *mean,
+                                          const float *rstd);
+/* Empties the current window (the baseline and calibration are kept). */
+KEEL_API keel_status keel_monitor_reset_window(keel_monitor *mon);
+/* Adds src's window into dst's window (same slots and histogram ranges). */
+KEEL_API keel_status keel_monitor_merge(keel_monitor *dst, const keel_monitor *src);
+/* The window's moments of one slot and statistic: count, mean, variance (population). */
+KEEL_API keel_status keel_monitor_window_moments(const keel_monitor *mon, int slot, int stat, double *count,
+                                                 double *mean, double *var);
+/* Histogram ranges from the window's moments (mean +- range_sd * sd), then empties the window.
+ * Histograms count nothing until ranges are set (here or on loading a baseline). */
+KEEL_API keel_status keel_monitor_fit_ranges(keel_monitor *mon);
+/* The window becomes the baseline (and the window is emptied); calibration is cleared. */
+KEEL_API keel_status keel_monitor_capture_baseline(keel_monitor *mon);
+/* Threshold calibration: after each held-out in-distribution window, add it (the window is then
+ * emptied); finish computes, per window size seen, the standardisation of every component and
+ * the (1 - false_alarm) quantile of the combined score. */
+KEEL_API keel_status keel_monitor_calibrate_add(keel_monitor *mon);
+KEEL_API keel_status keel_monitor_calibrate_finish(keel_monitor *mon, double false_alarm);
+
+typedef struct keel_monitor_slot_score {
+    double tokens;   /* in the window */
+    int has_mean;    /* 0: RMSNorm (only log-rstd) */
+    double z[2];     /* (window mean - baseline mean) / (baseline sd / sqrt(tokens)), per statistic */
+    double psi[2];   /* population stability index of the histograms */
+    double ks[2];    /* Kolmogorov-Smirnov distance of the histograms (at the bin edges) */
+    double score;    /* mean standardised component (|z|, PSI, KS) of this slot; raw mean if uncalibrated */
+} keel_monitor_slot_score;
+
+typedef struct keel_monitor_result {
+    double combined;   /* mean of the standardised components over every slot */
+    double threshold;  /* calibrated for the nearest window size; NaN if uncalibrated */
+    int alarm;         /* combined > threshold */
+    int calibrated;
+    double bucket_tokens; /* the window size whose calibration was used */
+    double false_alarm;   /* the rate it was calibrated to */
+} keel_monitor_result;
+
+/* Scores the current window against the baseline. slots: nslots entries, or NULL. */
+KEEL_API keel_status keel_monitor_score(const keel_monitor *mon, keel_monitor_slot_score *slots,
+                                        keel_monitor_result *res);
+KEEL_API keel_status keel_monitor_baseline_save(const keel_monitor *mon, const char *path);
+/* Creates *mon from a baseline file (its slots, ranges, baseline and calibration). */
+KEEL_API keel_status keel_monitor_baseline_load(keel_monitor **mon, const char *path);
+/* ==== end of Monitor ========================================================================== */
+
 #ifdef __cplusplus
 }
 #endif

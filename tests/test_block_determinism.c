@@ -164,6 +164,54 @@ static void inputs_free(inputs *in)
         free(all[i]);
 }
 
+/* A call whose outputs pass R512_STREAM_ABOVE (8 MiB) streams them with non-temporal stores
+ * when its rows start on 64-byte boundaries: 64-byte aligned buffers of 16 MiB per tensor, so
+ * that the SIMD paths take that branch (with few threads; with more, each call is smaller and
+ * stores normally). h and y must still be the scalar path's bits. */
+static void streamed_outputs(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, int n_isas)
+{
+    enum { ROWS = 4096, DIM = 1024 };
+    const size_t n = (size_t)ROWS * DIM;
+    float *buf[6];
+    for (int i = 0; i < 6; i++) {
+        buf[i] = aligned_alloc(64, n * sizeof(float));
+        if (!buf[i])
+            test_fatal("out of memory");
+    }
+    float *x = buf[0], *r = buf[1], *h = buf[2], *y = buf[3], *h0 = buf[4], *y0 = buf[5];
+    for (size_t i = 0; i < ROWS; i++) {
+        keel_case_fill_row(rng, KEEL_CASE_MIXED, x + i * DIM, DIM);
+        keel_case_fill_normal(rng, r + i * DIM, DIM);
+    }
+    float *gamma = bt_vec(rng, DIM, 1.0, 0.5), *beta = bt_vec(rng, DIM, 0.0, 0.25);
+    const keel_residual res = keel_residual_add(keel_f32(x, DIM), keel_f32(r, DIM));
+    for (int rms = 0; rms <= 1; rms++) {
+        for (int i = 0; i < n_isas; i++)
+            for (int t = 1; t <= 2; t++) {
+                const int base = i == 0 && t == 1;
+                float *hh = base ? h0 : h, *yy = base ? y0 : y;
+                test_set_isa(ctx, isas[i]);
+                keel_ctx_set_threads(ctx, t);
+                test_fill_sentinel(hh, n);
+                test_fill_sentinel(yy, n);
+                keel_status st = rms ? keel_add_rmsnorm_fwd(ctx, ROWS, DIM, &res, keel_f32(hh, DIM), keel_f32(yy, DIM),
+                                                            gamma, 1e-6f, NULL, 0)
+                                     : keel_add_layernorm_fwd(ctx, ROWS, DIM, &res, keel_f32(hh, DIM),
+                                                              keel_f32(yy, DIM), gamma, beta, 1e-5f, NULL, NULL, 0);
+                test_check(st == KEEL_OK, "streamed add+norm: %s", keel_status_str(st));
+                if (!base) {
+                    const size_t dh = test_first_diff(h, h0, n), dy = test_first_diff(y, y0, n);
+                    test_check(dh == n && dy == n, "streamed add+%s isa %s threads %d: h differs at %zu, y at %zu",
+                               rms ? "rmsnorm" : "layernorm", keel_isa_name(isas[i]), t, dh, dy);
+                }
+            }
+    }
+    for (int i = 0; i < 6; i++)
+        free(buf[i]);
+    free(gamma);
+    free(beta);
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -201,6 +249,7 @@ int main(void)
         outputs_free(&got);
         inputs_free(&in);
     }
+    streamed_outputs(ctx, &rng, isas, n_isas);
     keel_ctx_destroy(ctx);
     return test_finish();
 }

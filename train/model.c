@@ -756,6 +756,16 @@ double tm_forward(tm_model *m, const int *tokens, const int *targets, int B, int
     } else {
         m->xf = (float *)xl;
     }
+    if (m->monitor) { /* issue 8: the statistics the norms computed, to the monitor */
+        double t0 = now_s();
+        const int ns = tm_monitor_slots(m);
+        for (int sl = 0; sl < ns; sl++) {
+            const float *mu, *rs;
+            tm_monitor_stats(m, sl, &mu, &rs);
+            must(keel_monitor_observe(m->monitor, sl, (size_t)rows, mu, rs), "keel_monitor_observe");
+        }
+        m->monitor_seconds += now_s() - t0;
+    }
     gemm(0, 1, rows, V, C, 1.0f, m->xf, C, P + m->head, C, 0.0f, m->logits, V);
     double loss = 0.0;
     for (int r = 0; r < rows; r++) {
@@ -856,3 +866,60 @@ void tm_mlp_out_grad_norms(const tm_model *m, double *out)
 }
 
 double tm_grad_norm(const tm_model *m) { return sqrt(sumsq(m->grads, m->nparams)); }
+
+/* ---- the monitor's slots (issue 8) ------------------------------------------------------------ */
+/* Slot -> norm instance (and its sublayer and role), in forward order. */
+static const tm_norm_inst *slot_inst(const tm_model *m, int slot, int *sub, const char **role)
+{
+    if (m->cfg.norm != TM_NORM_LAYER && m->cfg.norm != TM_NORM_RMS)
+        return NULL;
+    int i = 0;
+    for (int k = 0; k < 2 * m->cfg.layers; k++) {
+        const tm_sub *s = &m->sub[k];
+        *sub = k;
+        if (use_nin(m) && i++ == slot) {
+            *role = "in";
+            return &s->nin;
+        }
+        if (m->cfg.place == TM_SANDWICH && i++ == slot) {
+            *role = "out";
+            return &s->nout;
+        }
+        if (!use_nin(m) && i++ == slot) {
+            *role = "res";
+            return &s->nres;
+        }
+    }
+    *sub = -1;
+    *role = "final";
+    return m->has_final && i == slot ? &m->nfinal : NULL;
+}
+
+int tm_monitor_slots(const tm_model *m)
+{
+    if (m->cfg.norm != TM_NORM_LAYER && m->cfg.norm != TM_NORM_RMS)
+        return 0;
+    int per = m->cfg.place == TM_SANDWICH ? 2 : 1;
+    return 2 * m->cfg.layers * per + (m->has_final ? 1 : 0);
+}
+
+void tm_monitor_stats(const tm_model *m, int slot, const float **mean, const float **rstd)
+{
+    int sub;
+    const char *role;
+    const tm_norm_inst *ni = slot_inst(m, slot, &sub, &role);
+    *mean = ni && m->cfg.norm == TM_NORM_LAYER ? ni->mean : NULL;
+    *rstd = ni ? ni->rstd : NULL;
+}
+
+void tm_monitor_slot_name(const tm_model *m, int slot, char *buf, size_t len)
+{
+    int sub;
+    const char *role;
+    if (!slot_inst(m, slot, &sub, &role))
+        snprintf(buf, len, "?%d", slot);
+    else if (sub < 0)
+        snprintf(buf, len, "final");
+    else
+        snprintf(buf, len, "L%d.%s.%s", sub / 2, sub % 2 ? "mlp" : "attn", role);
+}

@@ -75,6 +75,10 @@ typedef struct tm_model {
     keel_ctx *ctx;
     double norm_seconds; /* time inside keel's normalization calls, accumulated */
     float deep_alpha;
+    /* Optional (issue 8): when set, every forward passes each LayerNorm/RMSNorm's per-token
+     * statistics to this monitor, one slot per norm (tm_monitor_slots); not owned. */
+    keel_monitor *monitor;
+    double monitor_seconds; /* time spent feeding the monitor, accumulated */
 } tm_model;
 
 /* Allocates a model for batches of up to max_batch sequences of cfg->seq tokens and initialises
@@ -95,6 +99,15 @@ void tm_residual_norms(const tm_model *m, double *out);  /* layers + 1: mean row
 void tm_layer_grad_norms(const tm_model *m, double *out); /* layers: L2 norm of each block's gradient */
 void tm_mlp_out_grad_norms(const tm_model *m, double *out); /* layers: L2 norm of each block's last MLP weight gradient */
 double tm_grad_norm(const tm_model *m);
+
+/* The monitor's slots: every LayerNorm/RMSNorm of a forward, in order (per sublayer: its input
+ * norm (pre, sandwich), its output norm (sandwich), its residual norm (post, DeepNorm); then the
+ * final norm). 0 for BatchNorm, DyT and none (no per-token statistics). */
+int tm_monitor_slots(const tm_model *m);
+/* The statistics of slot's norm in the last forward (mean NULL for RMSNorm); rows = B*T. */
+void tm_monitor_stats(const tm_model *m, int slot, const float **mean, const float **rstd);
+/* A name such as "L0.attn.in", "L3.mlp.res" or "final". */
+void tm_monitor_slot_name(const tm_model *m, int slot, char *buf, size_t len);
 
 /* Threads of BLAS and keel; 1 if built without CBLAS. */
 void tm_set_threads(tm_model *m, int threads);

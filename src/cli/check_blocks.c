@@ -173,7 +173,13 @@ static int check_add(keel_ctx *ctx, keel_rng *rng, keel_case_kind kind, size_t r
         keel_ref_rmsnorm_fwd_f64(rows, dim, b.hd, b.gd, eps, b.ry, b.rs);
     else
         keel_ref_layernorm_fwd_f64(rows, dim, b.hd, b.gd, b.bd, eps, b.ry, NULL, b.rs);
-    record(&res[rms ? M_ARMS_Y : M_ADD_Y], keel_err_ulps_rows(b.y, dim, b.ry, rows, dim, NULL, NULL, NULL),
+    /* floors: the row's largest |xhat * gamma| + |beta| (beta may cancel a small xhat) */
+    for (size_t r = 0; r < rows; r++) {
+        b.fl[r] = 0.0;
+        for (size_t j = 0; j < dim; j++)
+            b.fl[r] = fmax(b.fl[r], fabs(b.ry[r * dim + j] - (rms ? 0.0 : b.bd[j])) + (rms ? 0.0 : fabs(b.bd[j])));
+    }
+    record(&res[rms ? M_ARMS_Y : M_ADD_Y], keel_err_ulps_rows(b.y, dim, b.ry, rows, dim, b.fl, NULL, NULL),
            KEEL_BOUND_ROW_ULPS, kind, rows, dim);
     keel_ref_grads ng = {NULL, b.rdg, NULL, b.m1, NULL};
     keel_ref_res_grads rg = {b.rdx, NULL, b.rdl, NULL, NULL, NULL};
@@ -189,7 +195,7 @@ static int check_add(keel_ctx *ctx, keel_rng *rng, keel_case_kind kind, size_t r
             fg = fmax(fg, fabs(b.dhd[r * dim + j]));
         b.fl[r] = alpha * fg;
         for (size_t j = 0; j < dim; j++)
-            b.m2[j] += (fabs(b.m3[r * dim + j]) + fg) * fabs(b.rd[r * dim + j]);
+            b.m2[j] += (fabs(b.m3[r * dim + j]) + fg) * fabs(b.rd[r * dim + j]) + FLT_MIN; /* underflow */
     }
     record(&res[rms ? M_ARMS_DX : M_ADD_DX], keel_err_ulps_rows(b.dx, dim, b.rdx, rows, dim, b.fl, NULL, NULL),
            KEEL_BOUND_ROW_ULPS, kind, rows, dim);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "commands_monitor.h"
 #include "commands_train.h"
 #include "keel.h"
 
@@ -19,6 +20,7 @@ static const command commands[] = {
     {"train", keel_cmd_train, "train a small character-level GPT whose norms are keel's (needs OpenBLAS)"},
     {"sample", keel_cmd_sample, "generate text from a keel train checkpoint"},
     {"study", keel_cmd_study, "the training study: what normalization does, with plots (report folder)"},
+    {"monitor", keel_cmd_monitor, "watch the norms' statistics for distribution shift: calibrate, score, eval"},
     {"eps", keel_cmd_eps, "what an eps means in f32/bf16/f16 storage, and an eps suited to each"},
     {"onnx-test", keel_cmd_onnx_test, "run ONNX backend node test folders (LayerNormalization, RMSNormalization)"},
 };

@@ -1,0 +1,51 @@
+/* keel monitor: internal state shared by monitor.c, histogram.c and baseline_io.c. */
+#ifndef KEEL_MONITOR_INTERNAL_H
+#define KEEL_MONITOR_INTERNAL_H
+
+#include <stdint.h>
+
+#include "keel.h"
+
+#define MON_NCOMP 3 /* |z|, PSI, KS */
+
+typedef struct mon_stat {
+    double n, mean, m2; /* Welford moments */
+    double lo, hi;      /* histogram range (valid when ranged) */
+    int ranged;
+    uint64_t *h; /* bins + 2: [0] underflow, [1..bins], [bins+1] overflow */
+} mon_stat;
+
+typedef struct mon_slot {
+    mon_stat w[2], b[2]; /* window and baseline, per statistic */
+    int has_mean_w, has_mean_b;
+    uint64_t bad; /* rows with non-finite or non-positive rstd, in the window */
+} mon_slot;
+
+typedef struct mon_bucket {
+    double tokens, threshold, far;
+    double *mu, *sd; /* nslots * 2 * MON_NCOMP */
+} mon_bucket;
+
+struct keel_monitor {
+    int nslots, bins;
+    double range_sd;
+    mon_slot *slot;
+    int has_baseline;
+    int nbuckets;
+    mon_bucket bucket[KEEL_MONITOR_MAX_BUCKETS];
+    size_t ncal, capcal;
+    double *cal_tokens, *cal_comp; /* calibration windows: tokens, raw components */
+};
+
+/* histogram.c */
+void mon_stat_add(mon_stat *s, int bins, const double *x, size_t n);
+void mon_stat_merge(mon_stat *dst, const mon_stat *src, int bins);
+void mon_stat_clear(mon_stat *s, int bins);
+int mon_bin(double x, double lo, double hi, int bins);
+double mon_psi(const uint64_t *a, const uint64_t *b, int nb);
+double mon_ks(const uint64_t *a, const uint64_t *b, int nb);
+
+/* monitor.c */
+keel_status mon_alloc(keel_monitor **out, int nslots, int bins, double range_sd);
+
+#endif

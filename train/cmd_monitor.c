@@ -1,0 +1,550 @@
+/* keel monitor calibrate / score (issue 8): distribution shift from normalization statistics. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "commands_monitor.h"
+#include "monitor_cli.h"
+#include "options.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- helpers ---------------------------------------------------------------------------------- */
+int mc_load_model(mc_model *mm, const char *ckpt, int threads, char *err, size_t errlen)
+{
+    memset(mm, 0, sizeof *mm);
+    if (tm_ckpt_read_state(ckpt, &mm->st, err, errlen))
+        return -1;
+    if (tm_create(&mm->m, &mm->st.cfg, 16, 0, threads, err, errlen))
+        return -1;
+    if (tm_ckpt_load(ckpt, &mm->st, &mm->m, NULL, err, errlen)) {
+        tm_destroy(&mm->m);
+        return -1;
+    }
+    mm->m.training = 0;
+    for (int c = 0; c < 256; c++)
+        mm->index[c] = -1;
+    for (int v = 0; v < mm->st.vocab; v++)
+        mm->index[mm->st.chars[v]] = v;
+    mm->slots = tm_monitor_slots(&mm->m);
+    if (mm->slots == 0) {
+        snprintf(err, errlen, "%s: the model's norm is %s: the monitor needs LayerNorm or RMSNorm", ckpt,
+                 tm_norm_name(mm->st.cfg.norm));
+        tm_destroy(&mm->m);
+        return -1;
+    }
+    return 0;
+}
+
+void mc_free_model(mc_model *mm) { tm_destroy(&mm->m); }
+
+int *mc_map_text(const mc_model *mm, const unsigned char *bytes, size_t nbytes, size_t *ntok, size_t *dropped)
+{
+    int *t = malloc((nbytes + 1) * sizeof(int));
+    size_t k = 0, d = 0;
+    if (!t)
+        return NULL;
+    for (size_t i = 0; i < nbytes; i++) {
+        int id = mm->index[bytes[i]];
+        if (id < 0)
+            d++;
+        else
+            t[k++] = id;
+    }
+    *ntok = k;
+    if (dropped)
+        *dropped = d;
+    return t;
+}
+
+unsigned char *mc_read_file(const char *path, size_t *n, char *err, size_t errlen)
+{
+    size_t len = strlen(path);
+    int gz = len > 3 && !strcmp(path + len - 3, ".gz");
+    FILE *f;
+    if (gz) {
+        char cmd[1200];
+        if (strchr(path, '\'')) {
+            snprintf(err, errlen, "%s: a quote in the file name", path);
+            return NULL;
+        }
+        snprintf(cmd, sizeof cmd, "gzip -dc '%s'", path);
+        f = popen(cmd, "r");
+    } else {
+        f = fopen(path, "rb");
+    }
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open", path);
+        return NULL;
+    }
+    size_t cap = 1 << 20, k = 0, got;
+    unsigned char *p = malloc(cap);
+    while (p && (got = fread(p + k, 1, cap - k, f)) > 0) {
+        k += got;
+        if (k == cap) {
+            unsigned char *q = realloc(p, cap *= 2);
+            if (!q) {
+                free(p);
+                p = NULL;
+            }
+            p = q;
+        }
+    }
+    int bad = gz ? pclose(f) != 0 : (ferror(f) || fclose(f) != 0);
+    if (!p || bad || k == 0) {
+        snprintf(err, errlen, "%s: %s", path, !p ? "out of memory" : k == 0 ? "empty or unreadable" : "read error");
+        free(p);
+        return NULL;
+    }
+    *n = k;
+    return p;
+}
+
+int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof *r);
+    const int T = mm->st.cfg.seq, V = mm->st.cfg.vocab, S = mm->slots, maxB = mm->m.max_batch;
+    size_t nblocks = n > 1 ? (n - 1) / (size_t)T : 0;
+    if (nblocks == 0) {
+        snprintf(err, errlen, "the text has %zu tokens in the vocabulary: need at least %d", n, T + 1);
+        return -1;
+    }
+    r->n = nblocks * (size_t)T;
+    r->slots = S;
+    r->has_mean = mm->st.cfg.norm == TM_NORM_LAYER;
+    r->rstd = malloc((size_t)S * r->n * sizeof(float));
+    r->mean = r->has_mean ? malloc((size_t)S * r->n * sizeof(float)) : NULL;
+    r->ll = malloc(r->n * sizeof(float));
+    int *tg = malloc((size_t)maxB * T * sizeof(int));
+    if (!r->rstd || (r->has_mean && !r->mean) || !r->ll || !tg) {
+        free(tg);
+        mc_free_rec(r);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t b0 = 0; b0 < nblocks; b0 += (size_t)maxB) {
+        int B = nblocks - b0 < (size_t)maxB ? (int)(nblocks - b0) : maxB;
+        size_t base = b0 * (size_t)T;
+        double t0 = now_s();
+        tm_forward(&mm->m, tok + base, NULL, B, T);
+        r->forward_seconds += now_s() - t0;
+        size_t rows = (size_t)B * T;
+        for (int s = 0; s < S; s++) {
+            const float *mu, *rs;
+            tm_monitor_stats(&mm->m, s, &mu, &rs);
+            memcpy(r->rstd + (size_t)s * r->n + base, rs, rows * sizeof(float));
+            if (r->has_mean)
+                memcpy(r->mean + (size_t)s * r->n + base, mu, rows * sizeof(float));
+        }
+        for (size_t i = 0; i < rows; i++) {
+            float p = mm->m.logits[i * V + tok[base + i + 1]];
+            r->ll[base + i] = logf(p > 1e-30f ? p : 1e-30f);
+        }
+    }
+    free(tg);
+    return 0;
+}
+
+void mc_free_rec(mc_rec *r)
+{
+    free(r->mean);
+    free(r->rstd);
+    free(r->ll);
+    memset(r, 0, sizeof *r);
+}
+
+int mc_feed(keel_monitor *mon, const mc_rec *r, size_t a, size_t b)
+{
+    for (int s = 0; s < r->slots; s++)
+        if (keel_monitor_observe(mon, s, b - a, r->mean ? r->mean + (size_t)s * r->n + a : NULL,
+                                 r->rstd + (size_t)s * r->n + a) != KEEL_OK)
+            return -1;
+    return 0;
+}
+
+double mc_nll(const mc_rec *r, size_t a, size_t b)
+{
+    double s = 0.0;
+    for (size_t i = a; i < b; i++)
+        s -= r->ll[i];
+    return b > a ? s / (double)(b - a) : 0.0;
+}
+
+/* ---- keel monitor calibrate ------------------------------------------------------------------- */
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: keel monitor calibrate --checkpoint F --text FILE -o BASELINE [--window N (256)]\n"
+            "                              [--false-alarm P (0.01)] [--bins N (32)] [--threads N (1)]\n"
+            "       keel monitor score --checkpoint F --baseline B --text FILE [--window N (256)]\n"
+            "                              [--csv FILE] [--plot FILE.png] [--threads N (1)]\n"
+            "       keel monitor eval --checkpoint F [--out DIR (docs/monitor)] [--data FILE]\n"
+            "                              [--jargon FILE] [--false-alarm P (0.01)] [--threads N (1)]\n\n"
+            "Watches the statistics a model's LayerNorm/RMSNorm compute anyway (per-token mean and\n"
+            "log-rstd) for distribution shift. calibrate: the first half of the text is the baseline,\n"
+            "windows of the second half (of 64, 256, 1024 and N tokens) set the threshold of the\n"
+            "combined score to the false-alarm rate P. score: per-window combined scores, per-layer\n"
+            "scores, a plot along the stream and a verdict. eval: the evaluation report (AUROC,\n"
+            "detection delay, layers, false alarms, against the model's own log-likelihood).\n"
+            "Bytes outside the model's vocabulary are dropped (and counted).\n");
+}
+
+typedef struct opts {
+    const char *ckpt, *text, *out, *baseline, *csv, *plot;
+    int window, bins, threads;
+    double far;
+} opts;
+
+static int parse(int argc, char **argv, opts *o, const char *cmd)
+{
+    memset(o, 0, sizeof *o);
+    o->window = 256;
+    o->far = 0.01;
+    o->threads = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "keel monitor %s: unknown option or missing value: '%s'\n\n", cmd, a);
+            usage(stderr);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--checkpoint")) o->ckpt = v;
+        else if (!strcmp(a, "--text")) o->text = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = v;
+        else if (!strcmp(a, "--baseline")) o->baseline = v;
+        else if (!strcmp(a, "--csv")) o->csv = v;
+        else if (!strcmp(a, "--plot")) o->plot = v;
+        else if (!strcmp(a, "--window")) o->window = atoi(v);
+        else if (!strcmp(a, "--bins")) o->bins = atoi(v);
+        else if (!strcmp(a, "--threads")) o->threads = atoi(v);
+        else if (!strcmp(a, "--false-alarm")) o->far = atof(v);
+        else {
+            fprintf(stderr, "keel monitor %s: unknown option '%s'\n\n", cmd, a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (o->window < 2 || o->threads < 1 || !(o->far > 0 && o->far < 1)) {
+        fprintf(stderr, "keel monitor %s: --window must be >= 2, --threads >= 1, --false-alarm in (0, 1)\n", cmd);
+        return 2;
+    }
+    return 0;
+}
+
+static int load_text(mc_model *mm, const char *path, mc_rec *rec, const char *cmd)
+{
+    char err[1200];
+    size_t nb, ntok, dropped;
+    unsigned char *bytes = mc_read_file(path, &nb, err, sizeof err);
+    if (!bytes) {
+        fprintf(stderr, "keel monitor %s: %s\n", cmd, err);
+        return -1;
+    }
+    int *tok = mc_map_text(mm, bytes, nb, &ntok, &dropped);
+    free(bytes);
+    if (!tok) {
+        fprintf(stderr, "keel monitor %s: out of memory\n", cmd);
+        return -1;
+    }
+    int rc = mc_record(mm, tok, ntok, rec, err, sizeof err);
+    free(tok);
+    if (rc) {
+        fprintf(stderr, "keel monitor %s: %s: %s\n", cmd, path, err);
+        return -1;
+    }
+    printf("%s: %zu bytes, %zu dropped (not in the vocabulary), %zu tokens through the model (%.1f s)\n", path, nb,
+           dropped, rec->n, rec->forward_seconds);
+    return 0;
+}
+
+int mc_calibrate_windows(keel_monitor *mon, const mc_rec *rec, size_t a, size_t b, const int *sizes, int nsizes,
+                         double far);
+int mc_calibrate_windows(keel_monitor *mon, const mc_rec *rec, size_t a, size_t b, const int *sizes, int nsizes,
+                         double far)
+{
+    for (int k = 0; k < nsizes; k++) {
+        size_t w = (size_t)sizes[k], stride = w / 4 ? w / 4 : 1;
+        for (size_t p = a; p + w <= b; p += stride)
+            if (mc_feed(mon, rec, p, p + w) || keel_monitor_calibrate_add(mon))
+                return -1;
+    }
+    return keel_monitor_calibrate_finish(mon, far) == KEEL_OK ? 0 : -1;
+}
+
+static int cmd_calibrate(int argc, char **argv)
+{
+    opts o;
+    int pr = parse(argc, argv, &o, "calibrate");
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    if (!o.ckpt || !o.text || !o.out) {
+        fprintf(stderr, "keel monitor calibrate: --checkpoint, --text and -o are required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if (tr_no_cblas("monitor"))
+        return 1;
+    char err[1200];
+    mc_model mm;
+    if (mc_load_model(&mm, o.ckpt, o.threads, err, sizeof err)) {
+        fprintf(stderr, "keel monitor calibrate: %s\n", err);
+        return 1;
+    }
+    mc_rec rec;
+    if (load_text(&mm, o.text, &rec, "calibrate")) {
+        mc_free_model(&mm);
+        return 1;
+    }
+    keel_monitor_config cfg = {.bins = o.bins};
+    keel_monitor *mon = NULL;
+    size_t half = rec.n / 2;
+    int sizes[4] = {64, 256, 1024, o.window}, ns = o.window == 64 || o.window == 256 || o.window == 1024 ? 3 : 4;
+    while (ns > 0 && (size_t)sizes[ns - 1] * 2 > rec.n - half)
+        ns--; /* window sizes the held-out half holds fewer than ~2 of */
+    int rc = 1;
+    if (ns == 0) {
+        fprintf(stderr, "keel monitor calibrate: %zu tokens are too few (the held-out half needs two windows of 64)\n",
+                rec.n);
+        goto done;
+    }
+    if (keel_monitor_create(&mon, rec.slots, &cfg) || mc_feed(mon, &rec, 0, half) || keel_monitor_fit_ranges(mon) ||
+        mc_feed(mon, &rec, 0, half) || keel_monitor_capture_baseline(mon) ||
+        mc_calibrate_windows(mon, &rec, half, rec.n, sizes, ns, o.far) || keel_monitor_baseline_save(mon, o.out)) {
+        fprintf(stderr, "keel monitor calibrate: %s\n", keel_last_error());
+        goto done;
+    }
+    printf("baseline: %zu tokens, %d norms; thresholds calibrated on %zu held-out tokens to a false-alarm rate of %g\n",
+           half, rec.slots, rec.n - half, o.far);
+    printf("%-14s %12s %10s %12s %10s\n", "norm", "mean(mean)", "sd(mean)", "mean(lrstd)", "sd(lrstd)");
+    for (int s = 0; s < rec.slots; s++) {
+        char name[32];
+        tm_monitor_slot_name(&mm.m, s, name, sizeof name);
+        double mu = 0, var = 0, lm = 0, lv = 0, n;
+        keel_monitor *b2 = NULL; /* the baseline's moments: reload the window by feeding again */
+        (void)b2;
+        keel_monitor_reset_window(mon);
+        mc_feed(mon, &rec, 0, half);
+        keel_monitor_window_moments(mon, s, KEEL_MONITOR_MEAN, &n, &mu, &var);
+        keel_monitor_window_moments(mon, s, KEEL_MONITOR_LOGRSTD, &n, &lm, &lv);
+        printf("%-14s %12.4g %10.4g %12.4g %10.4g\n", name, mu, sqrt(var), lm, sqrt(lv));
+    }
+    keel_monitor_reset_window(mon);
+    for (int k = 0; k < ns; k++) {
+        mc_feed(mon, &rec, half, half + (size_t)sizes[k]);
+        keel_monitor_result res;
+        keel_monitor_score(mon, NULL, &res);
+        keel_monitor_reset_window(mon);
+        printf("window %5d tokens: threshold of the combined score %.3f\n", sizes[k], res.threshold);
+    }
+    printf("saved: %s\n", o.out);
+    rc = 0;
+done:
+    keel_monitor_destroy(mon);
+    mc_free_rec(&rec);
+    mc_free_model(&mm);
+    return rc;
+}
+
+/* ---- keel monitor score ----------------------------------------------------------------------- */
+static void ascii_plot(const double *v, size_t n, double thr, int W, int H)
+{
+    if (n == 0)
+        return;
+    double lo = thr, hi = thr;
+    for (size_t i = 0; i < n; i++) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
+    }
+    if (hi - lo < 1e-9)
+        hi = lo + 1;
+    int cols = n < (size_t)W ? (int)n : W;
+    printf("combined score along the stream (%zu windows; '-' the threshold, '*' above it):\n", n);
+    for (int row = H - 1; row >= 0; row--) {
+        double y0 = lo + (hi - lo) * row / H, y1 = lo + (hi - lo) * (row + 1) / H;
+        printf("%9.2f |", y1);
+        for (int c = 0; c < cols; c++) {
+            size_t a = (size_t)c * n / cols, b = (size_t)(c + 1) * n / cols;
+            double mx = -INFINITY;
+            for (size_t i = a; i < b; i++)
+                mx = v[i] > mx ? v[i] : mx;
+            int here = mx >= y0 && (mx < y1 || row == H - 1);
+            int below = mx >= y1;
+            int tline = thr >= y0 && thr < y1;
+            putchar(here ? (mx > thr ? '*' : 'o') : below ? (mx > thr ? '|' : ':') : tline ? '-' : ' ');
+        }
+        putchar('\n');
+    }
+    printf("%9s +", "");
+    for (int c = 0; c < cols; c++)
+        putchar('-');
+    printf("> tokens\n");
+}
+
+static int cmd_score(int argc, char **argv)
+{
+    opts o;
+    int pr = parse(argc, argv, &o, "score");
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    if (!o.ckpt || !o.text || !o.baseline) {
+        fprintf(stderr, "keel monitor score: --checkpoint, --baseline and --text are required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if (tr_no_cblas("monitor"))
+        return 1;
+    keel_monitor *mon = NULL;
+    if (keel_monitor_baseline_load(&mon, o.baseline)) {
+        fprintf(stderr, "keel monitor score: %s\n", keel_last_error());
+        return 1;
+    }
+    char err[1200];
+    mc_model mm;
+    if (mc_load_model(&mm, o.ckpt, o.threads, err, sizeof err)) {
+        fprintf(stderr, "keel monitor score: %s\n", err);
+        keel_monitor_destroy(mon);
+        return 1;
+    }
+    int rc = 1;
+    mc_rec rec = {0};
+    double *comb = NULL;
+    keel_monitor_slot_score *sc = NULL;
+    double *acc = NULL;
+    if (keel_monitor_slots(mon) != mm.slots) {
+        fprintf(stderr, "keel monitor score: the baseline has %d norms, the model %d: another model's baseline?\n",
+                keel_monitor_slots(mon), mm.slots);
+        goto done;
+    }
+    if (load_text(&mm, o.text, &rec, "score"))
+        goto done;
+    size_t W = (size_t)o.window, nw = rec.n / W;
+    if (nw == 0) {
+        fprintf(stderr, "keel monitor score: %zu tokens: fewer than one window of %zu\n", rec.n, W);
+        goto done;
+    }
+    comb = malloc(nw * sizeof(double));
+    sc = malloc((size_t)mm.slots * sizeof *sc);
+    acc = calloc((size_t)mm.slots * 7, sizeof(double));
+    FILE *csv = o.csv ? fopen(o.csv, "w") : NULL;
+    if (o.csv && !csv)
+        fprintf(stderr, "keel monitor score: cannot write %s\n", o.csv);
+    if (csv)
+        fprintf(csv, "window,first_token,combined,threshold,alarm,nll\n");
+    size_t alarms = 0, first = (size_t)-1;
+    keel_monitor_result res = {0};
+    printf("%6s %10s %9s %9s %6s  %s\n", "window", "tokens", "combined", "threshold", "alarm", "strongest norm");
+    for (size_t w = 0; w < nw; w++) {
+        keel_monitor_reset_window(mon);
+        mc_feed(mon, &rec, w * W, (w + 1) * W);
+        keel_monitor_score(mon, sc, &res);
+        comb[w] = res.combined;
+        int best = 0;
+        for (int s = 0; s < mm.slots; s++) {
+            if (sc[s].score > sc[best].score)
+                best = s;
+            double *a = acc + (size_t)s * 7;
+            a[0] += sc[s].z[0] == sc[s].z[0] ? sc[s].z[0] : 0;
+            a[1] += sc[s].z[1];
+            a[2] += sc[s].psi[0] == sc[s].psi[0] ? sc[s].psi[0] : 0;
+            a[3] += sc[s].psi[1];
+            a[4] += sc[s].ks[0] == sc[s].ks[0] ? sc[s].ks[0] : 0;
+            a[5] += sc[s].ks[1];
+            a[6] += sc[s].score;
+        }
+        if (res.alarm) {
+            alarms++;
+            if (first == (size_t)-1)
+                first = w;
+        }
+        char name[32];
+        tm_monitor_slot_name(&mm.m, best, name, sizeof name);
+        if (nw <= 40 || res.alarm || w % (nw / 40 + 1) == 0)
+            printf("%6zu %10zu %9.3f %9.3f %6s  %s (%.2f)\n", w, w * W, res.combined, res.threshold,
+                   res.alarm ? "ALARM" : "", name, sc[best].score);
+        if (csv)
+            fprintf(csv, "%zu,%zu,%.6g,%.6g,%d,%.6g\n", w, w * W, res.combined, res.threshold, res.alarm,
+                    mc_nll(&rec, w * W, (w + 1) * W));
+    }
+    if (csv)
+        fclose(csv);
+    printf("\nper norm, averaged over the %zu windows (z: z-score of the window mean; PSI, KS on the histograms;\n"
+           "score: the mean standardised component, 0 = as on the held-out calibration text):\n",
+           nw);
+    printf("%-14s %8s %8s %8s %8s %8s %8s %8s\n", "norm", "z(mean)", "z(lrstd)", "PSI(m)", "PSI(lr)", "KS(m)",
+           "KS(lr)", "score");
+    for (int s = 0; s < mm.slots; s++) {
+        char name[32];
+        tm_monitor_slot_name(&mm.m, s, name, sizeof name);
+        const double *a = acc + (size_t)s * 7;
+        printf("%-14s %8.2f %8.2f %8.3f %8.3f %8.3f %8.3f %8.2f\n", name, a[0] / nw, a[1] / nw, a[2] / nw,
+               a[3] / nw, a[4] / nw, a[5] / nw, a[6] / nw);
+    }
+    putchar('\n');
+    ascii_plot(comb, nw, res.threshold, 72, 12);
+    if (o.plot) {
+        char cmd[4096];
+        if (!o.csv)
+            fprintf(stderr, "keel monitor score: --plot needs --csv FILE (the data it draws)\n");
+        else {
+            snprintf(cmd, sizeof cmd,
+                     "gnuplot -e \"set terminal pngcairo size 900,400; set output '%s'; set datafile separator ',';"
+                     " set key top left; set xlabel 'token'; set ylabel 'combined score';"
+                     " plot '%s' every ::1 using 2:3 with lines lw 2 title 'combined (window %d)',"
+                     " '' every ::1 using 2:4 with lines dt 2 lc 'red' title 'threshold'\" 2>/dev/null",
+                     o.plot, o.csv, o.window);
+            if (system(cmd) != 0)
+                fprintf(stderr, "keel monitor score: gnuplot failed (apt-get install gnuplot-nox); the CSV is %s\n",
+                        o.csv);
+            else
+                printf("plot: %s\n", o.plot);
+        }
+    }
+    /* verdict: more alarms than the false-alarm rate explains (3 binomial sd above it) */
+    double p = res.false_alarm, expect = p * nw, bound = expect + 3.0 * sqrt(nw * p * (1 - p)) + 1e-9;
+    int shift = (double)alarms > bound || (nw < 4 && alarms > 0);
+    printf("\nverdict: %s: %zu of %zu windows of %zu tokens above the threshold (%.1f expected at a false-alarm "
+           "rate of %g)",
+           shift ? "SHIFT" : "in distribution", alarms, nw, W, expect, p);
+    if (first != (size_t)-1)
+        printf("; first alarm at token %zu", first * W);
+    printf("\n");
+    rc = shift ? 3 : 0;
+done:
+    free(comb);
+    free(sc);
+    free(acc);
+    mc_free_rec(&rec);
+    mc_free_model(&mm);
+    keel_monitor_destroy(mon);
+    return rc;
+}
+
+int keel_cmd_monitor(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "calibrate"))
+        return cmd_calibrate(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "score"))
+        return cmd_score(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval"))
+        return mc_eval(argc - 1, argv + 1);
+    fprintf(stderr, "keel monitor: unknown subcommand '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,44 @@
+/* keel monitor: helpers shared by the monitor commands and the evaluation. A text is run through
+ * a checkpoint's model in consecutive blocks of seq tokens; every norm's per-token statistics and
+ * every token's log-likelihood are recorded, so windows can be fed to a keel_monitor later. */
+#ifndef KEEL_TRAIN_MONITOR_CLI_H
+#define KEEL_TRAIN_MONITOR_CLI_H
+
+#include <stddef.h>
+
+#include "checkpoint.h"
+#include "model.h"
+
+typedef struct mc_model {
+    tm_train_state st;
+    tm_model m;
+    int index[256]; /* byte -> token id, -1 outside the vocabulary */
+    int slots;
+} mc_model;
+
+typedef struct mc_rec {
+    size_t n;      /* tokens recorded (a multiple of seq) */
+    int slots, has_mean;
+    float *mean;   /* slots x n (NULL for RMSNorm) */
+    float *rstd;   /* slots x n */
+    float *ll;     /* n: log-likelihood of the next token */
+    double forward_seconds;
+} mc_rec;
+
+int mc_load_model(mc_model *mm, const char *ckpt, int threads, char *err, size_t errlen);
+void mc_free_model(mc_model *mm);
+/* Maps bytes to token ids, dropping bytes outside the vocabulary (counted in *dropped). */
+int *mc_map_text(const mc_model *mm, const unsigned char *bytes, size_t nbytes, size_t *ntok, size_t *dropped);
+/* Reads a whole file (gzip-compressed if the name ends in .gz). NULL with err on failure. */
+unsigned char *mc_read_file(const char *path, size_t *n, char *err, size_t errlen);
+/* Runs tok[0..n) through the model. 0, or -1 with err. */
+int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size_t errlen);
+void mc_free_rec(mc_rec *r);
+/* Feeds tokens [a, b) of a recording to the monitor's window. */
+int mc_feed(keel_monitor *mon, const mc_rec *r, size_t a, size_t b);
+/* Mean negative log-likelihood of tokens [a, b). */
+double mc_nll(const mc_rec *r, size_t a, size_t b);
+
+int mc_eval(int argc, char **argv);
+
+#endif
