@@ -1,13 +1,15 @@
 #!/bin/sh
-# make bench: runs keel bench with one thread and with every core, and writes BENCHMARKS.md with
-# the machine and the command. Usage: scripts/bench.sh BUILD_DIR
+# make bench: runs keel bench and the peers (bench/peers/run.sh) with one thread and with every
+# core, and writes BENCHMARKS.md with the machine and the command. Usage: scripts/bench.sh BUILD_DIR
+# (KEEL_BENCH_PEERS_QUICK=1: the peers on 4096x768 only).
 set -eu
 build=${1:-build}
 out=BENCHMARKS.md
 cores=$(nproc)
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp".*' EXIT
+peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
 {
     echo "# keel benchmarks"
     echo
@@ -18,13 +20,29 @@ trap 'rm -f "$tmp"' EXIT
     echo "The floor is the faster of glibc memcpy and a streaming-store copy of the same bytes with the same"
     echo "threads, timed in the same run, interleaved with the op; 'fraction of floor' = floor time / keel time"
     echo "(1.00 means keel moves its bytes as fast as a copy). Medians."
+    echo
+    echo "Peers (PyTorch and ONNX Runtime from PyPI, Debian's oneDNN 2.6) run on the same cases by"
+    echo "\`sh bench/peers/run.sh THREADS\` right after keel, each checked against a float64 reference first;"
+    echo "their fraction of the floor uses the floor keel bench measured. \`keel / peer\` > 1: keel is faster."
     for t in 1 "$cores"; do
+        "$build/keel" bench --threads "$t" --markdown | sed '1d' > "$tmp.keel.$t"
+        sh bench/peers/run.sh "$t" $peers_quick > "$tmp.peers.$t" 2>"$tmp.peers.log.$t" || true
         echo
-        echo "## $t thread(s): \`$build/keel bench --threads $t --markdown\`"
+        echo "## $t thread(s)"
         echo
-        "$build/keel" bench --threads "$t" --markdown | sed '1d'
+        echo "### keel against its floor: \`$build/keel bench --threads $t --markdown\`"
+        cat "$tmp.keel.$t"
+        echo
+        echo "### keel beside the peers"
+        echo
+        python3 scripts/bench_combine.py "$tmp.keel.$t" "$tmp.peers.$t"
+        echo
+        echo "### the peers' own table (with their accuracy check)"
+        echo
+        cat "$tmp.peers.$t"
     done
 } > "$tmp"
 mv "$tmp" "$out"
+rm -f "$tmp".*
 trap - EXIT
 cat "$out"

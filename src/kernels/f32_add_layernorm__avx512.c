@@ -5,9 +5,10 @@
  *
  * Speed (the forward is meant to run at the copy floor of its bytes: read x and r, write h
  * and y): one row at a time, three sweeps (sum, centred sum, output) of which only the first
- * reads memory; h is recomputed from x and r in each sweep instead of being read back. While a
- * row's second and third sweeps work in cache, the next row's x and r are prefetched, so the
- * memory stays busy; large outputs are streamed (residual__avx512.h). */
+ * reads memory; it keeps h in a buffer on the stack (L1) for the other two (rows longer than
+ * the buffer compute h again from x and r). While a row's second sweep works in cache, the
+ * next row's x and r are prefetched, so that the memory stays busy; large outputs are streamed
+ * (residual__avx512.h). */
 #include <math.h>
 
 #include "kernels.h"

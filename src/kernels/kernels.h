@@ -70,10 +70,10 @@
  *   h[j] = (alpha * x[j]) + (lambda[j] * r[j])      (r[j] alone when lambda is NULL)
  *          then + bias[j] if bias                   (float ops, left to right)
  * The fused forwards (add_layernorm, add_rmsnorm) compute h this way and then run EXACTLY the
- * LayerNorm / RMSNorm forward above on the float h: y is bitwise keel_layernorm_fwd(h). Each
- * sweep over the row recomputes h from x and r instead of reading it back, and h is stored
- * only by the last sweep, so h may overwrite x or r (in place) and need not be stored at all
- * (post-norm).
+ * LayerNorm / RMSNorm forward above on the float h: y is bitwise keel_layernorm_fwd(h). The
+ * sweeps after the first take h again from x and r, or from a private buffer the first sweep
+ * filled (the same bits), never from the output: h is stored only by the last sweep, so h may
+ * overwrite x or r (in place) and need not be stored at all (post-norm).
  *
  * Fused backward, per row, with hv[j] = the saved h, or h recomputed from x and r as above:
  *   statistics and sweep 1 as the LayerNorm (RMSNorm) backward on hv, with g_f = dy * gamma;
