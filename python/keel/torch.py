@@ -1,10 +1,12 @@
 """keel for PyTorch: LayerNorm and RMSNorm modules, drop-ins for torch.nn's, and patch(model).
 
-CPU float32 tensors go through keel (forward saves mean/rstd; backward skips the gradients
-autograd does not need, e.g. frozen weights). Anything else falls back to torch's own op, with
-the same results torch gives: other dtypes (float64, float16, bfloat16 — bf16 comes to keel
-later), other devices (CUDA, meta), tensor subclasses, torch.func transforms (vmap, grad) and
-code being compiled by torch.compile. Double backward (gradients of gradients) is not supported
+CPU float32, bfloat16 and float16 tensors go through keel (forward saves mean/rstd; backward
+skips the gradients autograd does not need, e.g. frozen weights). bf16/f16 activations are
+computed in float32 with float64 statistics and rounded once; weight and bias of a bf16/f16
+module are widened to float32 for the call and their gradients rounded back once. Anything else
+falls back to torch's own op, with the same results torch gives: float64, other devices (CUDA,
+meta), tensor subclasses, torch.func transforms (vmap, grad) and code being compiled by
+torch.compile. Double backward (gradients of gradients) is not supported
 on the keel path.
 """
 
@@ -16,7 +18,7 @@ from torch.nn import functional as F
 from . import _context, _lib
 from ._errors import EINVAL, KeelValueError
 from ._layout import normalized_tuple, row_stride, split_shape
-from .functional import _NULL_ROW, F32, FLOAT32_EPS
+from .functional import _NULL_ROW, BF16, F16, F32, FLOAT32_EPS
 
 __all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "patch"]
 
@@ -28,17 +30,19 @@ def _is_compiling():
     return bool(fn and fn())
 
 
-_F32, _STRIDED, _PLAIN = torch.float32, torch.strided, (torch.Tensor, nn.Parameter)
+_STRIDED, _PLAIN = torch.strided, (torch.Tensor, nn.Parameter)
+# torch dtype -> keel dtype of the storage types keel computes
+_KEEL_DTYPE = {torch.float32: F32, torch.bfloat16: BF16, torch.float16: F16}
 _is_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", lambda t: False)
 
 
 def _keel_can_run(x, *params):
-    """True when keel computes this call: plain CPU float32 strided tensors (not subclasses such
-    as fake tensors, not torch.func's wrapped tensors), not under torch.compile."""
+    """True when keel computes this call: plain CPU float32/bf16/f16 strided tensors (not
+    subclasses such as fake tensors, not torch.func's wrapped tensors), not under torch.compile."""
     if _is_compiling():  # first: torch.compile traces this function
         return False
     for t in (x,) + params:
-        if t is not None and not (type(t) in _PLAIN and t.dtype is _F32 and t.is_cpu
+        if t is not None and not (type(t) in _PLAIN and t.dtype in _KEEL_DTYPE and t.is_cpu
                                   and t.layout is _STRIDED and not _is_wrapped(t)):
             return False
     return True
@@ -56,7 +60,7 @@ def _addr(t):
 def _rows(t, k, dim):
     """keel_tensor of t: rows read in place when evenly strided, else a contiguous copy's
     (which the keel_tensor keeps alive)."""
-    if t.data_ptr() % 4:  # misaligned floats (a tensor over a foreign buffer): an aligned copy
+    if t.data_ptr() % t.element_size():  # misaligned (a tensor over a foreign buffer): an aligned copy
         t, stride = t.clone(memory_format=torch.contiguous_format), dim
     elif t.is_contiguous():
         stride = dim
@@ -64,7 +68,7 @@ def _rows(t, k, dim):
         stride = row_stride(t.shape, t.stride(), k, dim)
     if stride is None:
         t, stride = t.contiguous(), dim
-    return _lib.Tensor(_addr(t), F32, stride, owner=t)
+    return _lib.Tensor(_addr(t), _KEEL_DTYPE[t.dtype], stride, owner=t)
 
 
 def _param(p, dims, name, who):
@@ -72,7 +76,8 @@ def _param(p, dims, name, who):
         return None
     if tuple(p.shape) != dims:
         raise KeelValueError(f"{who}: {name}.shape {tuple(p.shape)} != normalized_shape {dims}", EINVAL)
-    return p if p.is_contiguous() else p.detach().contiguous()
+    p = p if p.is_contiguous() else p.detach().contiguous()
+    return p if p.dtype is torch.float32 else p.detach().float()  # keel's parameters are float32
 
 
 def _forward(op, x, dims, weight, bias, eps, stats):
@@ -82,7 +87,7 @@ def _forward(op, x, dims, weight, bias, eps, stats):
     tx = _rows(x, len(dims), dim)
     weight, bias = _param(weight, dims, "weight", who), _param(bias, dims, "bias", who)
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
-    ty = _lib.Tensor(_addr(y), F32, dim)
+    ty = _lib.Tensor(_addr(y), _KEEL_DTYPE[y.dtype], dim)
     rstd = torch.empty(lead, dtype=torch.float32) if stats else None
     ctx = _context.default()
     if op == "layer_norm":
@@ -99,7 +104,7 @@ def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_d
     _, rows, dim = split_shape(x.shape, dims, who)
     tdy, tx = _rows(dy, len(dims), dim), _rows(x, len(dims), dim)
     dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
-    tdx = _lib.Tensor(_addr(dx), F32, dim)
+    tdx = _lib.Tensor(_addr(dx), _KEEL_DTYPE[x.dtype], dim)
     dw = torch.zeros(dims, dtype=torch.float32) if need_dw else None  # 0 rows: keel writes nothing
     db = torch.zeros(dims, dtype=torch.float32) if need_db else None
     weight = _param(weight, dims, "weight", who)
@@ -113,12 +118,20 @@ def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_d
     return dx, dw, db
 
 
+def _as(grad, like):
+    """A float32 parameter gradient in its parameter's dtype (like: a tensor or a dtype), rounded
+    once."""
+    dtype = like.dtype if isinstance(like, torch.Tensor) else like
+    return grad if grad is None or dtype is None or grad.dtype is dtype else grad.to(dtype)
+
+
 class _LayerNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, dims, eps):
         y, mean, rstd = _forward("layer_norm", x, dims, weight, bias, eps, stats=True)
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.dims, ctx.eps = dims, eps
+        ctx.bias_dtype = bias.dtype if bias is not None else None
         return y
 
     @staticmethod
@@ -128,7 +141,7 @@ class _LayerNormFunction(torch.autograd.Function):
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         dx, dw, db = _backward("layer_norm", dy, x, ctx.dims, weight, mean, rstd, ctx.eps,
                                need_dx, need_dw, need_db)
-        return dx, dw, db, None, None
+        return dx, _as(dw, weight), _as(db, ctx.bias_dtype), None, None
 
 
 class _RMSNormFunction(torch.autograd.Function):
@@ -146,7 +159,7 @@ class _RMSNormFunction(torch.autograd.Function):
         need_dx, need_dw = ctx.needs_input_grad[:2]
         dx, dw, _ = _backward("rms_norm", dy, x, ctx.dims, weight, None, rstd, ctx.eps,
                               need_dx, need_dw, False)
-        return dx, dw, None, None
+        return dx, _as(dw, weight), None, None
 
 
 def _needs_grad(*tensors):

@@ -182,7 +182,44 @@ def test_no_grad_and_inference_mode(monkeypatch):
         assert torch.equal(m(x), y)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_goes_through_keel(dtype, monkeypatch):
+    """bf16/f16 CPU tensors are computed by keel (float32 inside, one rounding at the output): the
+    output and the gradients are within 1 ulp of the dtype of a float64 computation on the same
+    bf16/f16 values, and keel is really called."""
+    calls = _spy(monkeypatch)
+    torch.manual_seed(0)
+    for cls, ref in ((kt.LayerNorm, torch.nn.LayerNorm), (kt.RMSNorm, torch.nn.RMSNorm)):
+        m = cls(64, dtype=dtype)
+        with torch.no_grad():
+            m.weight.copy_(torch.randn(64) * 0.5 + 1)
+        x = (torch.randn(5, 7, 64) * 3 + 20).to(dtype).requires_grad_(True)
+        y = m(x)
+        assert y.dtype is dtype and calls, "keel was not called"
+        r = ref(64, dtype=torch.float64)
+        with torch.no_grad():
+            r.weight.copy_(m.weight.double())
+            if getattr(m, "bias", None) is not None:
+                r.bias.copy_(m.bias.double())
+        x64 = x.detach().double().requires_grad_(True)
+        y64 = r(x64)
+        ulp = torch.finfo(dtype).eps  # spacing at 1; scale by the magnitude of each value
+        scale = torch.exp2(torch.floor(torch.log2(y64.detach().abs().clamp_min(1e-3))))
+        assert ((y.double() - y64).abs() <= ulp * scale).all()
+        dy = torch.randn_like(y64)
+        y.backward(dy.to(dtype))
+        y64.backward(dy.to(dtype).double())
+        assert x.grad.dtype is dtype and m.weight.grad.dtype is dtype
+        gscale = torch.exp2(torch.floor(torch.log2(x64.grad.abs().clamp_min(1e-3))))
+        assert ((x.grad.double() - x64.grad).abs() <= ulp * gscale + 1e-6 * x64.grad.abs().max()).all()
+        wscale = torch.exp2(torch.floor(torch.log2(r.weight.grad.abs().clamp_min(1e-3))))
+        # a column sum that cancels to far below the others carries float32's absolute error
+        assert ((m.weight.grad.double() - r.weight.grad).abs()
+                <= ulp * wscale + 1e-6 * r.weight.grad.abs().max()).all()
+        calls.clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64])
 def test_other_dtypes_fall_back_to_torch(dtype, monkeypatch):
     calls = _spy(monkeypatch)
     m, r = kt.LayerNorm(8, dtype=dtype), torch.nn.LayerNorm(8, dtype=dtype)
