@@ -41,6 +41,13 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         echo
         cat "$tmp.peers.$t"
     done
+    echo
+    echo "## The Python binding: \`KEEL_LIBRARY=$build/libkeel.so PYTHONPATH=python python3 bench/python_bench.py\`"
+    echo
+    echo "Per-call overhead of keel's NumPy API and keel.torch beside torch.nn (forward + backward)."
+    echo
+    KEEL_LIBRARY="$PWD/$build/libkeel.so" PYTHONPATH=python python3 bench/python_bench.py 2>&1 ||
+        echo "(python_bench.py failed: see above)"
 } > "$tmp"
 mv "$tmp" "$out"
 rm -f "$tmp".*
