@@ -117,4 +117,14 @@ set_tests_properties(cli_isa_bogus PROPERTIES WILL_FAIL TRUE)
 add_test(NAME cli_isa_bogus_message COMMAND ${CMAKE_COMMAND} -E env KEEL_ISA=bogus $<TARGET_FILE:keel> info)
 set_tests_properties(cli_isa_bogus_message PROPERTIES PASS_REGULAR_EXPRESSION "KEEL_ISA=bogus: unknown path")
 include(${CMAKE_CURRENT_LIST_DIR}/cli_eps_tests.cmake OPTIONAL)
+# keel monitor: a truncated or foreign baseline is refused (exit 1) with a message naming the problem.
+set(_mon_bad ${CMAKE_CURRENT_SOURCE_DIR}/tests/data/monitor-bad)
+foreach(_bad truncated foreign)
+  keel_cli_test(cli_monitor_${_bad}_status 1 "" monitor score --checkpoint none.ckpt
+    --baseline ${_mon_bad}/${_bad}.kmon --text ${CMAKE_CURRENT_SOURCE_DIR}/data/README.md)
+  add_test(NAME cli_monitor_${_bad}_message COMMAND $<TARGET_FILE:keel> monitor score --checkpoint none.ckpt
+    --baseline ${_mon_bad}/${_bad}.kmon --text ${CMAKE_CURRENT_SOURCE_DIR}/data/README.md)
+endforeach()
+set_tests_properties(cli_monitor_truncated_message PROPERTIES PASS_REGULAR_EXPRESSION "truncated [(]40 bytes")
+set_tests_properties(cli_monitor_foreign_message PROPERTIES PASS_REGULAR_EXPRESSION "not a keel monitor baseline")
 # ==== end of keel info, check, bench ===========================================================
