@@ -47,7 +47,8 @@ KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float
             }
             if (pf) {
                 K256_PF_L2(pfx + i * xs + j);
-                K256_PF_L1(pfy + i * ys + j);
+                if (pfy) /* not when y is streamed: the prefetch would fetch its lines */
+                    K256_PF_L1(pfy + i * ys + j);
             }
         }
     for (int i = 0; i < nr; i++) {
@@ -70,7 +71,7 @@ KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float
 /* y = ((x - hi) - lo) * rs, then * gamma, then + beta, 8 floats a step; hg/hb constant. */
 KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma,
                         const float *beta, float hi, float lo, float rs, __m256i tail8, int hg,
-                        int hb)
+                        int hb, int nt)
 {
     const __m256 vh = _mm256_set1_ps(hi), vl = _mm256_set1_ps(lo), vr = _mm256_set1_ps(rs);
     size_t j = 0;
@@ -81,7 +82,7 @@ KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma
             v = _mm256_mul_ps(v, _mm256_loadu_ps(gamma + j));
         if (hb)
             v = _mm256_add_ps(v, _mm256_loadu_ps(beta + j));
-        _mm256_storeu_ps(y + j, v);
+        k256_store8(y + j, v, nt);
     }
     if (j < dim) {
         __m256 v = _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, tail8), vh), vl);
@@ -94,11 +95,12 @@ KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma
     }
 }
 
-/* Statistics and outputs of the nr rows from row r (nr and pf constants). */
+/* Statistics and outputs of the nr rows from row r (nr and pf constants); stream: y may be
+ * streamed (rows whose start is aligned are). */
 KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
                              size_t xs, float *y, size_t ys, const float *gamma,
                              const float *beta, float eps, float *mean, float *rstd,
-                             const k256_tail *t, __m256i tail8)
+                             const k256_tail *t, __m256i tail8, int stream)
 {
     const float *xr = x + r * xs;
     float *yr = y + r * ys;
@@ -106,21 +108,22 @@ KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, 
     const float *pfx = r + 2 * (size_t)nr <= rows ? xr + (size_t)nr * xs : xr;
     double mean_d[K256_GROUP];
     float rs[K256_GROUP];
-    ln_stats_n(nr, xr, xs, dim, eps, t, mean_d, rs, pf, pfx, yr, ys);
+    ln_stats_n(nr, xr, xs, dim, eps, t, mean_d, rs, pf, pfx, stream ? NULL : yr, ys);
     for (int i = 0; i < nr; i++) {
         /* mean as a float hi + lo pair (see the scalar kernel) */
         const float hi = (float)mean_d[i];
         const float lo = (float)(mean_d[i] - (double)hi);
         const float *xi = xr + i * xs;
         float *yi = yr + i * ys;
+        const int nt = stream && k256_aligned32(yi);
         if (gamma && beta)
-            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 1, 1);
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 1, 1, nt);
         else if (gamma)
-            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 1, 0);
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 1, 0, nt);
         else if (beta)
-            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 0, 1);
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 0, 1, nt);
         else
-            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 0, 0);
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], tail8, 0, 0, nt);
         if (mean)
             mean[r + i] = hi;
         if (rstd)
@@ -136,7 +139,8 @@ void keel_f32_layernorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_
     const __m256i tail8 = k256_mask8(dim % 8);
 #define ROWS(nr, pf)                                                                           \
     ln_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd, \
-                &t, tail8)
+                &t, tail8, stream)
+    const int stream = k256_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K256_GROUP_BELOW) {
         for (; r + K256_GROUP <= rows; r += K256_GROUP)
@@ -150,6 +154,8 @@ void keel_f32_layernorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_
         for (; r < rows; r++)
             ROWS(1, 0);
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 #undef ROWS
 }
 

@@ -51,7 +51,8 @@ KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float
             a[i][1] = _mm512_add_pd(a[i][1], _mm512_mul_pd(t1, t1));
             if (pf) {
                 K512_PF_L2(pfx + i * xs + j);
-                K512_PF_L1(pfy + i * ys + j);
+                if (pfy) /* not when y is streamed: the prefetch would fetch its lines */
+                    K512_PF_L1(pfy + i * ys + j);
             }
         }
     for (int i = 0; i < nr; i++) {
@@ -71,7 +72,7 @@ KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float
 /* y = ((x - hi) - lo) * rs, then * gamma, then + beta. hg/hb are constants at each call site,
  * so every combination gets its own loop without branches. */
 KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma,
-                        const float *beta, float hi, float lo, float rs, int hg, int hb)
+                        const float *beta, float hi, float lo, float rs, int hg, int hb, int nt)
 {
     const __m512 vh = _mm512_set1_ps(hi), vl = _mm512_set1_ps(lo), vr = _mm512_set1_ps(rs);
     size_t j = 0;
@@ -82,7 +83,7 @@ KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma
             v = _mm512_mul_ps(v, _mm512_loadu_ps(gamma + j));
         if (hb)
             v = _mm512_add_ps(v, _mm512_loadu_ps(beta + j));
-        _mm512_storeu_ps(y + j, v);
+        k512_store16(y + j, v, nt);
     }
     if (j < dim) {
         const __mmask16 k = k512_tail16(dim - j);
@@ -96,10 +97,11 @@ KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma
     }
 }
 
-/* Statistics and outputs of the nr rows from row r (nr and pf constants). */
+/* Statistics and outputs of the nr rows from row r (nr and pf constants). stream: y may be
+ * streamed (rows whose start is aligned are). */
 KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
                              size_t xs, float *y, size_t ys, const float *gamma,
-                             const float *beta, float eps, float *mean, float *rstd)
+                             const float *beta, float eps, float *mean, float *rstd, int stream)
 {
     const float *xr = x + r * xs;
     float *yr = y + r * ys;
@@ -107,21 +109,22 @@ KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, 
     const float *pfx = r + 2 * (size_t)nr <= rows ? xr + (size_t)nr * xs : xr;
     double mean_d[K512_GROUP];
     float rs[K512_GROUP];
-    ln_stats_n(nr, xr, xs, dim, eps, mean_d, rs, pf, pfx, yr, ys);
+    ln_stats_n(nr, xr, xs, dim, eps, mean_d, rs, pf, pfx, stream ? NULL : yr, ys);
     for (int i = 0; i < nr; i++) {
         /* mean as a float hi + lo pair (see the scalar kernel) */
         const float hi = (float)mean_d[i];
         const float lo = (float)(mean_d[i] - (double)hi);
         const float *xi = xr + i * xs;
         float *yi = yr + i * ys;
+        const int nt = stream && k512_aligned64(yi);
         if (gamma && beta)
-            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 1, 1);
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 1, 1, nt);
         else if (gamma)
-            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 1, 0);
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 1, 0, nt);
         else if (beta)
-            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 0, 1);
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 0, 1, nt);
         else
-            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 0, 0);
+            ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], 0, 0, nt);
         if (mean)
             mean[r + i] = hi;
         if (rstd)
@@ -134,7 +137,9 @@ void keel_f32_layernorm_fwd__avx512(size_t rows, size_t dim, const float *x, siz
                                     const float *beta, float eps, float *mean, float *rstd)
 {
 #define ROWS(nr, pf) \
-    ln_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd)
+    ln_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd, \
+                stream)
+    const int stream = k512_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K512_GROUP_BELOW) {
         for (; r + K512_GROUP <= rows; r += K512_GROUP)
@@ -148,6 +153,8 @@ void keel_f32_layernorm_fwd__avx512(size_t rows, size_t dim, const float *x, siz
         for (; r < rows; r++)
             ROWS(1, 0);
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 #undef ROWS
 }
 

@@ -39,9 +39,11 @@ KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float
 }
 
 /* y = x * rs, then * gamma, 8 floats a step. With pf (a constant), meanwhile prefetches pfx
- * (the row the next sweep over memory reads) and pfy (a row written next) into L2. */
+ * (the row the next sweep over memory reads) and, unless y is streamed (nt), pfy (a row written
+ * next) into L2. */
 KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamma, float rs,
-                         __m256i tail8, int pf, const float *pfx, const float *pfy, int hg)
+                         __m256i tail8, int pf, const float *pfx, const float *pfy, int hg,
+                         int nt)
 {
     const __m256 vr = _mm256_set1_ps(rs);
     size_t j = 0;
@@ -49,10 +51,11 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
         __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), vr);
         if (hg)
             v = _mm256_mul_ps(v, _mm256_loadu_ps(gamma + j));
-        _mm256_storeu_ps(y + j, v);
+        k256_store8(y + j, v, nt);
         if (pf && (j & 15) == 0) { /* one cache line in two steps */
             K256_PF_L2(pfx + j);
-            K256_PF_L2(pfy + j);
+            if (!nt)
+                K256_PF_L2(pfy + j);
         }
     }
     if (j < dim) {
@@ -63,10 +66,11 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
     }
 }
 
-/* rstd and outputs of the nr rows from row r (nr and pf constants). */
+/* rstd and outputs of the nr rows from row r (nr and pf constants); stream: y may be streamed
+ * (rows whose start is aligned are). */
 KEEL_INLINE void rms_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
                               size_t xs, float *y, size_t ys, const float *gamma, float eps,
-                              float *rstd, const k256_tail *t, __m256i tail8)
+                              float *rstd, const k256_tail *t, __m256i tail8, int stream)
 {
     const float *xr = x + r * xs;
     float *yr = y + r * ys;
@@ -77,12 +81,13 @@ KEEL_INLINE void rms_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim,
     float rs[K256_GROUP];
     rms_rstd_n(nr, xr, xs, dim, eps, t, rs);
     for (int i = 0; i < nr; i++) {
+        const int nt = stream && k256_aligned32(yr + i * ys);
         if (gamma)
             rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], tail8, pf, pfx + i * xs,
-                    pfy + i * ys, 1);
+                    pfy + i * ys, 1, nt);
         else
             rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], tail8, pf, pfx + i * xs,
-                    pfy + i * ys, 0);
+                    pfy + i * ys, 0, nt);
         if (rstd)
             rstd[r + i] = rs[i];
     }
@@ -95,7 +100,9 @@ void keel_f32_rmsnorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_t 
     const k256_tail t = k256_tail_of(dim % 16);
     const __m256i tail8 = k256_mask8(dim % 8);
 #define ROWS(nr, pf) \
-    rms_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, tail8)
+    rms_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, tail8, \
+                 stream)
+    const int stream = k256_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K256_GROUP_BELOW) {
         for (; r + K256_GROUP <= rows; r += K256_GROUP)
@@ -109,6 +116,8 @@ void keel_f32_rmsnorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_t 
         for (; r < rows; r++)
             ROWS(1, 0);
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 #undef ROWS
 }
 

@@ -38,9 +38,9 @@ KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float
 }
 
 /* y = x * rs, then * gamma. With pf (a constant), meanwhile prefetches pfx (the row the next
- * sweep over memory reads) and pfy (a row written next) into L2. */
+ * sweep over memory reads) and, unless y is streamed (nt), pfy (a row written next) into L2. */
 KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamma, float rs,
-                         int pf, const float *pfx, const float *pfy, int hg)
+                         int pf, const float *pfx, const float *pfy, int hg, int nt)
 {
     const __m512 vr = _mm512_set1_ps(rs);
     size_t j = 0;
@@ -48,10 +48,11 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
         __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + j), vr);
         if (hg)
             v = _mm512_mul_ps(v, _mm512_loadu_ps(gamma + j));
-        _mm512_storeu_ps(y + j, v);
+        k512_store16(y + j, v, nt);
         if (pf) {
             K512_PF_L2(pfx + j);
-            K512_PF_L2(pfy + j);
+            if (!nt)
+                K512_PF_L2(pfy + j);
         }
     }
     if (j < dim) {
@@ -63,10 +64,11 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
     }
 }
 
-/* rstd and outputs of the nr rows from row r (nr and pf constants). */
+/* rstd and outputs of the nr rows from row r (nr and pf constants); stream: y may be streamed
+ * (rows whose start is aligned are). */
 KEEL_INLINE void rms_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
                               size_t xs, float *y, size_t ys, const float *gamma, float eps,
-                              float *rstd)
+                              float *rstd, int stream)
 {
     const float *xr = x + r * xs;
     float *yr = y + r * ys;
@@ -77,12 +79,13 @@ KEEL_INLINE void rms_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim,
     float rs[K512_GROUP];
     rms_rstd_n(nr, xr, xs, dim, eps, rs);
     for (int i = 0; i < nr; i++) {
+        const int nt = stream && k512_aligned64(yr + i * ys);
         if (gamma)
             rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], pf, pfx + i * xs, pfy + i * ys,
-                    1);
+                    1, nt);
         else
             rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], pf, pfx + i * xs, pfy + i * ys,
-                    0);
+                    0, nt);
         if (rstd)
             rstd[r + i] = rs[i];
     }
@@ -92,7 +95,9 @@ void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_
                                   float *y, size_t y_stride, const float *gamma, float eps,
                                   float *rstd)
 {
-#define ROWS(nr, pf) rms_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd)
+#define ROWS(nr, pf) \
+    rms_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream)
+    const int stream = k512_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K512_GROUP_BELOW) {
         for (; r + K512_GROUP <= rows; r += K512_GROUP)
@@ -106,6 +111,8 @@ void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_
         for (; r < rows; r++)
             ROWS(1, 0);
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 #undef ROWS
 }
 

@@ -87,6 +87,25 @@ KEEL_INLINE int k256_want_prefetch(size_t rows, size_t dim, size_t stride)
 {
     return dim >= K256_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > K256_PREFETCH_ABOVE;
 }
+/* Streaming stores of the plain norms' outputs past K256_STREAM_ABOVE bytes of y per call (the
+ * policy and measurements of simd_lanes__avx512.h); a row streams when its start is 32-byte
+ * aligned; the kernel ends with an sfence. */
+#define K256_STREAM_ABOVE ((size_t)16 << 20)
+KEEL_INLINE int k256_want_stream(size_t rows, size_t y_stride)
+{
+    return rows * y_stride * sizeof(float) >= K256_STREAM_ABOVE;
+}
+KEEL_INLINE int k256_aligned32(const float *p) { return ((uintptr_t)p & 31) == 0; }
+
+/* 8 floats at p: streamed when nt, else an ordinary store. */
+KEEL_INLINE void k256_store8(float *p, __m256 v, int nt)
+{
+    if (nt)
+        _mm256_stream_ps(p, v);
+    else
+        _mm256_storeu_ps(p, v);
+}
+
 #define K256_PF_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #define K256_PF_L1(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
