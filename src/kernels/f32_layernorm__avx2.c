@@ -4,6 +4,7 @@
  * operation as written (no FMA: built with -ffp-contract=off, separate mul and add only).
  * Row grouping and prefetching as in f32_layernorm__avx512.c. */
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels.h"
 #include "norm_finish.h"
@@ -257,6 +258,7 @@ KEEL_INLINE void ln_sweep1(size_t dim, const float *dy, const float *x, const fl
 typedef struct ln_pf {
     const float *x, *dy;
     float *dx;
+    int nt; /* stream dx (full steps) */
 } ln_pf;
 
 /* One step of sweep 2 at column j over the nr rows (not a constant), 8 floats (full) or the
@@ -264,7 +266,7 @@ typedef struct ln_pf {
 KEEL_INLINE void ln_step2(int nr, size_t j, const float *dy, size_t dys, const float *x,
                           size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
                           float *db, const ln_row *c, __m256i k, int full, int hdx, int acc,
-                          int hg, int hdg, int hdb)
+                          int hg, int hdg, int hdb, int nt)
 {
 #define LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, k))
 #define ST(p, v)                                                                               \
@@ -289,7 +291,10 @@ KEEL_INLINE void ln_step2(int nr, size_t j, const float *dy, size_t dys, const f
             __m256 v = _mm256_mul_ps(_mm256_set1_ps(c[i].rs), t);
             if (acc)
                 v = _mm256_add_ps(LD(dx + i * dxs + j), v);
-            ST(dx + i * dxs + j, v);
+            if (full && nt)
+                _mm256_stream_ps(dx + i * dxs + j, v);
+            else
+                ST(dx + i * dxs + j, v);
         }
         if (hdg)
             dgv = _mm256_add_ps(dgv, _mm256_mul_ps(dyv, xhat));
@@ -312,24 +317,24 @@ KEEL_INLINE void ln_sweep2(int nr, size_t dim, const float *dy, size_t dys, cons
     const __m256i all = _mm256_set1_epi32(-1);
     size_t j = 0;
     for (; j + 16 <= dim; j += 16) {
-        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, all, 1, hdx, acc, hg, hdg, hdb);
+        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, all, 1, hdx, acc, hg, hdg, hdb, pf->nt);
         ln_step2(nr, j + 8, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, all, 1, hdx, acc, hg, hdg,
-                 hdb);
+                 hdb, pf->nt);
         if (pf->x) /* one cache line of each of the next group's rows */
             for (int i = 0; i < nr; i++) {
                 K256_PF_L2(pf->x + i * xs + j);
                 K256_PF_L2(pf->dy + i * dys + j);
-                if (hdx)
+                if (hdx && !pf->nt)
                     K256_PF_L2(pf->dx + i * dxs + j);
             }
     }
     if (j + 8 <= dim) {
-        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, all, 1, hdx, acc, hg, hdg, hdb);
+        ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, all, 1, hdx, acc, hg, hdg, hdb, pf->nt);
         j += 8;
     }
     if (j < dim)
         ln_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, k256_mask8(dim - j), 0, hdx,
-                 acc, hg, hdg, hdb);
+                 acc, hg, hdg, hdb, 0);
 }
 
 /* Sweep 2 for the 5 flags (dx, accumulate, gamma, dgamma, dbeta), each a constant. */
@@ -384,20 +389,31 @@ static void ln_bwd_row_stats(size_t r, size_t dim, const float *dy, size_t dys, 
         ln_sweep1(dim, dyr, xr, gamma, c, t, 1, 0);
 }
 
+/* Whether the dx rows r .. r + nr - 1 all start 32-byte aligned (streamable). */
+KEEL_INLINE int ln_dx_aligned(const float *dx, size_t dxs, size_t r, int nr)
+{
+    for (int i = 0; i < nr; i++)
+        if (((uintptr_t)(dx + (r + (size_t)i) * dxs) & 31) != 0)
+            return 0;
+    return 1;
+}
+
 void keel_f32_layernorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                   const float *x, size_t x_stride, const float *mean,
                                   const float *rstd, const float *gamma, float eps, float *dx,
-                                  size_t dx_stride, int accumulate_dx, float *dgamma_part,
+                                  size_t dx_stride, int dx_flags, float *dgamma_part,
                                   float *dbeta_part)
 {
-    const int hdx = dx != NULL;
+    const int hdx = dx != NULL, acc = (dx_flags & KEEL_KBWD_ACCUMULATE) != 0;
+    /* streaming stores of dx when told dx spans far beyond the caches (never with accumulate) */
+    const int stream = hdx && !acc && (dx_flags & KEEL_KBWD_STREAM);
     const int need_xhat = hdx || dgamma_part; /* only dbeta: no statistics needed at all */
     const ln_sweep2_fn sweep2 =
-        ln_sweep2_table[hdx | (hdx && accumulate_dx) << 1 | (gamma != NULL) << 2 |
+        ln_sweep2_table[hdx | (hdx && acc) << 1 | (gamma != NULL) << 2 |
                         (dgamma_part != NULL) << 3 | (dbeta_part != NULL) << 4];
     const k256_tail t = k256_tail_of(dim % 16);
     const size_t group = dim < K256_GROUP_BELOW ? K256_GROUP : 1;
-    const int pf = k256_want_prefetch(rows, dim, x_stride);
+    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || k256_want_prefetch(rows, dim, x_stride);
     for (size_t r = 0; r < rows;) {
         const int nr = (int)(rows - r < group ? rows - r : group);
         ln_row c[K256_GROUP] = {{0.0f, 0.0f, 0.0f, 0.0f, 0.0f}};
@@ -406,7 +422,7 @@ void keel_f32_layernorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size
                 ln_bwd_row_stats(r + i, dim, dy, dy_stride, x, x_stride, mean, rstd, gamma, eps,
                                  hdx, &t, c + i);
         /* prefetch the next group while sweep 2 works in cache, when it is a whole one */
-        ln_pf p = {NULL, NULL, NULL};
+        ln_pf p = {NULL, NULL, NULL, stream && ln_dx_aligned(dx, dx_stride, r, nr)};
         if (pf && r + 2 * (size_t)nr <= rows) {
             p.x = x + (r + nr) * x_stride;
             p.dy = dy + (r + nr) * dy_stride;
@@ -416,4 +432,6 @@ void keel_f32_layernorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size
                hdx ? dx + r * dx_stride : NULL, dx_stride, dgamma_part, dbeta_part, c, &p);
         r += (size_t)nr;
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }

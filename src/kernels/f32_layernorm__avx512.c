@@ -5,6 +5,7 @@
  * Small rows are handled a group at a time and large tensors are prefetched a row ahead (see
  * simd_lanes__avx512.h); neither changes the order of any operation within a row. */
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels.h"
 #include "norm_finish.h"
@@ -241,6 +242,7 @@ KEEL_INLINE void ln_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, co
 typedef struct ln_pf {
     const float *x, *dy;
     float *dx;
+    int nt; /* stream dx (full steps) */
 } ln_pf;
 
 /* One step of sweep 2 at column j over the nr rows (nr <= LN_BWD_GROUP, not a constant: the
@@ -268,7 +270,10 @@ KEEL_INLINE void ln_step2(int nr, size_t j, const float *dy, size_t dys, const f
             __m512 v = _mm512_mul_ps(_mm512_set1_ps(c[i].rs), t);
             if (acc)
                 v = _mm512_add_ps(LD(dx + i * dxs + j), v);
-            ST(dx + i * dxs + j, v);
+            if (full && pf->nt)
+                _mm512_stream_ps(dx + i * dxs + j, v);
+            else
+                ST(dx + i * dxs + j, v);
         }
         if (hdg)
             dgv = _mm512_add_ps(dgv, _mm512_mul_ps(dyv, xhat));
@@ -277,7 +282,7 @@ KEEL_INLINE void ln_step2(int nr, size_t j, const float *dy, size_t dys, const f
         if (full && pf->x) {
             K512_PF_L2(pf->x + i * xs + j);
             K512_PF_L2(pf->dy + i * dys + j);
-            if (hdx)
+            if (hdx && !pf->nt)
                 K512_PF_L2(pf->dx + i * dxs + j);
         }
     }
@@ -360,19 +365,30 @@ KEEL_INLINE void ln_bwd_stats(int nr, size_t r, size_t dim, const float *dy, siz
         ln_sweep1_n(nr, dim, dyr, dys, xr, xs, gamma, c, 1, 0);
 }
 
+/* Whether the dx rows r .. r + nr - 1 all start 64-byte aligned (streamable). */
+KEEL_INLINE int ln_dx_aligned(const float *dx, size_t dxs, size_t r, int nr)
+{
+    for (int i = 0; i < nr; i++)
+        if (((uintptr_t)(dx + (r + (size_t)i) * dxs) & 63) != 0)
+            return 0;
+    return 1;
+}
+
 void keel_f32_layernorm_bwd__avx512(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                     const float *x, size_t x_stride, const float *mean,
                                     const float *rstd, const float *gamma, float eps, float *dx,
-                                    size_t dx_stride, int accumulate_dx, float *dgamma_part,
+                                    size_t dx_stride, int dx_flags, float *dgamma_part,
                                     float *dbeta_part)
 {
-    const int hdx = dx != NULL;
+    const int hdx = dx != NULL, acc = (dx_flags & KEEL_KBWD_ACCUMULATE) != 0;
+    /* streaming stores of dx when told dx spans far beyond the caches (never with accumulate) */
+    const int stream = hdx && !acc && (dx_flags & KEEL_KBWD_STREAM);
     const int need_xhat = hdx || dgamma_part; /* only dbeta: no statistics needed at all */
     const ln_sweep2_fn sweep2 =
-        ln_sweep2_table[hdx | (hdx && accumulate_dx) << 1 | (gamma != NULL) << 2 |
+        ln_sweep2_table[hdx | (hdx && acc) << 1 | (gamma != NULL) << 2 |
                         (dgamma_part != NULL) << 3 | (dbeta_part != NULL) << 4];
     const size_t group = dim < K512_GROUP_BELOW ? LN_BWD_GROUP : 1;
-    const int pf = k512_want_prefetch(rows, dim, x_stride);
+    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || k512_want_prefetch(rows, dim, x_stride);
     for (size_t r = 0; r < rows;) {
         const int nr = (int)(rows - r < group ? rows - r : group);
         ln_row c[LN_BWD_GROUP] = {{0.0f, 0.0f, 0.0f, 0.0f, 0.0f}};
@@ -383,7 +399,7 @@ void keel_f32_layernorm_bwd__avx512(size_t rows, size_t dim, const float *dy, si
                 ln_bwd_stats(1, r, dim, dy, dy_stride, x, x_stride, mean, rstd, gamma, eps, hdx, c);
         }
         /* prefetch the next group while sweep 2 works in cache, when it is a whole one */
-        ln_pf p = {NULL, NULL, NULL};
+        ln_pf p = {NULL, NULL, NULL, stream && ln_dx_aligned(dx, dx_stride, r, nr)};
         if (pf && r + 2 * (size_t)nr <= rows) {
             p.x = x + (r + nr) * x_stride;
             p.dy = dy + (r + nr) * dy_stride;
@@ -393,4 +409,6 @@ void keel_f32_layernorm_bwd__avx512(size_t rows, size_t dim, const float *dy, si
                hdx ? dx + r * dx_stride : NULL, dx_stride, dgamma_part, dbeta_part, c, &p);
         r += (size_t)nr;
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }

@@ -55,7 +55,7 @@ void keel_f32_layernorm_fwd__scalar(size_t rows, size_t dim, const float *x, siz
 void keel_f32_layernorm_bwd__scalar(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                     const float *x, size_t x_stride, const float *mean,
                                     const float *rstd, const float *gamma, float eps, float *dx,
-                                    size_t dx_stride, int accumulate_dx, float *dgamma_part,
+                                    size_t dx_stride, int dx_flags, float *dgamma_part,
                                     float *dbeta_part)
 {
     for (size_t r = 0; r < rows; r++) {
@@ -98,7 +98,7 @@ void keel_f32_layernorm_bwd__scalar(size_t rows, size_t dim, const float *dy, si
             if (dxr) {
                 const float g = gamma ? dyj * gamma[j] : dyj;
                 const float v = rs * ((g - a) - xhat * b);
-                dxr[j] = accumulate_dx ? dxr[j] + v : v;
+                dxr[j] = (dx_flags & KEEL_KBWD_ACCUMULATE) ? dxr[j] + v : v;
             }
             if (dgamma_part)
                 dgamma_part[j] = dgamma_part[j] + dyj * xhat;

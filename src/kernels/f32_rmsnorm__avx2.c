@@ -2,6 +2,7 @@
  * bits of f32_rmsnorm__scalar.c (see f32_layernorm__avx2.c; grouping and prefetching as in
  * f32_rmsnorm__avx512.c). */
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels.h"
 #include "norm_finish.h"
@@ -179,6 +180,7 @@ KEEL_INLINE void rms_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, c
 typedef struct rms_pf {
     const float *x, *dy;
     float *dx;
+    int nt; /* stream dx (full steps) */
 } rms_pf;
 
 /* One step of sweep 2 at column j over the nr rows (not a constant), 8 floats (full) or the
@@ -186,7 +188,7 @@ typedef struct rms_pf {
 KEEL_INLINE void rms_step2(int nr, size_t j, const float *dy, size_t dys, const float *x,
                            size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
                            const rms_row *c, __m256i k, int full, int hdx, int acc, int hg,
-                           int hdg)
+                           int hdg, int nt)
 {
 #define LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, k))
 #define ST(p, v)                                                                               \
@@ -208,7 +210,10 @@ KEEL_INLINE void rms_step2(int nr, size_t j, const float *dy, size_t dys, const 
                 vr, _mm256_sub_ps(g, _mm256_mul_ps(xhat, _mm256_set1_ps(c[i].b))));
             if (acc)
                 v = _mm256_add_ps(LD(dx + i * dxs + j), v);
-            ST(dx + i * dxs + j, v);
+            if (full && nt)
+                _mm256_stream_ps(dx + i * dxs + j, v);
+            else
+                ST(dx + i * dxs + j, v);
         }
         if (hdg)
             dgv = _mm256_add_ps(dgv, _mm256_mul_ps(dyv, xhat));
@@ -227,23 +232,23 @@ KEEL_INLINE void rms_sweep2(int nr, size_t dim, const float *dy, size_t dys, con
     const __m256i all = _mm256_set1_epi32(-1);
     size_t j = 0;
     for (; j + 16 <= dim; j += 16) {
-        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg);
-        rms_step2(nr, j + 8, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg);
+        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg, pf->nt);
+        rms_step2(nr, j + 8, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg, pf->nt);
         if (pf->x) /* one cache line of each of the next group's rows */
             for (int i = 0; i < nr; i++) {
                 K256_PF_L2(pf->x + i * xs + j);
                 K256_PF_L2(pf->dy + i * dys + j);
-                if (hdx)
+                if (hdx && !pf->nt)
                     K256_PF_L2(pf->dx + i * dxs + j);
             }
     }
     if (j + 8 <= dim) {
-        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg);
+        rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, all, 1, hdx, acc, hg, hdg, pf->nt);
         j += 8;
     }
     if (j < dim)
         rms_step2(nr, j, dy, dys, x, xs, gamma, dx, dxs, dg, c, k256_mask8(dim - j), 0, hdx, acc,
-                  hg, hdg);
+                  hg, hdg, 0);
 }
 
 /* Sweep 2 for the 4 flags (dx, accumulate, gamma, dgamma), each a constant. */
@@ -291,18 +296,29 @@ KEEL_INLINE void rms_bwd_stats(int nr, size_t r, size_t dim, const float *dy, si
     }
 }
 
+/* Whether the dx rows r .. r + nr - 1 all start 32-byte aligned (streamable). */
+KEEL_INLINE int rms_dx_aligned(const float *dx, size_t dxs, size_t r, int nr)
+{
+    for (int i = 0; i < nr; i++)
+        if (((uintptr_t)(dx + (r + (size_t)i) * dxs) & 31) != 0)
+            return 0;
+    return 1;
+}
+
 void keel_f32_rmsnorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                 const float *x, size_t x_stride, const float *rstd,
                                 const float *gamma, float eps, float *dx, size_t dx_stride,
-                                int accumulate_dx, float *dgamma_part)
+                                int dx_flags, float *dgamma_part)
 {
-    const int hdx = dx != NULL;
-    const rms_sweep2_fn sweep2 = rms_sweep2_table[hdx | (hdx && accumulate_dx) << 1 |
+    const int hdx = dx != NULL, acc = (dx_flags & KEEL_KBWD_ACCUMULATE) != 0;
+    /* streaming stores of dx when told dx spans far beyond the caches (never with accumulate) */
+    const int stream = hdx && !acc && (dx_flags & KEEL_KBWD_STREAM);
+    const rms_sweep2_fn sweep2 = rms_sweep2_table[hdx | (hdx && acc) << 1 |
                                                   (gamma != NULL) << 2 |
                                                   (dgamma_part != NULL) << 3];
     const k256_tail t = k256_tail_of(dim % 16);
     const size_t group = dim < K256_GROUP_BELOW ? K256_GROUP : 1;
-    const int pf = k256_want_prefetch(rows, dim, x_stride);
+    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || k256_want_prefetch(rows, dim, x_stride);
     for (size_t r = 0; r < rows;) {
         const int nr = (int)(rows - r < group ? rows - r : group);
         rms_row c[K256_GROUP] = {{0.0f, 0.0f}};
@@ -314,7 +330,7 @@ void keel_f32_rmsnorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t
                 rms_bwd_stats(1, r + i, dim, dy, dy_stride, x, x_stride, rstd, gamma, eps, hdx,
                               &t, c + i);
         /* prefetch the next group while sweep 2 works in cache, when it is a whole one */
-        rms_pf p = {NULL, NULL, NULL};
+        rms_pf p = {NULL, NULL, NULL, stream && rms_dx_aligned(dx, dx_stride, r, nr)};
         if (pf && r + 2 * (size_t)nr <= rows) {
             p.x = x + (r + nr) * x_stride;
             p.dy = dy + (r + nr) * dy_stride;
@@ -324,4 +340,6 @@ void keel_f32_rmsnorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t
                hdx ? dx + r * dx_stride : NULL, dx_stride, dgamma_part, c, &p);
         r += (size_t)nr;
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }

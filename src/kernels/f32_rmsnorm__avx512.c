@@ -1,6 +1,7 @@
 /* RMSNorm, float32, AVX-512: the formulas and reduction order of kernels.h, 16 floats at a
  * time, giving exactly the bits of f32_rmsnorm__scalar.c (see f32_layernorm__avx512.c). */
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels.h"
 #include "norm_finish.h"
@@ -169,6 +170,7 @@ KEEL_INLINE void rms_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, c
 typedef struct rms_pf {
     const float *x, *dy;
     float *dx;
+    int nt; /* stream dx (full steps) */
 } rms_pf;
 
 /* One step of sweep 2 at column j over the nr rows (not a constant), on the floats of mask k
@@ -192,14 +194,17 @@ KEEL_INLINE void rms_step2(int nr, size_t j, const float *dy, size_t dys, const 
                 vr, _mm512_sub_ps(g, _mm512_mul_ps(xhat, _mm512_set1_ps(c[i].b))));
             if (acc)
                 v = _mm512_add_ps(LD(dx + i * dxs + j), v);
-            ST(dx + i * dxs + j, v);
+            if (full && pf->nt)
+                _mm512_stream_ps(dx + i * dxs + j, v);
+            else
+                ST(dx + i * dxs + j, v);
         }
         if (hdg)
             dgv = _mm512_add_ps(dgv, _mm512_mul_ps(dyv, xhat));
         if (full && pf->x) {
             K512_PF_L2(pf->x + i * xs + j);
             K512_PF_L2(pf->dy + i * dys + j);
-            if (hdx)
+            if (hdx && !pf->nt)
                 K512_PF_L2(pf->dx + i * dxs + j);
         }
     }
@@ -266,17 +271,28 @@ KEEL_INLINE void rms_bwd_stats(int nr, size_t r, size_t dim, const float *dy, si
     }
 }
 
+/* Whether the dx rows r .. r + nr - 1 all start 64-byte aligned (streamable). */
+KEEL_INLINE int rms_dx_aligned(const float *dx, size_t dxs, size_t r, int nr)
+{
+    for (int i = 0; i < nr; i++)
+        if (((uintptr_t)(dx + (r + (size_t)i) * dxs) & 63) != 0)
+            return 0;
+    return 1;
+}
+
 void keel_f32_rmsnorm_bwd__avx512(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                   const float *x, size_t x_stride, const float *rstd,
                                   const float *gamma, float eps, float *dx, size_t dx_stride,
-                                  int accumulate_dx, float *dgamma_part)
+                                  int dx_flags, float *dgamma_part)
 {
-    const int hdx = dx != NULL;
-    const rms_sweep2_fn sweep2 = rms_sweep2_table[hdx | (hdx && accumulate_dx) << 1 |
+    const int hdx = dx != NULL, acc = (dx_flags & KEEL_KBWD_ACCUMULATE) != 0;
+    /* streaming stores of dx when told dx spans far beyond the caches (never with accumulate) */
+    const int stream = hdx && !acc && (dx_flags & KEEL_KBWD_STREAM);
+    const rms_sweep2_fn sweep2 = rms_sweep2_table[hdx | (hdx && acc) << 1 |
                                                   (gamma != NULL) << 2 |
                                                   (dgamma_part != NULL) << 3];
     const size_t group = dim < K512_GROUP_BELOW ? K512_GROUP : 1;
-    const int pf = k512_want_prefetch(rows, dim, x_stride);
+    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || k512_want_prefetch(rows, dim, x_stride);
     for (size_t r = 0; r < rows;) {
         const int nr = (int)(rows - r < group ? rows - r : group);
         rms_row c[K512_GROUP] = {{0.0f, 0.0f}};
@@ -287,7 +303,7 @@ void keel_f32_rmsnorm_bwd__avx512(size_t rows, size_t dim, const float *dy, size
                 rms_bwd_stats(1, r + i, dim, dy, dy_stride, x, x_stride, rstd, gamma, eps, hdx,
                               c + i);
         /* prefetch the next group while sweep 2 works in cache, when it is a whole one */
-        rms_pf p = {NULL, NULL, NULL};
+        rms_pf p = {NULL, NULL, NULL, stream && rms_dx_aligned(dx, dx_stride, r, nr)};
         if (pf && r + 2 * (size_t)nr <= rows) {
             p.x = x + (r + nr) * x_stride;
             p.dy = dy + (r + nr) * dy_stride;
@@ -297,4 +313,6 @@ void keel_f32_rmsnorm_bwd__avx512(size_t rows, size_t dim, const float *dy, size
                hdx ? dx + r * dx_stride : NULL, dx_stride, dgamma_part, c, &p);
         r += (size_t)nr;
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }

@@ -37,7 +37,7 @@ void keel_f32_rmsnorm_fwd__scalar(size_t rows, size_t dim, const float *x, size_
 void keel_f32_rmsnorm_bwd__scalar(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                   const float *x, size_t x_stride, const float *rstd,
                                   const float *gamma, float eps, float *dx, size_t dx_stride,
-                                  int accumulate_dx, float *dgamma_part)
+                                  int dx_flags, float *dgamma_part)
 {
     for (size_t r = 0; r < rows; r++) {
         const float *dyr = dy + r * dy_stride;
@@ -60,7 +60,7 @@ void keel_f32_rmsnorm_bwd__scalar(size_t rows, size_t dim, const float *dy, size
             if (dxr) {
                 const float g = gamma ? dyj * gamma[j] : dyj;
                 const float v = rs * (g - xhat * b);
-                dxr[j] = accumulate_dx ? dxr[j] + v : v;
+                dxr[j] = (dx_flags & KEEL_KBWD_ACCUMULATE) ? dxr[j] + v : v;
             }
             if (dgamma_part)
                 dgamma_part[j] = dgamma_part[j] + dyj * xhat;

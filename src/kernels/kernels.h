@@ -125,6 +125,16 @@ typedef void (*keel_f32_layernorm_fwd_fn)(size_t rows, size_t dim,
                                           const float *gamma, const float *beta, float eps,
                                           float *mean, float *rstd);
 
+/* dx_flags of the LayerNorm and RMSNorm backwards: ACCUMULATE changes what is computed (dx +=
+ * instead of dx =); the others are hints from the operator, which sees the whole tensor where
+ * a kernel sees one block of rows, and never change a bit of any result. */
+enum {
+    KEEL_KBWD_ACCUMULATE = 1, /* dx[j] = dx[j] + v */
+    KEEL_KBWD_PREFETCH = 2,   /* the tensors lie beyond L2: prefetch the next rows */
+    KEEL_KBWD_STREAM = 4      /* dx spans far beyond the caches: streaming stores (not with
+                                 ACCUMULATE) */
+};
+
 /* Backward over `rows` rows. mean/rstd both NULL: recomputed with eps. dx NULL: skipped.
  * dgamma_part/dbeta_part: dim floats each, accumulated into (caller zeroes them), or NULL. */
 typedef void (*keel_f32_layernorm_bwd_fn)(size_t rows, size_t dim,
@@ -132,7 +142,7 @@ typedef void (*keel_f32_layernorm_bwd_fn)(size_t rows, size_t dim,
                                           const float *x, size_t x_stride,
                                           const float *mean, const float *rstd,
                                           const float *gamma, float eps,
-                                          float *dx, size_t dx_stride, int accumulate_dx,
+                                          float *dx, size_t dx_stride, int dx_flags,
                                           float *dgamma_part, float *dbeta_part);
 
 typedef void (*keel_f32_rmsnorm_fwd_fn)(size_t rows, size_t dim,
@@ -144,7 +154,7 @@ typedef void (*keel_f32_rmsnorm_bwd_fn)(size_t rows, size_t dim,
                                         const float *dy, size_t dy_stride,
                                         const float *x, size_t x_stride,
                                         const float *rstd, const float *gamma, float eps,
-                                        float *dx, size_t dx_stride, int accumulate_dx,
+                                        float *dx, size_t dx_stride, int dx_flags,
                                         float *dgamma_part);
 
 /* ---- Transformer blocks ---- */

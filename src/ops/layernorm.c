@@ -73,6 +73,7 @@ typedef struct ln_bwd_job {
     const float *mean, *rstd, *gamma;
     float eps;
     int accumulate_dx;
+    int hints; /* kernels.h: KEEL_KBWD_PREFETCH, KEEL_KBWD_STREAM */
 } ln_bwd_job;
 
 static void ln_bwd_block(const void *p, size_t r, size_t n, const float *dy, size_t dys,
@@ -82,7 +83,7 @@ static void ln_bwd_block(const void *p, size_t r, size_t n, const float *dy, siz
     const ln_bwd_job *j = p;
     j->call.k->f32_layernorm_bwd(n, j->call.dim, dy, dys, x, xs, j->mean ? j->mean + r : NULL,
                                  j->rstd ? j->rstd + r : NULL, j->gamma, j->eps, dx, dxs,
-                                 j->accumulate_dx, dgamma_part, dbeta_part);
+                                 j->accumulate_dx | j->hints, dgamma_part, dbeta_part);
 }
 
 static void ln_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part, float *dbeta_part)
@@ -112,6 +113,7 @@ keel_status keel_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tens
     j.gamma = gamma;
     j.eps = eps;
     j.accumulate_dx = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
+    j.hints = keel_norm_bwd_hints(ctx, rows, &j.call);
     return keel_run_rows_reduce(ctx, who, rows, dim, ln_bwd_rows, &j, dgamma, dbeta,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }

@@ -12,6 +12,26 @@ float *keel_norm_slice(const keel_norm_call *call)
     return call->stage ? call->stage + (size_t)keel_pool_thread_index() * call->stage_stride : NULL;
 }
 
+/* A backward kernel gets one block of rows at a time (parallel.c), so it cannot tell a tensor
+ * beyond the caches from a small one: the operator tells it. Thresholds as in the forward
+ * kernels (simd_lanes__avx512.h): prefetch when x spans more than 2 MiB; stream dx when one
+ * thread's part of it spans 16 MiB or more. Measured (1 thread, 4096x4096 LayerNorm backward,
+ * AVX-512): 1.67 ns/element without hints, 1.25 with prefetching, 1.02 with both. */
+int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *call)
+{
+    if (call->stage)
+        return 0;
+    const size_t threads = (size_t)keel_pool_size(ctx->pool);
+    const size_t x_bytes = rows * call->b.stride * sizeof(float);
+    const size_t dx_bytes = call->c.data ? rows * call->c.stride * sizeof(float) : 0;
+    int hints = 0;
+    if (x_bytes > ((size_t)2 << 20))
+        hints |= KEEL_KBWD_PREFETCH;
+    if (dx_bytes / (threads > 0 ? threads : 1) >= ((size_t)16 << 20))
+        hints |= KEEL_KBWD_STREAM;
+    return hints;
+}
+
 static keel_status prepare_stage(const char *who, keel_ctx *ctx, size_t rows, size_t per_thread,
                                  int staged, keel_norm_call *call)
 {

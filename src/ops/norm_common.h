@@ -26,6 +26,10 @@ keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
                                 const keel_quant_i8 *quant, unsigned flags, unsigned extra_flags,
                                 keel_norm_call *call);
 
+/* The hint bits of a backward kernel's dx_flags (kernels.h: KEEL_KBWD_PREFETCH, _STREAM) for
+ * rows x dim through call (0 when staged: the kernels then see small buffers). */
+int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *call);
+
 /* Checks a backward's arguments (dy, x, dx optional, eps, flags) and prepares *call. */
 keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,
                                 keel_tensor dy, keel_tensor x, keel_tensor dx, float eps,

@@ -75,6 +75,7 @@ typedef struct rms_bwd_job {
     const float *rstd, *gamma;
     float eps;
     int accumulate_dx;
+    int hints; /* kernels.h: KEEL_KBWD_PREFETCH, KEEL_KBWD_STREAM */
 } rms_bwd_job;
 
 static void rms_bwd_block(const void *p, size_t r, size_t n, const float *dy, size_t dys,
@@ -84,7 +85,7 @@ static void rms_bwd_block(const void *p, size_t r, size_t n, const float *dy, si
     const rms_bwd_job *j = p;
     (void)unused;
     j->call.k->f32_rmsnorm_bwd(n, j->call.dim, dy, dys, x, xs, j->rstd ? j->rstd + r : NULL, j->gamma,
-                               j->eps, dx, dxs, j->accumulate_dx, dgamma_part);
+                               j->eps, dx, dxs, j->accumulate_dx | j->hints, dgamma_part);
 }
 
 static void rms_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part, float *unused)
@@ -112,6 +113,7 @@ keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor
     j.gamma = gamma;
     j.eps = eps;
     j.accumulate_dx = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
+    j.hints = keel_norm_bwd_hints(ctx, rows, &j.call);
     return keel_run_rows_reduce(ctx, who, rows, dim, rms_bwd_rows, &j, dgamma, NULL,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }
