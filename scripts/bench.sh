@@ -1,7 +1,8 @@
 #!/bin/sh
 # make bench: runs keel bench and the peers (bench/peers/run.sh) with one thread and with every
-# core, and writes BENCHMARKS.md with the machine and the command. Usage: scripts/bench.sh BUILD_DIR
-# (KEEL_BENCH_PEERS_QUICK=1: the peers on 4096x768 only).
+# core, and writes BENCHMARKS.md with the machine and the command: the float32 rows, then the
+# low-precision rows (keel bench --dtype bf16,f16,i8 beside run.sh --lowp). Usage:
+# scripts/bench.sh BUILD_DIR (KEEL_BENCH_PEERS_QUICK=1: the peers on 4096x768 only).
 set -eu
 build=${1:-build}
 out=BENCHMARKS.md
@@ -40,6 +41,36 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         echo "### the peers' own table (with their accuracy check)"
         echo
         cat "$tmp.peers.$t"
+    done
+    echo
+    echo "## Low precision: bf16, fp16, int8 output"
+    echo
+    echo "The same cases with the tensors in bf16 or fp16 (x, y, dy, dx; gamma, beta, the statistics and"
+    echo "dgamma/dbeta float32), and the int8-output forwards (keel_layernorm_fwd_i8 / keel_rmsnorm_fwd_i8,"
+    echo "x in float32 or bf16, 'dyn': per-row scale max|y|/127 written, 'static': a per-tensor scale; no"
+    echo "mean/rstd). Bytes counted in the op's dtypes: bf16/fp16 forward 2 + 2 per element, backward"
+    echo "2 + 2 + 2; int8 output 4 or 2 (x) + 1 (y) per element, + 4 per row for the dynamic scale. The floor"
+    echo "is a copy of those bytes, as above. Peers: PyTorch (F.layer_norm / nn.RMSNorm on bf16/fp16 tensors"
+    echo "with float32 parameters; the int8 rows as the norm then torch ops that quantize), oneDNN 2.6 (bf16"
+    echo "layer normalization; it has no fp16 CPU implementation and no int8 output), ONNX Runtime (forward"
+    echo "only, parameters in the tensors' dtype as the ONNX ops require; int8 as LayerNormalization then"
+    echo "QuantizeLinear or a per-row-scale graph). docs/low-precision.md has the details."
+    for t in 1 "$cores"; do
+        "$build/keel" bench --threads "$t" --dtype bf16,f16,i8 --markdown | sed '1d' > "$tmp.lpkeel.$t"
+        sh bench/peers/run.sh "$t" --lowp $peers_quick > "$tmp.lppeers.$t" 2>"$tmp.lppeers.log.$t" || true
+        echo
+        echo "### $t thread(s), low precision"
+        echo
+        echo "#### keel against its floor: \`$build/keel bench --threads $t --dtype bf16,f16,i8 --markdown\`"
+        cat "$tmp.lpkeel.$t"
+        echo
+        echo "#### keel beside the peers"
+        echo
+        python3 scripts/bench_combine.py "$tmp.lpkeel.$t" "$tmp.lppeers.$t"
+        echo
+        echo "#### the peers' own table (with their accuracy check): \`sh bench/peers/run.sh $t --lowp\`"
+        echo
+        cat "$tmp.lppeers.$t"
     done
     echo
     echo "## The Python binding: \`KEEL_LIBRARY=$build/libkeel.so PYTHONPATH=python python3 bench/python_bench.py\`"

@@ -4,7 +4,10 @@ comparison table: keel's fraction of the copy floor beside each peer's, and keel
 
 usage: bench_combine.py KEEL_TABLE PEERS_TABLE   (files holding the Markdown output)
 The floor of a case is the faster copy (glibc memcpy or streaming stores) measured by keel bench
-in the same run as keel; the peers ran right after, in their own processes."""
+in the same run as keel; the peers ran right after, in their own processes. Works for the float32
+tables and for the low-precision ones (`keel bench --dtype bf16,f16,i8`, `run.sh --lowp`): rows are
+matched by op name and shape, and a peer row for shape "all" (an op the peer cannot run) gives
+its reason in every case of that op."""
 import sys
 
 
@@ -49,10 +52,10 @@ def main():
     for (op, shape), (gbs, floor, frac) in keel.items():
         line = f"| {op} | {shape} | {floor:.1f} | {gbs:.1f} ({frac:.2f}) |"
         for n in names:
-            p = peers.get((n, op, shape))
+            p = peers.get((n, op, shape)) or peers.get((n, op, "all"))
             if not p or p[0] is None:
                 why = p[1] if p else "not run"
-                line += f" - ({why[:40]}) | - |"
+                line += f" - ({why[:60]}) | - |"
             else:
                 line += f" {p[0]:.1f} ({p[0] / floor:.2f}) | {gbs / p[0]:.2f}x |"
         print(line)

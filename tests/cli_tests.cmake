@@ -110,6 +110,16 @@ keel_cli_test(cli_info 0 "keel [0-9]+[.][0-9]+[.][0-9]+|kernels: [a-z0-9]+ [(]ke
 # every op within its bound on every path the CPU has (exit 1 on any failure)
 keel_cli_test(cli_check_all_isas 0 "PASS: every output within its bound" check --quick --all-isas)
 keel_cli_test(cli_bench_small 0 "layernorm fwd<ANY>256x1024|rmsnorm bwd<ANY>256x1024" bench --rows 256 --dim 1024 --reps 3)
+# --dtype: the low-precision rows appear, every value parses as a number, and the MiB column is
+# the bytes the op must move in its dtypes (512 x 512 elements: bf16/f16 forward 2+2 bytes each
+# = 1.0 MiB, backward 1.5; int8 output from f32 4+1 bytes = 1.25 MiB, + 4 bytes a row for the
+# dynamic scale = 1.252; from bf16 2+1 = 0.75). Then a dtype it does not know: exit status 2.
+set(_num "[0-9]+[.][0-9]+")
+set(_vals "${_num} +${_num} +${_num} +${_num} +[0-9]+[.][0-9][0-9]") # us, GB/s, memcpy, stream, floor
+keel_cli_test(cli_bench_dtype 0
+  "layernorm fwd bf16 +512x512 +1[.]0 +${_vals}|layernorm bwd bf16 +512x512 +1[.]5 +${_vals}|rmsnorm fwd f16 +512x512 +1[.]0 +${_vals}|rmsnorm bwd f16 +512x512 +1[.]5 +${_vals}|layernorm fwd f32>i8 dyn +512x512 +1[.]3 +${_vals}|layernorm fwd f32>i8 static +512x512 +1[.]2 +${_vals}|rmsnorm fwd bf16>i8 dyn +512x512 +0[.]8 +${_vals}|rmsnorm fwd bf16>i8 static +512x512 +0[.]8 +${_vals}"
+  bench --rows 512 --dim 512 --reps 3 --dtype bf16,f16,i8)
+keel_cli_test(cli_bench_dtype_bad 2 "" bench --rows 64 --dim 64 --dtype bf16,bogus)
 keel_cli_test(cli_unknown_command 2 "" no-such-command)
 # A forced path that is unknown is an error, never a silent fallback.
 add_test(NAME cli_isa_bogus COMMAND ${CMAKE_COMMAND} -E env KEEL_ISA=bogus $<TARGET_FILE:keel> info)

@@ -3,7 +3,12 @@
  * `keel bench`, checked against a double-precision reference before it is timed.
  *
  * Build: cc -O2 -std=c11 -fopenmp onednn_bench.c -o onednn_bench -ldnnl -lm
- * Usage: onednn_bench THREADS [--quick]
+ * Usage: onednn_bench THREADS [--quick] [--dtype f32|bf16|f16|i8|lowp]
+ *   --dtype  the tensors' dtype (default f32); lowp = bf16, f16 and i8. In bf16/f16, src, dst,
+ *            diff_dst and diff_src are in that dtype (ops "layernorm fwd bf16", ...), scale,
+ *            shift, their gradients and the statistics float32, as in keel; bytes counted at
+ *            2 an element. i8 (int8 output) rows say why they are not run: oneDNN 2.6's layer
+ *            normalization takes one data descriptor for src and dst.
  *
  * Prints Markdown table rows (no header) on stdout:
  *   | peer | op | rows x dim | us | GB/s | check (max rel err) |
@@ -30,6 +35,11 @@
 #define EPS 1e-5f
 #define TOL_FWD 1e-5
 #define TOL_BWD 1e-4
+/* bf16/f16: the output is rounded to the dtype, so the bound is the dtype's epsilon (2^-7,
+ * 2^-10) relative to the row's largest value: one ulp there, twice the rounding alone; the
+ * backward four. */
+#define EPS_BF16 (1.0 / 128)
+#define EPS_F16 (1.0 / 1024)
 #define TIME_BUDGET_S 0.3
 #define MAX_REPS 200
 #define MIN_REPS 7
@@ -72,6 +82,95 @@ static float *alloc_fill(size_t n, uint64_t *seed)
         p[i] = (float)((double)(*seed >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
     }
     return p;
+}
+
+/* the storage dtypes: float32, bf16 and f16 bits (round to nearest even; the inputs here are
+ * finite and normal or subnormal, never NaN) */
+typedef enum { DT_F32, DT_BF16, DT_F16 } dtype;
+static const char *const dt_suffix[] = {"", " bf16", " f16"};
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_to_f32(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float f16_to_f32(uint16_t h)
+{
+    const int e = (h >> 10) & 31, m = h & 1023;
+    const float v = e ? ldexpf((float)(1024 + m), e - 25) : ldexpf((float)m, -24);
+    return h & 0x8000 ? -v : v; /* no Inf/NaN among these inputs */
+}
+
+static uint16_t f32_to_f16(float f)
+{
+    /* f = sign * 2^e * 1.m: keep 10 fraction bits (fewer below 2^-14), round to nearest even;
+     * the inputs are in [-1, 1), no overflow */
+    const uint16_t sign = signbit(f) ? 0x8000 : 0;
+    const float a = fabsf(f);
+    if (a == 0)
+        return sign;
+    int e;
+    frexpf(a, &e); /* a = frac * 2^e, frac in [0.5, 1) */
+    int q = e - 1 - 10; /* the quantum: 2^(e-1-10) for a normal f16 */
+    if (q < -24)
+        q = -24; /* subnormal: 2^-24 */
+    const float scaled = ldexpf(a, -q); /* exact: a power-of-two scaling */
+    float r = nearbyintf(scaled);       /* ties to even in the default rounding mode */
+    const uint32_t k = (uint32_t)r;     /* k * 2^q, k <= 2048 */
+    /* encode k * 2^q */
+    if (q == -24 && k < 1024)
+        return sign | (uint16_t)k;
+    int ee = q + 10, kk = (int)k; /* value = kk * 2^(ee-10), kk in [1024, 2048] */
+    if (kk == 2048)
+        kk = 1024, ee++;
+    return sign | (uint16_t)((ee + 15) << 10) | (uint16_t)(kk - 1024);
+}
+
+/* a tensor of n elements in dtype dt made from float32 values (the values it holds are then
+ * the ones the reference reads back with load()) */
+static void *to_dtype(const float *v, size_t n, dtype dt)
+{
+    if (dt == DT_F32)
+        return (void *)v;
+    uint16_t *p = aligned_alloc(64, ((n * 2) + 63) & ~(size_t)63);
+    if (!p)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        p[i] = dt == DT_BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+    return p;
+}
+
+/* element i of a tensor of dtype dt, as float */
+static float load(const void *p, size_t i, dtype dt)
+{
+    switch (dt) {
+    case DT_BF16: return bf16_to_f32(((const uint16_t *)p)[i]);
+    case DT_F16: return f16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+/* the float values of a tensor of dtype dt (a new array; p itself for float32) */
+static float *widen(const void *p, size_t n, dtype dt)
+{
+    if (dt == DT_F32)
+        return (float *)p;
+    float *f = malloc(n * sizeof *f);
+    if (f)
+        for (size_t i = 0; i < n; i++)
+            f[i] = load(p, i, dt);
+    return f;
 }
 
 static void print_row(const char *op, const char *shape, double us, double gbs, const char *check)
@@ -219,47 +318,83 @@ static int check_bwd(const bcase *c, const float *x, const float *dy, const floa
     return 0;
 }
 
-static void run_case(dnnl_engine_t eng, dnnl_stream_t stream, const bcase *c)
+static void run_case(dnnl_engine_t eng, dnnl_stream_t stream, const bcase *c, dtype dt)
 {
-    char err[256] = "", shape[32], chk[160];
+    char err[256] = "", shape[32], chk[160], op_f[40], op_b[40];
     snprintf(shape, sizeof shape, "%zux%zu", c->rows, c->dim);
-    const size_t n = c->rows * c->dim;
+    snprintf(op_f, sizeof op_f, "layernorm fwd%s", dt_suffix[dt]);
+    snprintf(op_b, sizeof op_b, "layernorm bwd%s", dt_suffix[dt]);
+    const size_t n = c->rows * c->dim, esize = dt == DT_F32 ? 4 : 2;
+    const double tol_f = dt == DT_F32 ? TOL_FWD : dt == DT_BF16 ? EPS_BF16 : EPS_F16;
+    const double tol_b = dt == DT_F32 ? TOL_BWD : 4 * (dt == DT_BF16 ? EPS_BF16 : EPS_F16);
     const int big = n >= BIG_ELEMS;
     uint64_t seed = 42;
-    float *x = alloc_fill(n, &seed), *y = alloc_fill(n, &seed), *dy = alloc_fill(n, &seed);
-    float *dx = alloc_fill(n, &seed), *mean = alloc_fill(c->rows, &seed), *var = alloc_fill(c->rows, &seed);
+    /* float32 values from keel bench's generator; x, dy (inputs) and y, dx (outputs) in dt */
+    float *xf = alloc_fill(n, &seed), *yf = alloc_fill(n, &seed), *dyf = alloc_fill(n, &seed);
+    float *dxf = alloc_fill(n, &seed), *mean = alloc_fill(c->rows, &seed), *var = alloc_fill(c->rows, &seed);
     float *g = alloc_fill(c->dim, &seed), *b = alloc_fill(c->dim, &seed);
     float *dg = alloc_fill(c->dim, &seed), *db = alloc_fill(c->dim, &seed);
+    void *x = NULL, *y = NULL, *dy = NULL, *dx = NULL;
+    float *xw = NULL, *dyw = NULL, *out = NULL; /* the inputs as stored, widened; an output widened */
     dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
     dnnl_primitive_t fwd = NULL, bwd = NULL;
     dnnl_memory_t mx = NULL, my = NULL, mdy = NULL, mdx = NULL, mmean = NULL, mvar = NULL;
     dnnl_memory_t mg = NULL, mb = NULL, mdg = NULL, mdb = NULL;
     int fwd_done = 0;
-    if (!x || !y || !dy || !dx || !mean || !var || !g || !b || !dg || !db) {
+    if (!xf || !yf || !dyf || !dxf || !mean || !var || !g || !b || !dg || !db) {
+        snprintf(err, sizeof err, "not run: out of memory");
+        goto fail;
+    }
+    x = to_dtype(xf, n, dt), y = to_dtype(yf, n, dt), dy = to_dtype(dyf, n, dt), dx = to_dtype(dxf, n, dt);
+    if (!x || !y || !dy || !dx) {
+        snprintf(err, sizeof err, "not run: out of memory");
+        goto fail;
+    }
+    xw = widen(x, n, dt), dyw = widen(dy, n, dt);
+    if (!xw || !dyw) {
         snprintf(err, sizeof err, "not run: out of memory");
         goto fail;
     }
 
+    const dnnl_data_type_t ddt = dt == DT_F32 ? dnnl_f32 : dt == DT_BF16 ? dnnl_bf16 : dnnl_f16;
     dnnl_memory_desc_t data_md, stat_md, param_md;
     dnnl_dims_t ddims = {(dnnl_dim_t)c->rows, (dnnl_dim_t)c->dim};
     dnnl_dims_t sdims = {(dnnl_dim_t)c->rows};
     dnnl_dims_t pdims = {(dnnl_dim_t)c->dim};
-    TRY(dnnl_memory_desc_init_by_tag(&data_md, 2, ddims, dnnl_f32, dnnl_ab));
+    TRY(dnnl_memory_desc_init_by_tag(&data_md, 2, ddims, ddt, dnnl_ab));
     TRY(dnnl_memory_desc_init_by_tag(&stat_md, 1, sdims, dnnl_f32, dnnl_a));
     TRY(dnnl_memory_desc_init_by_tag(&param_md, 1, pdims, dnnl_f32, dnnl_a));
     const unsigned flags = dnnl_use_scale | dnnl_use_shift;
 
     dnnl_layer_normalization_desc_t fd, bd;
     TRY(dnnl_layer_normalization_forward_desc_init(&fd, dnnl_forward_training, &data_md, &stat_md, EPS, flags));
-    TRY(dnnl_primitive_desc_create(&fpd, &fd, NULL, eng, NULL));
+    {
+        const dnnl_status_t st = dnnl_primitive_desc_create(&fpd, &fd, NULL, eng, NULL);
+        if (st == dnnl_unimplemented) {
+            snprintf(err, sizeof err, "not available: oneDNN %s has no CPU layer normalization for %s data",
+                     peer + 7, dt == DT_F16 ? "f16" : dt == DT_BF16 ? "bf16" : "f32");
+            goto fail;
+        }
+        TRY(st);
+    }
     TRY(dnnl_primitive_create(&fwd, fpd));
     TRY(dnnl_layer_normalization_backward_desc_init(&bd, dnnl_backward, &data_md, &data_md, &stat_md, EPS, flags));
-    TRY(dnnl_primitive_desc_create(&bpd, &bd, NULL, eng, fpd));
-    TRY(dnnl_primitive_create(&bwd, bpd));
     const char *fimpl = "?", *bimpl = "?";
     dnnl_primitive_desc_query(fpd, dnnl_query_impl_info_str, 0, &fimpl);
-    dnnl_primitive_desc_query(bpd, dnnl_query_impl_info_str, 0, &bimpl);
-    fprintf(stderr, "[onednn] %s: forward impl %s, backward impl %s\n", shape, fimpl, bimpl);
+    {
+        const dnnl_status_t st = dnnl_primitive_desc_create(&bpd, &bd, NULL, eng, fpd);
+        if (st == dnnl_unimplemented) {
+            /* the forward alone */
+            snprintf(err, sizeof err, "not available: oneDNN %s has no CPU layer normalization backward for %s data",
+                     peer + 7, dt == DT_F16 ? "f16" : "bf16");
+        } else {
+            TRY(st);
+            TRY(dnnl_primitive_create(&bwd, bpd));
+            dnnl_primitive_desc_query(bpd, dnnl_query_impl_info_str, 0, &bimpl);
+        }
+    }
+    fprintf(stderr, "[onednn] %s%s: forward impl %s, backward impl %s\n", shape, dt_suffix[dt], fimpl,
+            bwd ? bimpl : "(none)");
 
     TRY(dnnl_memory_create(&mx, &data_md, eng, x));
     TRY(dnnl_memory_create(&my, &data_md, eng, y));
@@ -282,44 +417,60 @@ static void run_case(dnnl_engine_t eng, dnnl_stream_t stream, const bcase *c)
         {DNNL_ARG_DIFF_SRC, mdx}, {DNNL_ARG_DIFF_SCALE, mdg}, {DNNL_ARG_DIFF_SHIFT, mdb},
     };
     const int nf = (int)(sizeof fargs / sizeof fargs[0]), nb = (int)(sizeof bargs / sizeof bargs[0]);
-    const double gb_f = 2.0 * (double)n * 4 / 1e9, gb_b = 3.0 * (double)n * 4 / 1e9;
+    const double gb_f = 2.0 * (double)(n * esize) / 1e9, gb_b = 3.0 * (double)(n * esize) / 1e9;
 
     /* forward: check, then time */
     TRY(dnnl_primitive_execute(fwd, stream, nf, fargs));
     TRY(dnnl_stream_wait(stream));
-    const double e_y = check_fwd(c, x, y, g, b);
-    snprintf(chk, sizeof chk, "%s %.1e", e_y <= TOL_FWD ? "ok" : "FAIL", e_y);
+    out = widen(y, n, dt);
+    if (!out) {
+        snprintf(err, sizeof err, "not run: out of memory for the reference");
+        goto fail;
+    }
+    const double e_y = check_fwd(c, xw, out, g, b);
+    if (out != y)
+        free(out);
+    out = NULL;
+    snprintf(chk, sizeof chk, "%s %.1e", e_y <= tol_f ? "ok" : "FAIL", e_y);
     double t = time_exec(fwd, stream, nf, fargs, big);
-    print_row("layernorm fwd", shape, t * 1e6, gb_f / t, chk);
-    fprintf(stderr, "[onednn] layernorm fwd %s: %.1f us, err %.2e\n", shape, t * 1e6, e_y);
+    print_row(op_f, shape, t * 1e6, gb_f / t, chk);
+    fprintf(stderr, "[onednn] %s %s: %.1f us, err %.2e\n", op_f, shape, t * 1e6, e_y);
     fwd_done = 1;
+    if (!bwd)
+        goto fail; /* err says why */
 
     /* backward from the forward's mean and variance (the last forward run wrote them) */
     TRY(dnnl_primitive_execute(bwd, stream, nb, bargs));
     TRY(dnnl_stream_wait(stream));
+    out = widen(dx, n, dt);
     double e_dx, e_dg, e_db;
-    if (check_bwd(c, x, dy, g, dx, dg, db, &e_dx, &e_dg, &e_db)) {
+    if (!out || check_bwd(c, xw, dyw, g, out, dg, db, &e_dx, &e_dg, &e_db)) {
         snprintf(err, sizeof err, "not run: out of memory for the reference");
         goto fail;
     }
+    if (out != dx)
+        free(out);
+    out = NULL;
     double worst = e_dx > e_dg ? e_dx : e_dg;
     worst = worst > e_db ? worst : e_db;
     if (isnan(e_dx) || isnan(e_dg) || isnan(e_db))
         worst = NAN;
-    snprintf(chk, sizeof chk, "%s %.1e (dx %.1e, dgamma %.1e, dbeta %.1e)", worst <= TOL_BWD ? "ok" : "FAIL",
+    snprintf(chk, sizeof chk, "%s %.1e (dx %.1e, dgamma %.1e, dbeta %.1e)", worst <= tol_b ? "ok" : "FAIL",
              worst, e_dx, e_dg, e_db);
     t = time_exec(bwd, stream, nb, bargs, big);
-    print_row("layernorm bwd", shape, t * 1e6, gb_b / t, chk);
-    fprintf(stderr, "[onednn] layernorm bwd %s: %.1f us, err dx %.2e dg %.2e db %.2e\n", shape, t * 1e6, e_dx,
+    print_row(op_b, shape, t * 1e6, gb_b / t, chk);
+    fprintf(stderr, "[onednn] %s %s: %.1f us, err dx %.2e dg %.2e db %.2e\n", op_b, shape, t * 1e6, e_dx,
             e_dg, e_db);
     goto done;
 
 fail:
-    fprintf(stderr, "[onednn] %s: %s\n", shape, err);
+    fprintf(stderr, "[onednn] %s%s: %s\n", shape, dt_suffix[dt], err);
     if (!fwd_done)
-        print_row("layernorm fwd", shape, -1, 0, err);
-    print_row("layernorm bwd", shape, -1, 0, err);
+        print_row(op_f, shape, -1, 0, err);
+    print_row(op_b, shape, -1, 0, err);
 done:;
+    if (out && out != y && out != dx)
+        free(out);
     dnnl_memory_t mems[] = {mx, my, mdy, mdx, mmean, mvar, mg, mb, mdg, mdb};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
         if (mems[i])
@@ -332,15 +483,48 @@ done:;
         dnnl_primitive_desc_destroy(fpd);
     if (bpd)
         dnnl_primitive_desc_destroy(bpd);
-    free(x), free(y), free(dy), free(dx), free(mean), free(var), free(g), free(b), free(dg), free(db);
+    if (dt != DT_F32) {
+        free(x), free(y), free(dy), free(dx), free(xw), free(dyw);
+    }
+    free(xf), free(yf), free(dyf), free(dxf), free(mean), free(var), free(g), free(b), free(dg), free(db);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: onednn_bench THREADS [--quick] [--dtype f32|bf16|f16|i8|lowp]\n");
 }
 
 int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 0;
-    int quick = argc > 2 && !strcmp(argv[2], "--quick");
+    int quick = 0;
+    unsigned dts = 1u << DT_F32, i8 = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) {
+            quick = 1;
+        } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "f32"))
+                dts = 1u << DT_F32;
+            else if (!strcmp(v, "bf16"))
+                dts = 1u << DT_BF16;
+            else if (!strcmp(v, "f16"))
+                dts = 1u << DT_F16;
+            else if (!strcmp(v, "i8"))
+                dts = 0, i8 = 1;
+            else if (!strcmp(v, "lowp"))
+                dts = 1u << DT_BF16 | 1u << DT_F16, i8 = 1;
+            else {
+                usage();
+                return 2;
+            }
+        } else {
+            usage();
+            return 2;
+        }
+    }
     if (threads <= 0) {
-        fprintf(stderr, "usage: onednn_bench THREADS [--quick]\n");
+        usage();
         return 2;
     }
     omp_set_num_threads(threads);
@@ -359,12 +543,31 @@ int main(int argc, char **argv)
     }
     const bcase *cases = quick ? quick_cases : all_cases;
     const size_t nc = quick ? 1 : sizeof all_cases / sizeof all_cases[0];
-    for (size_t i = 0; i < nc; i++)
-        run_case(eng, stream, &cases[i]);
-    char why[96];
-    snprintf(why, sizeof why, "not available: oneDNN %d.%d has no RMSNorm primitive", v->major, v->minor);
-    print_row("rmsnorm fwd", "all", -1, 0, why);
-    print_row("rmsnorm bwd", "all", -1, 0, why);
+    char why[160], op[48];
+    for (int dt = DT_F32; dt <= DT_F16; dt++) {
+        if (!(dts & 1u << dt))
+            continue;
+        for (size_t i = 0; i < nc; i++)
+            run_case(eng, stream, &cases[i], (dtype)dt);
+        snprintf(why, sizeof why, "not available: oneDNN %d.%d has no RMSNorm primitive", v->major, v->minor);
+        snprintf(op, sizeof op, "rmsnorm fwd%s", dt_suffix[dt]);
+        print_row(op, "all", -1, 0, why);
+        snprintf(op, sizeof op, "rmsnorm bwd%s", dt_suffix[dt]);
+        print_row(op, "all", -1, 0, why);
+    }
+    if (i8) {
+        /* keel bench's int8-output rows: x in f32 or bf16 -> int8 y, dynamic or static scale */
+        snprintf(why, sizeof why,
+                 "not available: oneDNN %d.%d layer normalization has one data type for src and dst (no int8 output)",
+                 v->major, v->minor);
+        static const char *const i8_ops[] = {"layernorm fwd %s>i8 dyn", "layernorm fwd %s>i8 static",
+                                             "rmsnorm fwd %s>i8 dyn", "rmsnorm fwd %s>i8 static"};
+        for (int in = 0; in < 2; in++)
+            for (int k = 0; k < 4; k++) {
+                snprintf(op, sizeof op, i8_ops[k], in ? "bf16" : "f32");
+                print_row(op, "all", -1, 0, why);
+            }
+    }
     dnnl_stream_destroy(stream);
     dnnl_engine_destroy(eng);
     return 0;

@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
 """Peer benchmark: PyTorch and ONNX Runtime LayerNorm / RMSNorm on the cases of `keel bench`.
 
-Usage: peers_torch_ort.py --peer torch|ort --threads N [--quick]
+Usage: peers_torch_ort.py --peer torch|ort --threads N [--quick] [--dtype f32|bf16|f16|i8|lowp]
+
+--dtype (default f32) picks the rows, named as `keel bench --dtype ...` names them: bf16/f16 run
+LayerNorm and RMSNorm forward and backward with x, y, dy, dx in that dtype and the parameters
+(gamma, beta, their gradients) in float32, as keel does ("layernorm fwd bf16", ...); bytes at 2 an
+element. i8 runs the int8-output forwards ("layernorm fwd f32>i8 dyn", ...): x in f32 or bf16, the
+norm, then the quantization to int8 written with torch ops (PyTorch has no fused kernel), dynamic
+per-row scale max|y|/127 or a static scale; bytes: x, 1 byte of y, 4 bytes of scale a row (dyn).
+lowp = bf16, f16 and i8. The low-precision references are computed in float64 from the stored
+(rounded) inputs.
 
 Prints Markdown table rows (no header) on stdout:
     | peer | op | rows x dim | us | GB/s | check (max rel err) |
@@ -47,9 +56,49 @@ def shape_str(rows, dim):
     return f"{rows}x{dim}"
 
 
-def op_bytes(op, rows, dim):
-    n = rows * dim * 4
+def op_bytes(op, rows, dim, esize=4):
+    n = rows * dim * esize
     return 3 * n if op.endswith("bwd") else 2 * n
+
+
+# the low-precision rows: the dtype's epsilon (one ulp at 1) bounds the forward's error relative
+# to the row's largest value (twice what the output's rounding alone costs); the backward gets 4.
+LP_EPS = {"bf16": 2.0 ** -7, "f16": 2.0 ** -10}
+I8_STATIC_SCALE = 3.0 / 127  # keel bench's static scale: |y| < 3 for these inputs
+I8_OPS = ("layernorm fwd {}>i8 dyn", "layernorm fwd {}>i8 static", "rmsnorm fwd {}>i8 dyn",
+          "rmsnorm fwd {}>i8 static")
+
+
+def i8_bytes(rows, dim, in_size, dyn):
+    return rows * dim * (in_size + 1) + (rows * 4 if dyn else 0)
+
+
+def ref_ln_y(x, g, b):
+    xx = x.astype(np.float64)
+    mu = xx.mean(axis=1, keepdims=True)
+    xc = xx - mu
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=1, keepdims=True) + EPS)
+    return xc * rstd * g.astype(np.float64) + b.astype(np.float64)
+
+
+def ref_rms_y(x, g):
+    xx = x.astype(np.float64)
+    r = 1.0 / np.sqrt((xx * xx).mean(axis=1, keepdims=True) + EPS)
+    return xx * r * g.astype(np.float64)
+
+
+def i8_err_steps(x, q, scale, ref_fn):
+    """max |q * s - y_ref| in quantization steps s (0.5: exact rounding of the true y); scale:
+    the per-row scales (rows,) or one float. A NaN scale or value gives inf."""
+    worst = 0.0
+    for s in chunks(*x.shape):
+        ref = ref_fn(x[s])
+        sc = scale[s][:, None].astype(np.float64) if isinstance(scale, np.ndarray) else float(scale)
+        e = np.abs(q[s].astype(np.float64) * sc - ref) / sc
+        if np.any(np.isnan(e)):
+            return float("inf")
+        worst = max(worst, float(np.max(e)))
+    return worst
 
 
 def time_op(fn, big):
@@ -268,6 +317,179 @@ def run_torch(threads, cases):
         del yg, xg, x, dy, g, b, x_np, dy_np
 
 
+def torch_or_rows(ops):
+    try:
+        import torch
+        import torch.nn.functional as F
+        return torch, F
+    except Exception as e:  # noqa: BLE001
+        for op in ops:
+            row("PyTorch", op, "all", check=f"not run: import torch failed: {type(e).__name__}: {e}")
+        return None, None
+
+
+def run_torch_lp(threads, cases, dt_name):
+    """bf16 / f16 LayerNorm and RMSNorm, forward and backward; parameters in float32."""
+    ops = [f"{o} {dt_name}" for o in ("layernorm fwd", "layernorm bwd", "rmsnorm fwd", "rmsnorm bwd")]
+    torch, F = torch_or_rows(ops)
+    if torch is None:
+        return
+    import warnings
+    # nn.RMSNorm with a float32 weight on a bf16/f16 input warns that it takes the composite path
+    warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+    torch.set_num_threads(threads)
+    tdt = torch.bfloat16 if dt_name == "bf16" else torch.float16
+    peer = f"PyTorch {torch.__version__.split('+')[0]}"
+    tol_f, tol_b = LP_EPS[dt_name], 4 * LP_EPS[dt_name]
+    log(f"[torch] {dt_name}: {torch.__version__}, {torch.get_num_threads()} thread(s); parameters float32")
+    for rows, dim in cases:
+        shape = shape_str(rows, dim)
+        big = rows * dim >= BIG_ELEMS
+        x_np, dy_np, g_np, b_np = make_data(rows, dim)
+        x = torch.from_numpy(x_np).to(tdt)
+        dy = torch.from_numpy(dy_np).to(tdt)
+        del x_np, dy_np
+        xs, dys = x.float().numpy(), dy.float().numpy()  # the stored values, for the references
+        g = torch.from_numpy(g_np)
+        b = torch.from_numpy(b_np)
+
+        def ln_fwd():
+            with torch.no_grad():
+                return F.layer_norm(x, (dim,), g, b, EPS)
+        op = f"layernorm fwd {dt_name}"
+        y = ln_fwd()
+        assert y.dtype == tdt
+        err = ref_ln_fwd_err(xs, g_np, b_np, y.float().numpy())
+        del y
+        t = time_op(ln_fwd, big)
+        row(peer, op, shape, t * 1e6, op_bytes(op, rows, dim, 2) / t / 1e9, check_str({"y": err}, tol_f))
+        log(f"[torch] {op} {shape}: {t*1e6:.1f} us, err {err:.2e}")
+
+        op = f"layernorm bwd {dt_name}"
+        xg = x.clone().requires_grad_(True)
+        gg = g.clone().requires_grad_(True)
+        bg = b.clone().requires_grad_(True)
+        yg = F.layer_norm(xg, (dim,), gg, bg, EPS)
+
+        def ln_bwd():
+            return torch.autograd.grad(yg, (xg, gg, bg), dy, retain_graph=True)
+        dx, dgm, dbt = ln_bwd()
+        assert dx.dtype == tdt
+        e_dx, e_dg, e_db = ref_ln_bwd_err(xs, dys, g_np, dx.float().numpy(), dgm.float().numpy(),
+                                          dbt.float().numpy())
+        del dx, dgm, dbt
+        t = time_op(ln_bwd, big)
+        row(peer, op, shape, t * 1e6, op_bytes(op, rows, dim, 2) / t / 1e9,
+            check_str({"dx": e_dx, "dgamma": e_dg, "dbeta": e_db}, tol_b))
+        log(f"[torch] {op} {shape}: {t*1e6:.1f} us, err dx {e_dx:.2e} dg {e_dg:.2e} db {e_db:.2e}")
+        del yg, xg, gg, bg
+
+        if hasattr(torch.nn, "RMSNorm"):
+            m = torch.nn.RMSNorm(dim, eps=EPS, elementwise_affine=True)  # float32 weight
+            with torch.no_grad():
+                m.weight.copy_(g)
+            wp = m.weight
+            rms_f = m
+            label = peer
+        else:
+            wp = g.clone().requires_grad_(True)
+
+            def rms_f(inp):
+                xf = inp.float()
+                return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS) * wp).to(inp.dtype)
+            label = peer + " (expression)"
+        op = f"rmsnorm fwd {dt_name}"
+
+        def rms_fwd():
+            with torch.no_grad():
+                return rms_f(x)
+        y = rms_fwd()
+        assert y.dtype == tdt, y.dtype
+        err = ref_rms_fwd_err(xs, g_np, y.float().numpy())
+        del y
+        t = time_op(rms_fwd, big)
+        row(label, op, shape, t * 1e6, op_bytes(op, rows, dim, 2) / t / 1e9, check_str({"y": err}, tol_f))
+        log(f"[torch] {op} {shape}: {t*1e6:.1f} us, err {err:.2e}")
+
+        op = f"rmsnorm bwd {dt_name}"
+        xg = x.clone().requires_grad_(True)
+        yg = rms_f(xg)
+
+        def rms_bwd():
+            return torch.autograd.grad(yg, (xg, wp), dy, retain_graph=True)
+        dx, dgm = rms_bwd()
+        e_dx, e_dg = ref_rms_bwd_err(xs, dys, g_np, dx.float().numpy(), dgm.float().numpy())
+        del dx, dgm
+        t = time_op(rms_bwd, big)
+        row(label, op, shape, t * 1e6, op_bytes(op, rows, dim, 2) / t / 1e9,
+            check_str({"dx": e_dx, "dgamma": e_dg}, tol_b))
+        log(f"[torch] {op} {shape}: {t*1e6:.1f} us, err dx {e_dx:.2e} dg {e_dg:.2e}")
+        del yg, xg, x, dy, xs, dys
+
+
+def run_torch_i8(threads, cases):
+    """int8-output forwards: the norm, then the quantization in torch ops (no fused kernel):
+    dyn: s = max|y| / 127 per row, q = round(y / s) clamped to [-127, 127]; static: s fixed."""
+    ops = [o.format(d) for d in ("f32", "bf16") for o in I8_OPS]
+    torch, F = torch_or_rows(ops)
+    if torch is None:
+        return
+    import warnings
+    warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+    torch.set_num_threads(threads)
+    peer = f"PyTorch {torch.__version__.split('+')[0]}"
+    log(f"[torch] i8: {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    for rows, dim in cases:
+        shape = shape_str(rows, dim)
+        big = rows * dim >= BIG_ELEMS
+        x_np, _, g_np, b_np = make_data(rows, dim)
+        g = torch.from_numpy(g_np)
+        b = torch.from_numpy(b_np)
+        rms = torch.nn.RMSNorm(dim, eps=EPS, elementwise_affine=True) if hasattr(torch.nn, "RMSNorm") else None
+        if rms is not None:
+            with torch.no_grad():
+                rms.weight.copy_(g)
+        for in_name, tdt, in_size in (("f32", torch.float32, 4), ("bf16", torch.bfloat16, 2)):
+            x = torch.from_numpy(x_np).to(tdt)
+            xs = x.float().numpy()
+            for k, opfmt in enumerate(I8_OPS):
+                op = opfmt.format(in_name)
+                dyn = k % 2 == 0
+                is_ln = k < 2
+                if not is_ln and rms is None:
+                    row(peer, op, shape, check="not run: this PyTorch has no nn.RMSNorm")
+                    continue
+
+                def norm():
+                    return F.layer_norm(x, (dim,), g, b, EPS) if is_ln else rms(x)
+
+                def q_dyn():
+                    with torch.no_grad():
+                        y = norm().float()
+                        s = y.abs().amax(-1, keepdim=True) / 127
+                        return torch.round(y / s).clamp_(-127, 127).to(torch.int8), s
+
+                def q_static():
+                    with torch.no_grad():
+                        y = norm().float()
+                        return torch.round(y / I8_STATIC_SCALE).clamp_(-127, 127).to(torch.int8), None
+                fn = q_dyn if dyn else q_static
+                q, s = fn()
+                scale = s[:, 0].numpy() if dyn else I8_STATIC_SCALE
+                if is_ln:
+                    err = i8_err_steps(xs, q.numpy(), scale, lambda xx: ref_ln_y(xx, g_np, b_np))
+                else:
+                    err = i8_err_steps(xs, q.numpy(), scale, lambda xx: ref_rms_y(xx, g_np))
+                del q, s
+                t = time_op(fn, big)
+                # one quantization step: 0.5 is exact rounding of the true y; a bf16 input's
+                # rounded y (PyTorch's norm returns bf16) adds up to half a bf16 ulp of y
+                chk = ("ok" if err <= 1.0 else "FAIL") + f" {err:.2f} steps"
+                row(peer, op, shape, t * 1e6, i8_bytes(rows, dim, in_size, dyn) / t / 1e9, chk)
+                log(f"[torch] {op} {shape}: {t*1e6:.1f} us, err {err:.3f} steps")
+            del x, xs
+
+
 # ---------------------------------------------------------------- ONNX Runtime
 def ort_model(kind, rows, dim, g, b):
     import onnx
@@ -374,18 +596,195 @@ def run_ort(threads, cases):
         row(peer, op, "all", check="not measured: onnxruntime (the inference package) has no backward")
 
 
+def ort_lp_model(kind, rows, dim, g, b, elem, quant=None):
+    """A LayerNormalization (opset 17) or RMSNormalization (opset 23) model with X, Y, scale and
+    bias of ONNX element type elem (the standard ops take the parameters in X's type). quant:
+    None, "static" (then QuantizeLinear to int8 with keel bench's scale) or "dyn" (a per-row
+    scale max|y|/127 written as a second output S, then Div, Round, Clip, Cast to int8)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    X = helper.make_tensor_value_info("X", elem, [rows, dim])
+    npdt = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16}.get(elem)
+
+    def param(v, name):
+        if npdt is not None:
+            return numpy_helper.from_array(v.astype(npdt), name)
+        # bf16: the bits of the rounded values
+        bits = (v.astype(np.float32).view(np.uint32) + 0x7FFF + ((v.astype(np.float32).view(np.uint32) >> 16) & 1)) >> 16
+        t = helper.make_tensor(name, elem, [dim], vals=bits.astype(np.uint16).tobytes(), raw=True)
+        return t
+    inits = [param(g, "scale")]
+    if kind == "layernorm":
+        inits.append(param(b, "bias"))
+        nodes = [helper.make_node("LayerNormalization", ["X", "scale", "bias"], ["Yf"], axis=-1, epsilon=EPS)]
+        opset = 17
+    else:
+        nodes = [helper.make_node("RMSNormalization", ["X", "scale"], ["Yf"], axis=-1, epsilon=EPS)]
+        opset = 23
+    outs = []
+    if quant is None:
+        nodes[0].output[0] = "Y"
+        outs.append(helper.make_tensor_value_info("Y", elem, [rows, dim]))
+    elif quant == "static":
+        inits += [numpy_helper.from_array(np.array(I8_STATIC_SCALE, np.float32), "qs"),
+                  numpy_helper.from_array(np.array(0, np.int8), "qz")]
+        nodes.append(helper.make_node("QuantizeLinear", ["Yf", "qs", "qz"], ["Y"]))
+        outs.append(helper.make_tensor_value_info("Y", TensorProto.INT8, [rows, dim]))
+    else:
+        inits += [numpy_helper.from_array(np.array([-1], np.int64), "ax"),
+                  numpy_helper.from_array(np.array(127, np.float32), "c127"),
+                  numpy_helper.from_array(np.array(-127, np.float32), "cm127")]
+        nodes += [helper.make_node("Abs", ["Yf"], ["A"]),
+                  helper.make_node("ReduceMax", ["A", "ax"], ["M"], keepdims=1),
+                  helper.make_node("Div", ["M", "c127"], ["S"]),
+                  helper.make_node("Div", ["Yf", "S"], ["V"]),
+                  helper.make_node("Round", ["V"], ["R"]),
+                  helper.make_node("Clip", ["R", "cm127", "c127"], ["C"]),
+                  helper.make_node("Cast", ["C"], ["Y"], to=TensorProto.INT8)]
+        outs += [helper.make_tensor_value_info("Y", TensorProto.INT8, [rows, dim]),
+                 helper.make_tensor_value_info("S", TensorProto.FLOAT, [rows, 1])]
+    if quant == "dyn":
+        opset = max(opset, 18)  # ReduceMax with its axes as an input
+    graph = helper.make_graph(nodes, kind, [X], outs, initializer=inits)
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="keel-peers")
+    model.ir_version = helper.find_min_ir_version_for(opsets, ignore_unknown=True)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def run_ort_lp(threads, cases, which):
+    """which: "bf16" / "f16" (forwards, parameters in the tensors' dtype as the ONNX ops require)
+    or "i8" (float32 x: the norm then QuantizeLinear (static) or the per-row scale graph (dyn))."""
+    try:
+        import onnx  # noqa: F401
+        from onnx import TensorProto
+        import onnxruntime as ort
+    except Exception as e:  # noqa: BLE001
+        row("ONNX Runtime", f"(all {which} rows)", "all", check=f"not run: import failed: {type(e).__name__}: {e}")
+        return
+    ver = ort.__version__
+    peer = f"ONNX Runtime {ver}"
+    log(f"[ort] {which}: onnxruntime {ver}, {threads} intra-op thread(s)")
+
+    def session(model_bytes):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        return ort.InferenceSession(model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
+
+    if which == "i8":
+        variants = []
+        for k, opfmt in enumerate(I8_OPS):
+            variants.append((opfmt.format("f32"), "layernorm" if k < 2 else "rmsnorm",
+                             TensorProto.FLOAT, "dyn" if k % 2 == 0 else "static"))
+        for opfmt in I8_OPS:
+            row(peer, opfmt.format("bf16"), "all",
+                check="not measured: the ORT int8 rows take float32 x only")
+    else:
+        elem = TensorProto.BFLOAT16 if which == "bf16" else TensorProto.FLOAT16
+        variants = [(f"layernorm fwd {which}", "layernorm", elem, None), (f"rmsnorm fwd {which}", "rmsnorm", elem, None)]
+        for op in ("layernorm bwd", "rmsnorm bwd"):
+            row(peer, f"{op} {which}", "all", check="not measured: onnxruntime (the inference package) has no backward")
+    dead = {}
+    for rows, dim in cases:
+        shape = shape_str(rows, dim)
+        big = rows * dim >= BIG_ELEMS
+        x32, _, g, b = make_data(rows, dim)
+        for op, kind, elem, quant in variants:
+            if op in dead:
+                row(peer, op, shape, check=dead[op])
+                continue
+            if elem == TensorProto.FLOAT16:
+                x = x32.astype(np.float16)
+                xs = x.astype(np.float32)
+                y = np.empty_like(x)
+            elif elem == TensorProto.BFLOAT16:
+                u = x32.view(np.uint32)
+                x = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+                xs = (x.astype(np.uint32) << 16).view(np.float32)
+                y = np.empty_like(x)
+            else:
+                x, xs = x32, x32
+                y = np.empty((rows, dim), np.int8)
+            try:
+                sess = session(ort_lp_model(kind, rows, dim, g, b, elem, quant))
+                if elem == TensorProto.BFLOAT16:
+                    xo = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(x, TensorProto.BFLOAT16)
+                    yo = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(y, TensorProto.BFLOAT16)
+                else:
+                    xo = ort.OrtValue.ortvalue_from_numpy(x)
+                    yo = ort.OrtValue.ortvalue_from_numpy(y)
+                io = sess.io_binding()
+                io.bind_ortvalue_input("X", xo)
+                io.bind_ortvalue_output("Y", yo)
+                sc = None
+                if quant == "dyn":
+                    sc = np.empty((rows, 1), np.float32)
+                    so_ = ort.OrtValue.ortvalue_from_numpy(sc)
+                    io.bind_ortvalue_output("S", so_)
+
+                def fwd():
+                    sess.run_with_iobinding(io)
+                fwd()
+            except Exception as e:  # noqa: BLE001
+                msg = str(e).splitlines()[0][:160]
+                dead[op] = f"not supported by onnxruntime {ver} on CPU: {msg}"
+                log(f"[ort] {op}: {msg}")
+                row(peer, op, shape, check=dead[op])
+                continue
+            gq = g.astype(np.float16 if elem == TensorProto.FLOAT16 else np.float32)
+            bq = b.astype(np.float16 if elem == TensorProto.FLOAT16 else np.float32)
+            if elem == TensorProto.BFLOAT16:
+                def rb(v):
+                    u = v.astype(np.float32).view(np.uint32)
+                    return (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+                gq, bq = rb(g), rb(b)
+            if quant is None:
+                ys = y.astype(np.float32) if elem == TensorProto.FLOAT16 else (y.astype(np.uint32) << 16).view(np.float32)
+                name = "bf16" if elem == TensorProto.BFLOAT16 else "f16"
+                err = (ref_ln_fwd_err(xs, gq, bq, ys) if kind == "layernorm" else ref_rms_fwd_err(xs, gq, ys))
+                chk = check_str({"y": err}, LP_EPS[name]) + " (parameters in " + name + ")"
+                nbytes = op_bytes(op, rows, dim, 2)
+            else:
+                scale = sc[:, 0] if quant == "dyn" else I8_STATIC_SCALE
+                if kind == "layernorm":
+                    err = i8_err_steps(xs, y, scale, lambda xx: ref_ln_y(xx, g, b))
+                else:
+                    err = i8_err_steps(xs, y, scale, lambda xx: ref_rms_y(xx, g))
+                chk = ("ok" if err <= 1.0 else "FAIL") + f" {err:.2f} steps"
+                nbytes = i8_bytes(rows, dim, 4, quant == "dyn")
+            t = time_op(fwd, big)
+            row(peer, op, shape, t * 1e6, nbytes / t / 1e9, chk)
+            log(f"[ort] {op} {shape}: {t*1e6:.1f} us, {chk}")
+            del sess, io, xo, yo
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer", choices=["torch", "ort"], required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--quick", action="store_true", help="only 4096x768")
+    ap.add_argument("--dtype", choices=["f32", "bf16", "f16", "i8", "lowp"], default="f32",
+                    help="the rows: float32 (default), bf16, f16, int8 output, or lowp (bf16, f16 and i8)")
     a = ap.parse_args()
     cases = QUICK_CASES if a.quick else CASES
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
-    if a.peer == "torch":
-        run_torch(a.threads, cases)
-    else:
-        run_ort(a.threads, cases)
+    dts = ["bf16", "f16", "i8"] if a.dtype == "lowp" else [a.dtype]
+    for dt in dts:
+        if a.peer == "torch":
+            if dt == "f32":
+                run_torch(a.threads, cases)
+            elif dt == "i8":
+                run_torch_i8(a.threads, cases)
+            else:
+                run_torch_lp(a.threads, cases, dt)
+        else:
+            if dt == "f32":
+                run_ort(a.threads, cases)
+            else:
+                run_ort_lp(a.threads, cases, dt)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Peer benchmark: PyTorch, ONNX Runtime and oneDNN LayerNorm / RMSNorm on the cases of `keel bench`.
 #
-# Usage: sh bench/peers/run.sh THREADS [--quick]
+# Usage: sh bench/peers/run.sh THREADS [--quick] [--lowp]
 #   THREADS  threads every peer may use (0 = all cores)
 #   --quick  only the 4096x768 case
+#   --lowp   the low-precision rows instead of the float32 ones: bf16 and f16 tensors and the
+#            int8-output forwards, named as `keel bench --dtype bf16,f16,i8` names them
 #
 # Installs what is missing (pip: torch onnxruntime onnx numpy, each only if it cannot be imported;
 # apt: libdnnl-dev only if its header is missing; as root or through sudo), builds the oneDNN
@@ -14,15 +16,17 @@
 set -u
 
 usage() {
-    echo "usage: sh bench/peers/run.sh THREADS [--quick]" >&2
+    echo "usage: sh bench/peers/run.sh THREADS [--quick] [--lowp]" >&2
     exit 2
 }
 
 threads=""
 quick=""
+dtype_arg="--dtype f32"
 for a in "$@"; do
     case "$a" in
     --quick) quick="--quick" ;;
+    --lowp) dtype_arg="--dtype lowp" ;;
     -h | --help) usage ;;
     *[!0-9]* | "") echo "run.sh: bad argument '$a'" >&2; usage ;;
     *) threads=$a ;;
@@ -122,10 +126,28 @@ not_run() { # peer, reason, ops...
     done
 }
 
-if [ -n "$dnnl_missing" ]; then
-    not_run oneDNN "not run: $dnnl_missing" "layernorm fwd" "layernorm bwd" "rmsnorm fwd" "rmsnorm bwd"
+# the op names of the rows this run makes (for the rows of a peer that cannot run)
+if [ "$dtype_arg" = "--dtype lowp" ]; then
+    all_ops="layernorm fwd bf16|layernorm bwd bf16|rmsnorm fwd bf16|rmsnorm bwd bf16|layernorm fwd f16|layernorm bwd f16|rmsnorm fwd f16|rmsnorm bwd f16"
+    for src in f32 bf16; do
+        all_ops="$all_ops|layernorm fwd $src>i8 dyn|layernorm fwd $src>i8 static|rmsnorm fwd $src>i8 dyn|rmsnorm fwd $src>i8 static"
+    done
 else
-    "$onednn_bin" "$threads" $quick
+    all_ops="layernorm fwd|layernorm bwd|rmsnorm fwd|rmsnorm bwd"
+fi
+not_run_all() { # peer, reason
+    old_ifs=$IFS
+    IFS='|'
+    # shellcheck disable=SC2086 # split on '|' on purpose
+    not_run "$1" "$2" $all_ops
+    IFS=$old_ifs
+}
+
+if [ -n "$dnnl_missing" ]; then
+    not_run_all oneDNN "not run: $dnnl_missing"
+else
+    # shellcheck disable=SC2086 # $quick and $dtype_arg are words on purpose
+    "$onednn_bin" "$threads" $quick $dtype_arg
     rc=$?
     [ $rc = 0 ] || not_run oneDNN "the oneDNN program stopped with status $rc (rows above, if any, are complete)" "(remaining)"
 fi
@@ -136,7 +158,7 @@ for peer in torch ort; do
     ort) name="ONNX Runtime" mods="numpy onnxruntime onnx" ;;
     esac
     if [ -n "$py_broken" ]; then
-        not_run "$name" "not run: $py_broken" "layernorm fwd" "layernorm bwd" "rmsnorm fwd" "rmsnorm bwd"
+        not_run_all "$name" "not run: $py_broken"
         continue
     fi
     missing=""
@@ -144,11 +166,12 @@ for peer in torch ort; do
         "$py" -c "import $m" >/dev/null 2>&1 || missing="$missing $m"
     done
     if [ -n "$missing" ]; then
-        not_run "$name" "not run: cannot import$missing (pip install failed?)" "layernorm fwd" "layernorm bwd" "rmsnorm fwd" "rmsnorm bwd"
+        not_run_all "$name" "not run: cannot import$missing (pip install failed?)"
         continue
     fi
     # a process per peer: the OpenMP threads of one do not spin beside the other's
-    "$py" "$here/peers_torch_ort.py" --peer "$peer" --threads "$threads" $quick
+    # shellcheck disable=SC2086
+    "$py" "$here/peers_torch_ort.py" --peer "$peer" --threads "$threads" $quick $dtype_arg
     rc=$?
     [ $rc = 0 ] || not_run "$name" "the $peer benchmark stopped with status $rc (rows above, if any, are complete)" "(remaining)"
 done

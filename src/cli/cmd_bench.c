@@ -1,7 +1,11 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf */
 /* keel bench: median time and GB/s of every op, beside the copy floor of the same bytes
  * (the faster of glibc memcpy and a streaming-store copy, same threads), measured in the same
- * run and interleaved with the op so that both see the same machine state. */
+ * run and interleaved with the op so that both see the same machine state.
+ * --dtype chooses the rows: f32 (the float32 ops and the transformer-block rows, the default),
+ * bf16 and f16 (LayerNorm/RMSNorm forward and backward with x, y, dy, dx in that dtype) and i8
+ * (the int8-output forwards, x in f32 or bf16, dynamic per-row or static per-tensor scale); the
+ * bytes counted are those the op must move in its dtypes. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +14,7 @@
 
 #include "bench_copy.h"
 #include "commands.h"
+#include "convert.h"
 #include "keel.h"
 
 typedef struct bench_case {
@@ -48,16 +53,78 @@ static double median(double *v, int n)
 typedef enum {
     OP_LN_FWD, OP_LN_BWD, OP_RMS_FWD, OP_RMS_BWD,
     OP_ADD_LN_FWD, OP_SEP_LN_FWD, OP_POST_LN_FWD, OP_ADD_LN_BWD,
-    OP_ADD_RMS_FWD, OP_SEP_RMS_FWD, OP_ADD_RMS_BWD, OP_COUNT
+    OP_ADD_RMS_FWD, OP_SEP_RMS_FWD, OP_ADD_RMS_BWD, OP_COUNT,
+    /* int8-output forwards (the tensor dtype of a row is then x's): dynamic per-row scale
+     * (row_scale written) or a static per-tensor scale; no mean/rstd (inference) */
+    OP_LN_FWD_I8_DYN = OP_COUNT, OP_LN_FWD_I8_STATIC, OP_RMS_FWD_I8_DYN, OP_RMS_FWD_I8_STATIC, OP_ALL_COUNT
 } bench_op;
 static const char *const op_names[OP_COUNT] = {"layernorm fwd", "layernorm bwd", "rmsnorm fwd", "rmsnorm bwd",
                                                "add+ln fwd", "add, ln fwd", "add+ln post", "add+ln bwd",
                                                "add+rms fwd", "add, rms fwd", "add+rms bwd"};
+static const char *const i8_op_names[] = {"layernorm fwd %s>i8 dyn", "layernorm fwd %s>i8 static",
+                                          "rmsnorm fwd %s>i8 dyn", "rmsnorm fwd %s>i8 static"};
+#define I8_STATIC_SCALE (3.0f / 127.0f) /* |y| < 3 for these inputs: x, gamma, beta in [-1, 1) */
+
+/* The rows of the table: an op and the dtype of its tensors (x, y, dy, dx; x only for the i8 ops). */
+typedef struct bench_row {
+    bench_op op;
+    keel_dtype dtype;
+    char name[40];
+} bench_row;
+
+enum { GROUP_F32 = 1, GROUP_BF16 = 2, GROUP_F16 = 4, GROUP_I8 = 8, GROUP_ALL = 15 };
 
 typedef struct buffers {
     float *x, *y, *dy, *dx, *mean, *rstd, *gamma, *beta, *dgamma, *dbeta;
     float *r, *h, *ones; /* the residual rows: r, h (n each), lambda = 1 (dim) */
+    /* low precision: x, y, dy, dx as bf16 or f16 bits (n each; x and dy hold the float32 x and dy
+     * rounded to lp_dtype), the int8 y and the per-row scales */
+    uint16_t *xl, *yl, *dyl, *dxl;
+    keel_dtype lp_dtype;
+    int8_t *yq;
+    float *row_scale;
 } buffers;
+
+static keel_tensor tens(void *p, keel_dtype dt, size_t stride)
+{
+    keel_tensor t;
+    t.data = p;
+    t.dtype = dt;
+    t.stride = stride;
+    return t;
+}
+
+/* The low-precision ops: the four norms with x, y, dy, dx of dtype dt (bf16 or f16), and the
+ * int8-output forwards with x of dtype dt (f32, bf16 or f16). */
+static keel_status run_lp_op(keel_ctx *ctx, bench_op op, keel_dtype dt, const bench_case *c, const buffers *b)
+{
+    const size_t r = c->rows, d = c->dim;
+    const keel_tensor x = dt == KEEL_F32 ? keel_f32(b->x, d) : tens(b->xl, dt, d);
+    const keel_tensor yq = tens(b->yq, KEEL_I8, d);
+    const keel_quant_i8 dyn = {0.0f, b->row_scale, NULL}, fixed = {I8_STATIC_SCALE, NULL, NULL};
+    switch (op) {
+    case OP_LN_FWD:
+        return keel_layernorm_fwd(ctx, r, d, x, tens(b->yl, dt, d), b->gamma, b->beta, 1e-5f, b->mean, b->rstd, 0);
+    case OP_LN_BWD:
+        return keel_layernorm_bwd(ctx, r, d, tens(b->dyl, dt, d), x, b->mean, b->rstd, b->gamma, 1e-5f,
+                                  tens(b->dxl, dt, d), b->dgamma, b->dbeta, 0);
+    case OP_RMS_FWD:
+        return keel_rmsnorm_fwd(ctx, r, d, x, tens(b->yl, dt, d), b->gamma, 1e-5f, b->rstd, 0);
+    case OP_RMS_BWD:
+        return keel_rmsnorm_bwd(ctx, r, d, tens(b->dyl, dt, d), x, b->rstd, b->gamma, 1e-5f, tens(b->dxl, dt, d),
+                                b->dgamma, 0);
+    case OP_LN_FWD_I8_DYN:
+    case OP_LN_FWD_I8_STATIC:
+        return keel_layernorm_fwd_i8(ctx, r, d, x, yq, b->gamma, b->beta, 1e-5f,
+                                     op == OP_LN_FWD_I8_DYN ? &dyn : &fixed, NULL, NULL, 0);
+    case OP_RMS_FWD_I8_DYN:
+    case OP_RMS_FWD_I8_STATIC:
+        return keel_rmsnorm_fwd_i8(ctx, r, d, x, yq, b->gamma, 1e-5f, op == OP_RMS_FWD_I8_DYN ? &dyn : &fixed,
+                                   NULL, 0);
+    default:
+        return KEEL_EINVAL;
+    }
+}
 
 static keel_status run_block_op(keel_ctx *ctx, bench_op op, const bench_case *c, const buffers *b)
 {
@@ -96,7 +163,7 @@ static keel_status run_block_op(keel_ctx *ctx, bench_op op, const bench_case *c,
     }
 }
 
-static keel_status run_op(keel_ctx *ctx, bench_op op, const bench_case *c, const buffers *b)
+static keel_status run_f32_op(keel_ctx *ctx, bench_op op, const bench_case *c, const buffers *b)
 {
     const size_t r = c->rows, d = c->dim;
     switch (op) {
@@ -117,6 +184,26 @@ static keel_status run_op(keel_ctx *ctx, bench_op op, const bench_case *c, const
     }
 }
 
+static keel_status run_op(keel_ctx *ctx, const bench_row *row, const bench_case *c, const buffers *b)
+{
+    if (row->op >= OP_COUNT || row->dtype != KEEL_F32)
+        return run_lp_op(ctx, row->op, row->dtype, c, b);
+    return run_f32_op(ctx, row->op, c, b);
+}
+
+/* x and dy of the low-precision rows: the float32 x and dy rounded to dt (once per dtype) */
+static void set_lp_dtype(buffers *b, keel_dtype dt, size_t n)
+{
+    if (dt == KEEL_F32 || !b->xl || b->lp_dtype == dt)
+        return;
+    uint16_t (*cv)(float) = dt == KEEL_BF16 ? keel_f32_to_bf16_bits : keel_f32_to_f16_bits;
+    for (size_t i = 0; i < n; i++) {
+        b->xl[i] = cv(b->x[i]);
+        b->dyl[i] = cv(b->dy[i]);
+    }
+    b->lp_dtype = dt;
+}
+
 static float *alloc_floats(size_t n, uint64_t *seed)
 {
     float *p = aligned_alloc(64, ((n * sizeof(float)) + 63) & ~(size_t)63);
@@ -132,14 +219,31 @@ static float *alloc_floats(size_t n, uint64_t *seed)
 static void free_buffers(buffers *b)
 {
     float **all[] = {&b->x, &b->y, &b->dy, &b->dx, &b->mean, &b->rstd, &b->gamma, &b->beta, &b->dgamma, &b->dbeta,
-                     &b->r, &b->h, &b->ones};
+                     &b->r, &b->h, &b->ones, &b->row_scale};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(*all[i]);
         *all[i] = NULL;
     }
+    uint16_t **lp[] = {&b->xl, &b->yl, &b->dyl, &b->dxl};
+    for (size_t i = 0; i < sizeof lp / sizeof lp[0]; i++) {
+        free(*lp[i]);
+        *lp[i] = NULL;
+    }
+    free(b->yq);
+    b->yq = NULL;
 }
 
-static int alloc_buffers(buffers *b, const bench_case *c)
+static void *alloc_bytes(size_t bytes)
+{
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (p)
+        memset(p, 0, bytes); /* touch the pages before timing */
+    return p;
+}
+
+/* groups: the tensors only the selected rows need (the residual rows for f32, the bf16/f16/int8
+ * tensors for the others) */
+static int alloc_buffers(buffers *b, const bench_case *c, unsigned groups)
 {
     uint64_t seed = 42;
     const size_t n = c->rows * c->dim;
@@ -153,23 +257,52 @@ static int alloc_buffers(buffers *b, const bench_case *c)
     b->beta = alloc_floats(c->dim, &seed);
     b->dgamma = alloc_floats(c->dim, &seed);
     b->dbeta = alloc_floats(c->dim, &seed);
-    b->r = alloc_floats(n, &seed);
-    b->h = alloc_floats(n, &seed);
-    b->ones = alloc_floats(c->dim, &seed);
-    if (b->ones)
-        for (size_t j = 0; j < c->dim; j++)
-            b->ones[j] = 1.0f;
-    return b->x && b->y && b->dy && b->dx && b->mean && b->rstd && b->gamma && b->beta && b->dgamma && b->dbeta &&
-           b->r && b->h && b->ones;
+    int ok = b->x && b->y && b->dy && b->dx && b->mean && b->rstd && b->gamma && b->beta && b->dgamma && b->dbeta;
+    if (groups & GROUP_F32) {
+        b->r = alloc_floats(n, &seed);
+        b->h = alloc_floats(n, &seed);
+        b->ones = alloc_floats(c->dim, &seed);
+        if (b->ones)
+            for (size_t j = 0; j < c->dim; j++)
+                b->ones[j] = 1.0f;
+        ok = ok && b->r && b->h && b->ones;
+    }
+    if (groups & ~(unsigned)GROUP_F32) {
+        b->xl = alloc_bytes(n * 2);
+        b->yl = alloc_bytes(n * 2);
+        b->dyl = alloc_bytes(n * 2);
+        b->dxl = alloc_bytes(n * 2);
+        b->lp_dtype = KEEL_F32; /* nothing converted yet */
+        ok = ok && b->xl && b->yl && b->dyl && b->dxl;
+    }
+    if (groups & GROUP_I8) {
+        b->yq = alloc_bytes(n);
+        b->row_scale = alloc_bytes(c->rows * sizeof(float));
+        ok = ok && b->yq && b->row_scale;
+    }
+    return ok;
+}
+
+static size_t dtype_size(keel_dtype dt)
+{
+    return dt == KEEL_F32 ? 4 : dt == KEEL_I8 ? 1 : 2;
 }
 
 /* Bytes the op must move: forward reads x and writes y; backward reads x and dy, writes dx.
  * Fused add + norm: reads x and r, writes h and y (post-norm: not h); its backward reads dy,
  * dh and h and writes dx. "add, norm" is timed against the fused op's bytes: the floor the
- * fused op can reach and two calls cannot (they move 5n: x, r, h; h, y). */
-static size_t op_bytes(bench_op op, const bench_case *c)
+ * fused op can reach and two calls cannot (they move 5n: x, r, h; h, y).
+ * Each element in its dtype: 4 bytes float32, 2 bf16/f16. The int8-output forwards read x
+ * (4 or 2 bytes), write y (1 byte) and, with the dynamic scale, a float32 scale per row. The
+ * statistics (mean, rstd: 8 bytes a row) and gamma/beta are not counted, as for float32. */
+static size_t op_bytes(const bench_row *row, const bench_case *c)
 {
-    const size_t n = c->rows * c->dim * sizeof(float);
+    const size_t elems = c->rows * c->dim;
+    const bench_op op = row->op;
+    if (op >= OP_COUNT)
+        return elems * (dtype_size(row->dtype) + 1) +
+               (op == OP_LN_FWD_I8_DYN || op == OP_RMS_FWD_I8_DYN ? c->rows * sizeof(float) : 0);
+    const size_t n = elems * dtype_size(row->dtype);
     if (op >= OP_ADD_LN_FWD)
         return op == OP_POST_LN_FWD ? 3 * n : 4 * n;
     return (op == OP_LN_BWD || op == OP_RMS_BWD) ? 3 * n : 2 * n;
@@ -184,12 +317,81 @@ static int reps_for(size_t bytes, int min_reps)
     return reps < min_reps ? min_reps : reps;
 }
 
+/* "f32,bf16" -> GROUP_F32 | GROUP_BF16; 0 on an unknown name */
+static unsigned parse_dtypes(const char *list)
+{
+    unsigned g = 0;
+    const char *p = list;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        static const struct {
+            const char *name;
+            unsigned group;
+        } names[] = {{"f32", GROUP_F32}, {"fp32", GROUP_F32}, {"bf16", GROUP_BF16}, {"f16", GROUP_F16},
+                     {"fp16", GROUP_F16}, {"i8", GROUP_I8},   {"int8", GROUP_I8},   {"all", GROUP_ALL}};
+        unsigned found = 0;
+        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+            if (strlen(names[k].name) == len && !strncmp(p, names[k].name, len))
+                found = names[k].group;
+        if (!found)
+            return 0;
+        g |= found;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return g;
+}
+
+/* The rows of the selected groups, in table order: f32, bf16, f16, i8. */
+static size_t make_rows(bench_row *rows, unsigned groups)
+{
+    size_t k = 0;
+    if (groups & GROUP_F32)
+        for (int op = 0; op < OP_COUNT; op++) {
+            rows[k].op = (bench_op)op;
+            rows[k].dtype = KEEL_F32;
+            snprintf(rows[k].name, sizeof rows[k].name, "%s", op_names[op]);
+            k++;
+        }
+    const keel_dtype lp[2] = {KEEL_BF16, KEEL_F16};
+    for (int i = 0; i < 2; i++) {
+        if (!(groups & (i ? GROUP_F16 : GROUP_BF16)))
+            continue;
+        for (int op = OP_LN_FWD; op <= OP_RMS_BWD; op++) {
+            rows[k].op = (bench_op)op;
+            rows[k].dtype = lp[i];
+            snprintf(rows[k].name, sizeof rows[k].name, "%s %s", op_names[op], keel_dtype_name(lp[i]));
+            k++;
+        }
+    }
+    if (groups & GROUP_I8) {
+        const keel_dtype in[2] = {KEEL_F32, KEEL_BF16};
+        for (int i = 0; i < 2; i++)
+            for (int op = OP_LN_FWD_I8_DYN; op < OP_ALL_COUNT; op++) {
+                rows[k].op = (bench_op)op;
+                rows[k].dtype = in[i];
+                snprintf(rows[k].name, sizeof rows[k].name, i8_op_names[op - OP_LN_FWD_I8_DYN],
+                         keel_dtype_name(in[i]));
+                k++;
+            }
+    }
+    return k;
+}
+
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--threads N] [--reps N] [--markdown]\n"
-                "  --demo      one 4096 x 1024 case (what make demo runs)\n"
-                "  --threads N threads for keel and the copy floor (default: all cores; 0 = all)\n"
-                "  --markdown  print a Markdown table\n");
+    fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--markdown]\n"
+                "  --demo        one 4096 x 1024 case (what make demo runs)\n"
+                "  --dtype LIST  comma-separated rows to run (default f32):\n"
+                "                f32   float32 LayerNorm/RMSNorm and the fused add+norm rows\n"
+                "                bf16  LayerNorm/RMSNorm fwd and bwd, x y dy dx in bf16 (2 bytes an element)\n"
+                "                f16   the same in fp16\n"
+                "                i8    int8-output forwards, x in f32 or bf16, dynamic per-row scale\n"
+                "                      (\"dyn\") or static per-tensor scale (\"static\")\n"
+                "                all   all of them\n"
+                "  --threads N   threads for keel and the copy floor (default: all cores; 0 = all)\n"
+                "  --markdown    print a Markdown table\n");
 }
 
 int keel_cmd_bench(int argc, char **argv)
@@ -198,6 +400,7 @@ int keel_cmd_bench(int argc, char **argv)
     size_t ncases = sizeof default_cases / sizeof default_cases[0];
     bench_case one = {0, 0};
     int threads = 0, min_reps = 7, markdown = 0;
+    unsigned groups = GROUP_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -217,6 +420,14 @@ int keel_cmd_bench(int argc, char **argv)
             threads = atoi(v), i++;
         } else if (v && !strcmp(a, "--reps")) {
             min_reps = atoi(v), i++;
+        } else if (v && !strcmp(a, "--dtype")) {
+            groups = parse_dtypes(v), i++;
+            if (!groups) {
+                fprintf(stderr, "keel bench: --dtype '%s': expected a comma-separated list of f32, bf16, f16, i8, all\n",
+                        v);
+                usage(stderr);
+                return 2;
+            }
         } else {
             fprintf(stderr, "keel bench: unknown or incomplete option '%s'\n", a);
             usage(stderr);
@@ -233,6 +444,12 @@ int keel_cmd_bench(int argc, char **argv)
     }
     if (min_reps < 3)
         min_reps = 3;
+    bench_row rows[OP_COUNT + 8 + 8];
+    const size_t nrows = make_rows(rows, groups);
+    int width = 14;
+    for (size_t k = 0; k < nrows; k++)
+        if ((int)strlen(rows[k].name) > width)
+            width = (int)strlen(rows[k].name);
 
     keel_ctx *ctx;
     keel_status st = keel_ctx_create(&ctx, threads);
@@ -252,23 +469,32 @@ int keel_cmd_bench(int argc, char **argv)
         printf("\n| op | rows x dim | MiB moved | keel us | keel GB/s | memcpy GB/s | stream GB/s | fraction of floor |\n"
                "|---|---|---|---|---|---|---|---|\n");
     else
-        printf("%-14s %13s %9s %10s %9s %11s %11s %8s\n", "op", "rows x dim", "MiB", "keel us", "keel GB/s",
+        printf("%-*s %13s %9s %10s %9s %11s %11s %8s\n", width, "op", "rows x dim", "MiB", "keel us", "keel GB/s",
                "memcpy GB/s", "stream GB/s", "floor");
     int failed = 0;
     for (size_t ci = 0; ci < ncases && !failed; ci++) {
         const bench_case *c = &cases[ci];
         buffers b = {0};
-        if (!alloc_buffers(&b, c)) {
+        if (!alloc_buffers(&b, c, groups)) {
             fprintf(stderr, "keel bench: out of memory for %zu x %zu\n", c->rows, c->dim);
             free_buffers(&b);
             failed = 1;
             break;
         }
-        /* the backward reads the forward's statistics */
-        run_op(ctx, OP_LN_FWD, c, &b);
-        for (int op = 0; op < OP_COUNT; op++) {
-            const size_t bytes = op_bytes((bench_op)op, c);
-            const int reps = reps_for(bytes, min_reps);
+        /* the backward reads the forward's statistics (each dtype's forward row runs before its
+         * backward row and rewrites them) */
+        run_f32_op(ctx, OP_LN_FWD, c, &b);
+        for (size_t k = 0; k < nrows; k++) {
+            const bench_row *row = &rows[k];
+            set_lp_dtype(&b, row->dtype, c->rows * c->dim);
+            const size_t bytes = op_bytes(row, c);
+            /* warm-up, timed: a slow op (far from its floor) gets fewer runs, about 2 s of them */
+            const double tw0 = now_s();
+            run_op(ctx, row, c, &b);
+            const double tw = now_s() - tw0;
+            int reps = reps_for(bytes, min_reps);
+            if (tw > 0 && reps * tw > 2.0)
+                reps = (int)(2.0 / tw) > min_reps ? (int)(2.0 / tw) : min_reps;
             double *t_op = malloc(3 * (size_t)reps * sizeof(double));
             if (!t_op) {
                 failed = 1;
@@ -278,10 +504,9 @@ int keel_cmd_bench(int argc, char **argv)
             /* copy half the bytes moved (a copy reads and writes each byte); y and dy hold 2n */
             char *src = (char *)b.dy, *dst = (char *)b.y;
             const size_t copy_bytes = bytes / 2;
-            run_op(ctx, (bench_op)op, c, &b); /* warm-up */
             for (int r = 0; r < reps; r++) {
                 double t0 = now_s();
-                st = run_op(ctx, (bench_op)op, c, &b);
+                st = run_op(ctx, row, c, &b);
                 t_op[r] = now_s() - t0;
                 t0 = now_s();
                 bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
@@ -291,7 +516,7 @@ int keel_cmd_bench(int argc, char **argv)
                 t_stream[r] = now_s() - t0;
             }
             if (st != KEEL_OK) {
-                fprintf(stderr, "keel bench: %s: %s\n", op_names[op], keel_last_error());
+                fprintf(stderr, "keel bench: %s: %s\n", row->name, keel_last_error());
                 failed = 1;
             }
             const double mo = median(t_op, reps), mm = median(t_memcpy, reps), ms = median(t_stream, reps);
@@ -300,10 +525,10 @@ int keel_cmd_bench(int argc, char **argv)
             char shape[32];
             snprintf(shape, sizeof shape, "%zux%zu", c->rows, c->dim);
             if (markdown)
-                printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", op_names[op], shape,
+                printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", row->name, shape,
                        (double)bytes / 1048576.0, mo * 1e6, gb / mo, gb / mm, gb / ms, floor_t / mo);
             else
-                printf("%-14s %13s %9.1f %10.1f %9.1f %11.1f %11.1f %8.2f\n", op_names[op], shape,
+                printf("%-*s %13s %9.1f %10.1f %9.1f %11.1f %11.1f %8.2f\n", width, row->name, shape,
                        (double)bytes / 1048576.0, mo * 1e6, gb / mo, gb / mm, gb / ms, floor_t / mo);
             fflush(stdout);
             free(t_op);
