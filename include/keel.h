@@ -126,6 +126,12 @@ KEEL_API int keel_ctx_threads(const keel_ctx *ctx);
 /* Change the thread count (<= 0: online cores). Results do not depend on it: every operation
  * is bitwise identical for any thread count. */
 KEEL_API keel_status keel_ctx_set_threads(keel_ctx *ctx, int nthreads);
+/* Calls on fewer than `elems` elements (rows x dim) run on the calling thread alone: waking the
+ * pool costs more than it saves there. Default KEEL_DEFAULT_MIN_PARALLEL (measure it on a machine
+ * with `keel threads`); 0: always use every thread. Results never depend on it. */
+#define KEEL_DEFAULT_MIN_PARALLEL ((size_t)32768)
+KEEL_API keel_status keel_ctx_set_min_parallel(keel_ctx *ctx, size_t elems);
+KEEL_API size_t keel_ctx_min_parallel(const keel_ctx *ctx);
 /* Force an instruction-set path for this context (KEEL_ISA_AUTO: the default). All paths give
  * bitwise identical results (NaNs in the same places; the sign and payload bits of a NaN are
  * not specified); this exists for tests and benchmarks. */

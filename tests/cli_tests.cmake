@@ -120,6 +120,12 @@ keel_cli_test(cli_bench_dtype 0
   "layernorm fwd bf16 +512x512 +1[.]0 +${_vals}|layernorm bwd bf16 +512x512 +1[.]5 +${_vals}|rmsnorm fwd f16 +512x512 +1[.]0 +${_vals}|rmsnorm bwd f16 +512x512 +1[.]5 +${_vals}|layernorm fwd f32>i8 dyn +512x512 +1[.]3 +${_vals}|layernorm fwd f32>i8 static +512x512 +1[.]2 +${_vals}|rmsnorm fwd bf16>i8 dyn +512x512 +0[.]8 +${_vals}|rmsnorm fwd bf16>i8 static +512x512 +0[.]8 +${_vals}"
   bench --rows 512 --dim 512 --reps 3 --dtype bf16,f16,i8)
 keel_cli_test(cli_bench_dtype_bad 2 "" bench --rows 64 --dim 64 --dtype bf16,bogus)
+# keel threads: the table of 1 thread against 2 at every size, and its conclusion for each op.
+set(_num "[0-9]+[.][0-9]+")
+keel_cli_test(cli_threads 0
+  "ln fwd +2048 +${_num} +${_num} +${_num}x|ln bwd +1048576 +${_num} +${_num} +${_num}x|ln fwd: 2 threads <ANY>win|ln bwd: 2 threads <ANY>win"
+  threads --threads 2)
+keel_cli_test(cli_threads_bad 2 "" threads --bogus)
 keel_cli_test(cli_unknown_command 2 "" no-such-command)
 # A forced path that is unknown is an error, never a silent fallback.
 add_test(NAME cli_isa_bogus COMMAND ${CMAKE_COMMAND} -E env KEEL_ISA=bogus $<TARGET_FILE:keel> info)

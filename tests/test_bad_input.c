@@ -355,6 +355,9 @@ static void context_functions(keel_ctx *ctx)
     st = keel_ctx_set_threads(NULL, 2);
     test_check(st == KEEL_ENULL && error_names("ctx"), "keel_ctx_set_threads(NULL): %s (%s)",
                keel_status_str(st), keel_last_error());
+    st = keel_ctx_set_min_parallel(NULL, 0);
+    test_check(st == KEEL_ENULL && error_names("ctx"), "keel_ctx_set_min_parallel(NULL): %s (%s)",
+               keel_status_str(st), keel_last_error());
     st = keel_ctx_set_isa(NULL, KEEL_ISA_SCALAR);
     test_check(st == KEEL_ENULL && error_names("ctx"), "keel_ctx_set_isa(NULL): %s (%s)",
                keel_status_str(st), keel_last_error());

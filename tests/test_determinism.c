@@ -153,6 +153,11 @@ int main(void)
     printf("\n");
 
     keel_ctx *ctx = test_ctx(1);
+    /* every call is spread over the threads, however small (else the small shapes would all run
+     * on one thread and the comparison across thread counts would prove nothing for them) */
+    keel_status st0 = keel_ctx_set_min_parallel(ctx, 0);
+    test_check(st0 == KEEL_OK && keel_ctx_min_parallel(ctx) == 0, "keel_ctx_set_min_parallel(ctx, 0): %s",
+               keel_status_str(st0));
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
         for (int op = OP_LAYERNORM; op <= OP_RMSNORM; op++)
             check_shape(ctx, &rng, &shapes[k], (op_kind)op, isas, n_isas);

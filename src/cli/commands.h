@@ -8,5 +8,6 @@ int keel_cmd_check(int argc, char **argv);
 int keel_cmd_bench(int argc, char **argv);
 int keel_cmd_onnx_test(int argc, char **argv);
 int keel_cmd_eps(int argc, char **argv);
+int keel_cmd_threads(int argc, char **argv);
 
 #endif

@@ -21,6 +21,7 @@ static const command commands[] = {
     {"sample", keel_cmd_sample, "generate text from a keel train checkpoint"},
     {"study", keel_cmd_study, "the training study: what normalization does, with plots (report folder)"},
     {"monitor", keel_cmd_monitor, "watch the norms' statistics for distribution shift: calibrate, score, eval"},
+    {"threads", keel_cmd_threads, "where waking the thread pool starts to pay (for keel_ctx_set_min_parallel)"},
     {"eps", keel_cmd_eps, "what an eps means in f32/bf16/f16 storage, and an eps suited to each"},
     {"onnx-test", keel_cmd_onnx_test, "run ONNX backend node test folders (LayerNormalization, RMSNormalization)"},
 };

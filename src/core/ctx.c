@@ -31,6 +31,7 @@ keel_status keel_ctx_create(keel_ctx **out, int nthreads)
     }
     ctx->isa = isa;
     ctx->kernels = keel_kernels_for(isa);
+    ctx->min_parallel = KEEL_DEFAULT_MIN_PARALLEL;
     keel_clear_error();
     *out = ctx;
     return KEEL_OK;
@@ -48,6 +49,16 @@ void keel_ctx_destroy(keel_ctx *ctx)
 }
 
 int keel_ctx_threads(const keel_ctx *ctx) { return ctx ? keel_pool_size(ctx->pool) : 0; }
+
+keel_status keel_ctx_set_min_parallel(keel_ctx *ctx, size_t elems)
+{
+    if (!ctx)
+        return keel_fail(KEEL_ENULL, "keel_ctx_set_min_parallel: ctx is NULL");
+    ctx->min_parallel = elems;
+    return KEEL_OK;
+}
+
+size_t keel_ctx_min_parallel(const keel_ctx *ctx) { return ctx ? ctx->min_parallel : 0; }
 
 keel_status keel_ctx_set_threads(keel_ctx *ctx, int nthreads)
 {

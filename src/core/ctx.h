@@ -17,6 +17,7 @@ struct keel_ctx {
     size_t params_floats;
     float *stage;         /* per-thread staging rows for low-precision dtypes; grown on demand */
     size_t stage_floats;  /* total floats in stage */
+    size_t min_parallel;  /* elements below which a call runs on one thread */
 };
 
 /* Scratch of at least `bytes`, 64-byte aligned; NULL (with the error recorded) on failure.

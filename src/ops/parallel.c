@@ -10,9 +10,10 @@ static int useful_threads(const keel_ctx *ctx, size_t rows, size_t dim, size_t u
 {
     const size_t elems = rows * dim; /* validated not to overflow by the operator */
     size_t n = (size_t)keel_pool_size(ctx->pool);
-    const size_t by_work = elems / KEEL_MIN_PARALLEL_ELEMS;
-    if (n > by_work)
-        n = by_work;
+    /* one thread per ctx->min_parallel elements: below it waking a thread costs more than it
+     * saves (keel_ctx_set_min_parallel) */
+    if (ctx->min_parallel > 0 && n > elems / ctx->min_parallel)
+        n = elems / ctx->min_parallel;
     if (n > units)
         n = units;
     return n < 1 ? 1 : (int)n;

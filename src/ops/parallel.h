@@ -12,9 +12,6 @@
 /* Work on rows [r0, r1). part0/part1: zeroed column partials of `dim` floats, or NULL. */
 typedef void (*keel_rows_fn)(const void *job, size_t r0, size_t r1, float *part0, float *part1);
 
-/* Below this many elements per call, waking the pool costs more than the work saves. */
-#define KEEL_MIN_PARALLEL_ELEMS ((size_t)32768)
-
 /* fn over [0, rows) in contiguous chunks, one per thread. */
 void keel_run_rows(keel_ctx *ctx, size_t rows, size_t dim, keel_rows_fn fn, const void *job);
 
