@@ -18,6 +18,7 @@ class Context:
         handle = ctypes.c_void_p()
         _lib.check(_lib.lib.keel_ctx_create(ctypes.byref(handle), int(nthreads)))
         self.handle = handle
+        self.ptr = handle.value  # the keel_ctx * as an int (quicker to pass); None once closed
         self.lock = threading.Lock()
 
     def threads(self):
@@ -41,21 +42,22 @@ class Context:
         with self.lock:
             if self.handle:
                 _lib.lib.keel_ctx_destroy(self.handle)
-                self.handle = ctypes.c_void_p()
+                self.handle, self.ptr = ctypes.c_void_p(), None
 
 
 _default = None
 _default_lock = threading.Lock()
+current = None  # the module's context once created (what the calls read: `current or default()`)
 
 
 def default():
     """The module's context (one thread per core unless set_num_threads said otherwise)."""
-    global _default
+    global _default, current
     ctx = _default
     if ctx is None:
         with _default_lock:
             if _default is None:
-                _default = Context(0)
+                _default = current = Context(0)
             ctx = _default
     return ctx
 
@@ -71,8 +73,8 @@ atexit.register(_close_default)
 def _forget_default_in_child():
     # After fork the parent's worker threads do not exist in the child: its context would hang.
     # Leak it (destroying would join those threads) and make a fresh one on first use.
-    global _default, _default_lock
-    _default, _default_lock = None, threading.Lock()
+    global _default, _default_lock, current
+    _default, _default_lock, current = None, threading.Lock(), None
 
 
 if hasattr(os, "register_at_fork"):

@@ -37,14 +37,10 @@ def find_library():
 
 
 class Tensor(ctypes.Structure):
-    """keel_tensor: {data, dtype, stride}; the stride counts elements. `owner`, when given, is
-    the array or tensor holding the data: the struct keeps it alive (a copy made for the call)."""
+    """keel_tensor: {data, dtype, stride}; the stride counts elements. It holds an address only:
+    the caller keeps the array or tensor behind it alive through the call."""
 
     _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int), ("stride", ctypes.c_size_t)]
-
-    def __init__(self, data=None, dtype=0, stride=0, owner=None):
-        super().__init__(data, dtype, stride)
-        self.owner = owner
 
 
 _ctx_p = ctypes.c_void_p
@@ -54,21 +50,69 @@ _int = ctypes.c_int
 _uint = ctypes.c_uint
 _f32 = ctypes.c_float
 
+
+class Residual(ctypes.Structure):
+    """keel_residual: h = alpha * x + lambda * r + bias."""
+
+    _fields_ = [("x", Tensor), ("r", Tensor), ("alpha", _f32), ("lam", _fp), ("bias", _fp)]
+
+
+class ResidualGrads(ctypes.Structure):
+    """keel_residual_grads: dx, dr (tensors), dlambda, dbias (dim floats or NULL)."""
+
+    _fields_ = [("dx", Tensor), ("dr", Tensor), ("dlam", _fp), ("dbias", _fp)]
+
+
+class QuantI8(ctypes.Structure):
+    """keel_quant_i8: scale (> 0 per tensor, 0 per row), row_scale, smooth."""
+
+    _fields_ = [("scale", _f32), ("row_scale", _fp), ("smooth", _fp)]
+
+
+class EpsInfo(ctypes.Structure):
+    """keel_eps_info (keel_eps_check's answer)."""
+
+    _fields_ = [("eps", _f32), ("eps_in_dtype", _f32), ("representable", _int),
+                ("subnormal_in_dtype", _int), ("max_amplification", ctypes.c_double),
+                ("dominance_variance", ctypes.c_double), ("dtype_noise_variance", ctypes.c_double),
+                ("suggested_eps", _f32)]
+
+
+_T, _res_p, _grads_p = Tensor, ctypes.POINTER(Residual), ctypes.POINTER(ResidualGrads)
+_quant_p = ctypes.POINTER(QuantI8)
+_i64_p = ctypes.c_void_p  # int64_t *
+
 _PROTOTYPES = {
     "keel_status_str": (ctypes.c_char_p, [_int]),
     "keel_last_error": (ctypes.c_char_p, []),
     "keel_version": (_int, []),
     "keel_version_string": (ctypes.c_char_p, []),
     "keel_isa_name": (ctypes.c_char_p, [_int]),
+    "keel_dtype_name": (ctypes.c_char_p, [_int]),
     "keel_ctx_create": (_int, [ctypes.POINTER(_ctx_p), _int]),
     "keel_ctx_destroy": (None, [_ctx_p]),
     "keel_ctx_threads": (_int, [_ctx_p]),
     "keel_ctx_set_threads": (_int, [_ctx_p, _int]),
     "keel_ctx_isa": (_int, [_ctx_p]),
-    "keel_layernorm_fwd": (_int, [_ctx_p, _sz, _sz, Tensor, Tensor, _fp, _fp, _f32, _fp, _fp, _uint]),
-    "keel_layernorm_bwd": (_int, [_ctx_p, _sz, _sz, Tensor, Tensor, _fp, _fp, _fp, _f32, Tensor, _fp, _fp, _uint]),
-    "keel_rmsnorm_fwd": (_int, [_ctx_p, _sz, _sz, Tensor, Tensor, _fp, _f32, _fp, _uint]),
-    "keel_rmsnorm_bwd": (_int, [_ctx_p, _sz, _sz, Tensor, Tensor, _fp, _fp, _f32, Tensor, _fp, _uint]),
+    "keel_layernorm_fwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _fp, _f32, _fp, _fp, _uint]),
+    "keel_layernorm_bwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _fp, _fp, _f32, _T, _fp, _fp, _uint]),
+    "keel_rmsnorm_fwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _f32, _fp, _uint]),
+    "keel_rmsnorm_bwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _fp, _f32, _T, _fp, _uint]),
+    "keel_add_layernorm_fwd": (_int, [_ctx_p, _sz, _sz, _res_p, _T, _T, _fp, _fp, _f32, _fp, _fp, _uint]),
+    "keel_add_rmsnorm_fwd": (_int, [_ctx_p, _sz, _sz, _res_p, _T, _T, _fp, _f32, _fp, _uint]),
+    "keel_add_layernorm_bwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _res_p, _T, _fp, _fp, _fp, _f32, _grads_p,
+                                      _fp, _fp, _uint]),
+    "keel_add_rmsnorm_bwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _res_p, _T, _fp, _fp, _f32, _grads_p, _fp, _uint]),
+    "keel_layerscale_fwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _T, _uint]),
+    "keel_layerscale_bwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _T, _T, _fp, _uint]),
+    "keel_batchnorm_fwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _fp, _f32, _int, _f32, _fp, _fp, _i64_p,
+                                  _fp, _fp, _uint]),
+    "keel_batchnorm_bwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _fp, _fp, _f32, _int, _T, _fp, _fp, _uint]),
+    "keel_dyt_fwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _f32, _fp, _fp, _uint]),
+    "keel_dyt_bwd": (_int, [_ctx_p, _sz, _sz, _T, _T, _f32, _fp, _T, _fp, _fp, _fp, _uint]),
+    "keel_layernorm_fwd_i8": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _fp, _f32, _quant_p, _fp, _fp, _uint]),
+    "keel_rmsnorm_fwd_i8": (_int, [_ctx_p, _sz, _sz, _T, _T, _fp, _f32, _quant_p, _fp, _uint]),
+    "keel_eps_check": (_int, [_int, _f32, ctypes.POINTER(EpsInfo)]),
 }
 
 
@@ -89,9 +133,15 @@ def last_error():
     return lib.keel_last_error().decode("utf-8", "replace")
 
 
+def raise_status(status):
+    """Raise the exception of a failed call: keel_last_error()'s message (thread-local: call it
+    on the thread that made the call) in the class of the status."""
+    message = last_error() or lib.keel_status_str(status).decode()
+    raise error_for_status(status, message)
+
+
 def check(status):
     """Raise the exception for a non-zero keel_status, with keel_last_error()'s message.
     Call it on the thread that made the call: the message is thread-local."""
     if status:
-        message = last_error() or lib.keel_status_str(status).decode()
-        raise error_for_status(status, message)
+        raise_status(status)

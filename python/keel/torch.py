@@ -15,7 +15,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from . import _context, _lib
+from . import _lib
+from ._arrays import run
 from ._errors import EINVAL, KeelValueError
 from ._layout import normalized_tuple, row_stride, split_shape
 from .functional import _NULL_ROW, BF16, F16, F32, FLOAT32_EPS
@@ -58,8 +59,8 @@ def _addr(t):
 
 
 def _rows(t, k, dim):
-    """keel_tensor of t: rows read in place when evenly strided, else a contiguous copy's
-    (which the keel_tensor keeps alive)."""
+    """(keel_tensor, tensor) of t: its rows read in place when evenly strided, else those of a
+    contiguous copy (the tensor returned: keep it alive through the call)."""
     if t.data_ptr() % t.element_size():  # misaligned (a tensor over a foreign buffer): an aligned copy
         t, stride = t.clone(memory_format=torch.contiguous_format), dim
     elif t.is_contiguous():
@@ -68,13 +69,26 @@ def _rows(t, k, dim):
         stride = row_stride(t.shape, t.stride(), k, dim)
     if stride is None:
         t, stride = t.contiguous(), dim
-    return _lib.Tensor(_addr(t), _KEEL_DTYPE[t.dtype], stride, owner=t)
+    return _lib.Tensor(_addr(t), _KEEL_DTYPE[t.dtype], stride), t
+
+
+_SPLITS = {}  # (dims, shape) -> (lead, rows, dim): split_shape's answers, computed once per shape
+
+
+def _split(shape, dims, who):
+    found = _SPLITS.get((dims, shape))
+    if found is None:
+        found = split_shape(shape, dims, who)
+        if len(_SPLITS) >= 4096:
+            _SPLITS.clear()
+        _SPLITS[(dims, shape)] = found
+    return found
 
 
 def _param(p, dims, name, who):
     if p is None:
         return None
-    if tuple(p.shape) != dims:
+    if p.shape != dims:
         raise KeelValueError(f"{who}: {name}.shape {tuple(p.shape)} != normalized_shape {dims}", EINVAL)
     p = p if p.is_contiguous() else p.detach().contiguous()
     return p if p.dtype is torch.float32 else p.detach().float()  # keel's parameters are float32
@@ -83,38 +97,36 @@ def _param(p, dims, name, who):
 def _forward(op, x, dims, weight, bias, eps, stats):
     """keel's forward on tensors: y, plus mean/rstd (LayerNorm) or rstd (RMSNorm) with stats."""
     who = "keel.torch." + op
-    lead, rows, dim = split_shape(x.shape, dims, who)
-    tx = _rows(x, len(dims), dim)
+    lead, rows, dim = _split(x.shape, dims, who)
+    tx, x = _rows(x, len(dims), dim)
     weight, bias = _param(weight, dims, "weight", who), _param(bias, dims, "bias", who)
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     ty = _lib.Tensor(_addr(y), _KEEL_DTYPE[y.dtype], dim)
     rstd = torch.empty(lead, dtype=torch.float32) if stats else None
-    ctx = _context.default()
     if op == "layer_norm":
         mean = torch.empty(lead, dtype=torch.float32) if stats else None
-        ctx.call(_lib.lib.keel_layernorm_fwd, rows, dim, tx, ty, _addr(weight), _addr(bias), eps,
-                 _addr(mean), _addr(rstd), 0)
+        run(_lib.lib.keel_layernorm_fwd, rows, dim, tx, ty, _addr(weight), _addr(bias), eps,
+            _addr(mean), _addr(rstd), 0)
         return y, mean, rstd
-    ctx.call(_lib.lib.keel_rmsnorm_fwd, rows, dim, tx, ty, _addr(weight), eps, _addr(rstd), 0)
+    run(_lib.lib.keel_rmsnorm_fwd, rows, dim, tx, ty, _addr(weight), eps, _addr(rstd), 0)
     return y, None, rstd
 
 
 def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_db):
     who = "keel.torch." + op
-    _, rows, dim = split_shape(x.shape, dims, who)
-    tdy, tx = _rows(dy, len(dims), dim), _rows(x, len(dims), dim)
+    _, rows, dim = _split(x.shape, dims, who)
+    (tdy, dy), (tx, x) = _rows(dy, len(dims), dim), _rows(x, len(dims), dim)
     dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
     tdx = _lib.Tensor(_addr(dx), _KEEL_DTYPE[x.dtype], dim)
     dw = torch.zeros(dims, dtype=torch.float32) if need_dw else None  # 0 rows: keel writes nothing
     db = torch.zeros(dims, dtype=torch.float32) if need_db else None
     weight = _param(weight, dims, "weight", who)
-    ctx = _context.default()
     if op == "layer_norm":
-        ctx.call(_lib.lib.keel_layernorm_bwd, rows, dim, tdy, tx, _addr(mean), _addr(rstd),
-                 _addr(weight), eps, tdx, _addr(dw), _addr(db), 0)
+        run(_lib.lib.keel_layernorm_bwd, rows, dim, tdy, tx, _addr(mean), _addr(rstd),
+            _addr(weight), eps, tdx, _addr(dw), _addr(db), 0)
     else:
-        ctx.call(_lib.lib.keel_rmsnorm_bwd, rows, dim, tdy, tx, _addr(rstd), _addr(weight), eps,
-                 tdx, _addr(dw), 0)
+        run(_lib.lib.keel_rmsnorm_bwd, rows, dim, tdy, tx, _addr(rstd), _addr(weight), eps,
+            tdx, _addr(dw), 0)
     return dx, dw, db
 
 
@@ -162,6 +174,14 @@ class _RMSNormFunction(torch.autograd.Function):
         return dx, _as(dw, weight), None, None
 
 
+def _dims(normalized_shape, who):
+    """normalized_shape as a tuple of ints; a module's own (a tuple of one int) as it is."""
+    if type(normalized_shape) is tuple and len(normalized_shape) == 1 and type(normalized_shape[0]) is int \
+            and normalized_shape[0] >= 0:
+        return normalized_shape
+    return normalized_tuple(normalized_shape, who)
+
+
 def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -170,7 +190,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.layer_norm through keel (CPU float32; torch's op otherwise)."""
     if not _keel_can_run(x, weight, bias):
         return F.layer_norm(x, normalized_shape, weight, bias, eps)
-    dims = normalized_tuple(normalized_shape, "keel.torch.layer_norm")
+    dims = _dims(normalized_shape, "keel.torch.layer_norm")
     if _needs_grad(x, weight, bias):
         return _LayerNormFunction.apply(x, weight, bias, dims, float(eps))
     return _forward("layer_norm", x, dims, weight, bias, float(eps), stats=False)[0]
@@ -181,7 +201,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     eps None: float32's machine epsilon, as torch."""
     if not _keel_can_run(x, weight):
         return F.rms_norm(x, normalized_shape, weight, eps)
-    dims = normalized_tuple(normalized_shape, "keel.torch.rms_norm")
+    dims = _dims(normalized_shape, "keel.torch.rms_norm")
     eps = FLOAT32_EPS if eps is None else float(eps)
     if _needs_grad(x, weight):
         return _RMSNormFunction.apply(x, weight, dims, eps)

@@ -20,6 +20,8 @@ assert os.path.dirname(keel.library_path) == os.path.dirname(keel.__file__), kee
 assert "site-packages" in keel.__file__, keel.__file__
 y = keel.layer_norm(np.arange(8, dtype=np.float32).reshape(2, 4), 4)
 assert abs(float(y[0, 0]) + 1.3416355) < 1e-6, y
+y, h = keel.add_rms_norm(np.ones((2, 4), np.float32), np.ones((2, 4), np.float32), 4)
+assert float(h[0, 0]) == 2.0 and keel.eps_check("f16", 1e-12).eps_in_dtype == 0.0
 print("ok", keel.__version__, keel.library_path)
 """
 
