@@ -16,6 +16,9 @@
  *    2^128 (bf16), as IEEE 754 rounds. NaN: quiet, sign and top payload bits kept.
  *  - every path's kernel equals the scalar definition bit for bit, on whole arrays (vector
  *    bodies) and on lengths 1..40 and more at unaligned offsets (tails), writing nothing past n.
+ *  - every path's quantize_i8 and absmax kernels against keel_quantize_i8 and the scalar loop,
+ *    densely beside every half-integer boundary (the vector kernels use a reciprocal where it
+ *    provably rounds as the division).
  *  - keel_quantize_i8 against a double oracle: round half to even of the float32 quotient y / s
  *    (the quotient as keel.h writes it: float32 division), clamp to [-127, 127], NaN -> 0; ties
  *    built exactly, clamps, infinities, zero scales.
@@ -57,11 +60,19 @@ static float float_of(uint32_t u)
 
 typedef struct path {
     keel_isa isa;
+    const char *name;
     const keel_convert_kernels *cv;
 } path;
 
-static path paths[3];
+static path paths[4];
 static int n_paths;
+
+#if defined(__x86_64__) || defined(__i386__)
+/* The AVX-512 path as a CPU without AVX512_BF16 runs it (integer f32 -> bf16 rounding), tested
+ * beside the table's own kernels where the CPU has the extension (the table then uses
+ * vcvtne2ps2bf16). */
+static keel_convert_kernels avx512_int_bf16;
+#endif
 
 static void find_paths(void)
 {
@@ -75,13 +86,28 @@ static void find_paths(void)
                         keel_isa_name(isas[i])))
             continue;
         paths[n_paths].isa = isas[i];
+        paths[n_paths].name = keel_isa_name(isas[i]);
         paths[n_paths].cv = cv;
         n_paths++;
+        test_check(cv->quantize_i8 && cv->absmax, "keel_convert_kernels_for(%s): no quantize/absmax",
+                   keel_isa_name(isas[i]));
+#if defined(__x86_64__) || defined(__i386__)
+        if (isas[i] == KEEL_ISA_AVX512 && cv->f32_to_bf16 != keel_f32_to_bf16__avx512) {
+            test_check(keel_convert_avx512_bf16_hw(), "avx512: a bf16 kernel other than the integer "
+                       "one on a CPU without AVX512_BF16");
+            avx512_int_bf16 = *cv;
+            avx512_int_bf16.f32_to_bf16 = keel_f32_to_bf16__avx512;
+            paths[n_paths].isa = isas[i];
+            paths[n_paths].name = "avx512-int-bf16";
+            paths[n_paths].cv = &avx512_int_bf16;
+            n_paths++;
+        }
+#endif
     }
     printf("conversion paths:");
     for (int i = 0; i < n_paths; i++)
-        printf(" %s", keel_isa_name(paths[i].isa));
-    printf("\n");
+        printf(" %s", paths[i].name);
+    printf(" (AVX512_BF16 f32 -> bf16: %s)\n", keel_convert_avx512_bf16_hw() ? "yes" : "no");
     if (n_paths == 0 || paths[0].isa != KEEL_ISA_SCALAR)
         test_fatal("no scalar conversion path");
 }
@@ -245,11 +271,11 @@ static void check_to_f32(const format *f, int which)
         }
         test_check(bad == 0 && nan_lost == 0,
                    "%s isa %s: %ld patterns wrong (%ld NaNs lost), first 0x%04x: got 0x%08x (%.9g) "
-                   "want 0x%08x (%.9g)", what, keel_isa_name(paths[p].isa), bad, nan_lost,
+                   "want 0x%08x (%.9g)", what, paths[p].name, bad, nan_lost,
                    (unsigned)first_bad, (unsigned)bits_of(got[first_bad]), (double)got[first_bad],
                    (unsigned)bits_of(want[first_bad]), (double)want[first_bad]);
         test_check(test_first_written(got + 65536, 1) == 1, "%s isa %s: wrote past n", what,
-                   keel_isa_name(paths[p].isa));
+                   paths[p].name);
 
         /* every length 1..40 and some longer, at offsets 0..3: bodies and tails */
         static const size_t extra[] = {47, 64, 100, 129, 255, 1000, 4097};
@@ -272,7 +298,7 @@ static void check_to_f32(const format *f, int which)
             }
         }
         test_check(bad == 0, "%s isa %s: %ld short/unaligned calls wrong, first n=%zu offset %zu",
-                   what, keel_isa_name(paths[p].isa), bad, bad_n, bad_off);
+                   what, paths[p].name, bad, bad_n, bad_off);
     }
     free(src);
     free(want);
@@ -285,7 +311,7 @@ typedef struct from_stats {
     long values, wrong, path_diff;
     float first_wrong, first_diff;
     uint16_t first_got, first_want;
-    keel_isa diff_isa;
+    const char *diff_isa;
 } from_stats;
 
 /* Converts src[0..n) with every path's kernel, compares with the oracle and with each other. */
@@ -308,7 +334,7 @@ static void check_from_batch(const format *f, int which, const float *src, size_
                 }
             } else if (!s->path_diff++) {
                 s->first_diff = src[i];
-                s->diff_isa = paths[p].isa;
+                s->diff_isa = paths[p].name;
             }
         }
     }
@@ -332,7 +358,7 @@ static void report_from(const format *f, const char *what, const from_stats *s)
                (unsigned)bits_of(s->first_wrong), (unsigned)s->first_got, (unsigned)s->first_want);
     test_check(s->path_diff == 0,
                "f32 -> %s (%s): %ld values differ from the scalar path, first on %s: %a (0x%08x)",
-               f->name, what, s->path_diff, keel_isa_name(s->diff_isa), (double)s->first_diff,
+               f->name, what, s->path_diff, s->diff_isa, (double)s->first_diff,
                (unsigned)bits_of(s->first_diff));
 }
 
@@ -533,7 +559,7 @@ static void check_from_lengths(keel_rng *rng, const flist *specials)
     static const size_t extra[] = {47, 64, 100, 129, 255, 1000, 4097};
     long bad = 0, written = 0;
     size_t bad_n = 0, bad_off = 0;
-    keel_isa bad_isa = KEEL_ISA_SCALAR;
+    const char *bad_isa = "";
     const char *bad_fmt = "";
     for (size_t k = 0; k < 40 + sizeof extra / sizeof extra[0]; k++) {
         const size_t n = k < 40 ? k + 1 : extra[k - 40];
@@ -560,7 +586,7 @@ static void check_from_lengths(keel_rng *rng, const flist *specials)
                     if (!ok && !bad++) {
                         bad_n = n;
                         bad_off = off;
-                        bad_isa = paths[p].isa;
+                        bad_isa = paths[p].name;
                         bad_fmt = f->name;
                     }
                 }
@@ -568,7 +594,7 @@ static void check_from_lengths(keel_rng *rng, const flist *specials)
     }
     test_check(bad == 0 && written == 0,
                "f32 -> dtype on short/unaligned calls: %ld wrong (%ld wrote outside), first f32 -> "
-               "%s on %s n=%zu offset %zu", bad, written, bad_fmt, keel_isa_name(bad_isa), bad_n,
+               "%s on %s n=%zu offset %zu", bad, written, bad_fmt, bad_isa, bad_n,
                bad_off);
     free(src);
     free(dst);
@@ -665,6 +691,138 @@ static void check_quantize(keel_rng *rng)
                (double)bad_y, (double)bad_s, bad_got, bad_want);
 }
 
+/* Every path's quantize_i8 kernel equals keel_quantize_i8 element for element (the vector
+ * kernels take a reciprocal where it provably rounds as the division does, so values beside
+ * every half-integer boundary are swept densely), and absmax equals the scalar loop bit for bit
+ * (NaN payloads included), at every length 0..40 and more, unaligned, writing nothing past n. */
+static void check_quantize_paths(keel_rng *rng)
+{
+    enum { MAXN = 1100 };
+    float *y = test_alloc(MAXN + 8);
+    int8_t *q = malloc(MAXN + 32);
+    if (!q)
+        test_fatal("out of memory");
+    static const float fixed_scales[] = {1.0f, 3.0f / 127.0f, 0.5f, 0x1p-10f, 0x1p-126f, 0x1p-127f,
+                                         1e-39f, 0x1p-149f, 2e-38f, 1e38f, 3e38f, FLT_MAX, -0.75f,
+                                         0.0f, -0.0f, INFINITY, -INFINITY, NAN, 0.1f, 7.0f};
+    const size_t n_fixed = sizeof fixed_scales / sizeof fixed_scales[0];
+    static const size_t extra[] = {47, 64, 100, 129, 255, 768, 1000, 1093};
+    long bad = 0, written = 0, values = 0, amax_bad = 0;
+    const char *bad_path = "";
+    float bad_y = 0, bad_s = 0;
+    int bad_got = 0, bad_want = 0;
+    size_t bad_n = 0;
+    for (int trial = 0; trial < 600; trial++) {
+        const size_t k = (size_t)trial % (40 + sizeof extra / sizeof extra[0]);
+        const size_t n = k < 40 ? k + 1 : extra[k - 40];
+        const size_t off = keel_rng_below(rng, 4);
+        const float s = trial % 3 == 0 ? fixed_scales[keel_rng_below(rng, n_fixed)]
+                                       : (float)pow(10.0, keel_rng_range(rng, -30.0, 30.0));
+        const double ss = isfinite(s) && s != 0.0f ? (double)s : 1.0;
+        const int kind = trial % 5;
+        for (size_t i = 0; i < n + 8; i++) {
+            float v;
+            if (kind == 4) { /* random patterns, NaNs and Infs among them */
+                v = float_of((uint32_t)keel_rng_next(rng));
+            } else {
+                /* a half-integer boundary (or an integer, or a clamp edge) times s, then moved a
+                 * few floats either way: where reciprocal and division could part */
+                const double base = (double)((int)keel_rng_below(rng, 301) - 150) +
+                                    (keel_rng_below(rng, 4) ? 0.5 : 0.0);
+                v = (float)(base * ss);
+                const int steps = (int)keel_rng_below(rng, 129) - 64;
+                for (int t = 0; t < (steps < 0 ? -steps : steps) && kind != 0; t++)
+                    v = nextafterf(v, steps < 0 ? -INFINITY : INFINITY);
+                if (kind == 3)
+                    v = (float)(keel_rng_range(rng, -160.0, 160.0) * ss);
+            }
+            y[i] = v;
+        }
+        /* now and then a NaN, an Inf, a -0 in the row (absmax) */
+        if (trial % 7 == 0)
+            y[off + keel_rng_below(rng, n)] = trial % 14 ? -NAN : float_of(0x7fa00001u);
+        if (trial % 11 == 0)
+            y[off + keel_rng_below(rng, n)] = -INFINITY;
+        if (trial % 13 == 0)
+            y[off + keel_rng_below(rng, n)] = -0.0f;
+        const uint32_t amax_want = bits_of(keel_absmax_f32__scalar(y + off, n));
+        for (int p = 0; p < n_paths; p++) {
+            memset(q, 0x5a, MAXN + 32);
+            paths[p].cv->quantize_i8(y + off, (int8_t *)q + off, n, s);
+            int ok = 1;
+            for (size_t i = 0; i < off; i++)
+                ok &= q[i] == 0x5a;
+            for (size_t i = off + n; i < n + 32; i++)
+                ok &= q[i] == 0x5a;
+            if (!ok)
+                written++;
+            for (size_t i = 0; i < n; i++) {
+                const int want = keel_quantize_i8(y[off + i], s);
+                if (q[off + i] != want && !bad++) {
+                    bad_path = paths[p].name;
+                    bad_y = y[off + i];
+                    bad_s = s;
+                    bad_got = q[off + i];
+                    bad_want = want;
+                    bad_n = n;
+                }
+            }
+            if (bits_of(paths[p].cv->absmax(y + off, n)) != amax_want)
+                amax_bad++;
+            values += (long)n;
+        }
+    }
+    for (int p = 0; p < n_paths; p++) /* n == 0 */
+        if (bits_of(paths[p].cv->absmax(y, 0)) != 0)
+            amax_bad++;
+
+    /* dense: every float within 200 of each boundary k + 1/2 (k = -130..129) times s, for a few
+     * scales, through the vector bodies */
+    static const float dense_scales[] = {1.0f, 3.0f / 127.0f, 0.013f, 1e-20f, 5e17f};
+    enum { W = 200, SPAN = 2 * W + 1 };
+    float *row = test_alloc(SPAN);
+    int8_t *qr = malloc(SPAN);
+    if (!qr)
+        test_fatal("out of memory");
+    for (size_t si = 0; si < sizeof dense_scales / sizeof dense_scales[0]; si++) {
+        const float s = dense_scales[si];
+        for (int kk = -130; kk <= 129; kk++) {
+            float v = (float)(((double)kk + 0.5) * (double)s);
+            for (int t = 0; t < W; t++)
+                v = nextafterf(v, -INFINITY);
+            for (int t = 0; t < SPAN; t++) {
+                row[t] = v;
+                v = nextafterf(v, INFINITY);
+            }
+            for (int p = 0; p < n_paths; p++) {
+                paths[p].cv->quantize_i8(row, qr, SPAN, s);
+                for (int t = 0; t < SPAN; t++) {
+                    const int want = keel_quantize_i8(row[t], s);
+                    if (qr[t] != want && !bad++) {
+                        bad_path = paths[p].name;
+                        bad_y = row[t];
+                        bad_s = s;
+                        bad_got = qr[t];
+                        bad_want = want;
+                        bad_n = SPAN;
+                    }
+                }
+                values += SPAN;
+            }
+        }
+    }
+    printf("quantize_i8/absmax kernels: %ld values on %d paths\n", values, n_paths);
+    test_check(bad == 0 && written == 0,
+               "quantize_i8 kernels: %ld wrong (%ld calls wrote outside), first on %s n=%zu: y=%a "
+               "s=%a got %d want %d", bad, written, bad_path, bad_n, (double)bad_y, (double)bad_s,
+               bad_got, bad_want);
+    test_check(amax_bad == 0, "absmax kernels: %ld rows differ from the scalar loop", amax_bad);
+    free(row);
+    free(qr);
+    free(y);
+    free(q);
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -688,6 +846,7 @@ int main(void)
     check_from_lengths(&rng, &specials);
 
     check_quantize(&rng);
+    check_quantize_paths(&rng);
 
     free(specials.v);
     free(nans.v);

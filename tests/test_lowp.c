@@ -1250,35 +1250,53 @@ static void sweep_i8(keel_rng *rng)
 }
 
 /* A row of NaN gives q = 0 and row_scale NaN; a row of zeros (RMSNorm; LayerNorm without beta)
- * row_scale 0 and q = 0. */
+ * row_scale 0 and q = 0; on every path, at a dim inside one vector and one through the vector
+ * kernels' 64-wide body and both tails (83 = 64 + 16 + 3), each path's q and row_scale bitwise
+ * the scalar path's. */
 static void i8_special_rows(keel_rng *rng)
 {
-    const size_t rows = 3, dim = 19;
-    for (int xi = 0; xi < 3; xi++)
-        for (int op = OP_LAYERNORM; op <= OP_RMSNORM; op++) {
-            tbuf x = tbuf_new(float_dtypes[xi], rows, dim, dim);
-            for (size_t j = 0; j < dim; j++) {
-                tbuf_set(&x, j, (float)keel_rng_normal(rng));
-                tbuf_set(&x, dim + j, j == 5 ? NAN : 1.0f + (float)j);
-                tbuf_set(&x, 2 * dim + j, 0.0f);
+    static const size_t dims[] = {19, 83};
+    const size_t rows = 3;
+    for (size_t di = 0; di < 2; di++)
+        for (int xi = 0; xi < 3; xi++)
+            for (int op = OP_LAYERNORM; op <= OP_RMSNORM; op++) {
+                const size_t dim = dims[di];
+                tbuf x = tbuf_new(float_dtypes[xi], rows, dim, dim);
+                for (size_t j = 0; j < dim; j++) {
+                    tbuf_set(&x, j, (float)keel_rng_normal(rng));
+                    tbuf_set(&x, dim + j, j == 5 ? NAN : 1.0f + (float)j);
+                    tbuf_set(&x, 2 * dim + j, 0.0f);
+                }
+                int8_t q0[3 * 83];
+                float rs0[3];
+                for (int i = 0; i < n_isas; i++) {
+                    test_set_isa(ctxs[0], isas[i]);
+                    tbuf y = tbuf_new(KEEL_I8, rows, dim, dim);
+                    float rs[3];
+                    keel_quant_i8 q = {0.0f, rs, NULL};
+                    keel_status st = call_i8(ctxs[0], (op_kind)op, rows, dim, tensor_of(&x), tensor_of(&y), NULL,
+                                             NULL, 1e-5f, &q, NULL, NULL);
+                    int ok = st == KEEL_OK && isnan(rs[1]) && rs[2] == 0.0f && rs[0] > 0.0f;
+                    for (size_t j = 0; j < dim; j++)
+                        ok &= y.data[dim + j] == 0 && y.data[2 * dim + j] == 0;
+                    int has127 = 0;
+                    for (size_t j = 0; j < dim; j++)
+                        has127 |= abs((int8_t)y.data[j]) == 127;
+                    if (i == 0) {
+                        memcpy(q0, y.data, rows * dim);
+                        memcpy(rs0, rs, sizeof rs0);
+                    } else {
+                        ok &= memcmp(q0, y.data, rows * dim) == 0 && memcmp(rs0, rs, sizeof rs0) == 0;
+                    }
+                    test_check(ok && has127, "%s fwd_i8 x=%s dim %zu isa %s: NaN row / zero row / row max wrong "
+                               "or not the scalar path's bits (status %s, row_scale %g %g %g)",
+                               op_name((op_kind)op), keel_dtype_name(float_dtypes[xi]), dim,
+                               keel_isa_name(isas[i]), keel_status_str(st), (double)rs[0], (double)rs[1],
+                               (double)rs[2]);
+                    free(y.data);
+                }
+                free(x.data);
             }
-            tbuf y = tbuf_new(KEEL_I8, rows, dim, dim);
-            float rs[3];
-            keel_quant_i8 q = {0.0f, rs, NULL};
-            keel_status st = call_i8(ctxs[0], (op_kind)op, rows, dim, tensor_of(&x), tensor_of(&y), NULL, NULL,
-                                     1e-5f, &q, NULL, NULL);
-            int ok = st == KEEL_OK && isnan(rs[1]) && rs[2] == 0.0f && rs[0] > 0.0f;
-            for (size_t j = 0; j < dim; j++)
-                ok &= y.data[dim + j] == 0 && y.data[2 * dim + j] == 0;
-            int has127 = 0;
-            for (size_t j = 0; j < dim; j++)
-                has127 |= abs((int8_t)y.data[j]) == 127;
-            test_check(ok && has127, "%s fwd_i8 x=%s: NaN row / zero row / row max wrong (status %s, row_scale "
-                       "%g %g %g)", op_name((op_kind)op), keel_dtype_name(float_dtypes[xi]),
-                       keel_status_str(st), (double)rs[0], (double)rs[1], (double)rs[2]);
-            free(x.data);
-            free(y.data);
-        }
 }
 
 /* ---- bad arguments ------------------------------------------------------------------------- */

@@ -105,3 +105,21 @@ void keel_f32_to_f16__scalar(const float *src, uint16_t *dst, size_t n)
     for (size_t i = 0; i < n; i++)
         dst[i] = keel_f32_to_f16_bits(src[i]);
 }
+
+void keel_quantize_i8__scalar(const float *y, int8_t *q, size_t n, float s)
+{
+    for (size_t i = 0; i < n; i++)
+        q[i] = keel_quantize_i8(y[i], s);
+}
+
+float keel_absmax_f32__scalar(const float *y, size_t n)
+{
+    float m = 0.0f;
+    for (size_t j = 0; j < n; j++) {
+        const float a = fabsf(y[j]);
+        m = (a > m || isnan(a)) ? a : m; /* a NaN wins, and stays */
+        if (isnan(m))
+            break;
+    }
+    return m;
+}

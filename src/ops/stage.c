@@ -1,7 +1,7 @@
 #include "stage.h"
 
-#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 size_t keel_stage_block_rows(size_t dim) { return dim >= 2048 ? 1 : 2048 / dim; }
 
@@ -47,8 +47,8 @@ void keel_stage_flush(const keel_convert_kernels *cv, keel_tensor t, size_t r, s
 size_t keel_stage_fwd_floats(size_t dim) { return 2 * keel_stage_block_rows(dim) * dim; }
 size_t keel_stage_bwd_floats(size_t dim) { return 3 * keel_stage_block_rows(dim) * dim; }
 
-void keel_quantize_rows(const keel_quant_i8 *q, keel_tensor y, size_t r, size_t n, size_t dim,
-                        const float *buf)
+void keel_quantize_rows(const keel_convert_kernels *cv, const keel_quant_i8 *q, keel_tensor y,
+                        size_t r, size_t n, size_t dim, const float *buf)
 {
     int8_t *out = (int8_t *)y.data + r * y.stride;
     for (size_t i = 0; i < n; i++) {
@@ -56,18 +56,13 @@ void keel_quantize_rows(const keel_quant_i8 *q, keel_tensor y, size_t r, size_t 
         int8_t *qrow = out + i * y.stride;
         float s = q->scale;
         if (s == 0.0f) {
-            float m = 0.0f;
-            for (size_t j = 0; j < dim; j++) {
-                const float a = fabsf(row[j]);
-                m = (a > m || isnan(a)) ? a : m; /* a NaN wins, and stays */
-                if (isnan(m))
-                    break;
-            }
-            s = m / 127.0f;
+            s = cv->absmax(row, dim) / 127.0f; /* a NaN in the row gives s = NaN */
             q->row_scale[r + i] = s;
         }
-        for (size_t j = 0; j < dim; j++)
-            qrow[j] = s == 0.0f ? 0 : keel_quantize_i8(row[j], s);
+        if (s == 0.0f)
+            memset(qrow, 0, dim);
+        else /* s NaN gives 0 everywhere, as keel_quantize_i8 does */
+            cv->quantize_i8(row, qrow, dim, s);
     }
 }
 
@@ -88,7 +83,7 @@ void keel_stage_fwd(const keel_convert_kernels *cv, float *slice, size_t dim, ke
         const float *xp = keel_stage_in(cv, x, r, n, dim, bx, &xs);
         if (y.dtype == KEEL_I8) {
             fn(job, r, n, xp, xs, by, dim);
-            keel_quantize_rows(q, y, r, n, dim, by);
+            keel_quantize_rows(cv, q, y, r, n, dim, by);
         } else {
             float *yp = keel_stage_out(cv, y, r, n, dim, by, 0, &ys);
             fn(job, r, n, xp, xs, yp, ys);

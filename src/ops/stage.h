@@ -40,8 +40,8 @@ typedef void (*keel_bwd_block_fn)(const void *job, size_t r, size_t n, const flo
                                   float *part0, float *part1);
 
 /* Quantization of a float32 output row block into an int8 tensor (keel.h, keel_quant_i8). */
-void keel_quantize_rows(const keel_quant_i8 *q, keel_tensor y, size_t r, size_t n, size_t dim,
-                        const float *buf);
+void keel_quantize_rows(const keel_convert_kernels *cv, const keel_quant_i8 *q, keel_tensor y,
+                        size_t r, size_t n, size_t dim, const float *buf);
 
 /* Floats of staging each thread needs for a forward / backward over rows of `dim`. */
 size_t keel_stage_fwd_floats(size_t dim);
