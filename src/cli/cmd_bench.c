@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "bench_copy.h"
+#include "bench_time.h"
 #include "commands.h"
 #include "convert.h"
 #include "keel.h"
@@ -27,25 +28,6 @@ static const bench_case default_cases[] = {
     {4096, 4096}, {1024, 8192}, {16384, 8192},
 };
 static const bench_case demo_cases[] = {{4096, 1024}};
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* The transformer-block rows: the fused residual add + norm (h = x + r written, y = norm(h);
  * post-norm: h not written) beside the same work as two calls, an add (keel_layerscale_fwd with
@@ -489,9 +471,9 @@ int keel_cmd_bench(int argc, char **argv)
             set_lp_dtype(&b, row->dtype, c->rows * c->dim);
             const size_t bytes = op_bytes(row, c);
             /* warm-up, timed: a slow op (far from its floor) gets fewer runs, about 2 s of them */
-            const double tw0 = now_s();
+            const double tw0 = bench_now_s();
             run_op(ctx, row, c, &b);
-            const double tw = now_s() - tw0;
+            const double tw = bench_now_s() - tw0;
             int reps = reps_for(bytes, min_reps);
             if (tw > 0 && reps * tw > 2.0)
                 reps = (int)(2.0 / tw) > min_reps ? (int)(2.0 / tw) : min_reps;
@@ -505,21 +487,21 @@ int keel_cmd_bench(int argc, char **argv)
             char *src = (char *)b.dy, *dst = (char *)b.y;
             const size_t copy_bytes = bytes / 2;
             for (int r = 0; r < reps; r++) {
-                double t0 = now_s();
+                double t0 = bench_now_s();
                 st = run_op(ctx, row, c, &b);
-                t_op[r] = now_s() - t0;
-                t0 = now_s();
+                t_op[r] = bench_now_s() - t0;
+                t0 = bench_now_s();
                 bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
-                t_memcpy[r] = now_s() - t0;
-                t0 = now_s();
+                t_memcpy[r] = bench_now_s() - t0;
+                t0 = bench_now_s();
                 bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_STREAM);
-                t_stream[r] = now_s() - t0;
+                t_stream[r] = bench_now_s() - t0;
             }
             if (st != KEEL_OK) {
                 fprintf(stderr, "keel bench: %s: %s\n", row->name, keel_last_error());
                 failed = 1;
             }
-            const double mo = median(t_op, reps), mm = median(t_memcpy, reps), ms = median(t_stream, reps);
+            const double mo = bench_median(t_op, reps), mm = bench_median(t_memcpy, reps), ms = bench_median(t_stream, reps);
             const double floor_t = mm < ms ? mm : ms;
             const double gb = (double)bytes / 1e9;
             char shape[32];

@@ -3,27 +3,13 @@
  * (keel_ctx_set_min_parallel(ctx, 0): the pool is woken whatever the size), medians of
  * interleaved runs, and prints the smallest size from which the threads win, the value to give
  * keel_ctx_set_min_parallel (the library's default is KEEL_DEFAULT_MIN_PARALLEL). */
-#define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_time.h"
 #include "commands.h"
 #include "keel.h"
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 enum { REPS = 301, DIM = 1024, MAX_ROWS = 1024 };
 
@@ -46,19 +32,17 @@ static int time_pair(keel_ctx *ctx1, keel_ctx *ctxn, int bwd, size_t rows, const
 {
     static double s1[REPS], sn[REPS];
     for (int r = 0; r < REPS; r++) {
-        double t = now_s();
+        double t = bench_now_s();
         if (run(ctx1, bwd, rows, b) != KEEL_OK)
             return -1;
-        s1[r] = now_s() - t;
-        t = now_s();
+        s1[r] = bench_now_s() - t;
+        t = bench_now_s();
         if (run(ctxn, bwd, rows, b) != KEEL_OK)
             return -1;
-        sn[r] = now_s() - t;
+        sn[r] = bench_now_s() - t;
     }
-    qsort(s1, REPS, sizeof s1[0], cmp_double);
-    qsort(sn, REPS, sizeof sn[0], cmp_double);
-    *t1 = s1[REPS / 2];
-    *tn = sn[REPS / 2];
+    *t1 = bench_median(s1, REPS);
+    *tn = bench_median(sn, REPS);
     return 0;
 }
 
