@@ -17,6 +17,8 @@ typedef struct shape {
 
 static const shape shapes[] = {
     {1000, 333, 0}, {4097, 64, 0}, {3, 8191, 5}, {1, 65536, 0}, {129, 1025, 7}, {7, 1, 2},
+    /* around the vector widths (BatchNorm's column tails, LayerScale's row tails) */
+    {2000, 15, 1}, {1500, 16, 0}, {1200, 17, 3}, {900, 33, 0}, {300, 257, 9},
 };
 #if defined(__SANITIZE_ADDRESS__)
 static const int thread_counts[] = {1, 3}; /* the sanitizer build: the same paths, less time */

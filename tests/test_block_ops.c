@@ -1226,7 +1226,7 @@ static keel_status bad_call(int i, keel_ctx *ctx, fixture *f)
     case 8: res.alpha = NAN; return keel_add_layernorm_fwd(ctx, BR, BD, &res, h, y, NULL, NULL, 1e-5f, NULL, NULL, 0);
     case 9: return keel_add_layernorm_fwd(ctx, BR, BD, &res, y, y, NULL, NULL, 1e-5f, NULL, NULL, 0);
     case 10: t.data = f->x + 1; return keel_add_layernorm_fwd(ctx, BR, BD, &res, keel_f32(f->x + 1, BD), y, NULL, NULL, 1e-5f, NULL, NULL, 0);
-    case 11: t.dtype = KEEL_BF16; return keel_add_rmsnorm_fwd(ctx, BR, BD, &res, t, y, NULL, 1e-5f, NULL, 0);
+    case 11: t.dtype = KEEL_I8; return keel_add_rmsnorm_fwd(ctx, BR, BD, &res, t, y, NULL, 1e-5f, NULL, 0);
     case 12: return keel_add_rmsnorm_fwd(ctx, BR, BD, &res, h, y, NULL, 1e-5f, NULL, 1u << 3);
     case 13: res.r = none; return keel_add_rmsnorm_fwd(ctx, BR, BD, &res, h, y, NULL, 1e-5f, NULL, 0);
     case 14: return keel_add_layernorm_bwd(ctx, BR, BD, none, dh, &res, h, NULL, NULL, f->gamma, 1e-5f, &g, f->dgamma, f->dbeta, 0);
@@ -1252,7 +1252,7 @@ static keel_status bad_call(int i, keel_ctx *ctx, fixture *f)
     case 34: return keel_dyt_fwd(ctx, BR, BD, x, y, INFINITY, f->gamma, f->beta, 0);
     case 35: return keel_dyt_bwd(ctx, BR, BD, dy, x, 0.5f, f->gamma, keel_f32(f->x + 5, BD), &f->dalpha, f->dgamma, f->dbeta, 0);
     case 36: return keel_dyt_bwd(ctx, BR, BD, dy, x, 0.5f, f->gamma, dx, &f->dalpha, f->dgamma, f->dbeta, 1u << 5);
-    case 37: t = y; t.dtype = KEEL_F16; return keel_dyt_fwd(ctx, BR, BD, x, t, 0.5f, NULL, NULL, 0);
+    case 37: t = y; t.dtype = KEEL_I8; return keel_dyt_fwd(ctx, BR, BD, x, t, 0.5f, NULL, NULL, 0);
     default: return KEEL_OK;
     }
 }

@@ -157,6 +157,7 @@ typedef struct batch {
     float *x, *dy, *gamma, *beta, *y0, *dx0, *dg0, *db0;
     float *mean, *rstd; /* the scalar forward's statistics at eps, rows + GUARD */
     float *rms_rstd;
+    int hints; /* KEEL_KBWD_PREFETCH | KEEL_KBWD_STREAM for the SIMD backwards, or 0 */
 } batch;
 
 static layout make_layout(keel_rng *rng, size_t rows, size_t dim)
@@ -178,10 +179,12 @@ static float *random_buf(keel_rng *rng, size_t n)
     return p;
 }
 
-/* The batches: one row of each kind; a few finite rows; or finite rows enough for x to span
+/* The batches: one row of each kind; a few finite rows; finite rows enough for x to span
  * 3 MiB, so that the SIMD paths also run the variants they choose for tensors beyond L2
- * (prefetching, one row at a time). */
-typedef enum batch_mode { B_ADVERSARIAL, B_FINITE, B_MANY } batch_mode;
+ * (prefetching, one row at a time); or enough for y to span 17 MiB, where the forwards stream
+ * their outputs (simd_lanes__*.h: rows with an aligned start, the others stored normally). */
+typedef enum batch_mode { B_ADVERSARIAL, B_FINITE, B_MANY, B_STREAM } batch_mode;
+#define STREAM_BYTES ((size_t)17 << 20)
 
 static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
 {
@@ -190,10 +193,14 @@ static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
     b->dim = dim;
     b->eps = eps_choices[keel_rng_below(rng, 3)];
     const int finite_only = mode != B_ADVERSARIAL;
-    b->name = mode == B_ADVERSARIAL ? "adversarial" : mode == B_FINITE ? "finite" : "many-rows";
+    b->name = mode == B_ADVERSARIAL ? "adversarial"
+              : mode == B_FINITE    ? "finite"
+              : mode == B_MANY      ? "many-rows"
+                                    : "streamed";
     b->rows = mode == B_ADVERSARIAL ? R_COUNT
               : mode == B_FINITE    ? 1 + keel_rng_below(rng, 9)
-                                    : ((size_t)3 << 20) / (dim * sizeof(float)) + 3;
+              : mode == B_MANY      ? ((size_t)3 << 20) / (dim * sizeof(float)) + 3
+                                    : STREAM_BYTES / (dim * sizeof(float)) + 3;
     b->kind = malloc((b->rows + 1) * sizeof *b->kind);
     if (!b->kind)
         test_fatal("out of memory");
@@ -204,8 +211,21 @@ static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
     const size_t rows = b->rows;
     b->lx = make_layout(rng, rows, dim);
     b->ly = make_layout(rng, rows, dim);
+    /* The backward hints (prefetch, streamed dx) must not change a bit: given to half the
+     * batches whatever their size, with dx rows that start aligned half the time (streamed). */
+    b->hints = keel_rng_below(rng, 2) ? KEEL_KBWD_PREFETCH | KEEL_KBWD_STREAM : 0;
+    if (mode == B_STREAM && dim % 16 == 0) { /* packed: every row starts aligned */
+        b->ly.off = 0;
+        b->ly.stride = dim;
+        b->ly.len = rows * dim + GUARD;
+    }
     b->ldy = make_layout(rng, rows, dim);
     b->ldx = make_layout(rng, rows, dim);
+    if (dim % 16 == 0 && keel_rng_below(rng, 2)) { /* packed: every dx row starts aligned */
+        b->ldx.off = 0;
+        b->ldx.stride = dim;
+        b->ldx.len = rows * dim + GUARD;
+    }
     b->lp = make_layout(rng, 1, dim);
     b->x = random_buf(rng, b->lx.len);
     b->dy = random_buf(rng, b->ldy.len);
@@ -297,6 +317,7 @@ static void call(const keel_kernels *k, const batch *b, const config *c, outputs
     /* in place, dy is the dx buffer itself (it holds a copy of dy) */
     const float *dy = c->inplace && o->dx ? o->dx + b->ldy.off : b->dy + b->ldy.off;
     float *dx = o->dx ? o->dx + ldx->off : NULL;
+    const int dx_flags = c->acc | (k->isa != KEEL_ISA_SCALAR ? b->hints : 0);
     switch (c->op) {
     case LN_FWD:
         k->f32_layernorm_fwd(rows, dim, c->inplace ? o->y + ly->off : x, c->inplace ? ly->stride : b->lx.stride,
@@ -310,11 +331,11 @@ static void call(const keel_kernels *k, const batch *b, const config *c, outputs
     case LN_BWD:
         k->f32_layernorm_bwd(rows, dim, dy, b->ldy.stride, x, b->lx.stride,
                              c->stats ? b->mean : NULL, c->stats ? b->rstd : NULL, gamma, b->eps,
-                             dx, ldx->stride, c->acc, dg, db);
+                             dx, ldx->stride, dx_flags, dg, db);
         break;
     case RMS_BWD:
         k->f32_rmsnorm_bwd(rows, dim, dy, b->ldy.stride, x, b->lx.stride,
-                           c->stats ? b->rms_rstd : NULL, gamma, b->eps, dx, ldx->stride, c->acc,
+                           c->stats ? b->rms_rstd : NULL, gamma, b->eps, dx, ldx->stride, dx_flags,
                            dg);
         break;
     }
@@ -411,8 +432,8 @@ static void run(const keel_kernels *k, const batch *b, const config *c)
     free_outputs(&ko);
 }
 
-/* Every combination of the options for one batch. */
-static void run_batch(const keel_kernels *k, const batch *b)
+/* Every combination of the forward's options for one batch. */
+static void run_batch_fwd(const keel_kernels *k, const batch *b)
 {
     for (int bits = 0; bits < 16; bits++) { /* forward: gamma, beta, stats, in place */
         config c = {LN_FWD, bits & 1, bits >> 1 & 1, bits >> 2 & 1, bits >> 3 & 1, 0, 0, 0, 0};
@@ -422,6 +443,12 @@ static void run_batch(const keel_kernels *k, const batch *b)
             run(k, b, &c);
         }
     }
+}
+
+/* Every combination of the options for one batch. */
+static void run_batch(const keel_kernels *k, const batch *b)
+{
+    run_batch_fwd(k, b);
     for (int bits = 0; bits < 16; bits++) { /* backward: gamma, stats, dgamma, dbeta ... */
         for (int dxmode = 0; dxmode < 5; dxmode++) { /* ... x dx: none, set, add, in place set/add */
             config c = {LN_BWD, bits & 1, 0, bits >> 1 & 1, dxmode >= 3, dxmode == 2 || dxmode == 4,
@@ -433,6 +460,235 @@ static void run_batch(const keel_kernels *k, const batch *b)
             }
         }
     }
+}
+
+/* ---- LayerScale and BatchNorm kernels ------------------------------------------------------
+ * The same batches, through the kernels of the other transformer-block ops: LayerScale forward
+ * (h = x + lambda * f, f taken from dy; lambda = gamma, with its exact zeros) and backward (dh
+ * taken from dy, f from x), and BatchNorm's column statistics, apply and backward (the batch's
+ * rows are the rows, its dim the features). Every output buffer is compared whole, as above. */
+
+typedef enum ls_bn_op { LS_FWD, LS_BWD, BN_STATS, BN_APPLY, BN_BWD } ls_bn_op;
+static const char *const ls_bn_names[] = {"layerscale_fwd", "layerscale_bwd", "batchnorm_stats",
+                                          "batchnorm_apply", "batchnorm_bwd"};
+
+/* Options of one LayerScale / BatchNorm call (which ones an op reads: see ls_bn_call). */
+typedef struct ls_bn_config {
+    ls_bn_op op;
+    int inplace;  /* 0; 1: the output is x (fwd, apply) or dh/dy (bwd: dx); 2: h is f / df is dh */
+    int acc, dx, df, dpart, training, lo, gamma, beta;
+} ls_bn_config;
+
+/* The per-feature constants of the batch (the scalar path's statistics, as the operator makes
+ * them): hi, lo, rstd of the columns; stats as doubles. */
+typedef struct bn_consts {
+    double *mean_d, *m2;
+    float *hi, *lo, *rstd;
+} bn_consts;
+
+static bn_consts bn_consts_make(const batch *b)
+{
+    bn_consts c;
+    const size_t dim = b->dim;
+    c.mean_d = test_alloc_d(dim + GUARD);
+    c.m2 = test_alloc_d(dim + GUARD);
+    c.hi = test_alloc(dim + GUARD);
+    c.lo = test_alloc(dim + GUARD);
+    c.rstd = test_alloc(dim + GUARD);
+    if (b->rows > 0)
+        keel_kernels_for(KEEL_ISA_SCALAR)->f32_batchnorm_stats(b->rows, dim, b->x + b->lx.off, b->lx.stride,
+                                                               c.mean_d, c.m2);
+    for (size_t j = 0; j < dim; j++) {
+        c.hi[j] = b->rows ? (float)c.mean_d[j] : 0.5f;
+        c.lo[j] = b->rows ? (float)(c.mean_d[j] - (double)c.hi[j]) : 0.0f;
+        c.rstd[j] = b->rows ? (float)(1.0 / sqrt(c.m2[j] / (double)b->rows + (double)b->eps)) : 2.0f;
+    }
+    return c;
+}
+
+static void bn_consts_free(bn_consts *c)
+{
+    free(c->mean_d);
+    free(c->m2);
+    free(c->hi);
+    free(c->lo);
+    free(c->rstd);
+}
+
+typedef struct ls_bn_outputs {
+    float *a, *b, *part, *part2; /* h / y / dx; df; dlambda or dgamma; dbeta */
+    double *s1, *s2;             /* BatchNorm statistics */
+} ls_bn_outputs;
+
+/* The layouts of output a and b of a config. */
+static const layout *ls_bn_layout(const batch *b, const ls_bn_config *c, int which)
+{
+    const int fwd = c->op == LS_FWD || c->op == BN_APPLY;
+    if (which == 0) {
+        if (fwd)
+            return c->inplace == 1 ? &b->lx : c->inplace == 2 ? &b->ldy : &b->ly;
+        return c->inplace == 1 ? &b->ldy : &b->ldx;
+    }
+    return c->inplace == 2 ? &b->ldy : &b->ly; /* df */
+}
+
+static void ls_bn_init(ls_bn_outputs *o, const batch *b, const ls_bn_config *c)
+{
+    memset(o, 0, sizeof *o);
+    const layout *la = ls_bn_layout(b, c, 0), *lb = ls_bn_layout(b, c, 1);
+    switch (c->op) {
+    case LS_FWD:
+    case BN_APPLY:
+        o->a = test_copy(c->inplace == 1 ? b->x : c->inplace == 2 ? b->dy : b->y0, la->len);
+        break;
+    case LS_BWD:
+    case BN_BWD:
+        if (c->dx)
+            o->a = test_copy(c->inplace == 1 ? b->dy : b->dx0, la->len);
+        if (c->op == LS_BWD && c->df)
+            o->b = test_copy(c->inplace == 2 ? b->dy : b->y0, lb->len);
+        break;
+    case BN_STATS:
+        o->s1 = test_alloc_d(b->dim + GUARD);
+        o->s2 = test_alloc_d(b->dim + GUARD);
+        for (size_t j = 0; j < b->dim + GUARD; j++) {
+            o->s1[j] = b->dg0[j % b->lp.len];
+            o->s2[j] = b->db0[j % b->lp.len];
+        }
+        break;
+    }
+    o->part = test_copy(b->dg0, b->lp.len);
+    o->part2 = test_copy(b->db0, b->lp.len);
+}
+
+static void ls_bn_free(ls_bn_outputs *o)
+{
+    free(o->a);
+    free(o->b);
+    free(o->part);
+    free(o->part2);
+    free(o->s1);
+    free(o->s2);
+}
+
+static void ls_bn_call(const keel_kernels *k, const batch *b, const bn_consts *bc,
+                       const ls_bn_config *c, ls_bn_outputs *o)
+{
+    const size_t rows = b->rows, dim = b->dim, po = b->lp.off;
+    const layout *la = ls_bn_layout(b, c, 0), *lb = ls_bn_layout(b, c, 1);
+    float *a = o->a ? o->a + la->off : NULL, *ob = o->b ? o->b + lb->off : NULL;
+    const float *gamma = c->gamma ? b->gamma + po : NULL, *beta = c->beta ? b->beta + po : NULL;
+    switch (c->op) {
+    case LS_FWD: { /* in place: h is x (1) or f (2), the buffer holding that input */
+        const float *x = c->inplace == 1 ? a : b->x + b->lx.off;
+        const float *f = c->inplace == 2 ? a : b->dy + b->ldy.off;
+        k->f32_layerscale_fwd(rows, dim, x, b->lx.stride, f, b->ldy.stride, b->gamma + po, a, la->stride);
+        break;
+    }
+    case LS_BWD: { /* in place: dx is dh (1) or df is dh (2) */
+        const float *dh = c->inplace == 1 && a ? a : c->inplace == 2 && ob ? ob : b->dy + b->ldy.off;
+        k->f32_layerscale_bwd(rows, dim, dh, b->ldy.stride, c->dpart ? b->x + b->lx.off : NULL, b->lx.stride,
+                              c->df ? b->gamma + po : NULL, a, la->stride, ob, lb->stride, c->acc,
+                              c->dpart ? o->part + po : NULL);
+        break;
+    }
+    case BN_STATS:
+        k->f32_batchnorm_stats(rows, dim, b->x + b->lx.off, b->lx.stride, o->s1, o->s2);
+        break;
+    case BN_APPLY: {
+        const float *x = c->inplace == 1 ? a : b->x + b->lx.off;
+        k->f32_batchnorm_apply(rows, dim, x, b->lx.stride, a, la->stride, bc->hi, c->lo ? bc->lo : NULL,
+                               bc->rstd, gamma, beta);
+        break;
+    }
+    case BN_BWD: {
+        const float *dy = c->inplace == 1 && a ? a : b->dy + b->ldy.off;
+        k->f32_batchnorm_bwd(rows, dim, dy, b->ldy.stride, b->x + b->lx.off, b->lx.stride, bc->hi, bc->rstd,
+                             gamma, c->training, a, la->stride, c->acc, c->dpart ? o->part + po : NULL,
+                             c->beta ? o->part2 + po : NULL, c->lo);
+        break;
+    }
+    }
+}
+
+static int same_d(const double *a, const double *b)
+{
+    return memcmp(a, b, sizeof(double)) == 0 || (!strict_nan && isnan(*a) && isnan(*b));
+}
+
+static void compare_d(const char *what, const double *ref, const double *got, size_t n, const char *desc)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!same_d(ref + i, got + i)) {
+            test_check(0, "%s: %s differs at column %zu: scalar %.17g, got %.17g", desc, what, i, ref[i], got[i]);
+            return;
+        }
+    test_check(1, "%s", what);
+}
+
+static void ls_bn_run(const keel_kernels *k, const batch *b, const bn_consts *bc, const ls_bn_config *c)
+{
+    ls_bn_outputs ro, ko;
+    ls_bn_init(&ro, b, c);
+    ls_bn_init(&ko, b, c);
+    ls_bn_call(keel_kernels_for(KEEL_ISA_SCALAR), b, bc, c, &ro);
+    ls_bn_call(k, b, bc, c, &ko);
+    char desc[512];
+    const layout *la = ls_bn_layout(b, c, 0), *lb = ls_bn_layout(b, c, 1);
+    snprintf(desc, sizeof desc,
+             "%s %s dim=%zu rows=%zu (%s batch) inplace=%d acc=%d dx=%d df=%d part=%d training=%d "
+             "lo=%d gamma=%d beta=%d; out stride %zu off %zu",
+             k->name, ls_bn_names[c->op], b->dim, b->rows, b->name, c->inplace, c->acc, c->dx, c->df,
+             c->dpart, c->training, c->lo, c->gamma, c->beta, la->stride, la->off);
+    if (c->op == BN_STATS) {
+        compare_d("column sums (mean)", ro.s1, ko.s1, b->dim + GUARD, desc);
+        compare_d("column sums (m2)", ro.s2, ko.s2, b->dim + GUARD, desc);
+    } else {
+        compare(c->op == LS_FWD ? "h" : c->op == BN_APPLY ? "y" : "dx", ro.a, ko.a, la->len, la, b, desc);
+        compare("df", ro.b, ko.b, lb->len, lb, b, desc);
+        compare(c->op == LS_BWD ? "dlambda partial" : "dgamma", ro.part, ko.part, b->lp.len, NULL, b, desc);
+        compare("dbeta", ro.part2, ko.part2, b->lp.len, NULL, b, desc);
+    }
+    ls_bn_free(&ro);
+    ls_bn_free(&ko);
+}
+
+/* Every combination of the options of the LayerScale and BatchNorm kernels for one batch. */
+static void run_ls_bn_batch(const keel_kernels *k, const batch *b)
+{
+    bn_consts bc = bn_consts_make(b);
+    for (int inplace = 0; inplace <= 2; inplace++) {
+        ls_bn_config c = {LS_FWD, inplace, 0, 0, 0, 0, 0, 0, 0, 0};
+        ls_bn_run(k, b, &bc, &c);
+    }
+    for (int bits = 0; bits < 32; bits++) { /* dx, df, dlambda, accumulate, in place */
+        ls_bn_config c = {LS_BWD, 0, bits >> 3 & 1, bits & 1, bits >> 1 & 1, bits >> 2 & 1, 0, 0, 0, 0};
+        if (bits >> 4 & 1) {
+            if (c.dx)
+                c.inplace = 1;
+            else if (c.df)
+                c.inplace = 2;
+            else
+                continue;
+        }
+        ls_bn_run(k, b, &bc, &c);
+    }
+    {
+        ls_bn_config c = {BN_STATS, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        ls_bn_run(k, b, &bc, &c);
+    }
+    for (int bits = 0; bits < 16; bits++) { /* lo, gamma, beta, in place */
+        ls_bn_config c = {BN_APPLY, bits >> 3 & 1, 0, 0, 0, 0, 0, bits & 1, bits >> 1 & 1, bits >> 2 & 1};
+        ls_bn_run(k, b, &bc, &c);
+    }
+    for (int bits = 0; bits < 16; bits++) /* training, gamma, dgamma, dbeta ... */
+        for (int dxmode = 0; dxmode < 5; dxmode++) { /* ... x dx: none, set, add, in place set/add */
+            /* lo stands for accumulate_dparams, beta for dbeta */
+            ls_bn_config c = {BN_BWD, dxmode >= 3, dxmode == 2 || dxmode == 4, dxmode > 0, 0,
+                              bits >> 2 & 1, bits & 1, (bits ^ dxmode) & 1, bits >> 1 & 1, bits >> 3 & 1};
+            ls_bn_run(k, b, &bc, &c);
+        }
+    bn_consts_free(&bc);
 }
 
 int main(void)
@@ -463,6 +719,7 @@ int main(void)
                 batch b;
                 make_batch(&b, &rng, dims[di], (batch_mode)mode);
                 run_batch(k, &b);
+                run_ls_bn_batch(k, &b);
                 free_batch(&b);
             }
         }
@@ -471,6 +728,14 @@ int main(void)
             batch b;
             make_batch(&b, &rng, many_dims[di], B_MANY);
             run_batch(k, &b);
+            run_ls_bn_batch(k, &b);
+            free_batch(&b);
+        }
+        static const size_t stream_dims[] = {4096, 1500};
+        for (size_t di = 0; di < sizeof stream_dims / sizeof stream_dims[0]; di++) {
+            batch b;
+            make_batch(&b, &rng, stream_dims[di], B_STREAM);
+            run_batch_fwd(k, &b);
             free_batch(&b);
         }
         /* rows == 0 writes nothing */
@@ -478,6 +743,7 @@ int main(void)
         make_batch(&b, &rng, 5, B_FINITE);
         b.rows = 0;
         run_batch(k, &b);
+        run_ls_bn_batch(k, &b);
         b.rows = 1;
         free_batch(&b);
     }

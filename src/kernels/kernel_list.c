@@ -2,13 +2,13 @@
  * read it, so a kernel added here is used, tested and timed. */
 #include "kernels.h"
 
-/* The transformer-block kernels of a path; LayerScale and BatchNorm are scalar everywhere. */
+/* The transformer-block kernels of a path. */
 #define BLOCK_KERNELS(isa)                                                                         \
     keel_f32_add_layernorm_fwd__##isa, keel_f32_add_layernorm_bwd__##isa,                          \
         keel_f32_add_rmsnorm_fwd__##isa, keel_f32_add_rmsnorm_bwd__##isa,                          \
-        keel_f32_layerscale_fwd__scalar, keel_f32_layerscale_bwd__scalar,                          \
-        keel_f32_batchnorm_stats__scalar, keel_f32_batchnorm_apply__scalar,                        \
-        keel_f32_batchnorm_bwd__scalar, keel_f32_dyt_fwd__##isa, keel_f32_dyt_bwd__##isa
+        keel_f32_layerscale_fwd__##isa, keel_f32_layerscale_bwd__##isa,                            \
+        keel_f32_batchnorm_stats__##isa, keel_f32_batchnorm_apply__##isa,                          \
+        keel_f32_batchnorm_bwd__##isa, keel_f32_dyt_fwd__##isa, keel_f32_dyt_bwd__##isa
 
 static const keel_kernels scalar_kernels = {
     KEEL_ISA_SCALAR, "scalar",

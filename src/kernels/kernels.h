@@ -311,8 +311,7 @@ void keel_f32_rmsnorm_bwd__avx512(size_t, size_t, const float *, size_t, const f
                                   const float *, const float *, float, float *, size_t, int,
                                   float *);
 
-/* Transformer blocks, by ISA. LayerScale and BatchNorm are scalar on every path (memory-bound
- * elementwise and column work the compiler vectorizes without changing a bit). */
+/* Transformer blocks, by ISA. */
 #define KEEL_BLOCK_KERNELS(isa)                                                                    \
     void keel_f32_add_layernorm_fwd__##isa(size_t, size_t, const keel_f32_res *, float *, size_t, \
                                            float *, size_t, const float *, const float *, float,   \
@@ -337,17 +336,24 @@ KEEL_BLOCK_KERNELS(avx2)
 KEEL_BLOCK_KERNELS(avx512)
 #undef KEEL_BLOCK_KERNELS
 
-void keel_f32_layerscale_fwd__scalar(size_t, size_t, const float *, size_t, const float *, size_t,
-                                     const float *, float *, size_t);
-void keel_f32_layerscale_bwd__scalar(size_t, size_t, const float *, size_t, const float *, size_t,
-                                     const float *, float *, size_t, float *, size_t, int,
-                                     float *);
-void keel_f32_batchnorm_stats__scalar(size_t, size_t, const float *, size_t, double *, double *);
-void keel_f32_batchnorm_apply__scalar(size_t, size_t, const float *, size_t, float *, size_t,
-                                      const float *, const float *, const float *, const float *,
-                                      const float *);
-void keel_f32_batchnorm_bwd__scalar(size_t, size_t, const float *, size_t, const float *, size_t,
-                                    const float *, const float *, const float *, int, float *,
-                                    size_t, int, float *, float *, int);
+/* LayerScale and BatchNorm, by ISA (the SIMD paths vectorize BatchNorm across columns). */
+#define KEEL_LS_BN_KERNELS(isa)                                                                    \
+    void keel_f32_layerscale_fwd__##isa(size_t, size_t, const float *, size_t, const float *,     \
+                                        size_t, const float *, float *, size_t);                   \
+    void keel_f32_layerscale_bwd__##isa(size_t, size_t, const float *, size_t, const float *,     \
+                                        size_t, const float *, float *, size_t, float *, size_t,   \
+                                        int, float *);                                             \
+    void keel_f32_batchnorm_stats__##isa(size_t, size_t, const float *, size_t, double *,         \
+                                         double *);                                                \
+    void keel_f32_batchnorm_apply__##isa(size_t, size_t, const float *, size_t, float *, size_t,  \
+                                         const float *, const float *, const float *,              \
+                                         const float *, const float *);                            \
+    void keel_f32_batchnorm_bwd__##isa(size_t, size_t, const float *, size_t, const float *,      \
+                                       size_t, const float *, const float *, const float *, int,   \
+                                       float *, size_t, int, float *, float *, int);
+KEEL_LS_BN_KERNELS(scalar)
+KEEL_LS_BN_KERNELS(avx2)
+KEEL_LS_BN_KERNELS(avx512)
+#undef KEEL_LS_BN_KERNELS
 
 #endif /* KEEL_KERNELS_H */

@@ -1,9 +1,12 @@
 /* Fused residual add + LayerNorm / RMSNorm operators (keel.h, "Transformer blocks"): validate,
  * then run the context's fused kernels over the rows; the backward gathers dgamma, dbeta,
  * dlambda and dbias over fixed row blocks (keel_run_rows_reduce_n), so every output is the
- * same for any thread count. */
+ * same for any thread count. Tensors may be f32, bf16 or f16: bf16/f16 rows are staged
+ * through the float32 kernels (block_stage.h), each output rounded once. */
 #include <math.h>
+#include <stdint.h>
 
+#include "block_stage.h"
 #include "error.h"
 #include "gamma_plus_one.h"
 #include "parallel.h"
@@ -33,8 +36,8 @@ static keel_status check_res_fwd(const char *who, const keel_residual *res, size
     keel_status st;
     if (!res)
         return keel_fail(KEEL_ENULL, "%s: res is NULL", who);
-    if ((st = keel_check_tensor(who, "res->x", res->x, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "res->r", res->r, rows, dim, KEEL_REQUIRED)) ||
+    if ((st = keel_check_tensor_of(who, "res->x", res->x, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "res->r", res->r, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
         (st = check_alpha(who, res->alpha)))
         return st;
     return KEEL_OK;
@@ -48,8 +51,8 @@ static keel_status check_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t
     keel_status st;
     if ((st = keel_check_shape(who, ctx, rows, dim)) ||
         (st = check_res_fwd(who, res, rows, dim)) ||
-        (st = keel_check_tensor(who, "h", h, rows, dim, KEEL_OPTIONAL)) ||
-        (st = keel_check_tensor(who, "y", y, rows, dim, KEEL_REQUIRED)) ||
+        (st = keel_check_tensor_of(who, "h", h, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "y", y, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
         (st = keel_check_overlap(who, "h", h, "res->x", res->x, rows, dim)) ||
         (st = keel_check_overlap(who, "h", h, "res->r", res->r, rows, dim)) ||
         (st = keel_check_overlap(who, "y", y, "res->x", res->x, rows, dim)) ||
@@ -60,44 +63,60 @@ static keel_status check_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t
     return KEEL_OK;
 }
 
-static keel_f32_res kernel_res(const keel_residual *res)
+/* The kernels' residual on rows staged (or not) as p[ix], p[ix + 1] (x, r). */
+static keel_f32_res kernel_res(const keel_residual *res, float *const *p, const size_t *s, int ix)
 {
-    keel_f32_res k = {res->x.data, res->x.stride, res->r.data, res->r.stride, res->alpha,
-                      res->lambda, res->bias};
+    keel_f32_res k = {p[ix], s[ix], p[ix + 1], s[ix + 1], res->alpha, res->lambda, res->bias};
     return k;
 }
 
 /* ---- forwards ------------------------------------------------------------------------------ */
 
+/* Staged tensors of a forward: x, r, h, y. */
+enum { FWD_X, FWD_R, FWD_H, FWD_Y };
+
 typedef struct add_fwd_job {
     const keel_kernels *k;
     int rms;
     size_t dim;
-    keel_f32_res res;
-    float *h;
-    size_t hs;
-    float *y;
-    size_t ys;
+    const keel_residual *res;
+    keel_block_stage bs;
     const float *gamma, *beta;
     float eps;
     float *mean, *rstd;
 } add_fwd_job;
+
+static void add_fwd_block(const void *job, void *unused, size_t r, size_t n, float *const *p,
+                          const size_t *s)
+{
+    const add_fwd_job *j = job;
+    (void)unused;
+    const keel_f32_res res = kernel_res(j->res, p, s, FWD_X);
+    float *rstd = j->rstd ? j->rstd + r : NULL;
+    if (j->rms)
+        j->k->f32_add_rmsnorm_fwd(n, j->dim, &res, p[FWD_H], s[FWD_H], p[FWD_Y], s[FWD_Y],
+                                  j->gamma, j->eps, rstd);
+    else
+        j->k->f32_add_layernorm_fwd(n, j->dim, &res, p[FWD_H], s[FWD_H], p[FWD_Y], s[FWD_Y],
+                                    j->gamma, j->beta, j->eps, j->mean ? j->mean + r : NULL, rstd);
+}
 
 static void add_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
 {
     const add_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    const keel_f32_res res = keel_f32_res_from(&j->res, r0);
-    float *h = j->h ? j->h + r0 * j->hs : NULL;
-    float *rstd = j->rstd ? j->rstd + r0 : NULL;
-    if (j->rms)
-        j->k->f32_add_rmsnorm_fwd(r1 - r0, j->dim, &res, h, j->hs, j->y + r0 * j->ys, j->ys,
-                                  j->gamma, j->eps, rstd);
-    else
-        j->k->f32_add_layernorm_fwd(r1 - r0, j->dim, &res, h, j->hs, j->y + r0 * j->ys, j->ys,
-                                    j->gamma, j->beta, j->eps, j->mean ? j->mean + r0 : NULL,
-                                    rstd);
+    keel_bs_run(&j->bs, r0, r1, add_fwd_block, j, NULL);
+}
+
+static keel_status fwd_stage(add_fwd_job *j, keel_ctx *ctx, const char *who, size_t rows,
+                             size_t dim, const keel_residual *res, keel_tensor h, keel_tensor y)
+{
+    keel_bs_add(&j->bs, res->x, KEEL_BS_IN);
+    keel_bs_add(&j->bs, res->r, KEEL_BS_IN);
+    keel_bs_add(&j->bs, h, KEEL_BS_OUT);
+    keel_bs_add(&j->bs, y, KEEL_BS_OUT);
+    return keel_bs_setup(&j->bs, ctx, who, rows, dim);
 }
 
 keel_status keel_add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
@@ -109,8 +128,9 @@ keel_status keel_add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
     keel_status st = check_fwd(who, ctx, rows, dim, res, h, y, eps, flags, 0);
     if (st != KEEL_OK || rows == 0)
         return st;
-    add_fwd_job j = {ctx->kernels, 0, dim, kernel_res(res), h.data, h.stride, y.data, y.stride,
-                     gamma, beta, eps, mean, rstd};
+    add_fwd_job j = {ctx->kernels, 0, dim, res, {0}, gamma, beta, eps, mean, rstd};
+    if ((st = fwd_stage(&j, ctx, who, rows, dim, res, h, y)))
+        return st;
     keel_run_rows(ctx, rows, dim, add_fwd_rows, &j);
     return KEEL_OK;
 }
@@ -126,8 +146,9 @@ keel_status keel_add_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
     const float *w;
     if ((st = keel_gamma_plus_one(ctx, who, dim, gamma, flags, &w)))
         return st;
-    add_fwd_job j = {ctx->kernels, 1, dim, kernel_res(res), h.data, h.stride, y.data, y.stride,
-                     w, NULL, eps, NULL, rstd};
+    add_fwd_job j = {ctx->kernels, 1, dim, res, {0}, w, NULL, eps, NULL, rstd};
+    if ((st = fwd_stage(&j, ctx, who, rows, dim, res, h, y)))
+        return st;
     keel_run_rows(ctx, rows, dim, add_fwd_rows, &j);
     return KEEL_OK;
 }
@@ -148,16 +169,16 @@ static keel_status check_bwd(const char *who, keel_ctx *ctx, size_t rows, size_t
     const int need_x = !h.data, need_r = !h.data || (g && g->dlambda);
     const keel_tensor none = keel_none();
     const keel_tensor dx = g ? g->dx : none, dr = g ? g->dr : none;
-    if ((st = keel_check_tensor(who, "dy", dy, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "dh", dh, rows, dim, KEEL_OPTIONAL)) ||
-        (st = keel_check_tensor(who, "h", h, rows, dim, KEEL_OPTIONAL)) ||
-        (st = keel_check_tensor(who, "res->x", res->x, rows, dim,
-                                need_x ? KEEL_REQUIRED : KEEL_OPTIONAL)) ||
-        (st = keel_check_tensor(who, "res->r", res->r, rows, dim,
-                                need_r ? KEEL_REQUIRED : KEEL_OPTIONAL)) ||
+    if ((st = keel_check_tensor_of(who, "dy", dy, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "dh", dh, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "h", h, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "res->x", res->x, rows, dim,
+                                   need_x ? KEEL_REQUIRED : KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "res->r", res->r, rows, dim,
+                                   need_r ? KEEL_REQUIRED : KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
         (st = check_alpha(who, res->alpha)) ||
-        (st = keel_check_tensor(who, "grads->dx", dx, rows, dim, KEEL_OPTIONAL)) ||
-        (st = keel_check_tensor(who, "grads->dr", dr, rows, dim, KEEL_OPTIONAL)) ||
+        (st = keel_check_tensor_of(who, "grads->dx", dx, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "grads->dr", dr, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
         (st = check_distinct(who, "grads->dx", dx, "grads->dr", dr, rows, dim)))
         return st;
     /* every output is exactly one input or apart from it: the kernels read an element of every
@@ -175,43 +196,42 @@ static keel_status check_bwd(const char *who, keel_ctx *ctx, size_t rows, size_t
     return KEEL_OK;
 }
 
+/* Staged tensors of a backward: x, r (adjacent, for kernel_res), dy, dh, h, dx, dr. */
+enum { BWD_X, BWD_R, BWD_DY, BWD_DH, BWD_H, BWD_DX, BWD_DR };
+
 typedef struct add_bwd_job {
     const keel_kernels *k;
     int rms;
     size_t dim;
-    const float *dy;
-    size_t dys;
-    const float *dh;
-    size_t dhs;
-    keel_f32_res res;
-    const float *h;
-    size_t hs;
+    const keel_residual *res;
+    keel_block_stage bs;
     const float *mean, *rstd, *gamma;
     float eps;
-    float *dx;
-    size_t dxs;
-    float *dr;
-    size_t drs;
     int accumulate;
 } add_bwd_job;
+
+static void add_bwd_block(const void *job, void *ctx, size_t r, size_t n, float *const *p,
+                          const size_t *s)
+{
+    const add_bwd_job *j = job;
+    float *const *parts = ctx;
+    const keel_f32_res res = kernel_res(j->res, p, s, BWD_X);
+    keel_f32_res_grads out = {p[BWD_DX], s[BWD_DX], p[BWD_DR], s[BWD_DR], j->accumulate,
+                              {parts[0], parts[1], parts[2], parts[3]}};
+    const float *rstd = j->rstd ? j->rstd + r : NULL;
+    if (j->rms)
+        j->k->f32_add_rmsnorm_bwd(n, j->dim, p[BWD_DY], s[BWD_DY], p[BWD_DH], s[BWD_DH], &res,
+                                  p[BWD_H], s[BWD_H], rstd, j->gamma, j->eps, &out);
+    else
+        j->k->f32_add_layernorm_bwd(n, j->dim, p[BWD_DY], s[BWD_DY], p[BWD_DH], s[BWD_DH], &res,
+                                    p[BWD_H], s[BWD_H], j->mean ? j->mean + r : NULL, rstd,
+                                    j->gamma, j->eps, &out);
+}
 
 static void add_bwd_rows(const void *p, size_t r0, size_t r1, float *const *parts)
 {
     const add_bwd_job *j = p;
-    const keel_f32_res res = keel_f32_res_from(&j->res, r0);
-    keel_f32_res_grads out = {j->dx ? j->dx + r0 * j->dxs : NULL, j->dxs,
-                              j->dr ? j->dr + r0 * j->drs : NULL, j->drs, j->accumulate,
-                              {parts[0], parts[1], parts[2], parts[3]}};
-    const float *dh = j->dh ? j->dh + r0 * j->dhs : NULL;
-    const float *h = j->h ? j->h + r0 * j->hs : NULL;
-    const float *rstd = j->rstd ? j->rstd + r0 : NULL;
-    if (j->rms)
-        j->k->f32_add_rmsnorm_bwd(r1 - r0, j->dim, j->dy + r0 * j->dys, j->dys, dh, j->dhs, &res,
-                                  h, j->hs, rstd, j->gamma, j->eps, &out);
-    else
-        j->k->f32_add_layernorm_bwd(r1 - r0, j->dim, j->dy + r0 * j->dys, j->dys, dh, j->dhs,
-                                    &res, h, j->hs, j->mean ? j->mean + r0 : NULL, rstd,
-                                    j->gamma, j->eps, &out);
+    keel_bs_run(&j->bs, r0, r1, add_bwd_block, j, (void *)(uintptr_t)parts);
 }
 
 static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t dim, int rms,
@@ -225,10 +245,20 @@ static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t d
         g = &none;
     if (rows == 0 || (!g->dx.data && !g->dr.data && !g->dlambda && !g->dbias && !dgamma && !dbeta))
         return KEEL_OK;
-    add_bwd_job j = {ctx->kernels, rms, dim, dy.data, dy.stride, dh.data, dh.stride,
-                     kernel_res(res), h.data, h.stride, mean, rstd, gamma, eps,
-                     g->dx.data, g->dx.stride, g->dr.data, g->dr.stride,
-                     (flags & KEEL_FLAG_ACCUMULATE_DX) != 0};
+    const int acc = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
+    add_bwd_job j = {ctx->kernels, rms, dim, res, {0}, mean, rstd, gamma, eps, acc};
+    /* the kernels read x only without h, r only without h or for dlambda */
+    const keel_tensor absent = keel_none();
+    keel_bs_add(&j.bs, h.data ? absent : res->x, KEEL_BS_IN);
+    keel_bs_add(&j.bs, h.data && !g->dlambda ? absent : res->r, KEEL_BS_IN);
+    keel_bs_add(&j.bs, dy, KEEL_BS_IN);
+    keel_bs_add(&j.bs, dh, KEEL_BS_IN);
+    keel_bs_add(&j.bs, h, KEEL_BS_IN);
+    keel_bs_add(&j.bs, g->dx, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
+    keel_bs_add(&j.bs, g->dr, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
+    keel_status st = keel_bs_setup(&j.bs, ctx, who, rows, dim);
+    if (st != KEEL_OK)
+        return st;
     float *const outs[4] = {dgamma, dbeta, g->dlambda, g->dbias}; /* KEEL_PART_* order */
     return keel_run_rows_reduce_n(ctx, who, rows, dim, add_bwd_rows, &j, outs, 4,
                                   (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);

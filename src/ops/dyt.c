@@ -1,10 +1,12 @@
 /* DyT operators (keel.h): elementwise over the context's threads; dgamma, dbeta and the
  * per-column terms of dalpha are gathered over fixed row blocks (keel_run_rows_reduce_n), and
- * dalpha is then the sum of those columns in double, in column order: deterministic. */
+ * dalpha is then the sum of those columns in double, in column order: deterministic. x, y, dy
+ * and dx may be f32, bf16 or f16 (staged through the float32 kernels, block_stage.h). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "block_stage.h"
 #include "error.h"
 #include "parallel.h"
 #include "validate.h"
@@ -19,21 +21,26 @@ static keel_status check_alpha(const char *who, float alpha)
 typedef struct dyt_fwd_job {
     const keel_kernels *k;
     size_t dim;
-    const float *x;
-    size_t xs;
-    float *y;
-    size_t ys;
     float alpha;
     const float *gamma, *beta;
+    keel_block_stage bs; /* x, y */
 } dyt_fwd_job;
+
+static void dyt_fwd_block(const void *job, void *unused, size_t r, size_t n, float *const *p,
+                          const size_t *s)
+{
+    const dyt_fwd_job *j = job;
+    (void)unused;
+    (void)r;
+    j->k->f32_dyt_fwd(n, j->dim, p[0], s[0], p[1], s[1], j->alpha, j->gamma, j->beta);
+}
 
 static void dyt_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
 {
     const dyt_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    j->k->f32_dyt_fwd(r1 - r0, j->dim, j->x + r0 * j->xs, j->xs, j->y + r0 * j->ys, j->ys, j->alpha,
-                      j->gamma, j->beta);
+    keel_bs_run(&j->bs, r0, r1, dyt_fwd_block, j, NULL);
 }
 
 keel_status keel_dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, keel_tensor y,
@@ -42,14 +49,18 @@ keel_status keel_dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, 
     static const char who[] = "keel_dyt_fwd";
     keel_status st;
     if ((st = keel_check_shape(who, ctx, rows, dim)) ||
-        (st = keel_check_tensor(who, "x", x, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "y", y, rows, dim, KEEL_REQUIRED)) ||
+        (st = keel_check_tensor_of(who, "x", x, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "y", y, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
         (st = keel_check_overlap(who, "y", y, "x", x, rows, dim)) ||
         (st = check_alpha(who, alpha)) || (st = keel_check_flags(who, flags, 0)))
         return st;
     if (rows == 0)
         return KEEL_OK;
-    dyt_fwd_job j = {ctx->kernels, dim, x.data, x.stride, y.data, y.stride, alpha, gamma, beta};
+    dyt_fwd_job j = {ctx->kernels, dim, alpha, gamma, beta, {0}};
+    keel_bs_add(&j.bs, x, KEEL_BS_IN);
+    keel_bs_add(&j.bs, y, KEEL_BS_OUT);
+    if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
+        return st;
     keel_run_rows(ctx, rows, dim, dyt_fwd_rows, &j);
     return KEEL_OK;
 }
@@ -57,21 +68,26 @@ keel_status keel_dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, 
 typedef struct dyt_bwd_job {
     const keel_kernels *k;
     size_t dim;
-    const float *dy, *x;
-    size_t dys, xs;
     float alpha;
     const float *gamma;
-    float *dx;
-    size_t dxs;
     int accumulate_dx;
+    keel_block_stage bs; /* dy, x, dx */
 } dyt_bwd_job;
+
+static void dyt_bwd_block(const void *job, void *ctx, size_t r, size_t n, float *const *p,
+                          const size_t *s)
+{
+    const dyt_bwd_job *j = job;
+    float *const *parts = ctx;
+    (void)r;
+    j->k->f32_dyt_bwd(n, j->dim, p[0], s[0], p[1], s[1], j->alpha, j->gamma, p[2], s[2],
+                      j->accumulate_dx, parts[0], parts[1], parts[2]);
+}
 
 static void dyt_bwd_rows(const void *p, size_t r0, size_t r1, float *const *parts)
 {
     const dyt_bwd_job *j = p;
-    j->k->f32_dyt_bwd(r1 - r0, j->dim, j->dy + r0 * j->dys, j->dys, j->x + r0 * j->xs, j->xs,
-                      j->alpha, j->gamma, j->dx ? j->dx + r0 * j->dxs : NULL, j->dxs,
-                      j->accumulate_dx, parts[0], parts[1], parts[2]);
+    keel_bs_run(&j->bs, r0, r1, dyt_bwd_block, j, (void *)(uintptr_t)parts);
 }
 
 keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy, keel_tensor x,
@@ -81,9 +97,9 @@ keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
     static const char who[] = "keel_dyt_bwd";
     keel_status st;
     if ((st = keel_check_shape(who, ctx, rows, dim)) ||
-        (st = keel_check_tensor(who, "dy", dy, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "x", x, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "dx", dx, rows, dim, KEEL_OPTIONAL)) ||
+        (st = keel_check_tensor_of(who, "dy", dy, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "x", x, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "dx", dx, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
         (st = keel_check_overlap(who, "dx", dx, "dy", dy, rows, dim)) ||
         (st = keel_check_overlap(who, "dx", dx, "x", x, rows, dim)) ||
         (st = check_alpha(who, alpha)) ||
@@ -101,8 +117,13 @@ keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
             return KEEL_ENOMEM;
         memset(cols, 0, dim * sizeof *cols); /* accumulated into from 0 whatever the flags */
     }
-    dyt_bwd_job j = {ctx->kernels, dim, dy.data, x.data, dy.stride, x.stride, alpha, gamma,
-                     dx.data, dx.stride, (flags & KEEL_FLAG_ACCUMULATE_DX) != 0};
+    const int acc_dx = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
+    dyt_bwd_job j = {ctx->kernels, dim, alpha, gamma, acc_dx, {0}};
+    keel_bs_add(&j.bs, dy, KEEL_BS_IN);
+    keel_bs_add(&j.bs, x, KEEL_BS_IN);
+    keel_bs_add(&j.bs, dx, acc_dx ? KEEL_BS_ACC : KEEL_BS_OUT);
+    if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
+        return st;
     float *const outs[3] = {dgamma, dbeta, cols};
     if ((st = keel_run_rows_reduce_n(ctx, who, rows, dim, dyt_bwd_rows, &j, outs, 3, acc)))
         return st;

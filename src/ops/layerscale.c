@@ -1,5 +1,7 @@
 /* LayerScale operators (keel.h): h = x + lambda * f and its backward, over the context's
- * threads; dlambda is gathered over fixed row blocks (deterministic). */
+ * threads; dlambda is gathered over fixed row blocks (deterministic). Tensors may be f32, bf16
+ * or f16 (staged through the float32 kernels, block_stage.h; each output rounded once). */
+#include "block_stage.h"
 #include "error.h"
 #include "parallel.h"
 #include "validate.h"
@@ -7,20 +9,25 @@
 typedef struct ls_fwd_job {
     const keel_kernels *k;
     size_t dim;
-    const float *x, *f;
-    size_t xs, fs;
     const float *lambda;
-    float *h;
-    size_t hs;
+    keel_block_stage bs; /* x, f, h */
 } ls_fwd_job;
+
+static void ls_fwd_block(const void *job, void *unused, size_t r, size_t n, float *const *p,
+                         const size_t *s)
+{
+    const ls_fwd_job *j = job;
+    (void)unused;
+    (void)r;
+    j->k->f32_layerscale_fwd(n, j->dim, p[0], s[0], p[1], s[1], j->lambda, p[2], s[2]);
+}
 
 static void ls_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
 {
     const ls_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    j->k->f32_layerscale_fwd(r1 - r0, j->dim, j->x + r0 * j->xs, j->xs, j->f + r0 * j->fs, j->fs,
-                             j->lambda, j->h + r0 * j->hs, j->hs);
+    keel_bs_run(&j->bs, r0, r1, ls_fwd_block, j, NULL);
 }
 
 keel_status keel_layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
@@ -29,9 +36,9 @@ keel_status keel_layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
     static const char who[] = "keel_layerscale_fwd";
     keel_status st;
     if ((st = keel_check_shape(who, ctx, rows, dim)) ||
-        (st = keel_check_tensor(who, "x", x, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "f", f, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "h", h, rows, dim, KEEL_REQUIRED)) ||
+        (st = keel_check_tensor_of(who, "x", x, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "f", f, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "h", h, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
         (st = keel_check_overlap(who, "h", h, "x", x, rows, dim)) ||
         (st = keel_check_overlap(who, "h", h, "f", f, rows, dim)) ||
         (st = keel_check_flags(who, flags, 0)))
@@ -40,7 +47,12 @@ keel_status keel_layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
         return keel_fail(KEEL_ENULL, "%s: lambda is NULL (LayerScale needs its dim scales)", who);
     if (rows == 0)
         return KEEL_OK;
-    ls_fwd_job j = {ctx->kernels, dim, x.data, f.data, x.stride, f.stride, lambda, h.data, h.stride};
+    ls_fwd_job j = {ctx->kernels, dim, lambda, {0}};
+    keel_bs_add(&j.bs, x, KEEL_BS_IN);
+    keel_bs_add(&j.bs, f, KEEL_BS_IN);
+    keel_bs_add(&j.bs, h, KEEL_BS_OUT);
+    if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
+        return st;
     keel_run_rows(ctx, rows, dim, ls_fwd_rows, &j);
     return KEEL_OK;
 }
@@ -48,23 +60,25 @@ keel_status keel_layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
 typedef struct ls_bwd_job {
     const keel_kernels *k;
     size_t dim;
-    const float *dh, *f;
-    size_t dhs, fs;
     const float *lambda;
-    float *dx, *df;
-    size_t dxs, dfs;
     int accumulate;
+    keel_block_stage bs; /* dh, f, dx, df */
 } ls_bwd_job;
+
+static void ls_bwd_block(const void *job, void *dlambda_part, size_t r, size_t n, float *const *p,
+                         const size_t *s)
+{
+    const ls_bwd_job *j = job;
+    (void)r;
+    j->k->f32_layerscale_bwd(n, j->dim, p[0], s[0], p[1], s[1], j->lambda, p[2], s[2], p[3], s[3],
+                             j->accumulate, dlambda_part);
+}
 
 static void ls_bwd_rows(const void *p, size_t r0, size_t r1, float *dlambda_part, float *unused)
 {
     const ls_bwd_job *j = p;
     (void)unused;
-    j->k->f32_layerscale_bwd(r1 - r0, j->dim, j->dh + r0 * j->dhs, j->dhs,
-                             j->f ? j->f + r0 * j->fs : NULL, j->fs, j->lambda,
-                             j->dx ? j->dx + r0 * j->dxs : NULL, j->dxs,
-                             j->df ? j->df + r0 * j->dfs : NULL, j->dfs, j->accumulate,
-                             dlambda_part);
+    keel_bs_run(&j->bs, r0, r1, ls_bwd_block, j, dlambda_part);
 }
 
 keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dh,
@@ -74,10 +88,11 @@ keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
     static const char who[] = "keel_layerscale_bwd";
     keel_status st;
     if ((st = keel_check_shape(who, ctx, rows, dim)) ||
-        (st = keel_check_tensor(who, "dh", dh, rows, dim, KEEL_REQUIRED)) ||
-        (st = keel_check_tensor(who, "f", f, rows, dim, dlambda ? KEEL_REQUIRED : KEEL_OPTIONAL)) ||
-        (st = keel_check_tensor(who, "dx", dx, rows, dim, KEEL_OPTIONAL)) ||
-        (st = keel_check_tensor(who, "df", df, rows, dim, KEEL_OPTIONAL)) ||
+        (st = keel_check_tensor_of(who, "dh", dh, rows, dim, KEEL_REQUIRED, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "f", f, rows, dim, dlambda ? KEEL_REQUIRED : KEEL_OPTIONAL,
+                                   KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "dx", dx, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
+        (st = keel_check_tensor_of(who, "df", df, rows, dim, KEEL_OPTIONAL, KEEL_FLOAT_DTYPES)) ||
         (st = keel_check_overlap(who, "dx", dx, "dh", dh, rows, dim)) ||
         (st = keel_check_overlap(who, "dx", dx, "f", f, rows, dim)) ||
         (st = keel_check_overlap(who, "df", df, "dh", dh, rows, dim)) ||
@@ -91,9 +106,14 @@ keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
         return keel_fail(KEEL_ENULL, "%s: lambda is NULL but df is wanted (df = lambda * dh)", who);
     if (rows == 0 || (!dx.data && !df.data && !dlambda))
         return KEEL_OK;
-    ls_bwd_job j = {ctx->kernels, dim, dh.data, dlambda ? f.data : NULL, dh.stride, f.stride,
-                    lambda, dx.data, df.data, dx.stride, df.stride,
-                    (flags & KEEL_FLAG_ACCUMULATE_DX) != 0};
+    const int acc = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
+    ls_bwd_job j = {ctx->kernels, dim, lambda, acc, {0}};
+    keel_bs_add(&j.bs, dh, KEEL_BS_IN);
+    keel_bs_add(&j.bs, dlambda ? f : keel_none(), KEEL_BS_IN);
+    keel_bs_add(&j.bs, dx, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
+    keel_bs_add(&j.bs, df, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
+    if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
+        return st;
     return keel_run_rows_reduce(ctx, who, rows, dim, ls_bwd_rows, &j, dlambda, NULL,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }

@@ -1,0 +1,182 @@
+/* BatchNorm, float32, AVX2: the per-feature column sums and the elementwise sweeps of
+ * kernels.h, vectorized across columns, 8 at a time (two ymm of 4 double accumulators for the
+ * sums). Each column keeps its own double accumulator and adds the rows in increasing order,
+ * exactly as the scalar kernel does, so every output has the scalar bits; see
+ * f32_batchnorm__avx512.c. The columns of a chunk beyond its last multiple of 8 (only the last
+ * chunk of a call has them) run the scalar kernel's own C, column by column. */
+#include "kernels.h"
+#include "norm_finish.h"
+#include "simd_lanes__avx2.h"
+
+#define BN_CHUNK 256
+
+/* acc[0..4) += t */
+KEEL_INLINE void acc4(double *acc, __m256d t) { _mm256_storeu_pd(acc, _mm256_add_pd(_mm256_loadu_pd(acc), t)); }
+
+void keel_f32_batchnorm_stats__avx2(size_t rows, size_t cols, const float *x, size_t x_stride,
+                                    double *mean, double *m2)
+{
+    for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
+        const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK, n8 = n & ~(size_t)7;
+        double *s = mean + c0, *q = m2 + c0;
+        for (size_t c = 0; c < n; c++)
+            s[c] = 0.0;
+        for (size_t r = 0; r < rows; r++) {
+            const float *xr = x + r * x_stride + c0;
+            size_t c = 0;
+            for (; c < n8; c += 8) {
+                const __m256 v = _mm256_loadu_ps(xr + c);
+                acc4(s + c, k256_lo_pd(v));
+                acc4(s + c + 4, k256_hi_pd(v));
+            }
+            for (; c < n; c++)
+                s[c] = s[c] + (double)xr[c];
+        }
+        for (size_t c = 0; c < n; c++) {
+            s[c] = keel_ln_mean(s[c], rows);
+            q[c] = 0.0;
+        }
+        for (size_t r = 0; r < rows; r++) {
+            const float *xr = x + r * x_stride + c0;
+            size_t c = 0;
+            for (; c < n8; c += 8) {
+                const __m256 v = _mm256_loadu_ps(xr + c);
+                const __m256d t0 = _mm256_sub_pd(k256_lo_pd(v), _mm256_loadu_pd(s + c));
+                const __m256d t1 = _mm256_sub_pd(k256_hi_pd(v), _mm256_loadu_pd(s + c + 4));
+                acc4(q + c, _mm256_mul_pd(t0, t0));
+                acc4(q + c + 4, _mm256_mul_pd(t1, t1));
+            }
+            for (; c < n; c++) {
+                const double t = (double)xr[c] - s[c];
+                q[c] = q[c] + t * t;
+            }
+        }
+    }
+}
+
+void keel_f32_batchnorm_apply__avx2(size_t rows, size_t cols, const float *x, size_t x_stride,
+                                    float *y, size_t y_stride, const float *hi, const float *lo,
+                                    const float *rstd, const float *gamma, const float *beta)
+{
+    const size_t full = cols & ~(size_t)7;
+    const __m256i mt = k256_mask8(cols - full);
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * x_stride;
+        float *yr = y + r * y_stride;
+        for (size_t c = 0; c < cols; c += 8) {
+            const int tail = c == full;
+#define LD(p) (tail ? _mm256_maskload_ps((p) + c, mt) : _mm256_loadu_ps((p) + c))
+            __m256 v = _mm256_sub_ps(LD(xr), LD(hi));
+            if (lo)
+                v = _mm256_sub_ps(v, LD(lo));
+            v = _mm256_mul_ps(v, LD(rstd));
+            if (gamma)
+                v = _mm256_mul_ps(v, LD(gamma));
+            if (beta)
+                v = _mm256_add_ps(v, LD(beta));
+#undef LD
+            if (tail)
+                _mm256_maskstore_ps(yr + c, mt, v);
+            else
+                _mm256_storeu_ps(yr + c, v);
+        }
+    }
+}
+
+void keel_f32_batchnorm_bwd__avx2(size_t rows, size_t cols, const float *dy, size_t dy_stride,
+                                  const float *x, size_t x_stride, const float *mean,
+                                  const float *rstd, const float *gamma, int training,
+                                  float *dx, size_t dx_stride, int accumulate_dx,
+                                  float *dgamma, float *dbeta, int accumulate_dparams)
+{
+    double su[BN_CHUNK], sd[BN_CHUNK], sdu[BN_CHUNK], sg[BN_CHUNK], sgu[BN_CHUNK];
+    float a[BN_CHUNK], b[BN_CHUNK], df[BN_CHUNK];
+    const double n_rows = (double)rows;
+    for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
+        const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK, n8 = n & ~(size_t)7;
+        const float *m = mean + c0, *rs = rstd + c0, *gm = gamma ? gamma + c0 : NULL;
+        for (size_t c = 0; c < n; c++)
+            su[c] = sd[c] = sdu[c] = sg[c] = sgu[c] = 0.0;
+        /* sweep 1: the column sums */
+        for (size_t r = 0; r < rows; r++) {
+            const float *xr = x + r * x_stride + c0, *dyr = dy + r * dy_stride + c0;
+            size_t c = 0;
+            for (; c < n8; c += 8) {
+                const __m256 xv = _mm256_loadu_ps(xr + c), mv = _mm256_loadu_ps(m + c);
+                const __m256 dyf = _mm256_loadu_ps(dyr + c);
+                const __m256 gf = gm ? _mm256_mul_ps(dyf, _mm256_loadu_ps(gm + c)) : dyf;
+                for (int h = 0; h < 2; h++) {
+                    const size_t o = c + 4 * (size_t)h;
+                    const __m256d u = h ? _mm256_sub_pd(k256_hi_pd(xv), k256_hi_pd(mv))
+                                        : _mm256_sub_pd(k256_lo_pd(xv), k256_lo_pd(mv));
+                    const __m256d dyd = h ? k256_hi_pd(dyf) : k256_lo_pd(dyf);
+                    const __m256d gd = h ? k256_hi_pd(gf) : k256_lo_pd(gf);
+                    acc4(su + o, u);
+                    acc4(sd + o, dyd);
+                    acc4(sdu + o, _mm256_mul_pd(dyd, u));
+                    acc4(sg + o, gd);
+                    acc4(sgu + o, _mm256_mul_pd(gd, u));
+                }
+            }
+            for (; c < n; c++) {
+                const double u = (double)xr[c] - (double)m[c];
+                const float g = gm ? dyr[c] * gm[c] : dyr[c];
+                su[c] = su[c] + u;
+                sd[c] = sd[c] + (double)dyr[c];
+                sdu[c] = sdu[c] + (double)dyr[c] * u;
+                sg[c] = sg[c] + (double)g;
+                sgu[c] = sgu[c] + (double)g * u;
+            }
+        }
+        /* the scalar kernel's finishing steps, column by column */
+        for (size_t c = 0; c < n; c++) {
+            const double rsd = (double)rs[c];
+            const double delta = training ? su[c] / n_rows : 0.0;
+            a[c] = (float)(sg[c] / n_rows);
+            b[c] = (float)(rsd * ((sgu[c] - delta * sg[c]) / n_rows));
+            df[c] = (float)delta;
+            if (dgamma) {
+                const double v = rsd * (sdu[c] - delta * sd[c]);
+                dgamma[c0 + c] = (float)(accumulate_dparams ? (double)dgamma[c0 + c] + v : v);
+            }
+            if (dbeta)
+                dbeta[c0 + c] = (float)(accumulate_dparams ? (double)dbeta[c0 + c] + sd[c] : sd[c]);
+        }
+        if (!dx)
+            continue;
+        /* sweep 2: dx */
+        for (size_t r = 0; r < rows; r++) {
+            const float *xr = x + r * x_stride + c0, *dyr = dy + r * dy_stride + c0;
+            float *dxr = dx + r * dx_stride + c0;
+            size_t c = 0;
+            for (; c < n8; c += 8) {
+                const __m256 dyv = _mm256_loadu_ps(dyr + c);
+                const __m256 g = gm ? _mm256_mul_ps(dyv, _mm256_loadu_ps(gm + c)) : dyv;
+                const __m256 rsv = _mm256_loadu_ps(rs + c);
+                __m256 v;
+                if (training) {
+                    const __m256 xc = _mm256_sub_ps(_mm256_loadu_ps(xr + c), _mm256_loadu_ps(m + c));
+                    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(xc, _mm256_loadu_ps(df + c)), rsv);
+                    const __m256 ga = _mm256_sub_ps(g, _mm256_loadu_ps(a + c));
+                    v = _mm256_mul_ps(rsv, _mm256_sub_ps(ga, _mm256_mul_ps(xhat, _mm256_loadu_ps(b + c))));
+                } else {
+                    v = _mm256_mul_ps(rsv, g);
+                }
+                if (accumulate_dx)
+                    v = _mm256_add_ps(_mm256_loadu_ps(dxr + c), v);
+                _mm256_storeu_ps(dxr + c, v);
+            }
+            for (; c < n; c++) {
+                const float g = gm ? dyr[c] * gm[c] : dyr[c];
+                float v;
+                if (training) {
+                    const float xhat = ((xr[c] - m[c]) - df[c]) * rs[c];
+                    v = rs[c] * ((g - a[c]) - xhat * b[c]);
+                } else {
+                    v = rs[c] * g;
+                }
+                dxr[c] = accumulate_dx ? dxr[c] + v : v;
+            }
+        }
+    }
+}
