@@ -198,9 +198,11 @@ KEEL_API keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim,
 
 /* ==== Transformer blocks ======================================================================
  * Fused residual add + LayerNorm / RMSNorm (pre-norm, post-norm, DeepNorm), LayerScale,
- * BatchNorm (for contrast), DyT, and Gemma's (1 + gamma) scale. Same rules as above: float32
- * tensors, statistics in double, centred formulas, NaN/Inf kept to its row, results bitwise
- * identical on every path and thread count, bad input changes nothing. docs/blocks.md has the
+ * BatchNorm (for contrast), DyT, and Gemma's (1 + gamma) scale. Same rules as above:
+ * statistics in double, centred formulas, NaN/Inf kept to its row, results bitwise identical on
+ * every path and thread count, bad input changes nothing. The row tensors may be bf16 or f16
+ * as for the norms ("Low precision" below), except BatchNorm's (float32 only); per-feature
+ * vectors (gamma, beta, lambda, bias) and their gradients are float32. docs/blocks.md has the
  * formulas and the mapping to ONNX Runtime and PyTorch. */
 
 /* RMSNorm (keel_rmsnorm_fwd/bwd, keel_add_rmsnorm_fwd/bwd): apply gamma as (1 + gamma), Gemma's
@@ -380,7 +382,8 @@ KEEL_API keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_t
 /* ---- Low precision: bf16/f16 storage, int8 output, eps against the storage type -------------
  *
  * x, y, dy and dx of the four operations above may each be KEEL_F32, KEEL_BF16 or KEEL_F16, in
- * any combination. gamma, beta, mean, rstd, dgamma and dbeta stay float32. Rows are widened to
+ * any combination, and so may the row tensors of the fused add + norm ops, LayerScale and DyT
+ * (x, r, h, y and their gradients). gamma, beta, mean, rstd, dgamma and dbeta stay float32. Rows are widened to
  * float32 exactly, computed as for float32 (statistics in double), and each output element is
  * rounded once, to nearest even; a NaN stays NaN. eps is held in float32 whatever the dtype, so
  * an eps of 1e-12 never becomes 0 (an all-zero f16 row with eps 1e-12 gives beta, not NaN).

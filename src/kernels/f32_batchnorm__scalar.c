@@ -1,5 +1,6 @@
-/* BatchNorm, float32, portable C, on every ISA path: per-feature statistics over the rows of
- * a batch (kernels.h). Each column has its own double accumulator and adds the rows in
+/* BatchNorm, float32, portable C: the scalar path, and the definition the AVX2 and AVX-512
+ * kernels (f32_batchnorm__avx2.c, __avx512.c) match bit for bit: per-feature statistics over
+ * the rows of a batch (kernels.h). Each column has its own double accumulator and adds the rows in
  * increasing order; the loops run across columns, so a vectorizing compiler keeps every
  * column's order and its bits. Columns go in chunks so that the accumulators of a chunk stay
  * in L1 while the rows stream past. */

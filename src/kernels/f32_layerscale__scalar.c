@@ -1,6 +1,6 @@
-/* LayerScale, float32, portable C (every ISA path uses it: elementwise and memory-bound, so
- * the compiler's vectorization of these loops is all the speed there is, and it cannot change
- * a bit). h = x + lambda * f, the residual of kernels.h with alpha 1. */
+/* LayerScale, float32, portable C: the scalar path, and the definition the AVX2 and AVX-512
+ * kernels (f32_layerscale__avx2.c, __avx512.c) match bit for bit. h = x + lambda * f, the
+ * residual of kernels.h with alpha 1. */
 #include "kernels.h"
 
 void keel_f32_layerscale_fwd__scalar(size_t rows, size_t dim, const float *x, size_t x_stride,
