@@ -197,7 +197,8 @@ typedef struct bwd_flags {
 
 KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const float *dy, const float *dh,
                          const r512_row *w, const float *hrow, float m, float rs, int have_stats,
-                         const float *gamma, float eps, float *dx, float *dr, float *const *parts)
+                         const float *gamma, float eps, float *dx, float *dr, float *const *parts,
+                         const r512_bwd_mem *mem)
 {
     const int want_g = f.hdx || f.hdr || f.dlp || f.dbsp;
     const float *hv = f.hh ? hrow : NULL;
@@ -255,13 +256,13 @@ KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const float *dy, const f
                 __m512 o = _mm512_mul_ps(w->alpha, G);
                 if (f.acc)
                     o = _mm512_add_ps(LD(dx + j, mk, fl), o);
-                _mm512_mask_storeu_ps(dx + j, mk, o);
+                r512_store(dx + j, o, mk, fl, mem->nt);
             }
             if (f.hdr) {
                 __m512 o = w->lambda ? _mm512_mul_ps(LD(w->lambda + j, mk, fl), G) : G;
                 if (f.acc)
                     o = _mm512_add_ps(LD(dr + j, mk, fl), o);
-                _mm512_mask_storeu_ps(dr + j, mk, o);
+                r512_store(dr + j, o, mk, fl, mem->nt);
             }
             if (f.dlp)
                 _mm512_mask_storeu_ps(parts[KEEL_PART_DLAMBDA] + j, mk,
@@ -276,6 +277,8 @@ KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const float *dy, const f
         if (f.dbp)
             _mm512_mask_storeu_ps(parts[KEEL_PART_DBETA] + j, mk,
                                   _mm512_add_ps(LD(parts[KEEL_PART_DBETA] + j, mk, fl), dyv));
+        if (fl)
+            r512_bwd_prefetch(mem, j);
     }
 #undef HV
 #undef LD
@@ -286,13 +289,19 @@ KEEL_INLINE void bwd_rows(const bwd_flags f, size_t rows, size_t dim, const floa
                           size_t hs, const float *mean, const float *rstd, const float *gamma,
                           float eps, const keel_f32_res_grads *out)
 {
+    int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
         const r512_row w = r512_row_of(res, r);
+        const r512_bwd_mem mem = r512_bwd_mem_of(out, f.acc, r, rows, dy, dys, f.hdh ? dh : NULL,
+                                                 dhs, f.hh ? h : NULL, hs, res);
+        streamed |= mem.nt;
         bwd_row(f, dim, dy + r * dys, f.hdh ? dh + r * dhs : NULL, &w, f.hh ? h + r * hs : NULL,
                 mean ? mean[r] : 0.0f, rstd ? rstd[r] : 0.0f, mean != NULL, gamma, eps,
                 f.hdx ? out->dx + r * out->dx_stride : NULL,
-                f.hdr ? out->dr + r * out->dr_stride : NULL, out->parts);
+                f.hdr ? out->dr + r * out->dr_stride : NULL, out->parts, &mem);
     }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
 
 /* The pre-norm block's backward (h saved, dh in, dx out, dgamma, dbeta) as constants; the

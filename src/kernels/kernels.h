@@ -196,6 +196,8 @@ typedef struct keel_f32_res_grads {
     size_t dr_stride;
     int accumulate; /* dx, dr */
     float *parts[4];
+    int hints; /* KEEL_KBWD_PREFETCH | KEEL_KBWD_STREAM (dx, dr): never change a bit; a path
+                  may ignore them */
 } keel_f32_res_grads;
 enum { KEEL_PART_DGAMMA, KEEL_PART_DBETA, KEEL_PART_DLAMBDA, KEEL_PART_DBIAS };
 

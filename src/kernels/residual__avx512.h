@@ -70,4 +70,38 @@ KEEL_INLINE void r512_store(float *p, __m512 v, __mmask16 k, int full, int nt)
  * the best or equal everywhere). */
 #define R512_PF(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
+/* A fused backward's memory hints for one row (keel_f32_res_grads.hints): the next row's
+ * inputs, prefetched into L2 a line per step of sweep 2 (NULL: none), and whether dx and dr
+ * are streamed (rows with an aligned start, never with accumulate). */
+typedef struct r512_bwd_mem {
+    const float *next[4];
+    int nt;
+} r512_bwd_mem;
+
+KEEL_INLINE void r512_bwd_prefetch(const r512_bwd_mem *m, size_t j)
+{
+    for (int i = 0; i < 4; i++)
+        if (m->next[i])
+            K512_PF_L2(m->next[i] + j);
+}
+
+/* The hints of row r of a fused backward over rows rows (dy, dh, h or x and r: its inputs). */
+KEEL_INLINE r512_bwd_mem r512_bwd_mem_of(const keel_f32_res_grads *out, int acc, size_t r,
+                                         size_t rows, const float *dy, size_t dys,
+                                         const float *dh, size_t dhs, const float *h, size_t hs,
+                                         const keel_f32_res *res)
+{
+    r512_bwd_mem m = {{NULL, NULL, NULL, NULL}, 0};
+    if ((out->hints & KEEL_KBWD_PREFETCH) && r + 1 < rows) {
+        m.next[0] = dy + (r + 1) * dys;
+        m.next[1] = dh ? dh + (r + 1) * dhs : NULL;
+        m.next[2] = h ? h + (r + 1) * hs : res->x ? res->x + (r + 1) * res->x_stride : NULL;
+        m.next[3] = !h && res->r ? res->r + (r + 1) * res->r_stride : NULL;
+    }
+    if ((out->hints & KEEL_KBWD_STREAM) && !acc)
+        m.nt = (!out->dx || r512_aligned(out->dx + r * out->dx_stride)) &&
+               (!out->dr || r512_aligned(out->dr + r * out->dr_stride));
+    return m;
+}
+
 #endif

@@ -9,6 +9,7 @@
 #include "block_stage.h"
 #include "error.h"
 #include "gamma_plus_one.h"
+#include "norm_common.h"
 #include "parallel.h"
 #include "validate.h"
 
@@ -208,6 +209,7 @@ typedef struct add_bwd_job {
     const float *mean, *rstd, *gamma;
     float eps;
     int accumulate;
+    int hints; /* kernels.h: KEEL_KBWD_PREFETCH, KEEL_KBWD_STREAM */
 } add_bwd_job;
 
 static void add_bwd_block(const void *job, void *ctx, size_t r, size_t n, float *const *p,
@@ -217,7 +219,7 @@ static void add_bwd_block(const void *job, void *ctx, size_t r, size_t n, float 
     float *const *parts = ctx;
     const keel_f32_res res = kernel_res(j->res, p, s, BWD_X);
     keel_f32_res_grads out = {p[BWD_DX], s[BWD_DX], p[BWD_DR], s[BWD_DR], j->accumulate,
-                              {parts[0], parts[1], parts[2], parts[3]}};
+                              {parts[0], parts[1], parts[2], parts[3]}, j->hints};
     const float *rstd = j->rstd ? j->rstd + r : NULL;
     if (j->rms)
         j->k->f32_add_rmsnorm_bwd(n, j->dim, p[BWD_DY], s[BWD_DY], p[BWD_DH], s[BWD_DH], &res,
@@ -246,7 +248,7 @@ static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t d
     if (rows == 0 || (!g->dx.data && !g->dr.data && !g->dlambda && !g->dbias && !dgamma && !dbeta))
         return KEEL_OK;
     const int acc = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
-    add_bwd_job j = {ctx->kernels, rms, dim, res, {0}, mean, rstd, gamma, eps, acc};
+    add_bwd_job j = {ctx->kernels, rms, dim, res, {0}, mean, rstd, gamma, eps, acc, 0};
     /* the kernels read x only without h, r only without h or for dlambda */
     const keel_tensor absent = keel_none();
     keel_bs_add(&j.bs, h.data ? absent : res->x, KEEL_BS_IN);
@@ -259,6 +261,15 @@ static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t d
     keel_status st = keel_bs_setup(&j.bs, ctx, who, rows, dim);
     if (st != KEEL_OK)
         return st;
+    if (!j.bs.stage) { /* float32 in place: the kernels see blocks of rows, the size is here */
+        const keel_tensor in = h.data ? h : res->x;
+        const keel_tensor out = g->dx.data ? g->dx : g->dr;
+        j.hints = keel_bwd_hints(ctx, rows, in.stride, out.data ? out.stride : 0);
+        /* in place (an output over dh): its lines are read anyway; streaming them only adds
+         * the eviction */
+        if ((g->dx.data && g->dx.data == dh.data) || (g->dr.data && g->dr.data == dh.data))
+            j.hints &= ~KEEL_KBWD_STREAM;
+    }
     float *const outs[4] = {dgamma, dbeta, g->dlambda, g->dbias}; /* KEEL_PART_* order */
     return keel_run_rows_reduce_n(ctx, who, rows, dim, add_bwd_rows, &j, outs, 4,
                                   (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);

@@ -21,9 +21,14 @@ int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *
 {
     if (call->stage)
         return 0;
+    return keel_bwd_hints(ctx, rows, call->b.stride, call->c.data ? call->c.stride : 0);
+}
+
+int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_stride, size_t dx_stride)
+{
     const size_t threads = (size_t)keel_pool_size(ctx->pool);
-    const size_t x_bytes = rows * call->b.stride * sizeof(float);
-    const size_t dx_bytes = call->c.data ? rows * call->c.stride * sizeof(float) : 0;
+    const size_t x_bytes = rows * in_stride * sizeof(float);
+    const size_t dx_bytes = rows * dx_stride * sizeof(float);
     int hints = 0;
     if (x_bytes > ((size_t)2 << 20))
         hints |= KEEL_KBWD_PREFETCH;

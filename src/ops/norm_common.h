@@ -29,6 +29,9 @@ keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
 /* The hint bits of a backward kernel's dx_flags (kernels.h: KEEL_KBWD_PREFETCH, _STREAM) for
  * rows x dim through call (0 when staged: the kernels then see small buffers). */
 int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *call);
+/* The same from the row strides (floats) of an input and of the dx output (0: no dx), for
+ * float32 tensors used in place (never for staged ones). */
+int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_stride, size_t dx_stride);
 
 /* Checks a backward's arguments (dy, x, dx optional, eps, flags) and prepares *call. */
 keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,
