@@ -5,6 +5,7 @@
 
 #include "kernels.h"
 #include "norm_finish.h"
+#include "finish_rows__avx512.h"
 #include "simd_lanes__avx512.h"
 
 /* rstd_f of the nr rows x + i * xs (nr a constant <= K512_GROUP), from R(xd * xd),
@@ -14,6 +15,7 @@ KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float
 {
     const size_t full = dim & ~(size_t)15;
     __m512d s[K512_GROUP][2];
+    double sums[K512_GROUP];
     for (int i = 0; i < nr; i++)
         s[i][0] = s[i][1] = _mm512_setzero_pd();
     for (size_t j = 0; j < full; j += 16)
@@ -34,8 +36,9 @@ KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float
             const __m512d b = k512_cvt8_mask(khi, t + 8);
             s[i][1] = k512_add_mask(s[i][1], khi, _mm512_mul_pd(b, b));
         }
-        rstd[i] = keel_rms_rstd(k512_reduce16(s[i][0], s[i][1]), dim, eps);
+        sums[i] = k512_reduce16(s[i][0], s[i][1]);
     }
+    k512_rms_rstd_n(nr, sums, dim, eps, rstd);
 }
 
 /* y = x * rs, then * gamma. With pf (a constant), meanwhile prefetches pfx (the row the next
