@@ -109,13 +109,26 @@ endfunction()
 keel_cli_test(cli_info 0 "keel [0-9]+[.][0-9]+[.][0-9]+|kernels: [a-z0-9]+ [(]keel_f32_layernorm_fwd__|threads: [0-9]+" info)
 # every op within its bound on every path the CPU has (exit 1 on any failure)
 keel_cli_test(cli_check_all_isas 0 "PASS: every output within its bound" check --quick --all-isas)
-keel_cli_test(cli_bench_small 0 "layernorm fwd<ANY>256x1024|rmsnorm bwd<ANY>256x1024" bench --rows 256 --dim 1024 --reps 3)
+set(_num "[0-9]+[.][0-9]+")
+set(_vals "${_num} +${_num} +${_num} +${_num} +[0-9]+[.][0-9][0-9]") # us, GB/s, memcpy, stream, floor
+# The default (f32) rows, the block ops' included, each with its bytes (256 x 1024 float32
+# elements: 1 MiB a tensor; LayerScale forward x, f -> h = 3.0, backward dh, f -> dx, df = 4.0,
+# BatchNorm and DyT forward x -> y = 2.0, backward x, dy -> dx = 3.0) and numbers that parse.
+keel_cli_test(cli_bench_small 0
+  "layernorm fwd +256x1024 +2[.]0 +${_vals}|rmsnorm bwd +256x1024 +3[.]0 +${_vals}|add[+]ln fwd +256x1024 +4[.]0 +${_vals}|layerscale fwd +256x1024 +3[.]0 +${_vals}|layerscale bwd +256x1024 +4[.]0 +${_vals}|batchnorm fwd train +256x1024 +2[.]0 +${_vals}|batchnorm fwd infer +256x1024 +2[.]0 +${_vals}|batchnorm bwd train +256x1024 +3[.]0 +${_vals}|dyt fwd +256x1024 +2[.]0 +${_vals}|dyt bwd +256x1024 +3[.]0 +${_vals}"
+  bench --rows 256 --dim 1024 --reps 3)
+# --demo (make demo) stays short: the norms and the fused add+norm rows, not the other block ops.
+keel_cli_test(cli_bench_demo_rows 0 "add[+]rms bwd +4096x1024 +64[.]0 +${_vals}" bench --demo --reps 3)
+set_tests_properties(cli_bench_demo_rows PROPERTIES FAIL_REGULAR_EXPRESSION "layerscale|batchnorm|dyt")
+# A block op's call that fails fails the command (exit 1, the row and keel's message): BatchNorm
+# training needs two rows or more.
+keel_cli_test(cli_bench_block_fails 1 "" bench --rows 1 --dim 64 --reps 3)
+add_test(NAME cli_bench_block_fails_message COMMAND $<TARGET_FILE:keel> bench --rows 1 --dim 64 --reps 3)
+set_tests_properties(cli_bench_block_fails_message PROPERTIES PASS_REGULAR_EXPRESSION "batchnorm fwd train: keel_batchnorm_fwd: rows")
 # --dtype: the low-precision rows appear, every value parses as a number, and the MiB column is
 # the bytes the op must move in its dtypes (512 x 512 elements: bf16/f16 forward 2+2 bytes each
 # = 1.0 MiB, backward 1.5; int8 output from f32 4+1 bytes = 1.25 MiB, + 4 bytes a row for the
 # dynamic scale = 1.252; from bf16 2+1 = 0.75). Then a dtype it does not know: exit status 2.
-set(_num "[0-9]+[.][0-9]+")
-set(_vals "${_num} +${_num} +${_num} +${_num} +[0-9]+[.][0-9][0-9]") # us, GB/s, memcpy, stream, floor
 keel_cli_test(cli_bench_dtype 0
   "layernorm fwd bf16 +512x512 +1[.]0 +${_vals}|layernorm bwd bf16 +512x512 +1[.]5 +${_vals}|rmsnorm fwd f16 +512x512 +1[.]0 +${_vals}|rmsnorm bwd f16 +512x512 +1[.]5 +${_vals}|layernorm fwd f32>i8 dyn +512x512 +1[.]3 +${_vals}|layernorm fwd f32>i8 static +512x512 +1[.]2 +${_vals}|rmsnorm fwd bf16>i8 dyn +512x512 +0[.]8 +${_vals}|rmsnorm fwd bf16>i8 static +512x512 +0[.]8 +${_vals}"
   bench --rows 512 --dim 512 --reps 3 --dtype bf16,f16,i8)

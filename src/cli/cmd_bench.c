@@ -2,7 +2,8 @@
 /* keel bench: median time and GB/s of every op, beside the copy floor of the same bytes
  * (the faster of glibc memcpy and a streaming-store copy, same threads), measured in the same
  * run and interleaved with the op so that both see the same machine state.
- * --dtype chooses the rows: f32 (the float32 ops and the transformer-block rows, the default),
+ * --dtype chooses the rows: f32 (the float32 ops and the transformer-block rows: fused add + norm,
+ * LayerScale, BatchNorm, DyT; the default),
  * bf16 and f16 (LayerNorm/RMSNorm forward and backward with x, y, dy, dx in that dtype) and i8
  * (the int8-output forwards, x in f32 or bf16, dynamic per-row or static per-tensor scale); the
  * bytes counted are those the op must move in its dtypes. */
@@ -31,18 +32,24 @@ static const bench_case demo_cases[] = {{4096, 1024}};
 
 /* The transformer-block rows: the fused residual add + norm (h = x + r written, y = norm(h);
  * post-norm: h not written) beside the same work as two calls, an add (keel_layerscale_fwd with
- * lambda = 1) and then the norm, timed against the floor of the fused op's own bytes. */
+ * lambda = 1) and then the norm, timed against the floor of the fused op's own bytes. Then the
+ * other block ops, each alone: LayerScale (lambda 0.1), BatchNorm (training: batch statistics,
+ * running statistics updated; inference: the running statistics) and DyT (alpha 0.5); these
+ * OP_LS_FWD .. OP_DYT_BWD rows are left out of --demo. */
 typedef enum {
     OP_LN_FWD, OP_LN_BWD, OP_RMS_FWD, OP_RMS_BWD,
     OP_ADD_LN_FWD, OP_SEP_LN_FWD, OP_POST_LN_FWD, OP_ADD_LN_BWD,
-    OP_ADD_RMS_FWD, OP_SEP_RMS_FWD, OP_ADD_RMS_BWD, OP_COUNT,
+    OP_ADD_RMS_FWD, OP_SEP_RMS_FWD, OP_ADD_RMS_BWD,
+    OP_LS_FWD, OP_LS_BWD, OP_BN_FWD_TRAIN, OP_BN_FWD_INFER, OP_BN_BWD_TRAIN, OP_DYT_FWD, OP_DYT_BWD, OP_COUNT,
     /* int8-output forwards (the tensor dtype of a row is then x's): dynamic per-row scale
      * (row_scale written) or a static per-tensor scale; no mean/rstd (inference) */
     OP_LN_FWD_I8_DYN = OP_COUNT, OP_LN_FWD_I8_STATIC, OP_RMS_FWD_I8_DYN, OP_RMS_FWD_I8_STATIC, OP_ALL_COUNT
 } bench_op;
 static const char *const op_names[OP_COUNT] = {"layernorm fwd", "layernorm bwd", "rmsnorm fwd", "rmsnorm bwd",
                                                "add+ln fwd", "add, ln fwd", "add+ln post", "add+ln bwd",
-                                               "add+rms fwd", "add, rms fwd", "add+rms bwd"};
+                                               "add+rms fwd", "add, rms fwd", "add+rms bwd",
+                                               "layerscale fwd", "layerscale bwd", "batchnorm fwd train",
+                                               "batchnorm fwd infer", "batchnorm bwd train", "dyt fwd", "dyt bwd"};
 static const char *const i8_op_names[] = {"layernorm fwd %s>i8 dyn", "layernorm fwd %s>i8 static",
                                           "rmsnorm fwd %s>i8 dyn", "rmsnorm fwd %s>i8 static"};
 #define I8_STATIC_SCALE (3.0f / 127.0f) /* |y| < 3 for these inputs: x, gamma, beta in [-1, 1) */
@@ -59,6 +66,12 @@ enum { GROUP_F32 = 1, GROUP_BF16 = 2, GROUP_F16 = 4, GROUP_I8 = 8, GROUP_ALL = 1
 typedef struct buffers {
     float *x, *y, *dy, *dx, *mean, *rstd, *gamma, *beta, *dgamma, *dbeta;
     float *r, *h, *ones; /* the residual rows: r, h (n each), lambda = 1 (dim) */
+    /* the block rows (dim each): LayerScale's lambda (0.1) and dlambda, BatchNorm's running
+     * statistics (PyTorch's initial 0 and 1) and the training forward's saved mean and rstd
+     * (the training backward's input), DyT's dalpha */
+    float *lambda, *dlambda, *run_mean, *run_var, *bn_mean, *bn_rstd;
+    float dalpha;
+    int64_t batches;
     /* low precision: x, y, dy, dx as bf16 or f16 bits (n each; x and dy hold the float32 x and dy
      * rounded to lp_dtype), the int8 y and the per-row scales */
     uint16_t *xl, *yl, *dyl, *dxl;
@@ -108,7 +121,38 @@ static keel_status run_lp_op(keel_ctx *ctx, bench_op op, keel_dtype dt, const be
     }
 }
 
-static keel_status run_block_op(keel_ctx *ctx, bench_op op, const bench_case *c, const buffers *b)
+/* LayerScale, BatchNorm and DyT, each as a training step or an inference uses it. b is written
+ * through its pointers only, but for the running statistics' step count and dalpha. */
+static keel_status run_other_block_op(keel_ctx *ctx, bench_op op, const bench_case *c, buffers *b)
+{
+    const size_t r = c->rows, d = c->dim;
+    switch (op) {
+    case OP_LS_FWD: /* h = x + lambda * f */
+        return keel_layerscale_fwd(ctx, r, d, keel_f32(b->x, d), keel_f32(b->r, d), b->lambda,
+                                   keel_f32(b->h, d), 0);
+    case OP_LS_BWD: /* dx = dh, df = lambda * dh, dlambda = sum of dh * f */
+        return keel_layerscale_bwd(ctx, r, d, keel_f32(b->dy, d), keel_f32(b->r, d), b->lambda,
+                                   keel_f32(b->dx, d), keel_f32(b->h, d), b->dlambda, 0);
+    case OP_BN_FWD_TRAIN:
+        return keel_batchnorm_fwd(ctx, r, d, keel_f32(b->x, d), keel_f32(b->y, d), b->gamma, b->beta, 1e-5f, 1,
+                                  0.1f, b->run_mean, b->run_var, &b->batches, b->bn_mean, b->bn_rstd, 0);
+    case OP_BN_FWD_INFER:
+        return keel_batchnorm_fwd(ctx, r, d, keel_f32(b->x, d), keel_f32(b->y, d), b->gamma, b->beta, 1e-5f, 0,
+                                  0.1f, b->run_mean, b->run_var, NULL, NULL, NULL, 0);
+    case OP_BN_BWD_TRAIN:
+        return keel_batchnorm_bwd(ctx, r, d, keel_f32(b->dy, d), keel_f32(b->x, d), b->bn_mean, b->bn_rstd,
+                                  b->gamma, 1e-5f, 1, keel_f32(b->dx, d), b->dgamma, b->dbeta, 0);
+    case OP_DYT_FWD:
+        return keel_dyt_fwd(ctx, r, d, keel_f32(b->x, d), keel_f32(b->y, d), 0.5f, b->gamma, b->beta, 0);
+    case OP_DYT_BWD:
+        return keel_dyt_bwd(ctx, r, d, keel_f32(b->dy, d), keel_f32(b->x, d), 0.5f, b->gamma,
+                            keel_f32(b->dx, d), &b->dalpha, b->dgamma, b->dbeta, 0);
+    default:
+        return KEEL_EINVAL;
+    }
+}
+
+static keel_status run_block_op(keel_ctx *ctx, bench_op op, const bench_case *c, buffers *b)
 {
     const size_t r = c->rows, d = c->dim;
     const keel_residual res = keel_residual_add(keel_f32(b->x, d), keel_f32(b->r, d));
@@ -141,11 +185,11 @@ static keel_status run_block_op(keel_ctx *ctx, bench_op op, const bench_case *c,
         return keel_add_rmsnorm_bwd(ctx, r, d, keel_f32(b->dy, d), keel_f32(b->dx, d), &res,
                                     keel_f32(b->h, d), b->rstd, b->gamma, 1e-5f, &g, b->dgamma, 0);
     default:
-        return KEEL_EINVAL;
+        return run_other_block_op(ctx, op, c, b);
     }
 }
 
-static keel_status run_f32_op(keel_ctx *ctx, bench_op op, const bench_case *c, const buffers *b)
+static keel_status run_f32_op(keel_ctx *ctx, bench_op op, const bench_case *c, buffers *b)
 {
     const size_t r = c->rows, d = c->dim;
     switch (op) {
@@ -166,7 +210,7 @@ static keel_status run_f32_op(keel_ctx *ctx, bench_op op, const bench_case *c, c
     }
 }
 
-static keel_status run_op(keel_ctx *ctx, const bench_row *row, const bench_case *c, const buffers *b)
+static keel_status run_op(keel_ctx *ctx, const bench_row *row, const bench_case *c, buffers *b)
 {
     if (row->op >= OP_COUNT || row->dtype != KEEL_F32)
         return run_lp_op(ctx, row->op, row->dtype, c, b);
@@ -201,7 +245,8 @@ static float *alloc_floats(size_t n, uint64_t *seed)
 static void free_buffers(buffers *b)
 {
     float **all[] = {&b->x, &b->y, &b->dy, &b->dx, &b->mean, &b->rstd, &b->gamma, &b->beta, &b->dgamma, &b->dbeta,
-                     &b->r, &b->h, &b->ones, &b->row_scale};
+                     &b->r, &b->h, &b->ones, &b->row_scale, &b->lambda, &b->dlambda, &b->run_mean,
+                     &b->run_var, &b->bn_mean, &b->bn_rstd};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         free(*all[i]);
         *all[i] = NULL;
@@ -248,6 +293,19 @@ static int alloc_buffers(buffers *b, const bench_case *c, unsigned groups)
             for (size_t j = 0; j < c->dim; j++)
                 b->ones[j] = 1.0f;
         ok = ok && b->r && b->h && b->ones;
+        b->lambda = alloc_floats(c->dim, &seed);
+        b->dlambda = alloc_floats(c->dim, &seed);
+        b->run_mean = alloc_floats(c->dim, &seed);
+        b->run_var = alloc_floats(c->dim, &seed);
+        b->bn_mean = alloc_floats(c->dim, &seed);
+        b->bn_rstd = alloc_floats(c->dim, &seed);
+        ok = ok && b->lambda && b->dlambda && b->run_mean && b->run_var && b->bn_mean && b->bn_rstd;
+        if (ok)
+            for (size_t j = 0; j < c->dim; j++) {
+                b->lambda[j] = 0.1f; /* CaiT's initial value up to depth 18 */
+                b->run_mean[j] = 0.0f;
+                b->run_var[j] = 1.0f;
+            }
     }
     if (groups & ~(unsigned)GROUP_F32) {
         b->xl = alloc_bytes(n * 2);
@@ -274,6 +332,10 @@ static size_t dtype_size(keel_dtype dt)
  * Fused add + norm: reads x and r, writes h and y (post-norm: not h); its backward reads dy,
  * dh and h and writes dx. "add, norm" is timed against the fused op's bytes: the floor the
  * fused op can reach and two calls cannot (they move 5n: x, r, h; h, y).
+ * LayerScale forward reads x and f, writes h (3n); its backward reads dh and f, writes dx and df
+ * (4n; dlambda, dim floats, not counted). BatchNorm and DyT: as the norms, forward 2n, backward
+ * 3n (a BatchNorm tensor larger than the caches is read twice: statistics, then apply; that
+ * second read is the op's cost, not counted).
  * Each element in its dtype: 4 bytes float32, 2 bf16/f16. The int8-output forwards read x
  * (4 or 2 bytes), write y (1 byte) and, with the dynamic scale, a float32 scale per row. The
  * statistics (mean, rstd: 8 bytes a row) and gamma/beta are not counted, as for float32. */
@@ -285,14 +347,30 @@ static size_t op_bytes(const bench_row *row, const bench_case *c)
         return elems * (dtype_size(row->dtype) + 1) +
                (op == OP_LN_FWD_I8_DYN || op == OP_RMS_FWD_I8_DYN ? c->rows * sizeof(float) : 0);
     const size_t n = elems * dtype_size(row->dtype);
+    switch (op) {
+    case OP_LS_FWD:
+    case OP_BN_BWD_TRAIN:
+    case OP_DYT_BWD:
+        return 3 * n;
+    case OP_LS_BWD:
+        return 4 * n;
+    case OP_BN_FWD_TRAIN:
+    case OP_BN_FWD_INFER:
+    case OP_DYT_FWD:
+        return 2 * n;
+    default:
+        break;
+    }
     if (op >= OP_ADD_LN_FWD)
         return op == OP_POST_LN_FWD ? 3 * n : 4 * n;
     return (op == OP_LN_BWD || op == OP_RMS_BWD) ? 3 * n : 2 * n;
 }
 
-static int reps_for(size_t bytes, int min_reps)
+/* target: the bytes the op moves over one measurement series (~3 GB; 1 GB for the LayerScale,
+ * BatchNorm and DyT rows, which with their fewer runs at least (short_min_reps) keeps the default
+ * run's time within about a quarter more than without them) */
+static int reps_for(size_t bytes, int min_reps, size_t target)
 {
-    size_t target = (size_t)3 << 30; /* ~3 GB moved per measurement series */
     int reps = (int)(target / (bytes ? bytes : 1));
     if (reps > 200)
         reps = 200;
@@ -326,11 +404,13 @@ static unsigned parse_dtypes(const char *list)
 }
 
 /* The rows of the selected groups, in table order: f32, bf16, f16, i8. */
-static size_t make_rows(bench_row *rows, unsigned groups)
+static size_t make_rows(bench_row *rows, unsigned groups, int block_rows)
 {
     size_t k = 0;
     if (groups & GROUP_F32)
         for (int op = 0; op < OP_COUNT; op++) {
+            if (!block_rows && op >= OP_LS_FWD)
+                continue;
             rows[k].op = (bench_op)op;
             rows[k].dtype = KEEL_F32;
             snprintf(rows[k].name, sizeof rows[k].name, "%s", op_names[op]);
@@ -361,18 +441,33 @@ static size_t make_rows(bench_row *rows, unsigned groups)
     return k;
 }
 
+/* the LayerScale, BatchNorm and DyT rows: measured over fewer bytes and runs (reps_for) */
+static int is_short_row(const bench_row *row)
+{
+    return row->dtype == KEEL_F32 && row->op >= OP_LS_FWD && row->op < OP_COUNT;
+}
+
 static void usage(FILE *to)
 {
     fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--markdown]\n"
-                "  --demo        one 4096 x 1024 case (what make demo runs)\n"
+                "  --demo        one 4096 x 1024 case (what make demo runs), without the\n"
+                "                layerscale, batchnorm and dyt rows\n"
                 "  --dtype LIST  comma-separated rows to run (default f32):\n"
-                "                f32   float32 LayerNorm/RMSNorm and the fused add+norm rows\n"
+                "                f32   float32 LayerNorm/RMSNorm, the fused add+norm rows, and\n"
+                "                      layerscale fwd (reads x, f; writes h: 12 bytes an element),\n"
+                "                      layerscale bwd (reads dh, f; writes dx, df: 16 bytes; the\n"
+                "                      dlambda sum not counted), batchnorm fwd train (running\n"
+                "                      statistics updated) and fwd infer (8 bytes), batchnorm bwd\n"
+                "                      train (reads x, dy; writes dx: 12 bytes), dyt fwd (8 bytes)\n"
+                "                      and dyt bwd (12 bytes)\n"
                 "                bf16  LayerNorm/RMSNorm fwd and bwd, x y dy dx in bf16 (2 bytes an element)\n"
                 "                f16   the same in fp16\n"
                 "                i8    int8-output forwards, x in f32 or bf16, dynamic per-row scale\n"
                 "                      (\"dyn\") or static per-tensor scale (\"static\")\n"
                 "                all   all of them\n"
                 "  --threads N   threads for keel and the copy floor (default: all cores; 0 = all)\n"
+                "  --reps N      at least N timed runs a row (default 7, at least 3); the layerscale,\n"
+                "                batchnorm and dyt rows at least half as many (>= 3), over ~1 GB\n"
                 "  --markdown    print a Markdown table\n");
 }
 
@@ -381,7 +476,7 @@ int keel_cmd_bench(int argc, char **argv)
     const bench_case *cases = default_cases;
     size_t ncases = sizeof default_cases / sizeof default_cases[0];
     bench_case one = {0, 0};
-    int threads = 0, min_reps = 7, markdown = 0;
+    int threads = 0, min_reps = 7, markdown = 0, block_rows = 1;
     unsigned groups = GROUP_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -392,6 +487,7 @@ int keel_cmd_bench(int argc, char **argv)
         } else if (!strcmp(a, "--demo")) {
             cases = demo_cases;
             ncases = 1;
+            block_rows = 0;
         } else if (!strcmp(a, "--markdown")) {
             markdown = 1;
         } else if (v && !strcmp(a, "--rows")) {
@@ -426,8 +522,9 @@ int keel_cmd_bench(int argc, char **argv)
     }
     if (min_reps < 3)
         min_reps = 3;
+    const int short_min_reps = (min_reps + 1) / 2 < 3 ? 3 : (min_reps + 1) / 2;
     bench_row rows[OP_COUNT + 8 + 8];
-    const size_t nrows = make_rows(rows, groups);
+    const size_t nrows = make_rows(rows, groups, block_rows);
     int width = 14;
     for (size_t k = 0; k < nrows; k++)
         if ((int)strlen(rows[k].name) > width)
@@ -445,8 +542,14 @@ int keel_cmd_bench(int argc, char **argv)
         keel_ctx_destroy(ctx);
         return 1;
     }
-    printf("keel %s, isa %s, %d thread(s); median of >= %d runs, op and copy interleaved\n",
-           keel_version_string(), keel_isa_name(keel_ctx_isa(ctx)), keel_ctx_threads(ctx), min_reps);
+    int any_short = 0;
+    for (size_t k = 0; k < nrows; k++)
+        any_short |= is_short_row(&rows[k]);
+    char short_note[64] = "";
+    if (any_short && short_min_reps < min_reps)
+        snprintf(short_note, sizeof short_note, " (layerscale, batchnorm, dyt: >= %d)", short_min_reps);
+    printf("keel %s, isa %s, %d thread(s); median of >= %d runs%s, op and copy interleaved\n",
+           keel_version_string(), keel_isa_name(keel_ctx_isa(ctx)), keel_ctx_threads(ctx), min_reps, short_note);
     if (markdown)
         printf("\n| op | rows x dim | MiB moved | keel us | keel GB/s | memcpy GB/s | stream GB/s | fraction of floor |\n"
                "|---|---|---|---|---|---|---|---|\n");
@@ -466,17 +569,32 @@ int keel_cmd_bench(int argc, char **argv)
         /* the backward reads the forward's statistics (each dtype's forward row runs before its
          * backward row and rewrites them) */
         run_f32_op(ctx, OP_LN_FWD, c, &b);
+        /* and the BatchNorm training backward the training forward's saved mean and rstd */
+        if (block_rows && (groups & GROUP_F32) && (st = run_f32_op(ctx, OP_BN_FWD_TRAIN, c, &b)) != KEEL_OK) {
+            fprintf(stderr, "keel bench: batchnorm fwd train: %s\n", keel_last_error());
+            free_buffers(&b);
+            failed = 1;
+            break;
+        }
         for (size_t k = 0; k < nrows; k++) {
             const bench_row *row = &rows[k];
             set_lp_dtype(&b, row->dtype, c->rows * c->dim);
             const size_t bytes = op_bytes(row, c);
-            /* warm-up, timed: a slow op (far from its floor) gets fewer runs, about 2 s of them */
+            /* warm-up, timed: a slow op (far from its floor) gets fewer runs, about 2 s of them
+             * (the LayerScale, BatchNorm and DyT rows: a third of the bytes and of the time, and
+             * at least short_min_reps runs) */
+            const int short_row = is_short_row(row);
+            const double max_s = short_row ? 0.67 : 2.0;
+            const int row_min_reps = short_row ? short_min_reps : min_reps;
             const double tw0 = bench_now_s();
-            run_op(ctx, row, c, &b);
+            keel_status row_st = run_op(ctx, row, c, &b);
             const double tw = bench_now_s() - tw0;
-            int reps = reps_for(bytes, min_reps);
-            if (tw > 0 && reps * tw > 2.0)
-                reps = (int)(2.0 / tw) > min_reps ? (int)(2.0 / tw) : min_reps;
+            char row_err[256] = "";
+            if (row_st != KEEL_OK)
+                snprintf(row_err, sizeof row_err, "%s", keel_last_error());
+            int reps = reps_for(bytes, row_min_reps, short_row ? (size_t)1 << 30 : (size_t)3 << 30);
+            if (tw > 0 && reps * tw > max_s)
+                reps = (int)(max_s / tw) > row_min_reps ? (int)(max_s / tw) : row_min_reps;
             double *t_op = malloc(3 * (size_t)reps * sizeof(double));
             if (!t_op) {
                 failed = 1;
@@ -490,6 +608,10 @@ int keel_cmd_bench(int argc, char **argv)
                 double t0 = bench_now_s();
                 st = run_op(ctx, row, c, &b);
                 t_op[r] = bench_now_s() - t0;
+                if (st != KEEL_OK && row_st == KEEL_OK) {
+                    row_st = st;
+                    snprintf(row_err, sizeof row_err, "%s", keel_last_error());
+                }
                 t0 = bench_now_s();
                 bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
                 t_memcpy[r] = bench_now_s() - t0;
@@ -497,8 +619,8 @@ int keel_cmd_bench(int argc, char **argv)
                 bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_STREAM);
                 t_stream[r] = bench_now_s() - t0;
             }
-            if (st != KEEL_OK) {
-                fprintf(stderr, "keel bench: %s: %s\n", row->name, keel_last_error());
+            if (row_st != KEEL_OK) {
+                fprintf(stderr, "keel bench: %s: %s\n", row->name, row_err);
                 failed = 1;
             }
             const double mo = bench_median(t_op, reps), mm = bench_median(t_memcpy, reps), ms = bench_median(t_stream, reps);
