@@ -80,7 +80,8 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     KEEL_LIBRARY="$PWD/$build/libkeel.so" PYTHONPATH=python python3 bench/python_bench.py 2>&1 ||
         echo "(python_bench.py failed: see above)"
 } > "$tmp"
-mv "$tmp" "$out"
+cat "$tmp" > "$out" # (not mv: the file gets the umask's mode, not mktemp's 0600)
+rm -f "$tmp"
 rm -f "$tmp".*
 trap - EXIT
 cat "$out"
