@@ -16,7 +16,6 @@
 #include "residual__avx512.h"
 
 /* The prefetch of the next row pays only on rows from beyond L2 (measured on the norms too). */
-#define PF_ABOVE ((size_t)2 << 20)
 
 /* Rows of up to BUF_FLOATS keep h in a buffer on the stack (L1) after the first sweep, so the
  * other sweeps read one array instead of recomputing h from two; longer rows recompute it. */
@@ -135,7 +134,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
 {
     float buf[BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
-    const int pf = bytes > PF_ABOVE, stream = (hh ? 2 : 1) * bytes > R512_STREAM_ABOVE;
+    const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R512_STREAM_ABOVE;
     int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
         const r512_row w = r512_row_of(res, r);

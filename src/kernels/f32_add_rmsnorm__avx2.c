@@ -6,7 +6,6 @@
 #include "norm_finish.h"
 #include "residual__avx2.h"
 
-#define PF_ABOVE ((size_t)2 << 20)
 #define BUF_FLOATS 8192
 
 KEEL_INLINE r256_v h_at(const r256_row *w, const float *hv, size_t j, r256_step s, int hl, int hb)
@@ -70,7 +69,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
 {
     float buf[BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
-    const int pf = bytes > PF_ABOVE, stream = (hh ? 2 : 1) * bytes > R256_STREAM_ABOVE;
+    const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R256_STREAM_ABOVE;
     int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
         const r256_row w = r256_row_of(res, r);

@@ -8,7 +8,6 @@
 #include "norm_finish.h"
 #include "residual__avx512.h"
 
-#define PF_ABOVE ((size_t)2 << 20)
 #define BUF_FLOATS 8192
 
 /* R(h * h) of one row: h read from hv, or computed from w (and stored into buf when given). */
@@ -79,7 +78,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
 {
     float buf[BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
-    const int pf = bytes > PF_ABOVE, stream = (hh ? 2 : 1) * bytes > R512_STREAM_ABOVE;
+    const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R512_STREAM_ABOVE;
     int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
         const r512_row w = r512_row_of(res, r);

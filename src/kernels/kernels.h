@@ -125,6 +125,14 @@ typedef void (*keel_f32_layernorm_fwd_fn)(size_t rows, size_t dim,
                                           const float *gamma, const float *beta, float eps,
                                           float *mean, float *rstd);
 
+/* The memory policy the SIMD kernels follow and the operators hint with (measured:
+ * docs/performance.md). Inputs spanning more than KEEL_PREFETCH_ABOVE bytes are prefetched a row
+ * ahead; a plain norm's output of KEEL_STREAM_ABOVE bytes or more per call (one thread's part) is
+ * written with streaming stores. (The fused forwards stream from their own, measured cut:
+ * R512_STREAM_ABOVE in residual__avx512.h.) */
+#define KEEL_PREFETCH_ABOVE ((size_t)2 << 20)
+#define KEEL_STREAM_ABOVE ((size_t)16 << 20)
+
 /* dx_flags of the LayerNorm and RMSNorm backwards: ACCUMULATE changes what is computed (dx +=
  * instead of dx =); the others are hints from the operator, which sees the whole tensor where
  * a kernel sees one block of rows, and never change a bit of any result. */

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels.h" /* KEEL_PREFETCH_ABOVE, KEEL_STREAM_ABOVE */
+
 #define KEEL_INLINE static inline __attribute__((always_inline))
 
 /* (double)p[0..3] */
@@ -81,19 +83,17 @@ KEEL_INLINE void k256_tail_load(const k256_tail *t, const float *p, __m256 *v0, 
 #define K256_GROUP_BELOW 256
 
 /* Prefetching pays only on data from beyond L2 (see simd_lanes__avx512.h). */
-#define K256_PREFETCH_ABOVE ((size_t)2 << 20)
 #define K256_PREFETCH_MIN_DIM 256
 KEEL_INLINE int k256_want_prefetch(size_t rows, size_t dim, size_t stride)
 {
-    return dim >= K256_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > K256_PREFETCH_ABOVE;
+    return dim >= K256_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
 }
-/* Streaming stores of the plain norms' outputs past K256_STREAM_ABOVE bytes of y per call (the
+/* Streaming stores of the plain norms' outputs past KEEL_STREAM_ABOVE bytes of y per call (the
  * policy and measurements of simd_lanes__avx512.h); a row streams when its start is 32-byte
  * aligned; the kernel ends with an sfence. */
-#define K256_STREAM_ABOVE ((size_t)16 << 20)
 KEEL_INLINE int k256_want_stream(size_t rows, size_t y_stride)
 {
-    return rows * y_stride * sizeof(float) >= K256_STREAM_ABOVE;
+    return rows * y_stride * sizeof(float) >= KEEL_STREAM_ABOVE;
 }
 KEEL_INLINE int k256_aligned32(const float *p) { return ((uintptr_t)p & 31) == 0; }
 

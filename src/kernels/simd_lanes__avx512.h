@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels.h" /* KEEL_PREFETCH_ABOVE, KEEL_STREAM_ABOVE */
+
 #define KEEL_INLINE static inline __attribute__((always_inline))
 
 /* (double)p[0..7] */
@@ -43,24 +45,22 @@ KEEL_INLINE __m512d k512_add_mask(__m512d lane, __mmask8 k, __m512d t)
  * are worked on in cache) pays only when the data come from beyond L2, and only for rows long
  * enough that one row ahead is far enough (below that the hardware prefetcher keeps up); on
  * data already in cache it costs (all measured). It is on for rows of at least
- * K512_PREFETCH_MIN_DIM floats in a call whose x spans more than K512_PREFETCH_ABOVE bytes. */
-#define K512_PREFETCH_ABOVE ((size_t)2 << 20)
+ * K512_PREFETCH_MIN_DIM floats in a call whose x spans more than KEEL_PREFETCH_ABOVE bytes. */
 #define K512_PREFETCH_MIN_DIM 256
 KEEL_INLINE int k512_want_prefetch(size_t rows, size_t dim, size_t stride)
 {
-    return dim >= K512_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > K512_PREFETCH_ABOVE;
+    return dim >= K512_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
 }
 /* Streaming (non-temporal) stores of the plain norms' outputs, for a call whose y spans at least
- * K512_STREAM_ABOVE bytes: there a write-allocating store reads every line it writes (a third
+ * KEEL_STREAM_ABOVE bytes: there a write-allocating store reads every line it writes (a third
  * more traffic than the copy floor) and evicts the rows still to be read. Measured, 1 thread,
  * LayerNorm forward, streamed against cached stores: 1024x4096 (16 MiB) 1.20x, 4096x4096 1.24x,
  * 16384x8192 1.30x faster; 4096x768 (12 MiB) and 8192x768 (24 MiB) 0.9x (slower): the cut is at
  * 16 MiB of output per call, the part of one thread. A row streams when its start is 64-byte
  * aligned (whole aligned lines); the kernel ends with an sfence. The values are unchanged. */
-#define K512_STREAM_ABOVE ((size_t)16 << 20)
 KEEL_INLINE int k512_want_stream(size_t rows, size_t y_stride)
 {
-    return rows * y_stride * sizeof(float) >= K512_STREAM_ABOVE;
+    return rows * y_stride * sizeof(float) >= KEEL_STREAM_ABOVE;
 }
 KEEL_INLINE int k512_aligned64(const float *p) { return ((uintptr_t)p & 63) == 0; }
 

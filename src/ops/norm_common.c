@@ -30,9 +30,9 @@ int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_stride, size_t dx
     const size_t x_bytes = rows * in_stride * sizeof(float);
     const size_t dx_bytes = rows * dx_stride * sizeof(float);
     int hints = 0;
-    if (x_bytes > ((size_t)2 << 20))
+    if (x_bytes > KEEL_PREFETCH_ABOVE)
         hints |= KEEL_KBWD_PREFETCH;
-    if (dx_bytes / (threads > 0 ? threads : 1) >= ((size_t)16 << 20))
+    if (dx_bytes / (threads > 0 ? threads : 1) >= KEEL_STREAM_ABOVE)
         hints |= KEEL_KBWD_STREAM;
     return hints;
 }
