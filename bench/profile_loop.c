@@ -2,7 +2,9 @@
  * N` calls OP N times on one thread and prints the fastest call. docs/performance.md's profiles
  * were taken this way. `make build` builds it as build/keel_profile_loop.
  * OP: lnf, lnb (LayerNorm forward / backward), rmsf, rmsb, addlnb (fused add + LayerNorm
- * backward, dx in place over dh), copy (memcpy of x to y, the floor's reference). */
+ * backward, dx in place over dh), addlnf, addrmsf (fused add + norm forward: read x and r,
+ * write h and y), copy (memcpy of x to y, the floor's reference), copy2 (memcpy of x and r to
+ * h and y: the fused forwards' bytes). */
 #define _POSIX_C_SOURCE 200809L
 #include <keel.h>
 #include <stdio.h>
@@ -34,7 +36,7 @@ static float *buffer(size_t n, unsigned seed)
 int main(int argc, char **argv)
 {
     if (argc != 5) {
-        fprintf(stderr, "usage: keel_profile_loop lnf|lnb|rmsf|rmsb|addlnb|copy ROWS DIM N\n");
+        fprintf(stderr, "usage: keel_profile_loop lnf|lnb|rmsf|rmsb|addlnb|addlnf|addrmsf|copy|copy2 ROWS DIM N\n");
         return 2;
     }
     const char *op = argv[1];
@@ -75,8 +77,19 @@ int main(int argc, char **argv)
             const keel_residual_grads g = {keel_f32(dx, dim), keel_none(), NULL, NULL};
             st = keel_add_layernorm_bwd(ctx, rows, dim, keel_f32(dy, dim), keel_f32(dx, dim), &res,
                                         keel_f32(y, dim), mean, rstd, gamma, 1e-5f, &g, dg, db, 0);
+        } else if (!strcmp(op, "addlnf") || !strcmp(op, "addrmsf")) {
+            const keel_residual res = keel_residual_add(keel_f32(x, dim), keel_f32(dy, dim));
+            st = op[3] == 'l' ? keel_add_layernorm_fwd(ctx, rows, dim, &res, keel_f32(dx, dim),
+                                                       keel_f32(y, dim), gamma, beta, 1e-5f, mean,
+                                                       rstd, 0)
+                              : keel_add_rmsnorm_fwd(ctx, rows, dim, &res, keel_f32(dx, dim),
+                                                     keel_f32(y, dim), gamma, 1e-5f, rstd, 0);
         } else if (!strcmp(op, "copy"))
             memcpy(y, x, rows * dim * sizeof(float));
+        else if (!strcmp(op, "copy2")) {
+            memcpy(dx, x, rows * dim * sizeof(float));
+            memcpy(y, dy, rows * dim * sizeof(float));
+        }
         else {
             fprintf(stderr, "keel_profile_loop: unknown OP '%s'\n", op);
             return 2;

@@ -166,52 +166,83 @@ static void inputs_free(inputs *in)
         free(all[i]);
 }
 
-/* A call whose outputs pass R512_STREAM_ABOVE (8 MiB) streams them with non-temporal stores
- * when its rows start on 64-byte boundaries: 64-byte aligned buffers of 16 MiB per tensor, so
- * that the SIMD paths take that branch (with few threads; with more, each call is smaller and
- * stores normally). h and y must still be the scalar path's bits. */
-static void streamed_outputs(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, int n_isas)
+/* Calls from beyond the caches take the SIMD forwards' other plans: rows pipelined (a row
+ * read from memory while another is written, f32_add_layernorm__avx512.c), and outputs of
+ * more than R512_STREAM_ABOVE (8 MiB) streamed with non-temporal stores when their rows start
+ * on 64-byte boundaries (packed rows of 64-byte aligned buffers: all of them; other strides:
+ * some). Rows longer than the pipeline's buffers go one at a time. Every shape, in a plain and
+ * a full configuration (alpha, lambda, bias, mean and rstd out) with h stored or not, on 1 and
+ * 2 threads: h, y, mean and rstd the bits of the first path on one thread. */
+typedef struct big_shape {
+    size_t rows, dim, stride;
+} big_shape;
+
+static void large_outputs(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, int n_isas)
 {
-    enum { ROWS = 4096, DIM = 1024 };
-    const size_t n = (size_t)ROWS * DIM;
-    float *buf[6];
-    for (int i = 0; i < 6; i++) {
-        buf[i] = aligned_alloc(64, n * sizeof(float));
-        if (!buf[i])
-            test_fatal("out of memory");
+    static const big_shape shapes_big[] = {
+        {4096, 1024, 1024}, /* 16 MiB a tensor: streamed */
+        {700, 1500, 1500},  /* rows start aligned every 16th row */
+        {160, 4097, 4100},  /* a tail, offset rows */
+        {40, 16384, 16384}, /* longer than the pipeline's buffers */
+    };
+    for (size_t si = 0; si < sizeof shapes_big / sizeof shapes_big[0]; si++) {
+        const big_shape s = shapes_big[si];
+        const size_t n = s.rows * s.stride;
+        float *buf[6];
+        for (int i = 0; i < 6; i++) {
+            buf[i] = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+            if (!buf[i])
+                test_fatal("out of memory");
+        }
+        float *x = buf[0], *r = buf[1], *h = buf[2], *y = buf[3], *h0 = buf[4], *y0 = buf[5];
+        for (size_t i = 0; i < s.rows; i++) {
+            keel_case_fill_row(rng, KEEL_CASE_MIXED, x + i * s.stride, s.dim);
+            keel_case_fill_normal(rng, r + i * s.stride, s.dim);
+        }
+        float *gamma = bt_vec(rng, s.dim, 1.0, 0.5), *beta = bt_vec(rng, s.dim, 0.0, 0.25);
+        float *lambda = bt_vec(rng, s.dim, 0.1, 0.05), *bias = bt_vec(rng, s.dim, 0.0, 0.25);
+        float *stats = test_alloc(4 * s.rows), *m = stats, *rs = stats + s.rows;
+        float *m0 = stats + 2 * s.rows, *rs0 = stats + 3 * s.rows;
+        for (int cfg = 0; cfg < 3; cfg++) /* plain; full with h; full without h (post-norm) */
+            for (int rms = 0; rms <= 1; rms++)
+                for (int i = 0; i < n_isas; i++)
+                    for (int t = 1; t <= 2; t++) {
+                        const int base = i == 0 && t == 1, full = cfg > 0, with_h = cfg < 2;
+                        float *hh = base ? h0 : h, *yy = base ? y0 : y, *mm = base ? m0 : m, *rr = base ? rs0 : rs;
+                        keel_residual res = keel_residual_add(keel_f32(x, s.stride), keel_f32(r, s.stride));
+                        if (full) {
+                            res.alpha = 0.75f;
+                            res.lambda = lambda;
+                            res.bias = bias;
+                        }
+                        const keel_tensor ht = with_h ? keel_f32(hh, s.stride) : keel_none();
+                        test_set_isa(ctx, isas[i]);
+                        keel_ctx_set_threads(ctx, t);
+                        test_fill_sentinel(hh, n);
+                        test_fill_sentinel(yy, n);
+                        test_fill_sentinel(mm, s.rows);
+                        test_fill_sentinel(rr, s.rows);
+                        keel_status st = rms ? keel_add_rmsnorm_fwd(ctx, s.rows, s.dim, &res, ht, keel_f32(yy, s.stride),
+                                                                    gamma, 1e-6f, full ? rr : NULL, 0)
+                                             : keel_add_layernorm_fwd(ctx, s.rows, s.dim, &res, ht, keel_f32(yy, s.stride),
+                                                                      gamma, full ? beta : NULL, 1e-5f,
+                                                                      full ? mm : NULL, full ? rr : NULL, 0);
+                        test_check(st == KEEL_OK, "large add+norm: %s", keel_status_str(st));
+                        if (!base) {
+                            const size_t dh = test_first_diff(h, h0, n), dy = test_first_diff(y, y0, n);
+                            const size_t dm = test_first_diff(m, m0, s.rows), dr = test_first_diff(rs, rs0, s.rows);
+                            test_check(dh == n && dy == n && dm == s.rows && dr == s.rows,
+                                       "large add+%s %zux%zu stride %zu config %d isa %s threads %d: h differs "
+                                       "at %zu, y at %zu, mean at %zu, rstd at %zu", rms ? "rmsnorm" : "layernorm",
+                                       s.rows, s.dim, s.stride, cfg, keel_isa_name(isas[i]), t, dh, dy, dm, dr);
+                        }
+                    }
+        for (int i = 0; i < 6; i++)
+            free(buf[i]);
+        float *vecs[] = {gamma, beta, lambda, bias, stats};
+        for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++)
+            free(vecs[i]);
     }
-    float *x = buf[0], *r = buf[1], *h = buf[2], *y = buf[3], *h0 = buf[4], *y0 = buf[5];
-    for (size_t i = 0; i < ROWS; i++) {
-        keel_case_fill_row(rng, KEEL_CASE_MIXED, x + i * DIM, DIM);
-        keel_case_fill_normal(rng, r + i * DIM, DIM);
-    }
-    float *gamma = bt_vec(rng, DIM, 1.0, 0.5), *beta = bt_vec(rng, DIM, 0.0, 0.25);
-    const keel_residual res = keel_residual_add(keel_f32(x, DIM), keel_f32(r, DIM));
-    for (int rms = 0; rms <= 1; rms++) {
-        for (int i = 0; i < n_isas; i++)
-            for (int t = 1; t <= 2; t++) {
-                const int base = i == 0 && t == 1;
-                float *hh = base ? h0 : h, *yy = base ? y0 : y;
-                test_set_isa(ctx, isas[i]);
-                keel_ctx_set_threads(ctx, t);
-                test_fill_sentinel(hh, n);
-                test_fill_sentinel(yy, n);
-                keel_status st = rms ? keel_add_rmsnorm_fwd(ctx, ROWS, DIM, &res, keel_f32(hh, DIM), keel_f32(yy, DIM),
-                                                            gamma, 1e-6f, NULL, 0)
-                                     : keel_add_layernorm_fwd(ctx, ROWS, DIM, &res, keel_f32(hh, DIM),
-                                                              keel_f32(yy, DIM), gamma, beta, 1e-5f, NULL, NULL, 0);
-                test_check(st == KEEL_OK, "streamed add+norm: %s", keel_status_str(st));
-                if (!base) {
-                    const size_t dh = test_first_diff(h, h0, n), dy = test_first_diff(y, y0, n);
-                    test_check(dh == n && dy == n, "streamed add+%s isa %s threads %d: h differs at %zu, y at %zu",
-                               rms ? "rmsnorm" : "layernorm", keel_isa_name(isas[i]), t, dh, dy);
-                }
-            }
-    }
-    for (int i = 0; i < 6; i++)
-        free(buf[i]);
-    free(gamma);
-    free(beta);
 }
 
 int main(void)
@@ -251,7 +282,7 @@ int main(void)
         outputs_free(&got);
         inputs_free(&in);
     }
-    streamed_outputs(ctx, &rng, isas, n_isas);
+    large_outputs(ctx, &rng, isas, n_isas);
     keel_ctx_destroy(ctx);
     return test_finish();
 }

@@ -1,7 +1,7 @@
 /* Fused residual add + RMSNorm, float32, AVX-512: exactly the bits of
  * f32_add_rmsnorm__scalar.c, 16 floats at a time (see f32_add_layernorm__avx512.c for the
- * plan: h kept in an L1 buffer after the first sweep, the next row prefetched while the second
- * sweep works in cache, large outputs streamed). */
+ * plan: h kept in a buffer after the first sweep; beyond L2 a pipeline that reads one row
+ * while it writes another; large outputs streamed). */
 #include <math.h>
 
 #include "kernels.h"
@@ -37,6 +37,18 @@ KEEL_INLINE double h_sumsq(const r512_row *w, const float *hv, float *buf, size_
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
+/* Columns j .. j + 16 (full) or the k floats at j of the output sweep; v: h there. */
+KEEL_INLINE void out_step(float *h, float *y, size_t j, __m512 v, __m512 vr, int nt, __mmask16 k,
+                          int full, const float *gamma, int hg, int hh)
+{
+    __m512 o = _mm512_mul_ps(v, vr);
+    if (hg)
+        o = _mm512_mul_ps(o, full ? _mm512_loadu_ps(gamma + j) : _mm512_maskz_loadu_ps(k, gamma + j));
+    if (hh)
+        r512_store(h + j, v, k, full, nt);
+    r512_store(y + j, o, k, full, nt);
+}
+
 KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, const float *gamma,
                          float eps, float *rstd_out, int pf, const float *pfx, const float *pfr,
                          int nt, float *buf, int hl, int hb, int hg, int hh)
@@ -44,41 +56,101 @@ KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, cons
     const float *hv = dim <= BUF_FLOATS ? buf : NULL;
     const float rs = keel_rms_rstd(h_sumsq(w, NULL, hv ? buf : NULL, dim, hl, hb), dim, eps);
     const __m512 vr = _mm512_set1_ps(rs);
-    size_t j = 0;
-    for (; j + 16 <= dim; j += 16) {
-        const __m512 v = hv ? _mm512_load_ps(hv + j) : r512_h(w, j, 0xffff, 1, hl, hb);
-        __m512 o = _mm512_mul_ps(v, vr);
-        if (hg)
-            o = _mm512_mul_ps(o, _mm512_loadu_ps(gamma + j));
-        if (hh)
-            r512_store(h + j, v, 0xffff, 1, nt);
-        r512_store(y + j, o, 0xffff, 1, nt);
+    const size_t full = dim & ~(size_t)15;
+    for (size_t j = 0; j < full; j += 16) {
+        out_step(h, y, j, hv ? _mm512_load_ps(hv + j) : r512_h(w, j, 0xffff, 1, hl, hb), vr, nt,
+                 0xffff, 1, gamma, hg, hh);
         if (pf) { /* the output sweep is this row's only one in cache: fetch the next row here */
             R512_PF(pfx + j);
             R512_PF(pfr + j);
         }
     }
-    if (j < dim) {
-        const __mmask16 k = k512_tail16(dim - j);
-        const __m512 v = hv ? _mm512_maskz_loadu_ps(k, hv + j) : r512_h(w, j, k, 0, hl, hb);
-        __m512 o = _mm512_mul_ps(v, vr);
-        if (hg)
-            o = _mm512_mul_ps(o, _mm512_maskz_loadu_ps(k, gamma + j));
-        if (hh)
-            _mm512_mask_storeu_ps(h + j, k, v);
-        _mm512_mask_storeu_ps(y + j, k, o);
+    if (full < dim) {
+        const __mmask16 k = k512_tail16(dim - full);
+        out_step(h, y, full, hv ? _mm512_maskz_loadu_ps(k, hv + full) : r512_h(w, full, k, 0, hl, hb),
+                 vr, nt, k, 0, gamma, hg, hh);
     }
     if (rstd_out)
         *rstd_out = rs;
+}
+
+/* Rows from beyond the caches go through a pipeline of two rows (the plan of
+ * f32_add_layernorm__avx512.c): one sweep over j computes row c's h from memory into its
+ * buffer with R(h * h) and writes row a's h and y from its buffer, so that the reads and the
+ * streamed writes go to memory together (keel_profile_loop addrmsf 4096 4096, 1 thread: 14.3
+ * ms one row at a time, 11.8 ms pipelined; the copy floor of the bytes 11.4-11.8 ms). Each
+ * row's arithmetic is fwd_row's: the same bits. */
+KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, float *y, float rs,
+                            int nt, int do_sum, const r512_row *wc, float *hc, double *sumsq,
+                            const float *gamma, int hl, int hb, int hg, int hh)
+{
+    const size_t full = dim & ~(size_t)15;
+    const __m512 vr = _mm512_set1_ps(rs);
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    for (size_t j = 0; j < dim; j += 16) {
+        const int fl = j < full;
+        const __mmask16 k = fl ? 0xffff : k512_tail16(dim - full);
+        if (do_sum) {
+            if (fl) {
+                R512_PF(wc->x + j + R512_PIPE_AHEAD);
+                R512_PF(wc->r + j + R512_PIPE_AHEAD);
+            }
+            const __m512 v = r512_h(wc, j, k, fl, hl, hb);
+            _mm512_store_ps(hc + j, v); /* the buffer has room for a whole step */
+            const __m512d t0 = r512_lo(v), t1 = r512_hi(v);
+            s0 = k512_add_mask(s0, k512_lo8(k), _mm512_mul_pd(t0, t0));
+            s1 = k512_add_mask(s1, k512_hi8(k), _mm512_mul_pd(t1, t1));
+        }
+        if (do_out)
+            out_step(h, y, j, _mm512_load_ps(ha + j), vr, nt, k, fl, gamma, hg, hh);
+    }
+    if (do_sum)
+        *sumsq = k512_reduce16(s0, s1);
+}
+
+/* The pipeline over all rows: sweep t reads row t and writes row t - 1; row i lives in
+ * buffer i % 2 of bufs (two of BUF_FLOATS; dim fits). */
+KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res, float *h,
+                                size_t hs, float *y, size_t ys, const float *gamma, float eps,
+                                float *rstd, int stream, float *bufs, int hl, int hb, int hg, int hh)
+{
+    float rs_a = 0.0f;
+    int streamed = 0;
+    for (size_t t = 0; t < rows + 1; t++) {
+        const int do_sum = t < rows, do_out = t >= 1;
+        const size_t a = t - 1;
+        float *hr = do_out && hh ? h + a * hs : NULL, *yr = do_out ? y + a * ys : NULL;
+        const int nt = do_out && stream && r512_aligned(yr) && (!hh || r512_aligned(hr));
+        streamed |= nt;
+        const r512_row wc = r512_row_of(res, do_sum ? t : 0);
+        const float *ha = bufs + (a & 1) * BUF_FLOATS;
+        float *hc = bufs + (t & 1) * BUF_FLOATS;
+        double ss = 0.0;
+        if (do_sum && do_out) /* every sweep but the first and the last */
+            pipe_sweep(dim, 1, ha, hr, yr, rs_a, nt, 1, &wc, hc, &ss, gamma, hl, hb, hg, hh);
+        else
+            pipe_sweep(dim, do_out, ha, hr, yr, rs_a, nt, do_sum, &wc, hc, &ss, gamma, hl, hb, hg, hh);
+        if (do_sum) {
+            rs_a = keel_rms_rstd(ss, dim, eps);
+            if (rstd)
+                rstd[t] = rs_a;
+        }
+    }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
 
 KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
                           float *y, size_t ys, const float *gamma, float eps, float *rstd, int hl,
                           int hb, int hg, int hh)
 {
-    float buf[BUF_FLOATS] __attribute__((aligned(64)));
+    float buf[2 * BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
     const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R512_STREAM_ABOVE;
+    if (pf && dim <= BUF_FLOATS) {
+        fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, eps, rstd, stream, buf, hl, hb, hg, hh);
+        return;
+    }
     int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
         const r512_row w = r512_row_of(res, r);
