@@ -172,12 +172,7 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
         const __mmask16 k = fl ? 0xffff : k512_tail16(dim - full);
         const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
         if (do_sum) {
-            if (fl) {
-                R512_PF(wc->x + j + R512_PIPE_AHEAD);
-                R512_PF(wc->r + j + R512_PIPE_AHEAD);
-            }
-            const __m512 v = r512_h(wc, j, k, fl, hl, hb);
-            _mm512_store_ps(hc + j, v); /* the buffer has room for a whole step */
+            const __m512 v = r512_h_piped(wc, hc, j, k, fl, hl, hb);
             s0 = k512_add_mask(s0, klo, r512_lo(v));
             s1 = k512_add_mask(s1, khi, r512_hi(v));
         }

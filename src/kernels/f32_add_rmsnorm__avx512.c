@@ -91,12 +91,7 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
         const int fl = j < full;
         const __mmask16 k = fl ? 0xffff : k512_tail16(dim - full);
         if (do_sum) {
-            if (fl) {
-                R512_PF(wc->x + j + R512_PIPE_AHEAD);
-                R512_PF(wc->r + j + R512_PIPE_AHEAD);
-            }
-            const __m512 v = r512_h(wc, j, k, fl, hl, hb);
-            _mm512_store_ps(hc + j, v); /* the buffer has room for a whole step */
+            const __m512 v = r512_h_piped(wc, hc, j, k, fl, hl, hb);
             const __m512d t0 = r512_lo(v), t1 = r512_hi(v);
             s0 = k512_add_mask(s0, k512_lo8(k), _mm512_mul_pd(t0, t0));
             s1 = k512_add_mask(s1, k512_hi8(k), _mm512_mul_pd(t1, t1));

@@ -76,6 +76,20 @@ KEEL_INLINE void r512_store(float *p, __m512 v, __mmask16 k, int full, int nt)
  * fetches the start of the next row when the rows are contiguous; a prefetch never faults. */
 #define R512_PIPE_AHEAD 256
 
+/* The pipelines' read of row w at j: h (r512_h) stored into the row's buffer hc as well (a
+ * whole step: the buffer has room), the loads R512_PIPE_AHEAD behind their prefetches. */
+KEEL_INLINE __m512 r512_h_piped(const r512_row *w, float *hc, size_t j, __mmask16 k, int full,
+                                int hl, int hb)
+{
+    if (full) {
+        R512_PF(w->x + j + R512_PIPE_AHEAD);
+        R512_PF(w->r + j + R512_PIPE_AHEAD);
+    }
+    const __m512 v = r512_h(w, j, k, full, hl, hb);
+    _mm512_store_ps(hc + j, v);
+    return v;
+}
+
 /* A fused backward's memory hints for one row (keel_f32_res_grads.hints): the next row's
  * inputs, prefetched into L2 a line per step of sweep 2 (NULL: none), and whether dx and dr
  * are streamed (rows with an aligned start, never with accumulate). */
