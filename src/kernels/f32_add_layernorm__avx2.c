@@ -1,8 +1,9 @@
 /* Fused residual add + LayerNorm, float32, AVX2: exactly the bits of
  * f32_add_layernorm__scalar.c, 16 floats (two ymm, four double quarters) at a time; the plan of
- * f32_add_layernorm__avx512.c (h kept in an L1 buffer after the first sweep, the next row
- * prefetched during the second, large outputs streamed). */
+ * f32_add_layernorm__avx512.c (h kept in a buffer after the first sweep; beyond L2 a pipeline
+ * that reads one row while it writes another; large outputs streamed). */
 #include <math.h>
+#include <string.h>
 
 #include "kernels.h"
 #include "norm_finish.h"
@@ -73,6 +74,40 @@ KEEL_INLINE double ln_stats(const r256_row *w, const float *hv, size_t dim, floa
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
+/* The output sweep's constants of one row (f32_add_layernorm__avx512.c's out_row). */
+typedef struct out_row {
+    float *h, *y;
+    r256_v vh, vl, vr;
+    int nt;
+} out_row;
+
+KEEL_INLINE out_row out_row_of(float *h, float *y, double mean_d, float rs, int nt)
+{
+    out_row o;
+    const float hi = (float)mean_d;
+    o.h = h;
+    o.y = y;
+    o.vh = r256_set1(hi);
+    o.vl = r256_set1((float)(mean_d - (double)hi));
+    o.vr = r256_set1(rs);
+    o.nt = nt;
+    return o;
+}
+
+/* Step s at j of the output sweep; v: h there. */
+KEEL_INLINE void out_step(const out_row *o, size_t j, r256_v v, r256_step s, const float *gamma,
+                          const float *beta, int hg, int hbe, int hh)
+{
+    r256_v t = r256_mul(r256_sub(r256_sub(v, o->vh), o->vl), o->vr);
+    if (hg)
+        t = r256_mul(t, r256_load(gamma + j, s));
+    if (hbe)
+        t = r256_add(t, r256_load(beta + j, s));
+    if (hh)
+        r256_store(o->h + j, v, s, o->nt);
+    r256_store(o->y + j, t, s, o->nt);
+}
+
 KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, const float *gamma,
                          const float *beta, float eps, float *mean_out, float *rstd_out, int pf,
                          const float *pfx, const float *pfr, int nt, float *buf, int hl, int hb,
@@ -81,37 +116,73 @@ KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, cons
     const float *hv = dim <= BUF_FLOATS ? buf : NULL;
     const double mean_d = keel_ln_mean(h_sum(w, NULL, hv ? buf : NULL, dim, hl, hb), dim);
     const float rs = keel_ln_rstd(h_centred(w, hv, dim, mean_d, pf, pfx, pfr, hl, hb), dim, eps);
-    const float hi = (float)mean_d;
-    const float lo = (float)(mean_d - (double)hi);
-    const r256_v vh = r256_set1(hi), vl = r256_set1(lo), vr = r256_set1(rs);
+    const out_row o = out_row_of(h, y, mean_d, rs, nt);
     const size_t full = dim & ~(size_t)15;
     const k256_tail t = k256_tail_of(dim - full);
     const r256_step F = {1, &t}, T = {0, &t};
     for (size_t j = 0; j < dim; j += 16) {
         const r256_step s = j < full ? F : T;
-        const r256_v v = h_at(w, hv, j, s, hl, hb);
-        r256_v o = r256_mul(r256_sub(r256_sub(v, vh), vl), vr);
-        if (hg)
-            o = r256_mul(o, r256_load(gamma + j, s));
-        if (hbe)
-            o = r256_add(o, r256_load(beta + j, s));
-        if (hh)
-            r256_store(h + j, v, s, nt);
-        r256_store(y + j, o, s, nt);
+        out_step(&o, j, h_at(w, hv, j, s, hl, hb), s, gamma, beta, hg, hbe, hh);
     }
     if (mean_out)
-        *mean_out = hi;
+        *mean_out = (float)mean_d;
     if (rstd_out)
         *rstd_out = rs;
 }
+
+/* Rows beyond L2: the three-row pipeline of f32_add_layernorm__avx512.c (sweep t reads row t,
+ * centres row t - 1 and writes row t - 2; row i in buffer i % 3). Measured with KEEL_ISA=avx2
+ * (keel_profile_loop addlnf 4096 4096, 1 thread): 18.9 ms one row at a time, 12.8-13.2 ms
+ * pipelined. Each row's arithmetic is fwd_row's: the same bits. */
+KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const float *ha, int do_cen,
+                            const float *hbuf, double mean_b, double *centred, int do_sum,
+                            const r256_row *wc, float *hc, double *sum, const float *gamma,
+                            const float *beta, int hl, int hb, int hg, int hbe, int hh)
+{
+    const size_t full = dim & ~(size_t)15;
+    const k256_tail t = k256_tail_of(dim - full);
+    const r256_step F = {1, &t}, T = {0, &t};
+    const __m256d md = _mm256_set1_pd(mean_b);
+    r256_d s_acc = r256_dzero(), c_acc = r256_dzero();
+    for (size_t j = 0; j < dim; j += 16) {
+        const r256_step s = j < full ? F : T;
+        if (do_sum)
+            r256_acc(&s_acc, r256_cvt(r256_h_piped(wc, hc, j, s, hl, hb)), s);
+        if (do_cen) {
+            r256_d d = r256_cvt(r256_load(hbuf + j, F));
+            for (int i = 0; i < 4; i++) {
+                d.q[i] = _mm256_sub_pd(d.q[i], md);
+                d.q[i] = _mm256_mul_pd(d.q[i], d.q[i]);
+            }
+            r256_acc(&c_acc, d, s);
+        }
+        if (do_out)
+            out_step(o, j, r256_load(ha + j, F), s, gamma, beta, hg, hbe, hh);
+    }
+    if (do_sum)
+        *sum = r256_reduce(s_acc);
+    if (do_cen)
+        *centred = r256_reduce(c_acc);
+}
+
+#define PIPE_ROW r256_row
+#define PIPE_ROW_OF r256_row_of
+#define PIPE_ALIGNED r256_aligned
+#define PIPE_LAYERNORM
+#include "add_norm_pipe.h"
 
 KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
                           float *y, size_t ys, const float *gamma, const float *beta, float eps,
                           float *mean, float *rstd, int hl, int hb, int hg, int hbe, int hh)
 {
-    float buf[BUF_FLOATS] __attribute__((aligned(64)));
+    float buf[3 * BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
     const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R256_STREAM_ABOVE;
+    if (pf && dim <= BUF_FLOATS) {
+        fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, stream, buf, hl,
+                       hb, hg, hbe, hh);
+        return;
+    }
     int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
         const r256_row w = r256_row_of(res, r);

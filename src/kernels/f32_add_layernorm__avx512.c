@@ -191,50 +191,11 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
         *centred = k512_reduce16(c0, c1);
 }
 
-/* The pipeline over all rows. Sweep t reads row t (c), centres row t - 1 (b) and writes row
- * t - 2 (a); row i lives in buffer i % 3 of bufs (three of BUF_FLOATS; dim fits). */
-KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res, float *h,
-                                size_t hs, float *y, size_t ys, const float *gamma,
-                                const float *beta, float eps, float *mean, float *rstd, int stream,
-                                float *bufs, int hl, int hb, int hg, int hbe, int hh)
-{
-    double mean_b = 0.0, mean_a = 0.0;
-    float rs_a = 0.0f;
-    int streamed = 0;
-    for (size_t t = 0; t < rows + 2; t++) {
-        const int do_sum = t < rows, do_cen = t >= 1 && t - 1 < rows, do_out = t >= 2;
-        const size_t a = t - 2, b = t - 1;
-        out_row o = {0};
-        if (do_out) {
-            float *hr = hh ? h + a * hs : NULL, *yr = y + a * ys;
-            const int nt = stream && r512_aligned(yr) && (!hh || r512_aligned(hr));
-            streamed |= nt;
-            o = out_row_of(hr, yr, mean_a, rs_a, nt);
-        }
-        const r512_row wc = r512_row_of(res, do_sum ? t : 0);
-        const float *ha = bufs + (a % 3) * BUF_FLOATS, *hbuf = bufs + (b % 3) * BUF_FLOATS;
-        float *hc = bufs + (t % 3) * BUF_FLOATS;
-        double cen = 0.0, sum = 0.0;
-        if (do_sum && do_cen && do_out) /* every sweep but the first two and the last two */
-            pipe_sweep(dim, 1, &o, ha, 1, hbuf, mean_b, &cen, 1, &wc, hc, &sum, gamma, beta, hl,
-                       hb, hg, hbe, hh);
-        else
-            pipe_sweep(dim, do_out, &o, ha, do_cen, hbuf, mean_b, &cen, do_sum, &wc, hc, &sum,
-                       gamma, beta, hl, hb, hg, hbe, hh);
-        if (do_cen) { /* row b's statistics are complete; it becomes row a */
-            rs_a = keel_ln_rstd(cen, dim, eps);
-            mean_a = mean_b;
-            if (mean)
-                mean[b] = (float)mean_b;
-            if (rstd)
-                rstd[b] = rs_a;
-        }
-        if (do_sum)
-            mean_b = keel_ln_mean(sum, dim);
-    }
-    if (streamed)
-        _mm_sfence(); /* the streamed stores are visible before the call returns */
-}
+#define PIPE_ROW r512_row
+#define PIPE_ROW_OF r512_row_of
+#define PIPE_ALIGNED r512_aligned
+#define PIPE_LAYERNORM
+#include "add_norm_pipe.h"
 
 KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
                           float *y, size_t ys, const float *gamma, const float *beta, float eps,

@@ -1,5 +1,6 @@
 /* Fused residual add + RMSNorm, float32, AVX2: exactly the bits of f32_add_rmsnorm__scalar.c,
- * 16 floats (two ymm, four double quarters) at a time; the plan of f32_add_layernorm__avx512.c. */
+ * 16 floats (two ymm, four double quarters) at a time; the plan of f32_add_layernorm__avx512.c
+ * (beyond L2, the two-row pipeline of f32_add_rmsnorm__avx512.c). */
 #include <math.h>
 
 #include "kernels.h"
@@ -35,6 +36,18 @@ KEEL_INLINE double h_sumsq(const r256_row *w, const float *hv, float *buf, size_
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
+/* Step s at j of the output sweep; v: h there. */
+KEEL_INLINE void out_step(float *h, float *y, size_t j, r256_v v, r256_v vr, int nt, r256_step s,
+                          const float *gamma, int hg, int hh)
+{
+    r256_v o = r256_mul(v, vr);
+    if (hg)
+        o = r256_mul(o, r256_load(gamma + j, s));
+    if (hh)
+        r256_store(h + j, v, s, nt);
+    r256_store(y + j, o, s, nt);
+}
+
 KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, const float *gamma,
                          float eps, float *rstd_out, int pf, const float *pfx, const float *pfr,
                          int nt, float *buf, int hl, int hb, int hg, int hh)
@@ -47,13 +60,7 @@ KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, cons
     const r256_step F = {1, &t}, T = {0, &t};
     for (size_t j = 0; j < dim; j += 16) {
         const r256_step s = j < full ? F : T;
-        const r256_v v = h_at(w, hv, j, s, hl, hb);
-        r256_v o = r256_mul(v, vr);
-        if (hg)
-            o = r256_mul(o, r256_load(gamma + j, s));
-        if (hh)
-            r256_store(h + j, v, s, nt);
-        r256_store(y + j, o, s, nt);
+        out_step(h, y, j, h_at(w, hv, j, s, hl, hb), vr, nt, s, gamma, hg, hh);
         if (pf && s.full) {
             R256_PF(pfx + j);
             R256_PF(pfr + j);
@@ -63,13 +70,51 @@ KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, cons
         *rstd_out = rs;
 }
 
+/* Rows beyond L2: the two-row pipeline of f32_add_rmsnorm__avx512.c (sweep t reads row t into
+ * buffer t % 2 with R(h * h) and writes row t - 1). Measured with KEEL_ISA=avx2 (keel_profile_loop
+ * addrmsf 4096 4096, 1 thread): 14.8-15.0 ms one row at a time, 11.7-11.9 ms pipelined. Same bits
+ * as fwd_row. */
+KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, float *y, float rs,
+                            int nt, int do_sum, const r256_row *wc, float *hc, double *sumsq,
+                            const float *gamma, int hl, int hb, int hg, int hh)
+{
+    const size_t full = dim & ~(size_t)15;
+    const k256_tail t = k256_tail_of(dim - full);
+    const r256_step F = {1, &t}, T = {0, &t};
+    const r256_v vr = r256_set1(rs);
+    r256_d acc = r256_dzero();
+    for (size_t j = 0; j < dim; j += 16) {
+        const r256_step s = j < full ? F : T;
+        if (do_sum) {
+            r256_d d = r256_cvt(r256_h_piped(wc, hc, j, s, hl, hb));
+            for (int i = 0; i < 4; i++)
+                d.q[i] = _mm256_mul_pd(d.q[i], d.q[i]);
+            r256_acc(&acc, d, s);
+        }
+        if (do_out)
+            out_step(h, y, j, r256_load(ha + j, F), vr, nt, s, gamma, hg, hh);
+    }
+    if (do_sum)
+        *sumsq = r256_reduce(acc);
+}
+
+#define PIPE_ROW r256_row
+#define PIPE_ROW_OF r256_row_of
+#define PIPE_ALIGNED r256_aligned
+#define PIPE_RMSNORM
+#include "add_norm_pipe.h"
+
 KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
                           float *y, size_t ys, const float *gamma, float eps, float *rstd, int hl,
                           int hb, int hg, int hh)
 {
-    float buf[BUF_FLOATS] __attribute__((aligned(64)));
+    float buf[2 * BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
     const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R256_STREAM_ABOVE;
+    if (pf && dim <= BUF_FLOATS) {
+        fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, eps, rstd, stream, buf, hl, hb, hg, hh);
+        return;
+    }
     int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
         const r256_row w = r256_row_of(res, r);

@@ -103,37 +103,11 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
         *sumsq = k512_reduce16(s0, s1);
 }
 
-/* The pipeline over all rows: sweep t reads row t and writes row t - 1; row i lives in
- * buffer i % 2 of bufs (two of BUF_FLOATS; dim fits). */
-KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res, float *h,
-                                size_t hs, float *y, size_t ys, const float *gamma, float eps,
-                                float *rstd, int stream, float *bufs, int hl, int hb, int hg, int hh)
-{
-    float rs_a = 0.0f;
-    int streamed = 0;
-    for (size_t t = 0; t < rows + 1; t++) {
-        const int do_sum = t < rows, do_out = t >= 1;
-        const size_t a = t - 1;
-        float *hr = do_out && hh ? h + a * hs : NULL, *yr = do_out ? y + a * ys : NULL;
-        const int nt = do_out && stream && r512_aligned(yr) && (!hh || r512_aligned(hr));
-        streamed |= nt;
-        const r512_row wc = r512_row_of(res, do_sum ? t : 0);
-        const float *ha = bufs + (a & 1) * BUF_FLOATS;
-        float *hc = bufs + (t & 1) * BUF_FLOATS;
-        double ss = 0.0;
-        if (do_sum && do_out) /* every sweep but the first and the last */
-            pipe_sweep(dim, 1, ha, hr, yr, rs_a, nt, 1, &wc, hc, &ss, gamma, hl, hb, hg, hh);
-        else
-            pipe_sweep(dim, do_out, ha, hr, yr, rs_a, nt, do_sum, &wc, hc, &ss, gamma, hl, hb, hg, hh);
-        if (do_sum) {
-            rs_a = keel_rms_rstd(ss, dim, eps);
-            if (rstd)
-                rstd[t] = rs_a;
-        }
-    }
-    if (streamed)
-        _mm_sfence(); /* the streamed stores are visible before the call returns */
-}
+#define PIPE_ROW r512_row
+#define PIPE_ROW_OF r512_row_of
+#define PIPE_ALIGNED r512_aligned
+#define PIPE_RMSNORM
+#include "add_norm_pipe.h"
 
 KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
                           float *y, size_t ys, const float *gamma, float eps, float *rstd, int hl,

@@ -141,4 +141,22 @@ KEEL_INLINE r256_v r256_h(const r256_row *w, size_t j, r256_step s, int hl, int 
 KEEL_INLINE int r256_aligned(const float *p) { return ((uintptr_t)p & 63) == 0; }
 #define R256_PF(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
+/* The pipelines of the fused forwards (rows beyond L2 read while others are written: see
+ * f32_add_layernorm__avx512.c) read row w at j with r256_h_piped: h stored into the row's
+ * buffer hc as well (a whole step: the buffer has room), the loads R256_PIPE_AHEAD floats
+ * behind their prefetches (residual__avx512.h's distance). */
+#define R256_PIPE_AHEAD 256
+
+KEEL_INLINE r256_v r256_h_piped(const r256_row *w, float *hc, size_t j, r256_step s, int hl, int hb)
+{
+    if (s.full) {
+        R256_PF(w->x + j + R256_PIPE_AHEAD);
+        R256_PF(w->r + j + R256_PIPE_AHEAD);
+    }
+    const r256_v v = r256_h(w, j, s, hl, hb);
+    const r256_step whole = {1, s.t};
+    r256_store(hc + j, v, whole, 0);
+    return v;
+}
+
 #endif
