@@ -1,8 +1,10 @@
 /* The backward kernels' memory hints (kernels.h: KEEL_KBWD_PREFETCH, KEEL_KBWD_STREAM) never
  * change a bit: every fused add + norm backward of every path, with and without the hints, on
  * packed rows that start 64-byte aligned (streamed) and on offset rows (not streamed), with and
- * without accumulate, equals the scalar kernel bit for bit. (The plain norms' backwards get the
- * same check in test_kernels_bitwise.) */
+ * without accumulate, h saved or recomputed, statistics given or recomputed, equals the scalar
+ * kernel bit for bit. The prefetch hint also sends the SIMD paths with given statistics down
+ * their row pipelines (f32_add_layernorm__avx512.c), so these run here on few rows, with tails.
+ * (The plain norms' backwards get the same check in test_kernels_bitwise.) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,9 +60,10 @@ typedef struct outs {
     float *dx, *dr, *parts[4];
 } outs;
 
-/* One fused backward: rms or LayerNorm, h saved or recomputed, dr wanted or not. */
-static void call(const keel_kernels *k, const bufs *b, int rms, int saved_h, int want_dr,
-                 int acc, int hints, outs *o)
+/* One fused backward: rms or LayerNorm, h saved or recomputed, statistics given or
+ * recomputed, dr wanted or not (and with it dlambda). */
+static void call(const keel_kernels *k, const bufs *b, int rms, int saved_h, int stats,
+                 int want_dr, int acc, int hints, outs *o)
 {
     const size_t dim = b->dim, s = b->stride, off = b->off;
     o->dx = test_copy(b->dx0, b->len);
@@ -71,14 +74,15 @@ static void call(const keel_kernels *k, const bufs *b, int rms, int saved_h, int
     }
     const keel_f32_res res = {b->x + off, s, b->r + off, s, 1.0f, NULL, NULL};
     keel_f32_res_grads g = {o->dx + off, s, want_dr ? o->dr + off : NULL, s, acc,
-                            {o->parts[0], rms ? NULL : o->parts[1], NULL, o->parts[3]}, hints};
+                            {o->parts[0], rms ? NULL : o->parts[1], want_dr ? o->parts[2] : NULL,
+                             o->parts[3]}, hints};
     const float *h = saved_h ? b->h + off : NULL;
     if (rms)
         k->f32_add_rmsnorm_bwd(ROWS, dim, b->dy + off, s, b->dh + off, s, &res, h, s,
-                               saved_h ? b->rstd : NULL, b->gamma, 1e-5f, &g);
+                               stats ? b->rstd : NULL, b->gamma, 1e-5f, &g);
     else
         k->f32_add_layernorm_bwd(ROWS, dim, b->dy + off, s, b->dh + off, s, &res, h, s,
-                                 saved_h ? b->mean : NULL, saved_h ? b->rstd : NULL, b->gamma,
+                                 stats ? b->mean : NULL, stats ? b->rstd : NULL, b->gamma,
                                  1e-5f, &g);
 }
 
@@ -108,20 +112,22 @@ int main(void)
         for (int packed = 0; packed < 2; packed++) {
             bufs b;
             make(&b, &rng, dims[d], packed);
-            for (int c = 0; c < 16; c++) {
+            for (int c = 0; c < 32; c++) {
                 const int rms = c & 1, saved_h = c >> 1 & 1, want_dr = c >> 2 & 1, acc = c >> 3 & 1;
+                const int stats = c >> 4 & 1;
                 outs ref;
-                call(scalar, &b, rms, saved_h, want_dr, acc, 0, &ref);
+                call(scalar, &b, rms, saved_h, stats, want_dr, acc, 0, &ref);
                 for (int i = 0; i < n; i++)
                     for (int hints = 0; hints < 8; hints += 2) { /* PREFETCH, STREAM bits */
                         char where[200];
                         snprintf(where, sizeof where,
-                                 "%s %s dim %zu %s h %s dr %d acc %d hints %d",
+                                 "%s %s dim %zu %s h %s stats %s dr %d acc %d hints %d",
                                  keel_isa_name(isas[i]), rms ? "add_rmsnorm" : "add_layernorm",
                                  dims[d], packed ? "packed" : "offset",
-                                 saved_h ? "saved" : "recomputed", want_dr, acc, hints);
+                                 saved_h ? "saved" : "recomputed", stats ? "given" : "recomputed",
+                                 want_dr, acc, hints);
                         outs got;
-                        call(keel_kernels_for(isas[i]), &b, rms, saved_h, want_dr, acc, hints, &got);
+                        call(keel_kernels_for(isas[i]), &b, rms, saved_h, stats, want_dr, acc, hints, &got);
                         compare("dx", ref.dx, got.dx, b.len, where);
                         compare("dr", ref.dr, got.dr, b.len, where);
                         for (int p = 0; p < 4; p++)

@@ -1,12 +1,17 @@
-/* The row pipelines of the fused add + norm forwards for rows from beyond L2, written once for
- * both SIMD paths (f32_add_layernorm__avx512.c explains the plan and its measurements). The
- * including file defines PIPE_ROW (its residual row type), PIPE_ROW_OF and PIPE_ALIGNED (its
- * r*_row_of and r*_aligned), BUF_FLOATS, and then, before including this header with
- * PIPE_LAYERNORM or PIPE_RMSNORM defined, its out_row / out_row_of / pipe_sweep (LayerNorm) or
- * pipe_sweep (RMSNorm). Include only from the fused *__avx2.c / *__avx512.c files. */
-#ifndef KEEL_KERNELS_ADD_NORM_PIPE_H
-#define KEEL_KERNELS_ADD_NORM_PIPE_H
-
+/* The row pipelines of the fused add + norm kernels for rows from beyond L2, written once for
+ * both SIMD paths (f32_add_layernorm__avx512.c explains the plan and its measurements).
+ * Include only from the fused *__avx2.c / *__avx512.c files. Their residual__*.h defines what
+ * the pipelines need of the path: PIPE_ROW / PIPE_ROW_OF / PIPE_ALIGNED (the residual row),
+ * PIPE_STEP / PIPE_STEPS(dim) / PIPE_STEP_AT(j) (16-float steps and the row's tail),
+ * PIPE_BWD_ROW / PIPE_BWD_ROW_OF / PIPE_BWD_NT (a backward's row, whether it streams),
+ * PIPE_PF / PIPE_AHEAD (prefetch). The kernel file defines BUF_FLOATS and, before including
+ * this header with one of the parts' macros defined:
+ *  - PIPE_LAYERNORM: out_row, out_row_of, pipe_sweep (the forward's three stages);
+ *  - PIPE_RMSNORM: pipe_sweep (two stages);
+ *  - PIPE_BACKWARD: bwd_flags, s1_acc / s1_begin / s1_step / s1_end (sweep 1: its sums, then
+ *    sweep 2's constants s2_row) and s2_zero / s2_step (sweep 2). */
+/* No include guard: a file includes this header once per part it wants (each part's macro is
+ * undefined at its end). */
 #include <string.h>
 
 #include "kernels.h"
@@ -58,6 +63,7 @@ KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res
     if (streamed)
         _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
+#undef PIPE_LAYERNORM
 #endif
 
 #ifdef PIPE_RMSNORM
@@ -92,6 +98,58 @@ KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res
     if (streamed)
         _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
+#undef PIPE_RMSNORM
 #endif
 
+#ifdef PIPE_BACKWARD
+/* Backward, two rows, statistics given (mean NULL: RMSNorm): sweep t runs row t's sweep 1
+ * (h, or x and r, and dy read from memory PIPE_AHEAD behind their prefetches) and row t - 1's
+ * sweep 2 (its h and dy in cache, dh from memory, dx and dr written). */
+KEEL_INLINE void bwd_rows_piped(const bwd_flags f, size_t rows, size_t dim, const float *dy,
+                                size_t dys, const float *dh, size_t dhs, const keel_f32_res *res,
+                                const float *h, size_t hs, const float *mean, const float *rstd,
+                                const float *gamma, const keel_f32_res_grads *out)
+{
+    const int want_g = f.hdx || f.hdr || f.dlp || f.dbsp;
+    PIPE_STEPS(dim);
+    float *const parts[4] = {out->parts[0], out->parts[1], out->parts[2], out->parts[3]};
+    int streamed = 0;
+    s2_row c = s2_zero();
+    for (size_t t = 0; t <= rows; t++) {
+        const int do1 = t < rows, do2 = t >= 1;
+        const PIPE_BWD_ROW p1 = PIPE_BWD_ROW_OF(do1 ? t : 0, dy, dys, f.hdh ? dh : NULL, dhs, res,
+                                                f.hh ? h : NULL, hs, out);
+        const PIPE_BWD_ROW p2 = PIPE_BWD_ROW_OF(do2 ? t - 1 : 0, dy, dys, f.hdh ? dh : NULL, dhs,
+                                                res, f.hh ? h : NULL, hs, out);
+        const int nt = do2 && PIPE_BWD_NT(out, f.acc, t - 1);
+        streamed |= nt;
+        const float m = do1 && mean ? mean[t] : 0.0f;
+        s1_acc a = s1_begin(m);
+        for (size_t j = 0; j < dim; j += 16) {
+            const PIPE_STEP s = PIPE_STEP_AT(j);
+            if (do1) {
+                if (s.full) {
+                    PIPE_PF(p1.dy + j + PIPE_AHEAD);
+                    if (f.hh) {
+                        PIPE_PF(p1.hv + j + PIPE_AHEAD);
+                    } else {
+                        PIPE_PF(p1.w.x + j + PIPE_AHEAD);
+                        PIPE_PF(p1.w.r + j + PIPE_AHEAD);
+                    }
+                }
+                s1_step(f, want_g, &a, &p1, j, s, gamma);
+            }
+            if (do2) {
+                if (s.full && f.hdh)
+                    PIPE_PF(p2.dh + j + PIPE_AHEAD);
+                s2_step(f, want_g, &c, &p2, j, s, gamma, parts, nt);
+            }
+        }
+        if (do1)
+            c = s1_end(&a, dim, m, rstd[t]);
+    }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
+}
+#undef PIPE_BACKWARD
 #endif

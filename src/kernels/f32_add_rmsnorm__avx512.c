@@ -103,9 +103,6 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
         *sumsq = k512_reduce16(s0, s1);
 }
 
-#define PIPE_ROW r512_row
-#define PIPE_ROW_OF r512_row_of
-#define PIPE_ALIGNED r512_aligned
 #define PIPE_RMSNORM
 #include "add_norm_pipe.h"
 
@@ -167,92 +164,112 @@ typedef struct bwd_flags {
     int hh, hl, hb, hg, hdh, hdx, hdr, acc, dgp, dlp, dbsp;
 } bwd_flags;
 
-KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const float *dy, const float *dh,
-                         const r512_row *w, const float *hrow, float rs, int have_rstd,
-                         const float *gamma, float eps, float *dx, float *dr, float *const *parts,
+/* Sweep 1's sum Sgx = R(g * h), g = dy * gamma (want_g only). */
+typedef struct s1_acc {
+    __m512d s0, s1;
+} s1_acc;
+
+KEEL_INLINE s1_acc s1_begin(float m)
+{
+    (void)m; /* RMSNorm has no mean */
+    const s1_acc a = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+    return a;
+}
+
+KEEL_INLINE void s1_step(const bwd_flags f, int want_g, s1_acc *a, const r512_bwd_row *p,
+                         size_t j, r512_step s, const float *gamma)
+{
+    if (!want_g)
+        return;
+    const __m512 v = r512_bwd_h(p, j, s, f.hh, f.hl, f.hb);
+    __m512 g = r512_ld(p->dy + j, s);
+    if (f.hg)
+        g = _mm512_mul_ps(g, r512_ld(gamma + j, s));
+    a->s0 = k512_add_mask(a->s0, k512_lo8(s.k), _mm512_mul_pd(r512_lo(g), r512_lo(v)));
+    a->s1 = k512_add_mask(a->s1, k512_hi8(s.k), _mm512_mul_pd(r512_hi(g), r512_hi(v)));
+}
+
+/* Sweep 2's constants: b = rstd * Sgx / n, rstd. */
+typedef struct s2_row {
+    __m512 vb, vr;
+} s2_row;
+
+KEEL_INLINE s2_row s2_zero(void)
+{
+    const s2_row c = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    return c;
+}
+
+KEEL_INLINE s2_row s1_end(const s1_acc *a, size_t dim, float m, float rs)
+{
+    (void)m;
+    s2_row c;
+    c.vb = _mm512_set1_ps((float)((double)rs * (k512_reduce16(a->s0, a->s1) / (double)dim)));
+    c.vr = _mm512_set1_ps(rs);
+    return c;
+}
+
+/* Sweep 2 at j: G = dh + rstd * (g - xhat * b), the residual's gradients from it, dgamma +=
+ * dy * xhat. nt: dx and dr streamed. */
+KEEL_INLINE void s2_step(const bwd_flags f, int want_g, const s2_row *c, const r512_bwd_row *p,
+                         size_t j, r512_step s, const float *gamma, float *const *parts, int nt)
+{
+    const __m512 xhat = _mm512_mul_ps(r512_bwd_h(p, j, s, f.hh, f.hl, f.hb), c->vr);
+    const __m512 dyv = r512_ld(p->dy + j, s);
+    if (want_g) {
+        const __m512 g = f.hg ? _mm512_mul_ps(dyv, r512_ld(gamma + j, s)) : dyv;
+        __m512 G = _mm512_mul_ps(c->vr, _mm512_sub_ps(g, _mm512_mul_ps(xhat, c->vb)));
+        if (f.hdh)
+            G = _mm512_add_ps(r512_ld(p->dh + j, s), G);
+        r512_res_grads(p, j, s, G, f.hdx, f.hdr, f.acc, f.dlp, f.dbsp, parts, nt);
+    }
+    if (f.dgp)
+        r512_part_add(parts[KEEL_PART_DGAMMA], j, s, _mm512_mul_ps(dyv, xhat));
+}
+
+KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const r512_bwd_row *p, float rs,
+                         int have_rstd, const float *gamma, float eps, float *const *parts,
                          const r512_bwd_mem *mem)
 {
     const int want_g = f.hdx || f.hdr || f.dlp || f.dbsp;
-    const float *hv = f.hh ? hrow : NULL;
     if (!have_rstd && (want_g || f.dgp))
-        rs = keel_rms_rstd(h_sumsq(w, hv, NULL, dim, f.hl, f.hb), dim, eps);
+        rs = keel_rms_rstd(h_sumsq(&p->w, p->hv, NULL, dim, f.hl, f.hb), dim, eps);
     const size_t full = dim & ~(size_t)15;
-    const __mmask16 k = k512_tail16(dim - full);
-    const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
-#define HV(j, mk, fl) (f.hh ? ((fl) ? _mm512_loadu_ps(hv + (j)) : _mm512_maskz_loadu_ps(mk, hv + (j))) \
-                            : r512_h(w, j, mk, fl, f.hl, f.hb))
-#define LD(p, mk, fl) ((fl) ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mk, p))
-    float b = 0.0f;
-    if (want_g) { /* sweep 1: Sgx = R(g * h) */
-        __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-        for (size_t j = 0; j < dim; j += 16) {
-            const int fl = j < full;
-            const __mmask16 mk = fl ? 0xffff : k;
-            const __m512 v = HV(j, mk, fl);
-            __m512 g = LD(dy + j, mk, fl);
-            if (f.hg)
-                g = _mm512_mul_ps(g, LD(gamma + j, mk, fl));
-            s0 = _mm512_mask_add_pd(s0, fl ? 0xff : klo, s0, _mm512_mul_pd(r512_lo(g), r512_lo(v)));
-            s1 = _mm512_mask_add_pd(s1, fl ? 0xff : khi, s1, _mm512_mul_pd(r512_hi(g), r512_hi(v)));
-        }
-        b = (float)((double)rs * (k512_reduce16(s0, s1) / (double)dim));
-    }
-    const __m512 vb = _mm512_set1_ps(b), vr = _mm512_set1_ps(rs);
-    for (size_t j = 0; j < dim; j += 16) { /* sweep 2 */
-        const int fl = j < full;
-        const __mmask16 mk = fl ? 0xffff : k;
-        const __m512 xhat = _mm512_mul_ps(HV(j, mk, fl), vr);
-        const __m512 dyv = LD(dy + j, mk, fl);
-        if (want_g) {
-            const __m512 g = f.hg ? _mm512_mul_ps(dyv, LD(gamma + j, mk, fl)) : dyv;
-            __m512 G = _mm512_mul_ps(vr, _mm512_sub_ps(g, _mm512_mul_ps(xhat, vb)));
-            if (f.hdh)
-                G = _mm512_add_ps(LD(dh + j, mk, fl), G);
-            const __m512 rj = f.dlp ? LD(w->r + j, mk, fl) : G;
-            if (f.hdx) {
-                __m512 o = _mm512_mul_ps(w->alpha, G);
-                if (f.acc)
-                    o = _mm512_add_ps(LD(dx + j, mk, fl), o);
-                r512_store(dx + j, o, mk, fl, mem->nt);
-            }
-            if (f.hdr) {
-                __m512 o = w->lambda ? _mm512_mul_ps(LD(w->lambda + j, mk, fl), G) : G;
-                if (f.acc)
-                    o = _mm512_add_ps(LD(dr + j, mk, fl), o);
-                r512_store(dr + j, o, mk, fl, mem->nt);
-            }
-            if (f.dlp)
-                _mm512_mask_storeu_ps(parts[KEEL_PART_DLAMBDA] + j, mk,
-                                      _mm512_add_ps(LD(parts[KEEL_PART_DLAMBDA] + j, mk, fl), _mm512_mul_ps(G, rj)));
-            if (f.dbsp)
-                _mm512_mask_storeu_ps(parts[KEEL_PART_DBIAS] + j, mk,
-                                      _mm512_add_ps(LD(parts[KEEL_PART_DBIAS] + j, mk, fl), G));
-        }
-        if (f.dgp)
-            _mm512_mask_storeu_ps(parts[KEEL_PART_DGAMMA] + j, mk,
-                                  _mm512_add_ps(LD(parts[KEEL_PART_DGAMMA] + j, mk, fl), _mm512_mul_ps(dyv, xhat)));
-        if (fl)
+    const r512_step F = {0xffff, 1}, T = {k512_tail16(dim - full), 0};
+    s1_acc a = s1_begin(0.0f);
+    for (size_t j = 0; want_g && j < dim; j += 16)
+        s1_step(f, want_g, &a, p, j, j < full ? F : T, gamma);
+    const s2_row c = s1_end(&a, dim, 0.0f, rs);
+    for (size_t j = 0; j < dim; j += 16) {
+        s2_step(f, want_g, &c, p, j, j < full ? F : T, gamma, parts, mem->nt);
+        if (j < full)
             r512_bwd_prefetch(mem, j);
     }
-#undef HV
-#undef LD
 }
+
+/* Rows from beyond L2 with rstd given: the two-row pipeline of add_norm_pipe.h (as in
+ * f32_add_layernorm__avx512.c). Same bits as bwd_row. Measured (keel_profile_loop addrmsb
+ * 4096 4096, 1 thread, dx written over dh): 18.7 ms one row at a time, 14.1 ms pipelined. */
+#define PIPE_BACKWARD
+#include "add_norm_pipe.h"
 
 KEEL_INLINE void bwd_rows(const bwd_flags f, size_t rows, size_t dim, const float *dy, size_t dys,
                           const float *dh, size_t dhs, const keel_f32_res *res, const float *h,
                           size_t hs, const float *rstd, const float *gamma, float eps,
                           const keel_f32_res_grads *out)
 {
+    if ((out->hints & KEEL_KBWD_PREFETCH) && rstd) {
+        bwd_rows_piped(f, rows, dim, dy, dys, dh, dhs, res, h, hs, NULL, rstd, gamma, out);
+        return;
+    }
     int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
-        const r512_row w = r512_row_of(res, r);
         const r512_bwd_mem mem = r512_bwd_mem_of(out, f.acc, r, rows, dy, dys, f.hdh ? dh : NULL,
                                                  dhs, f.hh ? h : NULL, hs, res);
         streamed |= mem.nt;
-        bwd_row(f, dim, dy + r * dys, f.hdh ? dh + r * dhs : NULL, &w, f.hh ? h + r * hs : NULL,
-                rstd ? rstd[r] : 0.0f, rstd != NULL, gamma, eps,
-                f.hdx ? out->dx + r * out->dx_stride : NULL,
-                f.hdr ? out->dr + r * out->dr_stride : NULL, out->parts, &mem);
+        const r512_bwd_row p = r512_bwd_row_of(r, dy, dys, f.hdh ? dh : NULL, dhs, res,
+                                               f.hh ? h : NULL, hs, out);
+        bwd_row(f, dim, &p, rstd ? rstd[r] : 0.0f, rstd != NULL, gamma, eps, out->parts, &mem);
     }
     if (streamed)
         _mm_sfence(); /* the streamed stores are visible before the call returns */

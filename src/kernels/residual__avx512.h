@@ -90,6 +90,78 @@ KEEL_INLINE __m512 r512_h_piped(const r512_row *w, float *hc, size_t j, __mmask1
     return v;
 }
 
+/* ---- the fused backwards' shared pieces ------------------------------------------------ */
+
+/* A 16-float step at j: all 16 (full, unmasked loads) or the row's tail (mask k). */
+typedef struct r512_step {
+    __mmask16 k;
+    int full;
+} r512_step;
+
+KEEL_INLINE __m512 r512_ld(const float *p, r512_step s)
+{
+    return s.full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(s.k, p);
+}
+
+/* part[j ..] += t (a per-feature partial sum of the row block). */
+KEEL_INLINE void r512_part_add(float *part, size_t j, r512_step s, __m512 t)
+{
+    _mm512_mask_storeu_ps(part + j, s.k, _mm512_add_ps(r512_ld(part + j, s), t));
+}
+
+/* One row of a fused backward: its inputs (dy, dh or NULL, h saved or NULL, the residual row
+ * w) and outputs (dx, dr or NULL). */
+typedef struct r512_bwd_row {
+    const float *dy, *dh, *hv;
+    r512_row w;
+    float *dx, *dr;
+} r512_bwd_row;
+
+KEEL_INLINE r512_bwd_row r512_bwd_row_of(size_t r, const float *dy, size_t dys, const float *dh,
+                                         size_t dhs, const keel_f32_res *res, const float *h,
+                                         size_t hs, const keel_f32_res_grads *out)
+{
+    r512_bwd_row p;
+    p.dy = dy + r * dys;
+    p.dh = dh ? dh + r * dhs : NULL;
+    p.hv = h ? h + r * hs : NULL;
+    p.w = r512_row_of(res, r);
+    p.dx = out->dx ? out->dx + r * out->dx_stride : NULL;
+    p.dr = out->dr ? out->dr + r * out->dr_stride : NULL;
+    return p;
+}
+
+/* h at j of a backward's row: saved (hh) or recomputed from the residual (hl, hb). */
+KEEL_INLINE __m512 r512_bwd_h(const r512_bwd_row *p, size_t j, r512_step s, int hh, int hl, int hb)
+{
+    return hh ? r512_ld(p->hv + j, s) : r512_h(&p->w, j, s.k, s.full, hl, hb);
+}
+
+/* The residual's gradients at j from G (the gradient reaching h, dh included): dx = alpha * G,
+ * dr = lambda * G (accumulated with acc), and the partials dlambda += G * r, dbias += G (each
+ * wanted or not: constants at the call sites). r is read before dx or dr may overwrite it. */
+KEEL_INLINE void r512_res_grads(const r512_bwd_row *p, size_t j, r512_step s, __m512 G, int hdx,
+                                int hdr, int acc, int dlp, int dbsp, float *const *parts, int nt)
+{
+    const __m512 rj = dlp ? r512_ld(p->w.r + j, s) : G;
+    if (hdx) {
+        __m512 o = _mm512_mul_ps(p->w.alpha, G);
+        if (acc)
+            o = _mm512_add_ps(r512_ld(p->dx + j, s), o);
+        r512_store(p->dx + j, o, s.k, s.full, nt);
+    }
+    if (hdr) {
+        __m512 o = p->w.lambda ? _mm512_mul_ps(r512_ld(p->w.lambda + j, s), G) : G;
+        if (acc)
+            o = _mm512_add_ps(r512_ld(p->dr + j, s), o);
+        r512_store(p->dr + j, o, s.k, s.full, nt);
+    }
+    if (dlp)
+        r512_part_add(parts[KEEL_PART_DLAMBDA], j, s, _mm512_mul_ps(G, rj));
+    if (dbsp)
+        r512_part_add(parts[KEEL_PART_DBIAS], j, s, G);
+}
+
 /* A fused backward's memory hints for one row (keel_f32_res_grads.hints): the next row's
  * inputs, prefetched into L2 a line per step of sweep 2 (NULL: none), and whether dx and dr
  * are streamed (rows with an aligned start, never with accumulate). */
@@ -105,6 +177,15 @@ KEEL_INLINE void r512_bwd_prefetch(const r512_bwd_mem *m, size_t j)
             K512_PF_L2(m->next[i] + j);
 }
 
+/* Whether row r's dx and dr are streamed (the hint given, no accumulate, rows that start
+ * aligned). */
+KEEL_INLINE int r512_bwd_nt(const keel_f32_res_grads *out, int acc, size_t r)
+{
+    return (out->hints & KEEL_KBWD_STREAM) && !acc &&
+           (!out->dx || r512_aligned(out->dx + r * out->dx_stride)) &&
+           (!out->dr || r512_aligned(out->dr + r * out->dr_stride));
+}
+
 /* The hints of row r of a fused backward over rows rows (dy, dh, h or x and r: its inputs). */
 KEEL_INLINE r512_bwd_mem r512_bwd_mem_of(const keel_f32_res_grads *out, int acc, size_t r,
                                          size_t rows, const float *dy, size_t dys,
@@ -118,10 +199,23 @@ KEEL_INLINE r512_bwd_mem r512_bwd_mem_of(const keel_f32_res_grads *out, int acc,
         m.next[2] = h ? h + (r + 1) * hs : res->x ? res->x + (r + 1) * res->x_stride : NULL;
         m.next[3] = !h && res->r ? res->r + (r + 1) * res->r_stride : NULL;
     }
-    if ((out->hints & KEEL_KBWD_STREAM) && !acc)
-        m.nt = (!out->dx || r512_aligned(out->dx + r * out->dx_stride)) &&
-               (!out->dr || r512_aligned(out->dr + r * out->dr_stride));
+    m.nt = r512_bwd_nt(out, acc, r);
     return m;
 }
+
+/* What add_norm_pipe.h needs of this path. */
+#define PIPE_ROW r512_row
+#define PIPE_ROW_OF r512_row_of
+#define PIPE_ALIGNED r512_aligned
+#define PIPE_STEP r512_step
+#define PIPE_STEPS(dim)                                                                            \
+    const size_t full_ = (dim) & ~(size_t)15;                                                      \
+    const r512_step F_ = {0xffff, 1}, T_ = {k512_tail16((dim) - full_), 0}
+#define PIPE_STEP_AT(j) ((j) < full_ ? F_ : T_)
+#define PIPE_BWD_ROW r512_bwd_row
+#define PIPE_BWD_ROW_OF r512_bwd_row_of
+#define PIPE_BWD_NT r512_bwd_nt
+#define PIPE_PF R512_PF
+#define PIPE_AHEAD R512_PIPE_AHEAD
 
 #endif
