@@ -165,9 +165,6 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
         *centred = r256_reduce(c_acc);
 }
 
-#define PIPE_ROW r256_row
-#define PIPE_ROW_OF r256_row_of
-#define PIPE_ALIGNED r256_aligned
 #define PIPE_LAYERNORM
 #include "add_norm_pipe.h"
 
@@ -236,95 +233,128 @@ typedef struct bwd_flags {
     int hh, hl, hb, hg, hdh, hdx, hdr, acc, dgp, dbp, dlp, dbsp;
 } bwd_flags;
 
-/* part[j..] += t (a partial of parts), in the step's floats */
-KEEL_INLINE void part_add(float *p, r256_v t, r256_step s)
+/* Sweep 1's sums (f32_add_layernorm__avx512.c): Sx = R(u), u = (double)h - (double)m; with
+ * want_g Sg = R(g), Sgu = R(g * u). */
+typedef struct s1_acc {
+    __m256d md;
+    r256_d sx, sg, sp;
+} s1_acc;
+
+KEEL_INLINE s1_acc s1_begin(float m)
 {
-    r256_store(p, r256_add(r256_load(p, s), t), s, 0);
+    s1_acc a;
+    a.md = _mm256_set1_pd((double)m);
+    a.sx = a.sg = a.sp = r256_dzero();
+    return a;
 }
 
-KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const float *dy, const float *dh,
-                         const r256_row *w, const float *hrow, float m, float rs, int have_stats,
-                         const float *gamma, float eps, float *dx, float *dr, float *const *parts)
+KEEL_INLINE void s1_step(const bwd_flags f, int want_g, s1_acc *a, const r256_bwd_row *p,
+                         size_t j, r256_step s, const float *gamma)
+{
+    r256_d u = r256_cvt(r256_bwd_h(p, j, s, f.hh, f.hl, f.hb));
+    for (int i = 0; i < 4; i++)
+        u.q[i] = _mm256_sub_pd(u.q[i], a->md);
+    r256_acc(&a->sx, u, s);
+    if (want_g) {
+        r256_v g = r256_load(p->dy + j, s);
+        if (f.hg)
+            g = r256_mul(g, r256_load(gamma + j, s));
+        const r256_d gd = r256_cvt(g);
+        r256_d q;
+        for (int i = 0; i < 4; i++)
+            q.q[i] = _mm256_mul_pd(gd.q[i], u.q[i]);
+        r256_acc(&a->sg, gd, s);
+        r256_acc(&a->sp, q, s);
+    }
+}
+
+typedef struct s2_row {
+    r256_v va, vb, vdf, vm, vr;
+} s2_row;
+
+KEEL_INLINE s2_row s2_zero(void)
+{
+    const r256_v z = r256_set1(0.0f);
+    const s2_row c = {z, z, z, z, z};
+    return c;
+}
+
+KEEL_INLINE s2_row s1_end(const s1_acc *a, size_t dim, float m, float rs)
+{
+    const double n = (double)dim;
+    const double delta = r256_reduce(a->sx) / n;
+    const double Sg = r256_reduce(a->sg), Sgu = r256_reduce(a->sp);
+    s2_row c;
+    c.va = r256_set1((float)(Sg / n));
+    c.vb = r256_set1((float)((double)rs * ((Sgu - delta * Sg) / n)));
+    c.vdf = r256_set1((float)delta);
+    c.vm = r256_set1(m);
+    c.vr = r256_set1(rs);
+    return c;
+}
+
+KEEL_INLINE void s2_step(const bwd_flags f, int want_g, const s2_row *c, const r256_bwd_row *p,
+                         size_t j, r256_step s, const float *gamma, float *const *parts, int nt)
+{
+    const r256_v v = r256_bwd_h(p, j, s, f.hh, f.hl, f.hb);
+    const r256_v xhat = r256_mul(r256_sub(r256_sub(v, c->vm), c->vdf), c->vr);
+    const r256_v dyv = r256_load(p->dy + j, s);
+    if (want_g) {
+        const r256_v g = f.hg ? r256_mul(dyv, r256_load(gamma + j, s)) : dyv;
+        r256_v G = r256_mul(c->vr, r256_sub(r256_sub(g, c->va), r256_mul(xhat, c->vb)));
+        if (f.hdh)
+            G = r256_add(r256_load(p->dh + j, s), G);
+        r256_res_grads(p, j, s, G, f.hdx, f.hdr, f.acc, f.dlp, f.dbsp, parts, nt);
+    }
+    if (f.dgp)
+        r256_part_add(parts[KEEL_PART_DGAMMA], j, s, r256_mul(dyv, xhat));
+    if (f.dbp)
+        r256_part_add(parts[KEEL_PART_DBETA], j, s, dyv);
+}
+
+KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const r256_bwd_row *p, float m, float rs,
+                         int have_stats, const float *gamma, float eps, float *const *parts, int nt)
 {
     const int want_g = f.hdx || f.hdr || f.dlp || f.dbsp;
-    const float *hv = f.hh ? hrow : NULL;
     if (!have_stats && (want_g || f.dgp))
-        m = (float)ln_stats(w, hv, dim, eps, &rs, f.hl, f.hb);
+        m = (float)ln_stats(&p->w, p->hv, dim, eps, &rs, f.hl, f.hb);
     const size_t full = dim & ~(size_t)15;
     const k256_tail t = k256_tail_of(dim - full);
     const r256_step F = {1, &t}, T = {0, &t};
-    const __m256d md = _mm256_set1_pd((double)m);
-    r256_d sx = r256_dzero(), sg = r256_dzero(), sp = r256_dzero();
-    for (size_t j = 0; j < dim; j += 16) { /* sweep 1 */
-        const r256_step s = j < full ? F : T;
-        r256_d u = r256_cvt(h_at(w, hv, j, s, f.hl, f.hb));
-        for (int i = 0; i < 4; i++)
-            u.q[i] = _mm256_sub_pd(u.q[i], md);
-        r256_acc(&sx, u, s);
-        if (want_g) {
-            r256_v g = r256_load(dy + j, s);
-            if (f.hg)
-                g = r256_mul(g, r256_load(gamma + j, s));
-            const r256_d gd = r256_cvt(g);
-            r256_d p;
-            for (int i = 0; i < 4; i++)
-                p.q[i] = _mm256_mul_pd(gd.q[i], u.q[i]);
-            r256_acc(&sg, gd, s);
-            r256_acc(&sp, p, s);
-        }
-    }
-    const double n = (double)dim;
-    const double delta = r256_reduce(sx) / n;
-    const double Sg = r256_reduce(sg), Sgu = r256_reduce(sp);
-    const r256_v va = r256_set1((float)(Sg / n));
-    const r256_v vb = r256_set1((float)((double)rs * ((Sgu - delta * Sg) / n)));
-    const r256_v vdf = r256_set1((float)delta), vm = r256_set1(m), vr = r256_set1(rs);
-    for (size_t j = 0; j < dim; j += 16) { /* sweep 2 */
-        const r256_step s = j < full ? F : T;
-        const r256_v xhat = r256_mul(r256_sub(r256_sub(h_at(w, hv, j, s, f.hl, f.hb), vm), vdf), vr);
-        const r256_v dyv = r256_load(dy + j, s);
-        if (want_g) {
-            const r256_v g = f.hg ? r256_mul(dyv, r256_load(gamma + j, s)) : dyv;
-            r256_v G = r256_mul(vr, r256_sub(r256_sub(g, va), r256_mul(xhat, vb)));
-            if (f.hdh)
-                G = r256_add(r256_load(dh + j, s), G);
-            const r256_v rj = f.dlp ? r256_load(w->r + j, s) : G; /* before dx/dr may overwrite r */
-            if (f.hdx) {
-                r256_v o = r256_mul(w->alpha, G);
-                if (f.acc)
-                    o = r256_add(r256_load(dx + j, s), o);
-                r256_store(dx + j, o, s, 0);
-            }
-            if (f.hdr) {
-                r256_v o = w->lambda ? r256_mul(r256_load(w->lambda + j, s), G) : G;
-                if (f.acc)
-                    o = r256_add(r256_load(dr + j, s), o);
-                r256_store(dr + j, o, s, 0);
-            }
-            if (f.dlp)
-                part_add(parts[KEEL_PART_DLAMBDA] + j, r256_mul(G, rj), s);
-            if (f.dbsp)
-                part_add(parts[KEEL_PART_DBIAS] + j, G, s);
-        }
-        if (f.dgp)
-            part_add(parts[KEEL_PART_DGAMMA] + j, r256_mul(dyv, xhat), s);
-        if (f.dbp)
-            part_add(parts[KEEL_PART_DBETA] + j, dyv, s);
-    }
+    s1_acc a = s1_begin(m);
+    for (size_t j = 0; j < dim; j += 16)
+        s1_step(f, want_g, &a, p, j, j < full ? F : T, gamma);
+    const s2_row c = s1_end(&a, dim, m, rs);
+    for (size_t j = 0; j < dim; j += 16)
+        s2_step(f, want_g, &c, p, j, j < full ? F : T, gamma, parts, nt);
 }
+
+/* Rows beyond L2 with their statistics given: the two-row pipeline of add_norm_pipe.h (see
+ * f32_add_layernorm__avx512.c). Measured with KEEL_ISA=avx2 (keel_profile_loop addlnb 4096
+ * 4096, 1 thread, dx over dh): 23.4 ms one row at a time, 15.2 ms pipelined. */
+#define PIPE_BACKWARD
+#include "add_norm_pipe.h"
 
 KEEL_INLINE void bwd_rows(const bwd_flags f, size_t rows, size_t dim, const float *dy, size_t dys,
                           const float *dh, size_t dhs, const keel_f32_res *res, const float *h,
                           size_t hs, const float *mean, const float *rstd, const float *gamma,
                           float eps, const keel_f32_res_grads *out)
 {
-    for (size_t r = 0; r < rows; r++) {
-        const r256_row w = r256_row_of(res, r);
-        bwd_row(f, dim, dy + r * dys, f.hdh ? dh + r * dhs : NULL, &w, f.hh ? h + r * hs : NULL,
-                mean ? mean[r] : 0.0f, rstd ? rstd[r] : 0.0f, mean != NULL, gamma, eps,
-                f.hdx ? out->dx + r * out->dx_stride : NULL,
-                f.hdr ? out->dr + r * out->dr_stride : NULL, out->parts);
+    if ((out->hints & KEEL_KBWD_PREFETCH) && mean && rstd) {
+        bwd_rows_piped(f, rows, dim, dy, dys, dh, dhs, res, h, hs, mean, rstd, gamma, out);
+        return;
     }
+    int streamed = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const int nt = r256_bwd_nt(out, f.acc, r);
+        streamed |= nt;
+        const r256_bwd_row p = r256_bwd_row_of(r, dy, dys, f.hdh ? dh : NULL, dhs, res,
+                                               f.hh ? h : NULL, hs, out);
+        bwd_row(f, dim, &p, mean ? mean[r] : 0.0f, rstd ? rstd[r] : 0.0f, mean != NULL, gamma,
+                eps, out->parts, nt);
+    }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
 
 static void bwd_prenorm(size_t rows, size_t dim, const float *dy, size_t dys, const float *dh,

@@ -98,9 +98,6 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
         *sumsq = r256_reduce(acc);
 }
 
-#define PIPE_ROW r256_row
-#define PIPE_ROW_OF r256_row_of
-#define PIPE_ALIGNED r256_aligned
 #define PIPE_RMSNORM
 #include "add_norm_pipe.h"
 
@@ -162,83 +159,112 @@ typedef struct bwd_flags {
     int hh, hl, hb, hg, hdh, hdx, hdr, acc, dgp, dlp, dbsp;
 } bwd_flags;
 
-KEEL_INLINE void part_add(float *p, r256_v t, r256_step s)
+/* Sweep 1's sum Sgx = R(g * h), g = dy * gamma (want_g only). */
+typedef struct s1_acc {
+    r256_d a;
+} s1_acc;
+
+KEEL_INLINE s1_acc s1_begin(float m)
 {
-    r256_store(p, r256_add(r256_load(p, s), t), s, 0);
+    (void)m; /* RMSNorm has no mean */
+    s1_acc a;
+    a.a = r256_dzero();
+    return a;
 }
 
-KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const float *dy, const float *dh,
-                         const r256_row *w, const float *hrow, float rs, int have_rstd,
-                         const float *gamma, float eps, float *dx, float *dr, float *const *parts)
+KEEL_INLINE void s1_step(const bwd_flags f, int want_g, s1_acc *a, const r256_bwd_row *p,
+                         size_t j, r256_step s, const float *gamma)
+{
+    if (!want_g)
+        return;
+    r256_v g = r256_load(p->dy + j, s);
+    if (f.hg)
+        g = r256_mul(g, r256_load(gamma + j, s));
+    const r256_d gd = r256_cvt(g), hd = r256_cvt(r256_bwd_h(p, j, s, f.hh, f.hl, f.hb));
+    r256_d q;
+    for (int i = 0; i < 4; i++)
+        q.q[i] = _mm256_mul_pd(gd.q[i], hd.q[i]);
+    r256_acc(&a->a, q, s);
+}
+
+/* Sweep 2's constants: b = rstd * Sgx / n, rstd. */
+typedef struct s2_row {
+    r256_v vb, vr;
+} s2_row;
+
+KEEL_INLINE s2_row s2_zero(void)
+{
+    const s2_row c = {r256_set1(0.0f), r256_set1(0.0f)};
+    return c;
+}
+
+KEEL_INLINE s2_row s1_end(const s1_acc *a, size_t dim, float m, float rs)
+{
+    (void)m;
+    s2_row c;
+    c.vb = r256_set1((float)((double)rs * (r256_reduce(a->a) / (double)dim)));
+    c.vr = r256_set1(rs);
+    return c;
+}
+
+KEEL_INLINE void s2_step(const bwd_flags f, int want_g, const s2_row *c, const r256_bwd_row *p,
+                         size_t j, r256_step s, const float *gamma, float *const *parts, int nt)
+{
+    const r256_v xhat = r256_mul(r256_bwd_h(p, j, s, f.hh, f.hl, f.hb), c->vr);
+    const r256_v dyv = r256_load(p->dy + j, s);
+    if (want_g) {
+        const r256_v g = f.hg ? r256_mul(dyv, r256_load(gamma + j, s)) : dyv;
+        r256_v G = r256_mul(c->vr, r256_sub(g, r256_mul(xhat, c->vb)));
+        if (f.hdh)
+            G = r256_add(r256_load(p->dh + j, s), G);
+        r256_res_grads(p, j, s, G, f.hdx, f.hdr, f.acc, f.dlp, f.dbsp, parts, nt);
+    }
+    if (f.dgp)
+        r256_part_add(parts[KEEL_PART_DGAMMA], j, s, r256_mul(dyv, xhat));
+}
+
+KEEL_INLINE void bwd_row(const bwd_flags f, size_t dim, const r256_bwd_row *p, float rs,
+                         int have_rstd, const float *gamma, float eps, float *const *parts, int nt)
 {
     const int want_g = f.hdx || f.hdr || f.dlp || f.dbsp;
-    const float *hv = f.hh ? hrow : NULL;
     if (!have_rstd && (want_g || f.dgp))
-        rs = keel_rms_rstd(h_sumsq(w, hv, NULL, dim, f.hl, f.hb), dim, eps);
+        rs = keel_rms_rstd(h_sumsq(&p->w, p->hv, NULL, dim, f.hl, f.hb), dim, eps);
     const size_t full = dim & ~(size_t)15;
     const k256_tail t = k256_tail_of(dim - full);
     const r256_step F = {1, &t}, T = {0, &t};
-    float b = 0.0f;
-    if (want_g) { /* sweep 1: Sgx = R(g * h) */
-        r256_d a = r256_dzero();
-        for (size_t j = 0; j < dim; j += 16) {
-            const r256_step s = j < full ? F : T;
-            r256_v g = r256_load(dy + j, s);
-            if (f.hg)
-                g = r256_mul(g, r256_load(gamma + j, s));
-            const r256_d gd = r256_cvt(g), hd = r256_cvt(h_at(w, hv, j, s, f.hl, f.hb));
-            r256_d p;
-            for (int i = 0; i < 4; i++)
-                p.q[i] = _mm256_mul_pd(gd.q[i], hd.q[i]);
-            r256_acc(&a, p, s);
-        }
-        b = (float)((double)rs * (r256_reduce(a) / (double)dim));
-    }
-    const r256_v vb = r256_set1(b), vr = r256_set1(rs);
-    for (size_t j = 0; j < dim; j += 16) { /* sweep 2 */
-        const r256_step s = j < full ? F : T;
-        const r256_v xhat = r256_mul(h_at(w, hv, j, s, f.hl, f.hb), vr);
-        const r256_v dyv = r256_load(dy + j, s);
-        if (want_g) {
-            const r256_v g = f.hg ? r256_mul(dyv, r256_load(gamma + j, s)) : dyv;
-            r256_v G = r256_mul(vr, r256_sub(g, r256_mul(xhat, vb)));
-            if (f.hdh)
-                G = r256_add(r256_load(dh + j, s), G);
-            const r256_v rj = f.dlp ? r256_load(w->r + j, s) : G;
-            if (f.hdx) {
-                r256_v o = r256_mul(w->alpha, G);
-                if (f.acc)
-                    o = r256_add(r256_load(dx + j, s), o);
-                r256_store(dx + j, o, s, 0);
-            }
-            if (f.hdr) {
-                r256_v o = w->lambda ? r256_mul(r256_load(w->lambda + j, s), G) : G;
-                if (f.acc)
-                    o = r256_add(r256_load(dr + j, s), o);
-                r256_store(dr + j, o, s, 0);
-            }
-            if (f.dlp)
-                part_add(parts[KEEL_PART_DLAMBDA] + j, r256_mul(G, rj), s);
-            if (f.dbsp)
-                part_add(parts[KEEL_PART_DBIAS] + j, G, s);
-        }
-        if (f.dgp)
-            part_add(parts[KEEL_PART_DGAMMA] + j, r256_mul(dyv, xhat), s);
-    }
+    s1_acc a = s1_begin(0.0f);
+    for (size_t j = 0; want_g && j < dim; j += 16)
+        s1_step(f, want_g, &a, p, j, j < full ? F : T, gamma);
+    const s2_row c = s1_end(&a, dim, 0.0f, rs);
+    for (size_t j = 0; j < dim; j += 16)
+        s2_step(f, want_g, &c, p, j, j < full ? F : T, gamma, parts, nt);
 }
+
+/* Rows beyond L2 with rstd given: the two-row pipeline of add_norm_pipe.h. Measured with
+ * KEEL_ISA=avx2 (keel_profile_loop addrmsb 4096 4096, 1 thread, dx over dh): 21.0-21.9 ms one row
+ * at a time, 14.0-14.6 ms pipelined. */
+#define PIPE_BACKWARD
+#include "add_norm_pipe.h"
 
 KEEL_INLINE void bwd_rows(const bwd_flags f, size_t rows, size_t dim, const float *dy, size_t dys,
                           const float *dh, size_t dhs, const keel_f32_res *res, const float *h,
                           size_t hs, const float *rstd, const float *gamma, float eps,
                           const keel_f32_res_grads *out)
 {
-    for (size_t r = 0; r < rows; r++) {
-        const r256_row w = r256_row_of(res, r);
-        bwd_row(f, dim, dy + r * dys, f.hdh ? dh + r * dhs : NULL, &w, f.hh ? h + r * hs : NULL,
-                rstd ? rstd[r] : 0.0f, rstd != NULL, gamma, eps,
-                f.hdx ? out->dx + r * out->dx_stride : NULL,
-                f.hdr ? out->dr + r * out->dr_stride : NULL, out->parts);
+    if ((out->hints & KEEL_KBWD_PREFETCH) && rstd) {
+        bwd_rows_piped(f, rows, dim, dy, dys, dh, dhs, res, h, hs, NULL, rstd, gamma, out);
+        return;
     }
+    int streamed = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const int nt = r256_bwd_nt(out, f.acc, r);
+        streamed |= nt;
+        const r256_bwd_row p = r256_bwd_row_of(r, dy, dys, f.hdh ? dh : NULL, dhs, res,
+                                               f.hh ? h : NULL, hs, out);
+        bwd_row(f, dim, &p, rstd ? rstd[r] : 0.0f, rstd != NULL, gamma, eps, out->parts, nt);
+    }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
 
 static void bwd_prenorm(size_t rows, size_t dim, const float *dy, size_t dys, const float *dh,

@@ -159,4 +159,85 @@ KEEL_INLINE r256_v r256_h_piped(const r256_row *w, float *hc, size_t j, r256_ste
     return v;
 }
 
+/* ---- the fused backwards' shared pieces (residual__avx512.h's, on two ymm) --------------- */
+
+/* part[j ..] += t, in the step's floats. */
+KEEL_INLINE void r256_part_add(float *part, size_t j, r256_step s, r256_v t)
+{
+    r256_store(part + j, r256_add(r256_load(part + j, s), t), s, 0);
+}
+
+typedef struct r256_bwd_row {
+    const float *dy, *dh, *hv;
+    r256_row w;
+    float *dx, *dr;
+} r256_bwd_row;
+
+KEEL_INLINE r256_bwd_row r256_bwd_row_of(size_t r, const float *dy, size_t dys, const float *dh,
+                                         size_t dhs, const keel_f32_res *res, const float *h,
+                                         size_t hs, const keel_f32_res_grads *out)
+{
+    r256_bwd_row p;
+    p.dy = dy + r * dys;
+    p.dh = dh ? dh + r * dhs : NULL;
+    p.hv = h ? h + r * hs : NULL;
+    p.w = r256_row_of(res, r);
+    p.dx = out->dx ? out->dx + r * out->dx_stride : NULL;
+    p.dr = out->dr ? out->dr + r * out->dr_stride : NULL;
+    return p;
+}
+
+KEEL_INLINE r256_v r256_bwd_h(const r256_bwd_row *p, size_t j, r256_step s, int hh, int hl, int hb)
+{
+    return hh ? r256_load(p->hv + j, s) : r256_h(&p->w, j, s, hl, hb);
+}
+
+/* dx = alpha * G, dr = lambda * G (accumulated with acc), dlambda += G * r, dbias += G. */
+KEEL_INLINE void r256_res_grads(const r256_bwd_row *p, size_t j, r256_step s, r256_v G, int hdx,
+                                int hdr, int acc, int dlp, int dbsp, float *const *parts, int nt)
+{
+    const r256_v rj = dlp ? r256_load(p->w.r + j, s) : G; /* before dx/dr may overwrite r */
+    if (hdx) {
+        r256_v o = r256_mul(p->w.alpha, G);
+        if (acc)
+            o = r256_add(r256_load(p->dx + j, s), o);
+        r256_store(p->dx + j, o, s, nt);
+    }
+    if (hdr) {
+        r256_v o = p->w.lambda ? r256_mul(r256_load(p->w.lambda + j, s), G) : G;
+        if (acc)
+            o = r256_add(r256_load(p->dr + j, s), o);
+        r256_store(p->dr + j, o, s, nt);
+    }
+    if (dlp)
+        r256_part_add(parts[KEEL_PART_DLAMBDA], j, s, r256_mul(G, rj));
+    if (dbsp)
+        r256_part_add(parts[KEEL_PART_DBIAS], j, s, G);
+}
+
+/* Whether row r's dx and dr are streamed (the hint given, no accumulate, rows that start
+ * aligned). */
+KEEL_INLINE int r256_bwd_nt(const keel_f32_res_grads *out, int acc, size_t r)
+{
+    return (out->hints & KEEL_KBWD_STREAM) && !acc &&
+           (!out->dx || r256_aligned(out->dx + r * out->dx_stride)) &&
+           (!out->dr || r256_aligned(out->dr + r * out->dr_stride));
+}
+
+/* What add_norm_pipe.h needs of this path. */
+#define PIPE_ROW r256_row
+#define PIPE_ROW_OF r256_row_of
+#define PIPE_ALIGNED r256_aligned
+#define PIPE_STEP r256_step
+#define PIPE_STEPS(dim)                                                                            \
+    const size_t full_ = (dim) & ~(size_t)15;                                                      \
+    const k256_tail tail_ = k256_tail_of((dim) - full_);                                           \
+    const r256_step F_ = {1, &tail_}, T_ = {0, &tail_}
+#define PIPE_STEP_AT(j) ((j) < full_ ? F_ : T_)
+#define PIPE_BWD_ROW r256_bwd_row
+#define PIPE_BWD_ROW_OF r256_bwd_row_of
+#define PIPE_BWD_NT r256_bwd_nt
+#define PIPE_PF R256_PF
+#define PIPE_AHEAD R256_PIPE_AHEAD
+
 #endif
