@@ -7,7 +7,9 @@
  * between threads, parameter gradients gathered from row-block partials; BatchNorm's columns
  * split) and wide rows; every output is compared bit for bit with the first path on one thread,
  * over thread counts 1, 2, 3, 4, 7 and every path this machine runs. Inputs are mixed
- * adversarial rows, all finite (NaN payloads are not promised).
+ * adversarial rows, all finite (NaN payloads are not promised). Large shapes (beyond L2: the
+ * SIMD paths' row pipelines and streamed stores) run the fused add + norm forward and backward
+ * on 1 and 2 threads.
  */
 #include "block_test_util.h"
 
@@ -245,6 +247,91 @@ static void large_outputs(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, in
     }
 }
 
+/* The backwards of the same large shapes (the operator gives the kernels its memory hints:
+ * prefetch, streamed dx and dr; the SIMD paths then pipeline rows whose statistics are given):
+ * the pre-norm call (h saved, statistics given, dx over dh in place, dgamma, dbeta) and a full
+ * one (alpha, lambda, bias, h and statistics recomputed, dx and dr, every parameter gradient),
+ * on 1 and 2 threads, bitwise those of the first path on one thread. */
+static void large_backwards(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, int n_isas)
+{
+    static const big_shape shapes_big[] = {{4096, 1024, 1024}, {700, 1500, 1500}, {160, 4097, 4100}, {40, 16384, 16384}};
+    for (size_t si = 0; si < sizeof shapes_big / sizeof shapes_big[0]; si++) {
+        const big_shape s = shapes_big[si];
+        const size_t n = s.rows * s.stride, d = s.dim;
+        enum { X, R, H, DY, DH, DX, DR, DX0, DR0, NBUF };
+        float *b[NBUF];
+        for (int i = 0; i < NBUF; i++) {
+            b[i] = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+            if (!b[i])
+                test_fatal("out of memory");
+        }
+        for (size_t i = 0; i < s.rows; i++) {
+            keel_case_fill_row(rng, KEEL_CASE_MIXED, b[X] + i * s.stride, d);
+            keel_case_fill_normal(rng, b[R] + i * s.stride, d);
+            keel_case_fill_normal(rng, b[DY] + i * s.stride, d);
+            keel_case_fill_normal(rng, b[DH] + i * s.stride, d);
+        }
+        float *gamma = bt_vec(rng, d, 1.0, 0.5), *beta = bt_vec(rng, d, 0.0, 0.25);
+        float *lambda = bt_vec(rng, d, 0.1, 0.05), *bias = bt_vec(rng, d, 0.0, 0.25);
+        float *vecs = test_alloc(2 * s.rows + 16 * d), *mean = vecs, *rstd = vecs + s.rows;
+        float *pg = rstd + s.rows; /* 4 parameter gradients, then their base copies */
+        const keel_tensor xt = keel_f32(b[X], s.stride), rt = keel_f32(b[R], s.stride);
+        for (int rms = 0; rms <= 1; rms++) {
+            keel_residual res = keel_residual_add(xt, rt);
+            test_set_isa(ctx, isas[0]);
+            keel_ctx_set_threads(ctx, 1);
+            keel_status st = rms ? keel_add_rmsnorm_fwd(ctx, s.rows, d, &res, keel_f32(b[H], s.stride), keel_f32(b[DX], s.stride),
+                                                        gamma, 1e-6f, rstd, 0)
+                                 : keel_add_layernorm_fwd(ctx, s.rows, d, &res, keel_f32(b[H], s.stride), keel_f32(b[DX], s.stride),
+                                                          gamma, beta, 1e-5f, mean, rstd, 0);
+            test_check(st == KEEL_OK, "large backward's forward: %s", keel_status_str(st));
+            for (int full = 0; full <= 1; full++)
+                for (int i = 0; i < n_isas; i++)
+                    for (int t = 1; t <= 2; t++) {
+                        const int base = i == 0 && t == 1;
+                        float *dx = base ? b[DX0] : b[DX], *dr = base ? b[DR0] : b[DR];
+                        float *g = pg + (base ? 8 : 0) * d;
+                        res = keel_residual_add(xt, rt);
+                        if (full) {
+                            res.alpha = 0.75f;
+                            res.lambda = lambda;
+                            res.bias = bias;
+                        }
+                        /* pre-norm: dx starts as dh (in place); full: fresh outputs */
+                        memcpy(dx, full ? b[X] : b[DH], n * sizeof(float));
+                        test_fill_sentinel(dr, n);
+                        memset(g, 0, 4 * d * sizeof(float));
+                        const keel_residual_grads gr = {keel_f32(dx, s.stride), full ? keel_f32(dr, s.stride) : keel_none(),
+                                                        full ? g + 2 * d : NULL, full ? g + 3 * d : NULL};
+                        const keel_tensor dht = full ? keel_f32(b[DH], s.stride) : keel_f32(dx, s.stride);
+                        const keel_tensor ht = full ? keel_none() : keel_f32(b[H], s.stride);
+                        test_set_isa(ctx, isas[i]);
+                        keel_ctx_set_threads(ctx, t);
+                        st = rms ? keel_add_rmsnorm_bwd(ctx, s.rows, d, keel_f32(b[DY], s.stride), dht, &res, ht,
+                                                        full ? NULL : rstd, gamma, 1e-6f, &gr, g, 0)
+                                 : keel_add_layernorm_bwd(ctx, s.rows, d, keel_f32(b[DY], s.stride), dht, &res, ht,
+                                                          full ? NULL : mean, full ? NULL : rstd, gamma, 1e-5f, &gr,
+                                                          g, g + d, 0);
+                        test_check(st == KEEL_OK, "large add+norm backward: %s (%s)", keel_status_str(st), keel_last_error());
+                        if (!base) {
+                            const size_t ix = test_first_diff(b[DX], b[DX0], n), ir = test_first_diff(b[DR], b[DR0], n);
+                            const size_t ig = test_first_diff(pg, pg + 8 * d, 4 * d);
+                            test_check(ix == n && ir == n && ig == 4 * d,
+                                       "large add+%s backward %zux%zu stride %zu %s isa %s threads %d: dx differs "
+                                       "at %zu, dr at %zu, parameter gradients at %zu", rms ? "rmsnorm" : "layernorm",
+                                       s.rows, d, s.stride, full ? "full" : "pre-norm", keel_isa_name(isas[i]), t,
+                                       ix, ir, ig);
+                        }
+                    }
+        }
+        for (int i = 0; i < NBUF; i++)
+            free(b[i]);
+        float *v[] = {gamma, beta, lambda, bias, vecs};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+            free(v[i]);
+    }
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -283,6 +370,7 @@ int main(void)
         inputs_free(&in);
     }
     large_outputs(ctx, &rng, isas, n_isas);
+    large_backwards(ctx, &rng, isas, n_isas);
     keel_ctx_destroy(ctx);
     return test_finish();
 }
