@@ -9,9 +9,10 @@
  * each adversarial kind (NaN, Inf, both infinities, signalling NaN, 3e38, denormals, zeros,
  * cancelling +-2^k pairs, ...) and a finite batch (so that dgamma/dbeta partials, which one NaN
  * row poisons, are compared on real numbers too); then two widths with enough rows to run the
- * variants the SIMD paths pick for tensors beyond L2. Strides and the starts of all arrays are
- * random (unaligned); every combination of gamma/beta, saved statistics, in place,
- * accumulate, dx, dgamma, dbeta is run.
+ * variants the SIMD paths pick for tensors beyond L2, and one, two and three rows of two widths
+ * (the forwards' row pipelines, whose first and last sweeps do fewer stages). Strides and the
+ * starts of all arrays are random (unaligned); every combination of gamma/beta, saved
+ * statistics, in place, accumulate, dx, dgamma, dbeta is run.
  */
 #include <math.h>
 
@@ -181,9 +182,10 @@ static float *random_buf(keel_rng *rng, size_t n)
 
 /* The batches: one row of each kind; a few finite rows; finite rows enough for x to span
  * 3 MiB, so that the SIMD paths also run the variants they choose for tensors beyond L2
- * (prefetching, one row at a time); or enough for y to span 17 MiB, where the forwards stream
- * their outputs (simd_lanes__*.h: rows with an aligned start, the others stored normally). */
-typedef enum batch_mode { B_ADVERSARIAL, B_FINITE, B_MANY, B_STREAM } batch_mode;
+ * (prefetching, the forwards' row pipelines); or enough for y to span 17 MiB, where the forwards
+ * stream their outputs (simd_lanes__*.h: rows with an aligned start, the others stored
+ * normally); or three finite rows (run as one, two and three). */
+typedef enum batch_mode { B_ADVERSARIAL, B_FINITE, B_MANY, B_STREAM, B_FEW } batch_mode;
 #if defined(__SANITIZE_ADDRESS__)
 #define KEEL_TEST_SANITIZED 1
 #elif defined(__has_feature)
@@ -206,11 +208,13 @@ static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
     b->name = mode == B_ADVERSARIAL ? "adversarial"
               : mode == B_FINITE    ? "finite"
               : mode == B_MANY      ? "many-rows"
-                                    : "streamed";
+              : mode == B_STREAM    ? "streamed"
+                                    : "few-rows";
     b->rows = mode == B_ADVERSARIAL ? R_COUNT
               : mode == B_FINITE    ? 1 + keel_rng_below(rng, 9)
               : mode == B_MANY      ? ((size_t)3 << 20) / (dim * sizeof(float)) + 3
-                                    : STREAM_BYTES / (dim * sizeof(float)) + 3;
+              : mode == B_STREAM    ? STREAM_BYTES / (dim * sizeof(float)) + 3
+                                    : 3;
     b->kind = malloc((b->rows + 1) * sizeof *b->kind);
     if (!b->kind)
         test_fatal("out of memory");
@@ -749,6 +753,19 @@ int main(void)
             batch b;
             make_batch(&b, &rng, stream_dims[di], B_STREAM);
             run_batch_fwd(k, &b);
+            free_batch(&b);
+        }
+        /* The forwards' row pipelines with 1, 2 and 3 rows (their first and last sweeps, which
+         * do fewer stages): LayerNorm's at dim 300 (it takes rows in cache too), RMSNorm's at a
+         * width where one row spans over 2 MiB (it takes tensors beyond L2); both with a tail. */
+        static const size_t few_dims[] = {300, 540007};
+        for (size_t di = 0; di < sizeof few_dims / sizeof few_dims[0]; di++) {
+            batch b;
+            make_batch(&b, &rng, few_dims[di], B_FEW);
+            for (size_t n = 1; n <= 3; n++) {
+                b.rows = n;
+                run_batch_fwd(k, &b);
+            }
             free_batch(&b);
         }
         /* rows == 0 writes nothing */

@@ -1,6 +1,6 @@
 /* RMSNorm, float32, AVX2: the formulas and reduction order of kernels.h, giving exactly the
- * bits of f32_rmsnorm__scalar.c (see f32_layernorm__avx2.c; grouping and prefetching as in
- * f32_rmsnorm__avx512.c). */
+ * bits of f32_rmsnorm__scalar.c (see f32_layernorm__avx2.c; grouping, the forward's row pipeline
+ * and the backward's prefetching as in f32_rmsnorm__avx512.c). */
 #include <math.h>
 #include <stdint.h>
 
@@ -39,58 +39,141 @@ KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float
     }
 }
 
-/* y = x * rs, then * gamma, 8 floats a step. With pf (a constant), meanwhile prefetches pfx
- * (the row the next sweep over memory reads) and, unless y is streamed (nt), pfy (a row written
- * next) into L2. */
+/* y[j .. j + 8) = x * rs, then * gamma (vr: rs broadcast). */
+KEEL_INLINE void rms_out8(const float *x, float *y, size_t j, __m256 vr, const float *gamma,
+                          int hg, int nt)
+{
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), vr);
+    if (hg)
+        v = _mm256_mul_ps(v, _mm256_loadu_ps(gamma + j));
+    k256_store8(y + j, v, nt);
+}
+
+/* The same for the last dim % 8 floats, from j (tail8: their mask; never streamed). */
+KEEL_INLINE void rms_out_tail(const float *x, float *y, size_t j, __m256 vr, const float *gamma,
+                              __m256i tail8, int hg)
+{
+    __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + j, tail8), vr);
+    if (hg)
+        v = _mm256_mul_ps(v, _mm256_maskload_ps(gamma + j, tail8));
+    _mm256_maskstore_ps(y + j, tail8, v);
+}
+
+/* y = x * rs, then * gamma, 8 floats a step (hg a constant). */
 KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamma, float rs,
-                         __m256i tail8, int pf, const float *pfx, const float *pfy, int hg,
-                         int nt)
+                         __m256i tail8, int hg, int nt)
 {
     const __m256 vr = _mm256_set1_ps(rs);
     size_t j = 0;
-    for (; j + 8 <= dim; j += 8) {
-        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), vr);
-        if (hg)
-            v = _mm256_mul_ps(v, _mm256_loadu_ps(gamma + j));
-        k256_store8(y + j, v, nt);
-        if (pf && (j & 15) == 0) { /* one cache line in two steps */
-            K256_PF_L2(pfx + j);
-            if (!nt)
-                K256_PF_L2(pfy + j);
-        }
-    }
-    if (j < dim) {
-        __m256 v = _mm256_mul_ps(_mm256_maskload_ps(x + j, tail8), vr);
-        if (hg)
-            v = _mm256_mul_ps(v, _mm256_maskload_ps(gamma + j, tail8));
-        _mm256_maskstore_ps(y + j, tail8, v);
-    }
+    for (; j + 8 <= dim; j += 8)
+        rms_out8(x, y, j, vr, gamma, hg, nt);
+    if (j < dim)
+        rms_out_tail(x, y, j, vr, gamma, tail8, hg);
 }
 
-/* rstd and outputs of the nr rows from row r (nr and pf constants); stream: y may be streamed
- * (rows whose start is aligned are). */
-KEEL_INLINE void rms_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
-                              size_t xs, float *y, size_t ys, const float *gamma, float eps,
-                              float *rstd, const k256_tail *t, __m256i tail8, int stream)
+/* rstd and outputs of the nr rows from row r (nr a constant); stream: y may be streamed (rows
+ * whose start is aligned are). */
+KEEL_INLINE void rms_fwd_rows(int nr, size_t r, size_t dim, const float *x, size_t xs, float *y,
+                              size_t ys, const float *gamma, float eps, float *rstd,
+                              const k256_tail *t, __m256i tail8, int stream)
 {
     const float *xr = x + r * xs;
     float *yr = y + r * ys;
-    /* prefetch the next group if it is a whole one, else (nothing left to fetch) this one */
-    const int next = r + 2 * (size_t)nr <= rows;
-    const float *pfx = next ? xr + (size_t)nr * xs : xr;
-    const float *pfy = next ? yr + (size_t)nr * ys : yr;
     float rs[K256_GROUP];
     rms_rstd_n(nr, xr, xs, dim, eps, t, rs);
     for (int i = 0; i < nr; i++) {
         const int nt = stream && k256_aligned32(yr + i * ys);
         if (gamma)
-            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], tail8, pf, pfx + i * xs,
-                    pfy + i * ys, 1, nt);
+            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], tail8, 1, nt);
         else
-            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], tail8, pf, pfx + i * xs,
-                    pfy + i * ys, 0, nt);
+            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], tail8, 0, nt);
         if (rstd)
             rstd[r + i] = rs[i];
+    }
+}
+
+/* ---- the row pipeline ----------------------------------------------------------------------
+ * f32_rmsnorm__avx512.c's: one sweep over j does row t's sum of squares (x from memory, the
+ * loads K256_PIPE_AHEAD floats behind their prefetches) and row t - 1's output (its x row still
+ * in cache), so that the reads and the writes go to memory together. Each row's arithmetic is
+ * rms_rstd_n's and rms_out's: the same bits. It takes the tensors that the prefetching path took
+ * (keel_profile_loop rmsf with KEEL_ISA=avx2, 1 thread, fastest call, one row at a time ->
+ * pipelined: 4096x4096 5.6 -> 4.5 ms, 1024x8192 2.84 -> 2.28 ms, 4096x1024 1.19 -> 0.92 ms,
+ * 8x1048576 5.24 -> 4.04 ms); in cache, as on AVX-512, it is not clearly faster (64x1024 and
+ * 256x1024 1.2x, 128x4096 and 2048x256 0.98x). */
+
+/* One sweep of the pipeline, each stage optional (do_*, constants in the steady state): xs,
+ * the row summed, *sumsq its R(x * x); xo, yo, rs, nt: the row written. */
+KEEL_INLINE void rms_pipe_sweep(size_t dim, const k256_tail *t, __m256i tail8, int do_sum,
+                                const float *xs, double *sumsq, int do_out, const float *xo,
+                                float *yo, float rs, int nt, const float *gamma, int hg)
+{
+    const size_t full = dim - t->n;
+    const __m256 vr = _mm256_set1_ps(rs);
+    const __m256d z = _mm256_setzero_pd();
+    __m256d s0 = z, s1 = z, s2 = z, s3 = z;
+    for (size_t j = 0; j < full; j += 16) {
+        if (do_sum) {
+            K256_PF_L1(xs + j + K256_PIPE_AHEAD);
+            const __m256d a = k256_cvt4(xs + j), b = k256_cvt4(xs + j + 4);
+            const __m256d c = k256_cvt4(xs + j + 8), d = k256_cvt4(xs + j + 12);
+            s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, a));
+            s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, b));
+            s2 = _mm256_add_pd(s2, _mm256_mul_pd(c, c));
+            s3 = _mm256_add_pd(s3, _mm256_mul_pd(d, d));
+        }
+        if (do_out) {
+            rms_out8(xo, yo, j, vr, gamma, hg, nt);
+            rms_out8(xo, yo, j + 8, vr, gamma, hg, nt);
+        }
+    }
+    if (t->n) { /* the tail, as rms_rstd_n's and rms_out's */
+        if (do_sum) { /* masked-out floats load as +0.0: their squares are +0.0 */
+            __m256 v0, v1;
+            k256_tail_load(t, xs + full, &v0, &v1);
+            const __m256d a = k256_lo_pd(v0), b = k256_hi_pd(v0);
+            const __m256d c = k256_lo_pd(v1), d = k256_hi_pd(v1);
+            s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, a));
+            s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, b));
+            s2 = _mm256_add_pd(s2, _mm256_mul_pd(c, c));
+            s3 = _mm256_add_pd(s3, _mm256_mul_pd(d, d));
+        }
+        if (do_out) {
+            size_t j = full;
+            if (j + 8 <= dim) {
+                rms_out8(xo, yo, j, vr, gamma, hg, nt);
+                j += 8;
+            }
+            if (j < dim)
+                rms_out_tail(xo, yo, j, vr, gamma, tail8, hg);
+        }
+    }
+    if (do_sum)
+        *sumsq = k256_reduce16(s0, s1, s2, s3);
+}
+
+/* The pipeline over all rows: sweep r sums row r and writes row r - 1. Stage pointers of
+ * absent rows are never formed (row 0's stand in). */
+KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs, float *y,
+                               size_t ys, const float *gamma, float eps, float *rstd,
+                               const k256_tail *t, __m256i tail8, int stream, int hg)
+{
+    float rs_o = 0.0f; /* of the row written next */
+    for (size_t r = 0; r < rows + 1; r++) {
+        const int do_sum = r < rows, do_out = r >= 1;
+        const float *xsum = x + (do_sum ? r : 0) * xs, *xo = x + (do_out ? r - 1 : 0) * xs;
+        float *yo = y + (do_out ? r - 1 : 0) * ys;
+        const int nt = stream && k256_aligned32(yo);
+        double ss = 0.0;
+        if (do_sum && do_out) /* every sweep but the first and the last */
+            rms_pipe_sweep(dim, t, tail8, 1, xsum, &ss, 1, xo, yo, rs_o, nt, gamma, hg);
+        else
+            rms_pipe_sweep(dim, t, tail8, do_sum, xsum, &ss, do_out, xo, yo, rs_o, nt, gamma, hg);
+        if (do_sum) {
+            rs_o = keel_rms_rstd(ss, dim, eps);
+            if (rstd)
+                rstd[r] = rs_o;
+        }
     }
 }
 
@@ -100,22 +183,25 @@ void keel_f32_rmsnorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_t 
 {
     const k256_tail t = k256_tail_of(dim % 16);
     const __m256i tail8 = k256_mask8(dim % 8);
-#define ROWS(nr, pf) \
-    rms_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, tail8, \
-                 stream)
+#define ROWS(nr) \
+    rms_fwd_rows(nr, r, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, tail8, stream)
     const int stream = k256_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K256_GROUP_BELOW) {
         for (; r + K256_GROUP <= rows; r += K256_GROUP)
-            ROWS(K256_GROUP, 0);
+            ROWS(K256_GROUP);
         for (; r < rows; r++)
-            ROWS(1, 0);
+            ROWS(1);
     } else if (k256_want_prefetch(rows, dim, x_stride)) {
-        for (; r < rows; r++)
-            ROWS(1, 1);
+        if (gamma)
+            rms_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, tail8, stream,
+                          1);
+        else
+            rms_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, tail8, stream,
+                          0);
     } else {
         for (; r < rows; r++)
-            ROWS(1, 0);
+            ROWS(1);
     }
     if (stream)
         _mm_sfence(); /* the streamed stores are visible before the call returns */

@@ -41,57 +41,127 @@ KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float
     k512_rms_rstd_n(nr, sums, dim, eps, rstd);
 }
 
-/* y = x * rs, then * gamma. With pf (a constant), meanwhile prefetches pfx (the row the next
- * sweep over memory reads) and, unless y is streamed (nt), pfy (a row written next) into L2. */
+/* y[j .. j + 16) = x * rs, then * gamma (vr: rs broadcast), on the floats of mask k (all 16
+ * when full; only full steps stream). */
+KEEL_INLINE void rms_out_step(const float *x, float *y, size_t j, __m512 vr, const float *gamma,
+                              __mmask16 k, int full, int hg, int nt)
+{
+    __m512 v = _mm512_mul_ps(full ? _mm512_loadu_ps(x + j) : _mm512_maskz_loadu_ps(k, x + j), vr);
+    if (hg)
+        v = _mm512_mul_ps(v, full ? _mm512_loadu_ps(gamma + j)
+                                  : _mm512_maskz_loadu_ps(k, gamma + j));
+    if (full)
+        k512_store16(y + j, v, nt);
+    else
+        _mm512_mask_storeu_ps(y + j, k, v);
+}
+
+/* y = x * rs, then * gamma (hg a constant). */
 KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamma, float rs,
-                         int pf, const float *pfx, const float *pfy, int hg, int nt)
+                         int hg, int nt)
 {
     const __m512 vr = _mm512_set1_ps(rs);
     size_t j = 0;
-    for (; j + 16 <= dim; j += 16) {
-        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + j), vr);
-        if (hg)
-            v = _mm512_mul_ps(v, _mm512_loadu_ps(gamma + j));
-        k512_store16(y + j, v, nt);
-        if (pf) {
-            K512_PF_L2(pfx + j);
-            if (!nt)
-                K512_PF_L2(pfy + j);
-        }
-    }
-    if (j < dim) {
-        const __mmask16 k = k512_tail16(dim - j);
-        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), vr);
-        if (hg)
-            v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, gamma + j));
-        _mm512_mask_storeu_ps(y + j, k, v);
-    }
+    for (; j + 16 <= dim; j += 16)
+        rms_out_step(x, y, j, vr, gamma, 0xffff, 1, hg, nt);
+    if (j < dim)
+        rms_out_step(x, y, j, vr, gamma, k512_tail16(dim - j), 0, hg, nt);
 }
 
-/* rstd and outputs of the nr rows from row r (nr and pf constants); stream: y may be streamed
- * (rows whose start is aligned are). */
-KEEL_INLINE void rms_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
-                              size_t xs, float *y, size_t ys, const float *gamma, float eps,
-                              float *rstd, int stream)
+/* rstd and outputs of the nr rows from row r (nr a constant); stream: y may be streamed (rows
+ * whose start is aligned are). */
+KEEL_INLINE void rms_fwd_rows(int nr, size_t r, size_t dim, const float *x, size_t xs, float *y,
+                              size_t ys, const float *gamma, float eps, float *rstd, int stream)
 {
     const float *xr = x + r * xs;
     float *yr = y + r * ys;
-    /* prefetch the next group if it is a whole one, else (nothing left to fetch) this one */
-    const int next = r + 2 * (size_t)nr <= rows;
-    const float *pfx = next ? xr + (size_t)nr * xs : xr;
-    const float *pfy = next ? yr + (size_t)nr * ys : yr;
     float rs[K512_GROUP];
     rms_rstd_n(nr, xr, xs, dim, eps, rs);
     for (int i = 0; i < nr; i++) {
         const int nt = stream && k512_aligned64(yr + i * ys);
         if (gamma)
-            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], pf, pfx + i * xs, pfy + i * ys,
-                    1, nt);
+            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], 1, nt);
         else
-            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], pf, pfx + i * xs, pfy + i * ys,
-                    0, nt);
+            rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], 0, nt);
         if (rstd)
             rstd[r + i] = rs[i];
+    }
+}
+
+/* ---- the row pipeline ----------------------------------------------------------------------
+ * As f32_layernorm__avx512.c's, with two stages: one sweep over j does row t's sum of squares
+ * (x from memory, the loads K512_PIPE_AHEAD floats behind their prefetches) and row t - 1's
+ * output (its x row still in L1/L2), so that the reads and the writes go to memory together
+ * (keel bench --rows 4096 --dim 4096 --threads 1: 0.86-0.91 of the copy floor -> 1.00-1.02).
+ * Each row's arithmetic is rms_rstd_n's and rms_out's: the same bits. It takes the tensors that
+ * the prefetching path took (k512_want_prefetch), at any width, only one row being kept in cache
+ * (keel_profile_loop rmsf, 1 thread, fastest call, one row at a time -> pipelined: 4096x4096
+ * 5.70 -> 4.52 ms, 1024x8192 2.75 -> 2.39 ms, 4096x1024 1.17 -> 0.95 ms, 32x262144 4.46 ->
+ * 3.77 ms, 8x1048576 5.39 -> 3.92 ms). On data in cache it is not clearly faster (64x1024 and
+ * 256x1024 1.1-1.2x, 64x4096 and 128x4096 0.92-0.97x, 2048x256 0.99x): those stay one row at a
+ * time. */
+
+/* One sweep of the pipeline, each stage optional (do_*, constants in the steady state): xs,
+ * the row summed, *sumsq its R(x * x); xo, yo, rs, nt: the row written. */
+KEEL_INLINE void rms_pipe_sweep(size_t dim, int do_sum, const float *xs, double *sumsq,
+                                int do_out, const float *xo, float *yo, float rs, int nt,
+                                const float *gamma, int hg)
+{
+    const size_t full = dim & ~(size_t)15;
+    const __m512 vr = _mm512_set1_ps(rs);
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    for (size_t j = 0; j < full; j += 16) {
+        if (do_sum) {
+            K512_PF_L1(xs + j + K512_PIPE_AHEAD);
+            const __m512d a = k512_cvt8(xs + j), b = k512_cvt8(xs + j + 8);
+            s0 = _mm512_add_pd(s0, _mm512_mul_pd(a, a));
+            s1 = _mm512_add_pd(s1, _mm512_mul_pd(b, b));
+        }
+        if (do_out)
+            rms_out_step(xo, yo, j, vr, gamma, 0xffff, 1, hg, nt);
+    }
+    if (full < dim) { /* the tail, as rms_rstd_n's and rms_out's */
+        const __mmask16 k = k512_tail16(dim - full);
+        const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
+        if (do_sum) {
+            if (klo) {
+                const __m512d a = k512_cvt8_mask(klo, xs + full);
+                s0 = k512_add_mask(s0, klo, _mm512_mul_pd(a, a));
+            }
+            if (khi) {
+                const __m512d b = k512_cvt8_mask(khi, xs + full + 8);
+                s1 = k512_add_mask(s1, khi, _mm512_mul_pd(b, b));
+            }
+        }
+        if (do_out)
+            rms_out_step(xo, yo, full, vr, gamma, k, 0, hg, nt);
+    }
+    if (do_sum)
+        *sumsq = k512_reduce16(s0, s1);
+}
+
+/* The pipeline over all rows: sweep t sums row t and writes row t - 1. Stage pointers of
+ * absent rows are never formed (row 0's stand in). */
+KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs, float *y,
+                               size_t ys, const float *gamma, float eps, float *rstd, int stream,
+                               int hg)
+{
+    float rs_o = 0.0f; /* of the row written next */
+    for (size_t t = 0; t < rows + 1; t++) {
+        const int do_sum = t < rows, do_out = t >= 1;
+        const float *xsum = x + (do_sum ? t : 0) * xs, *xo = x + (do_out ? t - 1 : 0) * xs;
+        float *yo = y + (do_out ? t - 1 : 0) * ys;
+        const int nt = stream && k512_aligned64(yo);
+        double ss = 0.0;
+        if (do_sum && do_out) /* every sweep but the first and the last */
+            rms_pipe_sweep(dim, 1, xsum, &ss, 1, xo, yo, rs_o, nt, gamma, hg);
+        else
+            rms_pipe_sweep(dim, do_sum, xsum, &ss, do_out, xo, yo, rs_o, nt, gamma, hg);
+        if (do_sum) {
+            rs_o = keel_rms_rstd(ss, dim, eps);
+            if (rstd)
+                rstd[t] = rs_o;
+        }
     }
 }
 
@@ -99,21 +169,22 @@ void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_
                                   float *y, size_t y_stride, const float *gamma, float eps,
                                   float *rstd)
 {
-#define ROWS(nr, pf) \
-    rms_fwd_rows(nr, pf, r, rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream)
+#define ROWS(nr) rms_fwd_rows(nr, r, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream)
     const int stream = k512_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K512_GROUP_BELOW) {
         for (; r + K512_GROUP <= rows; r += K512_GROUP)
-            ROWS(K512_GROUP, 0);
+            ROWS(K512_GROUP);
         for (; r < rows; r++)
-            ROWS(1, 0);
+            ROWS(1);
     } else if (k512_want_prefetch(rows, dim, x_stride)) {
-        for (; r < rows; r++)
-            ROWS(1, 1);
+        if (gamma)
+            rms_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream, 1);
+        else
+            rms_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream, 0);
     } else {
         for (; r < rows; r++)
-            ROWS(1, 0);
+            ROWS(1);
     }
     if (stream)
         _mm_sfence(); /* the streamed stores are visible before the call returns */

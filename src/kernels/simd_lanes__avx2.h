@@ -88,6 +88,9 @@ KEEL_INLINE int k256_want_prefetch(size_t rows, size_t dim, size_t stride)
 {
     return dim >= K256_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
 }
+/* The plain norms' forward pipelines prefetch the row they read from memory this far ahead of
+ * the loads, in floats (as K512_PIPE_AHEAD). */
+#define K256_PIPE_AHEAD 256
 /* Streaming stores of the plain norms' outputs past KEEL_STREAM_ABOVE bytes of y per call (the
  * policy and measurements of simd_lanes__avx512.h); a row streams when its start is 32-byte
  * aligned; the kernel ends with an sfence. */
