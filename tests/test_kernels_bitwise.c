@@ -9,10 +9,10 @@
  * each adversarial kind (NaN, Inf, both infinities, signalling NaN, 3e38, denormals, zeros,
  * cancelling +-2^k pairs, ...) and a finite batch (so that dgamma/dbeta partials, which one NaN
  * row poisons, are compared on real numbers too); then two widths with enough rows to run the
- * variants the SIMD paths pick for tensors beyond L2, and one, two and three rows of two widths
- * (the forwards' row pipelines, whose first and last sweeps do fewer stages). Strides and the
- * starts of all arrays are random (unaligned); every combination of gamma/beta, saved
- * statistics, in place, accumulate, dx, dgamma, dbeta is run.
+ * variants the SIMD paths pick for tensors beyond L2, and one, two and three rows of three
+ * widths (the row pipelines, whose first and last sweeps do fewer stages), also from row 1.
+ * Strides and the starts of all arrays are random (unaligned); every combination of gamma/beta,
+ * saved statistics, in place, accumulate, dx, dgamma, dbeta is run.
  */
 #include <math.h>
 
@@ -235,7 +235,9 @@ static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
     }
     b->ldy = make_layout(rng, rows, dim);
     b->ldx = make_layout(rng, rows, dim);
-    if (dim % 16 == 0 && keel_rng_below(rng, 2)) { /* packed: every dx row starts aligned */
+    /* packed: every dx row starts aligned (always in the few-rows batches, so that the
+     * backwards' row pipelines stream dx from their first sweep to their last) */
+    if (dim % 16 == 0 && (mode == B_FEW || keel_rng_below(rng, 2))) {
         b->ldx.off = 0;
         b->ldx.stride = dim;
         b->ldx.len = rows * dim + GUARD;
@@ -278,6 +280,24 @@ static void free_batch(batch *b)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         free(all[i]);
     free(b->kind);
+}
+
+/* Rows first .. first + n - 1 of b as a batch of their own (a block of rows that does not start
+ * at row 0, as the operator gives a thread): the same arrays, so the rows outside the block are
+ * compared too (they must stay untouched). */
+static batch sub_batch(const batch *b, size_t first, size_t n)
+{
+    batch s = *b;
+    s.rows = n;
+    s.lx.off += first * b->lx.stride;
+    s.ly.off += first * b->ly.stride;
+    s.ldy.off += first * b->ldy.stride;
+    s.ldx.off += first * b->ldx.stride;
+    s.kind += first;
+    s.mean += first;
+    s.rstd += first;
+    s.rms_rstd += first;
+    return s;
 }
 
 /* ---- one call on both paths, and the comparison ------------------------------------------- */
@@ -755,17 +775,31 @@ int main(void)
             run_batch_fwd(k, &b);
             free_batch(&b);
         }
-        /* The forwards' row pipelines with 1, 2 and 3 rows (their first and last sweeps, which
-         * do fewer stages): LayerNorm's at dim 300 (it takes rows in cache too), RMSNorm's at a
-         * width where one row spans over 2 MiB (it takes tensors beyond L2); both with a tail. */
-        static const size_t few_dims[] = {300, 540007};
+        /* The row pipelines with 1, 2 and 3 rows (their first and last sweeps, which do fewer
+         * stages): the forwards' (LayerNorm's at dim 300: it takes rows in cache too; RMSNorm's
+         * at a width where one row spans over 2 MiB: it takes tensors beyond L2) and, at 300 and
+         * 1024, the backwards' (rows of 256 floats or more with the statistics given, in cache
+         * or not): with a tail (300) and without (1024, whose dx rows then all start aligned and
+         * are streamed with the hints), without and with the backward hints, and also 1 and 2
+         * rows from row 1 (a block of rows that does not start at row 0, its statistics at
+         * mean + 1). */
+        static const size_t few_dims[] = {300, 1024, 540007};
         for (size_t di = 0; di < sizeof few_dims / sizeof few_dims[0]; di++) {
             batch b;
             make_batch(&b, &rng, few_dims[di], B_FEW);
-            for (size_t n = 1; n <= 3; n++) {
-                b.rows = n;
-                run_batch_fwd(k, &b);
-            }
+            if (b.dim >= 65536) /* RMSNorm's forward pipeline; the backwards' take long there */
+                for (size_t n = 1; n <= 3; n++) {
+                    b.rows = n;
+                    run_batch_fwd(k, &b);
+                }
+            else
+                for (size_t first = 0; first <= 1; first++)
+                    for (size_t n = 1; first + n <= b.rows; n++)
+                        for (int h = 0; h < 2; h++) {
+                            batch s = sub_batch(&b, first, n);
+                            s.hints = h ? KEEL_KBWD_PREFETCH | KEEL_KBWD_STREAM : 0;
+                            run_batch(k, &s);
+                        }
             free_batch(&b);
         }
         /* rows == 0 writes nothing */

@@ -2,7 +2,7 @@
  * bits of f32_layernorm__scalar.c. Reductions run 16 floats a step in the four double-lane
  * registers of simd_lanes__avx2.h; elementwise work is 8 floats a step, one rounding per
  * operation as written (no FMA: built with -ffp-contract=off, separate mul and add only).
- * Row grouping, the forward's row pipeline and prefetching as in f32_layernorm__avx512.c. */
+ * Row grouping, the row pipelines and prefetching as in f32_layernorm__avx512.c. */
 #include <math.h>
 #include <stdint.h>
 
@@ -312,7 +312,9 @@ void keel_f32_layernorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_
 /* ---- backward ----------------------------------------------------------------------------
  * Sweep 1 keeps 12 accumulators a row (of 16 registers), so it takes one row at a time; for
  * small rows sweep 2 takes K256_GROUP rows at once, updating the dgamma/dbeta partials of a
- * column chunk once for the group, adding the rows in increasing order (kernels.h). */
+ * column chunk once for the group, adding the rows in increasing order (kernels.h). Rows of
+ * K256_GROUP_BELOW floats or more with their statistics given go through the row pipeline
+ * (ln_bwd_piped, below) instead. */
 
 /* The per-row constants of sweep 2. */
 typedef struct ln_row {
@@ -325,82 +327,108 @@ KEEL_INLINE __m256 ln_g8(__m256 dyv, const float *gamma, int hg)
     return hg ? _mm256_mul_ps(dyv, _mm256_loadu_ps(gamma)) : dyv;
 }
 
-/* Sweep 1 over one row: Sx = R(u), u = (double)x - (double)m; with want_g also Sg = R((double)g)
- * and Sgu = R((double)g * u). Then the row constants of kernels.h into c (m, rs already there). */
-KEEL_INLINE void ln_sweep1(size_t dim, const float *dy, const float *x, const float *gamma,
-                           ln_row *c, const k256_tail *t, int want_g, int hg)
+/* Sweep 1's sums of one row: Sx = R(u), u = (double)x - (double)m; with want_g also
+ * Sg = R((double)g) and Sgu = R((double)g * u). A step at a time (ln_s1_step), so that the
+ * rows one at a time and the row pipeline (below) run the same arithmetic. */
+typedef struct ln_s1 {
+    __m256d md, x0, x1, x2, x3, g0, g1, g2, g3, p0, p1, p2, p3;
+} ln_s1;
+
+KEEL_INLINE ln_s1 ln_s1_begin(float m)
 {
-    const size_t full = dim - t->n;
-    const __m256d md = _mm256_set1_pd((double)c->m);
     const __m256d z = _mm256_setzero_pd();
-    __m256d x0 = z, x1 = z, x2 = z, x3 = z, g0 = z, g1 = z, g2 = z, g3 = z;
-    __m256d p0 = z, p1 = z, p2 = z, p3 = z;
-    for (size_t j = 0; j < full; j += 16) {
-        const __m256d u0 = _mm256_sub_pd(k256_cvt4(x + j), md);
-        const __m256d u1 = _mm256_sub_pd(k256_cvt4(x + j + 4), md);
-        const __m256d u2 = _mm256_sub_pd(k256_cvt4(x + j + 8), md);
-        const __m256d u3 = _mm256_sub_pd(k256_cvt4(x + j + 12), md);
-        x0 = _mm256_add_pd(x0, u0);
-        x1 = _mm256_add_pd(x1, u1);
-        x2 = _mm256_add_pd(x2, u2);
-        x3 = _mm256_add_pd(x3, u3);
+    const ln_s1 a = {_mm256_set1_pd((double)m), z, z, z, z, z, z, z, z, z, z, z, z};
+    return a;
+}
+
+/* Sweep 1 at column j of the row x, dy: 16 floats (full) or the row's tail t (the masked-out
+ * floats load as +0.0; the terms of lanes without an element are masked out). */
+KEEL_INLINE void ln_s1_step(ln_s1 *a, const float *x, const float *dy, const float *gamma,
+                            size_t j, const k256_tail *t, int full, int want_g, int hg)
+{
+    if (full) {
+        const __m256d u0 = _mm256_sub_pd(k256_cvt4(x + j), a->md);
+        const __m256d u1 = _mm256_sub_pd(k256_cvt4(x + j + 4), a->md);
+        const __m256d u2 = _mm256_sub_pd(k256_cvt4(x + j + 8), a->md);
+        const __m256d u3 = _mm256_sub_pd(k256_cvt4(x + j + 12), a->md);
+        a->x0 = _mm256_add_pd(a->x0, u0);
+        a->x1 = _mm256_add_pd(a->x1, u1);
+        a->x2 = _mm256_add_pd(a->x2, u2);
+        a->x3 = _mm256_add_pd(a->x3, u3);
         if (want_g) {
             const __m256 ga = ln_g8(_mm256_loadu_ps(dy + j), hg ? gamma + j : NULL, hg);
             const __m256 gb = ln_g8(_mm256_loadu_ps(dy + j + 8), hg ? gamma + j + 8 : NULL, hg);
             const __m256d d0 = k256_lo_pd(ga), d1 = k256_hi_pd(ga);
             const __m256d d2 = k256_lo_pd(gb), d3 = k256_hi_pd(gb);
-            g0 = _mm256_add_pd(g0, d0);
-            g1 = _mm256_add_pd(g1, d1);
-            g2 = _mm256_add_pd(g2, d2);
-            g3 = _mm256_add_pd(g3, d3);
-            p0 = _mm256_add_pd(p0, _mm256_mul_pd(d0, u0));
-            p1 = _mm256_add_pd(p1, _mm256_mul_pd(d1, u1));
-            p2 = _mm256_add_pd(p2, _mm256_mul_pd(d2, u2));
-            p3 = _mm256_add_pd(p3, _mm256_mul_pd(d3, u3));
+            a->g0 = _mm256_add_pd(a->g0, d0);
+            a->g1 = _mm256_add_pd(a->g1, d1);
+            a->g2 = _mm256_add_pd(a->g2, d2);
+            a->g3 = _mm256_add_pd(a->g3, d3);
+            a->p0 = _mm256_add_pd(a->p0, _mm256_mul_pd(d0, u0));
+            a->p1 = _mm256_add_pd(a->p1, _mm256_mul_pd(d1, u1));
+            a->p2 = _mm256_add_pd(a->p2, _mm256_mul_pd(d2, u2));
+            a->p3 = _mm256_add_pd(a->p3, _mm256_mul_pd(d3, u3));
         }
+        return;
     }
-    if (t->n) {
-        __m256 xa, xb;
-        k256_tail_load(t, x + full, &xa, &xb);
-        const __m256d u0 = _mm256_sub_pd(k256_lo_pd(xa), md);
-        const __m256d u1 = _mm256_sub_pd(k256_hi_pd(xa), md);
-        const __m256d u2 = _mm256_sub_pd(k256_lo_pd(xb), md);
-        const __m256d u3 = _mm256_sub_pd(k256_hi_pd(xb), md);
-        x0 = k256_add_mask(x0, t->d0, u0);
-        x1 = k256_add_mask(x1, t->d1, u1);
-        x2 = k256_add_mask(x2, t->d2, u2);
-        x3 = k256_add_mask(x3, t->d3, u3);
-        if (want_g) {
-            __m256 ga, gb;
-            k256_tail_load(t, dy + full, &ga, &gb);
-            if (hg) {
-                __m256 ca, cb;
-                k256_tail_load(t, gamma + full, &ca, &cb);
-                ga = _mm256_mul_ps(ga, ca);
-                gb = _mm256_mul_ps(gb, cb);
-            }
-            /* the masked-out g are 0.0 * 0.0 = +0.0; their g * u terms are masked */
-            const __m256d d0 = k256_lo_pd(ga), d1 = k256_hi_pd(ga);
-            const __m256d d2 = k256_lo_pd(gb), d3 = k256_hi_pd(gb);
-            g0 = _mm256_add_pd(g0, d0);
-            g1 = _mm256_add_pd(g1, d1);
-            g2 = _mm256_add_pd(g2, d2);
-            g3 = _mm256_add_pd(g3, d3);
-            p0 = k256_add_mask(p0, t->d0, _mm256_mul_pd(d0, u0));
-            p1 = k256_add_mask(p1, t->d1, _mm256_mul_pd(d1, u1));
-            p2 = k256_add_mask(p2, t->d2, _mm256_mul_pd(d2, u2));
-            p3 = k256_add_mask(p3, t->d3, _mm256_mul_pd(d3, u3));
+    __m256 xa, xb;
+    k256_tail_load(t, x + j, &xa, &xb);
+    const __m256d u0 = _mm256_sub_pd(k256_lo_pd(xa), a->md);
+    const __m256d u1 = _mm256_sub_pd(k256_hi_pd(xa), a->md);
+    const __m256d u2 = _mm256_sub_pd(k256_lo_pd(xb), a->md);
+    const __m256d u3 = _mm256_sub_pd(k256_hi_pd(xb), a->md);
+    a->x0 = k256_add_mask(a->x0, t->d0, u0);
+    a->x1 = k256_add_mask(a->x1, t->d1, u1);
+    a->x2 = k256_add_mask(a->x2, t->d2, u2);
+    a->x3 = k256_add_mask(a->x3, t->d3, u3);
+    if (want_g) {
+        __m256 ga, gb;
+        k256_tail_load(t, dy + j, &ga, &gb);
+        if (hg) {
+            __m256 ca, cb;
+            k256_tail_load(t, gamma + j, &ca, &cb);
+            ga = _mm256_mul_ps(ga, ca);
+            gb = _mm256_mul_ps(gb, cb);
         }
+        /* the masked-out g are 0.0 * 0.0 = +0.0; their g * u terms are masked */
+        const __m256d d0 = k256_lo_pd(ga), d1 = k256_hi_pd(ga);
+        const __m256d d2 = k256_lo_pd(gb), d3 = k256_hi_pd(gb);
+        a->g0 = _mm256_add_pd(a->g0, d0);
+        a->g1 = _mm256_add_pd(a->g1, d1);
+        a->g2 = _mm256_add_pd(a->g2, d2);
+        a->g3 = _mm256_add_pd(a->g3, d3);
+        a->p0 = k256_add_mask(a->p0, t->d0, _mm256_mul_pd(d0, u0));
+        a->p1 = k256_add_mask(a->p1, t->d1, _mm256_mul_pd(d1, u1));
+        a->p2 = k256_add_mask(a->p2, t->d2, _mm256_mul_pd(d2, u2));
+        a->p3 = k256_add_mask(a->p3, t->d3, _mm256_mul_pd(d3, u3));
     }
+}
+
+/* The row constants of kernels.h from sweep 1's sums into c (m and rs already there). */
+KEEL_INLINE void ln_s1_end(const ln_s1 *a, size_t dim, int want_g, ln_row *c)
+{
     const double n = (double)dim;
-    const double delta = k256_reduce16(x0, x1, x2, x3) / n;
+    const double delta = k256_reduce16(a->x0, a->x1, a->x2, a->x3) / n;
     c->df = (float)delta;
     if (want_g) {
-        const double Sg = k256_reduce16(g0, g1, g2, g3);
-        const double Sgu = k256_reduce16(p0, p1, p2, p3);
+        const double Sg = k256_reduce16(a->g0, a->g1, a->g2, a->g3);
+        const double Sgu = k256_reduce16(a->p0, a->p1, a->p2, a->p3);
         c->a = (float)(Sg / n);
         c->b = (float)((double)c->rs * ((Sgu - delta * Sg) / n));
     }
+}
+
+/* Sweep 1 over one row, then its constants into c (m and rs already there). */
+KEEL_INLINE void ln_sweep1(size_t dim, const float *dy, const float *x, const float *gamma,
+                           ln_row *c, const k256_tail *t, int want_g, int hg)
+{
+    const size_t full = dim - t->n;
+    ln_s1 a = ln_s1_begin(c->m);
+    for (size_t j = 0; j < full; j += 16)
+        ln_s1_step(&a, x, dy, gamma, j, t, 1, want_g, hg);
+    if (t->n)
+        ln_s1_step(&a, x, dy, gamma, full, t, 0, want_g, hg);
+    ln_s1_end(&a, dim, want_g, c);
 }
 
 /* Where sweep 2 prefetches: the next group's rows (NULL: nowhere). */
@@ -547,6 +575,124 @@ KEEL_INLINE int ln_dx_aligned(const float *dx, size_t dxs, size_t r, int nr)
     return 1;
 }
 
+/* ---- the backward's row pipeline -----------------------------------------------------------
+ * f32_layernorm__avx512.c's: with the statistics given, one sweep over j does row t's sweep 1
+ * (x and dy from memory, the loads K256_PIPE_AHEAD floats behind their prefetches) and row
+ * t - 1's sweep 2 (its x and dy still in cache, dx written or streamed, the partials updated),
+ * so that reads and writes go to memory together. Each row's arithmetic is ln_sweep1's and
+ * ln_step2's with one row, and sweep 2 still takes the rows in increasing order: the same bits.
+ * Measured (keel_profile_loop lnb with KEEL_ISA=avx2, 1 thread, fastest call, one row at a time
+ * -> pipelined): 4096x4096 17.3-17.8 -> 13.4-13.9 ms, 1024x8192 9.4-10.0 -> 7.6-7.8 ms, 4096x1024
+ * 3.39 -> 2.67-2.79 ms, 4096x768 2.58 -> 1.94-1.99 ms, 4096x1000 3.41 -> 2.53 ms; in cache
+ * 256x1024 255 -> 209 us, 64x4096 297 -> 224 us, 2048x256 443 -> 349 us; 128x65536 11.3 -> 8.3
+ * ms, 8x1048576 17.8 -> 13.1 ms; keel bench --rows 4096 --dim 4096 --threads 1: 0.58-0.59 of the
+ * copy floor -> 0.74-0.76. The same calls as on AVX-512 take it. */
+
+/* One sweep of the pipeline, each stage optional (do1, do2: constants in the steady state):
+ * x1, dy1, a: the row of sweep 1 and its sums; c, x2, dy2, dx2, nt: the row of sweep 2, its
+ * constants and whether dx is streamed. tail8: the mask of the last dim % 8 floats. */
+KEEL_INLINE void ln_bwd_pipe_sweep(size_t dim, const k256_tail *t, __m256i tail8, int do1,
+                                   ln_s1 *a, const float *x1, const float *dy1, int do2,
+                                   const ln_row *c, const float *x2, const float *dy2, float *dx2,
+                                   int nt, const float *gamma, float *dg, float *db, int hdx,
+                                   int acc, int hg, int hdg, int hdb)
+{
+    const __m256i all = _mm256_set1_epi32(-1);
+    const size_t full = dim - t->n;
+    for (size_t j = 0; j < full; j += 16) {
+        if (do1) {
+            K256_PF_L1(x1 + j + K256_PIPE_AHEAD);
+            K256_PF_L1(dy1 + j + K256_PIPE_AHEAD); /* sweep 2 reads dy even when sweep 1 does not */
+            ln_s1_step(a, x1, dy1, gamma, j, t, 1, hdx, hg);
+        }
+        if (do2) {
+            if (hdx && !nt) /* the lines of dx stored (or added to) normally */
+                K256_PF_L1(dx2 + j + K256_PIPE_AHEAD);
+            ln_step2(1, j, dy2, 0, x2, 0, gamma, dx2, 0, dg, db, c, all, 1, hdx, acc, hg, hdg,
+                     hdb, nt);
+            ln_step2(1, j + 8, dy2, 0, x2, 0, gamma, dx2, 0, dg, db, c, all, 1, hdx, acc, hg, hdg,
+                     hdb, nt);
+        }
+    }
+    if (t->n) { /* the tail, as ln_sweep1's and ln_sweep2's */
+        if (do1)
+            ln_s1_step(a, x1, dy1, gamma, full, t, 0, hdx, hg);
+        if (do2) {
+            size_t j = full;
+            if (j + 8 <= dim) {
+                ln_step2(1, j, dy2, 0, x2, 0, gamma, dx2, 0, dg, db, c, all, 1, hdx, acc, hg, hdg,
+                         hdb, nt);
+                j += 8;
+            }
+            if (j < dim)
+                ln_step2(1, j, dy2, 0, x2, 0, gamma, dx2, 0, dg, db, c, tail8, 0, hdx, acc, hg,
+                         hdg, hdb, 0);
+        }
+    }
+}
+
+/* The pipeline over all rows (mean and rstd given; dx or dgamma wanted): sweep t runs row t's
+ * sweep 1 and row t - 1's sweep 2. Row pointers of absent rows are never formed (row 0's stand
+ * in). stream: dx rows that start aligned are streamed. */
+KEEL_INLINE void ln_bwd_piped(size_t rows, size_t dim, const float *dy, size_t dys,
+                              const float *x, size_t xs, const float *mean, const float *rstd,
+                              const float *gamma, float *dx, size_t dxs, float *dg, float *db,
+                              int stream, int hdx, int acc, int hg, int hdg, int hdb)
+{
+    const k256_tail t = k256_tail_of(dim % 16);
+    const __m256i tail8 = k256_mask8(dim % 8);
+    ln_row c = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f}; /* of the row in sweep 2 */
+    for (size_t r = 0; r <= rows; r++) {
+        const int do1 = r < rows, do2 = r >= 1;
+        const size_t r1 = do1 ? r : 0, r2 = do2 ? r - 1 : 0;
+        float *dx2 = hdx ? dx + r2 * dxs : NULL;
+        const int nt = do2 && stream && k256_aligned32(dx2);
+        ln_s1 a = ln_s1_begin(do1 ? mean[r] : 0.0f);
+        if (do1 && do2) /* every sweep but the first and the last */
+            ln_bwd_pipe_sweep(dim, &t, tail8, 1, &a, x + r1 * xs, dy + r1 * dys, 1, &c,
+                              x + r2 * xs, dy + r2 * dys, dx2, nt, gamma, dg, db, hdx, acc, hg,
+                              hdg, hdb);
+        else
+            ln_bwd_pipe_sweep(dim, &t, tail8, do1, &a, x + r1 * xs, dy + r1 * dys, do2, &c,
+                              x + r2 * xs, dy + r2 * dys, dx2, nt, gamma, dg, db, hdx, acc, hg,
+                              hdg, hdb);
+        if (do1) { /* row r's constants: it is swept twice next */
+            c.m = mean[r];
+            c.rs = rstd[r];
+            ln_s1_end(&a, dim, hdx, &c);
+        }
+    }
+}
+
+/* The pipeline for the 5 flags (dx, accumulate, gamma, dgamma, dbeta), each a constant. */
+typedef void (*ln_piped_fn)(size_t, size_t, const float *, size_t, const float *, size_t,
+                            const float *, const float *, const float *, float *, size_t, float *,
+                            float *, int);
+#define LN_PIPED_VARIANT(i)                                                                      \
+    static void ln_piped_##i(size_t rows, size_t dim, const float *dy, size_t dys,               \
+                             const float *x, size_t xs, const float *mean, const float *rstd,    \
+                             const float *gamma, float *dx, size_t dxs, float *dg, float *db,    \
+                             int stream)                                                         \
+    {                                                                                            \
+        ln_bwd_piped(rows, dim, dy, dys, x, xs, mean, rstd, gamma, dx, dxs, dg, db, stream,      \
+                     (i) & 1, ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);   \
+    }
+LN_PIPED_VARIANT(0) LN_PIPED_VARIANT(1) LN_PIPED_VARIANT(2) LN_PIPED_VARIANT(3)
+LN_PIPED_VARIANT(4) LN_PIPED_VARIANT(5) LN_PIPED_VARIANT(6) LN_PIPED_VARIANT(7)
+LN_PIPED_VARIANT(8) LN_PIPED_VARIANT(9) LN_PIPED_VARIANT(10) LN_PIPED_VARIANT(11)
+LN_PIPED_VARIANT(12) LN_PIPED_VARIANT(13) LN_PIPED_VARIANT(14) LN_PIPED_VARIANT(15)
+LN_PIPED_VARIANT(16) LN_PIPED_VARIANT(17) LN_PIPED_VARIANT(18) LN_PIPED_VARIANT(19)
+LN_PIPED_VARIANT(20) LN_PIPED_VARIANT(21) LN_PIPED_VARIANT(22) LN_PIPED_VARIANT(23)
+LN_PIPED_VARIANT(24) LN_PIPED_VARIANT(25) LN_PIPED_VARIANT(26) LN_PIPED_VARIANT(27)
+LN_PIPED_VARIANT(28) LN_PIPED_VARIANT(29) LN_PIPED_VARIANT(30) LN_PIPED_VARIANT(31)
+static const ln_piped_fn ln_piped_table[32] = {
+    ln_piped_0,  ln_piped_1,  ln_piped_2,  ln_piped_3,  ln_piped_4,  ln_piped_5,  ln_piped_6,
+    ln_piped_7,  ln_piped_8,  ln_piped_9,  ln_piped_10, ln_piped_11, ln_piped_12, ln_piped_13,
+    ln_piped_14, ln_piped_15, ln_piped_16, ln_piped_17, ln_piped_18, ln_piped_19, ln_piped_20,
+    ln_piped_21, ln_piped_22, ln_piped_23, ln_piped_24, ln_piped_25, ln_piped_26, ln_piped_27,
+    ln_piped_28, ln_piped_29, ln_piped_30, ln_piped_31,
+};
+
 void keel_f32_layernorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                   const float *x, size_t x_stride, const float *mean,
                                   const float *rstd, const float *gamma, float eps, float *dx,
@@ -557,12 +703,21 @@ void keel_f32_layernorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size
     /* streaming stores of dx when told dx spans far beyond the caches (never with accumulate) */
     const int stream = hdx && !acc && (dx_flags & KEEL_KBWD_STREAM);
     const int need_xhat = hdx || dgamma_part; /* only dbeta: no statistics needed at all */
-    const ln_sweep2_fn sweep2 =
-        ln_sweep2_table[hdx | (hdx && acc) << 1 | (gamma != NULL) << 2 |
-                        (dgamma_part != NULL) << 3 | (dbeta_part != NULL) << 4];
+    const int idx = hdx | (hdx && acc) << 1 | (gamma != NULL) << 2 | (dgamma_part != NULL) << 3 |
+                    (dbeta_part != NULL) << 4;
+    const ln_sweep2_fn sweep2 = ln_sweep2_table[idx];
     const k256_tail t = k256_tail_of(dim % 16);
     const size_t group = dim < K256_GROUP_BELOW ? K256_GROUP : 1;
     const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || k256_want_prefetch(rows, dim, x_stride);
+    /* the row pipeline: the statistics given, and dx or dgamma wanted (else there is no
+     * sweep 1); in cache or not */
+    if (need_xhat && mean && rstd && dim >= K256_GROUP_BELOW) {
+        ln_piped_table[idx](rows, dim, dy, dy_stride, x, x_stride, mean, rstd, gamma, dx,
+                            dx_stride, dgamma_part, dbeta_part, stream);
+        if (stream)
+            _mm_sfence(); /* the streamed stores are visible before the call returns */
+        return;
+    }
     for (size_t r = 0; r < rows;) {
         const int nr = (int)(rows - r < group ? rows - r : group);
         ln_row c[K256_GROUP] = {{0.0f, 0.0f, 0.0f, 0.0f, 0.0f}};
