@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx2.h"
 
@@ -205,17 +206,8 @@ typedef void (*fwd_fn)(size_t, size_t, const keel_f32_res *, float *, size_t, fl
         fwd_rows(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, (i) & 1,              \
                  ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);                 \
     }
-FWD_VARIANT(0) FWD_VARIANT(1) FWD_VARIANT(2) FWD_VARIANT(3) FWD_VARIANT(4) FWD_VARIANT(5)
-FWD_VARIANT(6) FWD_VARIANT(7) FWD_VARIANT(8) FWD_VARIANT(9) FWD_VARIANT(10) FWD_VARIANT(11)
-FWD_VARIANT(12) FWD_VARIANT(13) FWD_VARIANT(14) FWD_VARIANT(15) FWD_VARIANT(16) FWD_VARIANT(17)
-FWD_VARIANT(18) FWD_VARIANT(19) FWD_VARIANT(20) FWD_VARIANT(21) FWD_VARIANT(22) FWD_VARIANT(23)
-FWD_VARIANT(24) FWD_VARIANT(25) FWD_VARIANT(26) FWD_VARIANT(27) FWD_VARIANT(28) FWD_VARIANT(29)
-FWD_VARIANT(30) FWD_VARIANT(31)
-static const fwd_fn fwd_table[32] = {
-    fwd_0,  fwd_1,  fwd_2,  fwd_3,  fwd_4,  fwd_5,  fwd_6,  fwd_7,  fwd_8,  fwd_9,  fwd_10,
-    fwd_11, fwd_12, fwd_13, fwd_14, fwd_15, fwd_16, fwd_17, fwd_18, fwd_19, fwd_20, fwd_21,
-    fwd_22, fwd_23, fwd_24, fwd_25, fwd_26, fwd_27, fwd_28, fwd_29, fwd_30, fwd_31,
-};
+KEEL_EACH32(FWD_VARIANT)
+static const fwd_fn fwd_table[32] = {KEEL_LIST32(fwd_)};
 
 void keel_f32_add_layernorm_fwd__avx2(size_t rows, size_t dim, const keel_f32_res *res, float *h,
                                       size_t h_stride, float *y, size_t y_stride,

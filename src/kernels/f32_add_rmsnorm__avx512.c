@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "kernels.h"
+#include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx512.h"
 
@@ -141,13 +142,8 @@ typedef void (*fwd_fn)(size_t, size_t, const keel_f32_res *, float *, size_t, fl
         fwd_rows(rows, dim, res, h, hs, y, ys, gamma, eps, rstd, (i) & 1, ((i) >> 1) & 1,          \
                  ((i) >> 2) & 1, ((i) >> 3) & 1);                                                  \
     }
-FWD_VARIANT(0) FWD_VARIANT(1) FWD_VARIANT(2) FWD_VARIANT(3) FWD_VARIANT(4) FWD_VARIANT(5)
-FWD_VARIANT(6) FWD_VARIANT(7) FWD_VARIANT(8) FWD_VARIANT(9) FWD_VARIANT(10) FWD_VARIANT(11)
-FWD_VARIANT(12) FWD_VARIANT(13) FWD_VARIANT(14) FWD_VARIANT(15)
-static const fwd_fn fwd_table[16] = {
-    fwd_0, fwd_1, fwd_2,  fwd_3,  fwd_4,  fwd_5,  fwd_6,  fwd_7,
-    fwd_8, fwd_9, fwd_10, fwd_11, fwd_12, fwd_13, fwd_14, fwd_15,
-};
+KEEL_EACH16(FWD_VARIANT)
+static const fwd_fn fwd_table[16] = {KEEL_LIST16(fwd_)};
 
 void keel_f32_add_rmsnorm_fwd__avx512(size_t rows, size_t dim, const keel_f32_res *res, float *h,
                                       size_t h_stride, float *y, size_t y_stride,

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "variants.h"
 #include "norm_finish.h"
 #include "simd_lanes__avx2.h"
 
@@ -526,22 +527,8 @@ typedef void (*ln_sweep2_fn)(int, size_t, const float *, size_t, const float *, 
         ln_sweep2(nr, dim, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, pf, (i) & 1,             \
                   ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);            \
     }
-LN_SWEEP2_VARIANT(0) LN_SWEEP2_VARIANT(1) LN_SWEEP2_VARIANT(2) LN_SWEEP2_VARIANT(3)
-LN_SWEEP2_VARIANT(4) LN_SWEEP2_VARIANT(5) LN_SWEEP2_VARIANT(6) LN_SWEEP2_VARIANT(7)
-LN_SWEEP2_VARIANT(8) LN_SWEEP2_VARIANT(9) LN_SWEEP2_VARIANT(10) LN_SWEEP2_VARIANT(11)
-LN_SWEEP2_VARIANT(12) LN_SWEEP2_VARIANT(13) LN_SWEEP2_VARIANT(14) LN_SWEEP2_VARIANT(15)
-LN_SWEEP2_VARIANT(16) LN_SWEEP2_VARIANT(17) LN_SWEEP2_VARIANT(18) LN_SWEEP2_VARIANT(19)
-LN_SWEEP2_VARIANT(20) LN_SWEEP2_VARIANT(21) LN_SWEEP2_VARIANT(22) LN_SWEEP2_VARIANT(23)
-LN_SWEEP2_VARIANT(24) LN_SWEEP2_VARIANT(25) LN_SWEEP2_VARIANT(26) LN_SWEEP2_VARIANT(27)
-LN_SWEEP2_VARIANT(28) LN_SWEEP2_VARIANT(29) LN_SWEEP2_VARIANT(30) LN_SWEEP2_VARIANT(31)
-static const ln_sweep2_fn ln_sweep2_table[32] = {
-    ln_sweep2_0,  ln_sweep2_1,  ln_sweep2_2,  ln_sweep2_3,  ln_sweep2_4,  ln_sweep2_5,
-    ln_sweep2_6,  ln_sweep2_7,  ln_sweep2_8,  ln_sweep2_9,  ln_sweep2_10, ln_sweep2_11,
-    ln_sweep2_12, ln_sweep2_13, ln_sweep2_14, ln_sweep2_15, ln_sweep2_16, ln_sweep2_17,
-    ln_sweep2_18, ln_sweep2_19, ln_sweep2_20, ln_sweep2_21, ln_sweep2_22, ln_sweep2_23,
-    ln_sweep2_24, ln_sweep2_25, ln_sweep2_26, ln_sweep2_27, ln_sweep2_28, ln_sweep2_29,
-    ln_sweep2_30, ln_sweep2_31,
-};
+KEEL_EACH32(LN_SWEEP2_VARIANT)
+static const ln_sweep2_fn ln_sweep2_table[32] = {KEEL_LIST32(ln_sweep2_)};
 
 /* Statistics (given or recomputed) and sweep 1 of row r into c. */
 static void ln_bwd_row_stats(size_t r, size_t dim, const float *dy, size_t dys, const float *x,
@@ -677,21 +664,8 @@ typedef void (*ln_piped_fn)(size_t, size_t, const float *, size_t, const float *
         ln_bwd_piped(rows, dim, dy, dys, x, xs, mean, rstd, gamma, dx, dxs, dg, db, stream,      \
                      (i) & 1, ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);   \
     }
-LN_PIPED_VARIANT(0) LN_PIPED_VARIANT(1) LN_PIPED_VARIANT(2) LN_PIPED_VARIANT(3)
-LN_PIPED_VARIANT(4) LN_PIPED_VARIANT(5) LN_PIPED_VARIANT(6) LN_PIPED_VARIANT(7)
-LN_PIPED_VARIANT(8) LN_PIPED_VARIANT(9) LN_PIPED_VARIANT(10) LN_PIPED_VARIANT(11)
-LN_PIPED_VARIANT(12) LN_PIPED_VARIANT(13) LN_PIPED_VARIANT(14) LN_PIPED_VARIANT(15)
-LN_PIPED_VARIANT(16) LN_PIPED_VARIANT(17) LN_PIPED_VARIANT(18) LN_PIPED_VARIANT(19)
-LN_PIPED_VARIANT(20) LN_PIPED_VARIANT(21) LN_PIPED_VARIANT(22) LN_PIPED_VARIANT(23)
-LN_PIPED_VARIANT(24) LN_PIPED_VARIANT(25) LN_PIPED_VARIANT(26) LN_PIPED_VARIANT(27)
-LN_PIPED_VARIANT(28) LN_PIPED_VARIANT(29) LN_PIPED_VARIANT(30) LN_PIPED_VARIANT(31)
-static const ln_piped_fn ln_piped_table[32] = {
-    ln_piped_0,  ln_piped_1,  ln_piped_2,  ln_piped_3,  ln_piped_4,  ln_piped_5,  ln_piped_6,
-    ln_piped_7,  ln_piped_8,  ln_piped_9,  ln_piped_10, ln_piped_11, ln_piped_12, ln_piped_13,
-    ln_piped_14, ln_piped_15, ln_piped_16, ln_piped_17, ln_piped_18, ln_piped_19, ln_piped_20,
-    ln_piped_21, ln_piped_22, ln_piped_23, ln_piped_24, ln_piped_25, ln_piped_26, ln_piped_27,
-    ln_piped_28, ln_piped_29, ln_piped_30, ln_piped_31,
-};
+KEEL_EACH32(LN_PIPED_VARIANT)
+static const ln_piped_fn ln_piped_table[32] = {KEEL_LIST32(ln_piped_)};
 
 void keel_f32_layernorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                   const float *x, size_t x_stride, const float *mean,

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "variants.h"
 #include "norm_finish.h"
 #include "simd_lanes__avx2.h"
 
@@ -379,15 +380,8 @@ typedef void (*rms_sweep2_fn)(int, size_t, const float *, size_t, const float *,
         rms_sweep2(nr, dim, dy, dys, x, xs, gamma, dx, dxs, dg, c, pf, (i) & 1,               \
                    ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1);                           \
     }
-RMS_SWEEP2_VARIANT(0) RMS_SWEEP2_VARIANT(1) RMS_SWEEP2_VARIANT(2) RMS_SWEEP2_VARIANT(3)
-RMS_SWEEP2_VARIANT(4) RMS_SWEEP2_VARIANT(5) RMS_SWEEP2_VARIANT(6) RMS_SWEEP2_VARIANT(7)
-RMS_SWEEP2_VARIANT(8) RMS_SWEEP2_VARIANT(9) RMS_SWEEP2_VARIANT(10) RMS_SWEEP2_VARIANT(11)
-RMS_SWEEP2_VARIANT(12) RMS_SWEEP2_VARIANT(13) RMS_SWEEP2_VARIANT(14) RMS_SWEEP2_VARIANT(15)
-static const rms_sweep2_fn rms_sweep2_table[16] = {
-    rms_sweep2_0,  rms_sweep2_1,  rms_sweep2_2,  rms_sweep2_3,  rms_sweep2_4,  rms_sweep2_5,
-    rms_sweep2_6,  rms_sweep2_7,  rms_sweep2_8,  rms_sweep2_9,  rms_sweep2_10, rms_sweep2_11,
-    rms_sweep2_12, rms_sweep2_13, rms_sweep2_14, rms_sweep2_15,
-};
+KEEL_EACH16(RMS_SWEEP2_VARIANT)
+static const rms_sweep2_fn rms_sweep2_table[16] = {KEEL_LIST16(rms_sweep2_)};
 
 /* rstd (given or recomputed) and sweep 1 of the nr rows from row r (nr a constant). */
 KEEL_INLINE void rms_bwd_stats(int nr, size_t r, size_t dim, const float *dy, size_t dys,
