@@ -165,7 +165,7 @@ KEEL_INLINE void ln_pipe_sweep(size_t dim, const k256_tail *t, __m256i tail8, in
                                const float *xs, double *sum, int do_cen, const float *xc,
                                double mean_c, double *cen, int do_out, const float *xo, float *yo,
                                float hi, float lo, float rs, int nt, const float *gamma,
-                               const float *beta, int hg, int hb)
+                               const float *beta, int hg, int hb, const float *pfy)
 {
     const size_t full = dim - t->n;
     const __m256d m = _mm256_set1_pd(mean_c);
@@ -173,6 +173,8 @@ KEEL_INLINE void ln_pipe_sweep(size_t dim, const k256_tail *t, __m256i tail8, in
     const __m256d z = _mm256_setzero_pd();
     __m256d s0 = z, s1 = z, s2 = z, s3 = z, c0 = z, c1 = z, c2 = z, c3 = z;
     for (size_t j = 0; j < full; j += 16) {
+        if (pfy)
+            K256_PF_L1(pfy + j);
         if (do_sum) {
             K256_PF_L1(xs + j + K256_PIPE_AHEAD);
             s0 = _mm256_add_pd(s0, k256_cvt4(xs + j));
@@ -239,6 +241,7 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
                               float *mean, float *rstd, const k256_tail *t, __m256i tail8,
                               int stream, int hg, int hb)
 {
+    const int big = k256_want_prefetch(rows, dim, xs);
     double mean_c = 0.0, mean_o = 0.0; /* of the rows centred and written next */
     float rs_o = 0.0f;
     for (size_t r = 0; r < rows + 2; r++) {
@@ -249,13 +252,17 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
         /* the written row's mean as a float hi + lo pair (see the scalar kernel) */
         const float hi = (float)mean_o, lo = (float)(mean_o - (double)hi);
         const int nt = stream && k256_aligned32(yo);
+        /* the y row written next, fetched now when it is not streamed and the tensor is beyond
+         * L2 (f32_layernorm__avx512.c's ln_fwd_piped) */
+        const float *yn = y + (do_cen ? r - 1 : 0) * ys;
+        const float *pfy = big && do_cen && !(stream && k256_aligned32(yn)) ? yn : NULL;
         double sum = 0.0, cen = 0.0;
         if (do_sum && do_cen && do_out) /* every sweep but the first two and the last two */
             ln_pipe_sweep(dim, t, tail8, 1, xsum, &sum, 1, xc, mean_c, &cen, 1, xo, yo, hi, lo,
-                          rs_o, nt, gamma, beta, hg, hb);
+                          rs_o, nt, gamma, beta, hg, hb, pfy);
         else
             ln_pipe_sweep(dim, t, tail8, do_sum, xsum, &sum, do_cen, xc, mean_c, &cen, do_out, xo,
-                          yo, hi, lo, rs_o, nt, gamma, beta, hg, hb);
+                          yo, hi, lo, rs_o, nt, gamma, beta, hg, hb, pfy);
         if (do_cen) { /* row r - 1's statistics are complete: it is written next */
             mean_o = mean_c;
             rs_o = keel_ln_rstd(cen, dim, eps);

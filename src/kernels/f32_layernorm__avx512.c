@@ -157,8 +157,7 @@ KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, 
  * 64x1024 20.0 -> 17.4 us, 512x1024 200 -> 151 us, 64x4096 92 -> 72 us, 2048x256 193 -> 150 us,
  * so the pipeline takes every row of K512_GROUP_BELOW floats or more up to LN_PIPE_MAX_DIM, where
  * the three rows (768 KiB) still sit in L2: 128x65536 4.19 -> 3.03 ms, but 64x131072 4.87 ->
- * 5.29 ms and 16x262144 about equal. Prefetching ahead in cache costs nothing measurable, and
- * a prefetch of the unstreamed y rows gained nothing (4096x768, 4096x1000, 2048x1024). */
+ * 5.29 ms and 16x262144 about equal. Prefetching ahead in cache costs nothing measurable. */
 #define LN_PIPE_MAX_DIM 65536
 
 /* One sweep of the pipeline, each stage optional (do_*, constants in the steady state):
@@ -167,13 +166,16 @@ KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, 
 KEEL_INLINE void ln_pipe_sweep(size_t dim, int do_sum, const float *xs, double *sum, int do_cen,
                                const float *xc, double mean_c, double *cen, int do_out,
                                const float *xo, float *yo, float hi, float lo, float rs, int nt,
-                               const float *gamma, const float *beta, int hg, int hb)
+                               const float *gamma, const float *beta, int hg, int hb,
+                               const float *pfy)
 {
     const size_t full = dim & ~(size_t)15;
     const __m512d m = _mm512_set1_pd(mean_c);
     const __m512 vh = _mm512_set1_ps(hi), vl = _mm512_set1_ps(lo), vr = _mm512_set1_ps(rs);
     __m512d s0 = _mm512_setzero_pd(), s1 = s0, c0 = s0, c1 = s0;
     for (size_t j = 0; j < full; j += 16) {
+        if (pfy)
+            K512_PF_L1(pfy + j);
         if (do_sum) {
             K512_PF_L1(xs + j + K512_PIPE_AHEAD);
             s0 = _mm512_add_pd(s0, k512_cvt8(xs + j));
@@ -222,6 +224,7 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
                               size_t ys, const float *gamma, const float *beta, float eps,
                               float *mean, float *rstd, int stream, int hg, int hb)
 {
+    const int big = k512_want_prefetch(rows, dim, xs);
     double mean_c = 0.0, mean_o = 0.0; /* of the rows centred and written next */
     float rs_o = 0.0f;
     for (size_t t = 0; t < rows + 2; t++) {
@@ -232,13 +235,19 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
         /* the written row's mean as a float hi + lo pair (see the scalar kernel) */
         const float hi = (float)mean_o, lo = (float)(mean_o - (double)hi);
         const int nt = stream && k512_aligned64(yo);
+        /* the y row written next, fetched now when it is not streamed and the tensor is beyond
+         * L2 (its lines are then likely out of cache: a write to them would first read them,
+         * stalling the loop; measured with y out of cache, as keel bench leaves it, 4096x768:
+         * 1.47 -> 1.26-1.28 ms; with y in cache it costs ~5%, hence not below L2) */
+        const float *yn = y + (do_cen ? t - 1 : 0) * ys;
+        const float *pfy = big && do_cen && !(stream && k512_aligned64(yn)) ? yn : NULL;
         double sum = 0.0, cen = 0.0;
         if (do_sum && do_cen && do_out) /* every sweep but the first two and the last two */
             ln_pipe_sweep(dim, 1, xsum, &sum, 1, xc, mean_c, &cen, 1, xo, yo, hi, lo, rs_o, nt,
-                          gamma, beta, hg, hb);
+                          gamma, beta, hg, hb, pfy);
         else
             ln_pipe_sweep(dim, do_sum, xsum, &sum, do_cen, xc, mean_c, &cen, do_out, xo, yo, hi,
-                          lo, rs_o, nt, gamma, beta, hg, hb);
+                          lo, rs_o, nt, gamma, beta, hg, hb, pfy);
         if (do_cen) { /* row t - 1's statistics are complete: it is written next */
             mean_o = mean_c;
             rs_o = keel_ln_rstd(cen, dim, eps);

@@ -107,13 +107,16 @@ KEEL_INLINE void rms_fwd_rows(int nr, size_t r, size_t dim, const float *x, size
  * the row summed, *sumsq its R(x * x); xo, yo, rs, nt: the row written. */
 KEEL_INLINE void rms_pipe_sweep(size_t dim, const k256_tail *t, __m256i tail8, int do_sum,
                                 const float *xs, double *sumsq, int do_out, const float *xo,
-                                float *yo, float rs, int nt, const float *gamma, int hg)
+                                float *yo, float rs, int nt, const float *gamma, int hg,
+                                const float *pfy)
 {
     const size_t full = dim - t->n;
     const __m256 vr = _mm256_set1_ps(rs);
     const __m256d z = _mm256_setzero_pd();
     __m256d s0 = z, s1 = z, s2 = z, s3 = z;
     for (size_t j = 0; j < full; j += 16) {
+        if (pfy)
+            K256_PF_L1(pfy + j);
         if (do_sum) {
             K256_PF_L1(xs + j + K256_PIPE_AHEAD);
             const __m256d a = k256_cvt4(xs + j), b = k256_cvt4(xs + j + 4);
@@ -165,11 +168,15 @@ KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t x
         const float *xsum = x + (do_sum ? r : 0) * xs, *xo = x + (do_out ? r - 1 : 0) * xs;
         float *yo = y + (do_out ? r - 1 : 0) * ys;
         const int nt = stream && k256_aligned32(yo);
+        /* the y row written next, fetched now when it is not streamed (as on AVX-512) */
+        const float *yn = y + (do_sum ? r : 0) * ys;
+        const float *pfy = do_sum && !(stream && k256_aligned32(yn)) ? yn : NULL;
         double ss = 0.0;
         if (do_sum && do_out) /* every sweep but the first and the last */
-            rms_pipe_sweep(dim, t, tail8, 1, xsum, &ss, 1, xo, yo, rs_o, nt, gamma, hg);
+            rms_pipe_sweep(dim, t, tail8, 1, xsum, &ss, 1, xo, yo, rs_o, nt, gamma, hg, pfy);
         else
-            rms_pipe_sweep(dim, t, tail8, do_sum, xsum, &ss, do_out, xo, yo, rs_o, nt, gamma, hg);
+            rms_pipe_sweep(dim, t, tail8, do_sum, xsum, &ss, do_out, xo, yo, rs_o, nt, gamma, hg,
+                           pfy);
         if (do_sum) {
             rs_o = keel_rms_rstd(ss, dim, eps);
             if (rstd)
