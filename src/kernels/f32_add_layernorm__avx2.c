@@ -9,6 +9,7 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx2.h"
+#include "add_norm_pipe.h" /* pipe_next */
 
 #define BUF_FLOATS 8192
 
@@ -138,7 +139,8 @@ KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, cons
 KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const float *ha, int do_cen,
                             const float *hbuf, double mean_b, double *centred, int do_sum,
                             const r256_row *wc, float *hc, double *sum, const float *gamma,
-                            const float *beta, int hl, int hb, int hg, int hbe, int hh)
+                            const float *beta, int hl, int hb, int hg, int hbe, int hh,
+                            const pipe_next *nx)
 {
     const size_t full = dim & ~(size_t)15;
     const k256_tail t = k256_tail_of(dim - full);
@@ -147,6 +149,8 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
     r256_d s_acc = r256_dzero(), c_acc = r256_dzero();
     for (size_t j = 0; j < dim; j += 16) {
         const r256_step s = j < full ? F : T;
+        if (s.full)
+            pipe_next_fetch(nx, j);
         if (do_sum)
             r256_acc(&s_acc, r256_cvt(r256_h_piped(wc, hc, j, s, hl, hb)), s);
         if (do_cen) {

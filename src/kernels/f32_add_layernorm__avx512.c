@@ -17,6 +17,7 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx512.h"
+#include "add_norm_pipe.h" /* pipe_next */
 
 /* The prefetch of the next row pays only on rows from beyond L2 (measured on the norms too). */
 
@@ -165,7 +166,8 @@ KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, cons
 KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const float *ha, int do_cen,
                             const float *hbuf, double mean_b, double *centred, int do_sum,
                             const r512_row *wc, float *hc, double *sum, const float *gamma,
-                            const float *beta, int hl, int hb, int hg, int hbe, int hh)
+                            const float *beta, int hl, int hb, int hg, int hbe, int hh,
+                            const pipe_next *nx)
 {
     const size_t full = dim & ~(size_t)15;
     const __m512d md = _mm512_set1_pd(mean_b);
@@ -174,6 +176,8 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
         const int fl = j < full;
         const __mmask16 k = fl ? 0xffff : k512_tail16(dim - full);
         const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
+        if (fl)
+            pipe_next_fetch(nx, j);
         if (do_sum) {
             const __m512 v = r512_h_piped(wc, hc, j, k, fl, hl, hb);
             s0 = k512_add_mask(s0, klo, r512_lo(v));

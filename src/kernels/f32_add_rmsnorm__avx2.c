@@ -7,6 +7,7 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx2.h"
+#include "add_norm_pipe.h" /* pipe_next */
 
 #define BUF_FLOATS 8192
 
@@ -77,7 +78,8 @@ KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, cons
  * as fwd_row. */
 KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, float *y, float rs,
                             int nt, int do_sum, const r256_row *wc, float *hc, double *sumsq,
-                            const float *gamma, int hl, int hb, int hg, int hh)
+                            const float *gamma, int hl, int hb, int hg, int hh,
+                            const pipe_next *nx)
 {
     const size_t full = dim & ~(size_t)15;
     const k256_tail t = k256_tail_of(dim - full);
@@ -86,6 +88,8 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
     r256_d acc = r256_dzero();
     for (size_t j = 0; j < dim; j += 16) {
         const r256_step s = j < full ? F : T;
+        if (s.full)
+            pipe_next_fetch(nx, j);
         if (do_sum) {
             r256_d d = r256_cvt(r256_h_piped(wc, hc, j, s, hl, hb));
             for (int i = 0; i < 4; i++)

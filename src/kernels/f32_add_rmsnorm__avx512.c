@@ -8,6 +8,7 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx512.h"
+#include "add_norm_pipe.h" /* pipe_next */
 
 #define BUF_FLOATS 8192
 
@@ -83,7 +84,8 @@ KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, cons
  * row's arithmetic is fwd_row's: the same bits. */
 KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, float *y, float rs,
                             int nt, int do_sum, const r512_row *wc, float *hc, double *sumsq,
-                            const float *gamma, int hl, int hb, int hg, int hh)
+                            const float *gamma, int hl, int hb, int hg, int hh,
+                            const pipe_next *nx)
 {
     const size_t full = dim & ~(size_t)15;
     const __m512 vr = _mm512_set1_ps(rs);
@@ -91,6 +93,8 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
     for (size_t j = 0; j < dim; j += 16) {
         const int fl = j < full;
         const __mmask16 k = fl ? 0xffff : k512_tail16(dim - full);
+        if (fl)
+            pipe_next_fetch(nx, j);
         if (do_sum) {
             const __m512 v = r512_h_piped(wc, hc, j, k, fl, hl, hb);
             const __m512d t0 = r512_lo(v), t1 = r512_hi(v);
