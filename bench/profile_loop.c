@@ -2,7 +2,7 @@
  * N` calls OP N times on one thread and prints the fastest call. docs/performance.md's profiles
  * were taken this way. `make build` builds it as build/keel_profile_loop.
  * OP: lnf, lnb (LayerNorm forward / backward), rmsf, rmsb, addlnb (fused add + LayerNorm
- * backward, dx in place over dh), addrmsb (the same for RMSNorm), addlnf, addrmsf (fused add + norm forward: read x and r,
+ * backward, dx in place over dh), addlnb2 (dx apart), addrmsb (the same for RMSNorm), addlnf, addrmsf (fused add + norm forward: read x and r,
  * write h and y), copy (memcpy of x to y, the floor's reference), copy2 (memcpy of x and r to
  * h and y: the fused forwards' bytes). */
 #define _POSIX_C_SOURCE 200809L
@@ -36,7 +36,7 @@ static float *buffer(size_t n, unsigned seed)
 int main(int argc, char **argv)
 {
     if (argc != 5) {
-        fprintf(stderr, "usage: keel_profile_loop lnf|lnb|rmsf|rmsb|addlnb|addrmsb|addlnf|addrmsf|copy|copy2 ROWS DIM N\n");
+        fprintf(stderr, "usage: keel_profile_loop lnf|lnb|rmsf|rmsb|addlnb|addlnb2|addrmsb|addlnf|addrmsf|copy|copy2 ROWS DIM N\n");
         return 2;
     }
     const char *op = argv[1];
@@ -72,15 +72,16 @@ int main(int argc, char **argv)
         else if (!strcmp(op, "rmsb"))
             st = keel_rmsnorm_bwd(ctx, rows, dim, keel_f32(dy, dim), keel_f32(x, dim), rstd, gamma,
                                   1e-5f, keel_f32(dx, dim), dg, 0);
-        else if (!strcmp(op, "addlnb") || !strcmp(op, "addrmsb")) {
+        else if (!strcmp(op, "addlnb") || !strcmp(op, "addrmsb") || !strcmp(op, "addlnb2")) {
+            /* addlnb2: dx apart from dh (dh = dy's buffer), so dx is written, not updated */
             const keel_residual res = keel_residual_add(keel_f32(x, dim), keel_f32(dy, dim));
             const keel_residual_grads g = {keel_f32(dx, dim), keel_none(), NULL, NULL};
-            st = op[3] == 'l' ? keel_add_layernorm_bwd(ctx, rows, dim, keel_f32(dy, dim),
-                                                       keel_f32(dx, dim), &res, keel_f32(y, dim),
-                                                       mean, rstd, gamma, 1e-5f, &g, dg, db, 0)
-                              : keel_add_rmsnorm_bwd(ctx, rows, dim, keel_f32(dy, dim),
-                                                     keel_f32(dx, dim), &res, keel_f32(y, dim),
-                                                     rstd, gamma, 1e-5f, &g, dg, 0);
+            const keel_tensor dh = keel_f32(op[6] == '2' ? dy : dx, dim);
+            st = op[3] == 'l' ? keel_add_layernorm_bwd(ctx, rows, dim, keel_f32(dy, dim), dh, &res,
+                                                       keel_f32(y, dim), mean, rstd, gamma, 1e-5f,
+                                                       &g, dg, db, 0)
+                              : keel_add_rmsnorm_bwd(ctx, rows, dim, keel_f32(dy, dim), dh, &res,
+                                                     keel_f32(y, dim), rstd, gamma, 1e-5f, &g, dg, 0);
         } else if (!strcmp(op, "addlnf") || !strcmp(op, "addrmsf")) {
             const keel_residual res = keel_residual_add(keel_f32(x, dim), keel_f32(dy, dim));
             st = op[3] == 'l' ? keel_add_layernorm_fwd(ctx, rows, dim, &res, keel_f32(dx, dim),
