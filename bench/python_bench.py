@@ -7,7 +7,8 @@
    calling thread's CPU time (keel runs on 1 thread, in the caller), the best of 5 runs: on a
    machine busy with other work, wall-clock time would count the time other processes ran.
 2. keel.torch.LayerNorm / RMSNorm against torch.nn's, forward and forward+backward, CPU float32,
-   1 thread each (torch.set_num_threads(1), keel.set_num_threads(1)).
+   1 thread each (torch.set_num_threads(1), keel.set_num_threads(1)); keel.torch.AddLayerNorm /
+   AddRMSNorm (the fused pre-norm add) against torch's two lines h = x + branch; y = norm(h).
 
 Run from the repository: KEEL_LIBRARY=build/libkeel.so python3 bench/python_bench.py [--quick]
 """
@@ -168,7 +169,50 @@ def module_table(torch, shapes, reps):
             (tf, tfb), (kf, kfb) = result
             print(f"| {name} | {rows}x{dim} | {tf:.2f} | {kf:.2f} | {tf / kf:.2f}x "
                   f"| {tfb:.2f} | {kfb:.2f} | {tfb / kfb:.2f}x |")
+    fused_rows(torch, kt, shapes, reps)
     print()
+
+
+class _TwoLines:
+    """torch's pre-norm hot path as written in a model: h = x + branch; y = norm(h)."""
+
+    def __init__(self, norm):
+        self.norm = norm
+
+    def __call__(self, x, branch):
+        h = x + branch
+        return self.norm(h), h
+
+
+def fused_rows(torch, kt, shapes, reps):
+    """keel.torch.AddLayerNorm / AddRMSNorm (one fused call) against torch's two lines; the
+    backward takes gradients of both y and h."""
+    pairs = [("AddLayerNorm", kt.AddLayerNorm, torch.nn.LayerNorm),
+             ("AddRMSNorm", kt.AddRMSNorm, torch.nn.RMSNorm)]
+    for name, ours, norm in pairs:
+        for rows, dim in shapes:
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(rows, dim, generator=g).requires_grad_(True)
+            b = torch.randn(rows, dim, generator=g).requires_grad_(True)
+            dy, dh = torch.randn(rows, dim, generator=g), torch.randn(rows, dim, generator=g)
+            result = []
+            for m in (_TwoLines(norm(dim)), ours(dim)):
+                mod = m.norm if isinstance(m, _TwoLines) else m
+
+                def fwd():
+                    with torch.no_grad():
+                        m(x, b)
+
+                def fwd_bwd():
+                    x.grad = b.grad = None
+                    mod.zero_grad(set_to_none=True)
+                    y, h = m(x, b)
+                    torch.autograd.backward((y, h), (dy, dh))
+
+                result.append((median_ms(fwd, reps), median_ms(fwd_bwd, reps)))
+            (tf, tfb), (kf, kfb) = result
+            print(f"| {name} (x + branch, then the norm) | {rows}x{dim} | {tf:.2f} | {kf:.2f} | "
+                  f"{tf / kf:.2f}x | {tfb:.2f} | {kfb:.2f} | {tfb / kfb:.2f}x |")
 
 
 def main():
