@@ -469,12 +469,8 @@ typedef void (*rms_piped_fn)(size_t, size_t, const float *, size_t, const float 
         rms_bwd_piped(rows, dim, dy, dys, x, xs, rstd, gamma, dx, dxs, dg, stream, (i) & 1,      \
                       ((i) >> 1) & 1, ((i) >> 2) & 1);                                           \
     }
-RMS_PIPED_VARIANT(0) RMS_PIPED_VARIANT(1) RMS_PIPED_VARIANT(2) RMS_PIPED_VARIANT(3)
-RMS_PIPED_VARIANT(4) RMS_PIPED_VARIANT(5) RMS_PIPED_VARIANT(6) RMS_PIPED_VARIANT(7)
-static const rms_piped_fn rms_piped_table[8] = {
-    rms_piped_0, rms_piped_1, rms_piped_2, rms_piped_3,
-    rms_piped_4, rms_piped_5, rms_piped_6, rms_piped_7,
-};
+KEEL_EACH8(RMS_PIPED_VARIANT)
+static const rms_piped_fn rms_piped_table[8] = {KEEL_LIST8(rms_piped_)};
 
 void keel_f32_rmsnorm_bwd__avx512(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                   const float *x, size_t x_stride, const float *rstd,
