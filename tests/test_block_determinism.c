@@ -168,8 +168,9 @@ static void inputs_free(inputs *in)
         free(all[i]);
 }
 
-/* Calls from beyond the caches take the SIMD forwards' other plans: rows pipelined (a row
- * read from memory while another is written, f32_add_layernorm__avx512.c), and outputs of
+/* Calls from beyond L2 take the SIMD forwards' other plans: rows pipelined (a row read from
+ * memory while another is written, f32_add_layernorm__avx512.c; add_norm_pipe.h says from which
+ * size), and outputs of
  * more than R512_STREAM_ABOVE (8 MiB) streamed with non-temporal stores when their rows start
  * on 64-byte boundaries (packed rows of 64-byte aligned buffers: all of them; other strides:
  * some). Rows longer than the pipeline's buffers go one at a time. Every shape, in a plain and
@@ -186,6 +187,8 @@ static void large_outputs(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, in
         {700, 1500, 1500},  /* rows start aligned every 16th row */
         {160, 4097, 4100},  /* a tail, offset rows */
         {40, 16384, 16384}, /* longer than the pipeline's buffers */
+        {300, 700, 704},    /* 0.8 MiB: pipelined on one thread (PIPE_FWD_FROM), not on two */
+        {2500, 64, 64},     /* the shortest rows that pipeline in cache */
     };
     for (size_t si = 0; si < sizeof shapes_big / sizeof shapes_big[0]; si++) {
         const big_shape s = shapes_big[si];

@@ -37,6 +37,25 @@ KEEL_INLINE pipe_next pipe_next_of(int exists, const float *h, const float *y, i
     return n;
 }
 
+/* Whether a fused forward of rows x dim (x spanning bytes) runs its rows through the pipeline
+ * (the caller also needs dim <= BUF_FLOATS). Beyond KEEL_PREFETCH_ABOVE always; from
+ * PIPE_FWD_FROM bytes of x (the four rows x, r, h, y then fill L2) for rows of PIPE_FWD_MIN_DIM
+ * floats or more, because there the outputs' lines usually come from L3 or memory and the
+ * pipeline fetches them ahead while a row-at-a-time loop stalls on them. Measured, 1 thread,
+ * keel bench (outputs out of cache) against keel_profile_loop (all in cache), add+ln / add+rms:
+ * 256x1024 0.75 / 0.77 -> 1.03 / 1.05 of the floor, in cache 145 -> 136 / 131 -> 134 us;
+ * 4096x64 0.96 / 0.64 -> 0.99 / 1.07; 1024x512 0.65 / 0.64 -> 0.96 / 1.00; 128x2048 0.62 / 0.72
+ * -> 0.84 / 0.94, in cache 162 -> 153 / 133 -> 142 us. Smaller calls stay in L2, where the
+ * pipeline's prefetches only cost (64x1024 in cache: 19.7 -> 23.9 / 12.5 -> 18.2 us); rows of
+ * 16 floats lose either way (4096x16: 0.38 / 0.64 -> 0.35 / 0.56). */
+#define PIPE_FWD_MIN_DIM 64
+#define PIPE_FWD_FROM ((size_t)512 << 10)
+KEEL_INLINE int pipe_fwd_wanted(size_t rows, size_t dim)
+{
+    const size_t bytes = rows * dim * sizeof(float);
+    return bytes > KEEL_PREFETCH_ABOVE || (dim >= PIPE_FWD_MIN_DIM && bytes >= PIPE_FWD_FROM);
+}
+
 /* In a sweep's step at j (full steps): the next rows' lines at j. */
 KEEL_INLINE void pipe_next_fetch(const pipe_next *n, size_t j)
 {

@@ -1,7 +1,7 @@
 /* Fused residual add + LayerNorm, float32, AVX2: exactly the bits of
  * f32_add_layernorm__scalar.c, 16 floats (two ymm, four double quarters) at a time; the plan of
- * f32_add_layernorm__avx512.c (h kept in a buffer after the first sweep; beyond L2 a pipeline
- * that reads one row while it writes another; large outputs streamed). */
+ * f32_add_layernorm__avx512.c (h kept in a buffer after the first sweep; from L2-filling calls a
+ * pipeline that reads one row while it writes another; large outputs streamed). */
 #include <math.h>
 #include <string.h>
 
@@ -132,7 +132,7 @@ KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, cons
         *rstd_out = rs;
 }
 
-/* Rows beyond L2: the three-row pipeline of f32_add_layernorm__avx512.c (sweep t reads row t,
+/* Rows from beyond L2 (pipe_fwd_wanted): the three-row pipeline of f32_add_layernorm__avx512.c (sweep t reads row t,
  * centres row t - 1 and writes row t - 2; row i in buffer i % 3). Measured with KEEL_ISA=avx2
  * (keel_profile_loop addlnf 4096 4096, 1 thread): 18.9 ms one row at a time, 12.8-13.2 ms
  * pipelined. Each row's arithmetic is fwd_row's: the same bits. */
@@ -180,7 +180,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
     float buf[3 * BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
     const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R256_STREAM_ABOVE;
-    if (pf && dim <= BUF_FLOATS) {
+    if (pipe_fwd_wanted(rows, dim) && dim <= BUF_FLOATS) {
         fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, stream, buf, hl,
                        hb, hg, hbe, hh);
         return;

@@ -6,7 +6,8 @@
  * Speed (the forward is meant to run at the copy floor of its bytes: read x and r, write h
  * and y): three sweeps a row (sum, centred sum, output) of which only the first reads memory;
  * h is kept in a buffer on the stack (L1/L2) for the other two (rows longer than the buffer
- * compute h again from x and r). In cache, one row at a time. Beyond L2, the rows go through
+ * compute h again from x and r). Small calls, one row at a time. Calls that fill L2 (and rows
+ * of 64 floats or more: pipe_fwd_wanted in add_norm_pipe.h) go through
  * a pipeline that reads one row while it writes another (fwd_rows_piped), and large outputs
  * are streamed (residual__avx512.h). */
 #include <math.h>
@@ -149,7 +150,7 @@ KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, cons
         *rstd_out = rs;
 }
 
-/* Rows from beyond the caches go through a pipeline of three rows, one sweep over j doing
+/* Rows from beyond L2 (pipe_fwd_wanted) go through a pipeline of three rows, one sweep over j doing
  * three rows' work: row c's first sweep (h = x + r from memory, into its buffer, and R(h);
  * the loads run R512_PIPE_AHEAD floats behind their prefetches), row b's centred sweep (its
  * buffer, in cache) and row a's output sweep (its buffer to h and y, streamed to memory). The
@@ -208,7 +209,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
     float buf[3 * BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
     const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R512_STREAM_ABOVE;
-    if (pf && dim <= BUF_FLOATS) {
+    if (pipe_fwd_wanted(rows, dim) && dim <= BUF_FLOATS) {
         fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, stream, buf, hl,
                        hb, hg, hbe, hh);
         return;

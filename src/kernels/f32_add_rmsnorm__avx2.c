@@ -1,6 +1,6 @@
 /* Fused residual add + RMSNorm, float32, AVX2: exactly the bits of f32_add_rmsnorm__scalar.c,
  * 16 floats (two ymm, four double quarters) at a time; the plan of f32_add_layernorm__avx512.c
- * (beyond L2, the two-row pipeline of f32_add_rmsnorm__avx512.c). */
+ * (from L2-filling calls, the two-row pipeline of f32_add_rmsnorm__avx512.c). */
 #include <math.h>
 
 #include "kernels.h"
@@ -72,7 +72,7 @@ KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, cons
         *rstd_out = rs;
 }
 
-/* Rows beyond L2: the two-row pipeline of f32_add_rmsnorm__avx512.c (sweep t reads row t into
+/* Rows from beyond L2 (pipe_fwd_wanted): the two-row pipeline of f32_add_rmsnorm__avx512.c (sweep t reads row t into
  * buffer t % 2 with R(h * h) and writes row t - 1). Measured with KEEL_ISA=avx2 (keel_profile_loop
  * addrmsf 4096 4096, 1 thread): 14.8-15.0 ms one row at a time, 11.7-11.9 ms pipelined. Same bits
  * as fwd_row. */
@@ -113,7 +113,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
     float buf[2 * BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
     const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R256_STREAM_ABOVE;
-    if (pf && dim <= BUF_FLOATS) {
+    if (pipe_fwd_wanted(rows, dim) && dim <= BUF_FLOATS) {
         fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, eps, rstd, stream, buf, hl, hb, hg, hh);
         return;
     }

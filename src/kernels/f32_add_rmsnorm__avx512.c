@@ -1,7 +1,7 @@
 /* Fused residual add + RMSNorm, float32, AVX-512: exactly the bits of
  * f32_add_rmsnorm__scalar.c, 16 floats at a time (see f32_add_layernorm__avx512.c for the
- * plan: h kept in a buffer after the first sweep; beyond L2 a pipeline that reads one row
- * while it writes another; large outputs streamed). */
+ * plan: h kept in a buffer after the first sweep; from L2-filling calls a pipeline that reads
+ * one row while it writes another; large outputs streamed). */
 #include <math.h>
 
 #include "kernels.h"
@@ -76,7 +76,7 @@ KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, cons
         *rstd_out = rs;
 }
 
-/* Rows from beyond the caches go through a pipeline of two rows (the plan of
+/* Rows from beyond L2 (pipe_fwd_wanted) go through a pipeline of two rows (the plan of
  * f32_add_layernorm__avx512.c): one sweep over j computes row c's h from memory into its
  * buffer with R(h * h) and writes row a's h and y from its buffer, so that the reads and the
  * streamed writes go to memory together (keel_profile_loop addrmsf 4096 4096, 1 thread: 14.3
@@ -118,7 +118,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
     float buf[2 * BUF_FLOATS] __attribute__((aligned(64)));
     const size_t bytes = rows * dim * sizeof(float);
     const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R512_STREAM_ABOVE;
-    if (pf && dim <= BUF_FLOATS) {
+    if (pipe_fwd_wanted(rows, dim) && dim <= BUF_FLOATS) {
         fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, eps, rstd, stream, buf, hl, hb, hg, hh);
         return;
     }
