@@ -3,8 +3,10 @@
  * were taken this way. `make build` builds it as build/keel_profile_loop.
  * OP: lnf, lnb (LayerNorm forward / backward), rmsf, rmsb, addlnb (fused add + LayerNorm
  * backward, dx in place over dh), addlnb2 (dx apart), addrmsb (the same for RMSNorm), addlnf, addrmsf (fused add + norm forward: read x and r,
- * write h and y), copy (memcpy of x to y, the floor's reference), copy2 (memcpy of x and r to
- * h and y: the fused forwards' bytes). */
+ * write h and y), lsf, lsb (LayerScale forward: h = x + lambda * f; backward: dx, df, dlambda),
+ * bnf, bnb (BatchNorm training forward with running statistics; backward), dytf, dytb (DyT),
+ * copy (memcpy of x to y, the floor's reference), copy2 (memcpy of x and r to h and y: the fused
+ * forwards' bytes). */
 #define _POSIX_C_SOURCE 200809L
 #include <keel.h>
 #include <stdio.h>
@@ -36,7 +38,7 @@ static float *buffer(size_t n, unsigned seed)
 int main(int argc, char **argv)
 {
     if (argc != 5) {
-        fprintf(stderr, "usage: keel_profile_loop lnf|lnb|rmsf|rmsb|addlnb|addlnb2|addrmsb|addlnf|addrmsf|copy|copy2 ROWS DIM N\n");
+        fprintf(stderr, "usage: keel_profile_loop lnf|lnb|rmsf|rmsb|addlnb|addlnb2|addrmsb|addlnf|addrmsf|lsf|lsb|bnf|bnb|dytf|dytb|copy|copy2 ROWS DIM N\n");
         return 2;
     }
     const char *op = argv[1];
@@ -89,6 +91,24 @@ int main(int argc, char **argv)
                                                        rstd, 0)
                               : keel_add_rmsnorm_fwd(ctx, rows, dim, &res, keel_f32(dx, dim),
                                                      keel_f32(y, dim), gamma, 1e-5f, rstd, 0);
+        } else if (!strcmp(op, "lsf"))
+            st = keel_layerscale_fwd(ctx, rows, dim, keel_f32(x, dim), keel_f32(dy, dim), gamma,
+                                     keel_f32(y, dim), 0);
+        else if (!strcmp(op, "lsb"))
+            st = keel_layerscale_bwd(ctx, rows, dim, keel_f32(dy, dim), keel_f32(x, dim), gamma,
+                                     keel_f32(dx, dim), keel_f32(y, dim), dg, 0);
+        else if (!strcmp(op, "bnf"))
+            st = keel_batchnorm_fwd(ctx, rows, dim, keel_f32(x, dim), keel_f32(y, dim), gamma, beta,
+                                    1e-5f, 1, 0.1f, dg, db, NULL, NULL, NULL, 0);
+        else if (!strcmp(op, "bnb"))
+            st = keel_batchnorm_bwd(ctx, rows, dim, keel_f32(dy, dim), keel_f32(x, dim), NULL, NULL,
+                                    gamma, 1e-5f, 1, keel_f32(dx, dim), dg, db, 0);
+        else if (!strcmp(op, "dytf"))
+            st = keel_dyt_fwd(ctx, rows, dim, keel_f32(x, dim), keel_f32(y, dim), 0.5f, gamma, beta, 0);
+        else if (!strcmp(op, "dytb")) {
+            float dalpha;
+            st = keel_dyt_bwd(ctx, rows, dim, keel_f32(dy, dim), keel_f32(x, dim), 0.5f, gamma,
+                              keel_f32(dx, dim), &dalpha, dg, db, 0);
         } else if (!strcmp(op, "copy"))
             memcpy(y, x, rows * dim * sizeof(float));
         else if (!strcmp(op, "copy2")) {

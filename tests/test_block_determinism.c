@@ -9,7 +9,7 @@
  * over thread counts 1, 2, 3, 4, 7 and every path this machine runs. Inputs are mixed
  * adversarial rows, all finite (NaN payloads are not promised). Large shapes (beyond L2: the
  * SIMD paths' row pipelines and streamed stores) run the fused add + norm forward and backward
- * on 1 and 2 threads.
+ * and LayerScale on 1 and 2 threads.
  */
 #include "block_test_util.h"
 
@@ -335,6 +335,58 @@ static void large_backwards(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, 
     }
 }
 
+/* LayerScale beyond the caches: the SIMD paths stream h (a call's h of 16 MiB or more) and dx
+ * and df (when the operator hints it: 16 MiB a thread), rows that start aligned. Forward and
+ * backward (dx, df, dlambda) on 1 and 2 threads: the bits of the first path on one thread. */
+static void large_layerscale(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, int n_isas)
+{
+    static const big_shape shapes_big[] = {{4096, 1024, 1024}, {1100, 4097, 4100}};
+    for (size_t si = 0; si < sizeof shapes_big / sizeof shapes_big[0]; si++) {
+        const big_shape s = shapes_big[si];
+        const size_t n = s.rows * s.stride, d = s.dim;
+        enum { X, F, H, DX, DF, H0, DX0, DF0, NBUF };
+        float *b[NBUF];
+        for (int i = 0; i < NBUF; i++) {
+            b[i] = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+            if (!b[i])
+                test_fatal("out of memory");
+        }
+        for (size_t i = 0; i < s.rows; i++) {
+            keel_case_fill_row(rng, KEEL_CASE_MIXED, b[X] + i * s.stride, d);
+            keel_case_fill_normal(rng, b[F] + i * s.stride, d);
+        }
+        float *lambda = bt_vec(rng, d, 0.1, 0.05), *dl = test_alloc(2 * d);
+        for (int i = 0; i < n_isas; i++)
+            for (int t = 1; t <= 2; t++) {
+                const int base = i == 0 && t == 1;
+                float *h = b[base ? H0 : H], *dx = b[base ? DX0 : DX], *df = b[base ? DF0 : DF];
+                float *g = dl + (base ? d : 0);
+                test_fill_sentinel(h, n);
+                test_fill_sentinel(dx, n);
+                test_fill_sentinel(df, n);
+                test_set_isa(ctx, isas[i]);
+                keel_ctx_set_threads(ctx, t);
+                keel_status st = keel_layerscale_fwd(ctx, s.rows, d, keel_f32(b[X], s.stride), keel_f32(b[F], s.stride),
+                                                     lambda, keel_f32(h, s.stride), 0);
+                if (st == KEEL_OK) /* dh: x's values */
+                    st = keel_layerscale_bwd(ctx, s.rows, d, keel_f32(b[X], s.stride), keel_f32(b[F], s.stride), lambda,
+                                             keel_f32(dx, s.stride), keel_f32(df, s.stride), g, 0);
+                test_check(st == KEEL_OK, "large layerscale: %s (%s)", keel_status_str(st), keel_last_error());
+                if (!base) {
+                    const size_t ih = test_first_diff(b[H], b[H0], n), ix = test_first_diff(b[DX], b[DX0], n);
+                    const size_t iff = test_first_diff(b[DF], b[DF0], n), il = test_first_diff(dl, dl + d, d);
+                    test_check(ih == n && ix == n && iff == n && il == d,
+                               "large layerscale %zux%zu stride %zu isa %s threads %d: h differs at %zu, dx at %zu, "
+                               "df at %zu, dlambda at %zu", s.rows, d, s.stride, keel_isa_name(isas[i]), t, ih, ix, iff, il);
+                }
+            }
+        for (int i = 0; i < NBUF; i++)
+            free(b[i]);
+        free(lambda);
+        free(dl);
+    }
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -374,6 +426,7 @@ int main(void)
     }
     large_outputs(ctx, &rng, isas, n_isas);
     large_backwards(ctx, &rng, isas, n_isas);
+    large_layerscale(ctx, &rng, isas, n_isas);
     keel_ctx_destroy(ctx);
     return test_finish();
 }

@@ -511,6 +511,7 @@ typedef struct ls_bn_config {
     ls_bn_op op;
     int inplace;  /* 0; 1: the output is x (fwd, apply) or dh/dy (bwd: dx); 2: h is f / df is dh */
     int acc, dx, df, dpart, training, lo, gamma, beta;
+    int hints; /* LayerScale backward: the operator's memory hints (KEEL_KBWD_STREAM) */
 } ls_bn_config;
 
 /* The per-feature constants of the batch (the scalar path's statistics, as the operator makes
@@ -623,7 +624,7 @@ static void ls_bn_call(const keel_kernels *k, const batch *b, const bn_consts *b
         const float *dh = c->inplace == 1 && a ? a : c->inplace == 2 && ob ? ob : b->dy + b->ldy.off;
         k->f32_layerscale_bwd(rows, dim, dh, b->ldy.stride, c->dpart ? b->x + b->lx.off : NULL, b->lx.stride,
                               c->df ? b->gamma + po : NULL, a, la->stride, ob, lb->stride, c->acc,
-                              c->dpart ? o->part + po : NULL);
+                              c->dpart ? o->part + po : NULL, c->hints);
         break;
     }
     case BN_STATS:
@@ -671,9 +672,9 @@ static void ls_bn_run(const keel_kernels *k, const batch *b, const bn_consts *bc
     const layout *la = ls_bn_layout(b, c, 0), *lb = ls_bn_layout(b, c, 1);
     snprintf(desc, sizeof desc,
              "%s %s dim=%zu rows=%zu (%s batch) inplace=%d acc=%d dx=%d df=%d part=%d training=%d "
-             "lo=%d gamma=%d beta=%d; out stride %zu off %zu",
+             "lo=%d gamma=%d beta=%d hints=%d; out stride %zu off %zu",
              k->name, ls_bn_names[c->op], b->dim, b->rows, b->name, c->inplace, c->acc, c->dx, c->df,
-             c->dpart, c->training, c->lo, c->gamma, c->beta, la->stride, la->off);
+             c->dpart, c->training, c->lo, c->gamma, c->beta, c->hints, la->stride, la->off);
     if (c->op == BN_STATS) {
         compare_d("column sums (mean)", ro.s1, ko.s1, b->dim + GUARD, desc);
         compare_d("column sums (m2)", ro.s2, ko.s2, b->dim + GUARD, desc);
@@ -692,11 +693,12 @@ static void run_ls_bn_batch(const keel_kernels *k, const batch *b)
 {
     bn_consts bc = bn_consts_make(b);
     for (int inplace = 0; inplace <= 2; inplace++) {
-        ls_bn_config c = {LS_FWD, inplace, 0, 0, 0, 0, 0, 0, 0, 0};
+        ls_bn_config c = {LS_FWD, inplace, 0, 0, 0, 0, 0, 0, 0, 0, 0};
         ls_bn_run(k, b, &bc, &c);
     }
-    for (int bits = 0; bits < 32; bits++) { /* dx, df, dlambda, accumulate, in place */
-        ls_bn_config c = {LS_BWD, 0, bits >> 3 & 1, bits & 1, bits >> 1 & 1, bits >> 2 & 1, 0, 0, 0, 0};
+    for (int bits = 0; bits < 64; bits++) { /* dx, df, dlambda, accumulate, in place, streamed */
+        ls_bn_config c = {LS_BWD, 0, bits >> 3 & 1, bits & 1, bits >> 1 & 1, bits >> 2 & 1, 0, 0, 0, 0,
+                          bits >> 5 & 1 ? KEEL_KBWD_STREAM : 0};
         if (bits >> 4 & 1) {
             if (c.dx)
                 c.inplace = 1;
@@ -708,18 +710,18 @@ static void run_ls_bn_batch(const keel_kernels *k, const batch *b)
         ls_bn_run(k, b, &bc, &c);
     }
     {
-        ls_bn_config c = {BN_STATS, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        ls_bn_config c = {BN_STATS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
         ls_bn_run(k, b, &bc, &c);
     }
     for (int bits = 0; bits < 16; bits++) { /* lo, gamma, beta, in place */
-        ls_bn_config c = {BN_APPLY, bits >> 3 & 1, 0, 0, 0, 0, 0, bits & 1, bits >> 1 & 1, bits >> 2 & 1};
+        ls_bn_config c = {BN_APPLY, bits >> 3 & 1, 0, 0, 0, 0, 0, bits & 1, bits >> 1 & 1, bits >> 2 & 1, 0};
         ls_bn_run(k, b, &bc, &c);
     }
     for (int bits = 0; bits < 16; bits++) /* training, gamma, dgamma, dbeta ... */
         for (int dxmode = 0; dxmode < 5; dxmode++) { /* ... x dx: none, set, add, in place set/add */
             /* lo stands for accumulate_dparams, beta for dbeta */
             ls_bn_config c = {BN_BWD, dxmode >= 3, dxmode == 2 || dxmode == 4, dxmode > 0, 0,
-                              bits >> 2 & 1, bits & 1, (bits ^ dxmode) & 1, bits >> 1 & 1, bits >> 3 & 1};
+                              bits >> 2 & 1, bits & 1, (bits ^ dxmode) & 1, bits >> 1 & 1, bits >> 3 & 1, 0};
             ls_bn_run(k, b, &bc, &c);
         }
     bn_consts_free(&bc);

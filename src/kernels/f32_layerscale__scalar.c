@@ -18,8 +18,9 @@ void keel_f32_layerscale_fwd__scalar(size_t rows, size_t dim, const float *x, si
 void keel_f32_layerscale_bwd__scalar(size_t rows, size_t dim, const float *dh, size_t dh_stride,
                                      const float *f, size_t f_stride, const float *lambda,
                                      float *dx, size_t dx_stride, float *df, size_t df_stride,
-                                     int accumulate, float *dlambda_part)
+                                     int accumulate, float *dlambda_part, int hints)
 {
+    (void)hints; /* memory hints only */
     for (size_t r = 0; r < rows; r++) {
         const float *dhr = dh + r * dh_stride;
         const float *fr = f ? f + r * f_stride : NULL;

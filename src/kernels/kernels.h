@@ -224,7 +224,10 @@ typedef void (*keel_f32_add_rmsnorm_bwd_fn)(size_t rows, size_t dim, const float
                                             const float *gamma, float eps,
                                             const keel_f32_res_grads *out);
 
-/* LayerScale. dx, df NULL: skipped. dlambda_part NULL: skipped. */
+/* LayerScale. dx, df NULL: skipped. dlambda_part NULL: skipped. The forward streams its h
+ * past the caches when the call's h spans KEEL_STREAM_ABOVE bytes or more; the backward sees one
+ * block of rows and takes hints from the operator (KEEL_KBWD_STREAM: dx and df streamed, not
+ * with accumulate). Neither changes a bit. */
 typedef void (*keel_f32_layerscale_fwd_fn)(size_t rows, size_t dim, const float *x, size_t x_stride,
                                            const float *f, size_t f_stride, const float *lambda,
                                            float *h, size_t h_stride);
@@ -232,7 +235,7 @@ typedef void (*keel_f32_layerscale_bwd_fn)(size_t rows, size_t dim, const float 
                                            size_t dh_stride, const float *f, size_t f_stride,
                                            const float *lambda, float *dx, size_t dx_stride,
                                            float *df, size_t df_stride, int accumulate,
-                                           float *dlambda_part);
+                                           float *dlambda_part, int hints);
 
 /* BatchNorm over columns [0, cols) of the pointers given (the caller offsets them), all rows.
  * stats: mean_d[c], m2[c] (doubles). apply: lo NULL means no low part. */
@@ -352,7 +355,7 @@ KEEL_BLOCK_KERNELS(avx512)
                                         size_t, const float *, float *, size_t);                   \
     void keel_f32_layerscale_bwd__##isa(size_t, size_t, const float *, size_t, const float *,     \
                                         size_t, const float *, float *, size_t, float *, size_t,   \
-                                        int, float *);                                             \
+                                        int, float *, int);                                        \
     void keel_f32_batchnorm_stats__##isa(size_t, size_t, const float *, size_t, double *,         \
                                          double *);                                                \
     void keel_f32_batchnorm_apply__##isa(size_t, size_t, const float *, size_t, float *, size_t,  \

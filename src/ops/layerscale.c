@@ -2,6 +2,7 @@
  * threads; dlambda is gathered over fixed row blocks (deterministic). Tensors may be f32, bf16
  * or f16 (staged through the float32 kernels, block_stage.h; each output rounded once). */
 #include "block_stage.h"
+#include "norm_common.h" /* keel_bwd_hints */
 #include "error.h"
 #include "parallel.h"
 #include "validate.h"
@@ -62,6 +63,7 @@ typedef struct ls_bwd_job {
     size_t dim;
     const float *lambda;
     int accumulate;
+    int hints; /* KEEL_KBWD_STREAM (kernels.h) */
     keel_block_stage bs; /* dh, f, dx, df */
 } ls_bwd_job;
 
@@ -71,7 +73,7 @@ static void ls_bwd_block(const void *job, void *dlambda_part, size_t r, size_t n
     const ls_bwd_job *j = job;
     (void)r;
     j->k->f32_layerscale_bwd(n, j->dim, p[0], s[0], p[1], s[1], j->lambda, p[2], s[2], p[3], s[3],
-                             j->accumulate, dlambda_part);
+                             j->accumulate, dlambda_part, j->hints);
 }
 
 static void ls_bwd_rows(const void *p, size_t r0, size_t r1, float *dlambda_part, float *unused)
@@ -107,13 +109,16 @@ keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
     if (rows == 0 || (!dx.data && !df.data && !dlambda))
         return KEEL_OK;
     const int acc = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
-    ls_bwd_job j = {ctx->kernels, dim, lambda, acc, {0}};
+    ls_bwd_job j = {ctx->kernels, dim, lambda, acc, 0, {0}};
     keel_bs_add(&j.bs, dh, KEEL_BS_IN);
     keel_bs_add(&j.bs, dlambda ? f : keel_none(), KEEL_BS_IN);
     keel_bs_add(&j.bs, dx, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
     keel_bs_add(&j.bs, df, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
     if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
         return st;
+    /* the kernel sees a block of rows: whether dx and df stream is told (never into a stage) */
+    if (!j.bs.stage)
+        j.hints = keel_bwd_hints(ctx, rows, dh.stride, dx.data ? dx.stride : df.stride) & KEEL_KBWD_STREAM;
     return keel_run_rows_reduce(ctx, who, rows, dim, ls_bwd_rows, &j, dlambda, NULL,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }
