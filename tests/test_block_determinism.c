@@ -180,6 +180,16 @@ typedef struct big_shape {
     size_t rows, dim, stride;
 } big_shape;
 
+/* count buffers of n floats, 64-byte aligned (free each) */
+static void big_buffers(float **b, int count, size_t n)
+{
+    for (int i = 0; i < count; i++) {
+        b[i] = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+        if (!b[i])
+            test_fatal("out of memory");
+    }
+}
+
 static void large_outputs(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, int n_isas)
 {
     static const big_shape shapes_big[] = {
@@ -194,11 +204,7 @@ static void large_outputs(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, in
         const big_shape s = shapes_big[si];
         const size_t n = s.rows * s.stride;
         float *buf[6];
-        for (int i = 0; i < 6; i++) {
-            buf[i] = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
-            if (!buf[i])
-                test_fatal("out of memory");
-        }
+        big_buffers(buf, 6, n);
         float *x = buf[0], *r = buf[1], *h = buf[2], *y = buf[3], *h0 = buf[4], *y0 = buf[5];
         for (size_t i = 0; i < s.rows; i++) {
             keel_case_fill_row(rng, KEEL_CASE_MIXED, x + i * s.stride, s.dim);
@@ -263,11 +269,7 @@ static void large_backwards(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, 
         const size_t n = s.rows * s.stride, d = s.dim;
         enum { X, R, H, DY, DH, DX, DR, DX0, DR0, NBUF };
         float *b[NBUF];
-        for (int i = 0; i < NBUF; i++) {
-            b[i] = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
-            if (!b[i])
-                test_fatal("out of memory");
-        }
+        big_buffers(b, NBUF, n);
         for (size_t i = 0; i < s.rows; i++) {
             keel_case_fill_row(rng, KEEL_CASE_MIXED, b[X] + i * s.stride, d);
             keel_case_fill_normal(rng, b[R] + i * s.stride, d);
@@ -346,11 +348,7 @@ static void large_layerscale(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas,
         const size_t n = s.rows * s.stride, d = s.dim;
         enum { X, F, H, DX, DF, H0, DX0, DF0, NBUF };
         float *b[NBUF];
-        for (int i = 0; i < NBUF; i++) {
-            b[i] = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
-            if (!b[i])
-                test_fatal("out of memory");
-        }
+        big_buffers(b, NBUF, n);
         for (size_t i = 0; i < s.rows; i++) {
             keel_case_fill_row(rng, KEEL_CASE_MIXED, b[X] + i * s.stride, d);
             keel_case_fill_normal(rng, b[F] + i * s.stride, d);
