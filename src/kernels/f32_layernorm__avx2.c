@@ -241,7 +241,6 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
                               float *mean, float *rstd, const k256_tail *t, __m256i tail8,
                               int stream, int hg, int hb)
 {
-    const int big = k256_want_prefetch(rows, dim, xs);
     double mean_c = 0.0, mean_o = 0.0; /* of the rows centred and written next */
     float rs_o = 0.0f;
     for (size_t r = 0; r < rows + 2; r++) {
@@ -252,10 +251,10 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
         /* the written row's mean as a float hi + lo pair (see the scalar kernel) */
         const float hi = (float)mean_o, lo = (float)(mean_o - (double)hi);
         const int nt = stream && k256_aligned32(yo);
-        /* the y row written next, fetched now when it is not streamed and the tensor is beyond
-         * L2 (f32_layernorm__avx512.c's ln_fwd_piped) */
+        /* the y row written next, fetched now when it is not streamed
+         * (f32_layernorm__avx512.c's ln_fwd_piped) */
         const float *yn = y + (do_cen ? r - 1 : 0) * ys;
-        const float *pfy = big && do_cen && !(stream && k256_aligned32(yn)) ? yn : NULL;
+        const float *pfy = do_cen && !(stream && k256_aligned32(yn)) ? yn : NULL;
         double sum = 0.0, cen = 0.0;
         if (do_sum && do_cen && do_out) /* every sweep but the first two and the last two */
             ln_pipe_sweep(dim, t, tail8, 1, xsum, &sum, 1, xc, mean_c, &cen, 1, xo, yo, hi, lo,

@@ -224,7 +224,6 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
                               size_t ys, const float *gamma, const float *beta, float eps,
                               float *mean, float *rstd, int stream, int hg, int hb)
 {
-    const int big = k512_want_prefetch(rows, dim, xs);
     double mean_c = 0.0, mean_o = 0.0; /* of the rows centred and written next */
     float rs_o = 0.0f;
     for (size_t t = 0; t < rows + 2; t++) {
@@ -235,12 +234,14 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
         /* the written row's mean as a float hi + lo pair (see the scalar kernel) */
         const float hi = (float)mean_o, lo = (float)(mean_o - (double)hi);
         const int nt = stream && k512_aligned64(yo);
-        /* the y row written next, fetched now when it is not streamed and the tensor is beyond
-         * L2 (its lines are then likely out of cache: a write to them would first read them,
-         * stalling the loop; measured with y out of cache, as keel bench leaves it, 4096x768:
-         * 1.47 -> 1.26-1.28 ms; with y in cache it costs ~5%, hence not below L2) */
+        /* the y row written next, fetched now when it is not streamed (its lines are likely
+         * out of cache: a write to them would first read them, stalling the loop). Measured
+         * with y out of cache, as keel bench leaves it: 4096x768 1.47 -> 1.26-1.28 ms; in
+         * cache too (fraction of the floor 256x1024 0.50 -> 0.60, 1024x512 0.63 -> 0.74,
+         * 4x8192 0.07 -> 0.14); with y in cache (keel_profile_loop) equal within noise but for
+         * 4x8192, 7.0 -> 8.5 us */
         const float *yn = y + (do_cen ? t - 1 : 0) * ys;
-        const float *pfy = big && do_cen && !(stream && k512_aligned64(yn)) ? yn : NULL;
+        const float *pfy = do_cen && !(stream && k512_aligned64(yn)) ? yn : NULL;
         double sum = 0.0, cen = 0.0;
         if (do_sum && do_cen && do_out) /* every sweep but the first two and the last two */
             ln_pipe_sweep(dim, 1, xsum, &sum, 1, xc, mean_c, &cen, 1, xo, yo, hi, lo, rs_o, nt,

@@ -157,7 +157,9 @@ KEEL_INLINE void rms_pipe_sweep(size_t dim, const k256_tail *t, __m256i tail8, i
 }
 
 /* The pipeline over all rows: sweep r sums row r and writes row r - 1. Stage pointers of
- * absent rows are never formed (row 0's stand in). */
+ * absent rows are never formed (row 0's stand in). Which rows: as on AVX-512
+ * (f32_rmsnorm__avx512.c). */
+#define RMS_PIPE_MAX_DIM 65536
 KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs, float *y,
                                size_t ys, const float *gamma, float eps, float *rstd,
                                const k256_tail *t, __m256i tail8, int stream, int hg)
@@ -200,7 +202,7 @@ void keel_f32_rmsnorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_t 
             ROWS(K256_GROUP);
         for (; r < rows; r++)
             ROWS(1);
-    } else if (k256_want_prefetch(rows, dim, x_stride)) {
+    } else if (dim <= RMS_PIPE_MAX_DIM || k256_want_prefetch(rows, dim, x_stride)) {
         if (gamma)
             rms_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, tail8, stream,
                           1);

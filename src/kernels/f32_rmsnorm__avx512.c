@@ -144,7 +144,13 @@ KEEL_INLINE void rms_pipe_sweep(size_t dim, int do_sum, const float *xs, double 
 }
 
 /* The pipeline over all rows: sweep t sums row t and writes row t - 1. Stage pointers of
- * absent rows are never formed (row 0's stand in). */
+ * absent rows are never formed (row 0's stand in). It takes rows of K512_GROUP_BELOW floats or
+ * more, in cache too where the two rows fit L2 (up to RMS_PIPE_MAX_DIM), and beyond L2 any
+ * row. Measured in cache, 1 thread, one row at a time -> pipelined: keel bench (y out of
+ * cache) 256x1024 0.48 -> 0.62 of the floor, 512x768 0.59 -> 0.77, 128x2048 0.43 -> 0.63,
+ * 8x1024 6.8 -> 3.7 us, 4x8192 32.7 -> 16.8 us; keel_profile_loop (y in cache) 256x1024 46.9
+ * -> 33.7 us, 64x1024 9.7 -> 8.0 us, but 1024x512 129 -> 138 us and 128x2048 45 -> 50 us. */
+#define RMS_PIPE_MAX_DIM 65536
 KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs, float *y,
                                size_t ys, const float *gamma, float eps, float *rstd, int stream,
                                int hg)
@@ -184,7 +190,7 @@ void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_
             ROWS(K512_GROUP);
         for (; r < rows; r++)
             ROWS(1);
-    } else if (k512_want_prefetch(rows, dim, x_stride)) {
+    } else if (dim <= RMS_PIPE_MAX_DIM || k512_want_prefetch(rows, dim, x_stride)) {
         if (gamma)
             rms_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream, 1);
         else
