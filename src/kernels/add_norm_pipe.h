@@ -4,10 +4,11 @@
  * the pipelines need of the path: PIPE_ROW / PIPE_ROW_OF / PIPE_ALIGNED (the residual row),
  * PIPE_STEP / PIPE_STEPS(dim) / PIPE_STEP_AT(j) (16-float steps and the row's tail),
  * PIPE_BWD_ROW / PIPE_BWD_ROW_OF / PIPE_BWD_NT (a backward's row, whether it streams),
- * PIPE_PF / PIPE_AHEAD (prefetch). The kernel file defines BUF_FLOATS and, before including
+ * PIPE_PF / PIPE_AHEAD (prefetch), PIPE_STREAM_ABOVE (the forwards' streaming cut). The kernel file defines BUF_FLOATS and, before including
  * this header with one of the parts' macros defined:
- *  - PIPE_LAYERNORM: out_row, out_row_of, pipe_sweep (the forward's three stages);
- *  - PIPE_RMSNORM: pipe_sweep (two stages);
+ *  - PIPE_LAYERNORM: out_row, out_row_of, pipe_sweep (the forward's three stages), fwd_row (a
+ *    row at a time) and PIPE_FWD_ENTRY (the kernel's name, which this part defines);
+ *  - PIPE_RMSNORM: pipe_sweep (two stages), fwd_row and PIPE_FWD_ENTRY;
  *  - PIPE_BACKWARD: bwd_flags, s1_acc / s1_begin / s1_step / s1_end (sweep 1: its sums, then
  *    sweep 2's constants s2_row) and s2_zero / s2_step (sweep 2). */
 /* No include guard: a file includes this header once per part it wants (each part's macro is
@@ -16,6 +17,7 @@
 
 #include "kernels.h"
 #include "norm_finish.h"
+#include "variants.h"
 
 #ifndef KEEL_ADD_NORM_PIPE_NEXT
 #define KEEL_ADD_NORM_PIPE_NEXT
@@ -54,6 +56,29 @@ KEEL_INLINE int pipe_fwd_wanted(size_t rows, size_t dim)
 {
     const size_t bytes = rows * dim * sizeof(float);
     return bytes > KEEL_PREFETCH_ABOVE || (dim >= PIPE_FWD_MIN_DIM && bytes >= PIPE_FWD_FROM);
+}
+
+/* Row r of a forward that goes a row at a time: its residual row, the next row's x and r to
+ * prefetch (its own at the last row), its outputs and whether they stream. */
+typedef struct pipe_one {
+    PIPE_ROW w;
+    const float *pfx, *pfr;
+    float *h, *y;
+    int more, nt;
+} pipe_one;
+
+KEEL_INLINE pipe_one pipe_one_of(const keel_f32_res *res, size_t r, size_t rows, float *h,
+                                 size_t hs, float *y, size_t ys, int stream)
+{
+    pipe_one o;
+    o.w = PIPE_ROW_OF(res, r);
+    o.more = r + 1 < rows;
+    o.pfx = o.more ? o.w.x + res->x_stride : o.w.x;
+    o.pfr = o.more ? o.w.r + res->r_stride : o.w.r;
+    o.h = h ? h + r * hs : NULL;
+    o.y = y + r * ys;
+    o.nt = stream && PIPE_ALIGNED(o.y) && (!h || PIPE_ALIGNED(o.h));
+    return o;
 }
 
 /* In a sweep's step at j (full steps): the next rows' lines at j. */
@@ -115,6 +140,57 @@ KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res
     if (streamed)
         _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
+
+/* The rows of a call: through the pipeline (pipe_fwd_wanted), else one at a time (the kernel
+ * file's fwd_row; beyond KEEL_PREFETCH_ABOVE the next row's x and r prefetched meanwhile).
+ * Outputs of more than PIPE_STREAM_ABOVE bytes streamed. */
+KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
+                          float *y, size_t ys, const float *gamma, const float *beta, float eps,
+                          float *mean, float *rstd, int hl, int hb, int hg, int hbe, int hh)
+{
+    float buf[3 * BUF_FLOATS] __attribute__((aligned(64)));
+    const size_t bytes = rows * dim * sizeof(float);
+    const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > PIPE_STREAM_ABOVE;
+    if (pipe_fwd_wanted(rows, dim) && dim <= BUF_FLOATS) {
+        fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, stream, buf, hl,
+                       hb, hg, hbe, hh);
+        return;
+    }
+    int streamed = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const pipe_one o = pipe_one_of(res, r, rows, hh ? h : NULL, hs, y, ys, stream);
+        streamed |= o.nt;
+        fwd_row(&o.w, dim, o.h, o.y, gamma, beta, eps, mean ? mean + r : NULL,
+                rstd ? rstd + r : NULL, pf && o.more, o.pfx, o.pfr, o.nt, buf, hl, hb, hg, hbe, hh);
+    }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
+}
+
+/* One instance of fwd_rows for each combination of lambda, bias, gamma, beta, h (constants),
+ * and the kernel (named PIPE_FWD_ENTRY by the kernel file) that picks it. */
+typedef void (*fwd_fn)(size_t, size_t, const keel_f32_res *, float *, size_t, float *, size_t,
+                       const float *, const float *, float, float *, float *);
+#define FWD_VARIANT(i)                                                                             \
+    static void fwd_##i(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,    \
+                        float *y, size_t ys, const float *gamma, const float *beta, float eps,    \
+                        float *mean, float *rstd)                                                  \
+    {                                                                                              \
+        fwd_rows(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, (i) & 1,              \
+                 ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);                 \
+    }
+KEEL_EACH32(FWD_VARIANT)
+#undef FWD_VARIANT
+static const fwd_fn fwd_table[32] = {KEEL_LIST32(fwd_)};
+
+void PIPE_FWD_ENTRY(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t h_stride,
+                    float *y, size_t y_stride, const float *gamma, const float *beta, float eps,
+                    float *mean, float *rstd)
+{
+    const int i = (res->lambda != NULL) | (res->bias != NULL) << 1 | (gamma != NULL) << 2 |
+                  (beta != NULL) << 3 | (h != NULL) << 4;
+    fwd_table[i](rows, dim, res, h, h_stride, y, y_stride, gamma, beta, eps, mean, rstd);
+}
 #undef PIPE_LAYERNORM
 #endif
 
@@ -152,6 +228,51 @@ KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res
     }
     if (streamed)
         _mm_sfence(); /* the streamed stores are visible before the call returns */
+}
+
+/* The rows of a call, as the LayerNorm part's fwd_rows. */
+KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
+                          float *y, size_t ys, const float *gamma, float eps, float *rstd, int hl,
+                          int hb, int hg, int hh)
+{
+    float buf[2 * BUF_FLOATS] __attribute__((aligned(64)));
+    const size_t bytes = rows * dim * sizeof(float);
+    const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > PIPE_STREAM_ABOVE;
+    if (pipe_fwd_wanted(rows, dim) && dim <= BUF_FLOATS) {
+        fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, eps, rstd, stream, buf, hl, hb, hg, hh);
+        return;
+    }
+    int streamed = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const pipe_one o = pipe_one_of(res, r, rows, hh ? h : NULL, hs, y, ys, stream);
+        streamed |= o.nt;
+        fwd_row(&o.w, dim, o.h, o.y, gamma, eps, rstd ? rstd + r : NULL, pf && o.more, o.pfx,
+                o.pfr, o.nt, buf, hl, hb, hg, hh);
+    }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
+}
+
+/* One instance for each combination of lambda, bias, gamma, h, and the kernel PIPE_FWD_ENTRY. */
+typedef void (*fwd_fn)(size_t, size_t, const keel_f32_res *, float *, size_t, float *, size_t,
+                       const float *, float, float *);
+#define FWD_VARIANT(i)                                                                             \
+    static void fwd_##i(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,    \
+                        float *y, size_t ys, const float *gamma, float eps, float *rstd)           \
+    {                                                                                              \
+        fwd_rows(rows, dim, res, h, hs, y, ys, gamma, eps, rstd, (i) & 1, ((i) >> 1) & 1,          \
+                 ((i) >> 2) & 1, ((i) >> 3) & 1);                                                  \
+    }
+KEEL_EACH16(FWD_VARIANT)
+#undef FWD_VARIANT
+static const fwd_fn fwd_table[16] = {KEEL_LIST16(fwd_)};
+
+void PIPE_FWD_ENTRY(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t h_stride,
+                    float *y, size_t y_stride, const float *gamma, float eps, float *rstd)
+{
+    const int i = (res->lambda != NULL) | (res->bias != NULL) << 1 | (gamma != NULL) << 2 |
+                  (h != NULL) << 3;
+    fwd_table[i](rows, dim, res, h, h_stride, y, y_stride, gamma, eps, rstd);
 }
 #undef PIPE_RMSNORM
 #endif

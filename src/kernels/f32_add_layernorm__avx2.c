@@ -170,58 +170,9 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
         *centred = r256_reduce(c_acc);
 }
 
+#define PIPE_FWD_ENTRY keel_f32_add_layernorm_fwd__avx2
 #define PIPE_LAYERNORM
 #include "add_norm_pipe.h"
-
-KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
-                          float *y, size_t ys, const float *gamma, const float *beta, float eps,
-                          float *mean, float *rstd, int hl, int hb, int hg, int hbe, int hh)
-{
-    float buf[3 * BUF_FLOATS] __attribute__((aligned(64)));
-    const size_t bytes = rows * dim * sizeof(float);
-    const int pf = bytes > KEEL_PREFETCH_ABOVE, stream = (hh ? 2 : 1) * bytes > R256_STREAM_ABOVE;
-    if (pipe_fwd_wanted(rows, dim) && dim <= BUF_FLOATS) {
-        fwd_rows_piped(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, stream, buf, hl,
-                       hb, hg, hbe, hh);
-        return;
-    }
-    int streamed = 0;
-    for (size_t r = 0; r < rows; r++) {
-        const r256_row w = r256_row_of(res, r);
-        const int more = r + 1 < rows;
-        const float *pfx = more ? w.x + res->x_stride : w.x, *pfr = more ? w.r + res->r_stride : w.r;
-        float *hr = hh ? h + r * hs : NULL, *yr = y + r * ys;
-        const int nt = stream && r256_aligned(yr) && (!hh || r256_aligned(hr));
-        streamed |= nt;
-        fwd_row(&w, dim, hr, yr, gamma, beta, eps, mean ? mean + r : NULL, rstd ? rstd + r : NULL,
-                pf && more, pfx, pfr, nt, buf, hl, hb, hg, hbe, hh);
-    }
-    if (streamed)
-        _mm_sfence();
-}
-
-typedef void (*fwd_fn)(size_t, size_t, const keel_f32_res *, float *, size_t, float *, size_t,
-                       const float *, const float *, float, float *, float *);
-#define FWD_VARIANT(i)                                                                             \
-    static void fwd_##i(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,    \
-                        float *y, size_t ys, const float *gamma, const float *beta, float eps,    \
-                        float *mean, float *rstd)                                                  \
-    {                                                                                              \
-        fwd_rows(rows, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, (i) & 1,              \
-                 ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);                 \
-    }
-KEEL_EACH32(FWD_VARIANT)
-static const fwd_fn fwd_table[32] = {KEEL_LIST32(fwd_)};
-
-void keel_f32_add_layernorm_fwd__avx2(size_t rows, size_t dim, const keel_f32_res *res, float *h,
-                                      size_t h_stride, float *y, size_t y_stride,
-                                      const float *gamma, const float *beta, float eps,
-                                      float *mean, float *rstd)
-{
-    const int i = (res->lambda != NULL) | (res->bias != NULL) << 1 | (gamma != NULL) << 2 |
-                  (beta != NULL) << 3 | (h != NULL) << 4;
-    fwd_table[i](rows, dim, res, h, h_stride, y, y_stride, gamma, beta, eps, mean, rstd);
-}
 
 /* ---- backward ---------------------------------------------------------------------------- */
 

@@ -239,5 +239,6 @@ KEEL_INLINE int r256_bwd_nt(const keel_f32_res_grads *out, int acc, size_t r)
 #define PIPE_BWD_NT r256_bwd_nt
 #define PIPE_PF R256_PF
 #define PIPE_AHEAD R256_PIPE_AHEAD
+#define PIPE_STREAM_ABOVE R256_STREAM_ABOVE
 
 #endif

@@ -217,5 +217,6 @@ KEEL_INLINE r512_bwd_mem r512_bwd_mem_of(const keel_f32_res_grads *out, int acc,
 #define PIPE_BWD_NT r512_bwd_nt
 #define PIPE_PF R512_PF
 #define PIPE_AHEAD R512_PIPE_AHEAD
+#define PIPE_STREAM_ABOVE R512_STREAM_ABOVE
 
 #endif
