@@ -3,12 +3,13 @@
  * sums). Each column keeps its own double accumulator and adds the rows in increasing order,
  * exactly as the scalar kernel does, so every output has the scalar bits; see
  * f32_batchnorm__avx512.c. The columns of a chunk beyond its last multiple of 8 (only the last
- * chunk of a call has them) run the scalar kernel's own C, column by column. */
+ * chunk of a call has them) run the scalar kernel's own C, column by column. Chunks of 1024
+ * columns and the apply's streamed y, as on AVX-512. */
 #include "kernels.h"
 #include "norm_finish.h"
 #include "simd_lanes__avx2.h"
 
-#define BN_CHUNK 256
+#define BN_CHUNK 1024
 
 /* acc[0..4) += t */
 KEEL_INLINE void acc4(double *acc, __m256d t) { _mm256_storeu_pd(acc, _mm256_add_pd(_mm256_loadu_pd(acc), t)); }
@@ -60,9 +61,11 @@ void keel_f32_batchnorm_apply__avx2(size_t rows, size_t cols, const float *x, si
 {
     const size_t full = cols & ~(size_t)7;
     const __m256i mt = k256_mask8(cols - full);
+    const int stream = k256_want_stream(rows, y_stride);
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * x_stride;
         float *yr = y + r * y_stride;
+        const int nt = stream && k256_aligned32(yr);
         for (size_t c = 0; c < cols; c += 8) {
             const int tail = c == full;
 #define LD(p) (tail ? _mm256_maskload_ps((p) + c, mt) : _mm256_loadu_ps((p) + c))
@@ -78,9 +81,11 @@ void keel_f32_batchnorm_apply__avx2(size_t rows, size_t cols, const float *x, si
             if (tail)
                 _mm256_maskstore_ps(yr + c, mt, v);
             else
-                _mm256_storeu_ps(yr + c, v);
+                k256_store8(yr + c, v, nt);
         }
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
 
 void keel_f32_batchnorm_bwd__avx2(size_t rows, size_t cols, const float *dy, size_t dy_stride,
@@ -92,6 +97,9 @@ void keel_f32_batchnorm_bwd__avx2(size_t rows, size_t cols, const float *dy, siz
     double su[BN_CHUNK], sd[BN_CHUNK], sdu[BN_CHUNK], sg[BN_CHUNK], sgu[BN_CHUNK];
     float a[BN_CHUNK], b[BN_CHUNK], df[BN_CHUNK];
     const double n_rows = (double)rows;
+    /* dx streamed when the call's dx spans KEEL_STREAM_ABOVE bytes or more (not accumulated) */
+    const int stream = dx && !accumulate_dx && k256_want_stream(rows, cols);
+    int streamed = 0;
     for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
         const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK, n8 = n & ~(size_t)7;
         const float *m = mean + c0, *rs = rstd + c0, *gm = gamma ? gamma + c0 : NULL;
@@ -148,6 +156,8 @@ void keel_f32_batchnorm_bwd__avx2(size_t rows, size_t cols, const float *dy, siz
         for (size_t r = 0; r < rows; r++) {
             const float *xr = x + r * x_stride + c0, *dyr = dy + r * dy_stride + c0;
             float *dxr = dx + r * dx_stride + c0;
+            const int nt = stream && k256_aligned32(dxr);
+            streamed |= nt;
             size_t c = 0;
             for (; c < n8; c += 8) {
                 const __m256 dyv = _mm256_loadu_ps(dyr + c);
@@ -164,7 +174,7 @@ void keel_f32_batchnorm_bwd__avx2(size_t rows, size_t cols, const float *dy, siz
                 }
                 if (accumulate_dx)
                     v = _mm256_add_ps(_mm256_loadu_ps(dxr + c), v);
-                _mm256_storeu_ps(dxr + c, v);
+                k256_store8(dxr + c, v, nt);
             }
             for (; c < n; c++) {
                 const float g = gm ? dyr[c] * gm[c] : dyr[c];
@@ -179,4 +189,6 @@ void keel_f32_batchnorm_bwd__avx2(size_t rows, size_t cols, const float *dy, siz
             }
         }
     }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }

@@ -2,15 +2,23 @@
  * kernels.h, vectorized across columns. Each column keeps its own double accumulator (one
  * lane of a zmm, 8 columns at a time) and adds the rows in increasing order, exactly as the
  * scalar kernel does, so every sum, and with it every output, has the scalar bits. Columns go
- * in chunks of BN_CHUNK (the scalar kernel's) so that a chunk's accumulators stay in L1 while
- * the rows stream past; the per-column finishing steps between the sweeps are the scalar
- * kernel's own C, column by column. A tail of fewer than 8 (16) columns is masked: lanes
+ * in chunks of BN_CHUNK so that a chunk's accumulators stay in L1/L2 while the rows stream
+ * past (the chunk changes no bit: each column's order is its own); the per-column finishing
+ * steps between the sweeps are the scalar kernel's own C, column by column.
+ *
+ * BN_CHUNK 1024 (4 KiB of a row, a page) against the scalar kernel's 256: a sweep over a chunk
+ * of a large batch visits a page per row, and fewer, longer visits paid (keel_profile_loop, 1
+ * thread, 256 -> 1024: bnf 4096x4096 19.2-19.8 -> 15.5-16.7 ms, bnb 50-53 -> 35-36 ms,
+ * 1024x8192 8.0 -> 6.8-7.1 and 18.6-19.4 -> 15.1-15.2 ms; 256x1024 89 -> 96 us and 287-303 ->
+ * 257-272 us). Narrower chunks sized for the chunk to stay in L2 between the sweeps were slower
+ * still (64 columns at 4096 rows: bnf 29-33 ms, bnb 72-100 ms). The apply streams y when a
+ * call's y spans KEEL_STREAM_ABOVE bytes or more (rows that start 64-byte aligned). A tail of fewer than 8 (16) columns is masked: lanes
  * without a column are neither read nor written. */
 #include "kernels.h"
 #include "norm_finish.h"
 #include "simd_lanes__avx512.h"
 
-#define BN_CHUNK 256
+#define BN_CHUNK 1024
 
 KEEL_INLINE __mmask8 mask8(size_t n) { return n >= 8 ? (__mmask8)0xff : (__mmask8)((1u << n) - 1u); }
 KEEL_INLINE __mmask16 mask16(size_t n) { return n >= 16 ? (__mmask16)0xffff : k512_tail16(n); }
@@ -62,9 +70,11 @@ void keel_f32_batchnorm_apply__avx512(size_t rows, size_t cols, const float *x, 
                                       float *y, size_t y_stride, const float *hi, const float *lo,
                                       const float *rstd, const float *gamma, const float *beta)
 {
+    const int stream = k512_want_stream(rows, y_stride);
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * x_stride;
         float *yr = y + r * y_stride;
+        const int nt = stream && k512_aligned64(yr);
         for (size_t c = 0; c < cols; c += 16) {
             const __mmask16 k = mask16(cols - c);
             __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + c), _mm512_maskz_loadu_ps(k, hi + c));
@@ -75,9 +85,14 @@ void keel_f32_batchnorm_apply__avx512(size_t rows, size_t cols, const float *x, 
                 v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, gamma + c));
             if (beta)
                 v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, beta + c));
-            _mm512_mask_storeu_ps(yr + c, k, v);
+            if (k == 0xffff)
+                k512_store16(yr + c, v, nt);
+            else
+                _mm512_mask_storeu_ps(yr + c, k, v);
         }
     }
+    if (stream)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
 
 void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, size_t dy_stride,
@@ -89,6 +104,9 @@ void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, s
     double su[BN_CHUNK], sd[BN_CHUNK], sdu[BN_CHUNK], sg[BN_CHUNK], sgu[BN_CHUNK];
     float a[BN_CHUNK], b[BN_CHUNK], df[BN_CHUNK];
     const double n_rows = (double)rows;
+    /* dx streamed when the call's dx spans KEEL_STREAM_ABOVE bytes or more (not accumulated) */
+    const int stream = dx && !accumulate_dx && k512_want_stream(rows, cols);
+    int streamed = 0;
     for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
         const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK;
         const float *m = mean + c0, *rs = rstd + c0, *gm = gamma ? gamma + c0 : NULL;
@@ -130,6 +148,8 @@ void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, s
         for (size_t r = 0; r < rows; r++) {
             const float *xr = x + r * x_stride + c0, *dyr = dy + r * dy_stride + c0;
             float *dxr = dx + r * dx_stride + c0;
+            const int nt = stream && k512_aligned64(dxr);
+            streamed |= nt;
             for (size_t c = 0; c < n; c += 16) {
                 const __mmask16 k = mask16(n - c);
                 const __m512 dyv = _mm512_maskz_loadu_ps(k, dyr + c);
@@ -147,8 +167,13 @@ void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, s
                 }
                 if (accumulate_dx)
                     v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, dxr + c), v);
-                _mm512_mask_storeu_ps(dxr + c, k, v);
+                if (k == 0xffff)
+                    k512_store16(dxr + c, v, nt);
+                else
+                    _mm512_mask_storeu_ps(dxr + c, k, v);
             }
         }
     }
+    if (streamed)
+        _mm_sfence(); /* the streamed stores are visible before the call returns */
 }
