@@ -8,8 +8,7 @@
  * split) and wide rows; every output is compared bit for bit with the first path on one thread,
  * over thread counts 1, 2, 3, 4, 7 and every path this machine runs. Inputs are mixed
  * adversarial rows, all finite (NaN payloads are not promised). Large shapes (beyond L2: the
- * SIMD paths' row pipelines and streamed stores) run the fused add + norm forward and backward
- * and LayerScale on 1 and 2 threads.
+ * SIMD paths' row pipelines and streamed stores) run every op on 1 and 2 threads.
  */
 #include "block_test_util.h"
 
@@ -337,52 +336,38 @@ static void large_backwards(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, 
     }
 }
 
-/* LayerScale beyond the caches: the SIMD paths stream h (a call's h of 16 MiB or more) and dx
- * and df (when the operator hints it: 16 MiB a thread), rows that start aligned. Forward and
- * backward (dx, df, dlambda) on 1 and 2 threads: the bits of the first path on one thread. */
-static void large_layerscale(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, int n_isas)
+/* Every op of [op0, op1), plain and full, on every path and thread count: each output bitwise
+ * that of the first path on one thread. */
+static void check_shape(keel_ctx *ctx, keel_rng *rng, const shape *sh, const keel_isa *isas,
+                        int n_isas, int op0, int op1, const int *threads, size_t n_threads)
 {
-    static const big_shape shapes_big[] = {{4096, 1024, 1024}, {1100, 4097, 4100}};
-    for (size_t si = 0; si < sizeof shapes_big / sizeof shapes_big[0]; si++) {
-        const big_shape s = shapes_big[si];
-        const size_t n = s.rows * s.stride, d = s.dim;
-        enum { X, F, H, DX, DF, H0, DX0, DF0, NBUF };
-        float *b[NBUF];
-        big_buffers(b, NBUF, n);
-        for (size_t i = 0; i < s.rows; i++) {
-            keel_case_fill_row(rng, KEEL_CASE_MIXED, b[X] + i * s.stride, d);
-            keel_case_fill_normal(rng, b[F] + i * s.stride, d);
-        }
-        float *lambda = bt_vec(rng, d, 0.1, 0.05), *dl = test_alloc(2 * d);
-        for (int i = 0; i < n_isas; i++)
-            for (int t = 1; t <= 2; t++) {
-                const int base = i == 0 && t == 1;
-                float *h = b[base ? H0 : H], *dx = b[base ? DX0 : DX], *df = b[base ? DF0 : DF];
-                float *g = dl + (base ? d : 0);
-                test_fill_sentinel(h, n);
-                test_fill_sentinel(dx, n);
-                test_fill_sentinel(df, n);
-                test_set_isa(ctx, isas[i]);
-                keel_ctx_set_threads(ctx, t);
-                keel_status st = keel_layerscale_fwd(ctx, s.rows, d, keel_f32(b[X], s.stride), keel_f32(b[F], s.stride),
-                                                     lambda, keel_f32(h, s.stride), 0);
-                if (st == KEEL_OK) /* dh: x's values */
-                    st = keel_layerscale_bwd(ctx, s.rows, d, keel_f32(b[X], s.stride), keel_f32(b[F], s.stride), lambda,
-                                             keel_f32(dx, s.stride), keel_f32(df, s.stride), g, 0);
-                test_check(st == KEEL_OK, "large layerscale: %s (%s)", keel_status_str(st), keel_last_error());
-                if (!base) {
-                    const size_t ih = test_first_diff(b[H], b[H0], n), ix = test_first_diff(b[DX], b[DX0], n);
-                    const size_t iff = test_first_diff(b[DF], b[DF0], n), il = test_first_diff(dl, dl + d, d);
-                    test_check(ih == n && ix == n && iff == n && il == d,
-                               "large layerscale %zux%zu stride %zu isa %s threads %d: h differs at %zu, dx at %zu, "
-                               "df at %zu, dlambda at %zu", s.rows, d, s.stride, keel_isa_name(isas[i]), t, ih, ix, iff, il);
+    inputs in = inputs_make(rng, sh);
+    outputs base = outputs_alloc(&in), got = outputs_alloc(&in);
+    for (int op = op0; op < op1; op++)
+        for (int full = 0; full <= 1; full++) {
+            char where[160];
+            test_set_isa(ctx, isas[0]);
+            keel_ctx_set_threads(ctx, 1);
+            outputs_reset(&base, &in);
+            keel_status st = run(ctx, (op_kind)op, full, &in, &base);
+            if (!test_check(st == KEEL_OK, "%s %zux%zu: %s (%s)", op_names[op], in.rows, in.dim,
+                            keel_status_str(st), keel_last_error()))
+                continue;
+            for (int i = 0; i < n_isas; i++)
+                for (size_t t = 0; t < n_threads; t++) {
+                    snprintf(where, sizeof where, "%s%s %zux%zu isa %s threads %d", op_names[op],
+                             full ? " (full)" : "", in.rows, in.dim, keel_isa_name(isas[i]), threads[t]);
+                    test_set_isa(ctx, isas[i]);
+                    keel_ctx_set_threads(ctx, threads[t]);
+                    outputs_reset(&got, &in);
+                    st = run(ctx, (op_kind)op, full, &in, &got);
+                    if (test_check(st == KEEL_OK, "%s: %s", where, keel_status_str(st)))
+                        compare(where, &in, &got, &base);
                 }
-            }
-        for (int i = 0; i < NBUF; i++)
-            free(b[i]);
-        free(lambda);
-        free(dl);
-    }
+        }
+    outputs_free(&base);
+    outputs_free(&got);
+    inputs_free(&in);
 }
 
 int main(void)
@@ -392,39 +377,18 @@ int main(void)
     keel_isa isas[3];
     const int n_isas = test_isas(isas);
     keel_ctx *ctx = test_ctx(1);
-    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-        inputs in = inputs_make(&rng, &shapes[k]);
-        outputs base = outputs_alloc(&in), got = outputs_alloc(&in);
-        for (int op = 0; op < OP_COUNT; op++)
-            for (int full = 0; full <= 1; full++) {
-                char where[160];
-                test_set_isa(ctx, isas[0]);
-                keel_ctx_set_threads(ctx, 1);
-                outputs_reset(&base, &in);
-                keel_status st = run(ctx, (op_kind)op, full, &in, &base);
-                if (!test_check(st == KEEL_OK, "%s %zux%zu: %s (%s)", op_names[op], in.rows, in.dim,
-                                keel_status_str(st), keel_last_error()))
-                    continue;
-                for (int i = 0; i < n_isas; i++)
-                    for (size_t t = 0; t < sizeof thread_counts / sizeof thread_counts[0]; t++) {
-                        snprintf(where, sizeof where, "%s%s %zux%zu isa %s threads %d", op_names[op],
-                                 full ? " (full)" : "", in.rows, in.dim, keel_isa_name(isas[i]),
-                                 thread_counts[t]);
-                        test_set_isa(ctx, isas[i]);
-                        keel_ctx_set_threads(ctx, thread_counts[t]);
-                        outputs_reset(&got, &in);
-                        st = run(ctx, (op_kind)op, full, &in, &got);
-                        if (test_check(st == KEEL_OK, "%s: %s", where, keel_status_str(st)))
-                            compare(where, &in, &got, &base);
-                    }
-            }
-        outputs_free(&base);
-        outputs_free(&got);
-        inputs_free(&in);
-    }
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        check_shape(ctx, &rng, &shapes[k], isas, n_isas, 0, OP_COUNT, thread_counts,
+                    sizeof thread_counts / sizeof thread_counts[0]);
     large_outputs(ctx, &rng, isas, n_isas);
     large_backwards(ctx, &rng, isas, n_isas);
-    large_layerscale(ctx, &rng, isas, n_isas);
+    /* LayerScale, BatchNorm and DyT beyond the caches: LayerScale streams h, dx and df (a
+     * call's part of 16 MiB or more; the backward when the operator hints it), BatchNorm y and
+     * dx (likewise), rows that start aligned; 16 MiB tensors stream on one thread, not on two */
+    static const shape big[] = {{4096, 1024, 0}, {1100, 4097, 3}};
+    static const int big_threads[] = {1, 2};
+    for (size_t k = 0; k < sizeof big / sizeof big[0]; k++)
+        check_shape(ctx, &rng, &big[k], isas, n_isas, OP_LAYERSCALE, OP_COUNT, big_threads, 2);
     keel_ctx_destroy(ctx);
     return test_finish();
 }
