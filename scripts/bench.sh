@@ -22,11 +22,18 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     echo "threads, timed in the same run, interleaved with the op; 'fraction of floor' = floor time / keel time"
     echo "(1.00 means keel moves its bytes as fast as a copy). Medians."
     echo
+    echo "Interleaved, each op starts with its outputs out of cache (the copy before it wrote over them), as"
+    echo "in a model where a layer's outputs are fresh buffers."
+    echo
     echo "Peers (PyTorch and ONNX Runtime from PyPI, Debian's oneDNN 2.6) run on the same cases by"
-    echo "\`sh bench/peers/run.sh THREADS\` right after keel, each checked against a float64 reference first;"
-    echo "their fraction of the floor uses the floor keel bench measured. \`keel / peer\` > 1: keel is faster."
+    echo "\`sh bench/peers/run.sh THREADS\` right after keel, each checked against a float64 reference first."
+    echo "Their benchmarks call the op back to back on the same buffers (outputs in cache where they fit), so"
+    echo "keel is set beside them timed the same way, \`keel bench --hot --norms\` (back-to-back calls, and"
+    echo "the floor's copies back to back too); each fraction of the floor uses the floor of that run."
+    echo "\`keel / peer\` > 1: keel is faster."
     for t in 1 "$cores"; do
         "$build/keel" bench --threads "$t" --markdown | sed '1d' > "$tmp.keel.$t"
+        "$build/keel" bench --threads "$t" --hot --norms --markdown | sed '1d' > "$tmp.hot.$t"
         sh bench/peers/run.sh "$t" $peers_quick > "$tmp.peers.$t" 2>"$tmp.peers.log.$t" || true
         echo
         echo "## $t thread(s)"
@@ -34,9 +41,9 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         echo "### keel against its floor: \`$build/keel bench --threads $t --markdown\`"
         cat "$tmp.keel.$t"
         echo
-        echo "### keel beside the peers"
+        echo "### keel beside the peers, every library timed back to back: \`$build/keel bench --threads $t --hot --norms\`"
         echo
-        python3 scripts/bench_combine.py "$tmp.keel.$t" "$tmp.peers.$t"
+        python3 scripts/bench_combine.py "$tmp.hot.$t" "$tmp.peers.$t"
         echo
         echo "### the peers' own table (with their accuracy check)"
         echo
@@ -57,6 +64,7 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     echo "QuantizeLinear or a per-row-scale graph). docs/low-precision.md has the details."
     for t in 1 "$cores"; do
         "$build/keel" bench --threads "$t" --dtype bf16,f16,i8 --markdown | sed '1d' > "$tmp.lpkeel.$t"
+        "$build/keel" bench --threads "$t" --dtype bf16,f16,i8 --hot --markdown | sed '1d' > "$tmp.lphot.$t"
         sh bench/peers/run.sh "$t" --lowp $peers_quick > "$tmp.lppeers.$t" 2>"$tmp.lppeers.log.$t" || true
         echo
         echo "### $t thread(s), low precision"
@@ -64,9 +72,9 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         echo "#### keel against its floor: \`$build/keel bench --threads $t --dtype bf16,f16,i8 --markdown\`"
         cat "$tmp.lpkeel.$t"
         echo
-        echo "#### keel beside the peers"
+        echo "#### keel beside the peers, timed back to back: \`$build/keel bench --threads $t --dtype bf16,f16,i8 --hot\`"
         echo
-        python3 scripts/bench_combine.py "$tmp.lpkeel.$t" "$tmp.lppeers.$t"
+        python3 scripts/bench_combine.py "$tmp.lphot.$t" "$tmp.lppeers.$t"
         echo
         echo "#### the peers' own table (with their accuracy check): \`sh bench/peers/run.sh $t --lowp\`"
         echo

@@ -133,6 +133,12 @@ keel_cli_test(cli_bench_dtype 0
   "layernorm fwd bf16 +512x512 +1[.]0 +${_vals}|layernorm bwd bf16 +512x512 +1[.]5 +${_vals}|rmsnorm fwd f16 +512x512 +1[.]0 +${_vals}|rmsnorm bwd f16 +512x512 +1[.]5 +${_vals}|layernorm fwd f32>i8 dyn +512x512 +1[.]3 +${_vals}|layernorm fwd f32>i8 static +512x512 +1[.]2 +${_vals}|rmsnorm fwd bf16>i8 dyn +512x512 +0[.]8 +${_vals}|rmsnorm fwd bf16>i8 static +512x512 +0[.]8 +${_vals}"
   bench --rows 512 --dim 512 --reps 3 --dtype bf16,f16,i8)
 keel_cli_test(cli_bench_dtype_bad 2 "" bench --rows 64 --dim 64 --dtype bf16,bogus)
+# --hot --norms (how scripts/bench.sh sets keel beside the peers): back-to-back calls, said in the
+# header, and of the f32 rows only the four norms.
+keel_cli_test(cli_bench_hot_norms 0
+  "back-to-back calls [(]--hot[)]|layernorm fwd +256x256 +0[.]5 +${_vals}|rmsnorm bwd +256x256 +0[.]8 +${_vals}"
+  bench --rows 256 --dim 256 --reps 3 --hot --norms)
+set_tests_properties(cli_bench_hot_norms PROPERTIES FAIL_REGULAR_EXPRESSION "add[+]|layerscale|batchnorm|dyt")
 # keel threads: the table of 1 thread against 2 at every size, and its conclusion for each op.
 set(_num "[0-9]+[.][0-9]+")
 keel_cli_test(cli_threads 0

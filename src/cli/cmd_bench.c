@@ -1,7 +1,11 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf */
 /* keel bench: median time and GB/s of every op, beside the copy floor of the same bytes
  * (the faster of glibc memcpy and a streaming-store copy, same threads), measured in the same
- * run and interleaved with the op so that both see the same machine state.
+ * run and interleaved with the op so that both see the same machine state. Interleaved, each
+ * op's outputs are out of cache when it starts (the streaming copy wrote over them), as in a
+ * model where a layer's outputs are fresh buffers. --hot times back-to-back calls instead
+ * (op, op, ..., then the copies the same way), as the peers' benchmarks time theirs: outputs
+ * in cache where they fit; scripts/bench.sh compares keel with the peers that way.
  * --dtype chooses the rows: f32 (the float32 ops and the transformer-block rows: fused add + norm,
  * LayerScale, BatchNorm, DyT; the default),
  * bf16 and f16 (LayerNorm/RMSNorm forward and backward with x, y, dy, dx in that dtype) and i8
@@ -404,12 +408,12 @@ static unsigned parse_dtypes(const char *list)
 }
 
 /* The rows of the selected groups, in table order: f32, bf16, f16, i8. */
-static size_t make_rows(bench_row *rows, unsigned groups, int block_rows)
+static size_t make_rows(bench_row *rows, unsigned groups, int block_rows, int norms_only)
 {
     size_t k = 0;
     if (groups & GROUP_F32)
         for (int op = 0; op < OP_COUNT; op++) {
-            if (!block_rows && op >= OP_LS_FWD)
+            if ((!block_rows && op >= OP_LS_FWD) || (norms_only && op > OP_RMS_BWD))
                 continue;
             rows[k].op = (bench_op)op;
             rows[k].dtype = KEEL_F32;
@@ -449,7 +453,7 @@ static int is_short_row(const bench_row *row)
 
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--markdown]\n"
+    fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--hot] [--norms] [--markdown]\n"
                 "  --demo        one 4096 x 1024 case (what make demo runs), without the\n"
                 "                layerscale, batchnorm and dyt rows\n"
                 "  --dtype LIST  comma-separated rows to run (default f32):\n"
@@ -468,6 +472,11 @@ static void usage(FILE *to)
                 "  --threads N   threads for keel and the copy floor (default: all cores; 0 = all)\n"
                 "  --reps N      at least N timed runs a row (default 7, at least 3); the layerscale,\n"
                 "                batchnorm and dyt rows at least half as many (>= 3), over ~1 GB\n"
+                "  --hot         time back-to-back calls (op, op, ...; then memcpy, memcpy, ...;\n"
+                "                then the streaming copy): outputs stay in cache where they fit,\n"
+                "                as in the peers' benchmarks (default: op and copies interleaved,\n"
+                "                the op's outputs out of cache)\n"
+                "  --norms       of the f32 rows only LayerNorm and RMSNorm (the ones the peers run)\n"
                 "  --markdown    print a Markdown table\n");
 }
 
@@ -476,7 +485,7 @@ int keel_cmd_bench(int argc, char **argv)
     const bench_case *cases = default_cases;
     size_t ncases = sizeof default_cases / sizeof default_cases[0];
     bench_case one = {0, 0};
-    int threads = 0, min_reps = 7, markdown = 0, block_rows = 1;
+    int threads = 0, min_reps = 7, markdown = 0, block_rows = 1, hot = 0, norms_only = 0;
     unsigned groups = GROUP_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -490,6 +499,10 @@ int keel_cmd_bench(int argc, char **argv)
             block_rows = 0;
         } else if (!strcmp(a, "--markdown")) {
             markdown = 1;
+        } else if (!strcmp(a, "--hot")) {
+            hot = 1;
+        } else if (!strcmp(a, "--norms")) {
+            norms_only = 1;
         } else if (v && !strcmp(a, "--rows")) {
             one.rows = strtoull(v, NULL, 10), i++;
         } else if (v && !strcmp(a, "--dim")) {
@@ -524,7 +537,7 @@ int keel_cmd_bench(int argc, char **argv)
         min_reps = 3;
     const int short_min_reps = (min_reps + 1) / 2 < 3 ? 3 : (min_reps + 1) / 2;
     bench_row rows[OP_COUNT + 8 + 8];
-    const size_t nrows = make_rows(rows, groups, block_rows);
+    const size_t nrows = make_rows(rows, groups, block_rows, norms_only);
     int width = 14;
     for (size_t k = 0; k < nrows; k++)
         if ((int)strlen(rows[k].name) > width)
@@ -548,8 +561,9 @@ int keel_cmd_bench(int argc, char **argv)
     char short_note[64] = "";
     if (any_short && short_min_reps < min_reps)
         snprintf(short_note, sizeof short_note, " (layerscale, batchnorm, dyt: >= %d)", short_min_reps);
-    printf("keel %s, isa %s, %d thread(s); median of >= %d runs%s, op and copy interleaved\n",
-           keel_version_string(), keel_isa_name(keel_ctx_isa(ctx)), keel_ctx_threads(ctx), min_reps, short_note);
+    printf("keel %s, isa %s, %d thread(s); median of >= %d runs%s, %s\n", keel_version_string(),
+           keel_isa_name(keel_ctx_isa(ctx)), keel_ctx_threads(ctx), min_reps, short_note,
+           hot ? "back-to-back calls (--hot)" : "op and copy interleaved");
     if (markdown)
         printf("\n| op | rows x dim | MiB moved | keel us | keel GB/s | memcpy GB/s | stream GB/s | fraction of floor |\n"
                "|---|---|---|---|---|---|---|---|\n");
@@ -604,20 +618,25 @@ int keel_cmd_bench(int argc, char **argv)
             /* copy half the bytes moved (a copy reads and writes each byte); y and dy hold 2n */
             char *src = (char *)b.dy, *dst = (char *)b.y;
             const size_t copy_bytes = bytes / 2;
-            for (int r = 0; r < reps; r++) {
-                double t0 = bench_now_s();
-                st = run_op(ctx, row, c, &b);
-                t_op[r] = bench_now_s() - t0;
-                if (st != KEEL_OK && row_st == KEEL_OK) {
-                    row_st = st;
-                    snprintf(row_err, sizeof row_err, "%s", keel_last_error());
+            /* interleaved: rep r times the op, then memcpy, then the streaming copy; --hot: the
+             * reps of each one after the other (run q is the op for q < reps, then the copies) */
+            for (int q = 0; q < 3 * reps; q++) {
+                const int r = hot ? q % reps : q / 3, what = hot ? q / reps : q % 3;
+                const double t0 = bench_now_s();
+                if (what == 0) {
+                    st = run_op(ctx, row, c, &b);
+                    t_op[r] = bench_now_s() - t0;
+                    if (st != KEEL_OK && row_st == KEEL_OK) {
+                        row_st = st;
+                        snprintf(row_err, sizeof row_err, "%s", keel_last_error());
+                    }
+                } else if (what == 1) {
+                    bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
+                    t_memcpy[r] = bench_now_s() - t0;
+                } else {
+                    bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_STREAM);
+                    t_stream[r] = bench_now_s() - t0;
                 }
-                t0 = bench_now_s();
-                bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
-                t_memcpy[r] = bench_now_s() - t0;
-                t0 = bench_now_s();
-                bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_STREAM);
-                t_stream[r] = bench_now_s() - t0;
             }
             if (row_st != KEEL_OK) {
                 fprintf(stderr, "keel bench: %s: %s\n", row->name, row_err);
