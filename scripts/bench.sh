@@ -19,8 +19,9 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     echo
     echo "Float32. Bytes moved: forward reads x and writes y; backward reads x and dy and writes dx."
     echo "The floor is the faster of glibc memcpy and a streaming-store copy of the same bytes with the same"
-    echo "threads, timed in the same run, interleaved with the op; 'fraction of floor' = floor time / keel time"
-    echo "(1.00 means keel moves its bytes as fast as a copy). Medians."
+    echo "threads, timed in the same run, interleaved with the op, each copy from its own source buffer (read"
+    echo "once a round, as the op's inputs); 'fraction of floor' = floor time / keel time (1.00 means keel"
+    echo "moves its bytes as fast as a copy). Medians."
     echo
     echo "Interleaved, each op starts with its outputs out of cache (the copy before it wrote over them), as"
     echo "in a model where a layer's outputs are fresh buffers."
