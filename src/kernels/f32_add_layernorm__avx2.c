@@ -110,27 +110,20 @@ KEEL_INLINE void out_step(const out_row *o, size_t j, r256_v v, r256_step s, con
     r256_store(o->y + j, t, s, o->nt);
 }
 
-KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, const float *gamma,
-                         const float *beta, float eps, float *mean_out, float *rstd_out, int pf,
-                         const float *pfx, const float *pfr, int nt, float *buf, int hl, int hb,
-                         int hg, int hbe, int hh)
+/* The output sweep of one row (h from hv, or recomputed from w). */
+KEEL_INLINE void out_sweep(const out_row *o, const r256_row *w, const float *hv, size_t dim,
+                           const float *gamma, const float *beta, int hl, int hb, int hg, int hbe,
+                           int hh)
 {
-    const float *hv = dim <= BUF_FLOATS ? buf : NULL;
-    const double mean_d = keel_ln_mean(h_sum(w, NULL, hv ? buf : NULL, dim, hl, hb), dim);
-    const float rs = keel_ln_rstd(h_centred(w, hv, dim, mean_d, pf, pfx, pfr, hl, hb), dim, eps);
-    const out_row o = out_row_of(h, y, mean_d, rs, nt);
     const size_t full = dim & ~(size_t)15;
     const k256_tail t = k256_tail_of(dim - full);
     const r256_step F = {1, &t}, T = {0, &t};
     for (size_t j = 0; j < dim; j += 16) {
         const r256_step s = j < full ? F : T;
-        out_step(&o, j, h_at(w, hv, j, s, hl, hb), s, gamma, beta, hg, hbe, hh);
+        out_step(o, j, h_at(w, hv, j, s, hl, hb), s, gamma, beta, hg, hbe, hh);
     }
-    if (mean_out)
-        *mean_out = (float)mean_d;
-    if (rstd_out)
-        *rstd_out = rs;
 }
+
 
 /* Rows from beyond L2 (pipe_fwd_wanted): the three-row pipeline of f32_add_layernorm__avx512.c (sweep t reads row t,
  * centres row t - 1 and writes row t - 2; row i in buffer i % 3). Measured with KEEL_ISA=avx2

@@ -124,31 +124,22 @@ KEEL_INLINE void out_step(const out_row *o, size_t j, __m512 v, __mmask16 k, int
     r512_store(o->y + j, t, k, full, o->nt);
 }
 
-/* One row: statistics, then h and y. hl, hb, hg, hbe, hh: lambda, bias, gamma, beta, h stored
- * (constants in every instantiation). buf: BUF_FLOATS floats, used when dim fits. */
-KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, const float *gamma,
-                         const float *beta, float eps, float *mean_out, float *rstd_out, int pf,
-                         const float *pfx, const float *pfr, int nt, float *buf, int hl, int hb,
-                         int hg, int hbe, int hh)
+/* The output sweep of one row (h from hv, or recomputed from w). */
+KEEL_INLINE void out_sweep(const out_row *o, const r512_row *w, const float *hv, size_t dim,
+                           const float *gamma, const float *beta, int hl, int hb, int hg, int hbe,
+                           int hh)
 {
-    const float *hv = dim <= BUF_FLOATS ? buf : NULL; /* after the first sweep */
-    const double mean_d = keel_ln_mean(h_sum(w, NULL, hv ? buf : NULL, dim, hl, hb), dim);
-    const float rs = keel_ln_rstd(h_centred(w, hv, dim, mean_d, pf, pfx, pfr, hl, hb), dim, eps);
-    const out_row o = out_row_of(h, y, mean_d, rs, nt);
     const size_t full = dim & ~(size_t)15;
     for (size_t j = 0; j < full; j += 16)
-        out_step(&o, j, hv ? _mm512_load_ps(hv + j) : r512_h(w, j, 0xffff, 1, hl, hb), 0xffff, 1,
+        out_step(o, j, hv ? _mm512_load_ps(hv + j) : r512_h(w, j, 0xffff, 1, hl, hb), 0xffff, 1,
                  gamma, beta, hg, hbe, hh);
     if (full < dim) {
         const __mmask16 k = k512_tail16(dim - full);
-        out_step(&o, full, hv ? _mm512_maskz_loadu_ps(k, hv + full) : r512_h(w, full, k, 0, hl, hb),
+        out_step(o, full, hv ? _mm512_maskz_loadu_ps(k, hv + full) : r512_h(w, full, k, 0, hl, hb),
                  k, 0, gamma, beta, hg, hbe, hh);
     }
-    if (mean_out)
-        *mean_out = (float)mean_d;
-    if (rstd_out)
-        *rstd_out = rs;
 }
+
 
 /* Rows from beyond L2 (pipe_fwd_wanted) go through a pipeline of three rows, one sweep over j doing
  * three rows' work: row c's first sweep (h = x + r from memory, into its buffer, and R(h);

@@ -50,12 +50,12 @@ KEEL_INLINE void out_step(float *h, float *y, size_t j, r256_v v, r256_v vr, int
     r256_store(y + j, o, s, nt);
 }
 
-KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, const float *gamma,
-                         float eps, float *rstd_out, int pf, const float *pfx, const float *pfr,
-                         int nt, float *buf, int hl, int hb, int hg, int hh)
+/* The output sweep of one row (h from hv, or recomputed from w); pf: the next row's x and r
+ * (pfx, pfr) fetched meanwhile. */
+KEEL_INLINE void out_sweep(float *h, float *y, const r256_row *w, const float *hv, size_t dim,
+                           float rs, int nt, int pf, const float *pfx, const float *pfr,
+                           const float *gamma, int hl, int hb, int hg, int hh)
 {
-    const float *hv = dim <= BUF_FLOATS ? buf : NULL;
-    const float rs = keel_rms_rstd(h_sumsq(w, NULL, hv ? buf : NULL, dim, hl, hb), dim, eps);
     const r256_v vr = r256_set1(rs);
     const size_t full = dim & ~(size_t)15;
     const k256_tail t = k256_tail_of(dim - full);
@@ -68,9 +68,8 @@ KEEL_INLINE void fwd_row(const r256_row *w, size_t dim, float *h, float *y, cons
             R256_PF(pfr + j);
         }
     }
-    if (rstd_out)
-        *rstd_out = rs;
 }
+
 
 /* Rows from beyond L2 (pipe_fwd_wanted): the two-row pipeline of f32_add_rmsnorm__avx512.c (sweep t reads row t into
  * buffer t % 2 with R(h * h) and writes row t - 1). Measured with KEEL_ISA=avx2 (keel_profile_loop

@@ -51,12 +51,12 @@ KEEL_INLINE void out_step(float *h, float *y, size_t j, __m512 v, __m512 vr, int
     r512_store(y + j, o, k, full, nt);
 }
 
-KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, const float *gamma,
-                         float eps, float *rstd_out, int pf, const float *pfx, const float *pfr,
-                         int nt, float *buf, int hl, int hb, int hg, int hh)
+/* The output sweep of one row (h from hv, or recomputed from w); pf: the next row's x and r
+ * (pfx, pfr) fetched meanwhile. */
+KEEL_INLINE void out_sweep(float *h, float *y, const r512_row *w, const float *hv, size_t dim,
+                           float rs, int nt, int pf, const float *pfx, const float *pfr,
+                           const float *gamma, int hl, int hb, int hg, int hh)
 {
-    const float *hv = dim <= BUF_FLOATS ? buf : NULL;
-    const float rs = keel_rms_rstd(h_sumsq(w, NULL, hv ? buf : NULL, dim, hl, hb), dim, eps);
     const __m512 vr = _mm512_set1_ps(rs);
     const size_t full = dim & ~(size_t)15;
     for (size_t j = 0; j < full; j += 16) {
@@ -72,9 +72,8 @@ KEEL_INLINE void fwd_row(const r512_row *w, size_t dim, float *h, float *y, cons
         out_step(h, y, full, hv ? _mm512_maskz_loadu_ps(k, hv + full) : r512_h(w, full, k, 0, hl, hb),
                  vr, nt, k, 0, gamma, hg, hh);
     }
-    if (rstd_out)
-        *rstd_out = rs;
 }
+
 
 /* Rows from beyond L2 (pipe_fwd_wanted) go through a pipeline of two rows (the plan of
  * f32_add_layernorm__avx512.c): one sweep over j computes row c's h from memory into its
