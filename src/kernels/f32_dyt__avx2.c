@@ -1,6 +1,7 @@
 /* DyT, float32, AVX2: y = gamma * tanh(alpha * x) + beta and its backward, with the tanh and
  * 1 - tanh^2 of dyt_tanh.h computed 8 lanes at a time, branch-free, each lane taking the
- * branch the scalar definition takes (see f32_dyt__avx512.c): exactly the scalar bits. */
+ * branch the scalar definition takes (see f32_dyt__avx512.c; fmaf is _mm256_fmadd_ps): exactly
+ * the scalar bits. */
 #include "dyt_tanh.h"
 #include "kernels.h"
 #include "simd_lanes__avx2.h"
@@ -10,36 +11,39 @@
 /* t = tanh(u), s = 1 - tanh(u)^2 of 8 lanes (keel_tanh_sech2_f32). */
 KEEL_INLINE void tanh_sech2(__m256 u, __m256 *t, __m256 *s)
 {
-    const __m256 sign = SET1(-0.0f), one = SET1(1.0f), two = SET1(2.0f);
+    const __m256 sign = SET1(-0.0f), one = SET1(1.0f);
     const __m256 a = _mm256_andnot_ps(sign, u);
     const __m256 small = _mm256_cmp_ps(a, SET1(KEEL_TANH_SMALL), _CMP_LT_OQ);
-    const __m256 isnan = _mm256_cmp_ps(u, u, _CMP_UNORD_Q);
-    const __m256 u2 = _mm256_mul_ps(u, u);
-    __m256 p = _mm256_add_ps(_mm256_mul_ps(SET1(KEEL_TANH_P5), u2), SET1(KEEL_TANH_P4));
-    p = _mm256_add_ps(_mm256_mul_ps(p, u2), SET1(KEEL_TANH_P3));
-    p = _mm256_add_ps(_mm256_mul_ps(p, u2), SET1(KEEL_TANH_P2));
-    p = _mm256_add_ps(_mm256_mul_ps(p, u2), SET1(KEEL_TANH_P1));
-    p = _mm256_add_ps(_mm256_mul_ps(p, u2), SET1(KEEL_TANH_P0));
-    const __m256 ts = _mm256_add_ps(u, _mm256_mul_ps(_mm256_mul_ps(u, u2), p));
-    const __m256 ss = _mm256_sub_ps(one, _mm256_mul_ps(ts, ts));
+    const __m256 in_range = _mm256_cmp_ps(a, SET1(KEEL_TANH_MAX), _CMP_LE_OQ);
+    const __m256 a2 = _mm256_mul_ps(a, a);
+    __m256 p = _mm256_fmadd_ps(SET1(KEEL_TANH_P4), a2, SET1(KEEL_TANH_P3));
+    p = _mm256_fmadd_ps(p, a2, SET1(KEEL_TANH_P2));
+    p = _mm256_fmadd_ps(p, a2, SET1(KEEL_TANH_P1));
+    p = _mm256_fmadd_ps(p, a2, SET1(KEEL_TANH_P0));
+    const __m256 ts = _mm256_fmadd_ps(_mm256_mul_ps(a, a2), p, a);
+    const __m256 ss = _mm256_fnmadd_ps(ts, ts, one); /* -(t t) + 1 = fmaf(-t, t, 1) */
     const __m256 z = _mm256_mul_ps(SET1(-2.0f), a);
-    const __m256 in_range = _mm256_cmp_ps(z, SET1(KEEL_EXP_MIN), _CMP_GE_OQ);
-    const __m256 rnd = SET1(KEEL_EXP_ROUND);
-    const __m256 kf = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(z, SET1(KEEL_EXP_LOG2E)), rnd), rnd);
-    const __m256 r = _mm256_sub_ps(_mm256_sub_ps(z, _mm256_mul_ps(kf, SET1(KEEL_EXP_LN2_HI))),
-                                   _mm256_mul_ps(kf, SET1(KEEL_EXP_LN2_LO)));
-    __m256 q = _mm256_add_ps(_mm256_mul_ps(SET1(KEEL_EXP_Q4), r), SET1(KEEL_EXP_Q3));
-    q = _mm256_add_ps(_mm256_mul_ps(q, r), SET1(KEEL_EXP_Q2));
-    q = _mm256_add_ps(_mm256_mul_ps(q, r), SET1(KEEL_EXP_Q1));
-    q = _mm256_add_ps(_mm256_mul_ps(q, r), SET1(KEEL_EXP_Q0));
-    const __m256 pe = _mm256_add_ps(one, _mm256_add_ps(r, _mm256_mul_ps(_mm256_mul_ps(r, r), q)));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(kf), _mm256_set1_epi32(127)), 23);
-    const __m256 e = _mm256_and_ps(in_range, _mm256_mul_ps(pe, _mm256_castsi256_ps(bits)));
-    const __m256 qq = _mm256_div_ps(_mm256_mul_ps(two, e), _mm256_add_ps(one, e));
-    const __m256 te = _mm256_or_ps(_mm256_sub_ps(one, qq), _mm256_and_ps(u, sign));
-    const __m256 se = _mm256_mul_ps(qq, _mm256_sub_ps(two, qq));
-    *t = _mm256_blendv_ps(_mm256_blendv_ps(te, ts, small), u, isnan);
-    *s = _mm256_blendv_ps(_mm256_blendv_ps(se, ss, small), u, isnan);
+    const __m256 j = _mm256_fmadd_ps(z, SET1(KEEL_EXP_LOG2E), SET1(KEEL_EXP_SHIFT));
+    const __m256 kf = _mm256_sub_ps(j, SET1(KEEL_EXP_SHIFT));
+    const __m256 r = _mm256_fmadd_ps(kf, SET1(-KEEL_EXP_LN2_LO),
+                                     _mm256_fmadd_ps(kf, SET1(-KEEL_EXP_LN2_HI), z));
+    __m256 c = _mm256_fmadd_ps(SET1(KEEL_EXP_C4), r, SET1(KEEL_EXP_C3));
+    c = _mm256_fmadd_ps(c, r, SET1(KEEL_EXP_C2));
+    c = _mm256_fmadd_ps(c, r, SET1(KEEL_EXP_C1));
+    c = _mm256_fmadd_ps(c, r, SET1(KEEL_EXP_C0));
+    const __m256 pe = _mm256_fmadd_ps(_mm256_mul_ps(r, r), c, r);
+    const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(j), 23));
+    const __m256 e4 = _mm256_and_ps(in_range, _mm256_fmadd_ps(scale, pe, scale));
+    const __m256 q2 = _mm256_div_ps(e4, _mm256_fmadd_ps(e4, SET1(0.25f), one));
+    const __m256 te = _mm256_fmadd_ps(q2, SET1(-0.5f), one);
+    const __m256 se = _mm256_fmadd_ps(_mm256_mul_ps(q2, SET1(-0.25f)), q2, q2);
+    /* NaN u: t = s = u. min(-inf, u) is -inf, or u itself (bits untouched) where u is NaN (minps
+     * returns its second operand when either is NaN); max(v, that) is then v (v > -inf) or u:
+     * a min and two max instead of a compare and two blends (blendv: 2 or 3 uops). */
+    const __m256 nan_or_minf = _mm256_min_ps(SET1(-INFINITY), u);
+    const __m256 ta = _mm256_blendv_ps(te, ts, small); /* >= +0: or-ing u's sign is copysign */
+    *t = _mm256_max_ps(_mm256_or_ps(ta, _mm256_and_ps(u, sign)), nan_or_minf);
+    *s = _mm256_max_ps(_mm256_blendv_ps(se, ss, small), nan_or_minf);
 }
 
 /* 8 floats at p, or the first n of them (the rest 0) */

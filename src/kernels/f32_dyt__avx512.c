@@ -1,47 +1,52 @@
 /* DyT, float32, AVX-512: y = gamma * tanh(alpha * x) + beta and its backward, with the tanh
  * and 1 - tanh^2 of dyt_tanh.h computed 16 lanes at a time, branch-free: both branches (the
  * polynomial of small arguments and the exp form of the others) are evaluated and each lane
- * takes the one the scalar definition takes, so every lane holds exactly the scalar bits. */
+ * takes the one the scalar definition takes, so every lane holds exactly the scalar bits (each
+ * fmaf of the definition is one _mm512_fmadd_ps, rounded once as it is). */
 #include "dyt_tanh.h"
 #include "kernels.h"
 #include "simd_lanes__avx512.h"
 
+#define SET1 _mm512_set1_ps
+
 /* t = tanh(u), s = 1 - tanh(u)^2 of 16 lanes (keel_tanh_sech2_f32). */
 KEEL_INLINE void tanh_sech2(__m512 u, __m512 *t, __m512 *s)
 {
-    const __m512 sign = _mm512_set1_ps(-0.0f), one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+    const __m512 sign = SET1(-0.0f), one = SET1(1.0f);
     const __m512 a = _mm512_andnot_ps(sign, u);
-    const __mmask16 small = _mm512_cmp_ps_mask(a, _mm512_set1_ps(KEEL_TANH_SMALL), _CMP_LT_OQ);
-    const __mmask16 isnan = _mm512_cmp_ps_mask(u, u, _CMP_UNORD_Q);
-    /* |u| < 0.625: u + (u * u^2) * P(u^2) */
-    const __m512 u2 = _mm512_mul_ps(u, u);
-    __m512 p = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(KEEL_TANH_P5), u2), _mm512_set1_ps(KEEL_TANH_P4));
-    p = _mm512_add_ps(_mm512_mul_ps(p, u2), _mm512_set1_ps(KEEL_TANH_P3));
-    p = _mm512_add_ps(_mm512_mul_ps(p, u2), _mm512_set1_ps(KEEL_TANH_P2));
-    p = _mm512_add_ps(_mm512_mul_ps(p, u2), _mm512_set1_ps(KEEL_TANH_P1));
-    p = _mm512_add_ps(_mm512_mul_ps(p, u2), _mm512_set1_ps(KEEL_TANH_P0));
-    const __m512 ts = _mm512_add_ps(u, _mm512_mul_ps(_mm512_mul_ps(u, u2), p));
-    const __m512 ss = _mm512_sub_ps(one, _mm512_mul_ps(ts, ts));
-    /* else: E = exp(-2|u|) (0 below -87), q = 2E / (1 + E), t = sign(u) (1 - q), s = q (2 - q) */
-    const __m512 z = _mm512_mul_ps(_mm512_set1_ps(-2.0f), a);
-    const __mmask16 in_range = _mm512_cmp_ps_mask(z, _mm512_set1_ps(KEEL_EXP_MIN), _CMP_GE_OQ);
-    const __m512 rnd = _mm512_set1_ps(KEEL_EXP_ROUND);
-    const __m512 kf = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(z, _mm512_set1_ps(KEEL_EXP_LOG2E)), rnd), rnd);
-    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(z, _mm512_mul_ps(kf, _mm512_set1_ps(KEEL_EXP_LN2_HI))),
-                                   _mm512_mul_ps(kf, _mm512_set1_ps(KEEL_EXP_LN2_LO)));
-    __m512 q = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(KEEL_EXP_Q4), r), _mm512_set1_ps(KEEL_EXP_Q3));
-    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(KEEL_EXP_Q2));
-    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(KEEL_EXP_Q1));
-    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(KEEL_EXP_Q0));
-    const __m512 pe = _mm512_add_ps(one, _mm512_add_ps(r, _mm512_mul_ps(_mm512_mul_ps(r, r), q)));
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(kf), _mm512_set1_epi32(127)), 23);
-    const __m512 e = _mm512_maskz_mov_ps(in_range, _mm512_mul_ps(pe, _mm512_castsi512_ps(bits)));
-    const __m512 qq = _mm512_div_ps(_mm512_mul_ps(two, e), _mm512_add_ps(one, e));
-    const __m512 ta = _mm512_sub_ps(one, qq);
-    const __m512 te = _mm512_or_ps(ta, _mm512_and_ps(u, sign)); /* ta > 0: -ta for u < 0 */
-    const __m512 se = _mm512_mul_ps(qq, _mm512_sub_ps(two, qq));
-    *t = _mm512_mask_mov_ps(_mm512_mask_mov_ps(te, small, ts), isnan, u);
-    *s = _mm512_mask_mov_ps(_mm512_mask_mov_ps(se, small, ss), isnan, u);
+    const __mmask16 small = _mm512_cmp_ps_mask(a, SET1(KEEL_TANH_SMALL), _CMP_LT_OQ);
+    const __mmask16 in_range = _mm512_cmp_ps_mask(a, SET1(KEEL_TANH_MAX), _CMP_LE_OQ);
+    const __mmask16 num = _mm512_cmp_ps_mask(u, u, _CMP_ORD_Q); /* u not NaN */
+    /* a < 0.625: t = a + (a * a^2) * P(a^2), s = 1 - t^2 */
+    const __m512 a2 = _mm512_mul_ps(a, a);
+    __m512 p = _mm512_fmadd_ps(SET1(KEEL_TANH_P4), a2, SET1(KEEL_TANH_P3));
+    p = _mm512_fmadd_ps(p, a2, SET1(KEEL_TANH_P2));
+    p = _mm512_fmadd_ps(p, a2, SET1(KEEL_TANH_P1));
+    p = _mm512_fmadd_ps(p, a2, SET1(KEEL_TANH_P0));
+    const __m512 ts = _mm512_fmadd_ps(_mm512_mul_ps(a, a2), p, a);
+    const __m512 ss = _mm512_fnmadd_ps(ts, ts, one); /* -(t t) + 1 = fmaf(-t, t, 1) */
+    /* else: 4E = 4 exp(-2a) (0 above 43.5), Q = 4E / (1 + E), t = 1 - Q/2, s = Q - Q^2/4 */
+    const __m512 z = _mm512_mul_ps(SET1(-2.0f), a);
+    const __m512 j = _mm512_fmadd_ps(z, SET1(KEEL_EXP_LOG2E), SET1(KEEL_EXP_SHIFT));
+    const __m512 kf = _mm512_sub_ps(j, SET1(KEEL_EXP_SHIFT));
+    const __m512 r = _mm512_fmadd_ps(kf, SET1(-KEEL_EXP_LN2_LO),
+                                     _mm512_fmadd_ps(kf, SET1(-KEEL_EXP_LN2_HI), z));
+    __m512 c = _mm512_fmadd_ps(SET1(KEEL_EXP_C4), r, SET1(KEEL_EXP_C3));
+    c = _mm512_fmadd_ps(c, r, SET1(KEEL_EXP_C2));
+    c = _mm512_fmadd_ps(c, r, SET1(KEEL_EXP_C1));
+    c = _mm512_fmadd_ps(c, r, SET1(KEEL_EXP_C0));
+    const __m512 pe = _mm512_fmadd_ps(_mm512_mul_ps(r, r), c, r);
+    const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(j), 23));
+    const __m512 e4 = _mm512_maskz_fmadd_ps(in_range, scale, pe, scale);
+    const __m512 q2 = _mm512_div_ps(e4, _mm512_fmadd_ps(e4, SET1(0.25f), one));
+    const __m512 te = _mm512_fmadd_ps(q2, SET1(-0.5f), one);
+    const __m512 se = _mm512_fmadd_ps(_mm512_mul_ps(q2, SET1(-0.25f)), q2, q2);
+    /* t: u where u is NaN, else ta with u's sign bit (copysign: ta >= +0), in one ternary
+     * logic op, bitwise sign ? u : ta (0xe2), its masked-off lanes keeping u */
+    const __m512i ta = _mm512_castps_si512(_mm512_mask_mov_ps(te, small, ts));
+    const __m512i ui = _mm512_castps_si512(u), sign_bit = _mm512_castps_si512(sign);
+    *t = _mm512_castsi512_ps(_mm512_mask_ternarylogic_epi32(ui, num, sign_bit, ta, 0xe2));
+    *s = _mm512_mask_mov_ps(u, num, _mm512_mask_mov_ps(se, small, ss));
 }
 
 void keel_f32_dyt_fwd__avx512(size_t rows, size_t dim, const float *x, size_t x_stride, float *y,
