@@ -26,6 +26,15 @@ KEEL_INLINE __mmask16 mask16(size_t n) { return n >= 16 ? (__mmask16)0xffff : k5
 /* (double) of the 8 floats of p that k selects (0.0 elsewhere) */
 KEEL_INLINE __m512d cvt8(__mmask8 k, const float *p) { return k512_cvt8_mask(k, p); }
 
+/* The 16 floats of k at p: a full group streamed when nt (whole aligned lines), a tail masked. */
+KEEL_INLINE void st16(float *p, __m512 v, __mmask16 k, int nt)
+{
+    if (k == 0xffff)
+        k512_store16(p, v, nt);
+    else
+        _mm512_mask_storeu_ps(p, k, v);
+}
+
 /* acc[0..8) = acc + t where k is set. A full group uses a plain load and store: a masked
  * store cannot be forwarded to the next row's load of the same accumulators. */
 KEEL_INLINE void acc8(double *acc, __mmask8 k, __m512d t)
@@ -85,10 +94,7 @@ void keel_f32_batchnorm_apply__avx512(size_t rows, size_t cols, const float *x, 
                 v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, gamma + c));
             if (beta)
                 v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, beta + c));
-            if (k == 0xffff)
-                k512_store16(yr + c, v, nt);
-            else
-                _mm512_mask_storeu_ps(yr + c, k, v);
+            st16(yr + c, v, k, nt);
         }
     }
     if (stream)
@@ -167,10 +173,7 @@ void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, s
                 }
                 if (accumulate_dx)
                     v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, dxr + c), v);
-                if (k == 0xffff)
-                    k512_store16(dxr + c, v, nt);
-                else
-                    _mm512_mask_storeu_ps(dxr + c, k, v);
+                st16(dxr + c, v, k, nt);
             }
         }
     }
