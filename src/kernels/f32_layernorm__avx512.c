@@ -609,21 +609,8 @@ KEEL_INLINE void ln_bwd_piped(size_t rows, size_t dim, const float *dy, size_t d
     }
 }
 
-/* The pipeline for the 5 flags (dx, accumulate, gamma, dgamma, dbeta), each a constant. */
-typedef void (*ln_piped_fn)(size_t, size_t, const float *, size_t, const float *, size_t,
-                            const float *, const float *, const float *, float *, size_t, float *,
-                            float *, int);
-#define LN_PIPED_VARIANT(i)                                                                      \
-    static void ln_piped_##i(size_t rows, size_t dim, const float *dy, size_t dys,               \
-                             const float *x, size_t xs, const float *mean, const float *rstd,    \
-                             const float *gamma, float *dx, size_t dxs, float *dg, float *db,    \
-                             int stream)                                                         \
-    {                                                                                            \
-        ln_bwd_piped(rows, dim, dy, dys, x, xs, mean, rstd, gamma, dx, dxs, dg, db, stream,      \
-                     (i) & 1, ((i) >> 1) & 1, ((i) >> 2) & 1, ((i) >> 3) & 1, ((i) >> 4) & 1);   \
-    }
-KEEL_EACH32(LN_PIPED_VARIANT)
-static const ln_piped_fn ln_piped_table[32] = {KEEL_LIST32(ln_piped_)};
+#define NORM_BWD_PIPED_LN
+#include "norm_bwd_piped_tables.h"
 
 void keel_f32_layernorm_bwd__avx512(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                     const float *x, size_t x_stride, const float *mean,

@@ -506,19 +506,8 @@ KEEL_INLINE void rms_bwd_piped(size_t rows, size_t dim, const float *dy, size_t 
     }
 }
 
-/* The pipeline for the 3 flags (accumulate, gamma, dgamma), each a constant. */
-typedef void (*rms_piped_fn)(size_t, size_t, const float *, size_t, const float *, size_t,
-                             const float *, const float *, float *, size_t, float *, int);
-#define RMS_PIPED_VARIANT(i)                                                                     \
-    static void rms_piped_##i(size_t rows, size_t dim, const float *dy, size_t dys,              \
-                              const float *x, size_t xs, const float *rstd, const float *gamma,  \
-                              float *dx, size_t dxs, float *dg, int stream)                      \
-    {                                                                                            \
-        rms_bwd_piped(rows, dim, dy, dys, x, xs, rstd, gamma, dx, dxs, dg, stream, (i) & 1,      \
-                      ((i) >> 1) & 1, ((i) >> 2) & 1);                                           \
-    }
-KEEL_EACH8(RMS_PIPED_VARIANT)
-static const rms_piped_fn rms_piped_table[8] = {KEEL_LIST8(rms_piped_)};
+#define NORM_BWD_PIPED_RMS
+#include "norm_bwd_piped_tables.h"
 
 void keel_f32_rmsnorm_bwd__avx2(size_t rows, size_t dim, const float *dy, size_t dy_stride,
                                 const float *x, size_t x_stride, const float *rstd,
