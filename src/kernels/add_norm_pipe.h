@@ -10,7 +10,9 @@
  *    row at a time) and PIPE_FWD_ENTRY (the kernel's name, which this part defines);
  *  - PIPE_RMSNORM: pipe_sweep (two stages), fwd_row and PIPE_FWD_ENTRY;
  *  - PIPE_BACKWARD: bwd_flags, s1_acc / s1_begin / s1_step / s1_end (sweep 1: its sums, then
- *    sweep 2's constants s2_row) and s2_zero / s2_step (sweep 2). */
+ *    sweep 2's constants s2_row) and s2_zero / s2_step (sweep 2).
+ * A path that takes short rows PIPE_BATCH at a time (batch_rows__avx512.h) defines PIPE_BATCH,
+ * PIPE_BATCH_MAX, BATCH_SLOT(S) and the stages add_norm_batches.h drives. */
 /* No include guard: a file includes this header once per part it wants (each part's macro is
  * undefined at its end). */
 #include <string.h>
@@ -204,9 +206,14 @@ KEEL_INLINE void fwd_group(size_t r, size_t dim, const keel_f32_res *res, float 
     }
 }
 
+#ifdef PIPE_BATCH
+#include "add_norm_batches.h"
+#endif
+
 /* The rows of a call: through the pipeline (pipe_fwd_wanted), else one at a time (the kernel
- * file's fwd_row; beyond KEEL_PREFETCH_ABOVE the next row's x and r prefetched meanwhile), short
- * rows of a call that does not stream in groups (fwd_group).
+ * file's fwd_row; beyond KEEL_PREFETCH_ABOVE the next row's x and r prefetched meanwhile), rows
+ * of up to PIPE_BATCH_MAX floats in batches where the path has them (fwd_batches; the rows
+ * left over and the other short rows of a call that does not stream in groups, fwd_group).
  * Outputs of more than PIPE_STREAM_ABOVE bytes streamed. */
 KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
                           float *y, size_t ys, const float *gamma, const float *beta, float eps,
@@ -222,6 +229,13 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
     }
     int streamed = 0;
     size_t r = 0;
+#ifdef PIPE_BATCH
+    if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) {
+        streamed |= fwd_batches(rows / PIPE_BATCH, dim, res, h, hs, y, ys, gamma, beta, eps, mean,
+                                rstd, stream, buf, hl, hb, hg, hbe, hh);
+        r = rows / PIPE_BATCH * PIPE_BATCH;
+    }
+#endif
     if (dim <= PIPE_LN_GROUP_MAX && !stream)
         for (; r + PIPE_GROUP <= rows; r += PIPE_GROUP)
             fwd_group(r, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, buf, hl, hb, hg, hbe,
@@ -331,6 +345,10 @@ KEEL_INLINE void fwd_group(size_t r, size_t dim, const keel_f32_res *res, float 
     }
 }
 
+#ifdef PIPE_BATCH
+#include "add_norm_batches.h"
+#endif
+
 /* The rows of a call, as the LayerNorm part's fwd_rows. */
 KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,
                           float *y, size_t ys, const float *gamma, float eps, float *rstd, int hl,
@@ -345,6 +363,13 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
     }
     int streamed = 0;
     size_t r = 0;
+#ifdef PIPE_BATCH
+    if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) {
+        streamed |= fwd_batches(rows / PIPE_BATCH, dim, res, h, hs, y, ys, gamma, NULL, eps, NULL,
+                                rstd, stream, buf, hl, hb, hg, 0, hh);
+        r = rows / PIPE_BATCH * PIPE_BATCH;
+    }
+#endif
     if (dim <= PIPE_RMS_GROUP_MAX && !stream)
         for (; r + PIPE_GROUP <= rows; r += PIPE_GROUP)
             fwd_group(r, dim, res, h, hs, y, ys, gamma, eps, rstd, buf, hl, hb, hg, hh);

@@ -18,6 +18,7 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx512.h"
+#include "batch_rows__avx512.h"
 #include "add_norm_pipe.h" /* pipe_next */
 
 /* The prefetch of the next row pays only on rows from beyond L2 (measured on the norms too). */
@@ -26,9 +27,10 @@
  * other sweeps read one array instead of recomputing h from two; longer rows recompute it. */
 #define BUF_FLOATS 8192
 
-/* R(h) of one row. hv: the h row to read, or NULL to compute it from w (and store it into buf
- * when buf is not NULL). */
-KEEL_INLINE double h_sum(const r512_row *w, const float *hv, float *buf, size_t dim, int hl, int hb)
+/* R(h) of one row, its 8 lanes after the tree's first step (k512_reduce8 finishes it). hv: the
+ * h row to read, or NULL to compute it from w (and store it into buf when buf is not NULL). */
+KEEL_INLINE __m512d h_sum_lanes(const r512_row *w, const float *hv, float *buf, size_t dim,
+                                int hl, int hb)
 {
     const size_t full = dim & ~(size_t)15;
     const __mmask16 k = k512_tail16(dim - full);
@@ -47,13 +49,18 @@ KEEL_INLINE double h_sum(const r512_row *w, const float *hv, float *buf, size_t 
         a0 = k512_add_mask(a0, k512_lo8(k), r512_lo(v));
         a1 = k512_add_mask(a1, k512_hi8(k), r512_hi(v));
     }
-    return k512_reduce16(a0, a1);
+    return _mm512_add_pd(a0, a1);
 }
 
-/* R((h - mean)^2) of one row (hv or recomputed from w, as h_sum). pf: prefetch the next
- * row's x and r (pfx, pfr) meanwhile. */
-KEEL_INLINE double h_centred(const r512_row *w, const float *hv, size_t dim, double mean, int pf,
-                             const float *pfx, const float *pfr, int hl, int hb)
+KEEL_INLINE double h_sum(const r512_row *w, const float *hv, float *buf, size_t dim, int hl, int hb)
+{
+    return k512_reduce8(h_sum_lanes(w, hv, buf, dim, hl, hb));
+}
+
+/* R((h - mean)^2) of one row (hv or recomputed from w, as h_sum), its 8 lanes as h_sum_lanes.
+ * pf: prefetch the next row's x and r (pfx, pfr) meanwhile. */
+KEEL_INLINE __m512d h_centred_lanes(const r512_row *w, const float *hv, size_t dim, double mean,
+                                    int pf, const float *pfx, const float *pfr, int hl, int hb)
 {
     const size_t full = dim & ~(size_t)15;
     const __mmask16 k = k512_tail16(dim - full);
@@ -75,7 +82,13 @@ KEEL_INLINE double h_centred(const r512_row *w, const float *hv, size_t dim, dou
         a0 = k512_add_mask(a0, k512_lo8(k), _mm512_mul_pd(t0, t0));
         a1 = k512_add_mask(a1, k512_hi8(k), _mm512_mul_pd(t1, t1));
     }
-    return k512_reduce16(a0, a1);
+    return _mm512_add_pd(a0, a1);
+}
+
+KEEL_INLINE double h_centred(const r512_row *w, const float *hv, size_t dim, double mean, int pf,
+                             const float *pfx, const float *pfr, int hl, int hb)
+{
+    return k512_reduce8(h_centred_lanes(w, hv, dim, mean, pf, pfx, pfr, hl, hb));
 }
 
 /* mean_d and rstd_f of one row (kernels.h), h read from hv or recomputed. */
@@ -97,17 +110,22 @@ typedef struct out_row {
     int nt;
 } out_row;
 
-KEEL_INLINE out_row out_row_of(float *h, float *y, double mean_d, float rs, int nt)
+KEEL_INLINE out_row out_row_split(float *h, float *y, float hi, float lo, float rs, int nt)
 {
     out_row o;
-    const float hi = (float)mean_d;
     o.h = h;
     o.y = y;
     o.vh = _mm512_set1_ps(hi);
-    o.vl = _mm512_set1_ps((float)(mean_d - (double)hi));
+    o.vl = _mm512_set1_ps(lo);
     o.vr = _mm512_set1_ps(rs);
     o.nt = nt;
     return o;
+}
+
+KEEL_INLINE out_row out_row_of(float *h, float *y, double mean_d, float rs, int nt)
+{
+    const float hi = (float)mean_d;
+    return out_row_split(h, y, hi, (float)(mean_d - (double)hi), rs, nt);
 }
 
 /* Columns j .. j + 16 (full) or the k floats at j of the output sweep; v: h there. */
@@ -140,6 +158,84 @@ KEEL_INLINE void out_sweep(const out_row *o, const r512_row *w, const float *hv,
     }
 }
 
+/* Rows of up to 16 floats, eight at a time (batch_rows__avx512.h). Besides: h is converted to
+ * double once, the sum's stage keeping the doubles for the centred one; and a lane's sum starts
+ * at its term, not at +0.0 plus it: the lanes and every sum of the tree then differ from
+ * kernels.h's only where they are -0.0 and kernels.h's +0.0 (0.0 + -0.0 is +0.0; an add keeps
+ * that relation), so R(h) + 0.0 is kernels.h's R(h) (never -0.0); the centred terms (squares)
+ * are never -0.0 at all. */
+
+/* Rows r .. r + 7: h into slot (16 floats a row, then its 16 doubles) and the means. */
+
+
+KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *res, float *slot,
+                           batch_stats *st, int hl, int hb)
+{
+    __m512d s[PIPE_BATCH];
+    double *d = (double *)(slot + PIPE_BATCH * 16);
+    const batch_rows b = batch_rows_of(res, r);
+    for (int i = 0; i < PIPE_BATCH; i++) {
+        const __m512 v = batch_h(c, &b, i, hl, hb);
+        _mm512_store_ps(slot + i * 16, v);
+        batch_fetch(c, &b, r, i);
+        const __m512d lo = r512_lo(v), hi = r512_hi(v);
+        _mm512_store_pd(d + i * 16, lo);
+        _mm512_store_pd(d + i * 16 + 8, hi);
+        s[i] = _mm512_add_pd(lo, hi);
+    }
+    st->mean = k512_ln_mean8(_mm512_add_pd(k512_reduce8x8(s), _mm512_setzero_pd()), &c->n);
+}
+
+/* The rstds of the batch in slot. */
+KEEL_INLINE void batch_mid(const batch_call *c, const float *slot, float eps, batch_stats *st)
+{
+    __m512d s[PIPE_BATCH];
+    double md[PIPE_BATCH];
+    const double *d = (const double *)(slot + PIPE_BATCH * 16);
+    _mm512_storeu_pd(md, st->mean);
+    for (int i = 0; i < PIPE_BATCH; i++) {
+        const __m512d m = _mm512_set1_pd(md[i]);
+        const __m512d t0 = _mm512_sub_pd(_mm512_load_pd(d + i * 16), m);
+        const __m512d t1 = _mm512_sub_pd(_mm512_load_pd(d + i * 16 + 8), m);
+        s[i] = _mm512_add_pd(_mm512_maskz_mul_pd(k512_lo8(c->k), t0, t0),
+                             _mm512_maskz_mul_pd(k512_hi8(c->k), t1, t1));
+    }
+    st->rstd = k512_rstd8(k512_reduce8x8(s), &c->n, eps);
+}
+
+/* The batch's outputs (rows r ..) from slot; returns whether a row was streamed. */
+KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch_stats *st,
+                          const float *slot, float *h, size_t hs, float *y, size_t ys, float *mean,
+                          float *rstd, int stream, int hg, int hbe, int hh)
+{
+    float hi[PIPE_BATCH], lo[PIPE_BATCH], rs[PIPE_BATCH];
+    const __m256 mhi = _mm512_cvtpd_ps(st->mean);
+    _mm256_storeu_ps(hi, mhi);
+    _mm256_storeu_ps(lo, _mm512_cvtpd_ps(_mm512_sub_pd(st->mean, _mm512_cvtps_pd(mhi))));
+    _mm256_storeu_ps(rs, st->rstd);
+    if (mean)
+        _mm256_storeu_ps(mean + r, mhi);
+    if (rstd)
+        _mm256_storeu_ps(rstd + r, st->rstd);
+    int streamed = 0;
+    for (int i = 0; i < PIPE_BATCH; i++) {
+        const size_t ri = r + (size_t)i;
+        float *hr = hh ? h + ri * hs : NULL, *yr = y + ri * ys;
+        const int nt = batch_nt(dim, stream, hr, yr);
+        streamed |= nt;
+        const __m512 v = _mm512_load_ps(slot + i * 16);
+        __m512 t = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_set1_ps(hi[i])), _mm512_set1_ps(lo[i]));
+        t = _mm512_mul_ps(t, _mm512_set1_ps(rs[i]));
+        if (hg)
+            t = _mm512_mul_ps(t, c->g);
+        if (hbe)
+            t = _mm512_add_ps(t, c->b);
+        if (hh)
+            r512_store(hr, v, c->k, dim == 16, nt);
+        r512_store(yr, t, c->k, dim == 16, nt);
+    }
+    return streamed;
+}
 
 /* Rows from beyond L2 (pipe_fwd_wanted) go through a pipeline of three rows, one sweep over j doing
  * three rows' work: row c's first sweep (h = x + r from memory, into its buffer, and R(h);

@@ -1,0 +1,32 @@
+/* The fused forwards' short rows, PIPE_BATCH at a time (the kernel file's batch_rows__*.h and
+ * its stages batch_sum, batch_mid, batch_out): step t sums batch t, finishes the statistics of
+ * batch t - 1 and writes batch t - (BATCH_SLOTS - 1), so that a batch's divisions and square
+ * root (long latencies, one chain) overlap the other batches' work; batch i lives in slot
+ * i % BATCH_SLOTS of bufs. Returns whether a row was streamed. Included by add_norm_pipe.h's
+ * LayerNorm or RMSNorm part (no include guard: a kernel file includes one of them). */
+KEEL_INLINE int fwd_batches(size_t nb, size_t dim, const keel_f32_res *res, float *h, size_t hs,
+                            float *y, size_t ys, const float *gamma, const float *beta, float eps,
+                            float *mean, float *rstd, int stream, float *bufs, int hl, int hb,
+                            int hg, int hbe, int hh)
+{
+    const batch_call c = batch_call_of(nb * PIPE_BATCH, dim, res, gamma, beta, hh ? h : NULL, hs,
+                                       y, ys, stream);
+    batch_stats st[BATCH_SLOTS];
+    int streamed = 0;
+    for (size_t t = 0; t < nb + BATCH_SLOTS - 1; t++) {
+        if (t < nb) {
+            const size_t i = t % BATCH_SLOTS;
+            batch_sum(t * PIPE_BATCH, &c, res, bufs + i * BATCH_SLOT, &st[i], hl, hb);
+        }
+        if (t >= 1 && t - 1 < nb) {
+            const size_t i = (t - 1) % BATCH_SLOTS;
+            batch_mid(&c, bufs + i * BATCH_SLOT, eps, &st[i]);
+        }
+        if (t >= BATCH_SLOTS - 1) {
+            const size_t a = t - (BATCH_SLOTS - 1), i = a % BATCH_SLOTS;
+            streamed |= batch_out(a * PIPE_BATCH, dim, &c, &st[i], bufs + i * BATCH_SLOT, h, hs, y,
+                                  ys, mean, rstd, stream, hg, hbe, hh);
+        }
+    }
+    return streamed;
+}
