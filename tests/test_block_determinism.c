@@ -204,6 +204,7 @@ static void large_outputs(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, in
         {40, 16384, 16384}, /* longer than the pipeline's buffers */
         {300, 700, 704},    /* 0.8 MiB: pipelined on one thread (PIPE_FWD_FROM), not on two */
         {2500, 64, 64},     /* the shortest rows that pipeline in cache */
+        {262147, 16, 16},   /* rows of 16 in batches of eight (AVX-512), streamed, 3 left over */
     };
     for (size_t si = 0; si < sizeof shapes_big / sizeof shapes_big[0]; si++) {
         const big_shape s = shapes_big[si];

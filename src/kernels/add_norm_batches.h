@@ -3,11 +3,12 @@
  * batch t - 1 and writes batch t - (BATCH_SLOTS - 1), so that a batch's divisions and square
  * root (long latencies, one chain) overlap the other batches' work; batch i lives in slot
  * i % BATCH_SLOTS of bufs. Returns whether a row was streamed. Included by add_norm_pipe.h's
- * LayerNorm or RMSNorm part (no include guard: a kernel file includes one of them). */
+ * LayerNorm or RMSNorm part, or by a plain norm's kernel (px: x alone, res->r NULL; no
+ * include guard: a kernel file includes it once). */
 KEEL_INLINE int fwd_batches(size_t nb, size_t dim, const keel_f32_res *res, float *h, size_t hs,
                             float *y, size_t ys, const float *gamma, const float *beta, float eps,
                             float *mean, float *rstd, int stream, float *bufs, int hl, int hb,
-                            int hg, int hbe, int hh)
+                            int hg, int hbe, int hh, int px)
 {
     const batch_call c = batch_call_of(nb * PIPE_BATCH, dim, res, gamma, beta, hh ? h : NULL, hs,
                                        y, ys, stream);
@@ -16,7 +17,7 @@ KEEL_INLINE int fwd_batches(size_t nb, size_t dim, const keel_f32_res *res, floa
     for (size_t t = 0; t < nb + BATCH_SLOTS - 1; t++) {
         if (t < nb) {
             const size_t i = t % BATCH_SLOTS;
-            batch_sum(t * PIPE_BATCH, &c, res, bufs + i * BATCH_SLOT, &st[i], hl, hb);
+            batch_sum(t * PIPE_BATCH, &c, res, bufs + i * BATCH_SLOT, &st[i], hl, hb, px);
         }
         if (t >= 1 && t - 1 < nb) {
             const size_t i = (t - 1) % BATCH_SLOTS;

@@ -232,7 +232,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
 #ifdef PIPE_BATCH
     if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) {
         streamed |= fwd_batches(rows / PIPE_BATCH, dim, res, h, hs, y, ys, gamma, beta, eps, mean,
-                                rstd, stream, buf, hl, hb, hg, hbe, hh);
+                                rstd, stream, buf, hl, hb, hg, hbe, hh, 0);
         r = rows / PIPE_BATCH * PIPE_BATCH;
     }
 #endif
@@ -366,7 +366,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
 #ifdef PIPE_BATCH
     if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) {
         streamed |= fwd_batches(rows / PIPE_BATCH, dim, res, h, hs, y, ys, gamma, NULL, eps, NULL,
-                                rstd, stream, buf, hl, hb, hg, 0, hh);
+                                rstd, stream, buf, hl, hb, hg, 0, hh, 0);
         r = rows / PIPE_BATCH * PIPE_BATCH;
     }
 #endif

@@ -1,7 +1,8 @@
-/* The fused forwards' short rows on AVX-512, PIPE_BATCH rows at a time (add_norm_batches.h
- * drives them; f32_add_layernorm__avx512.c and f32_add_rmsnorm__avx512.c give each stage): rows
- * of up to 16 floats, one vector, where the work a row and the latency of its statistics, not
- * the memory, bound the speed. The same bits as a row at a time, with less work a row:
+/* Short rows of the forwards on AVX-512 (fused add + norm, and the plain norms: x alone),
+ * PIPE_BATCH rows at a time (add_norm_batches.h drives them; ln_batch__avx512.h and
+ * rms_batch__avx512.h give the stages): rows of up to 16 floats, one vector, where the work a
+ * row and the latency of its statistics, not the memory, bound the speed. The same bits as a
+ * row at a time, with less work a row:
  *  - the tree's last steps, the divisions and the square root of eight rows run once in a
  *    vector, a row a lane (k512_reduce8x8, norm_finish__avx512.h; a division by a power-of-two
  *    dim a multiply);
@@ -9,8 +10,8 @@
  *  - h = x + r without the multiply when alpha is 1 (1 * x is x, and a signalling NaN x is
  *    quietened by the add as by the multiply);
  *  - a batch's output lines fetched for writing (PREFETCHW) two stages before they are
- *    stored, unless the call streams.
- * Include only from the fused *__avx512.c files, after residual__avx512.h. */
+ *    stored, unless the call streams, and the inputs two batches ahead (batch_fetch).
+ * Include only from *__avx512.c files. */
 #ifndef KEEL_KERNELS_BATCH_ROWS_AVX512_H
 #define KEEL_KERNELS_BATCH_ROWS_AVX512_H
 
@@ -68,15 +69,19 @@ typedef struct batch_rows {
 
 KEEL_INLINE batch_rows batch_rows_of(const keel_f32_res *res, size_t r)
 {
-    const batch_rows b = {res->x + r * res->x_stride, res->r + r * res->r_stride, res->lambda,
-                          res->bias, res->x_stride, res->r_stride, res->alpha};
+    const batch_rows b = {res->x + r * res->x_stride, res->r ? res->r + r * res->r_stride : NULL,
+                          res->lambda, res->bias, res->x_stride, res->r_stride, res->alpha};
     return b;
 }
 
-/* h of row i of the batch (zero beyond the row's floats). */
-KEEL_INLINE __m512 batch_h(const batch_call *c, const batch_rows *b, int i, int hl, int hb)
+/* h of row i of the batch (zero beyond the row's floats); px: a plain norm's row, x alone
+ * (hl, hb, px constants at every call). */
+KEEL_INLINE __m512 batch_h(const batch_call *c, const batch_rows *b, int i, int hl, int hb, int px)
 {
-    const float *x = b->x + (size_t)i * b->xs, *rr = b->r + (size_t)i * b->rs;
+    const float *x = b->x + (size_t)i * b->xs;
+    if (px)
+        return _mm512_maskz_loadu_ps(c->k, x);
+    const float *rr = b->r + (size_t)i * b->rs;
     __m512 v;
     if (c->one && !hl && !hb) {
         v = _mm512_add_ps(_mm512_maskz_loadu_ps(c->k, x), _mm512_maskz_loadu_ps(c->k, rr));
@@ -92,7 +97,7 @@ KEEL_INLINE __m512 batch_h(const batch_call *c, const batch_rows *b, int i, int 
  * floats, keel bench add+ln 4096x16 0.91-0.93, 0.91-0.92, 0.88-0.89 of the floor, 0.80-0.83
  * without), when it exists. */
 #define BATCH_AHEAD 16
-KEEL_INLINE void batch_fetch(const batch_call *c, const batch_rows *b, size_t r, int i)
+KEEL_INLINE void batch_fetch(const batch_call *c, const batch_rows *b, size_t r, int i, int px)
 {
     const size_t ri = r + (size_t)i;
     if (c->fetch) {
@@ -102,14 +107,34 @@ KEEL_INLINE void batch_fetch(const batch_call *c, const batch_rows *b, size_t r,
     }
     if (ri + BATCH_AHEAD < c->rows) {
         _mm_prefetch((const char *)(b->x + (size_t)(i + BATCH_AHEAD) * b->xs), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b->r + (size_t)(i + BATCH_AHEAD) * b->rs), _MM_HINT_T0);
+        if (!px)
+            _mm_prefetch((const char *)(b->r + (size_t)(i + BATCH_AHEAD) * b->rs), _MM_HINT_T0);
     }
 }
 
-/* Where row ri's outputs go, and whether they stream (whole aligned rows of 16). */
-KEEL_INLINE int batch_nt(size_t dim, int stream, const float *hr, const float *yr)
+/* Row i of the batch at row r: h, kept in its place in slot (16 floats a row), the row's
+ * fetches issued (batch_fetch). */
+KEEL_INLINE __m512 batch_row_in(const batch_call *c, const batch_rows *b, float *slot, size_t r,
+                                int i, int hl, int hb, int px)
 {
-    return stream && dim == 16 && r512_aligned(yr) && (!hr || r512_aligned(hr));
+    const __m512 v = batch_h(c, b, i, hl, hb, px);
+    _mm512_store_ps(slot + i * 16, v);
+    batch_fetch(c, b, r, i, px);
+    return v;
+}
+
+/* Row ri's outputs: h (v, when hh) and y (t), streamed when the call streams and the rows are
+ * whole aligned lines of 16; returns whether they were streamed. */
+KEEL_INLINE int batch_store(const batch_call *c, size_t dim, int stream, size_t ri, float *h,
+                            size_t hs, float *y, size_t ys, __m512 v, __m512 t, int hh)
+{
+    float *hr = hh ? h + ri * hs : NULL, *yr = y + ri * ys;
+    const int full = dim == 16;
+    const int nt = stream && full && r512_aligned(yr) && (!hh || r512_aligned(hr));
+    if (hh)
+        r512_store(hr, v, c->k, full, nt);
+    r512_store(yr, t, c->k, full, nt);
+    return nt;
 }
 
 #endif

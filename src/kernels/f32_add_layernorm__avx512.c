@@ -18,7 +18,7 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx512.h"
-#include "batch_rows__avx512.h"
+#include "ln_batch__avx512.h"
 #include "add_norm_pipe.h" /* pipe_next */
 
 /* The prefetch of the next row pays only on rows from beyond L2 (measured on the norms too). */
@@ -156,85 +156,6 @@ KEEL_INLINE void out_sweep(const out_row *o, const r512_row *w, const float *hv,
         out_step(o, full, hv ? _mm512_maskz_loadu_ps(k, hv + full) : r512_h(w, full, k, 0, hl, hb),
                  k, 0, gamma, beta, hg, hbe, hh);
     }
-}
-
-/* Rows of up to 16 floats, eight at a time (batch_rows__avx512.h). Besides: h is converted to
- * double once, the sum's stage keeping the doubles for the centred one; and a lane's sum starts
- * at its term, not at +0.0 plus it: the lanes and every sum of the tree then differ from
- * kernels.h's only where they are -0.0 and kernels.h's +0.0 (0.0 + -0.0 is +0.0; an add keeps
- * that relation), so R(h) + 0.0 is kernels.h's R(h) (never -0.0); the centred terms (squares)
- * are never -0.0 at all. */
-
-/* Rows r .. r + 7: h into slot (16 floats a row, then its 16 doubles) and the means. */
-
-
-KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *res, float *slot,
-                           batch_stats *st, int hl, int hb)
-{
-    __m512d s[PIPE_BATCH];
-    double *d = (double *)(slot + PIPE_BATCH * 16);
-    const batch_rows b = batch_rows_of(res, r);
-    for (int i = 0; i < PIPE_BATCH; i++) {
-        const __m512 v = batch_h(c, &b, i, hl, hb);
-        _mm512_store_ps(slot + i * 16, v);
-        batch_fetch(c, &b, r, i);
-        const __m512d lo = r512_lo(v), hi = r512_hi(v);
-        _mm512_store_pd(d + i * 16, lo);
-        _mm512_store_pd(d + i * 16 + 8, hi);
-        s[i] = _mm512_add_pd(lo, hi);
-    }
-    st->mean = k512_ln_mean8(_mm512_add_pd(k512_reduce8x8(s), _mm512_setzero_pd()), &c->n);
-}
-
-/* The rstds of the batch in slot. */
-KEEL_INLINE void batch_mid(const batch_call *c, const float *slot, float eps, batch_stats *st)
-{
-    __m512d s[PIPE_BATCH];
-    double md[PIPE_BATCH];
-    const double *d = (const double *)(slot + PIPE_BATCH * 16);
-    _mm512_storeu_pd(md, st->mean);
-    for (int i = 0; i < PIPE_BATCH; i++) {
-        const __m512d m = _mm512_set1_pd(md[i]);
-        const __m512d t0 = _mm512_sub_pd(_mm512_load_pd(d + i * 16), m);
-        const __m512d t1 = _mm512_sub_pd(_mm512_load_pd(d + i * 16 + 8), m);
-        s[i] = _mm512_add_pd(_mm512_maskz_mul_pd(k512_lo8(c->k), t0, t0),
-                             _mm512_maskz_mul_pd(k512_hi8(c->k), t1, t1));
-    }
-    st->rstd = k512_rstd8(k512_reduce8x8(s), &c->n, eps);
-}
-
-/* The batch's outputs (rows r ..) from slot; returns whether a row was streamed. */
-KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch_stats *st,
-                          const float *slot, float *h, size_t hs, float *y, size_t ys, float *mean,
-                          float *rstd, int stream, int hg, int hbe, int hh)
-{
-    float hi[PIPE_BATCH], lo[PIPE_BATCH], rs[PIPE_BATCH];
-    const __m256 mhi = _mm512_cvtpd_ps(st->mean);
-    _mm256_storeu_ps(hi, mhi);
-    _mm256_storeu_ps(lo, _mm512_cvtpd_ps(_mm512_sub_pd(st->mean, _mm512_cvtps_pd(mhi))));
-    _mm256_storeu_ps(rs, st->rstd);
-    if (mean)
-        _mm256_storeu_ps(mean + r, mhi);
-    if (rstd)
-        _mm256_storeu_ps(rstd + r, st->rstd);
-    int streamed = 0;
-    for (int i = 0; i < PIPE_BATCH; i++) {
-        const size_t ri = r + (size_t)i;
-        float *hr = hh ? h + ri * hs : NULL, *yr = y + ri * ys;
-        const int nt = batch_nt(dim, stream, hr, yr);
-        streamed |= nt;
-        const __m512 v = _mm512_load_ps(slot + i * 16);
-        __m512 t = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_set1_ps(hi[i])), _mm512_set1_ps(lo[i]));
-        t = _mm512_mul_ps(t, _mm512_set1_ps(rs[i]));
-        if (hg)
-            t = _mm512_mul_ps(t, c->g);
-        if (hbe)
-            t = _mm512_add_ps(t, c->b);
-        if (hh)
-            r512_store(hr, v, c->k, dim == 16, nt);
-        r512_store(yr, t, c->k, dim == 16, nt);
-    }
-    return streamed;
 }
 
 /* Rows from beyond L2 (pipe_fwd_wanted) go through a pipeline of three rows, one sweep over j doing

@@ -8,7 +8,7 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx512.h"
-#include "batch_rows__avx512.h"
+#include "rms_batch__avx512.h"
 #include "add_norm_pipe.h" /* pipe_next */
 
 #define BUF_FLOATS 8192
@@ -75,59 +75,6 @@ KEEL_INLINE void out_sweep(float *h, float *y, const r512_row *w, const float *h
     }
 }
 
-
-/* Rows of up to 16 floats, eight at a time (batch_rows__avx512.h); the squares are never
- * -0.0, so a lane's sum may start at its term. */
-
-/* Rows r .. r + 7: h into slot (16 floats a row) and R(h * h). */
-KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *res, float *slot,
-                           batch_stats *st, int hl, int hb)
-{
-    __m512d s[PIPE_BATCH];
-    const batch_rows b = batch_rows_of(res, r);
-    for (int i = 0; i < PIPE_BATCH; i++) {
-        const __m512 v = batch_h(c, &b, i, hl, hb);
-        _mm512_store_ps(slot + i * 16, v);
-        batch_fetch(c, &b, r, i);
-        const __m512d lo = r512_lo(v), hi = r512_hi(v);
-        s[i] = _mm512_add_pd(_mm512_mul_pd(lo, lo), _mm512_mul_pd(hi, hi));
-    }
-    st->mean = k512_reduce8x8(s);
-}
-
-KEEL_INLINE void batch_mid(const batch_call *c, const float *slot, float eps, batch_stats *st)
-{
-    (void)slot;
-    st->rstd = k512_rms_rstd8(st->mean, &c->n, eps);
-}
-
-/* The batch's outputs (rows r ..) from slot; returns whether a row was streamed. */
-KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch_stats *st,
-                          const float *slot, float *h, size_t hs, float *y, size_t ys, float *mean,
-                          float *rstd, int stream, int hg, int hbe, int hh)
-{
-    (void)mean;
-    (void)hbe;
-    float rs[PIPE_BATCH];
-    _mm256_storeu_ps(rs, st->rstd);
-    if (rstd)
-        _mm256_storeu_ps(rstd + r, st->rstd);
-    int streamed = 0;
-    for (int i = 0; i < PIPE_BATCH; i++) {
-        const size_t ri = r + (size_t)i;
-        float *hr = hh ? h + ri * hs : NULL, *yr = y + ri * ys;
-        const int nt = batch_nt(dim, stream, hr, yr);
-        streamed |= nt;
-        const __m512 v = _mm512_load_ps(slot + i * 16);
-        __m512 t = _mm512_mul_ps(v, _mm512_set1_ps(rs[i]));
-        if (hg)
-            t = _mm512_mul_ps(t, c->g);
-        if (hh)
-            r512_store(hr, v, c->k, dim == 16, nt);
-        r512_store(yr, t, c->k, dim == 16, nt);
-    }
-    return streamed;
-}
 
 /* Rows from beyond L2 (pipe_fwd_wanted) go through a pipeline of two rows (the plan of
  * f32_add_layernorm__avx512.c): one sweep over j computes row c's h from memory into its
