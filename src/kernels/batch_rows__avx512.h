@@ -4,7 +4,7 @@
  * row and the latency of its statistics, not the memory, bound the speed. The same bits as a
  * row at a time, with less work a row:
  *  - the tree's last steps, the divisions and the square root of eight rows run once in a
- *    vector, a row a lane (k512_reduce8x8, norm_finish__avx512.h; a division by a power-of-two
+ *    vector, a row a lane (k512_reduce8x8, finish_rows__avx512.h; a division by a power-of-two
  *    dim a multiply);
  *  - the tail's mask, gamma and beta once a call, no loops within a row;
  *  - h = x + r without the multiply when alpha is 1 (1 * x is x, and a signalling NaN x is
@@ -15,7 +15,7 @@
 #ifndef KEEL_KERNELS_BATCH_ROWS_AVX512_H
 #define KEEL_KERNELS_BATCH_ROWS_AVX512_H
 
-#include "norm_finish__avx512.h"
+#include "finish_rows__avx512.h"
 #include "residual__avx512.h"
 
 #define PIPE_BATCH 8
