@@ -27,10 +27,9 @@
  * other sweeps read one array instead of recomputing h from two; longer rows recompute it. */
 #define BUF_FLOATS 8192
 
-/* R(h) of one row, its 8 lanes after the tree's first step (k512_reduce8 finishes it). hv: the
- * h row to read, or NULL to compute it from w (and store it into buf when buf is not NULL). */
-KEEL_INLINE __m512d h_sum_lanes(const r512_row *w, const float *hv, float *buf, size_t dim,
-                                int hl, int hb)
+/* R(h) of one row. hv: the h row to read, or NULL to compute it from w (and store it into buf
+ * when buf is not NULL). */
+KEEL_INLINE double h_sum(const r512_row *w, const float *hv, float *buf, size_t dim, int hl, int hb)
 {
     const size_t full = dim & ~(size_t)15;
     const __mmask16 k = k512_tail16(dim - full);
@@ -49,18 +48,13 @@ KEEL_INLINE __m512d h_sum_lanes(const r512_row *w, const float *hv, float *buf, 
         a0 = k512_add_mask(a0, k512_lo8(k), r512_lo(v));
         a1 = k512_add_mask(a1, k512_hi8(k), r512_hi(v));
     }
-    return _mm512_add_pd(a0, a1);
+    return k512_reduce16(a0, a1);
 }
 
-KEEL_INLINE double h_sum(const r512_row *w, const float *hv, float *buf, size_t dim, int hl, int hb)
-{
-    return k512_reduce8(h_sum_lanes(w, hv, buf, dim, hl, hb));
-}
-
-/* R((h - mean)^2) of one row (hv or recomputed from w, as h_sum), its 8 lanes as h_sum_lanes.
- * pf: prefetch the next row's x and r (pfx, pfr) meanwhile. */
-KEEL_INLINE __m512d h_centred_lanes(const r512_row *w, const float *hv, size_t dim, double mean,
-                                    int pf, const float *pfx, const float *pfr, int hl, int hb)
+/* R((h - mean)^2) of one row (hv or recomputed from w, as h_sum). pf: prefetch the next
+ * row's x and r (pfx, pfr) meanwhile. */
+KEEL_INLINE double h_centred(const r512_row *w, const float *hv, size_t dim, double mean, int pf,
+                             const float *pfx, const float *pfr, int hl, int hb)
 {
     const size_t full = dim & ~(size_t)15;
     const __mmask16 k = k512_tail16(dim - full);
@@ -82,13 +76,7 @@ KEEL_INLINE __m512d h_centred_lanes(const r512_row *w, const float *hv, size_t d
         a0 = k512_add_mask(a0, k512_lo8(k), _mm512_mul_pd(t0, t0));
         a1 = k512_add_mask(a1, k512_hi8(k), _mm512_mul_pd(t1, t1));
     }
-    return _mm512_add_pd(a0, a1);
-}
-
-KEEL_INLINE double h_centred(const r512_row *w, const float *hv, size_t dim, double mean, int pf,
-                             const float *pfx, const float *pfr, int hl, int hb)
-{
-    return k512_reduce8(h_centred_lanes(w, hv, dim, mean, pf, pfx, pfr, hl, hb));
+    return k512_reduce16(a0, a1);
 }
 
 /* mean_d and rstd_f of one row (kernels.h), h read from hv or recomputed. */
@@ -110,22 +98,17 @@ typedef struct out_row {
     int nt;
 } out_row;
 
-KEEL_INLINE out_row out_row_split(float *h, float *y, float hi, float lo, float rs, int nt)
+KEEL_INLINE out_row out_row_of(float *h, float *y, double mean_d, float rs, int nt)
 {
     out_row o;
+    const float hi = (float)mean_d;
     o.h = h;
     o.y = y;
     o.vh = _mm512_set1_ps(hi);
-    o.vl = _mm512_set1_ps(lo);
+    o.vl = _mm512_set1_ps((float)(mean_d - (double)hi));
     o.vr = _mm512_set1_ps(rs);
     o.nt = nt;
     return o;
-}
-
-KEEL_INLINE out_row out_row_of(float *h, float *y, double mean_d, float rs, int nt)
-{
-    const float hi = (float)mean_d;
-    return out_row_split(h, y, hi, (float)(mean_d - (double)hi), rs, nt);
 }
 
 /* Columns j .. j + 16 (full) or the k floats at j of the output sweep; v: h there. */

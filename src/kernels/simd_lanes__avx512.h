@@ -82,28 +82,30 @@ KEEL_INLINE void k512_store16(float *p, __m512 v, int nt)
 /* PREFETCHW (every AVX-512 processor has it): the line at p fetched for a store to come, owned
  * already, so that the store does not wait for it. Not through _mm_prefetch, which the
  * compiler turns into a plain prefetch without -mprfchw. */
-KEEL_INLINE void k512_prefetchw(const void *p) { __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p)); }
+KEEL_INLINE void k512_prefetchw(const void *p)
+{
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+}
 
 #define K512_PF_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #define K512_PF_L1(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
-/* The fixed tree's steps h = 4, 2, 1 on the 8 lanes a (lanes 0-7 after the step h = 8). */
-KEEL_INLINE double k512_reduce8(__m512d a)
+/* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
+KEEL_INLINE double k512_reduce16(__m512d lo, __m512d hi)
 {
+    const __m512d a = _mm512_add_pd(lo, hi);
     const __m256d b = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
     const __m128d c = _mm_add_pd(_mm256_castpd256_pd128(b), _mm256_extractf128_pd(b, 1));
     return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
 }
 
-/* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
-KEEL_INLINE double k512_reduce16(__m512d lo, __m512d hi) { return k512_reduce8(_mm512_add_pd(lo, hi)); }
-
-/* k512_reduce8 of eight rows at once: s[i] is row i's 8 lanes; lane i of the result is row
- * i's sum, the same adds of the same operands in the same order (each add's first operand the
- * lower lane, as in the tree), so the same bits, but each vector add serves several rows where
- * k512_reduce8 spends one a row and step. h = 4: rows i and i + 1 side by side, [s_i lanes 0-3,
- * s_i+1 lanes 0-3] + [s_i lanes 4-7, s_i+1 lanes 4-7]; h = 2: 128-bit pairs of four rows; h = 1:
- * the even and odd lanes of all eight, then the rows put back in order. */
+/* The tree's steps h = 4, 2, 1 of eight rows at once: s[i] is row i's 8 lanes after the step
+ * h = 8 (lo + hi); lane i of the result is row i's sum, the same adds of the same operands in
+ * the same order (each add's first operand the lower lane, as in the tree), so the same bits,
+ * but each vector add serves several rows where k512_reduce16 spends one a row and step.
+ * h = 4: rows i and i + 1 side by side, [s_i lanes 0-3, s_i+1 lanes 0-3] + [s_i lanes 4-7,
+ * s_i+1 lanes 4-7]; h = 2: 128-bit pairs of four rows; h = 1: the even and odd lanes of all
+ * eight, then the rows put back in order. */
 KEEL_INLINE __m512d k512_reduce8x8(const __m512d s[8])
 {
     __m512d p[4], q[2];
