@@ -16,6 +16,7 @@
 #define KEEL_KERNELS_BATCH_ROWS_AVX512_H
 
 #include "finish_rows__avx512.h"
+#include "batch_rows.h"
 #include "residual__avx512.h"
 
 #define PIPE_BATCH 8
@@ -33,11 +34,9 @@ typedef struct batch_stats {
 typedef struct batch_call {
     __mmask16 k;  /* the row's floats */
     int one;      /* alpha is 1 */
-    int fetch;    /* fetch the output lines (the call does not stream) */
     __m512 g, b;  /* gamma and beta (zero when absent) */
     k512_dim n;
-    const float *h, *y;
-    size_t hs, ys, rows;
+    batch_lines l; /* the output lines to fetch, the inputs to prefetch */
 } batch_call;
 
 KEEL_INLINE batch_call batch_call_of(size_t rows, size_t dim, const keel_f32_res *res,
@@ -47,31 +46,11 @@ KEEL_INLINE batch_call batch_call_of(size_t rows, size_t dim, const keel_f32_res
     batch_call c;
     c.k = dim == 16 ? (__mmask16)0xffff : k512_tail16(dim);
     c.one = res->alpha == 1.0f;
-    c.fetch = !stream;
     c.g = gamma ? _mm512_maskz_loadu_ps(c.k, gamma) : _mm512_setzero_ps();
     c.b = beta ? _mm512_maskz_loadu_ps(c.k, beta) : _mm512_setzero_ps();
     c.n = k512_dim_of(dim);
-    c.h = h;
-    c.hs = hs;
-    c.y = y;
-    c.ys = ys;
-    c.rows = rows;
+    c.l = batch_lines_of(rows, h, hs, y, ys, stream);
     return c;
-}
-
-/* The rows of a batch: read once a batch into locals (the vector stores may alias anything,
- * so fields read through res would be loaded again after each of them). */
-typedef struct batch_rows {
-    const float *x, *r, *lambda, *bias;
-    size_t xs, rs;
-    float alpha;
-} batch_rows;
-
-KEEL_INLINE batch_rows batch_rows_of(const keel_f32_res *res, size_t r)
-{
-    const batch_rows b = {res->x + r * res->x_stride, res->r ? res->r + r * res->r_stride : NULL,
-                          res->lambda, res->bias, res->x_stride, res->r_stride, res->alpha};
-    return b;
 }
 
 /* h of row i of the batch (zero beyond the row's floats); px: a plain norm's row, x alone
@@ -92,26 +71,6 @@ KEEL_INLINE __m512 batch_h(const batch_call *c, const batch_rows *b, int i, int 
     return v;
 }
 
-/* Row i of the batch at row r: its output lines fetched for writing (unless the call streams),
- * and the inputs of the row BATCH_AHEAD rows on (two batches: measured 16, 32 and 64 rows of 16
- * floats, keel bench add+ln 4096x16 0.91-0.93, 0.91-0.92, 0.88-0.89 of the floor, 0.80-0.83
- * without), when it exists. */
-#define BATCH_AHEAD 16
-KEEL_INLINE void batch_fetch(const batch_call *c, const batch_rows *b, size_t r, int i, int px)
-{
-    const size_t ri = r + (size_t)i;
-    if (c->fetch) {
-        k512_prefetchw(c->y + ri * c->ys);
-        if (c->h)
-            k512_prefetchw(c->h + ri * c->hs);
-    }
-    if (ri + BATCH_AHEAD < c->rows) {
-        _mm_prefetch((const char *)(b->x + (size_t)(i + BATCH_AHEAD) * b->xs), _MM_HINT_T0);
-        if (!px)
-            _mm_prefetch((const char *)(b->r + (size_t)(i + BATCH_AHEAD) * b->rs), _MM_HINT_T0);
-    }
-}
-
 /* Row i of the batch at row r: h, kept in its place in slot (16 floats a row), the row's
  * fetches issued (batch_fetch). */
 KEEL_INLINE __m512 batch_row_in(const batch_call *c, const batch_rows *b, float *slot, size_t r,
@@ -119,7 +78,7 @@ KEEL_INLINE __m512 batch_row_in(const batch_call *c, const batch_rows *b, float 
 {
     const __m512 v = batch_h(c, b, i, hl, hb, px);
     _mm512_store_ps(slot + i * 16, v);
-    batch_fetch(c, b, r, i, px);
+    batch_fetch(&c->l, b, r, i, px);
     return v;
 }
 

@@ -9,6 +9,7 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "residual__avx2.h"
+#include "ln_batch__avx2.h"
 #include "add_norm_pipe.h" /* pipe_next */
 
 #define BUF_FLOATS 8192

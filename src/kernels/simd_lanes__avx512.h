@@ -79,14 +79,6 @@ KEEL_INLINE void k512_store16(float *p, __m512 v, int nt)
         _mm512_storeu_ps(p, v);
 }
 
-/* PREFETCHW (every AVX-512 processor has it): the line at p fetched for a store to come, owned
- * already, so that the store does not wait for it. Not through _mm_prefetch, which the
- * compiler turns into a plain prefetch without -mprfchw. */
-KEEL_INLINE void k512_prefetchw(const void *p)
-{
-    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
-}
-
 #define K512_PF_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #define K512_PF_L1(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
