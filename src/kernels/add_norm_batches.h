@@ -31,3 +31,16 @@ KEEL_INLINE int fwd_batches(size_t nb, size_t dim, const keel_f32_res *res, floa
     }
     return streamed;
 }
+
+/* A plain norm's rows (x alone, the fused forward's stages with px): the whole batches of
+ * rows; returns the rows done. hg, hb: gamma, beta given (constants at every call). */
+KEEL_INLINE size_t plain_fwd_batches(size_t rows, size_t dim, const float *x, size_t xs, float *y,
+                                     size_t ys, const float *gamma, const float *beta, float eps,
+                                     float *mean, float *rstd, int stream, int hg, int hb)
+{
+    float bufs[BATCH_SLOTS * BATCH_SLOT] __attribute__((aligned(64)));
+    const keel_f32_res res = {x, xs, NULL, 0, 1.0f, NULL, NULL};
+    fwd_batches(rows / PIPE_BATCH, dim, &res, NULL, 0, y, ys, gamma, beta, eps, mean, rstd, stream,
+                bufs, 0, 0, hg, hb, 0, 1);
+    return rows / PIPE_BATCH * PIPE_BATCH;
+}

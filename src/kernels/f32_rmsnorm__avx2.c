@@ -8,6 +8,8 @@
 #include "variants.h"
 #include "norm_finish.h"
 #include "simd_lanes__avx2.h"
+#include "rms_batch__avx2.h"
+#include "add_norm_batches.h"
 
 /* rstd_f of the nr rows x + i * xs (nr a constant <= K256_GROUP), from R(xd * xd),
  * xd = (double)x[j]. */
@@ -198,6 +200,11 @@ void keel_f32_rmsnorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_t 
     const int stream = k256_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K256_GROUP_BELOW) {
+        if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH)
+            r = gamma ? plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
+                                          rstd, stream, 1, 0)
+                      : plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
+                                          rstd, stream, 0, 0);
         for (; r + K256_GROUP <= rows; r += K256_GROUP)
             ROWS(K256_GROUP);
         for (; r < rows; r++)

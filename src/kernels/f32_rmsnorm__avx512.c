@@ -187,11 +187,7 @@ KEEL_INLINE size_t rms_fwd_batches(size_t rows, size_t dim, const float *x, size
                                    size_t ys, const float *gamma, float eps, float *rstd,
                                    int stream, int hg)
 {
-    float bufs[BATCH_SLOTS * BATCH_SLOT] __attribute__((aligned(64)));
-    const keel_f32_res res = {x, xs, NULL, 0, 1.0f, NULL, NULL};
-    fwd_batches(rows / PIPE_BATCH, dim, &res, NULL, 0, y, ys, gamma, NULL, eps, NULL, rstd, stream,
-                bufs, 0, 0, hg, 0, 0, 1);
-    return rows / PIPE_BATCH * PIPE_BATCH;
+    return plain_fwd_batches(rows, dim, x, xs, y, ys, gamma, NULL, eps, NULL, rstd, stream, hg, 0);
 }
 
 void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_t x_stride,
