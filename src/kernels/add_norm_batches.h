@@ -44,3 +44,21 @@ KEEL_INLINE size_t plain_fwd_batches(size_t rows, size_t dim, const float *x, si
                 bufs, 0, 0, hg, hb, 0, 1);
     return rows / PIPE_BATCH * PIPE_BATCH;
 }
+
+/* plain_fwd_batches with the instance for the gamma and beta given (RMSNorm: beta NULL). */
+KEEL_INLINE size_t plain_fwd_batches_any(size_t rows, size_t dim, const float *x, size_t xs,
+                                         float *y, size_t ys, const float *gamma,
+                                         const float *beta, float eps, float *mean, float *rstd,
+                                         int stream)
+{
+#define PLAIN_BATCHES(hg, hb) \
+    plain_fwd_batches(rows, dim, x, xs, y, ys, gamma, beta, eps, mean, rstd, stream, hg, hb)
+    if (gamma && beta)
+        return PLAIN_BATCHES(1, 1);
+    if (gamma)
+        return PLAIN_BATCHES(1, 0);
+    if (beta)
+        return PLAIN_BATCHES(0, 1);
+    return PLAIN_BATCHES(0, 0);
+#undef PLAIN_BATCHES
+}

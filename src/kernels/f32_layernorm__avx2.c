@@ -292,19 +292,9 @@ void keel_f32_layernorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_
     const int stream = k256_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K256_GROUP_BELOW) {
-        if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) {
-#define BATCHES(hg, hb) \
-    plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd, stream, hg, hb)
-            if (gamma && beta)
-                r = BATCHES(1, 1);
-            else if (gamma)
-                r = BATCHES(1, 0);
-            else if (beta)
-                r = BATCHES(0, 1);
-            else
-                r = BATCHES(0, 0);
-#undef BATCHES
-        }
+        if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH)
+            r = plain_fwd_batches_any(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean,
+                                      rstd, stream);
         for (; r + K256_GROUP <= rows; r += K256_GROUP)
             ROWS(K256_GROUP, 0);
         for (; r < rows; r++)

@@ -264,17 +264,10 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
     }
 }
 
-/* Rows of up to PIPE_BATCH_MAX floats, eight at a time, as the fused forward's
- * (ln_batch__avx512.h, x alone): the statistics of eight rows in one vector. Returns the rows
- * done (whole batches). Measured (keel_profile_loop lnf 4096 16, 1 thread, fastest call): 41 us
- * in groups of K512_GROUP, 25-26.5 us in batches. */
-KEEL_INLINE size_t ln_fwd_batches(size_t rows, size_t dim, const float *x, size_t xs, float *y,
-                                  size_t ys, const float *gamma, const float *beta, float eps,
-                                  float *mean, float *rstd, int stream, int hg, int hb)
-{
-    return plain_fwd_batches(rows, dim, x, xs, y, ys, gamma, beta, eps, mean, rstd, stream, hg, hb);
-}
-
+/* Rows of up to PIPE_BATCH_MAX floats go eight at a time, as the fused forward's
+ * (ln_batch__avx512.h, x alone: plain_fwd_batches_any): the statistics of eight rows in one
+ * vector. Measured (keel_profile_loop lnf 4096 16, 1 thread, fastest call): 41 us in groups
+ * of K512_GROUP, 25-26.5 us in batches. */
 void keel_f32_layernorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_t x_stride,
                                     float *y, size_t y_stride, const float *gamma,
                                     const float *beta, float eps, float *mean, float *rstd)
@@ -287,19 +280,9 @@ void keel_f32_layernorm_fwd__avx512(size_t rows, size_t dim, const float *x, siz
     const int stream = k512_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K512_GROUP_BELOW) {
-        if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) {
-#define BATCHES(hg, hb) \
-    ln_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd, stream, hg, hb)
-            if (gamma && beta)
-                r = BATCHES(1, 1);
-            else if (gamma)
-                r = BATCHES(1, 0);
-            else if (beta)
-                r = BATCHES(0, 1);
-            else
-                r = BATCHES(0, 0);
-#undef BATCHES
-        }
+        if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH)
+            r = plain_fwd_batches_any(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean,
+                                      rstd, stream);
         for (; r + K512_GROUP <= rows; r += K512_GROUP)
             ROWS(K512_GROUP, 0);
         for (; r < rows; r++)

@@ -200,11 +200,9 @@ void keel_f32_rmsnorm_fwd__avx2(size_t rows, size_t dim, const float *x, size_t 
     const int stream = k256_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < K256_GROUP_BELOW) {
-        if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH)
-            r = gamma ? plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
-                                          rstd, stream, 1, 0)
-                      : plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
-                                          rstd, stream, 0, 0);
+        if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) /* four at a time (rms_batch__avx2.h) */
+            r = plain_fwd_batches_any(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
+                                      rstd, stream);
         for (; r + K256_GROUP <= rows; r += K256_GROUP)
             ROWS(K256_GROUP);
         for (; r < rows; r++)

@@ -180,16 +180,9 @@ KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t x
     }
 }
 
-/* Rows of up to PIPE_BATCH_MAX floats, eight at a time, as the fused forward's
- * (rms_batch__avx512.h, x alone). Returns the rows done (whole batches). Measured
- * (keel_profile_loop rmsf 4096 16, 1 thread, fastest call): 18 us in groups, 13-14.7 us. */
-KEEL_INLINE size_t rms_fwd_batches(size_t rows, size_t dim, const float *x, size_t xs, float *y,
-                                   size_t ys, const float *gamma, float eps, float *rstd,
-                                   int stream, int hg)
-{
-    return plain_fwd_batches(rows, dim, x, xs, y, ys, gamma, NULL, eps, NULL, rstd, stream, hg, 0);
-}
-
+/* Rows of up to PIPE_BATCH_MAX floats go eight at a time, as the fused forward's
+ * (rms_batch__avx512.h, x alone: plain_fwd_batches_any). Measured (keel_profile_loop rmsf 4096
+ * 16, 1 thread, fastest call): 18 us in groups, 13-14.7 us. */
 void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_t x_stride,
                                   float *y, size_t y_stride, const float *gamma, float eps,
                                   float *rstd)
@@ -199,8 +192,8 @@ void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_
     size_t r = 0;
     if (dim < K512_GROUP_BELOW) {
         if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH)
-            r = gamma ? rms_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream, 1)
-                      : rms_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream, 0);
+            r = plain_fwd_batches_any(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
+                                      rstd, stream);
         for (; r + K512_GROUP <= rows; r += K512_GROUP)
             ROWS(K512_GROUP);
         for (; r < rows; r++)
