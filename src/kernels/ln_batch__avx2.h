@@ -40,6 +40,7 @@ KEEL_INLINE void batch_mid(const batch_call *c, const float *slot, float eps, ba
     const double *d = (const double *)(slot + PIPE_BATCH * 16);
     const __m256d lane[4] = {c->t.d0, c->t.d1, c->t.d2, c->t.d3};
     _mm256_storeu_pd(md, st->mean);
+    __asm__("" : "+m"(md)); /* broadcast from memory (ln_batch__avx512.h's batch_mid) */
     for (int i = 0; i < PIPE_BATCH; i++) {
         const __m256d m = _mm256_set1_pd(md[i]);
         __m256d q[4];
@@ -65,6 +66,7 @@ KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch
     _mm_storeu_ps(hi, mhi);
     _mm_storeu_ps(lo, _mm256_cvtpd_ps(_mm256_sub_pd(st->mean, _mm256_cvtps_pd(mhi))));
     _mm_storeu_ps(rs, st->rstd);
+    __asm__("" : "+m"(hi), "+m"(lo), "+m"(rs)); /* broadcast from memory (batch_mid) */
     if (mean)
         _mm_storeu_ps(mean + r, mhi);
     if (rstd)

@@ -40,6 +40,7 @@ KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch
     (void)hbe;
     float rs[PIPE_BATCH];
     _mm_storeu_ps(rs, st->rstd);
+    __asm__("" : "+m"(rs)); /* broadcast from memory (ln_batch__avx512.h's batch_mid) */
     if (rstd)
         _mm_storeu_ps(rstd + r, st->rstd);
     int streamed = 0;
