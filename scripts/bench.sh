@@ -1,7 +1,8 @@
 #!/bin/sh
 # make bench: runs keel bench and the peers (bench/peers/run.sh) with one thread and with every
 # core, and writes BENCHMARKS.md with the machine and the command: the float32 rows, then the
-# low-precision rows (keel bench --dtype bf16,f16,i8 beside run.sh --lowp). Usage:
+# low-precision rows (keel bench --dtype bf16,f16,i8 beside run.sh --lowp), then the AVX2 path
+# forced (KEEL_ISA=avx2) on two shapes where the machine has a wider default. Usage:
 # scripts/bench.sh BUILD_DIR (KEEL_BENCH_PEERS_QUICK=1: the peers on 4096x768 only).
 set -eu
 build=${1:-build}
@@ -81,6 +82,17 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         echo
         cat "$tmp.lppeers.$t"
     done
+    # The AVX2 path on this machine too, when it has a wider default (what a user without
+    # AVX-512 gets): a short-row shape and a transformer width, 1 thread.
+    if "$build/keel" info | grep -q 'avx2=yes' &&
+        ! "$build/keel" info | grep -q '^kernels: avx2'; then
+        echo
+        echo "## The AVX2 path on this machine: \`KEEL_ISA=avx2 $build/keel bench --threads 1 --rows R --dim D --markdown\`"
+        echo
+        echo "What a processor without AVX-512 runs (the same bits), timed here with the path forced."
+        KEEL_ISA=avx2 "$build/keel" bench --threads 1 --rows 4096 --dim 16 --markdown | sed '1d'
+        KEEL_ISA=avx2 "$build/keel" bench --threads 1 --rows 4096 --dim 1024 --markdown | sed '1,4d'
+    fi
     echo
     echo "## The Python binding: \`KEEL_LIBRARY=$build/libkeel.so PYTHONPATH=python python3 bench/python_bench.py\`"
     echo
