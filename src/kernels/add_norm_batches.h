@@ -10,7 +10,7 @@ KEEL_INLINE int fwd_batches(size_t nb, size_t dim, const keel_f32_res *res, floa
                             float *mean, float *rstd, int stream, float *bufs, int hl, int hb,
                             int hg, int hbe, int hh, int px)
 {
-    const batch_call c = batch_call_of(dim, res, gamma, beta, hh ? h : NULL, hs,
+    const batch_call c = batch_call_of(nb * PIPE_BATCH, dim, res, gamma, beta, hh ? h : NULL, hs,
                                        y, ys, stream);
     batch_stats st[BATCH_SLOTS];
     int streamed = 0;

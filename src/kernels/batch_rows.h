@@ -1,8 +1,10 @@
 /* What the short-row batches of both SIMD paths (batch_rows__avx2.h, batch_rows__avx512.h)
- * share, with no vector types: the rows a batch reads and the output lines it fetches ahead.
- * Include only from those headers. */
+ * share, with no vector types: the rows a batch reads and the lines it fetches ahead. Include
+ * only from those headers. */
 #ifndef KEEL_KERNELS_BATCH_ROWS_H
 #define KEEL_KERNELS_BATCH_ROWS_H
+
+#include <immintrin.h>
 
 #include "kernels.h"
 
@@ -29,34 +31,38 @@ static inline void batch_prefetchw(const void *p)
     __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
 }
 
-/* What the batches of a call fetch ahead: the output lines, unless the call streams. */
+/* What the batches of a call fetch ahead: the output lines (unless the call streams) and, for
+ * the inputs, the number of rows. */
 typedef struct batch_lines {
     int fetch;
     const float *h, *y;
-    size_t hs, ys;
+    size_t hs, ys, rows;
 } batch_lines;
 
-static inline batch_lines batch_lines_of(const float *h, size_t hs, const float *y, size_t ys,
-                                         int stream)
+static inline batch_lines batch_lines_of(size_t rows, const float *h, size_t hs, const float *y,
+                                         size_t ys, int stream)
 {
-    const batch_lines l = {!stream, h, y, hs, ys};
+    const batch_lines l = {!stream, h, y, hs, ys, rows};
     return l;
 }
 
-/* Row ri's output lines fetched for writing, unless the call streams (without: keel bench
- * add+ln 4096x16, 1 thread, 0.65 of the floor; every line needs its own: fetching every other
- * row's, 0.75). The inputs are not prefetched: once they were (16 rows ahead), and measured
- * against that, 1 thread, AVX-512, medians of 6 interleaved runs with the outputs out of cache,
- * add+ln / add+rms / layernorm / rmsnorm fwd 4096x16 0.82 / 1.04 / 0.20 / 0.28 of the floor ->
- * 0.88 / 1.02 / 0.22 / 0.28; back to back (`--hot`) 37.5 / 22.3 / 30.6 / 15.8 us -> 32.5 / 21.8 /
- * 26.4 / 14.8 us; 262144x16 layernorm 0.53 -> 0.60, the others within the noise. The prefetch
- * instructions cost more than the hardware prefetchers leave to gain. */
-static inline void batch_fetch(const batch_lines *l, size_t ri)
+/* Row i of the batch at row r: its output lines fetched for writing (unless the call streams),
+ * and the inputs of the row BATCH_AHEAD rows on (two batches of eight: measured 16, 32 and 64
+ * rows of 16 floats, keel bench add+ln 4096x16 on AVX-512 0.91-0.93, 0.91-0.92, 0.88-0.89 of
+ * the floor, 0.80-0.83 without), when it exists. */
+#define BATCH_AHEAD 16
+static inline void batch_fetch(const batch_lines *l, const batch_rows *b, size_t r, int i, int px)
 {
+    const size_t ri = r + (size_t)i;
     if (l->fetch) {
         batch_prefetchw(l->y + ri * l->ys);
         if (l->h)
             batch_prefetchw(l->h + ri * l->hs);
+    }
+    if (ri + BATCH_AHEAD < l->rows) {
+        _mm_prefetch((const char *)(b->x + (size_t)(i + BATCH_AHEAD) * b->xs), _MM_HINT_T0);
+        if (!px)
+            _mm_prefetch((const char *)(b->r + (size_t)(i + BATCH_AHEAD) * b->rs), _MM_HINT_T0);
     }
 }
 

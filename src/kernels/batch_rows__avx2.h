@@ -9,7 +9,8 @@
  *  - h = x + r without the multiply when alpha is 1 (1 * x is x, and a signalling NaN x is
  *    quietened by the add as by the multiply);
  *  - a batch's output lines fetched for writing (PREFETCHW, a no-op on processors without it)
- *    two stages before they are stored, unless the call streams (batch_rows.h).
+ *    two stages before they are stored, unless the call streams, and the inputs BATCH_AHEAD
+ *    rows ahead.
  * Include only from *__avx2.c files. */
 #ifndef KEEL_KERNELS_BATCH_ROWS_AVX2_H
 #define KEEL_KERNELS_BATCH_ROWS_AVX2_H
@@ -36,7 +37,7 @@ typedef struct batch_call {
     int one;      /* alpha is 1 */
     r256_v g, b;  /* gamma and beta (zero when absent or beyond the row) */
     k256_dim n;
-    batch_lines l; /* the output lines to fetch */
+    batch_lines l; /* the output lines to fetch, the inputs to prefetch */
 } batch_call;
 
 /* The step of a row: whole, or its tail through the masks. */
@@ -46,7 +47,7 @@ KEEL_INLINE r256_step batch_step(const batch_call *c)
     return s;
 }
 
-KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res,
+KEEL_INLINE batch_call batch_call_of(size_t rows, size_t dim, const keel_f32_res *res,
                                      const float *gamma, const float *beta, const float *h,
                                      size_t hs, const float *y, size_t ys, int stream)
 {
@@ -57,7 +58,7 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res,
     c.g = gamma ? r256_load(gamma, batch_step(&c)) : r256_set1(0.0f);
     c.b = beta ? r256_load(beta, batch_step(&c)) : r256_set1(0.0f);
     c.n = k256_dim_of(dim);
-    c.l = batch_lines_of(h, hs, y, ys, stream);
+    c.l = batch_lines_of(rows, h, hs, y, ys, stream);
     return c;
 }
 
@@ -84,7 +85,7 @@ KEEL_INLINE r256_v batch_row_in(const batch_call *c, const batch_rows *b, float 
     const r256_v v = batch_h(c, b, i, hl, hb, px);
     _mm256_store_ps(slot + i * 16, v.v[0]);
     _mm256_store_ps(slot + i * 16 + 8, v.v[1]);
-    batch_fetch(&c->l, r + (size_t)i);
+    batch_fetch(&c->l, b, r, i, px);
     return v;
 }
 

@@ -10,7 +10,7 @@
  *  - h = x + r without the multiply when alpha is 1 (1 * x is x, and a signalling NaN x is
  *    quietened by the add as by the multiply);
  *  - a batch's output lines fetched for writing (PREFETCHW) two stages before they are
- *    stored, unless the call streams (batch_fetch, batch_rows.h).
+ *    stored, unless the call streams, and the inputs two batches ahead (batch_fetch).
  * Include only from *__avx512.c files. */
 #ifndef KEEL_KERNELS_BATCH_ROWS_AVX512_H
 #define KEEL_KERNELS_BATCH_ROWS_AVX512_H
@@ -36,10 +36,10 @@ typedef struct batch_call {
     int one;      /* alpha is 1 */
     __m512 g, b;  /* gamma and beta (zero when absent) */
     k512_dim n;
-    batch_lines l; /* the output lines to fetch */
+    batch_lines l; /* the output lines to fetch, the inputs to prefetch */
 } batch_call;
 
-KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res,
+KEEL_INLINE batch_call batch_call_of(size_t rows, size_t dim, const keel_f32_res *res,
                                      const float *gamma, const float *beta, const float *h,
                                      size_t hs, const float *y, size_t ys, int stream)
 {
@@ -49,7 +49,7 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res,
     c.g = gamma ? _mm512_maskz_loadu_ps(c.k, gamma) : _mm512_setzero_ps();
     c.b = beta ? _mm512_maskz_loadu_ps(c.k, beta) : _mm512_setzero_ps();
     c.n = k512_dim_of(dim);
-    c.l = batch_lines_of(h, hs, y, ys, stream);
+    c.l = batch_lines_of(rows, h, hs, y, ys, stream);
     return c;
 }
 
@@ -78,7 +78,7 @@ KEEL_INLINE __m512 batch_row_in(const batch_call *c, const batch_rows *b, float 
 {
     const __m512 v = batch_h(c, b, i, hl, hb, px);
     _mm512_store_ps(slot + i * 16, v);
-    batch_fetch(&c->l, r + (size_t)i);
+    batch_fetch(&c->l, b, r, i, px);
     return v;
 }
 
