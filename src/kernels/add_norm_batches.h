@@ -4,14 +4,17 @@
  * root (long latencies, one chain) overlap the other batches' work; batch i lives in slot
  * i % BATCH_SLOTS of bufs. Returns whether a row was streamed. Included by add_norm_pipe.h's
  * LayerNorm or RMSNorm part, or by a plain norm's kernel (px: x alone, res->r NULL; no
- * include guard: a kernel file includes it once). */
-KEEL_INLINE int fwd_batches(size_t nb, size_t dim, const keel_f32_res *res, float *h, size_t hs,
-                            float *y, size_t ys, const float *gamma, const float *beta, float eps,
-                            float *mean, float *rstd, int stream, float *bufs, int hl, int hb,
-                            int hg, int hbe, int hh, int px)
+ * include guard: a kernel file includes it once); one: alpha is known to be 1. */
+KEEL_INLINE int fwd_batches_of(size_t nb, size_t dim, const keel_f32_res *res, float *h,
+                               size_t hs, float *y, size_t ys, const float *gamma,
+                               const float *beta, float eps, float *mean, float *rstd, int stream,
+                               float *bufs, int hl, int hb, int hg, int hbe, int hh, int px,
+                               int one)
 {
-    const batch_call c = batch_call_of(nb * PIPE_BATCH, dim, res, gamma, beta, hh ? h : NULL, hs,
-                                       y, ys, stream);
+    batch_call c = batch_call_of(dim, res, gamma, beta, hh ? h : NULL, hs, y, ys, stream);
+    c.l.hh = hh; /* h is given where the op writes it */
+    if (one)
+        c.one = 1;
     batch_stats st[BATCH_SLOTS];
     int streamed = 0;
     for (size_t t = 0; t < nb + BATCH_SLOTS - 1; t++) {
@@ -30,6 +33,21 @@ KEEL_INLINE int fwd_batches(size_t nb, size_t dim, const keel_f32_res *res, floa
         }
     }
     return streamed;
+}
+
+/* fwd_batches_of, with an instance of its own for the common case, whole rows of 16 floats,
+ * x + r (alpha 1) and outputs not streamed: there the row's mask, the division by dim, the
+ * multiply by alpha and the output fetches are constants, no tests in the rows' loops. */
+KEEL_INLINE int fwd_batches(size_t nb, size_t dim, const keel_f32_res *res, float *h, size_t hs,
+                            float *y, size_t ys, const float *gamma, const float *beta, float eps,
+                            float *mean, float *rstd, int stream, float *bufs, int hl, int hb,
+                            int hg, int hbe, int hh, int px)
+{
+    if (dim == 16 && res->alpha == 1.0f && !stream)
+        return fwd_batches_of(nb, 16, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, 0, bufs, hl,
+                              hb, hg, hbe, hh, px, 1);
+    return fwd_batches_of(nb, dim, res, h, hs, y, ys, gamma, beta, eps, mean, rstd, stream, bufs,
+                          hl, hb, hg, hbe, hh, px, 0);
 }
 
 /* A plain norm's rows (x alone, the fused forward's stages with px): the whole batches of

@@ -47,7 +47,7 @@ KEEL_INLINE r256_step batch_step(const batch_call *c)
     return s;
 }
 
-KEEL_INLINE batch_call batch_call_of(size_t rows, size_t dim, const keel_f32_res *res,
+KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res,
                                      const float *gamma, const float *beta, const float *h,
                                      size_t hs, const float *y, size_t ys, int stream)
 {
@@ -58,7 +58,7 @@ KEEL_INLINE batch_call batch_call_of(size_t rows, size_t dim, const keel_f32_res
     c.g = gamma ? r256_load(gamma, batch_step(&c)) : r256_set1(0.0f);
     c.b = beta ? r256_load(beta, batch_step(&c)) : r256_set1(0.0f);
     c.n = k256_dim_of(dim);
-    c.l = batch_lines_of(rows, h, hs, y, ys, stream);
+    c.l = batch_lines_of(h, hs, y, ys, stream);
     return c;
 }
 

@@ -39,7 +39,7 @@ typedef struct batch_call {
     batch_lines l; /* the output lines to fetch, the inputs to prefetch */
 } batch_call;
 
-KEEL_INLINE batch_call batch_call_of(size_t rows, size_t dim, const keel_f32_res *res,
+KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res,
                                      const float *gamma, const float *beta, const float *h,
                                      size_t hs, const float *y, size_t ys, int stream)
 {
@@ -49,7 +49,7 @@ KEEL_INLINE batch_call batch_call_of(size_t rows, size_t dim, const keel_f32_res
     c.g = gamma ? _mm512_maskz_loadu_ps(c.k, gamma) : _mm512_setzero_ps();
     c.b = beta ? _mm512_maskz_loadu_ps(c.k, beta) : _mm512_setzero_ps();
     c.n = k512_dim_of(dim);
-    c.l = batch_lines_of(rows, h, hs, y, ys, stream);
+    c.l = batch_lines_of(h, hs, y, ys, stream);
     return c;
 }
 

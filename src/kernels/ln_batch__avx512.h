@@ -20,6 +20,8 @@ KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *re
     __m512d s[PIPE_BATCH];
     double *d = (double *)(slot + PIPE_BATCH * 16);
     const batch_rows b = batch_rows_of(res, r);
+    /* unrolled, s[] stays in registers (keel_profile_loop addlnf 4096 16: 30.1 -> 27.5 us) */
+#pragma GCC unroll 8
     for (int i = 0; i < PIPE_BATCH; i++) {
         const __m512 v = batch_row_in(c, &b, slot, r, i, hl, hb, px);
         const __m512d lo = r512_lo(v), hi = r512_hi(v);
