@@ -2,7 +2,8 @@
 # make bench: runs keel bench and the peers (bench/peers/run.sh) with one thread and with every
 # core, and writes BENCHMARKS.md with the machine and the command: the float32 rows, then the
 # low-precision rows (keel bench --dtype bf16,f16,i8 beside run.sh --lowp), then the AVX2 path
-# forced (KEEL_ISA=avx2) on two shapes where the machine has a wider default. Usage:
+# forced (KEEL_ISA=avx2) on two shapes where the machine has a wider default, and short rows in a
+# call beyond L2 (65536x16). Usage:
 # scripts/bench.sh BUILD_DIR (KEEL_BENCH_PEERS_QUICK=1: the peers on 4096x768 only).
 set -eu
 build=${1:-build}
@@ -82,6 +83,12 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         echo
         cat "$tmp.lppeers.$t"
     done
+    # Short rows in a call beyond L2, a shape the table above does not list (its 4096x16 fits in
+    # L2): the row plan there is not the same (docs/performance.md, short rows at every size).
+    echo
+    echo "## Short rows beyond L2: \`$build/keel bench --threads 1 --rows 65536 --dim 16 --markdown\`"
+    echo
+    "$build/keel" bench --threads 1 --rows 65536 --dim 16 --markdown | sed '1d'
     # The AVX2 path on this machine too, when it has a wider default (what a user without
     # AVX-512 gets): a short-row shape and a transformer width, 1 thread.
     if "$build/keel" info | grep -q 'avx2=yes' &&

@@ -56,6 +56,15 @@ KEEL_INLINE pipe_next pipe_next_of(int exists, const float *h, const float *y, i
 #define PIPE_FWD_FROM ((size_t)512 << 10)
 KEEL_INLINE int pipe_fwd_wanted(size_t rows, size_t dim)
 {
+#ifdef PIPE_BATCH
+    /* Rows the batches take (add_norm_batches.h) go there at every size: a row at a time through
+     * the pipeline they paid their divisions and square root alone. keel bench, 1 thread, add+ln
+     * / add+rms fwd, fraction of the floor: 65536x16 0.50 / 0.78 -> 0.92 / 0.92, 262144x16
+     * (streamed) 0.59 / 0.93 -> 1.12 / 1.10, 131072x8 0.25 / 0.41 -> 0.56 / 0.78; KEEL_ISA=avx2
+     * 65536x16 0.34 / 0.64 -> 0.90 / 0.91. */
+    if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH)
+        return 0;
+#endif
     const size_t bytes = rows * dim * sizeof(float);
     return bytes > KEEL_PREFETCH_ABOVE || (dim >= PIPE_FWD_MIN_DIM && bytes >= PIPE_FWD_FROM);
 }
