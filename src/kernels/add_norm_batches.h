@@ -11,10 +11,7 @@ KEEL_INLINE int fwd_batches_of(size_t nb, size_t dim, const keel_f32_res *res, f
                                float *bufs, int hl, int hb, int hg, int hbe, int hh, int px,
                                int one)
 {
-    batch_call c = batch_call_of(dim, res, gamma, beta, hh ? h : NULL, hs, y, ys, stream);
-    c.l.hh = hh; /* h is given where the op writes it */
-    if (one)
-        c.one = 1;
+    const batch_call c = batch_call_of(dim, res, gamma, beta, h, hs, y, ys, stream, hh, one);
     batch_stats st[BATCH_SLOTS];
     int streamed = 0;
     for (size_t t = 0; t < nb + BATCH_SLOTS - 1; t++) {

@@ -34,15 +34,15 @@ static inline void batch_prefetchw(const void *p)
 
 /* What the batches of a call fetch ahead: the output lines (unless the call streams). */
 typedef struct batch_lines {
-    int fetch, hh; /* hh: h is written (a constant where the batches are instanced) */
+    int fetch, hh; /* hh: h is written (a constant at every call) */
     const float *h, *y;
     size_t hs, ys;
 } batch_lines;
 
 static inline batch_lines batch_lines_of(const float *h, size_t hs, const float *y, size_t ys,
-                                         int stream)
+                                         int stream, int hh)
 {
-    const batch_lines l = {!stream, h != NULL, h, y, hs, ys};
+    const batch_lines l = {!stream, hh, hh ? h : NULL, y, hs, ys};
     return l;
 }
 

@@ -47,18 +47,19 @@ KEEL_INLINE r256_step batch_step(const batch_call *c)
     return s;
 }
 
-KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res,
-                                     const float *gamma, const float *beta, const float *h,
-                                     size_t hs, const float *y, size_t ys, int stream)
+/* hh: h is written; one: alpha is known to be 1 (constants at every call). */
+KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const float *gamma,
+                                     const float *beta, const float *h, size_t hs, const float *y,
+                                     size_t ys, int stream, int hh, int one)
 {
     batch_call c;
     c.full = dim == 16;
     c.t = k256_tail_of(c.full ? 0 : dim);
-    c.one = res->alpha == 1.0f;
+    c.one = one || res->alpha == 1.0f;
     c.g = gamma ? r256_load(gamma, batch_step(&c)) : r256_set1(0.0f);
     c.b = beta ? r256_load(beta, batch_step(&c)) : r256_set1(0.0f);
     c.n = k256_dim_of(dim);
-    c.l = batch_lines_of(h, hs, y, ys, stream);
+    c.l = batch_lines_of(h, hs, y, ys, stream, hh);
     return c;
 }
 

@@ -39,17 +39,18 @@ typedef struct batch_call {
     batch_lines l; /* the output lines to fetch, the inputs to prefetch */
 } batch_call;
 
-KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res,
-                                     const float *gamma, const float *beta, const float *h,
-                                     size_t hs, const float *y, size_t ys, int stream)
+/* hh: h is written; one: alpha is known to be 1 (constants at every call). */
+KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const float *gamma,
+                                     const float *beta, const float *h, size_t hs, const float *y,
+                                     size_t ys, int stream, int hh, int one)
 {
     batch_call c;
     c.k = dim == 16 ? (__mmask16)0xffff : k512_tail16(dim);
-    c.one = res->alpha == 1.0f;
+    c.one = one || res->alpha == 1.0f;
     c.g = gamma ? _mm512_maskz_loadu_ps(c.k, gamma) : _mm512_setzero_ps();
     c.b = beta ? _mm512_maskz_loadu_ps(c.k, beta) : _mm512_setzero_ps();
     c.n = k512_dim_of(dim);
-    c.l = batch_lines_of(h, hs, y, ys, stream);
+    c.l = batch_lines_of(h, hs, y, ys, stream, hh);
     return c;
 }
 
