@@ -52,19 +52,28 @@ KEEL_INLINE pipe_next pipe_next_of(int exists, const float *h, const float *y, i
  * -> 0.84 / 0.94, in cache 162 -> 153 / 133 -> 142 us. Smaller calls stay in L2, where the
  * pipeline's prefetches only cost (64x1024 in cache: 19.7 -> 23.9 / 12.5 -> 18.2 us); rows of
  * 16 floats lose either way (4096x16: 0.38 / 0.64 -> 0.35 / 0.56). */
+/* Whether the call's rows go in batches (a path that has them: PIPE_BATCH), at every size: a
+ * row at a time through the pipeline they paid their divisions and square root alone. keel
+ * bench, 1 thread, add+ln / add+rms fwd, fraction of the floor: 65536x16 0.50 / 0.78 -> 0.92 /
+ * 0.92, 262144x16 (streamed) 0.59 / 0.93 -> 1.12 / 1.10, 131072x8 0.25 / 0.41 -> 0.56 / 0.78;
+ * KEEL_ISA=avx2 65536x16 0.34 / 0.64 -> 0.90 / 0.91. */
+KEEL_INLINE int pipe_batches_take(size_t rows, size_t dim)
+{
+#ifdef PIPE_BATCH
+    return dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH;
+#else
+    (void)rows;
+    (void)dim;
+    return 0;
+#endif
+}
+
 #define PIPE_FWD_MIN_DIM 64
 #define PIPE_FWD_FROM ((size_t)512 << 10)
 KEEL_INLINE int pipe_fwd_wanted(size_t rows, size_t dim)
 {
-#ifdef PIPE_BATCH
-    /* Rows the batches take (add_norm_batches.h) go there at every size: a row at a time through
-     * the pipeline they paid their divisions and square root alone. keel bench, 1 thread, add+ln
-     * / add+rms fwd, fraction of the floor: 65536x16 0.50 / 0.78 -> 0.92 / 0.92, 262144x16
-     * (streamed) 0.59 / 0.93 -> 1.12 / 1.10, 131072x8 0.25 / 0.41 -> 0.56 / 0.78; KEEL_ISA=avx2
-     * 65536x16 0.34 / 0.64 -> 0.90 / 0.91. */
-    if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH)
+    if (pipe_batches_take(rows, dim))
         return 0;
-#endif
     const size_t bytes = rows * dim * sizeof(float);
     return bytes > KEEL_PREFETCH_ABOVE || (dim >= PIPE_FWD_MIN_DIM && bytes >= PIPE_FWD_FROM);
 }
@@ -239,7 +248,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
     int streamed = 0;
     size_t r = 0;
 #ifdef PIPE_BATCH
-    if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) {
+    if (pipe_batches_take(rows, dim)) {
         streamed |= fwd_batches(rows / PIPE_BATCH, dim, res, h, hs, y, ys, gamma, beta, eps, mean,
                                 rstd, stream, buf, hl, hb, hg, hbe, hh, 0);
         r = rows / PIPE_BATCH * PIPE_BATCH;
@@ -373,7 +382,7 @@ KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, floa
     int streamed = 0;
     size_t r = 0;
 #ifdef PIPE_BATCH
-    if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH) {
+    if (pipe_batches_take(rows, dim)) {
         streamed |= fwd_batches(rows / PIPE_BATCH, dim, res, h, hs, y, ys, gamma, NULL, eps, NULL,
                                 rstd, stream, buf, hl, hb, hg, 0, hh, 0);
         r = rows / PIPE_BATCH * PIPE_BATCH;
