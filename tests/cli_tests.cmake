@@ -139,6 +139,16 @@ keel_cli_test(cli_bench_hot_norms 0
   "back-to-back calls [(]--hot[)]|layernorm fwd +256x256 +0[.]5 +${_vals}|rmsnorm bwd +256x256 +0[.]8 +${_vals}"
   bench --rows 256 --dim 256 --reps 3 --hot --norms)
 set_tests_properties(cli_bench_hot_norms PROPERTIES FAIL_REGULAR_EXPRESSION "add[+]|layerscale|batchnorm|dyt")
+# --only NAME, repeated: just those rows, in table order whatever the order given (a name with a
+# comma and a space in it included); a name that is no row: exit status 2, the name and the rows
+# there are.
+keel_cli_test(cli_bench_only 0
+  "add[+]ln fwd +256x256 +1[.]0 +${_vals}\nadd, ln fwd +256x256 +1[.]0 +${_vals}"
+  bench --rows 256 --dim 256 --reps 3 --only "add, ln fwd" --only "add+ln fwd")
+set_tests_properties(cli_bench_only PROPERTIES FAIL_REGULAR_EXPRESSION "layernorm|rmsnorm|add[+]rms|post|bwd|layerscale|batchnorm|dyt")
+keel_cli_test(cli_bench_only_bad 2 "" bench --rows 64 --dim 64 --only "add+ln fwd" --only "add ln")
+add_test(NAME cli_bench_only_bad_message COMMAND $<TARGET_FILE:keel> bench --rows 64 --dim 64 --only "add ln")
+set_tests_properties(cli_bench_only_bad_message PROPERTIES PASS_REGULAR_EXPRESSION "--only 'add ln' names no row of this table; the rows are:\n  layernorm fwd\n")
 # keel threads: the table of 1 thread against 2 at every size, and its conclusion for each op.
 set(_num "[0-9]+[.][0-9]+")
 keel_cli_test(cli_threads 0

@@ -447,6 +447,32 @@ static size_t make_rows(bench_row *rows, unsigned groups, int block_rows, int no
     return k;
 }
 
+/* --only NAME (repeatable): keeps the rows named, in table order, so that a row can be timed
+ * again and again without the others. A name that is no row of the selected dtypes is an
+ * error: returns it (NULL when every name is a row). No names: every row stays. */
+#define BENCH_ONLY_MAX 16
+static const char *keep_only(bench_row *rows, size_t *nrows, const char *const *only, int nonly)
+{
+    if (!nonly)
+        return NULL;
+    for (int i = 0; i < nonly; i++) {
+        int found = 0;
+        for (size_t k = 0; k < *nrows; k++)
+            found |= !strcmp(only[i], rows[k].name);
+        if (!found)
+            return only[i];
+    }
+    size_t kept = 0;
+    for (size_t k = 0; k < *nrows; k++)
+        for (int i = 0; i < nonly; i++)
+            if (!strcmp(only[i], rows[k].name)) {
+                rows[kept++] = rows[k];
+                break;
+            }
+    *nrows = kept;
+    return NULL;
+}
+
 /* the LayerScale, BatchNorm and DyT rows: measured over fewer bytes and runs (reps_for) */
 static int is_short_row(const bench_row *row)
 {
@@ -455,7 +481,7 @@ static int is_short_row(const bench_row *row)
 
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--hot] [--norms] [--markdown]\n"
+    fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--hot] [--norms] [--only NAME]... [--markdown]\n"
                 "  --demo        one 4096 x 1024 case (what make demo runs), without the\n"
                 "                layerscale, batchnorm and dyt rows\n"
                 "  --dtype LIST  comma-separated rows to run (default f32):\n"
@@ -479,6 +505,8 @@ static void usage(FILE *to)
                 "                as in the peers' benchmarks (default: op and copies interleaved,\n"
                 "                the op's outputs out of cache)\n"
                 "  --norms       of the f32 rows only LayerNorm and RMSNorm (the ones the peers run)\n"
+                "  --only NAME   only the row of that name, as the table names it; repeat for\n"
+                "                more (e.g. --only 'add+ln fwd' --only 'add, ln fwd')\n"
                 "  --markdown    print a Markdown table\n");
 }
 
@@ -489,6 +517,8 @@ int keel_cmd_bench(int argc, char **argv)
     bench_case one = {0, 0};
     int threads = 0, min_reps = 7, markdown = 0, block_rows = 1, hot = 0, norms_only = 0;
     unsigned groups = GROUP_F32;
+    const char *only[BENCH_ONLY_MAX];
+    int nonly = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -509,6 +539,12 @@ int keel_cmd_bench(int argc, char **argv)
             one.rows = strtoull(v, NULL, 10), i++;
         } else if (v && !strcmp(a, "--dim")) {
             one.dim = strtoull(v, NULL, 10), i++;
+        } else if (v && !strcmp(a, "--only")) {
+            if (nonly == BENCH_ONLY_MAX) {
+                fprintf(stderr, "keel bench: more than %d --only rows\n", BENCH_ONLY_MAX);
+                return 2;
+            }
+            only[nonly++] = v, i++;
         } else if (v && !strcmp(a, "--threads")) {
             threads = atoi(v), i++;
         } else if (v && !strcmp(a, "--reps")) {
@@ -539,7 +575,14 @@ int keel_cmd_bench(int argc, char **argv)
         min_reps = 3;
     const int short_min_reps = (min_reps + 1) / 2 < 3 ? 3 : (min_reps + 1) / 2;
     bench_row rows[OP_COUNT + 8 + 8];
-    const size_t nrows = make_rows(rows, groups, block_rows, norms_only);
+    size_t nrows = make_rows(rows, groups, block_rows, norms_only);
+    const char *bad = keep_only(rows, &nrows, only, nonly);
+    if (bad) {
+        fprintf(stderr, "keel bench: --only '%s' names no row of this table; the rows are:\n", bad);
+        for (size_t k = 0, n = make_rows(rows, groups, block_rows, norms_only); k < n; k++)
+            fprintf(stderr, "  %s\n", rows[k].name);
+        return 2;
+    }
     int width = 14;
     for (size_t k = 0; k < nrows; k++)
         if ((int)strlen(rows[k].name) > width)
