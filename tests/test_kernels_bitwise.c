@@ -30,7 +30,7 @@
 
 typedef enum row_kind {
     R_NORMAL, R_OFFSET_1E6, R_CONSTANT, R_TINY_VAR, R_HUGE_1E30, R_HUGE_3E38, R_DENORMAL,
-    R_ZERO, R_NEG_ZERO, R_WIDE, R_CANCEL, R_ONE_NAN, R_ONE_INF, R_BOTH_INF, R_NAN_MIX, R_SNAN,
+    R_ZERO, R_NEG_ZERO, R_WIDE, R_CANCEL, R_LANE_ORDER, R_ONE_NAN, R_ONE_INF, R_BOTH_INF, R_NAN_MIX, R_SNAN,
     R_LIBRARY, /* a row from keel_case_fill_row (any of the reference's kinds) */
     R_COUNT
 } row_kind;
@@ -38,7 +38,7 @@ typedef enum row_kind {
 
 static const char *const row_names[R_COUNT] = {
     "normal", "offset1e6", "constant", "tinyvar", "huge1e30", "huge3e38", "denormal",
-    "zero", "negzero", "wide", "cancel", "one-nan", "one-inf", "both-inf", "nan-mix", "snan", "library",
+    "zero", "negzero", "wide", "cancel", "lane-order", "one-nan", "one-inf", "both-inf", "nan-mix", "snan", "library",
 };
 
 static float from_bits(uint32_t b)
@@ -104,6 +104,16 @@ static void fill_row(keel_rng *rng, row_kind kind, float *row, size_t dim)
             while ((b & 0x7f800000u) == 0x7f800000u);
             row[j] = from_bits(b);
         }
+        break;
+    case R_LANE_ORDER:
+        /* +2^60 and -2^60 by turns in the low half of each 16-float step (the same double lanes
+         * step after step), small values elsewhere: the lanes' sums cancel exactly in kernels.h's
+         * order (each half of each lane over the steps, then low + high), where adding a step's
+         * halves together first loses the small values to the big ones (2^60 + 1 is 2^60) and
+         * moves the mean by a visible amount */
+        for (size_t j = 0; j < dim; j++)
+            if (j % 16 < 8)
+                row[j] = (j / 16) % 2 ? -0x1p60f : 0x1p60f;
         break;
     case R_CANCEL:
         /* pairs +B, -B (B up to 2^90) among small values: the double sums then depend on which
@@ -767,7 +777,8 @@ int main(void)
             run_ls_bn_batch(k, &b);
             free_batch(&b);
         }
-        static const size_t stream_dims[] = {4096, 1500, 16}; /* 16: AVX-512's batches of rows */
+        /* 16, 48: AVX-512's batches of rows (48: three vectors a row) */
+        static const size_t stream_dims[] = {4096, 1500, 16, 48};
         /* not under AddressSanitizer (2 x 17 MiB per path there takes minutes): the streamed
          * loops index exactly as the stored ones, and the release build checks their bits */
         for (size_t di = 0; !KEEL_TEST_SANITIZED && di < sizeof stream_dims / sizeof stream_dims[0];

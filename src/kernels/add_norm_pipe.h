@@ -12,7 +12,7 @@
  *  - PIPE_BACKWARD: bwd_flags, s1_acc / s1_begin / s1_step / s1_end (sweep 1: its sums, then
  *    sweep 2's constants s2_row) and s2_zero / s2_step (sweep 2).
  * A path that takes short rows PIPE_BATCH at a time (batch_rows__avx512.h) defines PIPE_BATCH,
- * PIPE_BATCH_MAX, BATCH_SLOT(S) and the stages add_norm_batches.h drives. */
+ * PIPE_BATCH_MAX, BATCH_TAKE_MAX, BATCH_SLOT(S) and the stages add_norm_batches.h drives. */
 /* No include guard: a file includes this header once per part it wants (each part's macro is
  * undefined at its end). */
 #include <string.h>
@@ -60,7 +60,7 @@ KEEL_INLINE pipe_next pipe_next_of(int exists, const float *h, const float *y, i
 KEEL_INLINE int pipe_batches_take(size_t rows, size_t dim)
 {
 #ifdef PIPE_BATCH
-    return dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH;
+    return dim <= BATCH_TAKE_MAX && rows >= PIPE_BATCH;
 #else
     (void)rows;
     (void)dim;
@@ -230,7 +230,7 @@ KEEL_INLINE void fwd_group(size_t r, size_t dim, const keel_f32_res *res, float 
 
 /* The rows of a call: through the pipeline (pipe_fwd_wanted), else one at a time (the kernel
  * file's fwd_row; beyond KEEL_PREFETCH_ABOVE the next row's x and r prefetched meanwhile), rows
- * of up to PIPE_BATCH_MAX floats in batches where the path has them (fwd_batches; the rows
+ * of up to BATCH_TAKE_MAX floats in batches where the path has them (fwd_batches; the rows
  * left over and the other short rows of a call that does not stream in groups, fwd_group).
  * Outputs of more than PIPE_STREAM_ABOVE bytes streamed. */
 KEEL_INLINE void fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, float *h, size_t hs,

@@ -32,17 +32,19 @@ static inline void batch_prefetchw(const void *p)
     __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
 }
 
-/* What the batches of a call fetch ahead: the output lines (unless the call streams). */
+/* What the batches of a call fetch ahead: the output lines (unless the call streams), and the
+ * input lines; lines: 64-byte lines a row (a row of 16 floats one). */
 typedef struct batch_lines {
     int fetch, hh; /* hh: h is written (a constant at every call) */
+    int lines;
     const float *h, *y;
     size_t hs, ys;
 } batch_lines;
 
 static inline batch_lines batch_lines_of(const float *h, size_t hs, const float *y, size_t ys,
-                                         int stream, int hh)
+                                         int stream, int hh, int lines)
 {
-    const batch_lines l = {!stream, hh, hh ? h : NULL, y, hs, ys};
+    const batch_lines l = {!stream, hh, lines, hh ? h : NULL, y, hs, ys};
     return l;
 }
 
@@ -63,14 +65,18 @@ static inline const char *batch_ahead(const float *p, size_t n)
 static inline void batch_fetch(const batch_lines *l, const batch_rows *b, size_t r, int i, int px)
 {
     const size_t ri = r + (size_t)i;
-    if (l->fetch) {
-        batch_prefetchw(l->y + ri * l->ys);
-        if (l->hh)
-            batch_prefetchw(l->h + ri * l->hs);
+    for (int q = 0; q < l->lines; q++) {
+        if (l->fetch) {
+            batch_prefetchw(l->y + ri * l->ys + 16 * q);
+            if (l->hh)
+                batch_prefetchw(l->h + ri * l->hs + 16 * q);
+        }
+        _mm_prefetch(batch_ahead(b->x, (size_t)(i + BATCH_AHEAD) * b->xs + 16 * (size_t)q),
+                     _MM_HINT_T0);
+        if (!px)
+            _mm_prefetch(batch_ahead(b->r, (size_t)(i + BATCH_AHEAD) * b->rs + 16 * (size_t)q),
+                         _MM_HINT_T0);
     }
-    _mm_prefetch(batch_ahead(b->x, (size_t)(i + BATCH_AHEAD) * b->xs), _MM_HINT_T0);
-    if (!px)
-        _mm_prefetch(batch_ahead(b->r, (size_t)(i + BATCH_AHEAD) * b->rs), _MM_HINT_T0);
 }
 
 #endif

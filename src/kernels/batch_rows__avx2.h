@@ -21,6 +21,7 @@
 
 #define PIPE_BATCH 4
 #define PIPE_BATCH_MAX 16
+#define BATCH_TAKE_MAX PIPE_BATCH_MAX /* the rows every forward gives the batches */
 #define BATCH_SLOTS 3 /* batches in flight */
 #define BATCH_SLOT (PIPE_BATCH * 48) /* floats: the rows' h (16 each), then 16 doubles each */
 
@@ -50,8 +51,9 @@ KEEL_INLINE r256_step batch_step(const batch_call *c)
 /* hh: h is written; one: alpha is known to be 1 (constants at every call). */
 KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const float *gamma,
                                      const float *beta, const float *h, size_t hs, const float *y,
-                                     size_t ys, int stream, int hh, int one)
+                                     size_t ys, int stream, int hh, int one, int nv)
 {
+    (void)nv; /* one 16-float step a row */
     batch_call c;
     c.full = dim == 16;
     c.t = k256_tail_of(c.full ? 0 : dim);
@@ -59,7 +61,7 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const 
     c.g = gamma ? r256_load(gamma, batch_step(&c)) : r256_set1(0.0f);
     c.b = beta ? r256_load(beta, batch_step(&c)) : r256_set1(0.0f);
     c.n = k256_dim_of(dim);
-    c.l = batch_lines_of(h, hs, y, ys, stream, hh);
+    c.l = batch_lines_of(h, hs, y, ys, stream, hh, 1);
     return c;
 }
 

@@ -1,17 +1,18 @@
 /* Short rows of the forwards on AVX-512 (fused add + norm, and the plain norms: x alone),
  * PIPE_BATCH rows at a time (add_norm_batches.h drives them; ln_batch__avx512.h and
- * rms_batch__avx512.h give the stages): rows of up to 16 floats, one vector, where the work a
- * row and the latency of its statistics, not the memory, bound the speed. The same bits as a
- * row at a time, with less work a row:
+ * rms_batch__avx512.h give the stages): rows of up to PIPE_BATCH_MAX floats, one to four
+ * vectors (BATCH_NV), where the work a row and the latency of its statistics, not the memory,
+ * bound the speed. The same bits as a row at a time, with less work a row:
  *  - the tree's last steps, the divisions and the square root of eight rows run once in a
  *    vector, a row a lane (k512_reduce8x8, finish_rows__avx512.h; a division by a power-of-two
  *    dim a multiply);
- *  - the tail's mask, gamma and beta once a call, no loops within a row;
+ *  - the tail's mask, gamma and beta once a call, no loops within a row but over its vectors;
  *  - h = x + r without the multiply when alpha is 1 (1 * x is x, and a signalling NaN x is
  *    quietened by the add as by the multiply);
  *  - a batch's output lines fetched for writing (PREFETCHW) two stages before they are
  *    stored, unless the call streams, and the inputs two batches ahead (batch_fetch).
- * Include only from *__avx512.c files. */
+ * A row's vectors q = 0 .. nv - 1 are whole but the last, which holds the row's tail (its
+ * mask k: all 16 when dim is a multiple of 16). Include only from *__avx512.c files. */
 #ifndef KEEL_KERNELS_BATCH_ROWS_AVX512_H
 #define KEEL_KERNELS_BATCH_ROWS_AVX512_H
 
@@ -20,9 +21,17 @@
 #include "residual__avx512.h"
 
 #define PIPE_BATCH 8
-#define PIPE_BATCH_MAX 16
+#define BATCH_NV 4 /* vectors a row at most */
+#define PIPE_BATCH_MAX (16 * BATCH_NV)
+/* The rows the fused forwards and the plain LayerNorm give the batches; the plain RMSNorm gives
+ * them rows of up to PIPE_BATCH_MAX. Rows of 64 floats, keel bench 4096x64, 1 thread, fraction
+ * of the floor, before -> in batches: add+ln fwd 0.96-1.00 -> 0.81 (the row pipeline of
+ * add_norm_pipe.h does better there), add+rms fwd 1.03-1.05 -> 0.97-0.98, layernorm fwd
+ * 0.45-0.54 -> 0.43-0.51, rmsnorm fwd 0.43-0.46 -> 0.62-0.64. */
+#define BATCH_TAKE_MAX 48
 #define BATCH_SLOTS 3 /* batches in flight (3, 4 and 5 measured alike) */
-#define BATCH_SLOT (PIPE_BATCH * 48) /* floats: the rows' h (16 each), then 16 doubles each */
+#define BATCH_ROW (16 * BATCH_NV) /* a row's floats in a slot, and then its doubles */
+#define BATCH_SLOT (PIPE_BATCH * 3 * BATCH_ROW) /* floats: the rows' h, then their doubles */
 
 /* A batch's statistics between its stages (one vector more measured 5-10% slower). */
 typedef struct batch_stats {
@@ -32,69 +41,91 @@ typedef struct batch_stats {
 
 /* What every batch of a call shares. */
 typedef struct batch_call {
-    __mmask16 k;  /* the row's floats */
+    __mmask16 k;  /* the floats of the row's last vector */
+    int nv;       /* the row's vectors */
     int one;      /* alpha is 1 */
-    __m512 g, b;  /* gamma and beta (zero when absent) */
+    int whole;    /* dim a multiple of 16: no masks (the rows may stream) */
+    __m512 g[BATCH_NV], b[BATCH_NV]; /* gamma and beta (zero when absent or beyond the row) */
     k512_dim n;
     batch_lines l; /* the output lines to fetch, the inputs to prefetch */
 } batch_call;
 
-/* hh: h is written; one: alpha is known to be 1 (constants at every call). */
+/* hh: h is written; one: alpha is known to be 1; nv: (dim + 15) / 16 (constants at every
+ * call). */
 KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const float *gamma,
                                      const float *beta, const float *h, size_t hs, const float *y,
-                                     size_t ys, int stream, int hh, int one)
+                                     size_t ys, int stream, int hh, int one, int nv)
 {
     batch_call c;
-    c.k = dim == 16 ? (__mmask16)0xffff : k512_tail16(dim);
+    c.nv = nv; /* (dim + 15) / 16, a constant */
+    c.whole = dim % 16 == 0;
+    c.k = c.whole ? (__mmask16)0xffff : k512_tail16(dim % 16);
     c.one = one || res->alpha == 1.0f;
-    c.g = gamma ? _mm512_maskz_loadu_ps(c.k, gamma) : _mm512_setzero_ps();
-    c.b = beta ? _mm512_maskz_loadu_ps(c.k, beta) : _mm512_setzero_ps();
+    for (int q = 0; q < BATCH_NV; q++) {
+        const __mmask16 kq = q < c.nv - 1 ? (__mmask16)0xffff : q == c.nv - 1 ? c.k : 0;
+        c.g[q] = gamma ? _mm512_maskz_loadu_ps(kq, gamma + 16 * q) : _mm512_setzero_ps();
+        c.b[q] = beta ? _mm512_maskz_loadu_ps(kq, beta + 16 * q) : _mm512_setzero_ps();
+    }
     c.n = k512_dim_of(dim);
-    c.l = batch_lines_of(h, hs, y, ys, stream, hh);
+    c.l = batch_lines_of(h, hs, y, ys, stream, hh, c.nv);
     return c;
 }
 
-/* h of row i of the batch (zero beyond the row's floats); px: a plain norm's row, x alone
- * (hl, hb, px constants at every call). */
-KEEL_INLINE __m512 batch_h(const batch_call *c, const batch_rows *b, int i, int hl, int hb, int px)
+/* The mask of vector q of a row (q < nv). */
+KEEL_INLINE __mmask16 batch_kq(const batch_call *c, int q)
 {
-    const float *x = b->x + (size_t)i * b->xs;
+    return q < c->nv - 1 ? (__mmask16)0xffff : c->k;
+}
+
+/* Vector q of h of row i of the batch (zero beyond the row's floats); px: a plain norm's row,
+ * x alone (hl, hb, px constants at every call). */
+KEEL_INLINE __m512 batch_h(const batch_call *c, const batch_rows *b, int i, int q, int hl, int hb,
+                           int px)
+{
+    const __mmask16 k = batch_kq(c, q);
+    const float *x = b->x + (size_t)i * b->xs + 16 * q;
     if (px)
-        return _mm512_maskz_loadu_ps(c->k, x);
-    const float *rr = b->r + (size_t)i * b->rs;
+        return _mm512_maskz_loadu_ps(k, x);
+    const float *rr = b->r + (size_t)i * b->rs + 16 * q;
     __m512 v;
     if (c->one && !hl && !hb) {
-        v = _mm512_add_ps(_mm512_maskz_loadu_ps(c->k, x), _mm512_maskz_loadu_ps(c->k, rr));
+        v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x), _mm512_maskz_loadu_ps(k, rr));
     } else {
-        const r512_row w = {x, rr, b->lambda, b->bias, _mm512_set1_ps(b->alpha)};
-        v = r512_h(&w, 0, c->k, 0, hl, hb);
+        const r512_row w = {x, rr, b->lambda ? b->lambda + 16 * q : NULL,
+                            b->bias ? b->bias + 16 * q : NULL, _mm512_set1_ps(b->alpha)};
+        v = r512_h(&w, 0, k, 0, hl, hb);
     }
     return v;
 }
 
-/* Row i of the batch at row r: h, kept in its place in slot (16 floats a row), the row's
- * fetches issued (batch_fetch). */
+/* Vector q of row i of the batch at row r: h, kept in its place in slot (BATCH_ROW floats a
+ * row), the row's fetches issued with its first vector (batch_fetch). */
 KEEL_INLINE __m512 batch_row_in(const batch_call *c, const batch_rows *b, float *slot, size_t r,
-                                int i, int hl, int hb, int px)
+                                int i, int q, int hl, int hb, int px)
 {
-    const __m512 v = batch_h(c, b, i, hl, hb, px);
-    _mm512_store_ps(slot + i * 16, v);
-    batch_fetch(&c->l, b, r, i, px);
+    const __m512 v = batch_h(c, b, i, q, hl, hb, px);
+    _mm512_store_ps(slot + i * BATCH_ROW + 16 * q, v);
+    if (q == 0)
+        batch_fetch(&c->l, b, r, i, px);
     return v;
 }
 
-/* Row ri's outputs: h (v, when hh) and y (t), streamed when the call streams and the rows are
- * whole aligned lines of 16; returns whether they were streamed. */
-KEEL_INLINE int batch_store(const batch_call *c, size_t dim, int stream, size_t ri, float *h,
-                            size_t hs, float *y, size_t ys, __m512 v, __m512 t, int hh)
+/* Whether row ri's outputs stream: the call streams and the row is whole aligned lines. */
+KEEL_INLINE int batch_nt(const batch_call *c, int stream, size_t ri, const float *h, size_t hs,
+                         const float *y, size_t ys, int hh)
 {
-    float *hr = hh ? h + ri * hs : NULL, *yr = y + ri * ys;
-    const int full = dim == 16;
-    const int nt = stream && full && r512_aligned(yr) && (!hh || r512_aligned(hr));
+    return stream && c->whole && r512_aligned(y + ri * ys) && (!hh || r512_aligned(h + ri * hs));
+}
+
+/* Vector q of row ri's outputs: h (v, when hh) and y (t); nt: batch_nt. */
+KEEL_INLINE void batch_store(const batch_call *c, int q, int nt, size_t ri, float *h, size_t hs,
+                             float *y, size_t ys, __m512 v, __m512 t, int hh)
+{
+    const __mmask16 k = batch_kq(c, q);
+    const int full = k == (__mmask16)0xffff;
     if (hh)
-        r512_store(hr, v, c->k, full, nt);
-    r512_store(yr, t, c->k, full, nt);
-    return nt;
+        r512_store(h + ri * hs + 16 * q, v, k, full, nt);
+    r512_store(y + ri * ys + 16 * q, t, k, full, nt);
 }
 
 #endif

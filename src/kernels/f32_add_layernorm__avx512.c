@@ -6,8 +6,8 @@
  * Speed (the forward is meant to run at the copy floor of its bytes: read x and r, write h
  * and y): three sweeps a row (sum, centred sum, output) of which only the first reads memory;
  * h is kept in a buffer on the stack (L1/L2) for the other two (rows longer than the buffer
- * compute h again from x and r). Small calls, one row at a time; rows of up to 16 floats in
- * batches of eight at every size (ln_batch__avx512.h). Calls that fill L2 (and rows of 64
+ * compute h again from x and r). Small calls, one row at a time; rows of up to BATCH_TAKE_MAX
+ * (48) floats in batches of eight at every size (ln_batch__avx512.h). Calls that fill L2 (and rows of 64
  * floats or more: pipe_fwd_wanted in add_norm_pipe.h) go through a pipeline that reads one row
  * while it writes another (fwd_rows_piped), and large outputs are streamed
  * (residual__avx512.h). */
