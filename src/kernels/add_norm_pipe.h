@@ -68,7 +68,10 @@ KEEL_INLINE int pipe_batches_take(size_t rows, size_t dim)
 #endif
 }
 
-#define PIPE_FWD_MIN_DIM 64
+/* the rows beyond the batches (BATCH_TAKE_MAX, 48 floats on AVX-512): 4681x56, add+ln / post /
+ * add+rms, a row at a time 0.83 / 0.63 / 0.75 -> pipelined 0.90 / 0.74 / 0.98 (AVX2 0.68 / 0.51
+ * / 0.81 -> 0.68 / 0.51 / 0.92) */
+#define PIPE_FWD_MIN_DIM 49
 #define PIPE_FWD_FROM ((size_t)512 << 10)
 KEEL_INLINE int pipe_fwd_wanted(size_t rows, size_t dim)
 {
