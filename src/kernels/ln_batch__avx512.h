@@ -14,12 +14,12 @@
  * their order, the low and the high halves apart, and the tree starts with low + high: the
  * order of kernels.h. */
 
-/* Rows r .. r + 7: h into slot (BATCH_ROW floats a row, then as many doubles) and the means. */
+/* Rows r .. r + 7: h into slot (batch_row floats a row, then as many doubles) and the means. */
 KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *res, float *slot,
                            batch_stats *st, int hl, int hb, int px)
 {
     __m512d s[PIPE_BATCH];
-    double *d = (double *)(slot + PIPE_BATCH * BATCH_ROW);
+    double *d = (double *)(slot + PIPE_BATCH * batch_row(c));
     const batch_rows b = batch_rows_of(res, r);
     /* unrolled, s[] stays in registers (keel_profile_loop addlnf 4096 16: 30.1 -> 27.5 us) */
 #pragma GCC unroll 8
@@ -28,8 +28,8 @@ KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *re
         for (int q = 0; q < c->nv; q++) {
             const __m512 v = batch_row_in(c, &b, slot, r, i, q, hl, hb, px);
             const __m512d lo = r512_lo(v), hi = r512_hi(v);
-            _mm512_store_pd(d + i * BATCH_ROW + 16 * q, lo);
-            _mm512_store_pd(d + i * BATCH_ROW + 16 * q + 8, hi);
+            _mm512_store_pd(d + i * batch_row(c) + 16 * q, lo);
+            _mm512_store_pd(d + i * batch_row(c) + 16 * q + 8, hi);
             slo = q ? _mm512_add_pd(slo, lo) : lo;
             shi = q ? _mm512_add_pd(shi, hi) : hi;
         }
@@ -43,7 +43,7 @@ KEEL_INLINE void batch_mid(const batch_call *c, const float *slot, float eps, ba
 {
     __m512d s[PIPE_BATCH];
     double md[PIPE_BATCH];
-    const double *d = (const double *)(slot + PIPE_BATCH * BATCH_ROW);
+    const double *d = (const double *)(slot + PIPE_BATCH * batch_row(c));
     _mm512_storeu_pd(md, st->mean);
     /* The broadcasts of the rows' statistics below read memory: left to itself the compiler
      * takes each lane out of the register with a permute, and the permutes (one port) cost
@@ -54,8 +54,8 @@ KEEL_INLINE void batch_mid(const batch_call *c, const float *slot, float eps, ba
         __m512d slo = _mm512_setzero_pd(), shi = slo;
         for (int q = 0; q < c->nv; q++) {
             const __mmask16 k = batch_kq(c, q);
-            const __m512d t0 = _mm512_sub_pd(_mm512_load_pd(d + i * BATCH_ROW + 16 * q), m);
-            const __m512d t1 = _mm512_sub_pd(_mm512_load_pd(d + i * BATCH_ROW + 16 * q + 8), m);
+            const __m512d t0 = _mm512_sub_pd(_mm512_load_pd(d + i * batch_row(c) + 16 * q), m);
+            const __m512d t1 = _mm512_sub_pd(_mm512_load_pd(d + i * batch_row(c) + 16 * q + 8), m);
             const __m512d p0 = _mm512_maskz_mul_pd(k512_lo8(k), t0, t0);
             const __m512d p1 = _mm512_maskz_mul_pd(k512_hi8(k), t1, t1);
             slo = q ? _mm512_add_pd(slo, p0) : p0;
@@ -88,7 +88,7 @@ KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch
         const int nt = batch_nt(c, stream, ri, h, hs, y, ys, hh);
         streamed |= nt;
         for (int q = 0; q < c->nv; q++) {
-            const __m512 v = _mm512_load_ps(slot + i * BATCH_ROW + 16 * q);
+            const __m512 v = _mm512_load_ps(slot + i * batch_row(c) + 16 * q);
             __m512 t = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_set1_ps(hi[i])), _mm512_set1_ps(lo[i]));
             t = _mm512_mul_ps(t, _mm512_set1_ps(rs[i]));
             if (hg)

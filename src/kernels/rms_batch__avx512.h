@@ -9,7 +9,7 @@
  * row's tail leaves it as it is. Each lane adds a row's vectors in their order, the low and the
  * high halves apart, and the tree starts with low + high: the order of kernels.h. */
 
-/* Rows r .. r + 7: h into slot (BATCH_ROW floats a row) and R(h * h). */
+/* Rows r .. r + 7: h into slot (batch_row floats a row) and R(h * h). */
 KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *res, float *slot,
                            batch_stats *st, int hl, int hb, int px)
 {
@@ -54,7 +54,7 @@ KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch
         const int nt = batch_nt(c, stream, ri, h, hs, y, ys, hh);
         streamed |= nt;
         for (int q = 0; q < c->nv; q++) {
-            const __m512 v = _mm512_load_ps(slot + i * BATCH_ROW + 16 * q);
+            const __m512 v = _mm512_load_ps(slot + i * batch_row(c) + 16 * q);
             __m512 t = _mm512_mul_ps(v, _mm512_set1_ps(rs[i]));
             if (hg)
                 t = _mm512_mul_ps(t, c->g[q]);
