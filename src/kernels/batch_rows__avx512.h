@@ -61,10 +61,10 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const 
     c.whole = dim % 16 == 0;
     c.k = c.whole ? (__mmask16)0xffff : k512_tail16(dim % 16);
     c.one = one || res->alpha == 1.0f;
-    for (int q = 0; q < BATCH_NV; q++) {
-        const __mmask16 kq = q < c.nv - 1 ? (__mmask16)0xffff : q == c.nv - 1 ? c.k : 0;
-        c.g[q] = gamma ? _mm512_maskz_loadu_ps(kq, gamma + 16 * q) : _mm512_setzero_ps();
-        c.b[q] = beta ? _mm512_maskz_loadu_ps(kq, beta + 16 * q) : _mm512_setzero_ps();
+    for (int q = 0; q < BATCH_NV; q++) { /* the vectors beyond the row's: zero, never read */
+        const __mmask16 kq = q < c.nv - 1 ? (__mmask16)0xffff : c.k;
+        c.g[q] = gamma && q < c.nv ? _mm512_maskz_loadu_ps(kq, gamma + 16 * q) : _mm512_setzero_ps();
+        c.b[q] = beta && q < c.nv ? _mm512_maskz_loadu_ps(kq, beta + 16 * q) : _mm512_setzero_ps();
     }
     c.n = k512_dim_of(dim);
     c.l = batch_lines_of(h, hs, y, ys, stream, hh, c.nv);
