@@ -30,7 +30,8 @@
 
 typedef enum row_kind {
     R_NORMAL, R_OFFSET_1E6, R_CONSTANT, R_TINY_VAR, R_HUGE_1E30, R_HUGE_3E38, R_DENORMAL,
-    R_ZERO, R_NEG_ZERO, R_WIDE, R_CANCEL, R_LANE_ORDER, R_ONE_NAN, R_ONE_INF, R_BOTH_INF, R_NAN_MIX, R_SNAN,
+    R_ZERO, R_NEG_ZERO, R_WIDE, R_CANCEL, R_LANE_ORDER, R_ONE_NAN, R_ONE_INF, R_BOTH_INF,
+    R_NAN_MIX, R_SNAN,
     R_LIBRARY, /* a row from keel_case_fill_row (any of the reference's kinds) */
     R_COUNT
 } row_kind;
@@ -38,7 +39,8 @@ typedef enum row_kind {
 
 static const char *const row_names[R_COUNT] = {
     "normal", "offset1e6", "constant", "tinyvar", "huge1e30", "huge3e38", "denormal",
-    "zero", "negzero", "wide", "cancel", "lane-order", "one-nan", "one-inf", "both-inf", "nan-mix", "snan", "library",
+    "zero", "negzero", "wide", "cancel", "lane-order", "one-nan", "one-inf", "both-inf",
+    "nan-mix", "snan", "library",
 };
 
 static float from_bits(uint32_t b)

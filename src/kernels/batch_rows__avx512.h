@@ -41,10 +41,9 @@ typedef struct batch_stats {
 
 /* What every batch of a call shares. */
 typedef struct batch_call {
-    __mmask16 k;  /* the floats of the row's last vector */
+    __mmask16 k;  /* the floats of the row's last vector (all 16: dim a multiple of 16) */
     int nv;       /* the row's vectors */
     int one;      /* alpha is 1 */
-    int whole;    /* dim a multiple of 16: no masks (the rows may stream) */
     __m512 g[BATCH_NV], b[BATCH_NV]; /* gamma and beta (zero when absent or beyond the row) */
     k512_dim n;
     batch_lines l; /* the output lines to fetch, the inputs to prefetch */
@@ -58,8 +57,7 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const 
 {
     batch_call c;
     c.nv = nv; /* (dim + 15) / 16, a constant */
-    c.whole = dim % 16 == 0;
-    c.k = c.whole ? (__mmask16)0xffff : k512_tail16(dim % 16);
+    c.k = dim % 16 == 0 ? (__mmask16)0xffff : k512_tail16(dim % 16);
     c.one = one || res->alpha == 1.0f;
     for (int q = 0; q < BATCH_NV; q++) { /* the vectors beyond the row's: zero, never read */
         const __mmask16 kq = q < c.nv - 1 ? (__mmask16)0xffff : c.k;
@@ -119,7 +117,7 @@ KEEL_INLINE __m512 batch_row_in(const batch_call *c, const batch_rows *b, float 
 KEEL_INLINE int batch_nt(const batch_call *c, int stream, size_t ri, const float *h, size_t hs,
                          const float *y, size_t ys, int hh)
 {
-    return stream && c->whole && r512_aligned(y + ri * ys) && (!hh || r512_aligned(h + ri * hs));
+    return stream && c->k == (__mmask16)0xffff && r512_aligned(y + ri * ys) && (!hh || r512_aligned(h + ri * hs));
 }
 
 /* Vector q of row ri's outputs: h (v, when hh) and y (t); nt: batch_nt. */
