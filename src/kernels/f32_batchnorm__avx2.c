@@ -14,18 +14,28 @@
 /* acc[0..4) += t */
 KEEL_INLINE void acc4(double *acc, __m256d t) { _mm256_storeu_pd(acc, _mm256_add_pd(_mm256_loadu_pd(acc), t)); }
 
+/* The chunk's columns of the next row (NULL: none), fetched a line at a time while this row's
+ * are summed (f32_batchnorm__avx512.c). */
+KEEL_INLINE void pf_next_row(const float *next, size_t c)
+{
+    if (next && (c & 15) == 0)
+        K256_PF_L1(next + c);
+}
+
 void keel_f32_batchnorm_stats__avx2(size_t rows, size_t cols, const float *x, size_t x_stride,
                                     double *mean, double *m2)
 {
+    const size_t pf_rows = rows * x_stride * sizeof(float) > KEEL_PREFETCH_ABOVE ? rows - 1 : 0;
     for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
         const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK, n8 = n & ~(size_t)7;
         double *s = mean + c0, *q = m2 + c0;
         for (size_t c = 0; c < n; c++)
             s[c] = 0.0;
         for (size_t r = 0; r < rows; r++) {
-            const float *xr = x + r * x_stride + c0;
+            const float *xr = x + r * x_stride + c0, *nx = r < pf_rows ? xr + x_stride : NULL;
             size_t c = 0;
             for (; c < n8; c += 8) {
+                pf_next_row(nx, c);
                 const __m256 v = _mm256_loadu_ps(xr + c);
                 acc4(s + c, k256_lo_pd(v));
                 acc4(s + c + 4, k256_hi_pd(v));
@@ -38,9 +48,10 @@ void keel_f32_batchnorm_stats__avx2(size_t rows, size_t cols, const float *x, si
             q[c] = 0.0;
         }
         for (size_t r = 0; r < rows; r++) {
-            const float *xr = x + r * x_stride + c0;
+            const float *xr = x + r * x_stride + c0, *nx = r < pf_rows ? xr + x_stride : NULL;
             size_t c = 0;
             for (; c < n8; c += 8) {
+                pf_next_row(nx, c);
                 const __m256 v = _mm256_loadu_ps(xr + c);
                 const __m256d t0 = _mm256_sub_pd(k256_lo_pd(v), _mm256_loadu_pd(s + c));
                 const __m256d t1 = _mm256_sub_pd(k256_hi_pd(v), _mm256_loadu_pd(s + c + 4));
