@@ -122,7 +122,15 @@ KEEL_INLINE void pipe_next_fetch(const pipe_next *n, size_t j)
 
 #ifdef PIPE_LAYERNORM
 /* LayerNorm, three rows: sweep t reads row t (c), centres row t - 1 (b) and writes row t - 2
- * (a); row i lives in buffer i % 3 of bufs (three of BUF_FLOATS; dim fits). */
+ * (a); row i lives in buffer i % nbuf of bufs (three of BUF_FLOATS; dim fits). A call that
+ * streams shares a buffer between rows a and c (nbuf 2; pipe_sweep reads row a's h at j before
+ * it stores row c's there): one buffer row less to keep between L1 and L2 in a sweep. keel bench
+ * --threads 1, fraction of the floor, medians of 5 runs alternating, three buffers -> two:
+ * 4096x4096 add+ln 0.92 -> 0.94, post-norm 0.93 -> 0.96, add+rms (one buffer instead of two)
+ * 0.88 -> 0.98; 16384x8192 (3 runs) add+ln 0.94 -> 0.96, add+rms 0.92 -> 0.94; 4096x768 and
+ * 4096x1024 (streamed, in L3) the same within the noise. Calls in cache keep them apart: shared
+ * there, the in-cache sweeps ran 7-10% slower (keel_profile_loop 32x4096 addrmsf 56-58 -> 60-71
+ * us, addlnf 63-73 -> 71-81 us). */
 KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res, float *h,
                                 size_t hs, float *y, size_t ys, const float *gamma,
                                 const float *beta, float eps, float *mean, float *rstd, int stream,
@@ -131,6 +139,7 @@ KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res
     double mean_b = 0.0, mean_a = 0.0;
     float rs_a = 0.0f;
     int streamed = 0;
+    const size_t nbuf = stream ? 2 : 3;
     for (size_t t = 0; t < rows + 2; t++) {
         const int do_sum = t < rows, do_cen = t >= 1 && t - 1 < rows, do_out = t >= 2;
         const size_t a = t - 2, b = t - 1;
@@ -143,8 +152,8 @@ KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res
             o = out_row_of(hr, yr, mean_a, rs_a, nt);
         }
         const PIPE_ROW wc = PIPE_ROW_OF(res, do_sum ? t : 0);
-        const float *ha = bufs + (a % 3) * BUF_FLOATS, *hbuf = bufs + (b % 3) * BUF_FLOATS;
-        float *hc = bufs + (t % 3) * BUF_FLOATS;
+        const float *ha = bufs + (a % nbuf) * BUF_FLOATS, *hbuf = bufs + (b % nbuf) * BUF_FLOATS;
+        float *hc = bufs + (t % nbuf) * BUF_FLOATS;
         const size_t nb = do_cen ? b : 0;
         const pipe_next nx = pipe_next_of(do_cen, hh ? h + nb * hs : NULL, y + nb * ys, stream);
         double cen = 0.0, sum = 0.0;
@@ -299,14 +308,16 @@ void PIPE_FWD_ENTRY(size_t rows, size_t dim, const keel_f32_res *res, float *h, 
 #endif
 
 #ifdef PIPE_RMSNORM
-/* RMSNorm, two rows: sweep t reads row t into buffer t % 2 with R(h * h) and writes row t - 1
- * (two buffers of BUF_FLOATS; dim fits). */
+/* RMSNorm, two rows: sweep t reads row t into buffer t % nbuf with R(h * h) and writes row
+ * t - 1 (two buffers of BUF_FLOATS; dim fits); a call that streams uses one (nbuf 1, as the
+ * LayerNorm part's rows a and c). */
 KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res, float *h,
                                 size_t hs, float *y, size_t ys, const float *gamma, float eps,
                                 float *rstd, int stream, float *bufs, int hl, int hb, int hg, int hh)
 {
     float rs_a = 0.0f;
     int streamed = 0;
+    const size_t nbuf = stream ? 1 : 2;
     for (size_t t = 0; t < rows + 1; t++) {
         const int do_sum = t < rows, do_out = t >= 1;
         const size_t a = t - 1;
@@ -314,8 +325,8 @@ KEEL_INLINE void fwd_rows_piped(size_t rows, size_t dim, const keel_f32_res *res
         const int nt = do_out && stream && PIPE_ALIGNED(yr) && (!hh || PIPE_ALIGNED(hr));
         streamed |= nt;
         const PIPE_ROW wc = PIPE_ROW_OF(res, do_sum ? t : 0);
-        const float *ha = bufs + (a & 1) * BUF_FLOATS;
-        float *hc = bufs + (t & 1) * BUF_FLOATS;
+        const float *ha = bufs + (a % nbuf) * BUF_FLOATS;
+        float *hc = bufs + (t % nbuf) * BUF_FLOATS;
         const size_t nc = do_sum ? t : 0;
         const pipe_next nx = pipe_next_of(do_sum, hh ? h + nc * hs : NULL, y + nc * ys, stream);
         double ss = 0.0;

@@ -145,6 +145,9 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
         const r256_step s = j < full ? F : T;
         if (s.full)
             pipe_next_fetch(nx, j);
+        r256_v va; /* row a's h, read before row c's may be stored over it */
+        if (do_out)
+            va = r256_load(ha + j, F);
         if (do_sum)
             r256_acc(&s_acc, r256_cvt(r256_h_piped(wc, hc, j, s, hl, hb)), s);
         if (do_cen) {
@@ -156,7 +159,7 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
             r256_acc(&c_acc, d, s);
         }
         if (do_out)
-            out_step(o, j, r256_load(ha + j, F), s, gamma, beta, hg, hbe, hh);
+            out_step(o, j, va, s, gamma, beta, hg, hbe, hh);
     }
     if (do_sum)
         *sum = r256_reduce(s_acc);

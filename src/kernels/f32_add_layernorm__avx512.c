@@ -171,6 +171,8 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
         const __mmask8 klo = k512_lo8(k), khi = k512_hi8(k);
         if (fl)
             pipe_next_fetch(nx, j);
+        /* row a's h, read before row c's may be stored over it (fwd_rows_piped's nbuf) */
+        const __m512 va = do_out ? _mm512_load_ps(ha + j) : _mm512_setzero_ps();
         if (do_sum) {
             const __m512 v = r512_h_piped(wc, hc, j, k, fl, hl, hb);
             s0 = k512_add_mask(s0, klo, r512_lo(v));
@@ -183,7 +185,7 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
             c1 = k512_add_mask(c1, khi, _mm512_mul_pd(t1, t1));
         }
         if (do_out)
-            out_step(o, j, _mm512_load_ps(ha + j), k, fl, gamma, beta, hg, hbe, hh);
+            out_step(o, j, va, k, fl, gamma, beta, hg, hbe, hh);
     }
     if (do_sum)
         *sum = k512_reduce16(s0, s1);

@@ -90,6 +90,9 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
         const r256_step s = j < full ? F : T;
         if (s.full)
             pipe_next_fetch(nx, j);
+        r256_v va; /* row a's h, read before row c's may be stored over it */
+        if (do_out)
+            va = r256_load(ha + j, F);
         if (do_sum) {
             r256_d d = r256_cvt(r256_h_piped(wc, hc, j, s, hl, hb));
             for (int i = 0; i < 4; i++)
@@ -97,7 +100,7 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
             r256_acc(&acc, d, s);
         }
         if (do_out)
-            out_step(h, y, j, r256_load(ha + j, F), vr, nt, s, gamma, hg, hh);
+            out_step(h, y, j, va, vr, nt, s, gamma, hg, hh);
     }
     if (do_sum)
         *sumsq = r256_reduce(acc);

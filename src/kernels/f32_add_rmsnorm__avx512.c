@@ -95,6 +95,8 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
         const __mmask16 k = fl ? 0xffff : k512_tail16(dim - full);
         if (fl)
             pipe_next_fetch(nx, j);
+        /* row a's h, read before row c's may be stored over it (fwd_rows_piped's nbuf) */
+        const __m512 va = do_out ? _mm512_load_ps(ha + j) : _mm512_setzero_ps();
         if (do_sum) {
             const __m512 v = r512_h_piped(wc, hc, j, k, fl, hl, hb);
             const __m512d t0 = r512_lo(v), t1 = r512_hi(v);
@@ -102,7 +104,7 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const float *ha, float *h, f
             s1 = k512_add_mask(s1, k512_hi8(k), _mm512_mul_pd(t1, t1));
         }
         if (do_out)
-            out_step(h, y, j, _mm512_load_ps(ha + j), vr, nt, k, fl, gamma, hg, hh);
+            out_step(h, y, j, va, vr, nt, k, fl, gamma, hg, hh);
     }
     if (do_sum)
         *sumsq = k512_reduce16(s0, s1);
