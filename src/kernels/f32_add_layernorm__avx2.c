@@ -145,9 +145,8 @@ KEEL_INLINE void pipe_sweep(size_t dim, int do_out, const out_row *o, const floa
         const r256_step s = j < full ? F : T;
         if (s.full)
             pipe_next_fetch(nx, j);
-        r256_v va; /* row a's h, read before row c's may be stored over it */
-        if (do_out)
-            va = r256_load(ha + j, F);
+        /* row a's h, read before row c's may be stored over it (fwd_rows_piped's nbuf) */
+        const r256_v va = do_out ? r256_load(ha + j, F) : r256_set1(0.0f);
         if (do_sum)
             r256_acc(&s_acc, r256_cvt(r256_h_piped(wc, hc, j, s, hl, hb)), s);
         if (do_cen) {
