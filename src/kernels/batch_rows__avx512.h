@@ -61,8 +61,9 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const 
     c.one = one || res->alpha == 1.0f;
     for (int q = 0; q < BATCH_NV; q++) { /* the vectors beyond the row's: zero, never read */
         const __mmask16 kq = q < c.nv - 1 ? (__mmask16)0xffff : c.k;
-        c.g[q] = gamma && q < c.nv ? _mm512_maskz_loadu_ps(kq, gamma + 16 * q) : _mm512_setzero_ps();
-        c.b[q] = beta && q < c.nv ? _mm512_maskz_loadu_ps(kq, beta + 16 * q) : _mm512_setzero_ps();
+        const int in_row = q < c.nv;
+        c.g[q] = gamma && in_row ? _mm512_maskz_loadu_ps(kq, gamma + 16 * q) : _mm512_setzero_ps();
+        c.b[q] = beta && in_row ? _mm512_maskz_loadu_ps(kq, beta + 16 * q) : _mm512_setzero_ps();
     }
     c.n = k512_dim_of(dim);
     c.l = batch_lines_of(h, hs, y, ys, stream, hh, c.nv);
@@ -117,7 +118,8 @@ KEEL_INLINE __m512 batch_row_in(const batch_call *c, const batch_rows *b, float 
 KEEL_INLINE int batch_nt(const batch_call *c, int stream, size_t ri, const float *h, size_t hs,
                          const float *y, size_t ys, int hh)
 {
-    return stream && c->k == (__mmask16)0xffff && r512_aligned(y + ri * ys) && (!hh || r512_aligned(h + ri * hs));
+    const int whole = c->k == (__mmask16)0xffff; /* no masked tail: whole aligned lines */
+    return stream && whole && r512_aligned(y + ri * ys) && (!hh || r512_aligned(h + ri * hs));
 }
 
 /* Vector q of row ri's outputs: h (v, when hh) and y (t); nt: batch_nt. */
