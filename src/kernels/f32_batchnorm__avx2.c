@@ -29,48 +29,45 @@ KEEL_INLINE void pf_next_row(const float *next, size_t c)
  * train (bwd_sums_group) 4096x8 46.9 -> 27.1, 4096x16 69.9 -> 45.4. */
 #define BN_NARROW_GROUPS 4
 
+/* One sweep of a narrow chunk over its rows: the column sums of x (sq 0) or of (x - m)^2
+ * (sq 1, m the chunk's means), into out. */
+KEEL_INLINE void narrow_sweep(size_t rows, int ng, const float *x, size_t x_stride,
+                              size_t pf_rows, int sq, const double *m, double *out)
+{
+    __m256d acc[2 * BN_NARROW_GROUPS], mv[2 * BN_NARROW_GROUPS];
+#pragma GCC unroll 8
+    for (int g = 0; g < 2 * ng; g++) {
+        acc[g] = _mm256_setzero_pd();
+        mv[g] = sq ? _mm256_loadu_pd(m + 4 * g) : acc[g];
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * x_stride, *nx = r < pf_rows ? xr + x_stride : NULL;
+#pragma GCC unroll 4
+        for (int g = 0; g < ng; g++) {
+            pf_next_row(nx, 8 * (size_t)g);
+            const __m256 v = _mm256_loadu_ps(xr + 8 * g);
+            __m256d h[2] = {k256_lo_pd(v), k256_hi_pd(v)};
+            for (int i = 0; i < 2; i++) {
+                if (sq) {
+                    const __m256d t = _mm256_sub_pd(h[i], mv[2 * g + i]);
+                    h[i] = _mm256_mul_pd(t, t);
+                }
+                acc[2 * g + i] = _mm256_add_pd(acc[2 * g + i], h[i]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < 2 * ng; g++)
+        _mm256_storeu_pd(out + 4 * g, acc[g]);
+}
+
 KEEL_INLINE void stats_narrow(size_t rows, int ng, const float *x, size_t x_stride,
                               size_t pf_rows, double *s, double *q)
 {
-    __m256d acc[2 * BN_NARROW_GROUPS], m[2 * BN_NARROW_GROUPS];
-#pragma GCC unroll 8
-    for (int g = 0; g < 2 * ng; g++)
-        acc[g] = _mm256_setzero_pd();
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * x_stride, *nx = r < pf_rows ? xr + x_stride : NULL;
-#pragma GCC unroll 4
-        for (int g = 0; g < ng; g++) {
-            pf_next_row(nx, 8 * (size_t)g);
-            const __m256 v = _mm256_loadu_ps(xr + 8 * g);
-            acc[2 * g] = _mm256_add_pd(acc[2 * g], k256_lo_pd(v));
-            acc[2 * g + 1] = _mm256_add_pd(acc[2 * g + 1], k256_hi_pd(v));
-        }
-    }
-#pragma GCC unroll 8
-    for (int g = 0; g < 2 * ng; g++)
-        _mm256_storeu_pd(s + 4 * g, acc[g]);
+    narrow_sweep(rows, ng, x, x_stride, pf_rows, 0, NULL, s);
     for (size_t c = 0; c < 8 * (size_t)ng; c++)
         s[c] = keel_ln_mean(s[c], rows);
-#pragma GCC unroll 8
-    for (int g = 0; g < 2 * ng; g++) {
-        m[g] = _mm256_loadu_pd(s + 4 * g);
-        acc[g] = _mm256_setzero_pd();
-    }
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * x_stride, *nx = r < pf_rows ? xr + x_stride : NULL;
-#pragma GCC unroll 4
-        for (int g = 0; g < ng; g++) {
-            pf_next_row(nx, 8 * (size_t)g);
-            const __m256 v = _mm256_loadu_ps(xr + 8 * g);
-            const __m256d t0 = _mm256_sub_pd(k256_lo_pd(v), m[2 * g]);
-            const __m256d t1 = _mm256_sub_pd(k256_hi_pd(v), m[2 * g + 1]);
-            acc[2 * g] = _mm256_add_pd(acc[2 * g], _mm256_mul_pd(t0, t0));
-            acc[2 * g + 1] = _mm256_add_pd(acc[2 * g + 1], _mm256_mul_pd(t1, t1));
-        }
-    }
-#pragma GCC unroll 8
-    for (int g = 0; g < 2 * ng; g++)
-        _mm256_storeu_pd(q + 4 * g, acc[g]);
+    narrow_sweep(rows, ng, x, x_stride, pf_rows, 1, s, q);
 }
 
 void keel_f32_batchnorm_stats__avx2(size_t rows, size_t cols, const float *x, size_t x_stride,

@@ -68,44 +68,43 @@ KEEL_INLINE void pf_next_row(const float *next, size_t c)
  * 46, 4096x32 125 -> 86 (4096x64 stays in memory: 234 either way). */
 #define BN_NARROW_GROUPS 8
 
+/* One sweep of a narrow chunk over its rows: the column sums of x (sq 0) or of (x - m)^2
+ * (sq 1, m the chunk's means), into out. */
+KEEL_INLINE void narrow_sweep(size_t rows, int ng, __mmask8 kl, const float *x, size_t x_stride,
+                              size_t pf_rows, int sq, const double *m, double *out)
+{
+    __m512d acc[BN_NARROW_GROUPS], mv[BN_NARROW_GROUPS];
+#pragma GCC unroll 8
+    for (int g = 0; g < ng; g++) {
+        acc[g] = _mm512_setzero_pd();
+        mv[g] = sq ? _mm512_maskz_loadu_pd(g == ng - 1 ? kl : 0xff, m + 8 * g) : acc[g];
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * x_stride, *nx = r < pf_rows ? xr + x_stride : NULL;
+#pragma GCC unroll 8
+        for (int g = 0; g < ng; g++) {
+            pf_next_row(nx, 8 * (size_t)g);
+            __m512d v = cvt8(g == ng - 1 ? kl : 0xff, xr + 8 * g);
+            if (sq) {
+                const __m512d t = _mm512_sub_pd(v, mv[g]);
+                v = _mm512_mul_pd(t, t);
+            }
+            acc[g] = _mm512_add_pd(acc[g], v);
+        }
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < ng; g++)
+        _mm512_mask_storeu_pd(out + 8 * g, g == ng - 1 ? kl : 0xff, acc[g]);
+}
+
 KEEL_INLINE void stats_narrow(size_t rows, int ng, __mmask8 kl, const float *x, size_t x_stride,
                               size_t pf_rows, double *s, double *q)
 {
-    __m512d acc[BN_NARROW_GROUPS], m[BN_NARROW_GROUPS];
-#pragma GCC unroll 8
-    for (int g = 0; g < ng; g++)
-        acc[g] = _mm512_setzero_pd();
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * x_stride, *nx = r < pf_rows ? xr + x_stride : NULL;
-#pragma GCC unroll 8
-        for (int g = 0; g < ng; g++) {
-            pf_next_row(nx, 8 * (size_t)g);
-            acc[g] = _mm512_add_pd(acc[g], cvt8(g == ng - 1 ? kl : 0xff, xr + 8 * g));
-        }
-    }
-#pragma GCC unroll 8
-    for (int g = 0; g < ng; g++)
-        _mm512_mask_storeu_pd(s + 8 * g, g == ng - 1 ? kl : 0xff, acc[g]);
+    narrow_sweep(rows, ng, kl, x, x_stride, pf_rows, 0, NULL, s);
     const size_t n = 8 * (size_t)(ng - 1) + (size_t)__builtin_popcount(kl);
     for (size_t c = 0; c < n; c++)
         s[c] = keel_ln_mean(s[c], rows);
-#pragma GCC unroll 8
-    for (int g = 0; g < ng; g++) {
-        m[g] = _mm512_maskz_loadu_pd(g == ng - 1 ? kl : 0xff, s + 8 * g);
-        acc[g] = _mm512_setzero_pd();
-    }
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * x_stride, *nx = r < pf_rows ? xr + x_stride : NULL;
-#pragma GCC unroll 8
-        for (int g = 0; g < ng; g++) {
-            pf_next_row(nx, 8 * (size_t)g);
-            const __m512d t = _mm512_sub_pd(cvt8(g == ng - 1 ? kl : 0xff, xr + 8 * g), m[g]);
-            acc[g] = _mm512_add_pd(acc[g], _mm512_mul_pd(t, t));
-        }
-    }
-#pragma GCC unroll 8
-    for (int g = 0; g < ng; g++)
-        _mm512_mask_storeu_pd(q + 8 * g, g == ng - 1 ? kl : 0xff, acc[g]);
+    narrow_sweep(rows, ng, kl, x, x_stride, pf_rows, 1, s, q);
 }
 
 void keel_f32_batchnorm_stats__avx512(size_t rows, size_t cols, const float *x, size_t x_stride,
