@@ -65,8 +65,23 @@ KEEL_INLINE void pf_next_row(const float *next, size_t c)
  * Same adds in the same order, so the same bits. The last group is masked (mask kl). keel
  * bench --threads 1, median us, memory -> registers (the backward's bwd_sums_narrow beside it):
  * fwd train 4096x16 50 -> 38, 4096x32 90 -> 73, 4096x64 191 -> 163; bwd train 4096x16 70 ->
- * 46, 4096x32 125 -> 86 (4096x64 stays in memory: 234 either way). */
+ * 46, 4096x32 125 -> 86. */
 #define BN_NARROW_GROUPS 8
+
+/* A wider chunk goes through the same register sweeps a block of columns at a time (each
+ * column's sums the same adds in the same order) when its rows span at most BN_BLOCK_BYTES of
+ * x, so that the blocks after the first find x (and dy) in L2; above, each block's sweep would
+ * fetch its rows again from farther away. keel bench --threads 1 --hot, median us, chunk arrays
+ * -> blocks: fwd train 256x1024 100 -> 88, 512x512 99 -> 90, 1024x256 104 -> 88, 2048x128
+ * 101 -> 87, 128x2048 128 -> 113 (at 2 MiB of x, 512x1024 and 2048x256, 257 -> 278 and 257 ->
+ * 274); bwd train 4096x64 207 -> 175, 4096x48 153 -> 127, 2048x64 92 -> 69, 512x256 92 ->
+ * 73, 256x1024 and 256x512 the same (at 2 MiB of x, 4096x128 467 -> 565). */
+#define BN_BLOCK_BYTES ((size_t)1 << 20)
+
+KEEL_INLINE int bn_blocked(size_t rows, size_t n)
+{
+    return rows * n * sizeof(float) <= BN_BLOCK_BYTES;
+}
 
 /* One sweep of a narrow chunk over its rows: the column sums of x (sq 0) or of (x - m)^2
  * (sq 1, m the chunk's means), into out. */
@@ -114,16 +129,20 @@ void keel_f32_batchnorm_stats__avx512(size_t rows, size_t cols, const float *x, 
     for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
         const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK;
         double *s = mean + c0, *q = m2 + c0;
-        if (n <= 8 * BN_NARROW_GROUPS) {
-            const __mmask8 kl = mask8(n - 8 * ((n - 1) / 8));
-            switch ((n + 7) / 8) {
+        if (n <= 8 * BN_NARROW_GROUPS || bn_blocked(rows, n)) {
+            for (size_t b0 = 0; b0 < n; b0 += 8 * BN_NARROW_GROUPS) {
+                const size_t nb = n - b0 < 8 * BN_NARROW_GROUPS ? n - b0 : 8 * BN_NARROW_GROUPS;
+                const __mmask8 kl = mask8(nb - 8 * ((nb - 1) / 8));
+                const float *xb = x + c0 + b0;
+                switch ((nb + 7) / 8) {
 #define BN_STATS_NARROW(ng)                                                                        \
     case ng:                                                                                       \
-        stats_narrow(rows, ng, kl, x + c0, x_stride, pf_rows, s, q);                               \
+        stats_narrow(rows, ng, kl, xb, x_stride, pf_rows, s + b0, q + b0);                         \
         break;
-                BN_STATS_NARROW(1) BN_STATS_NARROW(2) BN_STATS_NARROW(3) BN_STATS_NARROW(4)
-                BN_STATS_NARROW(5) BN_STATS_NARROW(6) BN_STATS_NARROW(7) BN_STATS_NARROW(8)
+                    BN_STATS_NARROW(1) BN_STATS_NARROW(2) BN_STATS_NARROW(3) BN_STATS_NARROW(4)
+                    BN_STATS_NARROW(5) BN_STATS_NARROW(6) BN_STATS_NARROW(7) BN_STATS_NARROW(8)
 #undef BN_STATS_NARROW
+                }
             }
             continue;
         }
@@ -247,16 +266,21 @@ void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, s
         for (size_t c = 0; c < n; c++)
             su[c] = sd[c] = sdu[c] = sg[c] = sgu[c] = 0.0;
         /* sweep 1: the column sums */
-        if (n <= 8 * BN_BWD_NARROW_GROUPS) {
-            const __mmask8 kl = mask8(n - 8 * ((n - 1) / 8));
-            const bn_bwd_sums sums = {su, sd, sdu, sg, sgu};
-            switch ((n + 7) / 8) {
+        if (n <= 8 * BN_BWD_NARROW_GROUPS || bn_blocked(rows, n)) {
+            for (size_t b0 = 0; b0 < n; b0 += 8 * BN_BWD_NARROW_GROUPS) {
+                const size_t nb = n - b0 < 8 * BN_BWD_NARROW_GROUPS ? n - b0 : 8 * BN_BWD_NARROW_GROUPS;
+                const __mmask8 kl = mask8(nb - 8 * ((nb - 1) / 8));
+                const bn_bwd_sums sums = {su + b0, sd + b0, sdu + b0, sg + b0, sgu + b0};
+                const float *xb = x + c0 + b0, *dyb = dy + c0 + b0, *mb = m + b0;
+                const float *gb = gm ? gm + b0 : NULL;
+                switch ((nb + 7) / 8) {
 #define BN_BWD_NARROW(ng)                                                                          \
     case ng:                                                                                       \
-        bwd_sums_narrow(rows, ng, kl, dy + c0, dy_stride, x + c0, x_stride, m, gm, &sums);         \
+        bwd_sums_narrow(rows, ng, kl, dyb, dy_stride, xb, x_stride, mb, gb, &sums);                \
         break;
-                BN_BWD_NARROW(1) BN_BWD_NARROW(2) BN_BWD_NARROW(3) BN_BWD_NARROW(4)
+                    BN_BWD_NARROW(1) BN_BWD_NARROW(2) BN_BWD_NARROW(3) BN_BWD_NARROW(4)
 #undef BN_BWD_NARROW
+                }
             }
         } else {
             for (size_t r = 0; r < rows; r++) {
