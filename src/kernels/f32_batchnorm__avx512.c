@@ -268,7 +268,8 @@ void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, s
         /* sweep 1: the column sums */
         if (n <= 8 * BN_BWD_NARROW_GROUPS || bn_blocked(rows, n)) {
             for (size_t b0 = 0; b0 < n; b0 += 8 * BN_BWD_NARROW_GROUPS) {
-                const size_t nb = n - b0 < 8 * BN_BWD_NARROW_GROUPS ? n - b0 : 8 * BN_BWD_NARROW_GROUPS;
+                const size_t nb =
+                    n - b0 < 8 * BN_BWD_NARROW_GROUPS ? n - b0 : 8 * BN_BWD_NARROW_GROUPS;
                 const __mmask8 kl = mask8(nb - 8 * ((nb - 1) / 8));
                 const bn_bwd_sums sums = {su + b0, sd + b0, sdu + b0, sg + b0, sgu + b0};
                 const float *xb = x + c0 + b0, *dyb = dy + c0 + b0, *mb = m + b0;
