@@ -240,15 +240,16 @@ void keel_f32_batchnorm_bwd__avx2(size_t rows, size_t cols, const float *dy, siz
     for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
         const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK, n8 = n & ~(size_t)7;
         const float *m = mean + c0, *rs = rstd + c0, *gm = gamma ? gamma + c0 : NULL;
-        for (size_t c = 0; c < n; c++)
-            su[c] = sd[c] = sdu[c] = sg[c] = sgu[c] = 0.0;
-        /* sweep 1: the column sums (a narrow chunk's groups of 8 first, v0: the columns done) */
+        /* sweep 1: the column sums (a narrow chunk's groups of 8 first, stored; v0: the columns
+         * done; the rows below add into the arrays) */
         size_t v0 = 0;
         if (n8 > 0 && n8 <= 8 * BN_BWD_NARROW_GROUPS) {
             const bn_bwd_sums sums = {su, sd, sdu, sg, sgu};
             for (; v0 < n8; v0 += 8)
                 bwd_sums_group(rows, v0, dy + c0, dy_stride, x + c0, x_stride, m, gm, &sums);
         }
+        for (size_t c = v0; c < n; c++)
+            su[c] = sd[c] = sdu[c] = sg[c] = sgu[c] = 0.0;
         for (size_t r = 0; r < rows && v0 < n; r++) {
             const float *xr = x + r * x_stride + c0, *dyr = dy + r * dy_stride + c0;
             size_t c = v0;

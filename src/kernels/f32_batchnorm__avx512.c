@@ -263,9 +263,8 @@ void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, s
     for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
         const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK;
         const float *m = mean + c0, *rs = rstd + c0, *gm = gamma ? gamma + c0 : NULL;
-        for (size_t c = 0; c < n; c++)
-            su[c] = sd[c] = sdu[c] = sg[c] = sgu[c] = 0.0;
-        /* sweep 1: the column sums */
+        /* sweep 1: the column sums (the register sweeps store them; the rows below add into
+         * the arrays) */
         if (n <= 8 * BN_BWD_NARROW_GROUPS || bn_blocked(rows, n)) {
             for (size_t b0 = 0; b0 < n; b0 += 8 * BN_BWD_NARROW_GROUPS) {
                 const size_t nb =
@@ -284,6 +283,8 @@ void keel_f32_batchnorm_bwd__avx512(size_t rows, size_t cols, const float *dy, s
                 }
             }
         } else {
+            for (size_t c = 0; c < n; c++)
+                su[c] = sd[c] = sdu[c] = sg[c] = sgu[c] = 0.0;
             for (size_t r = 0; r < rows; r++) {
                 const float *xr = x + r * x_stride + c0, *dyr = dy + r * dy_stride + c0;
                 for (size_t c = 0; c < n; c += 8) {
