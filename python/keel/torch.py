@@ -132,7 +132,7 @@ def _param(p, dims, name, who):
     return p if p.dtype is torch.float32 else p.detach().float()  # keel's parameters are float32
 
 
-def _forward(op, x, dims, weight, bias, eps, stats):
+def _forward(op, x, dims, weight, bias, eps, stats, flags=0):
     """keel's forward on tensors: y, plus mean/rstd (LayerNorm) or rstd (RMSNorm) with stats."""
     who = "keel.torch." + op
     lead, rows, dim = _split(x.shape, dims, who)
@@ -145,11 +145,11 @@ def _forward(op, x, dims, weight, bias, eps, stats):
         run(_lib.lib.keel_layernorm_fwd, rows, dim, tx, ty, _addr(weight), _addr(bias), eps,
             _addr(mean), _addr(rstd), 0)
         return y, mean, rstd
-    run(_lib.lib.keel_rmsnorm_fwd, rows, dim, tx, ty, _addr(weight), eps, _addr(rstd), 0)
+    run(_lib.lib.keel_rmsnorm_fwd, rows, dim, tx, ty, _addr(weight), eps, _addr(rstd), flags)
     return y, None, rstd
 
 
-def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_db):
+def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_db, flags=0):
     who = "keel.torch." + op
     _, rows, dim = _split(x.shape, dims, who)
     (tdy, dy), (tx, x) = _rows(dy, len(dims), dim), _rows(x, len(dims), dim)
@@ -161,7 +161,7 @@ def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_d
             _addr(weight), eps, tdx, _addr(dw), _addr(db), 0)
     else:
         run(_lib.lib.keel_rmsnorm_bwd, rows, dim, tdy, tx, _addr(rstd), _addr(weight), eps,
-            tdx, _addr(dw), 0)
+            tdx, _addr(dw), flags)
     return dx, dw, db
 
 
@@ -193,10 +193,10 @@ class _LayerNormFunction(torch.autograd.Function):
 
 class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, dims, eps):
-        y, _, rstd = _forward("rms_norm", x, dims, weight, None, eps, stats=True)
+    def forward(ctx, x, weight, dims, eps, flags):
+        y, _, rstd = _forward("rms_norm", x, dims, weight, None, eps, stats=True, flags=flags)
         ctx.save_for_backward(x, weight, rstd)
-        ctx.dims, ctx.eps = dims, eps
+        ctx.dims, ctx.eps, ctx.flags = dims, eps, flags
         return y
 
     @staticmethod
@@ -205,8 +205,8 @@ class _RMSNormFunction(torch.autograd.Function):
         x, weight, rstd = ctx.saved_tensors
         need_dx, need_dw = ctx.needs_input_grad[:2]
         dx, dw, _ = _backward("rms_norm", dy, x, ctx.dims, weight, None, rstd, ctx.eps,
-                              need_dx, need_dw, False)
-        return dx, _as(dw, weight), None, None
+                              need_dx, need_dw, False, ctx.flags)
+        return dx, _as(dw, weight), None, None, None
 
 
 def _dims(normalized_shape, who):
@@ -231,16 +231,19 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _forward("layer_norm", x, dims, weight, bias, float(eps), stats=False)[0]
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=None):
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, add_unit_offset=False):
     """torch.nn.functional.rms_norm through keel (CPU float32; torch's op otherwise).
-    eps None: float32's machine epsilon, as torch."""
+    eps None: float32's machine epsilon, as torch. add_unit_offset: scale by (1 + weight)."""
     if not _keel_can_run(x, weight):
+        if add_unit_offset and weight is not None:
+            weight = 1 + weight
         return F.rms_norm(x, normalized_shape, weight, eps)
     dims = _dims(normalized_shape, "keel.torch.rms_norm")
     eps = FLOAT32_EPS if eps is None else float(eps)
+    flags = GAMMA_PLUS_ONE if add_unit_offset else 0
     if _needs_grad(x, weight):
-        return _RMSNormFunction.apply(x, weight, dims, eps)
-    return _forward("rms_norm", x, dims, weight, None, eps, stats=False)[0]
+        return _RMSNormFunction.apply(x, weight, dims, eps, flags)
+    return _forward("rms_norm", x, dims, weight, None, eps, stats=False, flags=flags)[0]
 
 
 # --- the fused residual add + norm ------------------------------------------------------------
