@@ -43,7 +43,8 @@ test-asan: deps
 # NumPy and PyTorch bindings (tests/python), against the library just built.
 test-python: build
 	sh scripts/ensure-python-deps.sh $(PYTHON)
-	KEEL_LIBRARY=$(CURDIR)/$(BUILD)/libkeel.so KEEL_TEST_PIP_INSTALL=1 $(PYTHON) -m pytest tests/python -q
+	KEEL_LIBRARY=$(CURDIR)/$(BUILD)/libkeel.so KEEL_TORCH_EXT_DIR=$(CURDIR)/$(BUILD)/torch-ops KEEL_TEST_PIP_INSTALL=1 \
+		$(PYTHON) -m pytest tests/python -q
 
 test-install: build
 	sh tests/install_test.sh $(BUILD)

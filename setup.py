@@ -41,19 +41,47 @@ def build_libkeel(build_dir):
     return os.path.realpath(path)  # libkeel.so -> libkeel.so.0 -> libkeel.so.0.1.0
 
 
+def build_torch_ops(package, build_dir):
+    """keel's torch operators (python/keel/csrc/torch_ops.cpp) compiled into the package as
+    _torch_ops.so with a stamp naming the torch and sources, when torch is importable here
+    (pip install --no-build-isolation with torch installed). Otherwise `import keel.torch`
+    compiles them on first use (python/keel/_torch_ext.py)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("keel: torch is not importable in this build: keel.torch compiles its operators on first use",
+              flush=True)
+        return
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("keel_torch_build", os.path.join(package, "_torch_ext.py"))
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    print(f"keel: compiling the torch operators for torch {torch.__version__}", flush=True)
+    built = ext.compile_into(build_dir, verbose=True)
+    shutil.copyfile(built, ext.PREBUILT)
+    with open(ext.STAMP, "w") as f:
+        f.write(ext.key() + "\n")
+
+
 class BuildPyWithLibrary(build_py):
-    """build_py, then libkeel into the package (the source tree's for an editable install)."""
+    """build_py, then libkeel into the package (the source tree's for an editable install), with
+    keel.h beside the torch operators' source, and those operators compiled when torch is here."""
 
     def run(self):
         super().run()
         build_temp = self.get_finalized_command("build").build_temp
+        print("keel: building libkeel with CMake", flush=True)
         library = build_libkeel(os.path.join(build_temp, "cmake"))
         if getattr(self, "editable_mode", False):
             target = os.path.join(ROOT, "python", "keel")
         else:
             target = os.path.join(self.build_lib, "keel")
-        os.makedirs(target, exist_ok=True)
+        os.makedirs(os.path.join(target, "csrc"), exist_ok=True)
         shutil.copyfile(library, os.path.join(target, LIBRARY))
+        if not getattr(self, "editable_mode", False):  # the source tree finds include/keel.h itself
+            shutil.copyfile(os.path.join(ROOT, "include", "keel.h"), os.path.join(target, "csrc", "keel.h"))
+        build_torch_ops(target, os.path.join(build_temp, "torch-ops"))
 
 
 class BinaryDistribution(Distribution):

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Installs the Python packages keel's Python tests need, only those that are missing:
-# numpy, pytest, hypothesis, and torch (the current release from PyPI: large, a few GB, installed
-# once per machine and reused). Usage: scripts/ensure-python-deps.sh [python]
+# numpy, pytest, hypothesis, torch (the current release from PyPI: large, a few GB, installed
+# once per machine and reused), ninja (keel.torch compiles its operators with it), transformers
+# (model classes built from configs, random weights) and expecttest (PyTorch's OpInfo samples).
+# Usage: scripts/ensure-python-deps.sh [python]
 set -eu
 py=${1:-python3}
 if ! command -v "$py" >/dev/null 2>&1; then
@@ -10,7 +12,7 @@ if ! command -v "$py" >/dev/null 2>&1; then
     py=python3
 fi
 missing=""
-for mod in numpy pytest hypothesis torch; do
+for mod in numpy pytest hypothesis torch ninja transformers expecttest; do
     "$py" -c "import $mod" >/dev/null 2>&1 || missing="$missing $mod"
 done
 [ -z "$missing" ] && exit 0

@@ -81,9 +81,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_default_in_child)
 
 
+# Called with n after set_num_threads(n): other contexts that follow it (keel.torch's operators).
+thread_listeners = []
+
+
 def set_num_threads(n):
     """Threads keel uses for each call (n <= 0: one per online core). Results do not depend on it."""
     default().set_threads(n)
+    for listener in thread_listeners:
+        listener(int(n))
 
 
 def get_num_threads():

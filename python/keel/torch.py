@@ -2,14 +2,22 @@
 the fused residual add + norm of a transformer block (add_layer_norm, add_rms_norm, and the
 modules AddLayerNorm, AddRMSNorm: `y, h = norm(x, branch)` for `h = x + branch; y = norm(h)`).
 
-CPU float32, bfloat16 and float16 tensors go through keel (forward saves mean/rstd; backward
-skips the gradients autograd does not need, e.g. frozen weights). bf16/f16 activations are
-computed in float32 with float64 statistics and rounded once; weight and bias of a bf16/f16
-module are widened to float32 for the call and their gradients rounded back once. Anything else
-falls back to torch's own op, with the same results torch gives: float64, other devices (CUDA,
-meta), tensor subclasses, torch.func transforms (vmap, grad) and code being compiled by
-torch.compile. Double backward (gradients of gradients) is not supported
-on the keel path.
+The ops are torch operators (torch.ops.keel.layer_norm, rms_norm, add_layer_norm, add_rms_norm
+and their backwards), compiled C++ registered with torch's dispatcher (python/keel/csrc/
+torch_ops.cpp): eager calls cost what torch's own ops cost, and torch.compile, torch.export and
+torch.func keep them in their graphs (each has a fake kernel, below, and its autograd formula in
+C++). CPU float32, bfloat16 and float16 tensors go through keel (forward saves mean/rstd;
+backward skips the gradients autograd does not need, e.g. frozen weights). bf16/f16 activations
+are computed in float32 with float64 statistics and rounded once; weight and bias of a bf16/f16
+module are widened to float32 for the call and their gradients rounded back once.
+
+Anything else (float64 and other dtypes, CUDA and other devices, meta tensors) goes to torch's
+own op, with the results torch gives, and keel says so once per kind of call (a KeelFallbackWarning;
+`fallbacks()` lists what fell back in this process).
+
+Gradients of gradients (create_graph=True) are computed by the backward again in torch's
+differentiable ops (the same first derivative up to float rounding), so the second derivative is
+torch's formula's: right, not keel's bits.
 
 The fused ops (keel.h's keel_add_layernorm_* / keel_add_rmsnorm_*, python/keel/residual.py for
 NumPy) compute, reading x and branch once:
@@ -18,195 +26,66 @@ NumPy) compute, reading x and branch once:
     y = layer_norm(h) or rms_norm(h)
 
 and return (y, h), or y alone with return_sum=False (post-norm, DeepNorm: h is not written).
-Their fallback is that composition in torch's ops. The backward takes the gradients of y and of
-h (h's consumers: the residual stream) and skips what autograd does not need. It saves h and
-the statistics when h is materialised (x is not kept; branch only for dbranch_scale), else x and
-branch (keel recomputes h, bitwise the forward's). It never writes into the incoming gradients
-(autograd may hand one tensor to several functions); with alpha 1 and no branch_scale dx and
-dbranch are the same numbers, computed once and returned for both, as torch's own add does.
+The backward takes the gradients of y and of h (h's consumers: the residual stream) and skips
+what autograd does not need. It saves h and the statistics when h is materialised (x is not
+kept; branch only for dbranch_scale), else x and branch (keel recomputes h, bitwise the
+forward's). With alpha 1 and no branch_scale dx and dbranch are the same numbers, computed once
+and returned for both, as torch's own add does.
 """
 
-from collections import namedtuple
+import warnings
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from . import _lib
-from ._arrays import NO_TENSOR, run
-from ._errors import EINVAL, KeelValueError
-from ._layout import normalized_tuple, row_stride, split_shape
-from .functional import _NULL_ROW, BF16, F16, F32, FLOAT32_EPS, GAMMA_PLUS_ONE
+from . import _torch_ext
+from . import _context
+from ._layout import normalized_tuple
+from .functional import FLOAT32_EPS
 
-__all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "patch",
+__all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "patch", "fallbacks", "KeelFallbackWarning",
            "AddLayerNorm", "AddRMSNorm", "add_layer_norm", "add_rms_norm"]
 
-_NULL = _NULL_ROW.ctypes.data  # address for empty tensors (data_ptr() 0); never dereferenced
+_ext = _torch_ext.load()  # registers torch.ops.keel.*
+# The operators' keel context follows keel.set_num_threads (which may have been called before).
+_context.thread_listeners.append(_ext.keel_torch_set_threads)
+if _context.current is not None:
+    _ext.keel_torch_set_threads(_context.current.threads())
+_ops = torch.ops.keel
+_LN, _RMS = _ops.layer_norm.default, _ops.rms_norm.default
+_ADD_LN, _ADD_RMS = _ops.add_layer_norm.default, _ops.add_rms_norm.default
+
+# torch dtypes keel computes
+_KEEL_DTYPES = frozenset((torch.float32, torch.bfloat16, torch.float16))
 
 
-def _is_compiling():
-    fn = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return bool(fn and fn())
+# --- what keel does not compute: torch's op, said once ------------------------------------------
+
+class KeelFallbackWarning(UserWarning):
+    """A keel.torch call computed by torch's op instead of keel's (a dtype or device keel does
+    not compute). Issued once per op and reason."""
 
 
-_STRIDED, _PLAIN = torch.strided, (torch.Tensor, nn.Parameter)
-# torch dtype -> keel dtype of the storage types keel computes
-_KEEL_DTYPE = {torch.float32: F32, torch.bfloat16: BF16, torch.float16: F16}
-_is_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", lambda t: False)
+_FALLBACKS = set()
 
 
-def _keel_can_run(x, *params):
-    """True when keel computes this call: plain CPU float32/bf16/f16 strided tensors (not
-    subclasses such as fake tensors, not torch.func's wrapped tensors), not under torch.compile."""
-    if _is_compiling():  # first: torch.compile traces this function
-        return False
-    for t in (x,) + params:
-        if t is not None and not (type(t) in _PLAIN and t.dtype in _KEEL_DTYPE and t.is_cpu
-                                  and t.layout is _STRIDED and not _is_wrapped(t)):
-            return False
-    return True
+def fallbacks():
+    """The (op, reason) pairs of the calls that went to torch's op in this process."""
+    return sorted(_FALLBACKS)
 
 
-def _addr(t):
-    if t is None:
-        return None
-    ptr = t.data_ptr()
-    if ptr == 0 and t.numel():  # never hand keel a stand-in address for real data
-        raise RuntimeError("keel.torch: a non-empty tensor without storage reached keel")
-    return ptr or _NULL
+def _fallback(op, x):
+    """Records (and warns once) that `op` on x goes to torch's op."""
+    reason = f"dtype {x.dtype}" if x.dtype not in _KEEL_DTYPES else f"device {x.device.type}"
+    if (op, reason) not in _FALLBACKS:
+        _FALLBACKS.add((op, reason))
+        warnings.warn(f"keel.torch.{op}: {reason} is computed by torch's op, not keel "
+                      "(keel computes float32, bfloat16 and float16 on the CPU)", KeelFallbackWarning, stacklevel=3)
 
 
-def _rows(t, k, dim):
-    """(keel_tensor, tensor) of t: its rows read in place when evenly strided, else those of a
-    contiguous copy (the tensor returned: keep it alive through the call)."""
-    if t.data_ptr() % t.element_size():  # misaligned (a tensor over a foreign buffer): an aligned copy
-        t, stride = t.clone(memory_format=torch.contiguous_format), dim
-    elif t.is_contiguous():
-        stride = dim
-    else:
-        stride = row_stride(t.shape, t.stride(), k, dim)
-    if stride is None:
-        t, stride = t.contiguous(), dim
-    return _lib.Tensor(_addr(t), _KEEL_DTYPE[t.dtype], stride), t
-
-
-def _rows_or_none(t, k, dim):
-    """_rows of an optional tensor: (the absent keel_tensor, None) for None."""
-    return (NO_TENSOR, None) if t is None else _rows(t, k, dim)
-
-
-def _output(needed, shape, dtype, dim):
-    """(keel_tensor, tensor) of a new contiguous output (y, h, a gradient such as dx), or (the
-    absent keel_tensor, None) when not needed."""
-    if not needed:
-        return NO_TENSOR, None
-    t = torch.empty(shape, dtype=dtype)
-    return _lib.Tensor(_addr(t), _KEEL_DTYPE[dtype], dim), t
-
-
-def _grad(needed, dims):
-    """A float32 parameter gradient, zeroed (with 0 rows keel writes nothing), or None."""
-    return torch.zeros(dims, dtype=torch.float32) if needed else None
-
-
-_SPLITS = {}  # (dims, shape) -> (lead, rows, dim): split_shape's answers, computed once per shape
-
-
-def _split(shape, dims, who):
-    found = _SPLITS.get((dims, shape))
-    if found is None:
-        found = split_shape(shape, dims, who)
-        if len(_SPLITS) >= 4096:
-            _SPLITS.clear()
-        _SPLITS[(dims, shape)] = found
-    return found
-
-
-def _param(p, dims, name, who):
-    if p is None:
-        return None
-    if p.shape != dims:
-        raise KeelValueError(f"{who}: {name}.shape {tuple(p.shape)} != normalized_shape {dims}", EINVAL)
-    p = p if p.is_contiguous() else p.detach().contiguous()
-    return p if p.dtype is torch.float32 else p.detach().float()  # keel's parameters are float32
-
-
-def _forward(op, x, dims, weight, bias, eps, stats, flags=0):
-    """keel's forward on tensors: y, plus mean/rstd (LayerNorm) or rstd (RMSNorm) with stats."""
-    who = "keel.torch." + op
-    lead, rows, dim = _split(x.shape, dims, who)
-    tx, x = _rows(x, len(dims), dim)
-    weight, bias = _param(weight, dims, "weight", who), _param(bias, dims, "bias", who)
-    ty, y = _output(True, x.shape, x.dtype, dim)
-    rstd = torch.empty(lead, dtype=torch.float32) if stats else None
-    if op == "layer_norm":
-        mean = torch.empty(lead, dtype=torch.float32) if stats else None
-        run(_lib.lib.keel_layernorm_fwd, rows, dim, tx, ty, _addr(weight), _addr(bias), eps,
-            _addr(mean), _addr(rstd), 0)
-        return y, mean, rstd
-    run(_lib.lib.keel_rmsnorm_fwd, rows, dim, tx, ty, _addr(weight), eps, _addr(rstd), flags)
-    return y, None, rstd
-
-
-def _backward(op, dy, x, dims, weight, mean, rstd, eps, need_dx, need_dw, need_db, flags=0):
-    who = "keel.torch." + op
-    _, rows, dim = _split(x.shape, dims, who)
-    (tdy, dy), (tx, x) = _rows(dy, len(dims), dim), _rows(x, len(dims), dim)
-    tdx, dx = _output(need_dx, x.shape, x.dtype, dim)
-    dw, db = _grad(need_dw, dims), _grad(need_db, dims)
-    weight = _param(weight, dims, "weight", who)
-    if op == "layer_norm":
-        run(_lib.lib.keel_layernorm_bwd, rows, dim, tdy, tx, _addr(mean), _addr(rstd),
-            _addr(weight), eps, tdx, _addr(dw), _addr(db), 0)
-    else:
-        run(_lib.lib.keel_rmsnorm_bwd, rows, dim, tdy, tx, _addr(rstd), _addr(weight), eps,
-            tdx, _addr(dw), flags)
-    return dx, dw, db
-
-
-def _as(grad, like):
-    """A float32 parameter gradient in its parameter's dtype (like: a tensor or a dtype), rounded
-    once."""
-    dtype = like.dtype if isinstance(like, torch.Tensor) else like
-    return grad if grad is None or dtype is None or grad.dtype is dtype else grad.to(dtype)
-
-
-class _LayerNormFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, dims, eps):
-        y, mean, rstd = _forward("layer_norm", x, dims, weight, bias, eps, stats=True)
-        ctx.save_for_backward(x, weight, mean, rstd)
-        ctx.dims, ctx.eps = dims, eps
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        x, weight, mean, rstd = ctx.saved_tensors
-        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
-        dx, dw, db = _backward("layer_norm", dy, x, ctx.dims, weight, mean, rstd, ctx.eps,
-                               need_dx, need_dw, need_db)
-        return dx, _as(dw, weight), _as(db, ctx.bias_dtype), None, None
-
-
-class _RMSNormFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, dims, eps, flags):
-        y, _, rstd = _forward("rms_norm", x, dims, weight, None, eps, stats=True, flags=flags)
-        ctx.save_for_backward(x, weight, rstd)
-        ctx.dims, ctx.eps, ctx.flags = dims, eps, flags
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        x, weight, rstd = ctx.saved_tensors
-        need_dx, need_dw = ctx.needs_input_grad[:2]
-        dx, dw, _ = _backward("rms_norm", dy, x, ctx.dims, weight, None, rstd, ctx.eps,
-                              need_dx, need_dw, False, ctx.flags)
-        return dx, _as(dw, weight), None, None, None
+def _keel_takes(x):
+    return x.is_cpu and x.dtype in _KEEL_DTYPES
 
 
 def _dims(normalized_shape, who):
@@ -217,149 +96,34 @@ def _dims(normalized_shape, who):
     return normalized_tuple(normalized_shape, who)
 
 
-def _needs_grad(*tensors):
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """torch.nn.functional.layer_norm through keel (CPU float32; torch's op otherwise)."""
-    if not _keel_can_run(x, weight, bias):
+    """torch.nn.functional.layer_norm through keel (CPU float32/bf16/f16; torch's op otherwise)."""
+    if not _keel_takes(x):
+        _fallback("layer_norm", x)
         return F.layer_norm(x, normalized_shape, weight, bias, eps)
-    dims = _dims(normalized_shape, "keel.torch.layer_norm")
-    if _needs_grad(x, weight, bias):
-        return _LayerNormFunction.apply(x, weight, bias, dims, float(eps))
-    return _forward("layer_norm", x, dims, weight, bias, float(eps), stats=False)[0]
+    return _LN(x, _dims(normalized_shape, "keel.torch.layer_norm"), weight, bias, eps)[0]
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, add_unit_offset=False):
-    """torch.nn.functional.rms_norm through keel (CPU float32; torch's op otherwise).
-    eps None: float32's machine epsilon, as torch. add_unit_offset: scale by (1 + weight)."""
-    if not _keel_can_run(x, weight):
+    """torch.nn.functional.rms_norm through keel (CPU float32/bf16/f16; torch's op otherwise).
+    eps None: float32's machine epsilon (torch: that of x's dtype). add_unit_offset: scale by
+    (1 + weight), Gemma's RMSNorm."""
+    if not _keel_takes(x):
+        _fallback("rms_norm", x)
         if add_unit_offset and weight is not None:
             weight = 1 + weight
         return F.rms_norm(x, normalized_shape, weight, eps)
-    dims = _dims(normalized_shape, "keel.torch.rms_norm")
-    eps = FLOAT32_EPS if eps is None else float(eps)
-    flags = GAMMA_PLUS_ONE if add_unit_offset else 0
-    if _needs_grad(x, weight):
-        return _RMSNormFunction.apply(x, weight, dims, eps, flags)
-    return _forward("rms_norm", x, dims, weight, None, eps, stats=False, flags=flags)[0]
+    eps = FLOAT32_EPS if eps is None else eps
+    return _RMS(x, _dims(normalized_shape, "keel.torch.rms_norm"), weight, eps, add_unit_offset)[0]
 
 
 # --- the fused residual add + norm ------------------------------------------------------------
-
-class _AddSpec(namedtuple("_AddSpec", "op dims eps alpha flags")):
-    """What a call of add_layer_norm / add_rms_norm fixes: op ("layer_norm" or "rms_norm"), dims
-    (normalized_shape, a tuple), eps and alpha (floats), keel's flags (GAMMA_PLUS_ONE or 0)."""
-
-    __slots__ = ()
-
-    @property
-    def who(self):
-        return "keel.torch.add_" + self.op
-
-
-def _residual(spec, tx, tb, branch_scale, skip_bias):
-    """keel_residual of a call, and the float32 vectors it points to (keep them alive)."""
-    scale = _param(branch_scale, spec.dims, "branch_scale", spec.who)
-    sbias = _param(skip_bias, spec.dims, "skip_bias", spec.who)
-    return _lib.Residual(tx, tb, spec.alpha, _addr(scale), _addr(sbias)), (scale, sbias)
-
-
-def _add_forward(spec, x, branch, weight, bias, branch_scale, skip_bias, return_sum, stats):
-    """keel's fused forward on tensors: y, h (None without return_sum), and mean (LayerNorm),
-    rstd with stats. y and h have the dtype of x + branch."""
-    who = spec.who
-    lead, rows, dim = _split(x.shape, spec.dims, who)
-    if branch.shape != x.shape:
-        raise KeelValueError(f"{who}: branch.shape {tuple(branch.shape)} != x.shape {tuple(x.shape)}", EINVAL)
-    k, dtype = len(spec.dims), torch.promote_types(x.dtype, branch.dtype)
-    (tx, x), (tb, branch) = _rows(x, k, dim), _rows(branch, k, dim)
-    res, keep = _residual(spec, tx, tb, branch_scale, skip_bias)
-    th, h = _output(return_sum, x.shape, dtype, dim)
-    ty, y = _output(True, x.shape, dtype, dim)
-    weight = _param(weight, spec.dims, "weight", who)
-    rstd = torch.empty(lead, dtype=torch.float32) if stats else None
-    if spec.op == "layer_norm":
-        bias = _param(bias, spec.dims, "bias", who)
-        mean = torch.empty(lead, dtype=torch.float32) if stats else None
-        run(_lib.lib.keel_add_layernorm_fwd, rows, dim, res, th, ty, _addr(weight), _addr(bias), spec.eps,
-            _addr(mean), _addr(rstd), spec.flags)
-        return y, h, mean, rstd
-    run(_lib.lib.keel_add_rmsnorm_fwd, rows, dim, res, th, ty, _addr(weight), spec.eps, _addr(rstd), spec.flags)
-    return y, h, None, rstd
-
-
-def _add_backward(spec, dy, dh, h, x, branch, weight, branch_scale, skip_bias, mean, rstd, dtypes, needs):
-    """keel's fused backward: (dx, dbranch, dweight, dbias, dbranch_scale, dskip_bias), None for
-    those not in needs. dh None: no gradient from h. h None: recomputed from x and branch (then
-    given). dtypes: those of x and branch (of dx and dbranch). Parameter gradients are float32."""
-    who = spec.who
-    shape = (h if h is not None else x).shape
-    _, rows, dim = _split(shape, spec.dims, who)
-    k = len(spec.dims)
-    need_dx, need_dbranch, need_dw, need_db, need_dscale, need_dsbias = needs
-    (tdy, dy), (tdh, dh) = _rows(dy, k, dim), _rows_or_none(dh, k, dim)
-    (th, h), (tx, x), (tb, branch) = (_rows_or_none(t, k, dim) for t in (h, x, branch))
-    res, keep = _residual(spec, tx, tb, branch_scale, skip_bias)
-    # alpha 1 and no branch_scale: dx = dbranch = G, computed once (torch's add returns one
-    # tensor for both inputs too)
-    same = need_dx and need_dbranch and spec.alpha == 1.0 and branch_scale is None and dtypes[0] is dtypes[1]
-    tdx, dx = _output(need_dx, shape, dtypes[0], dim)
-    tdr, dbranch = _output(need_dbranch and not same, shape, dtypes[1], dim)
-    dscale, dsbias = _grad(need_dscale, spec.dims), _grad(need_dsbias, spec.dims)
-    grads = _lib.ResidualGrads(tdx, tdr, _addr(dscale), _addr(dsbias))
-    dw, db = _grad(need_dw, spec.dims), _grad(need_db, spec.dims)
-    weight = _param(weight, spec.dims, "weight", who)
-    if spec.op == "layer_norm":
-        run(_lib.lib.keel_add_layernorm_bwd, rows, dim, tdy, tdh, res, th, _addr(mean), _addr(rstd),
-            _addr(weight), spec.eps, grads, _addr(dw), _addr(db), spec.flags)
-    else:
-        run(_lib.lib.keel_add_rmsnorm_bwd, rows, dim, tdy, tdh, res, th, _addr(rstd), _addr(weight), spec.eps,
-            grads, _addr(dw), spec.flags)
-    return dx, dx if same else dbranch, dw, db, dscale, dsbias
-
-
-class _AddNormFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, branch, weight, bias, branch_scale, skip_bias, spec, return_sum):
-        y, h, mean, rstd = _add_forward(spec, x, branch, weight, bias, branch_scale, skip_bias, return_sum,
-                                        stats=True)
-        if h is not None:  # h stands for x; branch is read only for dbranch_scale
-            keep_branch = branch if ctx.needs_input_grad[4] else None
-            ctx.save_for_backward(h, None, keep_branch, weight, branch_scale, None, mean, rstd)
-        else:  # post-norm: keel recomputes h from x and branch
-            ctx.save_for_backward(None, x, branch, weight, branch_scale, skip_bias, mean, rstd)
-        ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not zeros
-        ctx.spec, ctx.shape, ctx.dtypes = spec, x.shape, (x.dtype, branch.dtype, y.dtype)
-        ctx.param_dtypes = tuple(p.dtype if p is not None else None for p in (weight, bias, branch_scale, skip_bias))
-        return (y, h) if return_sum else y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, dh=None):
-        h, x, branch, weight, branch_scale, skip_bias, mean, rstd = ctx.saved_tensors
-        if dy is None:  # only h was used: y passes no gradient (keel needs a dy)
-            dy = torch.zeros(ctx.shape, dtype=ctx.dtypes[2])
-        grads = _add_backward(ctx.spec, dy, dh, h, x, branch, weight, branch_scale, skip_bias, mean, rstd,
-                              ctx.dtypes, ctx.needs_input_grad[:6])
-        params = (_as(g, dtype) for g, dtype in zip(grads[2:], ctx.param_dtypes))
-        return (grads[0], grads[1], *params, None, None)
-
 
 def _residual_torch(x, branch, alpha, branch_scale, skip_bias):
     """h = alpha * x + branch_scale * branch + skip_bias in torch's ops (the fallback), in keel's
     order."""
     h = (x if alpha == 1 else alpha * x) + (branch if branch_scale is None else branch_scale * branch)
     return h if skip_bias is None else h + skip_bias
-
-
-def _add_norm(spec, x, branch, weight, bias, branch_scale, skip_bias, return_sum):
-    """The keel path of add_layer_norm / add_rms_norm: through autograd when a gradient is due."""
-    if _needs_grad(x, branch, weight, bias, branch_scale, skip_bias):
-        return _AddNormFunction.apply(x, branch, weight, bias, branch_scale, skip_bias, spec, bool(return_sum))
-    y, h, _, _ = _add_forward(spec, x, branch, weight, bias, branch_scale, skip_bias, return_sum, stats=False)
-    return (y, h) if return_sum else y
 
 
 def add_layer_norm(x, branch, normalized_shape, weight=None, bias=None, eps=1e-5, *, alpha=1.0,
@@ -370,27 +134,145 @@ def add_layer_norm(x, branch, normalized_shape, weight=None, bias=None, eps=1e-5
     branch: x's shape; branch_scale (LayerScale), skip_bias: tensors of normalized_shape or None;
     alpha: a float. y and h take the dtype of x + branch."""
     dims = _dims(normalized_shape, "keel.torch.add_layer_norm")
-    if not _keel_can_run(x, branch, weight, bias, branch_scale, skip_bias):
+    if not (_keel_takes(x) and _keel_takes(branch)):
+        _fallback("add_layer_norm", x if not _keel_takes(x) else branch)
         h = _residual_torch(x, branch, alpha, branch_scale, skip_bias)
         y = F.layer_norm(h, dims, weight, bias, eps)
         return (y, h) if return_sum else y
-    spec = _AddSpec("layer_norm", dims, float(eps), float(alpha), 0)
-    return _add_norm(spec, x, branch, weight, bias, branch_scale, skip_bias, return_sum)
+    y, h, _, _ = _ADD_LN(x, branch, dims, weight, bias, eps, alpha, branch_scale, skip_bias, return_sum)
+    return (y, h) if return_sum else y
 
 
 def add_rms_norm(x, branch, normalized_shape, weight=None, eps=None, *, alpha=1.0, branch_scale=None,
                  skip_bias=None, add_unit_offset=False, return_sum=True):
     """h = alpha * x + branch_scale * branch + skip_bias, y = rms_norm(h), fused; as
-    add_layer_norm. eps None: float32's machine epsilon, as torch. add_unit_offset: scale by
-    (1 + weight), Gemma's RMSNorm (weight's gradient is the same numbers)."""
+    add_layer_norm. eps None: float32's machine epsilon. add_unit_offset: scale by (1 + weight),
+    Gemma's RMSNorm (weight's gradient is the same numbers)."""
     dims = _dims(normalized_shape, "keel.torch.add_rms_norm")
-    if not _keel_can_run(x, branch, weight, branch_scale, skip_bias):
+    if not (_keel_takes(x) and _keel_takes(branch)):
+        _fallback("add_rms_norm", x if not _keel_takes(x) else branch)
         h = _residual_torch(x, branch, alpha, branch_scale, skip_bias)
         y = F.rms_norm(h, dims, 1 + weight if add_unit_offset and weight is not None else weight, eps)
         return (y, h) if return_sum else y
-    spec = _AddSpec("rms_norm", dims, FLOAT32_EPS if eps is None else float(eps), float(alpha),
-                    GAMMA_PLUS_ONE if add_unit_offset else 0)
-    return _add_norm(spec, x, branch, weight, None, branch_scale, skip_bias, return_sum)
+    eps = FLOAT32_EPS if eps is None else eps
+    y, h, _ = _ADD_RMS(x, branch, dims, weight, eps, alpha, branch_scale, skip_bias, return_sum, add_unit_offset)
+    return (y, h) if return_sum else y
+
+
+# --- fake kernels: shapes and dtypes for torch.compile, torch.export, FakeTensor, meta ----------
+
+def _lead(x, dims):
+    return x.shape[:x.dim() - len(dims)]
+
+
+def _like(x, dtype=None):
+    return x.new_empty(x.shape, dtype=dtype or x.dtype)
+
+
+def _stat(x, dims):
+    return x.new_empty(_lead(x, dims), dtype=torch.float32)
+
+
+def _absent(x, dtype):
+    """What an op returns for an output not asked for: an empty tensor."""
+    return x.new_empty((0,), dtype=dtype)
+
+
+@torch.library.register_fake("keel::layer_norm")
+def _layer_norm_fake(x, normalized_shape, weight, bias, eps):
+    return _like(x), _stat(x, normalized_shape), _stat(x, normalized_shape)
+
+
+@torch.library.register_fake("keel::layer_norm_backward")
+def _layer_norm_backward_fake(dy, x, normalized_shape, mean, rstd, weight, eps, output_mask):
+    f32 = torch.float32
+    return (_like(x) if output_mask[0] else _absent(x, x.dtype),
+            x.new_empty(normalized_shape, dtype=f32) if output_mask[1] else _absent(x, f32),
+            x.new_empty(normalized_shape, dtype=f32) if output_mask[2] else _absent(x, f32))
+
+
+@torch.library.register_fake("keel::rms_norm")
+def _rms_norm_fake(x, normalized_shape, weight, eps, unit_offset):
+    return _like(x), _stat(x, normalized_shape)
+
+
+@torch.library.register_fake("keel::rms_norm_backward")
+def _rms_norm_backward_fake(dy, x, normalized_shape, rstd, weight, eps, unit_offset, output_mask):
+    f32 = torch.float32
+    return (_like(x) if output_mask[0] else _absent(x, x.dtype),
+            x.new_empty(normalized_shape, dtype=f32) if output_mask[1] else _absent(x, f32))
+
+
+@torch.library.register_fake("keel::add_layer_norm")
+def _add_layer_norm_fake(x, branch, normalized_shape, weight, bias, eps, alpha, branch_scale, skip_bias, return_sum):
+    dtype = torch.promote_types(x.dtype, branch.dtype)
+    h = _like(x, dtype) if return_sum else _absent(x, dtype)
+    return _like(x, dtype), h, _stat(x, normalized_shape), _stat(x, normalized_shape)
+
+
+@torch.library.register_fake("keel::add_rms_norm")
+def _add_rms_norm_fake(x, branch, normalized_shape, weight, eps, alpha, branch_scale, skip_bias, return_sum,
+                       unit_offset):
+    dtype = torch.promote_types(x.dtype, branch.dtype)
+    h = _like(x, dtype) if return_sum else _absent(x, dtype)
+    return _like(x, dtype), h, _stat(x, normalized_shape)
+
+
+def _add_backward_fake(dy, normalized_shape, x_dtype, branch_dtype, mask):
+    """(dx, dbranch, then the float32 per-feature gradients) of the fused backwards."""
+    f32 = torch.float32
+    grads = [_like(dy, x_dtype) if mask[0] else _absent(dy, x_dtype),
+             _like(dy, branch_dtype) if mask[1] else _absent(dy, branch_dtype)]
+    return grads + [dy.new_empty(normalized_shape, dtype=f32) if m else _absent(dy, f32) for m in mask[2:]]
+
+
+@torch.library.register_fake("keel::add_layer_norm_backward")
+def _add_layer_norm_backward_fake(dy, dh, h, x, branch, normalized_shape, mean, rstd, weight, eps, alpha,
+                                  branch_scale, skip_bias, x_dtype, branch_dtype, output_mask):
+    return _add_backward_fake(dy, normalized_shape, x_dtype, branch_dtype, output_mask)
+
+
+@torch.library.register_fake("keel::add_rms_norm_backward")
+def _add_rms_norm_backward_fake(dy, dh, h, x, branch, normalized_shape, rstd, weight, eps, alpha, branch_scale,
+                                skip_bias, x_dtype, branch_dtype, unit_offset, output_mask):
+    return _add_backward_fake(dy, normalized_shape, x_dtype, branch_dtype, output_mask)
+
+
+# --- torch.func.vmap: the rows of a batch are more rows ----------------------------------------
+
+def _is_absent(t):
+    """An output not asked for (the ops return an empty placeholder of shape (0,))."""
+    return t.shape == (0,)
+
+
+def _vmap_rule(name, row_args):
+    """A batching rule for keel::name. When only the row tensors (positions row_args: x, and the
+    fused ops' branch) carry the vmapped dimension, it becomes one more leading dimension of
+    one call (rows are independent). Anything else (batched weights, the backwards, whose
+    parameter gradients sum over rows) runs one call per batch element."""
+    op = getattr(_ops, name).default
+
+    def rule(info, in_dims, *args):
+        dims = [d if isinstance(d, int) else None for d in in_dims]
+        size = info.batch_size
+        if all(d is None or i in row_args for i, d in enumerate(dims)):
+            args = list(args)
+            for i in row_args:
+                args[i] = args[i].movedim(dims[i], 0) if dims[i] is not None else args[i].expand(size, *args[i].shape)
+            outs = op(*args)
+        else:
+            calls = [op(*(a.select(d, i) if d is not None else a for a, d in zip(args, dims))) for i in range(size)]
+            outs = [parts[0] if _is_absent(parts[0]) else torch.stack(parts) for parts in zip(*calls)]
+        out_dims = tuple(None if _is_absent(o) else 0 for o in outs)
+        return (list(outs) if isinstance(outs, list) else tuple(outs)), out_dims
+
+    torch.library.register_vmap("keel::" + name, rule)
+
+
+for _name, _rows in (("layer_norm", (0,)), ("rms_norm", (0,)), ("add_layer_norm", (0, 1)), ("add_rms_norm", (0, 1)),
+                     ("layer_norm_backward", ()), ("rms_norm_backward", ()), ("add_layer_norm_backward", ()),
+                     ("add_rms_norm_backward", ())):
+    _vmap_rule(_name, _rows)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -21,3 +21,16 @@ settings.register_profile("keel", derandomize=True, database=None, deadline=None
 # HYPOTHESIS_PROFILE=thorough: many more random cases (minutes).
 settings.register_profile("thorough", derandomize=False, database=None, deadline=None, max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "keel"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def keel_calls():
+    """The keel torch operators that run during the test (keel_spy.KeelCalls), a list."""
+    pytest.importorskip("torch")
+    from keel_spy import KeelCalls
+
+    with KeelCalls() as calls:
+        yield calls

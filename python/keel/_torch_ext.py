@@ -1,0 +1,109 @@
+"""keel's torch operators (python/keel/csrc/torch_ops.cpp): finding or compiling the shared
+object, loading it into torch's dispatcher, and binding it to the libkeel that `import keel`
+loaded.
+
+The operators are C++ so that an eager call costs what a call of torch's own ops costs. They are
+compiled against the torch that runs them (a torch extension is tied to its torch version):
+  1. `pip install --no-build-isolation .` with torch installed compiles them into the package
+     (keel/_torch_ops.so, with a stamp naming the torch and the sources it was built from);
+  2. otherwise the first `import keel.torch` compiles them once (about 30 s on 2 cores, with a
+     message) into KEEL_TORCH_EXT_DIR, default ~/.cache/keel/torch-ops/<key>/, and later imports
+     load that copy. The key names the torch version and a hash of the sources, so a new torch or
+     a new keel compiles again.
+Compiling needs a C++ compiler and ninja (`pip install ninja`).
+"""
+
+import ctypes
+import hashlib
+import os
+import sys
+
+import torch
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(_HERE, "csrc", "torch_ops.cpp")
+PREBUILT = os.path.join(_HERE, "_torch_ops.so")
+STAMP = PREBUILT + ".stamp"
+_NAME = "keel_torch_ops"
+
+# The libkeel entry points the operators call, in the order of torch_ops.cpp's struct Api.
+_API = ("keel_ctx_create", "keel_ctx_destroy", "keel_ctx_set_threads", "keel_last_error",
+        "keel_layernorm_fwd", "keel_layernorm_bwd", "keel_rmsnorm_fwd", "keel_rmsnorm_bwd",
+        "keel_add_layernorm_fwd", "keel_add_rmsnorm_fwd", "keel_add_layernorm_bwd", "keel_add_rmsnorm_bwd")
+
+
+def include_dir():
+    """The folder holding keel.h: the package's copy (installed), or the repository's include/."""
+    for folder in (os.path.join(_HERE, "csrc"), os.path.join(_HERE, os.pardir, os.pardir, "include")):
+        if os.path.isfile(os.path.join(folder, "keel.h")):
+            return os.path.abspath(folder)
+    raise ImportError("keel.torch: keel.h not found beside the package or in the repository's include/")
+
+
+def key():
+    """What a compiled copy must match: the torch version and a hash of the sources."""
+    digest = hashlib.sha256()
+    for path in (SOURCE, os.path.join(include_dir(), "keel.h")):
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return f"torch-{torch.__version__}-{digest.hexdigest()[:16]}"
+
+
+def compile_into(folder, verbose=False):
+    """Compiles the operators into folder (ninja, through torch.utils.cpp_extension); returns
+    the shared object's path. setup.py calls it too."""
+    from torch.utils import cpp_extension
+
+    os.makedirs(folder, exist_ok=True)
+    cpp_extension.load(name=_NAME, sources=[SOURCE], build_directory=folder, is_python_module=False,
+                       extra_cflags=["-O2", f"-I{include_dir()}"], verbose=verbose)
+    return os.path.join(folder, _NAME + ".so")
+
+
+def _cache_dir(k):
+    base = os.environ.get("KEEL_TORCH_EXT_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "keel", "torch-ops")
+    return os.path.join(base, k)
+
+
+def _prebuilt_matches(k):
+    try:
+        with open(STAMP) as f:
+            return os.path.isfile(PREBUILT) and f.read().strip() == k
+    except OSError:
+        return False
+
+
+def find_or_compile():
+    """The path of a shared object of the operators for this torch and these sources."""
+    k = key()
+    if _prebuilt_matches(k):
+        return PREBUILT
+    folder = _cache_dir(k)
+    path = os.path.join(folder, _NAME + ".so")
+    if not os.path.isfile(path):
+        print(f"keel.torch: compiling keel's torch operators for torch {torch.__version__} into {folder} "
+              "(once; about 30 s)", file=sys.stderr, flush=True)
+        path = compile_into(folder)
+    return path
+
+
+def _bind(path):
+    """Hands the operators the entry points of the libkeel keel loaded."""
+    from . import _lib  # (setup.py loads this file alone to compile, with no libkeel yet)
+
+    so = ctypes.CDLL(path)
+    fns = [ctypes.cast(getattr(_lib.lib, name), ctypes.c_void_p).value for name in _API]
+    if so.keel_torch_api_entries() != len(fns):
+        raise ImportError(f"keel.torch: {path} expects {so.keel_torch_api_entries()} entry points, "
+                          f"this keel gives {len(fns)}: a stale build")
+    so.keel_torch_bind((ctypes.c_void_p * len(fns))(*fns), len(fns))
+    so.keel_torch_set_threads.argtypes = [ctypes.c_int]
+    return so
+
+
+def load():
+    """Loads the operators (torch.ops.keel.*) once; returns the ctypes handle of their library."""
+    path = find_or_compile()
+    torch.ops.load_library(path)
+    return _bind(path)
