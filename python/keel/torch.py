@@ -42,9 +42,10 @@ from torch.nn import functional as F
 from . import _torch_ext
 from . import _context
 from ._layout import normalized_tuple
+from ._patch import patch, unpatch
 from .functional import FLOAT32_EPS
 
-__all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "patch", "fallbacks", "KeelFallbackWarning",
+__all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "patch", "unpatch", "fallbacks", "KeelFallbackWarning",
            "AddLayerNorm", "AddRMSNorm", "add_layer_norm", "add_rms_norm"]
 
 _ext = _torch_ext.load()  # registers torch.ops.keel.*
@@ -262,9 +263,9 @@ def _vmap_rule(name, row_args):
             outs = op(*args)
         else:
             calls = [op(*(a.select(d, i) if d is not None else a for a, d in zip(args, dims))) for i in range(size)]
-            outs = [parts[0] if _is_absent(parts[0]) else torch.stack(parts) for parts in zip(*calls)]
-        out_dims = tuple(None if _is_absent(o) else 0 for o in outs)
-        return (list(outs) if isinstance(outs, list) else tuple(outs)), out_dims
+            outs = type(calls[0])(parts[0] if _is_absent(parts[0]) else torch.stack(parts) for parts in zip(*calls))
+        # out_dims has the structure of the outputs: a tuple, or a list for the Tensor[] backwards
+        return outs, type(outs)(None if _is_absent(o) else 0 for o in outs)
 
     torch.library.register_vmap("keel::" + name, rule)
 
@@ -373,33 +374,3 @@ class AddRMSNorm(_AddNorm):
 
     def extra_repr(self):
         return nn.RMSNorm.extra_repr(self) + self._options_repr()
-
-
-def _replacement(module):
-    """The keel module taking over `module`'s parameters (the same Parameter objects), or None."""
-    if type(module) is nn.LayerNorm:
-        new = LayerNorm(module.normalized_shape, eps=module.eps, elementwise_affine=module.elementwise_affine,
-                        bias=module.bias is not None, device="meta")
-        new.weight, new.bias = module.weight, module.bias
-    elif type(module) is nn.RMSNorm:
-        new = RMSNorm(module.normalized_shape, eps=module.eps, elementwise_affine=module.elementwise_affine,
-                      device="meta")
-        new.weight = module.weight
-    else:
-        return None
-    return new.train(module.training)
-
-
-def patch(model):
-    """Replace, in place, every torch.nn.LayerNorm and torch.nn.RMSNorm inside `model` (exactly
-    those classes, not subclasses) by keel's. The new modules take over the old ones' Parameter
-    objects, so weights, state_dict keys and an optimizer built before the patch all stay valid.
-    Returns how many modules were replaced. (The root module itself is not replaced.)"""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            new = _replacement(child)
-            if new is not None:
-                setattr(parent, name, new)
-                count += 1
-    return count
