@@ -1,12 +1,12 @@
-"""keel's torch operators (python/keel/csrc/torch_ops.cpp): finding or compiling the shared
-object, loading it into torch's dispatcher, and binding it to the libkeel that `import keel`
-loaded.
+"""keel's torch operators (python/keel/csrc/torch_ops.cpp) and their eager entry (torch_fast.cpp):
+finding or compiling the extension module, importing it (which registers the operators with
+torch's dispatcher), and binding it to the libkeel that `import keel` loaded.
 
-The operators are C++ so that an eager call costs what a call of torch's own ops costs. They are
+They are C++ so that an eager call costs what a call of torch's own ops costs. They are
 compiled against the torch that runs them (a torch extension is tied to its torch version):
   1. `pip install --no-build-isolation .` with torch installed compiles them into the package
      (keel/_torch_ops.so, with a stamp naming the torch and the sources it was built from);
-  2. otherwise the first `import keel.torch` compiles them once (about 30 s on 2 cores, with a
+  2. otherwise the first `import keel.torch` compiles them once (about a minute on 2 cores, with a
      message) into KEEL_TORCH_EXT_DIR, default ~/.cache/keel/torch-ops/<key>/, and later imports
      load that copy. The key names the torch version and a hash of the sources, so a new torch or
      a new keel compiles again.
@@ -21,7 +21,7 @@ import sys
 import torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(_HERE, "csrc", "torch_ops.cpp")
+SOURCES = [os.path.join(_HERE, "csrc", name) for name in ("torch_ops.cpp", "torch_fast.cpp")]
 PREBUILT = os.path.join(_HERE, "_torch_ops.so")
 STAMP = PREBUILT + ".stamp"
 _NAME = "keel_torch_ops"
@@ -43,7 +43,7 @@ def include_dir():
 def key():
     """What a compiled copy must match: the torch version and a hash of the sources."""
     digest = hashlib.sha256()
-    for path in (SOURCE, os.path.join(include_dir(), "keel.h")):
+    for path in SOURCES + [os.path.join(include_dir(), "keel.h")]:
         with open(path, "rb") as f:
             digest.update(f.read())
     return f"torch-{torch.__version__}-{digest.hexdigest()[:16]}"
@@ -55,7 +55,7 @@ def compile_into(folder, verbose=False):
     from torch.utils import cpp_extension
 
     os.makedirs(folder, exist_ok=True)
-    cpp_extension.load(name=_NAME, sources=[SOURCE], build_directory=folder, is_python_module=False,
+    cpp_extension.load(name=_NAME, sources=SOURCES, build_directory=folder, is_python_module=True,
                        extra_cflags=["-O2", f"-I{include_dir()}"], verbose=verbose)
     return os.path.join(folder, _NAME + ".so")
 
@@ -83,7 +83,7 @@ def find_or_compile():
     path = os.path.join(folder, _NAME + ".so")
     if not os.path.isfile(path):
         print(f"keel.torch: compiling keel's torch operators for torch {torch.__version__} into {folder} "
-              "(once; about 30 s)", file=sys.stderr, flush=True)
+              "(once; about a minute on 2 cores)", file=sys.stderr, flush=True)
         path = compile_into(folder)
     return path
 
@@ -103,7 +103,13 @@ def _bind(path):
 
 
 def load():
-    """Loads the operators (torch.ops.keel.*) once; returns the ctypes handle of their library."""
+    """Imports the extension (registering torch.ops.keel.*) once and binds it to libkeel; returns
+    (the module, whose functions are keel.torch's eager entry; the ctypes handle of the same
+    library, for keel_torch_set_threads)."""
+    import importlib.util
+
     path = find_or_compile()
-    torch.ops.load_library(path)
-    return _bind(path)
+    spec = importlib.util.spec_from_file_location(_NAME, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, _bind(path)

@@ -48,7 +48,7 @@ from .functional import FLOAT32_EPS
 __all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "patch", "unpatch", "fallbacks", "KeelFallbackWarning",
            "AddLayerNorm", "AddRMSNorm", "add_layer_norm", "add_rms_norm"]
 
-_ext = _torch_ext.load()  # registers torch.ops.keel.*
+_fast, _ext = _torch_ext.load()  # registers torch.ops.keel.*
 # The operators' keel context follows keel.set_num_threads (which may have been called before).
 _context.thread_listeners.append(_ext.keel_torch_set_threads)
 if _context.current is not None:
@@ -56,6 +56,8 @@ if _context.current is not None:
 _ops = torch.ops.keel
 _LN, _RMS = _ops.layer_norm.default, _ops.rms_norm.default
 _ADD_LN, _ADD_RMS = _ops.add_layer_norm.default, _ops.add_rms_norm.default
+
+_compiling = torch.compiler.is_compiling
 
 # torch dtypes keel computes
 _KEEL_DTYPES = frozenset((torch.float32, torch.bfloat16, torch.float16))
@@ -99,6 +101,10 @@ def _dims(normalized_shape, who):
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.layer_norm through keel (CPU float32/bf16/f16; torch's op otherwise)."""
+    if not _compiling():  # eager: the compiled entry (Dynamo traces torch.ops.keel below instead)
+        y = _fast.layer_norm(x, normalized_shape, weight, bias, eps)
+        if y is not None:
+            return y
     if not _keel_takes(x):
         _fallback("layer_norm", x)
         return F.layer_norm(x, normalized_shape, weight, bias, eps)
@@ -109,13 +115,17 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, add_unit_offset=Fals
     """torch.nn.functional.rms_norm through keel (CPU float32/bf16/f16; torch's op otherwise).
     eps None: float32's machine epsilon (torch: that of x's dtype). add_unit_offset: scale by
     (1 + weight), Gemma's RMSNorm."""
+    if not _compiling():
+        y = _fast.rms_norm(x, normalized_shape, weight, FLOAT32_EPS if eps is None else eps, add_unit_offset)
+        if y is not None:
+            return y
     if not _keel_takes(x):
         _fallback("rms_norm", x)
         if add_unit_offset and weight is not None:
             weight = 1 + weight
         return F.rms_norm(x, normalized_shape, weight, eps)
     eps = FLOAT32_EPS if eps is None else eps
-    return _RMS(x, _dims(normalized_shape, "keel.torch.rms_norm"), weight, eps, add_unit_offset)[0]
+    return _RMS(x, _dims(normalized_shape, "keel.torch.rms_norm"), weight, eps, bool(add_unit_offset))[0]
 
 
 # --- the fused residual add + norm ------------------------------------------------------------
@@ -134,13 +144,18 @@ def add_layer_norm(x, branch, normalized_shape, weight=None, bias=None, eps=1e-5
     pre-norm block, or y alone with return_sum=False (post-norm; DeepNorm's alpha up-weights x).
     branch: x's shape; branch_scale (LayerScale), skip_bias: tensors of normalized_shape or None;
     alpha: a float. y and h take the dtype of x + branch."""
+    if not _compiling():
+        out = _fast.add_layer_norm(x, branch, normalized_shape, weight, bias, eps, alpha, branch_scale, skip_bias,
+                                   return_sum)
+        if out is not None:
+            return out
     dims = _dims(normalized_shape, "keel.torch.add_layer_norm")
     if not (_keel_takes(x) and _keel_takes(branch)):
         _fallback("add_layer_norm", x if not _keel_takes(x) else branch)
         h = _residual_torch(x, branch, alpha, branch_scale, skip_bias)
         y = F.layer_norm(h, dims, weight, bias, eps)
         return (y, h) if return_sum else y
-    y, h, _, _ = _ADD_LN(x, branch, dims, weight, bias, eps, alpha, branch_scale, skip_bias, return_sum)
+    y, h, _, _ = _ADD_LN(x, branch, dims, weight, bias, eps, alpha, branch_scale, skip_bias, bool(return_sum))
     return (y, h) if return_sum else y
 
 
@@ -149,6 +164,11 @@ def add_rms_norm(x, branch, normalized_shape, weight=None, eps=None, *, alpha=1.
     """h = alpha * x + branch_scale * branch + skip_bias, y = rms_norm(h), fused; as
     add_layer_norm. eps None: float32's machine epsilon. add_unit_offset: scale by (1 + weight),
     Gemma's RMSNorm (weight's gradient is the same numbers)."""
+    if not _compiling():
+        out = _fast.add_rms_norm(x, branch, normalized_shape, weight, FLOAT32_EPS if eps is None else eps, alpha,
+                                 branch_scale, skip_bias, return_sum, add_unit_offset)
+        if out is not None:
+            return out
     dims = _dims(normalized_shape, "keel.torch.add_rms_norm")
     if not (_keel_takes(x) and _keel_takes(branch)):
         _fallback("add_rms_norm", x if not _keel_takes(x) else branch)
@@ -156,7 +176,8 @@ def add_rms_norm(x, branch, normalized_shape, weight=None, eps=None, *, alpha=1.
         y = F.rms_norm(h, dims, 1 + weight if add_unit_offset and weight is not None else weight, eps)
         return (y, h) if return_sum else y
     eps = FLOAT32_EPS if eps is None else eps
-    y, h, _ = _ADD_RMS(x, branch, dims, weight, eps, alpha, branch_scale, skip_bias, return_sum, add_unit_offset)
+    y, h, _ = _ADD_RMS(x, branch, dims, weight, eps, alpha, branch_scale, skip_bias, bool(return_sum),
+                       bool(add_unit_offset))
     return (y, h) if return_sum else y
 
 
