@@ -33,8 +33,6 @@ forward's). With alpha 1 and no branch_scale dx and dbranch are the same numbers
 and returned for both, as torch's own add does.
 """
 
-import warnings
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -43,10 +41,13 @@ from . import _torch_ext
 from . import _context
 from ._layout import normalized_tuple
 from ._patch import patch, unpatch
+from ._torch_fallback import KeelFallbackWarning, fall_back, fallbacks
+from .torch_layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, DyT, LayerScale, batch_norm, dyt, layer_scale
 from .functional import FLOAT32_EPS
 
 __all__ = ["LayerNorm", "RMSNorm", "layer_norm", "rms_norm", "patch", "unpatch", "fallbacks", "KeelFallbackWarning",
-           "AddLayerNorm", "AddRMSNorm", "add_layer_norm", "add_rms_norm"]
+           "AddLayerNorm", "AddRMSNorm", "add_layer_norm", "add_rms_norm",
+           "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerScale", "DyT", "batch_norm", "layer_scale", "dyt"]
 
 _fast, _ext = _torch_ext.load()  # registers torch.ops.keel.*
 # The operators' keel context follows keel.set_num_threads (which may have been called before).
@@ -65,26 +66,10 @@ _KEEL_DTYPES = frozenset((torch.float32, torch.bfloat16, torch.float16))
 
 # --- what keel does not compute: torch's op, said once ------------------------------------------
 
-class KeelFallbackWarning(UserWarning):
-    """A keel.torch call computed by torch's op instead of keel's (a dtype or device keel does
-    not compute). Issued once per op and reason."""
-
-
-_FALLBACKS = set()
-
-
-def fallbacks():
-    """The (op, reason) pairs of the calls that went to torch's op in this process."""
-    return sorted(_FALLBACKS)
-
-
 def _fallback(op, x):
     """Records (and warns once) that `op` on x goes to torch's op."""
     reason = f"dtype {x.dtype}" if x.dtype not in _KEEL_DTYPES else f"device {x.device.type}"
-    if (op, reason) not in _FALLBACKS:
-        _FALLBACKS.add((op, reason))
-        warnings.warn(f"keel.torch.{op}: {reason} is computed by torch's op, not keel "
-                      "(keel computes float32, bfloat16 and float16 on the CPU)", KeelFallbackWarning, stacklevel=3)
+    fall_back(op, reason + " (keel computes float32, bfloat16 and float16 on the CPU)")
 
 
 def _keel_takes(x):

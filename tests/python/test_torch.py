@@ -217,13 +217,13 @@ def test_other_dtypes_fall_back_to_torch(dtype, keel_calls):
     calls = keel_calls
     m, r = kt.LayerNorm(8, dtype=dtype), torch.nn.LayerNorm(8, dtype=dtype)
     x = torch.randn(3, 8, dtype=dtype, requires_grad=True)
-    with pytest.warns(kt.KeelFallbackWarning, match="dtype torch.float64 is computed by torch's op"):
+    with pytest.warns(kt.KeelFallbackWarning, match="dtype torch.float64 .* runs torch's own computation"):
         y = m(x)
     assert torch.equal(y, r(x)) and not calls
     y.sum().backward()
     rm, rr = kt.RMSNorm(8, dtype=dtype), torch.nn.RMSNorm(8, dtype=dtype)
     assert torch.equal(rm(x), rr(x)) and not calls
-    assert ("layer_norm", "dtype torch.float64") in kt.fallbacks()
+    assert any(op == "layer_norm" and why.startswith("dtype torch.float64") for op, why in kt.fallbacks())
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once: the second call is quiet
         m(x)
@@ -232,7 +232,7 @@ def test_other_dtypes_fall_back_to_torch(dtype, keel_calls):
 def test_meta_device_falls_back():
     m = kt.LayerNorm(8, device="meta")
     assert m(torch.empty(2, 8, device="meta")).device.type == "meta"
-    assert ("layer_norm", "device meta") in kt.fallbacks()
+    assert any(op == "layer_norm" and why.startswith("device meta") for op, why in kt.fallbacks())
 
 
 def test_func_transforms_and_fake_tensors_keep_keel(keel_calls):
