@@ -28,8 +28,9 @@ zero rows): x is widened first when that dtype is wider (T5's norm returns float
 and float32 weight), y is cast when it is narrower (T5's norm with a bf16 weight returns bf16).
 Norms that round in between (Llama's rounds the normalized x to x's dtype before the weight
 multiplies it) therefore differ from keel by up to an ulp or two of bf16/f16; in float32, by
-float32 rounding. Other inputs (float64, CUDA, tensor subclasses, autocast, extra arguments) and
-outputs of another dtype go to the module's own forward.
+float32 rounding. Under CPU autocast the same holds (the dtype is learned under it). Other inputs
+(float64, CUDA, tensor subclasses, extra arguments) and outputs of another dtype go to the
+module's own forward.
 """
 
 import copy
@@ -234,17 +235,18 @@ class _NormForward:
         return type(self.module).forward(self.module, *args, **kwargs)
 
     def _keel_takes(self, args, kwargs):
-        """True for one plain CPU float32/bf16/f16 tensor ending in dims, outside autocast."""
+        """True for one plain CPU float32/bf16/f16 tensor ending in dims."""
         if len(args) != 1 or kwargs:
             return False
         x, dims = args[0], self.formula.dims
         return (type(x) in (torch.Tensor, nn.Parameter) and x.is_cpu and x.dtype in _KEEL_DTYPES
-                and tuple(x.shape[x.dim() - len(dims):]) == dims and not torch.is_autocast_enabled("cpu"))
+                and tuple(x.shape[x.dim() - len(dims):]) == dims)
 
     def _output_dtype(self, x):
-        """The dtype the original forward returns for x, learned once per dtypes by running it on
-        zero rows."""
-        key = (x.dtype,) + tuple(p.dtype for p in self.module.parameters(recurse=False))
+        """The dtype the original forward returns for x, learned once per dtypes (and autocast
+        state: CPU autocast may change what it returns) by running it on zero rows."""
+        autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
+        key = (x.dtype, autocast) + tuple(p.dtype for p in self.module.parameters(recurse=False))
         dtype = self.dtypes.get(key)
         if dtype is None:
             with torch.no_grad():

@@ -161,8 +161,8 @@ def test_dtypes_as_the_original(form, x_dtype, w_dtype, monkeypatch):
 
 
 def test_what_keel_does_not_take_goes_to_the_original(monkeypatch):
-    # float64 inputs, a float64 result (float64 weight), autocast, keyword arguments: the
-    # module's own forward, bitwise.
+    # float64 inputs, a float64 result (float64 weight), keyword arguments: the module's own
+    # forward, bitwise.
     norm = _randomize(WeightAfterCastRMSNorm(16))
     want = copy.deepcopy(norm)
     patch(norm)
@@ -170,10 +170,24 @@ def test_what_keel_does_not_take_goes_to_the_original(monkeypatch):
     x = _input((3, 16))
     assert torch.equal(norm(x.double()), want(x.double()))
     assert torch.equal(copy.deepcopy(norm).double()(x), copy.deepcopy(want).double()(x))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(norm(x), want(x))
     assert torch.equal(norm(x=x), want(x=x))
     assert calls == []
+
+
+def test_autocast_goes_through_keel_in_the_originals_dtype(monkeypatch):
+    """Under CPU bf16 autocast a patched norm is keel's, returning what the module returns there
+    (learned under autocast), within an ulp of x's dtype (the module rounds to it in between)."""
+    norm = _randomize(WeightAfterCastRMSNorm(16))
+    want = copy.deepcopy(norm)
+    patch(norm)
+    calls = _spy(monkeypatch)
+    for x in (_input((3, 16)), _input((3, 16)).bfloat16()):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, expected = norm(x), want(x)
+        assert got.dtype == expected.dtype
+        ulp = max(torch.finfo(x.dtype).eps, torch.finfo(expected.dtype).eps)
+        torch.testing.assert_close(got.float(), expected.float(), rtol=2 * ulp, atol=1e-6)
+    assert len(calls) == 2
 
 
 def test_torch_nn_norms_and_others():
