@@ -286,6 +286,8 @@ class LayerNorm(nn.LayerNorm):
     """torch.nn.LayerNorm computed by keel: same constructor, parameters and state_dict."""
 
     def forward(self, x):
+        if torch.jit.is_scripting():  # TorchScript calls the operator (no fallback there)
+            return torch.ops.keel.layer_norm(x, list(self.normalized_shape), self.weight, self.bias, self.eps)[0]
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
@@ -293,6 +295,9 @@ class RMSNorm(nn.RMSNorm):
     """torch.nn.RMSNorm computed by keel: same constructor, parameters and state_dict."""
 
     def forward(self, x):
+        if torch.jit.is_scripting():
+            eps = self.eps if self.eps is not None else 1.1920928955078125e-07  # float32's epsilon
+            return torch.ops.keel.rms_norm(x, list(self.normalized_shape), self.weight, eps, False)[0]
         return rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
 

@@ -227,3 +227,13 @@ def test_first_derivative_stays_keels_under_create_graph():
     created = torch.autograd.grad(kt.layer_norm(x, 8, w), (x, w), dy, create_graph=True)
     assert all(torch.equal(a, b.detach()) for a, b in zip(plain, created))
     assert all(c.requires_grad for c in created)
+
+
+# --- TorchScript ----------------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated in torch 2.15
+def test_torchscript_modules_call_keels_operators():
+    for m in (kt.LayerNorm(8), kt.LayerNorm(8, bias=False), kt.RMSNorm(8), kt.RMSNorm(8, eps=1e-5)):
+        scripted = torch.jit.script(m)
+        x = torch.randn(2, 8)
+        assert torch.equal(scripted(x), m(x)) and "keel::" in str(scripted.graph)
