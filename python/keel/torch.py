@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import _torch_ext
+from . import _torch_ext, _torch_vmap
 from . import _context
 from ._layout import normalized_tuple
 from ._patch import patch, unpatch
@@ -245,41 +245,12 @@ def _add_rms_norm_backward_fake(dy, dh, h, x, branch, normalized_shape, rstd, we
     return _add_backward_fake(dy, normalized_shape, x_dtype, branch_dtype, output_mask)
 
 
-# --- torch.func.vmap: the rows of a batch are more rows ----------------------------------------
-
-def _is_absent(t):
-    """An output not asked for (the ops return an empty placeholder of shape (0,))."""
-    return t.shape == (0,)
-
-
-def _vmap_rule(name, row_args):
-    """A batching rule for keel::name. When only the row tensors (positions row_args: x, and the
-    fused ops' branch) carry the vmapped dimension, it becomes one more leading dimension of
-    one call (rows are independent). Anything else (batched weights, the backwards, whose
-    parameter gradients sum over rows) runs one call per batch element."""
-    op = getattr(_ops, name).default
-
-    def rule(info, in_dims, *args):
-        dims = [d if isinstance(d, int) else None for d in in_dims]
-        size = info.batch_size
-        if all(d is None or i in row_args for i, d in enumerate(dims)):
-            args = list(args)
-            for i in row_args:
-                args[i] = args[i].movedim(dims[i], 0) if dims[i] is not None else args[i].expand(size, *args[i].shape)
-            outs = op(*args)
-        else:
-            calls = [op(*(a.select(d, i) if d is not None else a for a, d in zip(args, dims))) for i in range(size)]
-            outs = type(calls[0])(parts[0] if _is_absent(parts[0]) else torch.stack(parts) for parts in zip(*calls))
-        # out_dims has the structure of the outputs: a tuple, or a list for the Tensor[] backwards
-        return outs, type(outs)(None if _is_absent(o) else 0 for o in outs)
-
-    torch.library.register_vmap("keel::" + name, rule)
-
+# --- torch.func.vmap (python/keel/_torch_vmap.py) ------------------------------------------------
 
 for _name, _rows in (("layer_norm", (0,)), ("rms_norm", (0,)), ("add_layer_norm", (0, 1)), ("add_rms_norm", (0, 1)),
                      ("layer_norm_backward", ()), ("rms_norm_backward", ()), ("add_layer_norm_backward", ()),
                      ("add_rms_norm_backward", ())):
-    _vmap_rule(_name, _rows)
+    _torch_vmap.register(_name, _rows)
 
 
 class LayerNorm(nn.LayerNorm):

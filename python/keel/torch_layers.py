@@ -70,7 +70,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from . import _lib
+from . import _lib, _torch_vmap
 from ._arrays import NO_TENSOR, NULL, run
 from ._errors import EINVAL, KeelValueError
 from ._layout import normalized_tuple, row_stride
@@ -242,41 +242,6 @@ def _second_order(op):
     _fall_back(op + "_backward", "gradients of gradients (create_graph): the backward runs in torch's "
                                  "differentiable ops")
     return True
-
-
-def _batched(dim):
-    """Whether a vmap in_dims entry says batched (an int; None, or a list of Nones for a list
-    argument such as normalized_shape, says not)."""
-    return isinstance(dim, int)
-
-
-def _select(a, dim, i):
-    return a.select(dim, i) if _batched(dim) else a
-
-
-def _loop_vmap(op):
-    """A vmap rule running op once per sample and stacking its outputs at dim 0."""
-    def rule(info, in_dims, *args):
-        outs = [op(*(_select(a, d, i) for a, d in zip(args, in_dims))) for i in range(info.batch_size)]
-        if isinstance(outs[0], Tensor):
-            return torch.stack(outs), 0
-        return tuple(torch.stack(o) for o in zip(*outs)), (0,) * len(outs[0])
-    return rule
-
-
-def _rows_vmap(op, n_rows):
-    """A vmap rule for a forward whose first n_rows arguments are row tensors: with only those
-    batched, one call on them with the batch dim first (one more leading dim, the same rows);
-    otherwise once per sample."""
-    loop = _loop_vmap(op)
-
-    def rule(info, in_dims, *args):
-        if any(_batched(d) for d in in_dims[n_rows:]):
-            return loop(info, in_dims, *args)
-        rows = [a.movedim(d, 0) if _batched(d) else a.expand(info.batch_size, *a.shape)
-                for a, d in zip(args[:n_rows], in_dims[:n_rows])]
-        return op(*rows, *args[n_rows:]), 0
-    return rule
 
 
 # === BatchNorm =================================================================================
@@ -527,7 +492,7 @@ def _bn_backward_torch(dy, x, weight, mean, rstd, training, mask):
     return dx, dw, db
 
 
-torch.library.register_vmap("keel::batch_norm_backward", _loop_vmap(torch.ops.keel.batch_norm_backward.default))
+_torch_vmap.register("batch_norm_backward")
 
 
 class _BatchNormFunc(torch.autograd.Function):
@@ -551,8 +516,8 @@ class _BatchNormFunc(torch.autograd.Function):
             raise NotImplementedError(f"{_BN_WHO} under vmap: training would update the running statistics once "
                                       f"per sample; use track_running_stats=False (torch.func."
                                       f"replace_all_batch_norm_modules_) or inference")
-        return _loop_vmap(_BN_OP)(info, in_dims, x, weight, bias, running_mean, running_var, num_batches_tracked,
-                                  training, momentum, eps)
+        return _torch_vmap.rule(_BN_OP)(info, in_dims, x, weight, bias, running_mean, running_var,
+                                        num_batches_tracked, training, momentum, eps)
 
     @staticmethod
     def backward(ctx, dy, _dmean, _drstd):
@@ -701,8 +666,8 @@ def _ls_backward(ctx, dh):
 
 
 _layer_scale_op.register_autograd(_ls_backward, setup_context=_ls_setup)
-torch.library.register_vmap("keel::layer_scale", _rows_vmap(torch.ops.keel.layer_scale.default, 2))
-torch.library.register_vmap("keel::layer_scale_backward", _loop_vmap(torch.ops.keel.layer_scale_backward.default))
+_torch_vmap.register("layer_scale", (0, 1))
+_torch_vmap.register("layer_scale_backward")
 
 
 class _LayerScaleFunc(torch.autograd.Function):
@@ -870,8 +835,8 @@ def _dyt_backward(ctx, dy):
 
 
 _dyt_op.register_autograd(_dyt_backward, setup_context=_dyt_setup)
-torch.library.register_vmap("keel::dyt", _rows_vmap(torch.ops.keel.dyt.default, 1))
-torch.library.register_vmap("keel::dyt_backward", _loop_vmap(torch.ops.keel.dyt_backward.default))
+_torch_vmap.register("dyt", (0,))
+_torch_vmap.register("dyt_backward")
 
 
 class _DyTFunc(torch.autograd.Function):
