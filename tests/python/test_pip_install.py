@@ -35,3 +35,35 @@ def test_pip_install_in_fresh_venv(tmp_path):
     out = subprocess.run([python, "-c", SMOKE], cwd=tmp_path, env=env, check=True,
                          capture_output=True, text=True).stdout
     assert out.startswith("ok 0.1.0 ")
+
+
+TORCH_SMOKE = """
+import os, torch, keel, keel._torch_ext as ext, keel.torch as kt
+assert "site-packages" in keel.__file__, keel.__file__
+assert ext.find_or_compile() == ext.PREBUILT, "the operators were not prebuilt into the package"
+assert not os.listdir(os.environ["KEEL_TORCH_EXT_DIR"]), "keel.torch compiled at import"
+x = torch.randn(3, 16, requires_grad=True)
+y = kt.layer_norm(x, 16)
+y.sum().backward()
+torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (16,)))
+print("ok", torch.__version__)
+"""
+
+
+def test_pip_install_no_build_isolation_prebuilds_the_torch_operators(tmp_path):
+    """With torch importable at build time (pip install --no-build-isolation in an environment
+    that has torch), the torch operators are compiled into the package: importing keel.torch
+    compiles nothing."""
+    pytest.importorskip("torch")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True, system_site_packages=True)  # sees this Python's torch
+    python = str(env_dir / "bin" / "python")
+    cache = tmp_path / "ext-cache"
+    cache.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("KEEL_LIBRARY", "PYTHONPATH")}
+    env["KEEL_TORCH_EXT_DIR"] = str(cache)
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", ROOT],
+                   check=True, env=env)
+    out = subprocess.run([python, "-c", TORCH_SMOKE], cwd=tmp_path, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.startswith("ok ")
