@@ -43,7 +43,8 @@ test-asan: deps
 # NumPy and PyTorch bindings (tests/python), against the library just built.
 test-python: build
 	sh scripts/ensure-python-deps.sh $(PYTHON)
-	KEEL_LIBRARY=$(CURDIR)/$(BUILD)/libkeel.so KEEL_TORCH_EXT_DIR=$(CURDIR)/$(BUILD)/torch-ops KEEL_TEST_PIP_INSTALL=1 \
+	KEEL_LIBRARY=$(CURDIR)/$(BUILD)/libkeel.so KEEL_TORCH_EXT_DIR=$(CURDIR)/$(BUILD)/torch-ops \
+		KEEL_NUMPY_EXT_DIR=$(CURDIR)/$(BUILD)/numpy-fast KEEL_TEST_PIP_INSTALL=1 \
 		$(PYTHON) -m pytest tests/python -q
 
 test-install: build

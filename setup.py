@@ -1,5 +1,7 @@
 """Build step of the Python package: CMake builds libkeel.so (target keel_shared) from this
-repository and the wheel carries it as keel/libkeel.so. Metadata lives in pyproject.toml.
+repository and the wheel carries it as keel/libkeel.so, with the NumPy API's compiled entry
+(keel/_numpy_fast, a CPython extension module) and, when torch is importable in the build
+(pip install --no-build-isolation), keel.torch's operators. Metadata lives in pyproject.toml.
 
 Environment: CMAKE (the cmake to run), CMAKE_BUILD_PARALLEL_LEVEL (jobs), KEEL_CMAKE_ARGS
 (extra -D options, space-separated).
@@ -10,13 +12,8 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import Distribution, setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
-
-try:
-    from setuptools.command.bdist_wheel import bdist_wheel
-except ImportError:  # setuptools < 70.1
-    from wheel.bdist_wheel import bdist_wheel
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = {"darwin": "libkeel.dylib", "win32": "keel.dll"}.get(sys.platform, "libkeel.so")
@@ -84,23 +81,12 @@ class BuildPyWithLibrary(build_py):
         build_torch_ops(target, os.path.join(build_temp, "torch-ops"))
 
 
-class BinaryDistribution(Distribution):
-    """A package with a native library: platform-specific (installed to platlib)."""
-
-    def has_ext_modules(self):
-        return True
-
-
-class PlatformWheel(bdist_wheel):
-    """The library is loaded through ctypes, not as a Python extension: any Python 3, this platform."""
-
-    def get_tag(self):
-        return ("py3", "none") + tuple(super().get_tag()[2:])
-
-
 setup(
-    distclass=BinaryDistribution,
-    cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel},
+    cmdclass={"build_py": BuildPyWithLibrary},
+    # the NumPy API's compiled entry (python/keel/_numpy_ext.py): a CPython extension module, so
+    # the wheel is tagged for this Python and platform
+    ext_modules=[Extension("keel._numpy_fast", sources=["python/keel/csrc/numpy_fast.c"], include_dirs=["include"],
+                           extra_compile_args=["-std=c11", "-O2"])],
     # setuptools' default build dir, build/, is the C build's: keep out of it.
     options={"build": {"build_base": "build-pip"}},
 )

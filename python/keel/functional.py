@@ -22,7 +22,8 @@ is then the gradient with respect to weight (the same numbers).
 
 import numpy as np
 
-from . import _lib
+from . import _context, _lib
+from ._numpy_ext import fast as _fast
 from ._arrays import (BF16, F16, F32, NULL_ROW, address, address_or_none, as_float, grad, optional_output,
                       output, param_address, rows_in, rows_like, run, stat, stat_address)
 
@@ -45,6 +46,11 @@ def rms_eps(eps, lay, who):
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, return_stats=False):
     """y = (x - mean) * rstd * weight + bias over the trailing normalized_shape.
     With return_stats: (y, mean, rstd), mean and rstd of x's leading shape (for the backward)."""
+    if _fast is not None:  # the compiled entry takes the common case (keel/_numpy_ext.py)
+        out = _fast.layer_norm(_context.current or _context.default(), x, normalized_shape, weight, bias, eps,
+                               return_stats)
+        if out is not NotImplemented:
+            return out
     who = "keel.layer_norm"
     tx, x, lay = rows_in(x, normalized_shape, who)
     p_weight = param_address(weight, lay, "weight", who)
@@ -63,6 +69,11 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, return_stats=False, add
     """y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps); eps None: the machine epsilon
     of x's dtype (as torch; float32: 1.1920929e-07). With return_stats: (y, rstd).
     add_unit_offset: scale by (1 + weight) (Gemma)."""
+    if _fast is not None:
+        out = _fast.rms_norm(_context.current or _context.default(), x, normalized_shape, weight, eps, return_stats,
+                             add_unit_offset)
+        if out is not NotImplemented:
+            return out
     who = "keel.rms_norm"
     tx, x, lay = rows_in(x, normalized_shape, who)
     p_weight = param_address(weight, lay, "weight", who)
@@ -78,6 +89,11 @@ def layer_norm_backward(dy, x, normalized_shape, weight=None, mean=None, rstd=No
     """Gradients of layer_norm: (dx, dweight, dbias), None for the ones not asked for.
     mean, rstd: the forward's statistics (both or neither; neither: recomputed from x with eps).
     dweight is computed whenever asked, also with weight None (the gradient at weight = 1)."""
+    if _fast is not None:
+        out = _fast.layer_norm_backward(_context.current or _context.default(), dy, x, normalized_shape, weight, mean,
+                                        rstd, eps, need_dx, need_dweight, need_dbias)
+        if out is not NotImplemented:
+            return out
     who = "keel.layer_norm_backward"
     tx, x, lay = rows_in(x, normalized_shape, who)
     tdy, dy = rows_like(dy, lay, x.shape, "dy", who)
@@ -95,6 +111,11 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, rstd=None, eps=None,
                       need_dweight=True, add_unit_offset=False):
     """Gradients of rms_norm: (dx, dweight), None for the ones not asked for.
     rstd: the forward's statistic (None: recomputed from x with eps)."""
+    if _fast is not None:
+        out = _fast.rms_norm_backward(_context.current or _context.default(), dy, x, normalized_shape, weight, rstd,
+                                      eps, need_dx, need_dweight, add_unit_offset)
+        if out is not NotImplemented:
+            return out
     who = "keel.rms_norm_backward"
     tx, x, lay = rows_in(x, normalized_shape, who)
     tdy, dy = rows_like(dy, lay, x.shape, "dy", who)
