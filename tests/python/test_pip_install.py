@@ -62,6 +62,8 @@ def test_pip_install_no_build_isolation_prebuilds_the_torch_operators(tmp_path):
     cache.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("KEEL_LIBRARY", "PYTHONPATH")}
     env["KEEL_TORCH_EXT_DIR"] = str(cache)
+    # the venv's own setuptools (from ensurepip) shadows this Python's: the build tools first
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "setuptools>=70.1", "wheel"], check=True, env=env)
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", ROOT],
                    check=True, env=env)
     out = subprocess.run([python, "-c", TORCH_SMOKE], cwd=tmp_path, env=env, check=True,
