@@ -16,6 +16,7 @@ Compiling needs a C++ compiler and ninja (`pip install ninja`).
 import ctypes
 import hashlib
 import os
+import subprocess
 import sys
 
 import torch
@@ -84,7 +85,13 @@ def find_or_compile():
     if not os.path.isfile(path):
         print(f"keel.torch: compiling keel's torch operators for torch {torch.__version__} into {folder} "
               "(once; about a minute on 2 cores)", file=sys.stderr, flush=True)
-        path = compile_into(folder)
+        try:
+            path = compile_into(folder)
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+            raise ImportError(
+                f"keel.torch: its operators could not be compiled for torch {torch.__version__} ({e}). They need a "
+                "C++ compiler and ninja (pip install ninja); or install keel with torch present: "
+                "pip install --no-build-isolation .") from e
     return path
 
 

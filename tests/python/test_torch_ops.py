@@ -237,3 +237,18 @@ def test_torchscript_modules_call_keels_operators():
         scripted = torch.jit.script(m)
         x = torch.randn(2, 8)
         assert torch.equal(scripted(x), m(x)) and "keel::" in str(scripted.graph)
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+def test_a_failed_compile_is_an_import_error_that_says_what_to_do(monkeypatch, tmp_path):
+    import keel._torch_ext as ext
+
+    def fail(folder, verbose=False):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setenv("KEEL_TORCH_EXT_DIR", str(tmp_path))
+    monkeypatch.setattr(ext, "compile_into", fail)
+    monkeypatch.setattr(ext, "_prebuilt_matches", lambda key: False)
+    with pytest.raises(ImportError, match=r"could not be compiled .*pip install ninja"):
+        ext.find_or_compile()
