@@ -51,14 +51,14 @@ def build_torch_ops(package, build_dir):
         return
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("keel_torch_build", os.path.join(package, "_torch_ext.py"))
+    spec = importlib.util.spec_from_file_location("keel_ext_build", os.path.join(package, "_ext_build.py"))
     ext = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ext)
     print(f"keel: compiling the torch operators for torch {torch.__version__}", flush=True)
-    built = ext.compile_into(build_dir, verbose=True)
-    shutil.copyfile(built, ext.PREBUILT)
-    with open(ext.STAMP, "w") as f:
-        f.write(ext.key() + "\n")
+    built = ext.compile_torch_ops(build_dir, verbose=True)
+    shutil.copyfile(built, ext.TORCH_PREBUILT)
+    with open(ext.TORCH_STAMP, "w") as f:
+        f.write(ext.torch_key() + "\n")
 
 
 class BuildPyWithLibrary(build_py):

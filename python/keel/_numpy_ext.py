@@ -11,8 +11,6 @@ NumPy functions then take their ctypes path, the same results a few microseconds
 `reason` says why.
 """
 
-import ctypes
-import hashlib
 import importlib.machinery
 import importlib.util
 import os
@@ -24,27 +22,13 @@ import sysconfig
 import numpy as np
 
 from . import _lib
+from ._ext_build import cache_dir, entry_addresses, include_dir, source_key
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(_HERE, "csrc", "numpy_fast.c")
 _NAME = "_numpy_fast"
 _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 _ENTRIES = ("keel_layernorm_fwd", "keel_layernorm_bwd", "keel_rmsnorm_fwd", "keel_rmsnorm_bwd")
-
-
-def _include_dir():
-    for folder in (os.path.join(_HERE, "csrc"), os.path.join(_HERE, os.pardir, os.pardir, "include")):
-        if os.path.isfile(os.path.join(folder, "keel.h")):
-            return os.path.abspath(folder)
-    raise OSError("keel.h not found beside the package or in the repository's include/")
-
-
-def _key():
-    digest = hashlib.sha256()
-    for path in (SOURCE, os.path.join(_include_dir(), "keel.h")):
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    return f"{sys.implementation.cache_tag}-{digest.hexdigest()[:16]}"
 
 
 def compile_into(folder):
@@ -54,7 +38,7 @@ def compile_into(folder):
     cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
     tmp = f"{path}.{os.getpid()}.tmp"
     cmd = cc + ["-std=c11", "-O2", "-fPIC", "-shared", f"-I{sysconfig.get_paths()['include']}",
-                f"-I{_include_dir()}", SOURCE, "-o", tmp]
+                f"-I{include_dir()}", SOURCE, "-o", tmp]
     subprocess.run(cmd, check=True, capture_output=True)
     os.replace(tmp, path)  # atomic: another process may be compiling the same
     return path
@@ -74,17 +58,16 @@ def _find():
         return _numpy_fast
     except ImportError:
         pass
-    base = os.environ.get("KEEL_NUMPY_EXT_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "keel", "numpy-fast")
-    path = os.path.join(base, _key(), _NAME + _SUFFIX)
+    key = source_key(sys.implementation.cache_tag, [SOURCE])
+    path = os.path.join(cache_dir("KEEL_NUMPY_EXT_DIR", "numpy-fast", key), _NAME + _SUFFIX)
     if not os.path.isfile(path):
         path = compile_into(os.path.dirname(path))
     return _load(path)
 
 
 def _bind(module):
-    addresses = [ctypes.cast(getattr(_lib.lib, name), ctypes.c_void_p).value for name in _ENTRIES]
-    module.bind(np.ndarray, np.empty, np.zeros, np.dtype(np.float32), _lib.raise_status, *addresses)
+    module.bind(np.ndarray, np.empty, np.zeros, np.dtype(np.float32), _lib.raise_status,
+                *entry_addresses(_lib.lib, _ENTRIES))
     return module
 
 

@@ -14,57 +14,24 @@ Compiling needs a C++ compiler and ninja (`pip install ninja`).
 """
 
 import ctypes
-import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
 
 import torch
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = [os.path.join(_HERE, "csrc", name) for name in ("torch_ops.cpp", "torch_fast.cpp")]
-PREBUILT = os.path.join(_HERE, "_torch_ops.so")
-STAMP = PREBUILT + ".stamp"
-_NAME = "keel_torch_ops"
+from ._ext_build import TORCH_NAME as _NAME
+from ._ext_build import TORCH_PREBUILT as PREBUILT
+from ._ext_build import TORCH_STAMP as STAMP
+from ._ext_build import cache_dir, compile_torch_ops, entry_addresses, torch_key
 
 # The libkeel entry points the operators call, in the order of torch_ops.cpp's struct Api.
 _API = ("keel_ctx_create", "keel_ctx_destroy", "keel_ctx_set_threads", "keel_last_error",
         "keel_layernorm_fwd", "keel_layernorm_bwd", "keel_rmsnorm_fwd", "keel_rmsnorm_bwd",
         "keel_add_layernorm_fwd", "keel_add_rmsnorm_fwd", "keel_add_layernorm_bwd", "keel_add_rmsnorm_bwd")
 
-
-def include_dir():
-    """The folder holding keel.h: the package's copy (installed), or the repository's include/."""
-    for folder in (os.path.join(_HERE, "csrc"), os.path.join(_HERE, os.pardir, os.pardir, "include")):
-        if os.path.isfile(os.path.join(folder, "keel.h")):
-            return os.path.abspath(folder)
-    raise ImportError("keel.torch: keel.h not found beside the package or in the repository's include/")
-
-
-def key():
-    """What a compiled copy must match: the torch version and a hash of the sources."""
-    digest = hashlib.sha256()
-    for path in SOURCES + [os.path.join(include_dir(), "keel.h")]:
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    return f"torch-{torch.__version__}-{digest.hexdigest()[:16]}"
-
-
-def compile_into(folder, verbose=False):
-    """Compiles the operators into folder (ninja, through torch.utils.cpp_extension); returns
-    the shared object's path. setup.py calls it too."""
-    from torch.utils import cpp_extension
-
-    os.makedirs(folder, exist_ok=True)
-    cpp_extension.load(name=_NAME, sources=SOURCES, build_directory=folder, is_python_module=True,
-                       extra_cflags=["-O2", f"-I{include_dir()}"], verbose=verbose)
-    return os.path.join(folder, _NAME + ".so")
-
-
-def _cache_dir(k):
-    base = os.environ.get("KEEL_TORCH_EXT_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "keel", "torch-ops")
-    return os.path.join(base, k)
+compile_into = compile_torch_ops  # (a name of this module: tests replace it)
 
 
 def _prebuilt_matches(k):
@@ -77,10 +44,10 @@ def _prebuilt_matches(k):
 
 def find_or_compile():
     """The path of a shared object of the operators for this torch and these sources."""
-    k = key()
+    k = torch_key()
     if _prebuilt_matches(k):
         return PREBUILT
-    folder = _cache_dir(k)
+    folder = cache_dir("KEEL_TORCH_EXT_DIR", "torch-ops", k)
     path = os.path.join(folder, _NAME + ".so")
     if not os.path.isfile(path):
         print(f"keel.torch: compiling keel's torch operators for torch {torch.__version__} into {folder} "
@@ -97,10 +64,10 @@ def find_or_compile():
 
 def _bind(path):
     """Hands the operators the entry points of the libkeel keel loaded."""
-    from . import _lib  # (setup.py loads this file alone to compile, with no libkeel yet)
+    from . import _lib
 
     so = ctypes.CDLL(path)
-    fns = [ctypes.cast(getattr(_lib.lib, name), ctypes.c_void_p).value for name in _API]
+    fns = entry_addresses(_lib.lib, _API)
     if so.keel_torch_api_entries() != len(fns):
         raise ImportError(f"keel.torch: {path} expects {so.keel_torch_api_entries()} entry points, "
                           f"this keel gives {len(fns)}: a stale build")
@@ -113,8 +80,6 @@ def load():
     """Imports the extension (registering torch.ops.keel.*) once and binds it to libkeel; returns
     (the module, whose functions are keel.torch's eager entry; the ctypes handle of the same
     library, for keel_torch_set_threads)."""
-    import importlib.util
-
     path = find_or_compile()
     spec = importlib.util.spec_from_file_location(_NAME, path)
     module = importlib.util.module_from_spec(spec)
