@@ -272,18 +272,67 @@ float as_eps(double eps)
 
 // ---- CPU kernels ----------------------------------------------------------------------------------
 
+unsigned unit_offset_flag(bool unit_offset)
+{
+    return unit_offset ? KEEL_FLAG_GAMMA_PLUS_ONE : 0u;
+}
+
+// LayerNorm (rms false) or RMSNorm forward: (y, mean, rstd), mean undefined for RMSNorm (bias
+// must then be absent).
+std::tuple<Tensor, Tensor, Tensor> norm_cpu(bool rms, const Tensor &x, at::IntArrayRef dims,
+                                            const OptTensor &weight, const OptTensor &bias, double eps,
+                                            bool unit_offset)
+{
+    const char *who = rms ? "keel.torch.rms_norm" : "keel.torch.layer_norm";
+    Shape s = split(x, dims, who);
+    Rows rx = rows_of(x, s, who, "x");
+    Tensor w = param(weight, dims, who, "weight");
+    Rows ry = output(true, x.sizes(), x.scalar_type(), s);
+    Tensor rstd = stat(s);
+    auto rows = static_cast<size_t>(s.rows), dim = static_cast<size_t>(s.dim);
+    if (rms) {
+        call(api.rmsnorm_fwd, rows, dim, rx.kt, ry.kt, fptr(w), as_eps(eps), fptr(rstd),
+             unit_offset_flag(unit_offset));
+        return {ry.keep, Tensor(), rstd};
+    }
+    Tensor b = param(bias, dims, who, "bias"), mean = stat(s);
+    call(api.layernorm_fwd, rows, dim, rx.kt, ry.kt, fptr(w), fptr(b), as_eps(eps), fptr(mean), fptr(rstd),
+         0u);
+    return {ry.keep, mean, rstd};
+}
+
+// LayerNorm or RMSNorm backward: (dx, dweight, dbias), empty placeholders for those not in mask
+// (RMSNorm: no mean, no dbias).
+std::tuple<Tensor, Tensor, Tensor> norm_backward_cpu(bool rms, const Tensor &dy, const Tensor &x,
+                                                     at::IntArrayRef dims, const OptTensor &mean,
+                                                     const Tensor &rstd, const OptTensor &weight, double eps,
+                                                     bool unit_offset, std::array<bool, 3> mask)
+{
+    const char *who = rms ? "keel.torch.rms_norm_backward" : "keel.torch.layer_norm_backward";
+    Shape s = split(x, dims, who);
+    split(dy, dims, who, "dy");
+    Rows rdy = rows_of(dy, s, who, "dy"), rx = rows_of(x, s, who, "x");
+    Tensor w = param(weight, dims, who, "weight");
+    Rows rdx = output(mask[0], x.sizes(), x.scalar_type(), s);
+    Tensor dw = grad_param(mask[1], dims, s), db = grad_param(mask[2], dims, s);
+    Tensor r = rstd.to(at::kFloat).contiguous();
+    auto rows = static_cast<size_t>(s.rows), dim = static_cast<size_t>(s.dim);
+    float *pdw = mask[1] ? fptr(dw) : nullptr;
+    if (rms) {
+        call(api.rmsnorm_bwd, rows, dim, rdy.kt, rx.kt, fptr(r), fptr(w), as_eps(eps), rdx.kt, pdw,
+             unit_offset_flag(unit_offset));
+    } else {
+        Tensor m = mean->to(at::kFloat).contiguous();
+        call(api.layernorm_bwd, rows, dim, rdy.kt, rx.kt, fptr(m), fptr(r), fptr(w), as_eps(eps), rdx.kt, pdw,
+             mask[2] ? fptr(db) : nullptr, 0u);
+    }
+    return {rdx.keep, dw, db};
+}
+
 std::tuple<Tensor, Tensor, Tensor> layer_norm_cpu(const Tensor &x, at::IntArrayRef dims, const OptTensor &weight,
                                                   const OptTensor &bias, double eps)
 {
-    const char *who = "keel.torch.layer_norm";
-    Shape s = split(x, dims, who);
-    Rows rx = rows_of(x, s, who, "x");
-    Tensor w = param(weight, dims, who, "weight"), b = param(bias, dims, who, "bias");
-    Rows ry = output(true, x.sizes(), x.scalar_type(), s);
-    Tensor mean = stat(s), rstd = stat(s);
-    call(api.layernorm_fwd, static_cast<size_t>(s.rows), static_cast<size_t>(s.dim), rx.kt, ry.kt, fptr(w), fptr(b),
-         as_eps(eps), fptr(mean), fptr(rstd), 0u);
-    return {ry.keep, mean, rstd};
+    return norm_cpu(false, x, dims, weight, bias, eps, false);
 }
 
 std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_cpu(const Tensor &dy, const Tensor &x, at::IntArrayRef dims,
@@ -291,53 +340,25 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward_cpu(const Tensor &dy, con
                                                            const OptTensor &weight, double eps,
                                                            std::array<bool, 3> mask)
 {
-    const char *who = "keel.torch.layer_norm_backward";
-    Shape s = split(x, dims, who);
-    split(dy, dims, who, "dy");
-    Rows rdy = rows_of(dy, s, who, "dy"), rx = rows_of(x, s, who, "x");
-    Tensor w = param(weight, dims, who, "weight");
-    Rows rdx = output(mask[0], x.sizes(), x.scalar_type(), s);
-    Tensor dw = grad_param(mask[1], dims, s), db = grad_param(mask[2], dims, s);
-    Tensor m = mean.to(at::kFloat).contiguous(), r = rstd.to(at::kFloat).contiguous();
-    call(api.layernorm_bwd, static_cast<size_t>(s.rows), static_cast<size_t>(s.dim), rdy.kt, rx.kt, fptr(m), fptr(r),
-         fptr(w), as_eps(eps), rdx.kt, mask[1] ? fptr(dw) : nullptr, mask[2] ? fptr(db) : nullptr, 0u);
-    return {rdx.keep, dw, db};
-}
-
-unsigned unit_offset_flag(bool unit_offset)
-{
-    return unit_offset ? KEEL_FLAG_GAMMA_PLUS_ONE : 0u;
+    return norm_backward_cpu(false, dy, x, dims, mean, rstd, weight, eps, false, mask);
 }
 
 std::tuple<Tensor, Tensor> rms_norm_cpu(const Tensor &x, at::IntArrayRef dims, const OptTensor &weight, double eps,
                                         bool unit_offset)
 {
-    const char *who = "keel.torch.rms_norm";
-    Shape s = split(x, dims, who);
-    Rows rx = rows_of(x, s, who, "x");
-    Tensor w = param(weight, dims, who, "weight");
-    Rows ry = output(true, x.sizes(), x.scalar_type(), s);
-    Tensor rstd = stat(s);
-    call(api.rmsnorm_fwd, static_cast<size_t>(s.rows), static_cast<size_t>(s.dim), rx.kt, ry.kt, fptr(w), as_eps(eps),
-         fptr(rstd), unit_offset_flag(unit_offset));
-    return {ry.keep, rstd};
+    auto [y, mean, rstd] = norm_cpu(true, x, dims, weight, std::nullopt, eps, unit_offset);
+    (void)mean;
+    return {y, rstd};
 }
 
 std::tuple<Tensor, Tensor> rms_norm_backward_cpu(const Tensor &dy, const Tensor &x, at::IntArrayRef dims,
                                                  const Tensor &rstd, const OptTensor &weight, double eps,
                                                  bool unit_offset, std::array<bool, 2> mask)
 {
-    const char *who = "keel.torch.rms_norm_backward";
-    Shape s = split(x, dims, who);
-    split(dy, dims, who, "dy");
-    Rows rdy = rows_of(dy, s, who, "dy"), rx = rows_of(x, s, who, "x");
-    Tensor w = param(weight, dims, who, "weight");
-    Rows rdx = output(mask[0], x.sizes(), x.scalar_type(), s);
-    Tensor dw = grad_param(mask[1], dims, s);
-    Tensor r = rstd.to(at::kFloat).contiguous();
-    call(api.rmsnorm_bwd, static_cast<size_t>(s.rows), static_cast<size_t>(s.dim), rdy.kt, rx.kt, fptr(r), fptr(w),
-         as_eps(eps), rdx.kt, mask[1] ? fptr(dw) : nullptr, unit_offset_flag(unit_offset));
-    return {rdx.keep, dw};
+    auto [dx, dw, db] = norm_backward_cpu(true, dy, x, dims, std::nullopt, rstd, weight, eps, unit_offset,
+                                          {mask[0], mask[1], false});
+    (void)db;
+    return {dx, dw};
 }
 
 // The fused residual add + norm. h = alpha * x + branch_scale * branch + skip_bias, y = norm(h).
