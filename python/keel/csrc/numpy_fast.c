@@ -330,22 +330,18 @@ static int run(PyObject *ctx_obj, job *j)
     return check(st);
 }
 
-static keel_tensor tensor_of(const arr *a, size_t stride)
-{
-    keel_tensor t;
-    t.data = a->view.buf;
-    t.dtype = a->dtype;
-    t.stride = stride;
-    return t;
-}
-
-static keel_tensor dense(void *data, keel_dtype dtype, size_t dim)
+static keel_tensor rows_at(void *data, keel_dtype dtype, size_t stride)
 {
     keel_tensor t;
     t.data = data;
     t.dtype = dtype;
-    t.stride = dim;
+    t.stride = stride;
     return t;
+}
+
+static keel_tensor tensor_of(const arr *a, size_t stride)
+{
+    return rows_at(a->view.buf, a->dtype, stride);
 }
 
 static void release_all(arr *arrays, int n)
@@ -411,7 +407,7 @@ static PyObject *norm_forward(int rms, PyObject *const *args)
     PyObject *result = NULL;
     if (y && (!stats || (rstd && (rms || mean)))) {
         job j = {.op = rms ? 2 : 0, .rows = rows, .dim = dim, .a = tensor_of(&a[0], stride),
-                 .out = dense(py, a[0].dtype, dim), .p0 = w, .p1 = b, .o0 = rms ? pr : pm, .o1 = pr,
+                 .out = rows_at(py, a[0].dtype, dim), .p0 = w, .p1 = b, .o0 = rms ? pr : pm, .o1 = pr,
                  .eps = (float)eps, .flags = rms && unit_offset ? GAMMA_PLUS_ONE : 0};
         if (run(ctx, &j) == 0) {
             if (!stats)
@@ -496,7 +492,7 @@ static PyObject *norm_backward(int rms, PyObject *const *args)
     PyObject *result = NULL;
     if (ok) {
         job j = {.op = rms ? 3 : 1, .rows = rows, .dim = dim, .a = tensor_of(&a[1], dy_stride),
-                 .b = tensor_of(&a[0], stride), .out = need[0] ? dense(p[0], a[0].dtype, dim) : keel_none(),
+                 .b = tensor_of(&a[0], stride), .out = need[0] ? rows_at(p[0], a[0].dtype, dim) : keel_none(),
                  .p0 = w, .p2 = mean, .p3 = rstd, .o0 = p[1], .o1 = p[2], .eps = (float)eps,
                  .flags = rms && unit_offset ? GAMMA_PLUS_ONE : 0};
         if (run(ctx, &j) == 0) {
