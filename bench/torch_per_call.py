@@ -1,12 +1,17 @@
-"""keel.torch beside torch, per call, on one thread: LayerNorm and RMSNorm forward and forward +
-backward, from the decode step (1 x width) to a training batch (4096 x 768), float32.
+"""keel.torch beside torch, per call, on one thread: LayerNorm and RMSNorm (--ops norms), or DyT,
+the fused LayerScale update and BatchNorm (--ops layers), forward and forward + backward, from the
+decode step (1 x width) to a training batch (4096 x 768), float32.
 
 Each case times torch's function and keel.torch's in turn (torch.utils.benchmark's
 blocked_autorange), ROUNDS times alternating, and prints the median time per call of each and
 torch / keel (> 1: keel faster). Forward + backward is `f(x).backward(dy)` with x, weight and
 bias requiring gradients (autograd's own cost included, as a training step pays it).
 
-    python3 bench/torch_per_call.py [--rounds N] [--markdown]
+torch's side of the layers: DyT's formula w * tanh(a * x) + b, LayerScale's x + g * f,
+torch.nn.BatchNorm1d's F.batch_norm on (rows, width) in training (inference on one row, where
+training has no variance).
+
+    python3 bench/torch_per_call.py [--ops norms|layers|all] [--rounds N] [--markdown]
 """
 
 import argparse
@@ -23,6 +28,7 @@ import torch.utils.benchmark as tb  # noqa: E402
 
 import keel  # noqa: E402
 import keel.torch as kt  # noqa: E402
+import keel.torch_layers as kl  # noqa: E402
 
 SHAPES = [(1, 768), (1, 4096), (32, 4096), (4096, 768)]
 
@@ -48,8 +54,32 @@ def _cases(rows, dim):
     ]
 
 
+def _layer_cases(rows, dim):
+    """(name, torch's callable, keel's callable) of DyT, LayerScale and BatchNorm for one shape."""
+    g = torch.Generator().manual_seed(0)
+    x, f, dy = (torch.randn(rows, dim, generator=g) for _ in range(3))
+    w, b, gamma = (torch.randn(dim, generator=g) for _ in range(3))
+    a = torch.tensor([0.5])
+    xg, fg, wg, bg, gg, ag = (t.clone().requires_grad_(True) for t in (x, f, w, b, gamma, a))
+    train = rows > 1  # one row: BatchNorm in inference
+    rm, rv = torch.zeros(dim), torch.ones(dim)
+    rm_k, rv_k = rm.clone(), rv.clone()
+    return [
+        ("DyT fwd", lambda: w * torch.tanh(a * x) + b, lambda: kl.dyt(x, dim, a, w, b)),
+        ("DyT fwd+bwd", lambda: (wg * torch.tanh(ag * xg) + bg).backward(dy),
+         lambda: kl.dyt(xg, dim, ag, wg, bg).backward(dy)),
+        ("LayerScale fwd", lambda: x + gamma * f, lambda: kl.layer_scale(x, f, gamma)),
+        ("LayerScale fwd+bwd", lambda: (xg + gg * fg).backward(dy), lambda: kl.layer_scale(xg, fg, gg).backward(dy)),
+        ("BatchNorm fwd", lambda: F.batch_norm(x, rm, rv, w, b, train),
+         lambda: kl.batch_norm(x, rm_k, rv_k, w, b, train)),
+        ("BatchNorm fwd+bwd", lambda: F.batch_norm(xg, rm, rv, wg, bg, train).backward(dy),
+         lambda: kl.batch_norm(xg, rm_k, rv_k, wg, bg, train).backward(dy)),
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ops", choices=("norms", "layers", "all"), default="norms")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
@@ -57,7 +87,9 @@ def main():
     keel.set_num_threads(1)
     rows_out = []
     for rows, dim in SHAPES:
-        for name, theirs, mine in _cases(rows, dim):
+        cases = (_cases(rows, dim) if args.ops != "layers" else []) + \
+            (_layer_cases(rows, dim) if args.ops != "norms" else [])
+        for name, theirs, mine in cases:
             t_torch, t_keel = [], []
             for _ in range(args.rounds):
                 t_torch.append(_time(theirs))

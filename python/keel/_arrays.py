@@ -283,6 +283,10 @@ def grad(needed, dims):
 
 
 def as_float(value, name, who):
+    """value as a Python float; a bool (True is 1 to Python, never meant as a float here) or a
+    non-number is a KeelTypeError."""
+    if isinstance(value, (bool, np.bool_)):
+        raise KeelTypeError(f"{who}: {name} ({value!r}) must be a float, not a bool", EINVAL)
     try:
         return float(value)
     except (TypeError, ValueError):

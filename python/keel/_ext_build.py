@@ -10,7 +10,8 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-TORCH_SOURCES = [os.path.join(HERE, "csrc", name) for name in ("torch_ops.cpp", "torch_fast.cpp")]
+TORCH_SOURCES = [os.path.join(HERE, "csrc", name) for name in ("torch_ops.cpp", "torch_layers.cpp", "torch_fast.cpp")]
+TORCH_HEADERS = [os.path.join(HERE, "csrc", "torch_common.h")]  # included by the sources: part of the key
 TORCH_NAME = "keel_torch_ops"
 TORCH_PREBUILT = os.path.join(HERE, "_torch_ops.so")  # pip install --no-build-isolation's copy
 TORCH_STAMP = TORCH_PREBUILT + ".stamp"  # the key it was built for
@@ -49,7 +50,7 @@ def torch_key():
     """The torch operators' key: the torch version and the sources' hash."""
     import torch
 
-    return source_key(f"torch-{torch.__version__}", TORCH_SOURCES)
+    return source_key(f"torch-{torch.__version__}", TORCH_SOURCES + TORCH_HEADERS)
 
 
 def compile_torch_ops(folder, verbose=False):

@@ -14,7 +14,11 @@ from ._errors import EINVAL, KeelTypeError, KeelValueError
 
 
 def normalized_tuple(normalized_shape, who):
-    """normalized_shape (an int or a sequence of ints) as a tuple of ints."""
+    """normalized_shape (an int or a sequence of ints; bools are not ints here) as a tuple of ints."""
+    if isinstance(normalized_shape, bool) or (isinstance(normalized_shape, (tuple, list))
+                                               and any(isinstance(d, bool) for d in normalized_shape)):
+        raise KeelTypeError(f"{who}: normalized_shape ({normalized_shape!r}) must be an int or a sequence of ints, "
+                            "not a bool", EINVAL)
     try:
         dims = (operator.index(normalized_shape),)
     except TypeError:

@@ -14,6 +14,7 @@ Compiling needs a C++ compiler and ninja (`pip install ninja`).
 """
 
 import ctypes
+import functools
 import importlib.util
 import os
 import subprocess
@@ -29,7 +30,9 @@ from ._ext_build import cache_dir, compile_torch_ops, entry_addresses, torch_key
 # The libkeel entry points the operators call, in the order of torch_ops.cpp's struct Api.
 _API = ("keel_ctx_create", "keel_ctx_destroy", "keel_ctx_set_threads", "keel_last_error",
         "keel_layernorm_fwd", "keel_layernorm_bwd", "keel_rmsnorm_fwd", "keel_rmsnorm_bwd",
-        "keel_add_layernorm_fwd", "keel_add_rmsnorm_fwd", "keel_add_layernorm_bwd", "keel_add_rmsnorm_bwd")
+        "keel_add_layernorm_fwd", "keel_add_rmsnorm_fwd", "keel_add_layernorm_bwd", "keel_add_rmsnorm_bwd",
+        "keel_layerscale_fwd", "keel_layerscale_bwd", "keel_dyt_fwd", "keel_dyt_bwd", "keel_batchnorm_fwd",
+        "keel_batchnorm_bwd")
 
 compile_into = compile_torch_ops  # (a name of this module: tests replace it)
 
@@ -73,9 +76,11 @@ def _bind(path):
                           f"this keel gives {len(fns)}: a stale build")
     so.keel_torch_bind((ctypes.c_void_p * len(fns))(*fns), len(fns))
     so.keel_torch_set_threads.argtypes = [ctypes.c_int]
+    so.keel_torch_row_copies.restype = ctypes.c_longlong
     return so
 
 
+@functools.cache
 def load():
     """Imports the extension (registering torch.ops.keel.*) once and binds it to libkeel; returns
     (the module, whose functions are keel.torch's eager entry; the ctypes handle of the same

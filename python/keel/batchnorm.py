@@ -47,6 +47,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     With return_stats: (y, save_mean, save_rstd)."""
     who = "keel.batch_norm"
     tx, x, lay = rows_in(x, _features(x, who), who)
+    if training and lay.rows == 0:  # keel's rows == 0 no-op would leave the statistics silently as they are
+        raise KeelValueError(f"{who}: rows (0): training needs more than one value per feature (an empty batch "
+                             "has no statistics)", EINVAL)
     rmean = inout(running_mean, lay, "running_mean", who)
     rvar = inout(running_var, lay, "running_var", who)
     tracked = inout(num_batches_tracked, lay, "num_batches_tracked", who, size=1, dtype=_INT64)

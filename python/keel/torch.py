@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from . import _torch_ext, _torch_vmap
 from . import _context
+from ._arrays import as_float
 from ._layout import normalized_tuple
 from ._patch import patch, unpatch
 from ._torch_fallback import KeelFallbackWarning, fall_back, fallbacks
@@ -93,7 +94,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if not _keel_takes(x):
         _fallback("layer_norm", x)
         return F.layer_norm(x, normalized_shape, weight, bias, eps)
-    return _LN(x, _dims(normalized_shape, "keel.torch.layer_norm"), weight, bias, eps)[0]
+    return _LN(x, _dims(normalized_shape, "keel.torch.layer_norm"), weight, bias,
+               as_float(eps, "eps", "keel.torch.layer_norm"))[0]
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, add_unit_offset=False):
@@ -109,7 +111,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, add_unit_offset=Fals
         if add_unit_offset and weight is not None:
             weight = 1 + weight
         return F.rms_norm(x, normalized_shape, weight, eps)
-    eps = FLOAT32_EPS if eps is None else eps
+    eps = FLOAT32_EPS if eps is None else as_float(eps, "eps", "keel.torch.rms_norm")
     return _RMS(x, _dims(normalized_shape, "keel.torch.rms_norm"), weight, eps, bool(add_unit_offset))[0]
 
 
@@ -140,6 +142,7 @@ def add_layer_norm(x, branch, normalized_shape, weight=None, bias=None, eps=1e-5
         h = _residual_torch(x, branch, alpha, branch_scale, skip_bias)
         y = F.layer_norm(h, dims, weight, bias, eps)
         return (y, h) if return_sum else y
+    eps = as_float(eps, "eps", "keel.torch.add_layer_norm")
     y, h, _, _ = _ADD_LN(x, branch, dims, weight, bias, eps, alpha, branch_scale, skip_bias, bool(return_sum))
     return (y, h) if return_sum else y
 
@@ -160,7 +163,7 @@ def add_rms_norm(x, branch, normalized_shape, weight=None, eps=None, *, alpha=1.
         h = _residual_torch(x, branch, alpha, branch_scale, skip_bias)
         y = F.rms_norm(h, dims, 1 + weight if add_unit_offset and weight is not None else weight, eps)
         return (y, h) if return_sum else y
-    eps = FLOAT32_EPS if eps is None else eps
+    eps = FLOAT32_EPS if eps is None else as_float(eps, "eps", "keel.torch.add_rms_norm")
     y, h, _ = _ADD_RMS(x, branch, dims, weight, eps, alpha, branch_scale, skip_bias, bool(return_sum),
                        bool(add_unit_offset))
     return (y, h) if return_sum else y

@@ -219,6 +219,23 @@ def test_gradgradcheck(case):
     assert torch.autograd.gradgradcheck(mine, (x, w, b), eps=1e-2, atol=5e-2, rtol=5e-2)
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_nested_func_grad_matches_torch(case):
+    """Nested torch.func.grad (a gradient of a gradient, functorch's way: every level runs
+    autograd with create_graph) against torch's ops in float64: the inner gradient's dy
+    depends on x, a path counted once."""
+    mine, theirs = CASES[case]
+    x, w, b = (t.detach() for t in (_leaf(3, 8), _leaf(8, seed=1), _leaf(8, seed=2)))
+
+    def outer(f, x, w, b):
+        inner = torch.func.grad(lambda x: f(x, w, b).pow(3).sum())
+        return torch.func.grad(lambda x: inner(x).pow(2).sum())(x)
+
+    got = outer(mine, x, w, b)
+    want = outer(theirs, x.double(), w.double(), b.double())
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
 def test_first_derivative_stays_keels_under_create_graph():
     """With create_graph the first derivative is keel's, bitwise the plain backward's."""
     x, w = _leaf(4, 8), _leaf(8, seed=1)

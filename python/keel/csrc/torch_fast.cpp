@@ -1,5 +1,5 @@
-// The eager entry of keel.torch's functions: keel_torch_ops._fast.layer_norm(...) and friends,
-// CPython functions that take the Python arguments as they come, check what keel computes, and
+// The eager entry of keel.torch's functions: keel_torch_ops.layer_norm(...) and friends (the
+// norms, the fused add + norm, layer_scale, dyt, batch_norm), CPython functions that take the Python arguments as they come, check what keel computes, and
 // call keel's torch operator through the dispatcher (so autograd, torch.func and dispatch modes
 // see the same operator as through torch.ops.keel). They cost what a call of one of torch's own
 // functions costs: the generic path of torch.ops (argument matching against the schema in
@@ -244,6 +244,109 @@ PyObject *add_rms_norm(PyObject *, PyObject *const *args, Py_ssize_t nargs)
     END_HANDLE_TH_ERRORS
 }
 
+// Whether a per-feature tensor (weight, bias, gamma, alpha; absent is fine) can go to keel with x:
+// on the CPU, floating, and not raising the result's dtype beyond what keel computes.
+bool keel_param(const OptTensor &p)
+{
+    return !p || (p->is_cpu() && at::isFloatingType(p->scalar_type()));
+}
+
+// The dtype torch's formula gives x op others (a 0-dim tensor does not raise a floating x's
+// precision); keel computes the call when that is one of its dtypes.
+bool keel_result(const Tensor &x, std::initializer_list<const OptTensor *> others)
+{
+    at::ScalarType dtype = x.scalar_type();
+    for (const OptTensor *t : others)
+        if (*t && ((*t)->dim() > 0 || !at::isFloatingType(dtype)))
+            dtype = at::promote_types(dtype, (*t)->scalar_type());
+    return dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
+}
+
+// layer_scale(x, f, gamma) -> h, or None.
+PyObject *layer_scale(PyObject *, PyObject *const *args, Py_ssize_t nargs)
+{
+    HANDLE_TH_ERRORS
+    Tensor x, f;
+    OptTensor gamma, fo;
+    if (nargs != 3 || modes_in_force() || !plain_tensor(args[0], x) || !plain_tensor(args[1], f) ||
+        args[2] == Py_None || !plain_optional(args[2], gamma) || !keel_computes(x) || !keel_computes(f) ||
+        !keel_param(gamma) || !keel_result(x, {&(fo = f), &gamma}))
+        return none();
+    using Sig = Tensor(const Tensor &, const Tensor &, const Tensor &);
+    static auto ls = op<Sig>("keel::layer_scale");
+    Tensor h;
+    {
+        pybind11::gil_scoped_release no_gil;
+        h = ls.call(x, f, *gamma);
+    }
+    return THPVariable_Wrap(std::move(h));
+    END_HANDLE_TH_ERRORS
+}
+
+// dyt(x, normalized_shape, alpha, weight, bias) -> y, or None.
+PyObject *dyt(PyObject *, PyObject *const *args, Py_ssize_t nargs)
+{
+    HANDLE_TH_ERRORS
+    Tensor x;
+    OptTensor alpha, w, b;
+    std::vector<int64_t> dims;
+    if (nargs != 5 || modes_in_force() || !plain_tensor(args[0], x) || args[2] == Py_None ||
+        !plain_optional(args[2], alpha) || !plain_optional(args[3], w) || !plain_optional(args[4], b) ||
+        !keel_computes(x) || !keel_param(alpha) || !keel_param(w) || !keel_param(b) || !keel_result(x, {&alpha, &w, &b}))
+        return none();
+    int ok = int_list(args[1], dims);
+    if (ok <= 0)
+        return ok < 0 ? nullptr : none();
+    using Sig = Tensor(const Tensor &, at::IntArrayRef, const Tensor &, const OptTensor &, const OptTensor &);
+    static auto fn = op<Sig>("keel::dyt");
+    Tensor y;
+    {
+        pybind11::gil_scoped_release no_gil;
+        y = fn.call(x, dims, *alpha, w, b);
+    }
+    return THPVariable_Wrap(std::move(y));
+    END_HANDLE_TH_ERRORS
+}
+
+// A float32 CPU tensor, or absent.
+bool f32_or_absent(const OptTensor &t)
+{
+    return !t || (t->is_cpu() && t->scalar_type() == at::kFloat);
+}
+
+// batch_norm(x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum,
+// eps) -> y, or None (also for what keel does not compute: keel.torch_layers checks and falls
+// back there).
+PyObject *batch_norm(PyObject *, PyObject *const *args, Py_ssize_t nargs)
+{
+    HANDLE_TH_ERRORS
+    Tensor x;
+    OptTensor w, b, rm, rv, count;
+    bool training;
+    double eps, m = 0;
+    if (nargs != 9 || modes_in_force() || !plain_tensor(args[0], x) || !plain_optional(args[1], w) ||
+        !plain_optional(args[2], b) || !plain_optional(args[3], rm) || !plain_optional(args[4], rv) ||
+        !plain_optional(args[5], count) || !as_bool(args[6], training) ||
+        (args[7] != Py_None && !as_double(args[7], m)) || !as_double(args[8], eps))
+        return none();
+    std::optional<double> momentum = args[7] == Py_None ? std::nullopt : std::optional<double>(m);
+    if (x.dim() < 2 || x.size(1) == 0 || !x.is_cpu() || x.scalar_type() != at::kFloat || !f32_or_absent(w) ||
+        !f32_or_absent(b) || !f32_or_absent(rm) || !f32_or_absent(rv) ||
+        (count && (!count->is_cpu() || count->scalar_type() != at::kLong)) || (momentum && !(m >= 0.0 && m <= 1.0)))
+        return none();
+    using Sig = std::tuple<Tensor, Tensor, Tensor>(const Tensor &, const OptTensor &, const OptTensor &,
+                                                   const OptTensor &, const OptTensor &, const OptTensor &, bool,
+                                                   std::optional<double>, double);
+    static auto bn = op<Sig>("keel::batch_norm");
+    Tensor y;
+    {
+        pybind11::gil_scoped_release no_gil;
+        y = std::get<0>(bn.call(x, w, b, rm, rv, count, training, momentum, eps));
+    }
+    return THPVariable_Wrap(std::move(y));
+    END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"layer_norm", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(layer_norm)), METH_FASTCALL,
      "layer_norm(x, normalized_shape, weight, bias, eps) -> y, or None: keel.torch takes its other path"},
@@ -255,6 +358,13 @@ PyMethodDef methods[] = {
     {"add_rms_norm", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(add_rms_norm)), METH_FASTCALL,
      "add_rms_norm(x, branch, normalized_shape, weight, eps, alpha, branch_scale, skip_bias, return_sum,"
      " unit_offset) -> (y, h) or y, or None"},
+    {"layer_scale", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(layer_scale)), METH_FASTCALL,
+     "layer_scale(x, f, gamma) -> h, or None"},
+    {"dyt", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(dyt)), METH_FASTCALL,
+     "dyt(x, normalized_shape, alpha, weight, bias) -> y, or None"},
+    {"batch_norm", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(batch_norm)), METH_FASTCALL,
+     "batch_norm(x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum, eps)"
+     " -> y, or None"},
     {nullptr, nullptr, 0, nullptr},
 };
 

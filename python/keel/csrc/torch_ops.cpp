@@ -15,260 +15,15 @@
 // libkeel that `import keel` loaded (python/keel/_torch_ext.py), so both sides use one library.
 // It holds one keel context of its own, created on first use, used by one call at a time.
 
-#include <ATen/TensorOperators.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
+
+#include "torch_common.h"
+
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/rms_norm.h>
-#include <ATen/ops/zeros.h>
-#include <c10/util/Exception.h>
-#include <torch/csrc/autograd/autograd.h>
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/functions/utils.h>
-#include <torch/csrc/autograd/saved_variable.h>
-#include <torch/library.h>
 
-#include <pthread.h>
-
-#include <array>
-#include <functional>
-#include <cstring>
-#include <mutex>
-#include <new>
-#include <optional>
-#include <string>
-#include <vector>
-
-extern "C" {
-#include "keel.h"
-}
-
-using at::Tensor;
-using OptTensor = std::optional<Tensor>;
-using torch::autograd::variable_list;
+using namespace keel_torch;
 
 namespace {
-
-// ---- the libkeel entry points and the context -------------------------------------------------
-
-struct Api {
-    decltype(&keel_ctx_create) ctx_create;
-    decltype(&keel_ctx_destroy) ctx_destroy;
-    decltype(&keel_ctx_set_threads) ctx_set_threads;
-    decltype(&keel_last_error) last_error;
-    decltype(&keel_layernorm_fwd) layernorm_fwd;
-    decltype(&keel_layernorm_bwd) layernorm_bwd;
-    decltype(&keel_rmsnorm_fwd) rmsnorm_fwd;
-    decltype(&keel_rmsnorm_bwd) rmsnorm_bwd;
-    decltype(&keel_add_layernorm_fwd) add_layernorm_fwd;
-    decltype(&keel_add_rmsnorm_fwd) add_rmsnorm_fwd;
-    decltype(&keel_add_layernorm_bwd) add_layernorm_bwd;
-    decltype(&keel_add_rmsnorm_bwd) add_rmsnorm_bwd;
-};
-constexpr int kApiEntries = sizeof(Api) / sizeof(void *);
-
-Api api;
-bool bound = false;
-keel_ctx *ctx = nullptr;
-int ctx_threads = 0;  // what the next context is created with (<= 0: one thread per core)
-std::mutex *ctx_mutex = new std::mutex;  // a pointer: a forked child gets a fresh one
-
-void forget_context_in_child()
-{
-    // The parent's pool threads do not exist in a forked child: its context would hang. Leak it
-    // (destroying would join those threads) and let the next call create one.
-    ctx = nullptr;
-    ctx_mutex = new std::mutex;
-}
-
-// Raises keel's error as the matching Python exception (ValueError for bad arguments).
-[[noreturn]] void raise_status(keel_status st)
-{
-    std::string msg = api.last_error ? api.last_error() : "keel: error";
-    if (st == KEEL_EINVAL || st == KEEL_ENULL || st == KEEL_EOVERFLOW)
-        TORCH_CHECK_VALUE(false, msg);
-    if (st == KEEL_EUNSUPPORTED)
-        TORCH_CHECK_TYPE(false, msg);
-    TORCH_CHECK(false, msg);
-}
-
-// Runs fn(ctx, args...) on the context, one call at a time; raises keel's error.
-template <typename Fn, typename... Args> void call(Fn fn, Args... args)
-{
-    TORCH_CHECK(bound, "keel: the torch operators are not bound to libkeel (import keel.torch)");
-    keel_status st;
-    {
-        std::lock_guard<std::mutex> lock(*ctx_mutex);
-        if (!ctx) {
-            st = api.ctx_create(&ctx, ctx_threads);
-            if (st != KEEL_OK)
-                raise_status(st);
-        }
-        st = fn(ctx, args...);
-    }
-    if (st != KEEL_OK)
-        raise_status(st);
-}
-
-// ---- tensors as keel's rows ---------------------------------------------------------------------
-
-float null_row[1];  // an address for empty tensors (keel never reads it: 0 rows)
-
-keel_dtype keel_dtype_of(const Tensor &t, const char *who, const char *name)
-{
-    switch (t.scalar_type()) {
-    case at::kFloat: return KEEL_F32;
-    case at::kBFloat16: return KEEL_BF16;
-    case at::kHalf: return KEEL_F16;
-    default:
-        TORCH_CHECK_TYPE(false, who, ": ", name, " has dtype ", t.scalar_type(),
-                         "; keel computes float32, bfloat16 and float16 (keel.torch sends other dtypes to torch's op)");
-    }
-}
-
-// A shape as Python writes a tuple: (8,), (2, 7).
-std::string py_tuple(at::IntArrayRef dims)
-{
-    std::string s = "(";
-    for (size_t i = 0; i < dims.size(); i++)
-        s += (i ? ", " : "") + std::to_string(dims[i]);
-    return s + (dims.size() == 1 ? ",)" : ")");
-}
-
-// rows x dim of a tensor normalized over its trailing dims (checked against normalized_shape).
-struct Shape {
-    std::vector<int64_t> lead;
-    int64_t rows = 1, dim = 1;
-    size_t k = 0;
-};
-
-Shape split(const Tensor &x, at::IntArrayRef dims, const char *who, const char *name = "x")
-{
-    Shape s;
-    s.k = dims.size();
-    auto sizes = x.sizes();
-    bool fits = sizes.size() >= s.k && s.k > 0;
-    for (size_t i = 0; fits && i < s.k; i++)
-        fits = sizes[sizes.size() - s.k + i] == dims[i];
-    TORCH_CHECK_VALUE(fits, who, ": normalized_shape ", py_tuple(dims), " does not match the trailing dimensions of ",
-                      name, ".shape ", py_tuple(sizes));
-    for (size_t i = 0; i + s.k < sizes.size(); i++) {
-        s.lead.push_back(sizes[i]);
-        s.rows *= sizes[i];
-    }
-    for (int64_t d : dims)
-        s.dim *= d;
-    return s;
-}
-
-// The row stride (elements) of t's rows when its trailing k dims are contiguous and its rows are
-// evenly strided; -1 otherwise.
-int64_t row_stride(const Tensor &t, size_t k, int64_t dim)
-{
-    auto sizes = t.sizes();
-    auto strides = t.strides();
-    size_t n = sizes.size();
-    int64_t expect = 1;
-    for (size_t i = n; i-- > n - k;) {
-        if (sizes[i] != 1 && strides[i] != expect)
-            return -1;
-        expect *= sizes[i];
-    }
-    int64_t stride = -1;
-    for (size_t i = n - k; i-- > 0;) {
-        if (sizes[i] == 1)
-            continue;
-        if (stride < 0) {
-            stride = strides[i];
-            expect = strides[i] * sizes[i];
-        } else if (strides[i] != expect) {
-            return -1;
-        } else {
-            expect *= sizes[i];
-        }
-    }
-    if (stride < 0)
-        return dim;
-    return stride >= dim ? stride : -1;
-}
-
-// A tensor's rows for keel: read in place when evenly strided and aligned, else a contiguous copy
-// (held in `keep` through the call).
-struct Rows {
-    Tensor keep;
-    keel_tensor kt;
-};
-
-Rows rows_of(const Tensor &t, const Shape &s, const char *who, const char *name)
-{
-    keel_dtype dt = keel_dtype_of(t, who, name);
-    Tensor u = t;
-    int64_t stride = reinterpret_cast<uintptr_t>(t.data_ptr()) % t.element_size() ? -1 : row_stride(t, s.k, s.dim);
-    if (stride < 0) {
-        u = t.contiguous();
-        if (reinterpret_cast<uintptr_t>(u.data_ptr()) % u.element_size())
-            u = t.clone(at::MemoryFormat::Contiguous);
-        stride = s.dim;
-    }
-    void *p = u.numel() ? u.data_ptr() : static_cast<void *>(null_row);
-    return {u, keel_tensor{p, dt, static_cast<size_t>(stride)}};
-}
-
-Rows rows_or_none(const OptTensor &t, const Shape &s, const char *who, const char *name)
-{
-    if (!t || !t->defined())
-        return {Tensor(), keel_none()};
-    return rows_of(*t, s, who, name);
-}
-
-// A new contiguous output of `sizes` and dtype, and its keel_tensor; absent when not wanted.
-Rows output(bool wanted, at::IntArrayRef sizes, at::ScalarType dtype, const Shape &s)
-{
-    if (!wanted)
-        return {at::empty({0}, at::TensorOptions().dtype(dtype)), keel_none()};
-    Tensor t = at::empty(sizes, at::TensorOptions().dtype(dtype));
-    void *p = t.numel() ? t.data_ptr() : static_cast<void *>(null_row);
-    return {t, keel_tensor{p, keel_dtype_of(t, "keel", "output"), static_cast<size_t>(s.dim)}};
-}
-
-// A per-feature vector (weight, bias, branch_scale, skip_bias) as float32 contiguous, or undefined.
-Tensor param(const OptTensor &p, at::IntArrayRef dims, const char *who, const char *name)
-{
-    if (!p || !p->defined())
-        return Tensor();
-    TORCH_CHECK_VALUE(p->sizes() == dims, who, ": ", name, ".shape ", py_tuple(p->sizes()), " != normalized_shape ",
-                      py_tuple(dims));
-    TORCH_CHECK_VALUE(p->device().is_cpu(), who, ": ", name, " is on ", p->device(), ", x on the CPU");
-    return p->to(at::kFloat).contiguous();
-}
-
-float *fptr(const Tensor &t)
-{
-    if (!t.defined())
-        return nullptr;
-    return t.numel() ? t.data_ptr<float>() : null_row;
-}
-
-// The statistics (mean, rstd): float32 of x's leading shape.
-Tensor stat(const Shape &s)
-{
-    return at::empty(s.lead, at::TensorOptions().dtype(at::kFloat));
-}
-
-// A float32 parameter gradient (zeros when there are no rows: keel then writes nothing), or an
-// empty placeholder when not wanted.
-Tensor grad_param(bool wanted, at::IntArrayRef dims, const Shape &s)
-{
-    auto opts = at::TensorOptions().dtype(at::kFloat);
-    if (!wanted)
-        return at::empty({0}, opts);
-    return s.rows ? at::empty(dims, opts) : at::zeros(dims, opts);
-}
-
-float as_eps(double eps)
-{
-    return static_cast<float>(eps);
-}
 
 // ---- CPU kernels ----------------------------------------------------------------------------------
 
@@ -471,67 +226,6 @@ std::vector<Tensor> add_rms_norm_backward_cpu(const Tensor &dy, const OptTensor 
     return {g[0], g[1], g[2], g[4], g[5]};
 }
 
-// ---- autograd -------------------------------------------------------------------------------------
-//
-// Each op's Autograd kernel runs the op below autograd and, when a gradient is due, connects its
-// outputs to a backward node of its own (as torch's generated autograd code does: no per-call
-// bookkeeping beyond the saved tensors). The node calls the op's backward operator through the
-// dispatcher, so that tracers record it.
-
-namespace ag = torch::autograd;
-
-template <typename Sig> c10::TypedOperatorHandle<Sig> op(const char *name)
-{
-    return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
-
-Tensor or_undefined(const OptTensor &t)
-{
-    return t && t->defined() ? *t : Tensor();
-}
-
-OptTensor optional_of(const Tensor &t)
-{
-    return t.defined() ? OptTensor(t) : std::nullopt;
-}
-
-// A gradient computed by keel as autograd wants it: undefined when not wanted, in the dtype of the
-// parameter it belongs to (keel's parameter gradients are float32).
-Tensor grad_as(bool wanted, const Tensor &g, const Tensor &like)
-{
-    if (!wanted)
-        return Tensor();
-    return like.defined() && g.scalar_type() != like.scalar_type() ? g.to(like.scalar_type()) : g;
-}
-
-// The gradients of `outputs` with respect to `inputs` (those defined and requiring a gradient),
-// differentiable: the backward of a backward computed again with torch's own ops, so that its
-// gradient exists (create_graph=True). keel's first derivative is what these ops give too, up to
-// float rounding; the second derivative then follows torch's formulas.
-variable_list differentiable_grads(const variable_list &outputs, const variable_list &grad_outputs,
-                                   const variable_list &inputs)
-{
-    variable_list outs, gouts, ins;
-    for (size_t i = 0; i < outputs.size(); i++)
-        if (grad_outputs[i].defined() && outputs[i].defined()) {
-            outs.push_back(outputs[i]);
-            gouts.push_back(grad_outputs[i]);
-        }
-    std::vector<size_t> where;
-    for (size_t i = 0; i < inputs.size(); i++)
-        if (inputs[i].defined() && inputs[i].requires_grad()) {
-            where.push_back(i);
-            ins.push_back(inputs[i]);
-        }
-    variable_list result(inputs.size());
-    if (ins.empty() || outs.empty())
-        return result;
-    auto g = ag::grad(outs, ins, gouts, /*retain_graph=*/true, /*create_graph=*/true, /*allow_unused=*/true);
-    for (size_t i = 0; i < where.size(); i++)
-        result[where[i]] = g[i];
-    return result;
-}
-
 // RMSNorm in torch's differentiable ops (the create_graph path): (1 + weight) for unit_offset.
 Tensor rms_norm_reference(const Tensor &x, at::IntArrayRef dims, const Tensor &w, double eps, bool unit_offset)
 {
@@ -548,126 +242,6 @@ Tensor residual_reference(const Tensor &x, const Tensor &branch, double alpha, c
     return sbias.defined() ? h + sbias : h;
 }
 
-// The gradient of a keel backward (create_graph=True: torch.func.grad, gradient penalties,
-// double backward). The first derivative stays keel's: the backward node computes it with keel
-// as always, and when a gradient of it is due hands its outputs to this node, which holds the
-// backward's inputs and `first`, the same backward written in torch's differentiable ops; its
-// apply differentiates `first` again (a vector-Jacobian product of the first derivative).
-struct RecomputedBackward : ag::Node {
-    std::vector<ag::SavedVariable> saved;                       // the first backward's inputs
-    std::function<variable_list(const variable_list &)> first;  // its outputs from them
-
-    std::string name() const override
-    {
-        return "keel::RecomputedBackward";
-    }
-
-    void release_variables() override
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (auto &s : saved)
-            s.reset_data();
-    }
-
-    variable_list apply(variable_list &&grads) override
-    {
-        variable_list in;
-        for (auto &s : saved)
-            in.push_back(s.unpack());
-        bool create = at::GradMode::is_enabled();  // a third derivative on the way
-        variable_list leaves(in.size());
-        for (size_t i = 0; i < in.size(); i++)
-            if (in[i].defined())
-                leaves[i] = create && in[i].requires_grad() ? in[i] : in[i].detach().requires_grad_(true);
-        variable_list outs;
-        {
-            at::AutoGradMode on(true);
-            outs = first(leaves);
-        }
-        variable_list o, go, ins, result(in.size());
-        for (size_t j = 0; j < outs.size() && j < grads.size(); j++)
-            if (grads[j].defined() && outs[j].defined() && outs[j].requires_grad()) {
-                o.push_back(outs[j]);
-                go.push_back(grads[j].to(outs[j].scalar_type()));
-            }
-        std::vector<size_t> where;
-        for (size_t i = 0; i < in.size(); i++)
-            if (leaves[i].defined() && should_compute_output(i)) {
-                where.push_back(i);
-                ins.push_back(leaves[i]);
-            }
-        if (o.empty() || ins.empty())
-            return result;
-        auto g = ag::grad(o, ins, go, /*retain_graph=*/create, /*create_graph=*/create, /*allow_unused=*/true);
-        for (size_t k = 0; k < where.size(); k++)
-            result[where[k]] = g[k];
-        return result;
-    }
-};
-
-// Makes `outputs` (a keel backward's results) differentiable with respect to `inputs` (that
-// backward's inputs) through a RecomputedBackward, when any input requires a gradient.
-void attach_second_order(const variable_list &outputs, const variable_list &inputs,
-                         std::function<variable_list(const variable_list &)> first)
-{
-    bool any = false;
-    for (const Tensor &t : inputs)
-        any = any || (t.defined() && t.requires_grad());
-    if (!any)
-        return;
-    auto node = c10::make_intrusive<RecomputedBackward>();
-    node->set_next_edges(ag::collect_next_edges(inputs));
-    for (const Tensor &t : inputs)
-        node->saved.emplace_back(t, false);
-    node->first = std::move(first);
-    for (const Tensor &o : outputs)
-        ag::set_history(o, node);
-}
-
-// Forward-mode AD (torch.func.jvp, jacfwd, hessian, torch.autograd.forward_ad) has no formula
-// here: refused, never a silent zero tangent.
-void refuse_forward_ad(const char *who, std::initializer_list<Tensor> inputs)
-{
-    for (const Tensor &t : inputs)
-        TORCH_CHECK(!ag::isFwGradDefined(t), who,
-                    ": forward-mode automatic differentiation (torch.func.jvp, jacfwd, hessian, forward_ad) is not "
-                    "supported by keel's operators; use reverse mode (backward, torch.func.grad, jacrev), or "
-                    "torch's own op for this computation");
-}
-
-// What every backward node holds: the saved tensors (in the order the node reads them), the
-// normalized shape and eps.
-struct KeelBackward : ag::Node {
-    std::vector<ag::SavedVariable> saved;
-    std::vector<int64_t> dims;
-    double eps = 0;
-
-    void save(const Tensor &t, bool is_output = false)
-    {
-        saved.emplace_back(t, is_output);
-    }
-
-    std::vector<Tensor> unpack()
-    {
-        std::vector<Tensor> v;
-        v.reserve(saved.size());
-        for (auto &s : saved)
-            v.push_back(s.unpack(getptr()));
-        return v;
-    }
-
-    void release_variables() override
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (auto &s : saved)
-            s.reset_data();
-    }
-};
-
-using ThreeTensors = std::tuple<Tensor, Tensor, Tensor>;
-using TwoTensors = std::tuple<Tensor, Tensor>;
-using FourTensors = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-
 // LayerNorm: inputs (x, weight, bias); saved x, weight, bias, mean, rstd.
 struct LayerNormBackward : KeelBackward {
     std::string name() const override
@@ -681,25 +255,39 @@ struct LayerNormBackward : KeelBackward {
         const Tensor &dy = grads[0], &x = v[0], &w = v[1], &b = v[2];
         if (!dy.defined())
             return variable_list(3);
-        bool create = at::GradMode::is_enabled();  // create_graph: a gradient of this gradient
         std::array<bool, 3> need{should_compute_output(0), should_compute_output(1), should_compute_output(2)};
         using Sig = ThreeTensors(const Tensor &, const Tensor &, at::IntArrayRef, const Tensor &, const Tensor &,
                                  const OptTensor &, double, std::array<bool, 3>);
         static auto bwd = op<Sig>("keel::layer_norm_backward");
-        variable_list result;
-        {
-            at::AutoDispatchBelowADInplaceOrView guard;
-            auto [dx, dw, db] = bwd.call(dy, x, dims, v[3], v[4], optional_of(w), eps, need);
-            result = {grad_as(need[0], dx, Tensor()), grad_as(need[1], dw, w), grad_as(need[2], db, b)};
-        }
-        if (create)
-            attach_second_order(result, {dy, x, w, b}, [dims = dims, eps = eps](const variable_list &in) {
-                Tensor y = at::layer_norm(in[1], dims, optional_of(in[2]), optional_of(in[3]), eps);
-                return differentiable_grads({y}, {in[0]}, {in[1], in[2], in[3]});
-            });
-        return result;
+        // through autograd: with create_graph its Autograd kernel makes the result differentiable
+        auto [dx, dw, db] = bwd.call(dy, x, dims, v[3], v[4], optional_of(w), eps, need);
+        return {grad_as(need[0], dx, Tensor()), grad_as(need[1], dw, w), grad_as(need[2], db, b)};
     }
 };
+
+// keel::layer_norm_backward's Autograd kernel (gradients of gradients: see RecomputedBackward).
+ThreeTensors layer_norm_backward_autograd(const Tensor &dy, const Tensor &x, at::IntArrayRef dims, const Tensor &mean,
+                                          const Tensor &rstd, const OptTensor &weight, double eps,
+                                          std::array<bool, 3> mask)
+{
+    using Sig = ThreeTensors(const Tensor &, const Tensor &, at::IntArrayRef, const Tensor &, const Tensor &,
+                             const OptTensor &, double, std::array<bool, 3>);
+    static auto bwd = op<Sig>("keel::layer_norm_backward");
+    ThreeTensors out;
+    {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        out = bwd.call(dy, x, dims, mean, rstd, weight, eps, mask);
+    }
+    Tensor w = or_undefined(weight);
+    if (ag::compute_requires_grad(dy, x, w))
+        attach_second_order(wanted<3>({std::get<0>(out), std::get<1>(out), std::get<2>(out)}, mask), {dy, x, w},
+                            [dims = dims.vec(), eps, mask](const variable_list &in) {
+                                Tensor b = zero_leaf(mask[2], dims, in[1]);
+                                Tensor y = at::layer_norm(in[1], dims, optional_of(in[2]), optional_of(b), eps);
+                                return differentiable_grads({y}, {in[0]}, {in[1], in[2], b});
+                            });
+    return out;
+}
 
 ThreeTensors layer_norm_autograd(const Tensor &x, at::IntArrayRef dims, const OptTensor &weight, const OptTensor &bias,
                                  double eps)
@@ -739,26 +327,36 @@ struct RMSNormBackward : KeelBackward {
         const Tensor &dy = grads[0], &x = v[0], &w = v[1];
         if (!dy.defined())
             return variable_list(2);
-        bool create = at::GradMode::is_enabled();
         std::array<bool, 2> need{should_compute_output(0), should_compute_output(1)};
         using Sig = TwoTensors(const Tensor &, const Tensor &, at::IntArrayRef, const Tensor &, const OptTensor &,
                                double, bool, std::array<bool, 2>);
         static auto bwd = op<Sig>("keel::rms_norm_backward");
-        variable_list result;
-        {
-            at::AutoDispatchBelowADInplaceOrView guard;
-            auto [dx, dw] = bwd.call(dy, x, dims, v[2], optional_of(w), eps, unit_offset, need);
-            result = {grad_as(need[0], dx, Tensor()), grad_as(need[1], dw, w)};
-        }
-        if (create)
-            attach_second_order(result, {dy, x, w},
-                                [dims = dims, eps = eps, unit_offset = unit_offset](const variable_list &in) {
-                                    Tensor y = rms_norm_reference(in[1], dims, in[2], eps, unit_offset);
-                                    return differentiable_grads({y}, {in[0]}, {in[1], in[2]});
-                                });
-        return result;
+        auto [dx, dw] = bwd.call(dy, x, dims, v[2], optional_of(w), eps, unit_offset, need);
+        return {grad_as(need[0], dx, Tensor()), grad_as(need[1], dw, w)};
     }
 };
+
+// keel::rms_norm_backward's Autograd kernel (gradients of gradients: see RecomputedBackward).
+TwoTensors rms_norm_backward_autograd(const Tensor &dy, const Tensor &x, at::IntArrayRef dims, const Tensor &rstd,
+                                      const OptTensor &weight, double eps, bool unit_offset, std::array<bool, 2> mask)
+{
+    using Sig = TwoTensors(const Tensor &, const Tensor &, at::IntArrayRef, const Tensor &, const OptTensor &, double,
+                           bool, std::array<bool, 2>);
+    static auto bwd = op<Sig>("keel::rms_norm_backward");
+    TwoTensors out;
+    {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        out = bwd.call(dy, x, dims, rstd, weight, eps, unit_offset, mask);
+    }
+    Tensor w = or_undefined(weight);
+    if (ag::compute_requires_grad(dy, x, w))
+        attach_second_order(wanted<2>({std::get<0>(out), std::get<1>(out)}, mask), {dy, x, w},
+                            [dims = dims.vec(), eps, unit_offset](const variable_list &in) {
+                                Tensor y = rms_norm_reference(in[1], dims, in[2], eps, unit_offset);
+                                return differentiable_grads({y}, {in[0]}, {in[1], in[2]});
+                            });
+    return out;
+}
 
 TwoTensors rms_norm_autograd(const Tensor &x, at::IntArrayRef dims, const OptTensor &weight, double eps,
                              bool unit_offset)
@@ -846,7 +444,6 @@ struct AddNormBackward : KeelBackward {
             return variable_list(6);
         const Tensor &h = v[0], &x = v[1], &branch = v[2], &w = v[3], &b = v[4], &scale = v[5], &sbias = v[6];
         bool create = at::GradMode::is_enabled();  // create_graph: a gradient of this gradient
-        Tensor dy_in = dy;
         if (!dy.defined())  // only h was used: y passes no gradient (keel needs a dy)
             dy = at::zeros(shape, at::TensorOptions().dtype(y_dtype));
         std::array<bool, 6> need;
@@ -860,9 +457,9 @@ struct AddNormBackward : KeelBackward {
         OptTensor ow = optional_of(w), os = optional_of(scale), osb = optional_of(sbias);
         variable_list result;
         {
-            at::AutoDispatchBelowADInplaceOrView guard;
-            std::vector<Tensor> g;
-            if (sp.rms) {
+            std::vector<Tensor> g;  // through autograd: with create_graph the operator's Autograd kernel
+            if (sp.rms) {           // makes the result differentiable
+
                 using Sig = std::vector<Tensor>(const Tensor &, const OptTensor &, const OptTensor &,
                                                 const OptTensor &, const OptTensor &, at::IntArrayRef, const Tensor &,
                                                 const OptTensor &, double, double, const OptTensor &,
@@ -889,12 +486,91 @@ struct AddNormBackward : KeelBackward {
                       grad_as(need[4], g[4], scale),
                       grad_as(need[5], g[5], sbias)};
         }
-        if (create)
-            attach_second_order(result, {dy_in, dh, h, x, branch, w, b, scale, sbias},
-                                [sp = sp](const variable_list &in) { return add_norm_first_backward(sp, in); });
         return result;
     }
 };
+
+// The Autograd kernel of the fused backwards (gradients of gradients: see RecomputedBackward):
+// outs are the operator's outputs (dx, dbranch, dweight, dbias, dbranch_scale, dskip_bias; RMSNorm
+// without dbias), made differentiable with respect to (dy, dh, h, x, branch, weight, branch_scale,
+// skip_bias).
+void add_norm_backward_second_order(const AddNormSpec &sp, const std::vector<Tensor> &outs,
+                                    const std::vector<bool> &mask, const Tensor &dy, const OptTensor &dh,
+                                    const OptTensor &h, const OptTensor &x, const OptTensor &branch,
+                                    const OptTensor &weight, const OptTensor &branch_scale, const OptTensor &skip_bias)
+{
+    variable_list inputs{dy,
+                         or_undefined(dh),
+                         or_undefined(h),
+                         or_undefined(x),
+                         or_undefined(branch),
+                         or_undefined(weight),
+                         or_undefined(branch_scale),
+                         or_undefined(skip_bias)};
+    if (!ag::compute_requires_grad(inputs))
+        return;
+    variable_list asked(outs.size());
+    for (size_t i = 0; i < outs.size(); i++)
+        asked[i] = mask[i] ? outs[i] : Tensor();
+    bool with_bias = !sp.rms && mask[3];
+    attach_second_order(asked, inputs, [sp, with_bias](const variable_list &in) {
+        Tensor b = zero_leaf(with_bias, sp.dims, in[0]);
+        auto g = add_norm_first_backward(sp, {in[0], in[1], in[2], in[3], in[4], in[5], b, in[6], in[7]});
+        if (sp.rms)
+            g.erase(g.begin() + 3);  // no dbias
+        return g;
+    });
+}
+
+std::vector<Tensor> add_layer_norm_backward_autograd(const Tensor &dy, const OptTensor &dh, const OptTensor &h,
+                                                     const OptTensor &x, const OptTensor &branch,
+                                                     at::IntArrayRef dims, const Tensor &mean, const Tensor &rstd,
+                                                     const OptTensor &weight, double eps, double alpha,
+                                                     const OptTensor &branch_scale, const OptTensor &skip_bias,
+                                                     at::ScalarType x_dtype, at::ScalarType branch_dtype,
+                                                     std::array<bool, 6> mask)
+{
+    using Sig = std::vector<Tensor>(const Tensor &, const OptTensor &, const OptTensor &, const OptTensor &,
+                                    const OptTensor &, at::IntArrayRef, const Tensor &, const Tensor &,
+                                    const OptTensor &, double, double, const OptTensor &, const OptTensor &,
+                                    at::ScalarType, at::ScalarType, std::array<bool, 6>);
+    static auto bwd = op<Sig>("keel::add_layer_norm_backward");
+    std::vector<Tensor> out;
+    {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        out = bwd.call(dy, dh, h, x, branch, dims, mean, rstd, weight, eps, alpha, branch_scale, skip_bias, x_dtype,
+                       branch_dtype, mask);
+    }
+    AddNormSpec sp{false, false, alpha, eps, dims.vec(), x_dtype, branch_dtype};
+    add_norm_backward_second_order(sp, out, std::vector<bool>(mask.begin(), mask.end()), dy, dh, h, x, branch, weight, branch_scale,
+                                   skip_bias);
+    return out;
+}
+
+std::vector<Tensor> add_rms_norm_backward_autograd(const Tensor &dy, const OptTensor &dh, const OptTensor &h,
+                                                   const OptTensor &x, const OptTensor &branch, at::IntArrayRef dims,
+                                                   const Tensor &rstd, const OptTensor &weight, double eps,
+                                                   double alpha, const OptTensor &branch_scale,
+                                                   const OptTensor &skip_bias, at::ScalarType x_dtype,
+                                                   at::ScalarType branch_dtype, bool unit_offset,
+                                                   std::array<bool, 5> mask)
+{
+    using Sig = std::vector<Tensor>(const Tensor &, const OptTensor &, const OptTensor &, const OptTensor &,
+                                    const OptTensor &, at::IntArrayRef, const Tensor &, const OptTensor &, double,
+                                    double, const OptTensor &, const OptTensor &, at::ScalarType, at::ScalarType,
+                                    bool, std::array<bool, 5>);
+    static auto bwd = op<Sig>("keel::add_rms_norm_backward");
+    std::vector<Tensor> out;
+    {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        out = bwd.call(dy, dh, h, x, branch, dims, rstd, weight, eps, alpha, branch_scale, skip_bias, x_dtype,
+                       branch_dtype, unit_offset, mask);
+    }
+    AddNormSpec sp{true, unit_offset, alpha, eps, dims.vec(), x_dtype, branch_dtype};
+    add_norm_backward_second_order(sp, out, std::vector<bool>(mask.begin(), mask.end()), dy, dh, h, x, branch, weight, branch_scale,
+                                   skip_bias);
+    return out;
+}
 
 // Connects the fused forward's outputs (y, h) to its backward node when a gradient is due.
 void add_norm_history(bool rms, const Tensor &x, const Tensor &branch, at::IntArrayRef dims, const OptTensor &weight,
@@ -1008,6 +684,10 @@ TORCH_LIBRARY_IMPL(keel, Autograd, m)
     m.impl("rms_norm", &rms_norm_autograd);
     m.impl("add_layer_norm", &add_layer_norm_autograd);
     m.impl("add_rms_norm", &add_rms_norm_autograd);
+    m.impl("layer_norm_backward", &layer_norm_backward_autograd);
+    m.impl("rms_norm_backward", &rms_norm_backward_autograd);
+    m.impl("add_layer_norm_backward", &add_layer_norm_backward_autograd);
+    m.impl("add_rms_norm_backward", &add_rms_norm_backward_autograd);
 }
 
 // ---- binding to libkeel ----------------------------------------------------------------------------
@@ -1023,7 +703,9 @@ __attribute__((visibility("default"))) int keel_torch_api_entries(void)
 // Binds the operators to libkeel: fns holds the addresses of keel_ctx_create, keel_ctx_destroy,
 // keel_ctx_set_threads, keel_last_error, keel_layernorm_fwd, keel_layernorm_bwd,
 // keel_rmsnorm_fwd, keel_rmsnorm_bwd, keel_add_layernorm_fwd, keel_add_rmsnorm_fwd,
-// keel_add_layernorm_bwd, keel_add_rmsnorm_bwd (n of them). Returns 0, or -1 when n is wrong.
+// keel_add_layernorm_bwd, keel_add_rmsnorm_bwd, keel_layerscale_fwd, keel_layerscale_bwd,
+// keel_dyt_fwd, keel_dyt_bwd, keel_batchnorm_fwd, keel_batchnorm_bwd (n of them). Returns 0, or -1
+// when n is wrong.
 __attribute__((visibility("default"))) int keel_torch_bind(void *const *fns, int n)
 {
     if (n != kApiEntries)
@@ -1044,6 +726,13 @@ __attribute__((visibility("default"))) int keel_torch_set_threads(int n)
     std::lock_guard<std::mutex> lock(*ctx_mutex);
     ctx_threads = n;
     return ctx ? api.ctx_set_threads(ctx, n) : 0;
+}
+
+// How many tensors the operators copied to or from contiguous rows (their memory was not evenly
+// strided rows) since the library loaded.
+__attribute__((visibility("default"))) long long keel_torch_row_copies(void)
+{
+    return row_copies.load(std::memory_order_relaxed);
 }
 
 }  // extern "C"
