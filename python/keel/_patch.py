@@ -61,15 +61,21 @@ _PROBE_OFFSETS = (3.0, 0.0, -1.0, 0.5)
 _F32_EPS = torch.finfo(torch.float32).eps
 
 
+_OPS = []  # keel.torch once imported (a patched forward runs at every call: no import statement there)
+
+
 def _ops():
     """keel.torch, imported at first use (it re-exports this module's functions)."""
-    from . import torch as ops
-    return ops
+    if not _OPS:
+        from . import torch as ops
+        _OPS.append(ops)
+    return _OPS[0]
 
 
 def _tensor(module, name):
     """module's tensor attribute `name` (a Parameter, buffer or plain tensor), or None."""
-    value = getattr(module, name, None)
+    params = module._parameters  # the common case first: nn.Module's __getattr__ is slower
+    value = params[name] if name in params else getattr(module, name, None)
     return value if isinstance(value, torch.Tensor) else None
 
 
@@ -246,7 +252,7 @@ class _NormForward:
         """The dtype the original forward returns for x, learned once per dtypes (and autocast
         state: CPU autocast may change what it returns) by running it on zero rows."""
         autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
-        key = (x.dtype, autocast) + tuple(p.dtype for p in self.module.parameters(recurse=False))
+        key = (x.dtype, autocast, *[p.dtype for p in self.module._parameters.values() if p is not None])
         dtype = self.dtypes.get(key)
         if dtype is None:
             with torch.no_grad():
