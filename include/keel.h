@@ -45,7 +45,9 @@ typedef enum keel_status {
     KEEL_EISA = 6,         /* a requested instruction set is unknown or not available on this CPU */
     KEEL_EIO = 7,          /* a file could not be read or written */
     KEEL_EFORMAT = 8,      /* a file or buffer is malformed, truncated or of another format */
-    KEEL_ETHREAD = 9       /* a worker thread could not be started */
+    KEEL_ETHREAD = 9,      /* a worker thread could not be started */
+    KEEL_EBUSY = 10        /* the context is in use by another thread (keel_ctx: one thread at a
+                              time); nothing was done, the call may be retried */
 } keel_status;
 
 /* A short, static description of a status ("invalid argument"); never NULL. */
@@ -102,10 +104,11 @@ typedef enum keel_isa {
     KEEL_ISA_AUTO = -1,  /* the best the CPU has (or the KEEL_ISA environment variable) */
     KEEL_ISA_SCALAR = 0, /* portable C, every architecture */
     KEEL_ISA_AVX2 = 1,   /* x86-64 AVX2 + FMA */
-    KEEL_ISA_AVX512 = 2  /* x86-64 AVX-512 F/BW/VL */
+    KEEL_ISA_AVX512 = 2, /* x86-64 AVX-512 F/BW/VL */
+    KEEL_ISA_NEON = 3    /* aarch64 NEON (Advanced SIMD; every aarch64 CPU has it) */
 } keel_isa;
 
-/* "scalar", "avx2", "avx512" ("auto" for KEEL_ISA_AUTO, "unknown" otherwise). */
+/* "scalar", "avx2", "avx512", "neon" ("auto" for KEEL_ISA_AUTO, "unknown" otherwise). */
 KEEL_API const char *keel_isa_name(keel_isa isa);
 /* 1 when this CPU (and OS, through xgetbv) can run the path, else 0. */
 KEEL_API int keel_isa_available(keel_isa isa);
@@ -114,17 +117,27 @@ KEEL_API int keel_isa_available(keel_isa isa);
 KEEL_API keel_status keel_isa_default(keel_isa *isa);
 
 /* The context: a thread pool and the chosen kernels. One context may be used from one thread
- * at a time; separate contexts may be used from many threads at once. */
+ * at a time; separate contexts may be used from many threads at once. A context may be handed
+ * from one thread to another between calls (the hand-over must order the calls, as a mutex or
+ * a thread join does). The rule is checked: an operation or a keel_ctx_set_* call that finds
+ * the context in a call on another thread returns KEEL_EBUSY at once, having done nothing (the
+ * call in progress is not disturbed). The getters (keel_ctx_threads, _isa, _min_parallel) and
+ * keel_ctx_destroy are not checked: never call them while another thread uses the context. */
 typedef struct keel_ctx keel_ctx;
 
+/* The most threads a context may have. A larger nthreads is KEEL_EINVAL; nthreads <= 0 takes
+ * one thread per online core, at most this many. */
+#define KEEL_MAX_THREADS 1024
+
 /* nthreads <= 0: one thread per online core. The calling thread is one of the threads.
- * Honors KEEL_ISA (scalar|avx2|avx512): an unknown or unavailable path is KEEL_EISA. */
+ * nthreads > KEEL_MAX_THREADS: KEEL_EINVAL.
+ * Honors KEEL_ISA (scalar|avx2|avx512|neon): an unknown or unavailable path is KEEL_EISA. */
 KEEL_API keel_status keel_ctx_create(keel_ctx **ctx, int nthreads);
 /* NULL is fine. */
 KEEL_API void keel_ctx_destroy(keel_ctx *ctx);
 KEEL_API int keel_ctx_threads(const keel_ctx *ctx);
-/* Change the thread count (<= 0: online cores). Results do not depend on it: every operation
- * is bitwise identical for any thread count. */
+/* Change the thread count (<= 0: online cores; > KEEL_MAX_THREADS: KEEL_EINVAL). Results do not
+ * depend on it: every operation is bitwise identical for any thread count. */
 KEEL_API keel_status keel_ctx_set_threads(keel_ctx *ctx, int nthreads);
 /* Calls on fewer than `elems` elements (rows x dim) run on the calling thread alone: waking the
  * pool costs more than it saves there. Default KEEL_DEFAULT_MIN_PARALLEL (measure it on a machine

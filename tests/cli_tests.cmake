@@ -162,6 +162,8 @@ set_tests_properties(cli_isa_bogus PROPERTIES WILL_FAIL TRUE)
 add_test(NAME cli_isa_bogus_message COMMAND ${CMAKE_COMMAND} -E env KEEL_ISA=bogus $<TARGET_FILE:keel> info)
 set_tests_properties(cli_isa_bogus_message PROPERTIES PASS_REGULAR_EXPRESSION "KEEL_ISA=bogus: unknown path")
 include(${CMAKE_CURRENT_LIST_DIR}/cli_eps_tests.cmake OPTIONAL)
+# every command's number parsing, keel bench's sizes, monitor score's --plot (issue 23)
+include(${CMAKE_CURRENT_LIST_DIR}/cli_input_tests.cmake)
 # keel monitor: a truncated or foreign baseline is refused (exit 1) with a message naming the problem.
 set(_mon_bad ${CMAKE_CURRENT_SOURCE_DIR}/tests/data/monitor-bad)
 foreach(_bad truncated foreign)

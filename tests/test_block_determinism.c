@@ -8,9 +8,13 @@
  * split) and wide rows; every output is compared bit for bit with the first path on one thread,
  * over thread counts 1, 2, 3, 4, 7 and every path this machine runs. Inputs are mixed
  * adversarial rows, all finite (NaN payloads are not promised). Large shapes (beyond L2: the
- * SIMD paths' row pipelines and streamed stores) run every op on 1 and 2 threads.
+ * SIMD paths' row pipelines and streamed stores) run every op on 1 and 2 threads. An op whose
+ * kernels on a path are the scalar kernels themselves (the neon path's fused add + norm and
+ * BatchNorm, until converted: kernel_list.c) is not run on that path: the operator layer is the
+ * same for every path, so it would give the scalar path's bits by construction.
  */
 #include "block_test_util.h"
+#include "kernels.h"
 
 typedef struct shape {
     size_t rows, dim, pad;
@@ -358,6 +362,45 @@ static void large_backwards(keel_ctx *ctx, keel_rng *rng, const keel_isa *isas, 
     }
 }
 
+/* Whether every kernel op uses on path isa is the scalar kernel itself (see the top). */
+typedef void (*any_fn)(void);
+static int op_is_scalar(keel_isa isa, op_kind op)
+{
+    const keel_kernels *k = keel_kernels_for(isa), *s = keel_kernels_for(KEEL_ISA_SCALAR);
+    if (k == s)
+        return 1;
+    switch (op) {
+    case OP_ADD_LN:
+        return (any_fn)k->f32_add_layernorm_fwd == (any_fn)s->f32_add_layernorm_fwd &&
+               (any_fn)k->f32_add_layernorm_bwd == (any_fn)s->f32_add_layernorm_bwd;
+    case OP_ADD_RMS:
+        return (any_fn)k->f32_add_rmsnorm_fwd == (any_fn)s->f32_add_rmsnorm_fwd &&
+               (any_fn)k->f32_add_rmsnorm_bwd == (any_fn)s->f32_add_rmsnorm_bwd;
+    case OP_LAYERSCALE:
+        return (any_fn)k->f32_layerscale_fwd == (any_fn)s->f32_layerscale_fwd &&
+               (any_fn)k->f32_layerscale_bwd == (any_fn)s->f32_layerscale_bwd;
+    case OP_BN_TRAIN:
+    case OP_BN_EVAL:
+        return (any_fn)k->f32_batchnorm_stats == (any_fn)s->f32_batchnorm_stats &&
+               (any_fn)k->f32_batchnorm_apply == (any_fn)s->f32_batchnorm_apply &&
+               (any_fn)k->f32_batchnorm_bwd == (any_fn)s->f32_batchnorm_bwd;
+    default:
+        return (any_fn)k->f32_dyt_fwd == (any_fn)s->f32_dyt_fwd &&
+               (any_fn)k->f32_dyt_bwd == (any_fn)s->f32_dyt_bwd;
+    }
+}
+
+/* The paths (after the first) that run their own fused add + norm kernels, first the first:
+ * the large shapes below exercise those alone. */
+static int add_norm_paths(const keel_isa *isas, int n_isas, keel_isa *out)
+{
+    int n = 0;
+    for (int i = 0; i < n_isas; i++)
+        if (i == 0 || !op_is_scalar(isas[i], OP_ADD_LN) || !op_is_scalar(isas[i], OP_ADD_RMS))
+            out[n++] = isas[i];
+    return n;
+}
+
 /* Every op of [op0, op1), plain and full, on every path and thread count: each output bitwise
  * that of the first path on one thread. */
 static void check_shape(keel_ctx *ctx, keel_rng *rng, const shape *sh, const keel_isa *isas,
@@ -376,7 +419,12 @@ static void check_shape(keel_ctx *ctx, keel_rng *rng, const shape *sh, const kee
                             keel_status_str(st), keel_last_error()))
                 continue;
             for (int i = 0; i < n_isas; i++)
-                for (size_t t = 0; t < n_threads; t++) {
+                for (size_t t = 0; t < n_threads && !(i > 0 && op_is_scalar(isas[i], (op_kind)op)); t++) {
+                    /* the quick sweep: not the baseline's own path and thread count again, nor,
+                     * on the shapes beyond the caches (there for the SIMD paths' streamed
+                     * stores), the first path on more threads (the other shapes split it) */
+                    if (test_quick() && i == 0 && (threads[t] == 1 || in.rows * in.dim >= ((size_t)1 << 22)))
+                        continue;
                     snprintf(where, sizeof where, "%s%s %zux%zu isa %s threads %d", op_names[op],
                              full ? " (full)" : "", in.rows, in.dim, keel_isa_name(isas[i]), threads[t]);
                     test_set_isa(ctx, isas[i]);
@@ -399,11 +447,26 @@ int main(void)
     keel_isa isas[3];
     const int n_isas = test_isas(isas);
     keel_ctx *ctx = test_ctx(1);
+    for (int i = 1; i < n_isas; i++)
+        for (int op = 0; op < OP_COUNT; op++)
+            if (op_is_scalar(isas[i], (op_kind)op))
+                printf("path %s: %s runs the scalar kernels (not compared)\n", keel_isa_name(isas[i]),
+                       op_names[op]);
+    /* the quick sweep (test_common.h: sanitizers, qemu in make test-neon): 1 and 3 threads */
+    static const int quick_threads[] = {1, 3};
+    const int quick = test_quick();
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
-        check_shape(ctx, &rng, &shapes[k], isas, n_isas, 0, OP_COUNT, thread_counts,
-                    sizeof thread_counts / sizeof thread_counts[0]);
-    large_outputs(ctx, &rng, isas, n_isas);
-    large_backwards(ctx, &rng, isas, n_isas);
+        check_shape(ctx, &rng, &shapes[k], isas, n_isas, 0, OP_COUNT,
+                    quick ? quick_threads : thread_counts,
+                    quick ? 2 : sizeof thread_counts / sizeof thread_counts[0]);
+    /* the large shapes exist for the SIMD paths' own plans (pipelines, streamed stores): run
+     * where a path has its own fused add + norm kernels */
+    keel_isa add_isas[3];
+    const int n_add = add_norm_paths(isas, n_isas, add_isas);
+    if (n_add > 1) {
+        large_outputs(ctx, &rng, add_isas, n_add);
+        large_backwards(ctx, &rng, add_isas, n_add);
+    }
     /* LayerScale, BatchNorm and DyT beyond the caches: LayerScale streams h, dx and df (a
      * call's part of 16 MiB or more; the backward when the operator hints it), BatchNorm y and
      * dx (likewise), rows that start aligned; 16 MiB tensors stream on one thread, not on two */

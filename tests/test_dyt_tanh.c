@@ -18,19 +18,9 @@
 #include "kernels.h"
 #include "test_common.h"
 
-/* every STRIDE-th float; under AddressSanitizer (a Debug build, 15 times slower) every 512th */
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifdef TEST_ASAN
-enum { CHUNK = 1 << 16, STRIDE = 512 };
-#else
-enum { CHUNK = 1 << 16, STRIDE = 64 };
-#endif
+/* every STRIDE-th float; in the quick sweep (test_common.h: the sanitizer runs) every 512th */
+enum { CHUNK = 1 << 16 };
+#define STRIDE (test_quick() ? 512u : 64u)
 
 static float f_of(uint32_t b)
 {
@@ -184,7 +174,7 @@ int main(void)
         }
     }
 
-    printf("%zu arguments in [0, 50] (every %dth float from %u), %d paths compared\n", count,
+    printf("%zu arguments in [0, 50] (every %uth float from %u), %d paths compared\n", count,
            STRIDE, (unsigned)first, nisa);
     static const double bound_t[2] = {1.0, 1.5}, bound_s[2] = {1.5, 3.5};
     for (int b = 0; b < 2; b++) {

@@ -46,18 +46,8 @@
 #include "keel_ref.h"
 #include "test_common.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
-#define TEST_SANITIZED 1
-#endif
-#endif
-#ifndef TEST_SANITIZED
-#define TEST_SANITIZED 0
-#endif
 /* rounds of the forward and backward sweeps (each a fresh draw of shapes, strides, options) */
-#define SWEEP_ROUNDS (TEST_SANITIZED ? 1 : 2)
+#define SWEEP_ROUNDS (test_quick() ? 1 : 2)
 
 typedef enum op_kind { OP_LAYERNORM, OP_RMSNORM } op_kind;
 

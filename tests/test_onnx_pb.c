@@ -340,7 +340,30 @@ static void test_skip(counts *c)
         put_key(&p, 1, KEEL_PB_SGROUP);
     for (int i = 0; i < 200; i++)
         put_key(&p, 1, KEEL_PB_EGROUP);
-    CHECK(c, skip_one(&p, &pos) == KEEL_EFORMAT);
+    CHECK(c, skip_one(&p, &pos) == KEEL_EFORMAT && pos == 1);
+
+    /* A failed skip leaves pos where the value began (onnx_pb.h: "The readers below leave pos
+     * where it was when they fail"), right after the key: issue 23, finding 9. The inputs of
+     * the report: 0b 08 01 (a group of field 1 holding field 1 = 1, never closed) and 0b 14
+     * (a group of field 1 closed by an end-group of field 2); then a group whose inner field
+     * is truncated, and one whose inner group is not closed. */
+    static const struct {
+        uint8_t bytes[8];
+        size_t n;
+    } bad_groups[] = {
+        {{0x0b, 0x08, 0x01}, 3},
+        {{0x0b, 0x14}, 2},
+        {{0x0b, 0x08, 0x80}, 3},
+        {{0x0b, 0x0b, 0x0c}, 3},
+        {{0x0b, 0x0b, 0x08, 0x01, 0x0c, 0x08}, 6},
+    };
+    for (size_t i = 0; i < sizeof bad_groups / sizeof bad_groups[0]; i++) {
+        keel_pb_reader r = keel_pb_reader_init(bad_groups[i].bytes, bad_groups[i].n);
+        keel_pb_key key;
+        char err[128] = "";
+        CHECK(c, keel_pb_read_key(&r, &key, NULL, 0) == KEEL_OK && r.pos == 1);
+        CHECK(c, keel_pb_skip(&r, key, err, sizeof err) == KEEL_EFORMAT && r.pos == 1 && err[0]);
+    }
     /* 10 levels are fine. */
     p.n = 0;
     for (int i = 0; i < 10; i++)

@@ -1,5 +1,6 @@
 /* keel train: checkpoints (format in checkpoint.h). */
 #include "checkpoint.h"
+#include "checkpoint_check.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -231,9 +232,7 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
         free(p);
         return NULL;
     }
-    if ((unsigned)c->norm > TM_NORM_NONE || (unsigned)c->place > TM_SANDWICH || st->vocab != c->vocab ||
-        c->vocab < 2 || c->vocab > 256) {
-        snprintf(err, errlen, "%s: checkpoint header holds invalid settings", path);
+    if (tm_ckpt_check(path, st, p + r.at, np, nb, err, errlen)) {
         free(p);
         return NULL;
     }

@@ -4,7 +4,10 @@
  *   params, AdamW m, AdamW v (float32 each) | buffers (BatchNorm running statistics) |
  *   u64 FNV-1a 64 checksum of every byte before it.
  * A file that is short, of another format or version, or whose checksum fails is refused with a
- * message that says which. */
+ * message that says which; so is one whose fields are out of range after the checksum (a setting
+ * keel train would refuse, a size other than the header's model has, a weight or moment that is
+ * not finite, a negative second moment or variance: checkpoint_check.c). Both readers check the
+ * whole file before anything is built from it. */
 #ifndef KEEL_TRAIN_CHECKPOINT_H
 #define KEEL_TRAIN_CHECKPOINT_H
 

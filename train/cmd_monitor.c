@@ -1,5 +1,6 @@
 /* keel monitor calibrate / score (issue 8): distribution shift from normalization statistics. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "commands_monitor.h"
 #include "monitor_cli.h"
+#include "numarg.h"
 #include "options.h"
 
 static double now_s(void)
@@ -203,8 +205,13 @@ typedef struct opts {
     double far;
 } opts;
 
+/* the longest window: 2^24 tokens (the text must hold one) */
+#define MONITOR_MAX_WINDOW 16777216
+
 static int parse(int argc, char **argv, opts *o, const char *cmd)
 {
+    char name[32];
+    snprintf(name, sizeof name, "monitor %s", cmd);
     memset(o, 0, sizeof *o);
     o->window = 256;
     o->far = 0.01;
@@ -221,24 +228,33 @@ static int parse(int argc, char **argv, opts *o, const char *cmd)
             return 2;
         }
         const char *v = argv[++i];
+        int bad = 0;
         if (!strcmp(a, "--checkpoint")) o->ckpt = v;
         else if (!strcmp(a, "--text")) o->text = v;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = v;
         else if (!strcmp(a, "--baseline")) o->baseline = v;
         else if (!strcmp(a, "--csv")) o->csv = v;
         else if (!strcmp(a, "--plot")) o->plot = v;
-        else if (!strcmp(a, "--window")) o->window = atoi(v);
-        else if (!strcmp(a, "--bins")) o->bins = atoi(v);
-        else if (!strcmp(a, "--threads")) o->threads = atoi(v);
-        else if (!strcmp(a, "--false-alarm")) o->far = atof(v);
+        else if (!strcmp(a, "--window")) bad = keel_arg_int(name, a, v, 2, MONITOR_MAX_WINDOW, &o->window);
+        else if (!strcmp(a, "--bins")) bad = keel_arg_int(name, a, v, 2, 65536, &o->bins);
+        else if (!strcmp(a, "--threads")) bad = keel_arg_int(name, a, v, 1, KEEL_ARG_MAX_THREADS, &o->threads);
+        else if (!strcmp(a, "--false-alarm"))
+            bad = keel_arg_double(name, a, v, 0, 1, KEEL_ARG_OPEN_LO | KEEL_ARG_OPEN_HI, &o->far);
         else {
             fprintf(stderr, "keel monitor %s: unknown option '%s'\n\n", cmd, a);
             usage(stderr);
             return 2;
         }
+        if (bad)
+            return 2;
     }
-    if (o->window < 2 || o->threads < 1 || !(o->far > 0 && o->far < 1)) {
-        fprintf(stderr, "keel monitor %s: --window must be >= 2, --threads >= 1, --false-alarm in (0, 1)\n", cmd);
+    if (o->plot && !o->csv) {
+        fprintf(stderr, "keel monitor %s: --plot needs --csv FILE (the data it draws)\n", cmd);
+        return 2;
+    }
+    if (o->plot && (strpbrk(o->plot, "'\"`$\\") || strpbrk(o->csv, "'\"`$\\"))) {
+        fprintf(stderr, "keel monitor %s: --plot and --csv names go to gnuplot's command line: no quotes, "
+                        "backquotes, '$' or backslashes in them\n", cmd);
         return 2;
     }
     return 0;
@@ -406,9 +422,17 @@ static int cmd_score(int argc, char **argv)
     }
     if (tr_no_cblas("monitor"))
         return 1;
+    /* the output first: a file that cannot be written fails the command before any work */
+    FILE *csv = o.csv ? fopen(o.csv, "w") : NULL;
+    if (o.csv && !csv) {
+        fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.csv, strerror(errno));
+        return 1;
+    }
     keel_monitor *mon = NULL;
     if (keel_monitor_baseline_load(&mon, o.baseline)) {
         fprintf(stderr, "keel monitor score: %s\n", keel_last_error());
+        if (csv)
+            fclose(csv);
         return 1;
     }
     char err[1200];
@@ -416,6 +440,8 @@ static int cmd_score(int argc, char **argv)
     if (mc_load_model(&mm, o.ckpt, o.threads, err, sizeof err)) {
         fprintf(stderr, "keel monitor score: %s\n", err);
         keel_monitor_destroy(mon);
+        if (csv)
+            fclose(csv);
         return 1;
     }
     int rc = 1;
@@ -438,9 +464,10 @@ static int cmd_score(int argc, char **argv)
     comb = malloc(nw * sizeof(double));
     sc = malloc((size_t)mm.slots * sizeof *sc);
     acc = calloc((size_t)mm.slots * 7, sizeof(double));
-    FILE *csv = o.csv ? fopen(o.csv, "w") : NULL;
-    if (o.csv && !csv)
-        fprintf(stderr, "keel monitor score: cannot write %s\n", o.csv);
+    if (!comb || !sc || !acc) {
+        fprintf(stderr, "keel monitor score: out of memory\n");
+        goto done;
+    }
     if (csv)
         fprintf(csv, "window,first_token,combined,threshold,alarm,nll\n");
     size_t alarms = 0, first = (size_t)-1;
@@ -478,8 +505,14 @@ static int cmd_score(int argc, char **argv)
             fprintf(csv, "%zu,%zu,%.6g,%.6g,%d,%.6g\n", w, w * W, res.combined, res.threshold, res.alarm,
                     mc_nll(&rec, w * W, (w + 1) * W));
     }
-    if (csv)
-        fclose(csv);
+    if (csv) {
+        int werr = ferror(csv), cerr = fclose(csv);
+        csv = NULL;
+        if (werr || cerr) {
+            fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.csv, strerror(errno));
+            goto done;
+        }
+    }
     printf("\nper norm, averaged over the %zu windows (z: z-score of the window mean; PSI, KS on the histograms;\n"
            "score: the mean standardised component, 0 = as on the held-out calibration text):\n",
            nw);
@@ -494,23 +527,19 @@ static int cmd_score(int argc, char **argv)
     }
     putchar('\n');
     ascii_plot(comb, nw, res.threshold, 72, 12);
-    if (o.plot) {
+    int plot_failed = 0;
+    if (o.plot) { /* parse() made sure --csv came with it */
         char cmd[4096];
-        if (!o.csv)
-            fprintf(stderr, "keel monitor score: --plot needs --csv FILE (the data it draws)\n");
-        else {
-            snprintf(cmd, sizeof cmd,
-                     "gnuplot -e \"set terminal pngcairo size 900,400; set output '%s'; set datafile separator ',';"
-                     " set key top left; set xlabel 'token'; set ylabel 'combined score';"
-                     " plot '%s' every ::1 using 2:3 with lines lw 2 title 'combined (window %d)',"
-                     " '' every ::1 using 2:4 with lines dt 2 lc 'red' title 'threshold'\" 2>/dev/null",
-                     o.plot, o.csv, o.window);
-            if (system(cmd) != 0)
-                fprintf(stderr, "keel monitor score: gnuplot failed (apt-get install gnuplot-nox); the CSV is %s\n",
-                        o.csv);
-            else
-                printf("plot: %s\n", o.plot);
-        }
+        snprintf(cmd, sizeof cmd,
+                 "gnuplot -e \"set terminal pngcairo size 900,400; set output '%s'; set datafile separator ',';"
+                 " set key top left; set xlabel 'token'; set ylabel 'combined score';"
+                 " plot '%s' every ::1 using 2:3 with lines lw 2 title 'combined (window %d)',"
+                 " '' every ::1 using 2:4 with lines dt 2 lc 'red' title 'threshold'\" 2>/dev/null",
+                 o.plot, o.csv, o.window);
+        if ((plot_failed = system(cmd) != 0))
+            fprintf(stderr, "keel monitor score: gnuplot failed (apt-get install gnuplot-nox); the CSV is %s\n", o.csv);
+        else
+            printf("plot: %s\n", o.plot);
     }
     /* verdict: more alarms than the false-alarm rate explains (3 binomial sd above it) */
     double p = res.false_alarm, expect = p * nw, bound = expect + 3.0 * sqrt(nw * p * (1 - p)) + 1e-9;
@@ -521,8 +550,10 @@ static int cmd_score(int argc, char **argv)
     if (first != (size_t)-1)
         printf("; first alarm at token %zu", first * W);
     printf("\n");
-    rc = shift ? 3 : 0;
+    rc = plot_failed ? 1 : shift ? 3 : 0;
 done:
+    if (csv)
+        fclose(csv);
     free(comb);
     free(sc);
     free(acc);

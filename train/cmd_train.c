@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "commands_train.h"
+#include "numarg.h"
 #include "options.h"
 #include "rng.h"
 
@@ -78,6 +79,8 @@ int keel_cmd_train(int argc, char **argv)
     return diverged ? 1 : 0;
 }
 
+#define SAMPLE_MAX_TOKENS 100000000
+
 static void sample_usage(FILE *to)
 {
     fprintf(to, "usage: keel sample --checkpoint FILE [--tokens N (500)] [--temperature F (0.8)]\n"
@@ -90,7 +93,7 @@ int keel_cmd_sample(int argc, char **argv)
     const char *ckpt = NULL, *prompt = "\n";
     int ntok = 500, threads = 1;
     double temp = 0.8;
-    unsigned long long seed = 1;
+    uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -103,25 +106,25 @@ int keel_cmd_sample(int argc, char **argv)
             return 2;
         }
         const char *v = argv[++i];
+        int bad = 0;
         if (!strcmp(a, "--checkpoint")) ckpt = v;
         else if (!strcmp(a, "--prompt")) prompt = v;
-        else if (!strcmp(a, "--tokens")) ntok = atoi(v);
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--temperature")) temp = atof(v);
-        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--tokens")) bad = keel_arg_int("sample", a, v, 0, SAMPLE_MAX_TOKENS, &ntok);
+        else if (!strcmp(a, "--threads")) bad = keel_arg_int("sample", a, v, 1, KEEL_ARG_MAX_THREADS, &threads);
+        else if (!strcmp(a, "--temperature"))
+            bad = keel_arg_double("sample", a, v, 0, 1e6, KEEL_ARG_OPEN_LO, &temp);
+        else if (!strcmp(a, "--seed")) bad = keel_arg_u64("sample", a, v, 0, UINT64_MAX, &seed);
         else {
             fprintf(stderr, "keel sample: unknown option '%s'\n\n", a);
             sample_usage(stderr);
             return 2;
         }
+        if (bad)
+            return 2;
     }
     if (!ckpt) {
         fprintf(stderr, "keel sample: --checkpoint FILE is required\n\n");
         sample_usage(stderr);
-        return 2;
-    }
-    if (ntok < 0 || !(temp > 0)) {
-        fprintf(stderr, "keel sample: --tokens must be >= 0 and --temperature > 0\n");
         return 2;
     }
     if (tr_no_cblas("sample"))
@@ -146,6 +149,14 @@ int keel_cmd_sample(int argc, char **argv)
         index[st.chars[v]] = v;
     size_t plen = strlen(prompt), cap = plen + (size_t)ntok + 1;
     int *ctx = malloc(cap * sizeof(int));
+    double *p = malloc((size_t)st.cfg.vocab * sizeof(double));
+    if (!ctx || !p) {
+        fprintf(stderr, "keel sample: out of memory for %d tokens\n", ntok);
+        free(ctx);
+        free(p);
+        tm_destroy(&m);
+        return 1;
+    }
     int n = 0;
     for (size_t i = 0; i < plen; i++) {
         int id = index[(unsigned char)prompt[i]];
@@ -161,7 +172,6 @@ int keel_cmd_sample(int argc, char **argv)
     fputs(prompt, stdout);
     tm_rng rng = {seed * 0x9E3779B97F4A7C15ull + 3};
     const int V = st.cfg.vocab, T = st.cfg.seq;
-    double *p = malloc((size_t)V * sizeof(double));
     for (int k = 0; k < ntok; k++) {
         int len = n < T ? n : T;
         tm_forward(&m, ctx + n - len, NULL, 1, len);

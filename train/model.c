@@ -211,15 +211,18 @@ int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, i
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     const int L = cfg->layers, C = cfg->width, V = cfg->vocab, T = cfg->seq;
-    if (L < 1 || C < 1 || V < 2 || T < 1 || cfg->heads < 1 || C % cfg->heads || max_batch < 1) {
-        snprintf(err, errlen, "bad model shape: layers %d, width %d, heads %d (must divide the width), "
-                 "vocab %d, seq %d, batch %d", L, C, cfg->heads, V, T, max_batch);
+    if (tm_config_check(cfg, err, errlen))
+        return -1;
+    if (max_batch < 1 || max_batch > TM_MAX_BATCH) {
+        snprintf(err, errlen, "invalid batch %d (1..%d)", max_batch, TM_MAX_BATCH);
         return -1;
     }
     if (cfg->norm == TM_NORM_BATCH && (size_t)max_batch * T < 2) {
         snprintf(err, errlen, "batchnorm needs at least 2 rows per batch");
         return -1;
     }
+    if (tm_memory_check(cfg, max_batch, threads, err, errlen))
+        return -1;
     m->max_batch = max_batch;
     m->deep_alpha = cfg->place == TM_DEEPNORM ? (float)pow(2.0 * L, 0.25) : 1.0f;
     const size_t rows = (size_t)max_batch * T, Cz = (size_t)C;

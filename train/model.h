@@ -81,9 +81,38 @@ typedef struct tm_model {
     double monitor_seconds; /* time spent feeding the monitor, accumulated */
 } tm_model;
 
+/* What a configuration may be, whoever gives it (keel train's options, a checkpoint's header,
+ * the study): checked by tm_create before anything is allocated (model_check.c). */
+#define TM_MAX_LAYERS 1024
+#define TM_MAX_WIDTH 65536 /* also the most heads */
+#define TM_MAX_SEQ 65536
+#define TM_MAX_BATCH 1048576
+#define TM_MAX_SETTING 1e9 /* the largest layerscale and eps */
+
+/* 0 when tm_create can build cfg: layers, width, heads (dividing the width), seq within the
+ * limits above, vocab 2..256, tied 0 or 1, a known norm and placement, layerscale and eps
+ * finite in [0, TM_MAX_SETTING]. Else -1 with err naming the field and its value. */
+int tm_config_check(const tm_config *cfg, char *err, size_t errlen);
+/* The parameters and buffers (BatchNorm's running statistics) tm_create lays out for a valid
+ * cfg, counted without allocating anything. */
+void tm_model_size(const tm_config *cfg, size_t *nparams, size_t *nbuffers);
+/* About the bytes tm_create allocates for a valid cfg and max_batch (a double: it may exceed
+ * what size_t holds). */
+double tm_model_bytes(const tm_config *cfg, int max_batch);
+/* OpenBLAS maps a working buffer of this size for each thread that runs a matrix product and,
+ * when the mapping fails, retries for ever (its memory.c): a process under `ulimit -v` that
+ * cannot map it hangs inside BLAS. */
+#define TM_BLAS_BUFFER_BYTES ((size_t)128 << 20)
+/* 0 when this process may still map the model's bytes, one BLAS buffer per thread and some
+ * headroom (a probe: the address space reserved and released at once, nothing committed);
+ * else -1 with err saying what was needed and the address-space limit (ulimit -v). tm_create
+ * calls it first, so that a model that cannot fit is refused before BLAS is ever called. */
+int tm_memory_check(const tm_config *cfg, int max_batch, int threads, char *err, size_t errlen);
+
 /* Allocates a model for batches of up to max_batch sequences of cfg->seq tokens and initialises
  * its parameters from seed. threads: keel's and BLAS's thread count. Returns 0, or -1 with a
- * message in err. */
+ * message in err (a cfg tm_config_check refuses, memory tm_memory_check finds missing, an
+ * allocation that fails). */
 int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, int threads,
               char *err, size_t errlen);
 void tm_destroy(tm_model *m);

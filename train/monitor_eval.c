@@ -10,6 +10,7 @@
 
 #include "data.h"
 #include "monitor_cli.h"
+#include "numarg.h"
 #include "options.h"
 #include "rng.h"
 
@@ -149,16 +150,20 @@ int mc_eval(int argc, char **argv)
             return 2;
         }
         const char *v = argv[++i];
+        int bad = 0;
         if (!strcmp(a, "--checkpoint")) ckpt = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--jargon")) jargon = v;
-        else if (!strcmp(a, "--false-alarm")) far = atof(v);
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
+        else if (!strcmp(a, "--false-alarm"))
+            bad = keel_arg_double("monitor eval", a, v, 0, 1, KEEL_ARG_OPEN_LO | KEEL_ARG_OPEN_HI, &far);
+        else if (!strcmp(a, "--threads")) bad = keel_arg_int("monitor eval", a, v, 1, KEEL_ARG_MAX_THREADS, &threads);
         else {
             fprintf(stderr, "keel monitor eval: unknown option '%s'\n", a);
             return 2;
         }
+        if (bad)
+            return 2;
     }
     if (!ckpt) {
         fprintf(stderr, "keel monitor eval: --checkpoint F (a model from keel train on Tiny Shakespeare) is required\n");

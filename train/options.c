@@ -1,9 +1,9 @@
 /* keel train: command-line options of the trainer. */
 #include "options.h"
 
-#include <errno.h>
-#include <stdlib.h>
 #include <string.h>
+
+#include "numarg.h"
 
 int tr_no_cblas(const char *cmd)
 {
@@ -13,30 +13,15 @@ int tr_no_cblas(const char *cmd)
     return 1;
 }
 
-static int want_int(const char *name, const char *v, int lo, int *out)
+/* The option's value through the one checked parser (numarg.h): 1, or -1 (message printed). */
+static int want_int(const char *name, const char *v, int lo, int hi, int *out)
 {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > 100000000) {
-        fprintf(stderr, "keel: %s: '%s' is not an integer >= %d\n", name, v, lo);
-        return -1;
-    }
-    *out = (int)x;
-    return 1;
+    return keel_arg_int("train", name, v, lo, hi, out) ? -1 : 1;
 }
 
-static int want_float(const char *name, const char *v, float lo, float *out)
+static int want_float(const char *name, const char *v, double lo, double hi, int open, float *out)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || *end || end == v || !(x >= lo) || x > 1e9) {
-        fprintf(stderr, "keel: %s: '%s' is not a number >= %g\n", name, v, lo);
-        return -1;
-    }
-    *out = (float)x;
-    return 1;
+    return keel_arg_float("train", name, v, lo, hi, open, out) ? -1 : 1;
 }
 
 int tr_parse_option(tr_opts *o, int argc, char **argv, int *i, const char **data_path)
@@ -65,53 +50,49 @@ int tr_parse_option(tr_opts *o, int argc, char **argv, int *i, const char **data
     if (!known)
         return 0;
     if (*i + 1 >= argc) {
-        fprintf(stderr, "keel: %s needs a value\n", a);
+        fprintf(stderr, "keel train: %s needs a value\n", a);
         return -1;
     }
     const char *v = argv[++*i];
-    if (!strcmp(a, "--layers")) return want_int(a, v, 1, &o->mc.layers);
-    if (!strcmp(a, "--width")) return want_int(a, v, 1, &o->mc.width);
-    if (!strcmp(a, "--heads")) return want_int(a, v, 1, &o->mc.heads);
-    if (!strcmp(a, "--seq")) return want_int(a, v, 1, &o->mc.seq);
-    if (!strcmp(a, "--batch")) return want_int(a, v, 1, &o->batch);
-    if (!strcmp(a, "--steps")) return want_int(a, v, 1, &o->steps);
-    if (!strcmp(a, "--lr")) return want_float(a, v, 1e-12f, &o->lr);
-    if (!strcmp(a, "--warmup")) return want_int(a, v, 0, &o->warmup);
-    if (!strcmp(a, "--min-lr-frac")) return want_float(a, v, 0, &o->min_frac);
-    if (!strcmp(a, "--wd")) return want_float(a, v, 0, &o->wd);
-    if (!strcmp(a, "--beta2")) return want_float(a, v, 0, &o->beta2);
-    if (!strcmp(a, "--clip")) return want_float(a, v, 0, &o->clip);
-    if (!strcmp(a, "--threads")) return want_int(a, v, 1, &o->threads);
-    if (!strcmp(a, "--layerscale")) return want_float(a, v, 0, &o->mc.layerscale);
-    if (!strcmp(a, "--eps")) return want_float(a, v, 0, &o->mc.eps);
-    if (!strcmp(a, "--eval-every")) return want_int(a, v, 0, &o->eval_every);
-    if (!strcmp(a, "--eval-batches")) return want_int(a, v, 1, &o->eval_batches);
-    if (!strcmp(a, "--stop-after")) return want_int(a, v, 0, &o->stop_after);
-    if (!strcmp(a, "--seed")) {
-        int s;
-        if (want_int(a, v, 0, &s) < 0)
-            return -1;
-        o->seed = (uint64_t)s;
-        return 1;
-    }
+    const int S = TR_MAX_STEPS;
+    const double F = TR_MAX_SETTING;
+    if (!strcmp(a, "--layers")) return want_int(a, v, 1, TM_MAX_LAYERS, &o->mc.layers);
+    if (!strcmp(a, "--width")) return want_int(a, v, 1, TM_MAX_WIDTH, &o->mc.width);
+    if (!strcmp(a, "--heads")) return want_int(a, v, 1, TM_MAX_WIDTH, &o->mc.heads);
+    if (!strcmp(a, "--seq")) return want_int(a, v, 1, TM_MAX_SEQ, &o->mc.seq);
+    if (!strcmp(a, "--batch")) return want_int(a, v, 1, TM_MAX_BATCH, &o->batch);
+    if (!strcmp(a, "--steps")) return want_int(a, v, 1, S, &o->steps);
+    if (!strcmp(a, "--lr")) return want_float(a, v, 0, F, KEEL_ARG_OPEN_LO, &o->lr);
+    if (!strcmp(a, "--warmup")) return want_int(a, v, 0, S, &o->warmup);
+    if (!strcmp(a, "--min-lr-frac")) return want_float(a, v, 0, 1, 0, &o->min_frac);
+    if (!strcmp(a, "--wd")) return want_float(a, v, 0, F, 0, &o->wd);
+    if (!strcmp(a, "--beta2")) return want_float(a, v, 0, 1, KEEL_ARG_OPEN_HI, &o->beta2);
+    if (!strcmp(a, "--clip")) return want_float(a, v, 0, F, 0, &o->clip);
+    if (!strcmp(a, "--threads")) return want_int(a, v, 1, KEEL_ARG_MAX_THREADS, &o->threads);
+    if (!strcmp(a, "--layerscale")) return want_float(a, v, 0, TM_MAX_SETTING, 0, &o->mc.layerscale);
+    if (!strcmp(a, "--eps")) return want_float(a, v, 0, TM_MAX_SETTING, 0, &o->mc.eps);
+    if (!strcmp(a, "--eval-every")) return want_int(a, v, 0, S, &o->eval_every);
+    if (!strcmp(a, "--eval-batches")) return want_int(a, v, 1, S, &o->eval_batches);
+    if (!strcmp(a, "--stop-after")) return want_int(a, v, 0, S, &o->stop_after);
+    if (!strcmp(a, "--seed")) return keel_arg_u64("train", a, v, 0, UINT64_MAX, &o->seed) ? -1 : 1;
     if (!strcmp(a, "--decay")) {
         if (!strcmp(v, "cosine") || !strcmp(v, "none")) {
             o->cosine = !strcmp(v, "cosine");
             return 1;
         }
-        fprintf(stderr, "keel: --decay: '%s': use cosine or none\n", v);
+        fprintf(stderr, "keel train: --decay '%s': use cosine or none\n", v);
         return -1;
     }
     if (!strcmp(a, "--norm")) {
         if (tm_norm_parse(v, &o->mc.norm) == 0)
             return 1;
-        fprintf(stderr, "keel: --norm: '%s': use layernorm, rmsnorm, batchnorm, dyt or none\n", v);
+        fprintf(stderr, "keel train: --norm '%s': use layernorm, rmsnorm, batchnorm, dyt or none\n", v);
         return -1;
     }
     if (!strcmp(a, "--placement")) {
         if (tm_place_parse(v, &o->mc.place) == 0)
             return 1;
-        fprintf(stderr, "keel: --placement: '%s': use pre, post, deepnorm or sandwich\n", v);
+        fprintf(stderr, "keel train: --placement '%s': use pre, post, deepnorm or sandwich\n", v);
         return -1;
     }
     if (!strcmp(a, "--progress")) {
@@ -119,7 +100,7 @@ int tr_parse_option(tr_opts *o, int argc, char **argv, int *i, const char **data
         else if (!strcmp(v, "lines")) o->progress = 1;
         else if (!strcmp(v, "none")) o->progress = 0;
         else {
-            fprintf(stderr, "keel: --progress: '%s': use bar, lines or none\n", v);
+            fprintf(stderr, "keel train: --progress '%s': use bar, lines or none\n", v);
             return -1;
         }
         return 1;

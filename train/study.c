@@ -18,6 +18,7 @@
 
 #include "commands_train.h"
 #include "data.h"
+#include "numarg.h"
 #include "options.h"
 #include "trainer.h"
 
@@ -506,19 +507,18 @@ int keel_cmd_study(int argc, char **argv)
             return 2;
         }
         const char *v = argv[++i];
+        int bad = 0;
         if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--threads")) s.threads = atoi(v);
-        else if (!strcmp(a, "--steps")) steps = atoi(v);
+        else if (!strcmp(a, "--threads")) bad = keel_arg_int("study", a, v, 1, KEEL_ARG_MAX_THREADS, &s.threads);
+        else if (!strcmp(a, "--steps")) bad = keel_arg_int("study", a, v, 1, TR_MAX_STEPS, &steps);
         else {
             fprintf(stderr, "keel study: unknown option '%s'\n\n", a);
             usage(stderr);
             return 2;
         }
-    }
-    if (s.threads < 1 || steps < 0) {
-        fprintf(stderr, "keel study: --threads and --steps must be positive\n");
-        return 2;
+        if (bad)
+            return 2;
     }
     if (tr_no_cblas("study"))
         return 1;

@@ -26,6 +26,13 @@ typedef struct tr_opts {
 
 void tr_opts_default(tr_opts *o);
 
+/* The ranges of the training settings, whoever gives them (keel train's options, a checkpoint's
+ * header; the model's own are in model.h): steps, warm-up, evaluation counts up to
+ * TR_MAX_STEPS; lr in (0, TR_MAX_SETTING], wd and clip in [0, TR_MAX_SETTING]; min-lr-frac in
+ * [0, 1]; beta1 and beta2 in [0, 1). */
+#define TR_MAX_STEPS 100000000
+#define TR_MAX_SETTING 1e9
+
 typedef struct tr_result {
     int steps_done, start_step;
     int nan_step;        /* first step with a non-finite loss, -1 if none */

@@ -42,7 +42,7 @@ __all__ = [
 
 
 def isa():
-    """The instruction-set path of the default context: "scalar", "avx2" or "avx512"."""
+    """The instruction-set path of the default context: "scalar", "avx2", "avx512" or "neon"."""
     return _context.default().isa()
 
 

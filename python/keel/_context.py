@@ -7,16 +7,36 @@ spreads each call over the context's threads.
 
 import atexit
 import ctypes
+import operator
 import os
 import threading
 
 from . import _lib
+from ._errors import EINVAL, KeelTypeError, KeelValueError
+
+MAX_THREADS = 1024  # keel.h's KEEL_MAX_THREADS: the most threads a context may have
+_INT_MIN = -(2**31)
+
+
+def _thread_count(who, nthreads):
+    """nthreads checked before it reaches C: ctypes cuts an int to C's int silently (2**40 became
+    0, one thread per core). An int (not a bool) <= MAX_THREADS; <= 0 means one per core."""
+    if isinstance(nthreads, bool):
+        raise KeelTypeError(f"{who}: nthreads ({nthreads!r}) must be an int, not a bool", EINVAL)
+    try:
+        n = operator.index(nthreads)
+    except TypeError:
+        raise KeelTypeError(f"{who}: nthreads ({nthreads!r}) must be an int", EINVAL) from None
+    if n > MAX_THREADS:
+        raise KeelValueError(f"{who}: nthreads ({n}) is more than KEEL_MAX_THREADS ({MAX_THREADS})", EINVAL)
+    return max(n, _INT_MIN)  # any n <= 0 means one thread per core
 
 
 class Context:
     def __init__(self, nthreads=0):
+        nthreads = _thread_count("keel_ctx_create", nthreads)
         handle = ctypes.c_void_p()
-        _lib.check(_lib.lib.keel_ctx_create(ctypes.byref(handle), int(nthreads)))
+        _lib.check(_lib.lib.keel_ctx_create(ctypes.byref(handle), nthreads))
         self.handle = handle
         self.ptr = handle.value  # the keel_ctx * as an int (quicker to pass); None once closed
         self.lock = threading.Lock()
@@ -26,8 +46,9 @@ class Context:
             return _lib.lib.keel_ctx_threads(self.handle)
 
     def set_threads(self, nthreads):
+        nthreads = _thread_count("keel_ctx_set_threads", nthreads)
         with self.lock:
-            _lib.check(_lib.lib.keel_ctx_set_threads(self.handle, int(nthreads)))
+            _lib.check(_lib.lib.keel_ctx_set_threads(self.handle, nthreads))
 
     def isa(self):
         with self.lock:
@@ -86,10 +107,12 @@ thread_listeners = []
 
 
 def set_num_threads(n):
-    """Threads keel uses for each call (n <= 0: one per online core). Results do not depend on it."""
+    """Threads keel uses for each call (n <= 0: one per online core, at most MAX_THREADS = 1024;
+    more is a KeelValueError, a non-int a KeelTypeError). Results do not depend on it."""
+    n = _thread_count("set_num_threads", n)
     default().set_threads(n)
     for listener in thread_listeners:
-        listener(int(n))
+        listener(n)
 
 
 def get_num_threads():

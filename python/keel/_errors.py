@@ -10,6 +10,7 @@ EISA = 6
 EIO = 7
 EFORMAT = 8
 ETHREAD = 9
+EBUSY = 10  # the context is in a call on another thread (keel.h: one thread at a time)
 
 
 class KeelError(Exception):
@@ -33,7 +34,7 @@ class KeelMemoryError(KeelError, MemoryError):
 
 
 class KeelRuntimeError(KeelError, RuntimeError):
-    """Anything else: KEEL_EISA, KEEL_ETHREAD, KEEL_EIO, KEEL_EFORMAT."""
+    """Anything else: KEEL_EISA, KEEL_ETHREAD, KEEL_EIO, KEEL_EFORMAT, KEEL_EBUSY."""
 
 
 _CLASS_OF_STATUS = {

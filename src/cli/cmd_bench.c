@@ -22,6 +22,7 @@
 #include "commands.h"
 #include "convert.h"
 #include "keel.h"
+#include "numarg.h"
 
 typedef struct bench_case {
     size_t rows, dim;
@@ -235,9 +236,25 @@ static void set_lp_dtype(buffers *b, keel_dtype dt, size_t n)
     b->lp_dtype = dt;
 }
 
+/* --rows and --dim: each at most BENCH_MAX_SIDE, their product at most BENCH_MAX_ELEMS (2^36
+ * elements: 256 GiB a float32 tensor), so that no byte count below (16 bytes an element at
+ * most) can wrap around. */
+#define BENCH_MAX_SIDE (1u << 30)
+#define BENCH_MAX_ELEMS ((uint64_t)1 << 36)
+
+/* 64-byte aligned, the size rounded up to 64 (NULL where that would wrap) */
+static void *alloc_aligned(size_t bytes)
+{
+    if (bytes > SIZE_MAX - 63)
+        return NULL;
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
 static float *alloc_floats(size_t n, uint64_t *seed)
 {
-    float *p = aligned_alloc(64, ((n * sizeof(float)) + 63) & ~(size_t)63);
+    if (n > SIZE_MAX / sizeof(float))
+        return NULL;
+    float *p = alloc_aligned(n * sizeof(float));
     if (!p)
         return NULL;
     for (size_t i = 0; i < n; i++) {
@@ -267,7 +284,7 @@ static void free_buffers(buffers *b)
 
 static void *alloc_bytes(size_t bytes)
 {
-    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    void *p = alloc_aligned(bytes);
     if (p)
         memset(p, 0, bytes); /* touch the pages before timing */
     return p;
@@ -484,6 +501,8 @@ static void usage(FILE *to)
     fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--hot] [--norms] [--only NAME]... [--markdown]\n"
                 "  --demo        one 4096 x 1024 case (what make demo runs), without the\n"
                 "                layerscale, batchnorm and dyt rows\n"
+                "  --rows R --dim D  one R x D case instead of the default sizes (R, D in 1..2^30,\n"
+                "                R x D at most 2^36)\n"
                 "  --dtype LIST  comma-separated rows to run (default f32):\n"
                 "                f32   float32 LayerNorm/RMSNorm, the fused add+norm rows, and\n"
                 "                      layerscale fwd (reads x, f; writes h: 12 bytes an element),\n"
@@ -497,7 +516,7 @@ static void usage(FILE *to)
                 "                i8    int8-output forwards, x in f32 or bf16, dynamic per-row scale\n"
                 "                      (\"dyn\") or static per-tensor scale (\"static\")\n"
                 "                all   all of them\n"
-                "  --threads N   threads for keel and the copy floor (default: all cores; 0 = all)\n"
+                "  --threads N   threads for keel and the copy floor, 0..1024 (default: all cores; 0 = all)\n"
                 "  --reps N      at least N timed runs a row (default 7, at least 3); the layerscale,\n"
                 "                batchnorm and dyt rows at least half as many (>= 3), over ~1 GB\n"
                 "  --hot         time back-to-back calls (op, op, ...; then memcpy, memcpy, ...;\n"
@@ -535,20 +554,25 @@ int keel_cmd_bench(int argc, char **argv)
             hot = 1;
         } else if (!strcmp(a, "--norms")) {
             norms_only = 1;
-        } else if (v && !strcmp(a, "--rows")) {
-            one.rows = strtoull(v, NULL, 10), i++;
-        } else if (v && !strcmp(a, "--dim")) {
-            one.dim = strtoull(v, NULL, 10), i++;
+        } else if (!strcmp(a, "--rows") || !strcmp(a, "--dim")) {
+            uint64_t x;
+            if (keel_arg_u64("bench", a, v, 1, BENCH_MAX_SIDE, &x))
+                return 2;
+            *(a[2] == 'r' ? &one.rows : &one.dim) = (size_t)x, i++;
         } else if (v && !strcmp(a, "--only")) {
             if (nonly == BENCH_ONLY_MAX) {
                 fprintf(stderr, "keel bench: more than %d --only rows\n", BENCH_ONLY_MAX);
                 return 2;
             }
             only[nonly++] = v, i++;
-        } else if (v && !strcmp(a, "--threads")) {
-            threads = atoi(v), i++;
-        } else if (v && !strcmp(a, "--reps")) {
-            min_reps = atoi(v), i++;
+        } else if (!strcmp(a, "--threads")) {
+            if (keel_arg_int("bench", a, v, 0, KEEL_ARG_MAX_THREADS, &threads))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--reps")) {
+            if (keel_arg_int("bench", a, v, 1, 1000000, &min_reps))
+                return 2;
+            i++;
         } else if (v && !strcmp(a, "--dtype")) {
             groups = parse_dtypes(v), i++;
             if (!groups) {
@@ -566,6 +590,11 @@ int keel_cmd_bench(int argc, char **argv)
     if (one.rows || one.dim) {
         if (!one.rows || !one.dim) {
             fprintf(stderr, "keel bench: --rows and --dim go together\n");
+            return 2;
+        }
+        if ((uint64_t)one.rows * one.dim > BENCH_MAX_ELEMS) { /* each side <= 2^30: no wrap */
+            fprintf(stderr, "keel bench: --rows %zu x --dim %zu is %llu elements, more than 2^36 = %llu\n",
+                    one.rows, one.dim, (unsigned long long)one.rows * one.dim, (unsigned long long)BENCH_MAX_ELEMS);
             return 2;
         }
         cases = &one;

@@ -15,6 +15,7 @@
 #include "keel.h"
 #include "keel_cases.h"
 #include "keel_ref.h"
+#include "numarg.h"
 
 #define CHECK_DEFAULT_SEED 0x6b65656cull
 
@@ -300,7 +301,7 @@ static int check_isa(keel_ctx *ctx, const options *o, keel_isa isa)
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: keel check [--isa scalar|avx2|avx512] [--all-isas] [--seed N] [--quick]\n"
+            "usage: keel check [--isa scalar|avx2|avx512|neon] [--all-isas] [--seed N] [--quick]\n"
             "                  [--threads N]\n\n"
             "Runs every operation on random and adversarial rows against the float64 reference\n"
             "and prints the worst error of each output beside its bound. Exit 0 if all pass.\n"
@@ -315,23 +316,13 @@ static void usage(FILE *to)
 static int parse_isa(const char *name, keel_isa *isa)
 {
     static const keel_isa all[] = {KEEL_ISA_SCALAR, KEEL_ISA_AVX2, KEEL_ISA_AVX512,
-                                   KEEL_ISA_AUTO};
+                                   KEEL_ISA_NEON, KEEL_ISA_AUTO};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!strcmp(name, keel_isa_name(all[i]))) {
             *isa = all[i];
             return 0;
         }
     return -1;
-}
-
-/* A whole decimal (or 0x hex) number: 0 and *v, else -1. */
-static int parse_number(const char *s, unsigned long long *v)
-{
-    char *end;
-    if (!s || !*s || *s == '-')
-        return -1;
-    *v = strtoull(s, &end, 0);
-    return *end ? -1 : 0;
 }
 
 /* 0 ok, 1 --help given, 2 usage error (printed). */
@@ -342,7 +333,6 @@ static int parse_options(int argc, char **argv, options *o)
     o->isa = KEEL_ISA_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-        unsigned long long v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 1;
@@ -352,11 +342,15 @@ static int parse_options(int argc, char **argv, options *o)
             o->all_isas = 1;
         } else if (!strcmp(a, "--isa") && next && parse_isa(next, &o->isa) == 0) {
             i++;
-        } else if (!strcmp(a, "--seed") && parse_number(next, &v) == 0) {
-            o->seed = v;
+        } else if (!strcmp(a, "--seed")) {
+            uint64_t seed;
+            if (keel_arg_u64("check", a, next, 0, UINT64_MAX, &seed))
+                return 2;
+            o->seed = seed;
             i++;
-        } else if (!strcmp(a, "--threads") && parse_number(next, &v) == 0 && v <= 1024) {
-            o->threads = (int)v;
+        } else if (!strcmp(a, "--threads")) {
+            if (keel_arg_int("check", a, next, 0, KEEL_ARG_MAX_THREADS, &o->threads))
+                return 2;
             i++;
         } else {
             fprintf(stderr, "keel check: bad or incomplete option '%s'\n\n", a);
@@ -386,7 +380,8 @@ int keel_cmd_check(int argc, char **argv)
     printf("keel check %s: every op against the float64 reference\n", keel_version_string());
     int status = 0;
     if (o.all_isas) {
-        static const keel_isa paths[] = {KEEL_ISA_SCALAR, KEEL_ISA_AVX2, KEEL_ISA_AVX512};
+        static const keel_isa paths[] = {KEEL_ISA_SCALAR, KEEL_ISA_AVX2, KEEL_ISA_AVX512,
+                                         KEEL_ISA_NEON};
         for (size_t i = 0; i < sizeof paths / sizeof paths[0] && status != 2; i++)
             if (keel_isa_available(paths[i])) {
                 int s = check_isa(ctx, &o, paths[i]);

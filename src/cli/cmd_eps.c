@@ -16,6 +16,7 @@
 
 #include "commands.h"
 #include "keel.h"
+#include "numarg.h"
 
 static void usage(FILE *to)
 {
@@ -167,12 +168,8 @@ int keel_cmd_eps(int argc, char **argv)
             }
             have_dtype = 1;
         } else {
-            char *end;
-            eps_d = strtod(value, &end);
-            if (end == value || *end != '\0' || !isfinite(eps_d) || eps_d < 0.0 || eps_d > FLT_MAX) {
-                fprintf(stderr, "keel eps: --eps '%s' is not a finite number >= 0 within float32's range\n", value);
+            if (keel_arg_double("eps", "--eps", value, 0.0, FLT_MAX, 0, &eps_d))
                 return 2;
-            }
         }
     }
     const float eps = (float)eps_d;

@@ -11,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L /* opendir/readdir: C11 alone cannot list a directory */
 
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 
 #include "commands.h"
 #include "keel.h"
+#include "numarg.h"
 #include "onnx_pb.h"
 
 #define DEFAULT_RTOL 1e-5
@@ -566,16 +568,6 @@ static void run_folder(keel_ctx *ctx, const char *dir, const tolerance *tol, out
 
 /* ---- the command ----------------------------------------------------------------------------- */
 
-/* A tolerance: a finite number >= 0, the whole argument. */
-static int parse_tol(const char *s, double *v)
-{
-    char *end;
-    if (!s || !*s)
-        return 0;
-    *v = strtod(s, &end);
-    return *end == '\0' && isfinite(*v) && *v >= 0;
-}
-
 /* --rtol X or --rtol=X; returns 1 matched, 0 not this option, -1 bad value (message printed). */
 static int tol_option(const char *name, int argc, char **argv, int *i, double *v)
 {
@@ -589,12 +581,8 @@ static int tol_option(const char *name, int argc, char **argv, int *i, double *v
         val = ++*i < argc ? argv[*i] : NULL;
     else
         return 0;
-    if (!parse_tol(val, v)) {
-        fprintf(stderr, "keel onnx-test: %s needs a finite number >= 0, got '%s'\n", name,
-                val ? val : "(nothing)");
-        return -1;
-    }
-    return 1;
+    /* a tolerance: a finite number >= 0 */
+    return keel_arg_double("onnx-test", name, val, 0.0, DBL_MAX, 0, v) ? -1 : 1;
 }
 
 int keel_cmd_onnx_test(int argc, char **argv)

@@ -10,6 +10,7 @@
 #include "bench_time.h"
 #include "commands.h"
 #include "keel.h"
+#include "numarg.h"
 
 enum { REPS = 301, DIM = 1024, MAX_ROWS = 1024 };
 
@@ -50,10 +51,14 @@ int keel_cmd_threads(int argc, char **argv)
 {
     int threads = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            threads = atoi(argv[++i]);
+        if (!strcmp(argv[i], "--threads")) {
+            if (keel_arg_int("threads", "--threads", i + 1 < argc ? argv[i + 1] : NULL, 0, KEEL_ARG_MAX_THREADS,
+                             &threads))
+                return 2;
+            i++;
         } else {
-            fprintf(stderr, "usage: keel threads [--threads N]   (N: the threads to compare with one; default all cores)\n");
+            fprintf(stderr, "usage: keel threads [--threads N]   (N: the threads to compare with one, 0..1024; "
+                            "default and 0: all cores)\n");
             return !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") ? 0 : 2;
         }
     }

@@ -33,7 +33,7 @@ static void usage(FILE *to)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(to, "\n'keel COMMAND --help' describes a command's options.\n"
-                "KEEL_ISA=scalar|avx2|avx512 forces an instruction-set path.\n");
+                "KEEL_ISA=scalar|avx2|avx512|neon forces an instruction-set path.\n");
 }
 
 int main(int argc, char **argv)

@@ -246,7 +246,14 @@ static keel_status skip_depth(keel_pb_reader *r, keel_pb_key key, int depth, cha
 
 keel_status keel_pb_skip(keel_pb_reader *r, keel_pb_key key, char *err, size_t errlen)
 {
-    return skip_depth(r, key, 0, err, errlen);
+    /* a group is read field by field: on a failure inside it (not closed, closed by another
+     * field, nested too deep, a bad field) pos goes back to where the value began, as the
+     * header promises of every reader */
+    const size_t start = r->pos;
+    const keel_status st = skip_depth(r, key, 0, err, errlen);
+    if (st != KEEL_OK)
+        r->pos = start;
+    return st;
 }
 
 /* A known field written with another wire type than its schema's. */

@@ -1,6 +1,7 @@
-/* CPU detection, once per process: cpuid for the features, xgetbv for the OS's promise to
- * save the wider registers (a CPU with AVX-512 under an OS that does not save ZMM state must
- * not run AVX-512 code). */
+/* CPU detection, once per process. x86-64: cpuid for the features, xgetbv for the OS's promise
+ * to save the wider registers (a CPU with AVX-512 under an OS that does not save ZMM state must
+ * not run AVX-512 code). aarch64: NEON (Advanced SIMD) is part of the base architecture, so the
+ * neon path runs wherever it was compiled in. Elsewhere only the scalar path exists. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,16 +41,18 @@ static int detect(keel_isa isa)
         return has_avx2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
     return 0;
 }
+#elif defined(__aarch64__)
+static int detect(keel_isa isa) { return isa == KEEL_ISA_NEON; }
 #else
 static int detect(keel_isa isa) { (void)isa; return 0; }
 #endif
 
 int keel_isa_available(keel_isa isa)
 {
-    static int cached[3] = {-1, -1, -1}; /* benign race: every thread computes the same value */
+    static int cached[4] = {-1, -1, -1, -1}; /* benign race: every thread computes the same value */
     if (isa == KEEL_ISA_SCALAR)
         return 1;
-    if (isa != KEEL_ISA_AVX2 && isa != KEEL_ISA_AVX512)
+    if (isa != KEEL_ISA_AVX2 && isa != KEEL_ISA_AVX512 && isa != KEEL_ISA_NEON)
         return 0;
     if (!keel_kernels_for(isa))
         return 0; /* not compiled into this build (e.g. not x86) */
@@ -68,6 +71,7 @@ const char *keel_isa_name(keel_isa isa)
     case KEEL_ISA_SCALAR: return "scalar";
     case KEEL_ISA_AVX2: return "avx2";
     case KEEL_ISA_AVX512: return "avx512";
+    case KEEL_ISA_NEON: return "neon";
     }
     return "unknown";
 }
@@ -78,7 +82,8 @@ keel_status keel_isa_default(keel_isa *out)
         return keel_fail(KEEL_ENULL, "keel_isa_default: isa is NULL");
     const char *env = getenv("KEEL_ISA");
     if (env && *env) {
-        static const keel_isa all[] = {KEEL_ISA_SCALAR, KEEL_ISA_AVX2, KEEL_ISA_AVX512};
+        static const keel_isa all[] = {KEEL_ISA_SCALAR, KEEL_ISA_AVX2, KEEL_ISA_AVX512,
+                                       KEEL_ISA_NEON};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
             if (strcmp(env, keel_isa_name(all[i])) != 0)
                 continue;
@@ -88,10 +93,12 @@ keel_status keel_isa_default(keel_isa *out)
             *out = all[i];
             return KEEL_OK;
         }
-        return keel_fail(KEEL_EISA, "KEEL_ISA=%.40s: unknown path (scalar, avx2 or avx512)", env);
+        return keel_fail(KEEL_EISA, "KEEL_ISA=%.40s: unknown path (scalar, avx2, avx512 or neon)",
+                         env);
     }
     *out = keel_isa_available(KEEL_ISA_AVX512) ? KEEL_ISA_AVX512
          : keel_isa_available(KEEL_ISA_AVX2)   ? KEEL_ISA_AVX2
+         : keel_isa_available(KEEL_ISA_NEON)   ? KEEL_ISA_NEON
                                                : KEEL_ISA_SCALAR;
     return KEEL_OK;
 }

@@ -10,21 +10,36 @@
 static int online_cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (n > 1024 ? 1024 : (int)n);
+    return n < 1 ? 1 : (n > KEEL_MAX_THREADS ? KEEL_MAX_THREADS : (int)n);
+}
+
+/* The pool size nthreads asks for: <= 0 one per online core; over KEEL_MAX_THREADS an error
+ * (a count of a million once started 32,447 threads before the system refused one). */
+static keel_status thread_count(const char *who, int nthreads, int *n)
+{
+    if (nthreads > KEEL_MAX_THREADS)
+        return keel_fail(KEEL_EINVAL, "%s: nthreads (%d) is more than KEEL_MAX_THREADS (%d)", who,
+                         nthreads, KEEL_MAX_THREADS);
+    *n = nthreads <= 0 ? online_cores() : nthreads;
+    return KEEL_OK;
 }
 
 keel_status keel_ctx_create(keel_ctx **out, int nthreads)
 {
     if (!out)
         return keel_fail(KEEL_ENULL, "keel_ctx_create: ctx (the output pointer) is NULL");
-    keel_isa isa;
-    keel_status st = keel_isa_default(&isa);
+    int n = 0;
+    keel_status st = thread_count("keel_ctx_create", nthreads, &n);
     if (st != KEEL_OK)
+        return st;
+    keel_isa isa;
+    if ((st = keel_isa_default(&isa)) != KEEL_OK)
         return st;
     keel_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return keel_fail(KEEL_ENOMEM, "keel_ctx_create: cannot allocate the context");
-    st = keel_pool_create(&ctx->pool, nthreads <= 0 ? online_cores() : nthreads);
+    atomic_init(&ctx->busy, 0);
+    st = keel_pool_create(&ctx->pool, n);
     if (st != KEEL_OK) {
         free(ctx);
         return st;
@@ -52,40 +67,44 @@ int keel_ctx_threads(const keel_ctx *ctx) { return ctx ? keel_pool_size(ctx->poo
 
 keel_status keel_ctx_set_min_parallel(keel_ctx *ctx, size_t elems)
 {
-    if (!ctx)
-        return keel_fail(KEEL_ENULL, "keel_ctx_set_min_parallel: ctx is NULL");
+    keel_status st = keel_ctx_enter(ctx, "keel_ctx_set_min_parallel");
+    if (st != KEEL_OK)
+        return st;
     ctx->min_parallel = elems;
-    return KEEL_OK;
+    return keel_ctx_leave(ctx, KEEL_OK);
 }
 
 size_t keel_ctx_min_parallel(const keel_ctx *ctx) { return ctx ? ctx->min_parallel : 0; }
 
-keel_status keel_ctx_set_threads(keel_ctx *ctx, int nthreads)
+static keel_status set_threads(keel_ctx *ctx, int nthreads)
 {
-    if (!ctx)
-        return keel_fail(KEEL_ENULL, "keel_ctx_set_threads: ctx is NULL");
-    const int n = nthreads <= 0 ? online_cores() : nthreads;
-    if (n == keel_pool_size(ctx->pool))
-        return KEEL_OK;
+    int n = 0;
+    keel_status st = thread_count("keel_ctx_set_threads", nthreads, &n);
+    if (st != KEEL_OK || n == keel_pool_size(ctx->pool))
+        return st;
     keel_pool *pool;
-    keel_status st = keel_pool_create(&pool, n);
-    if (st != KEEL_OK)
+    if ((st = keel_pool_create(&pool, n)) != KEEL_OK)
         return st; /* the old pool stays */
     keel_pool_destroy(ctx->pool);
     ctx->pool = pool;
     return KEEL_OK;
 }
 
-keel_status keel_ctx_set_isa(keel_ctx *ctx, keel_isa isa)
+keel_status keel_ctx_set_threads(keel_ctx *ctx, int nthreads)
 {
-    if (!ctx)
-        return keel_fail(KEEL_ENULL, "keel_ctx_set_isa: ctx is NULL");
+    keel_status st = keel_ctx_enter(ctx, "keel_ctx_set_threads");
+    return st ? st : keel_ctx_leave(ctx, set_threads(ctx, nthreads));
+}
+
+static keel_status set_isa(keel_ctx *ctx, keel_isa isa)
+{
     if (isa == KEEL_ISA_AUTO) {
         keel_status st = keel_isa_default(&isa);
         if (st != KEEL_OK)
             return st;
     }
-    if (isa != KEEL_ISA_SCALAR && isa != KEEL_ISA_AVX2 && isa != KEEL_ISA_AVX512)
+    if (isa != KEEL_ISA_SCALAR && isa != KEEL_ISA_AVX2 && isa != KEEL_ISA_AVX512 &&
+        isa != KEEL_ISA_NEON)
         return keel_fail(KEEL_EISA, "keel_ctx_set_isa: isa (%d) is not a keel_isa value", (int)isa);
     if (!keel_isa_available(isa))
         return keel_fail(KEEL_EISA, "keel_ctx_set_isa: isa %s is not available on this CPU or build",
@@ -93,6 +112,12 @@ keel_status keel_ctx_set_isa(keel_ctx *ctx, keel_isa isa)
     ctx->isa = isa;
     ctx->kernels = keel_kernels_for(isa);
     return KEEL_OK;
+}
+
+keel_status keel_ctx_set_isa(keel_ctx *ctx, keel_isa isa)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_ctx_set_isa");
+    return st ? st : keel_ctx_leave(ctx, set_isa(ctx, isa));
 }
 
 keel_isa keel_ctx_isa(const keel_ctx *ctx) { return ctx ? ctx->isa : KEEL_ISA_AUTO; }

@@ -2,12 +2,15 @@
 #ifndef KEEL_CORE_CTX_H
 #define KEEL_CORE_CTX_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
+#include "error.h"
 #include "kernels.h"
 #include "pool.h"
 
 struct keel_ctx {
+    atomic_int busy;      /* 1 while a call runs on the context (keel_ctx_enter) */
     keel_pool *pool;
     const keel_kernels *kernels;
     keel_isa isa;
@@ -19,6 +22,31 @@ struct keel_ctx {
     size_t stage_floats;  /* total floats in stage */
     size_t min_parallel;  /* elements below which a call runs on one thread */
 };
+
+/* keel.h's rule "one context, one thread at a time", checked. Every public function that uses
+ * or changes a context (the operations, keel_ctx_set_*) is
+ *     keel_status st = keel_ctx_enter(ctx, who);
+ *     return st ? st : keel_ctx_leave(ctx, the_call(...));
+ * so the context is taken before anything of it is read and given back on every way out. A
+ * call that finds it taken does nothing and returns KEEL_EBUSY. The exchange orders the calls
+ * (acquire here, release in keel_ctx_leave), so a context handed between threads sees the
+ * previous call's scratch, parameters and pool as that call left them. */
+static inline keel_status keel_ctx_enter(keel_ctx *ctx, const char *who)
+{
+    if (!ctx)
+        return keel_fail(KEEL_ENULL, "%s: ctx is NULL", who);
+    if (atomic_exchange_explicit(&ctx->busy, 1, memory_order_acquire))
+        return keel_fail(KEEL_EBUSY, "%s: ctx is in a call on another thread (a context serves one "
+                                     "thread at a time: give each thread its own)", who);
+    return KEEL_OK;
+}
+
+/* Gives the context back; returns st. */
+static inline keel_status keel_ctx_leave(keel_ctx *ctx, keel_status st)
+{
+    atomic_store_explicit(&ctx->busy, 0, memory_order_release);
+    return st;
+}
 
 /* Scratch of at least `bytes`, 64-byte aligned; NULL (with the error recorded) on failure.
  * The previous contents are not kept. */

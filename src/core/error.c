@@ -31,6 +31,7 @@ const char *keel_status_str(keel_status status)
     case KEEL_EIO: return "input/output error";
     case KEEL_EFORMAT: return "malformed, truncated or foreign data";
     case KEEL_ETHREAD: return "could not start a worker thread";
+    case KEEL_EBUSY: return "the context is in use by another thread";
     }
     return "unknown status";
 }

@@ -26,6 +26,14 @@ static const keel_convert_kernels avx512_bf16_convert = {
 #endif
 #endif
 
+#if defined(KEEL_HAVE_NEON_KERNELS)
+/* aarch64 NEON: the scalar conversions until they are written over the lane vocabulary. */
+static const keel_convert_kernels neon_convert = {
+    keel_bf16_to_f32__scalar, keel_f16_to_f32__scalar, keel_f32_to_bf16__scalar, keel_f32_to_f16__scalar,
+    keel_quantize_i8__scalar, keel_absmax_f32__scalar,
+};
+#endif
+
 /* 1 when this build has the AVX512_BF16 kernel and the CPU has the instructions (cpuid leaf 7,
  * subleaf 1, EAX bit 5). The AVX-512 path itself is chosen only where the CPU and the OS
  * support AVX-512 (cpu.c); this adds the one extension on top. */
@@ -59,6 +67,9 @@ const keel_convert_kernels *keel_convert_kernels_for(keel_isa isa)
             return &avx512_bf16_convert;
 #endif
         return &avx512_convert;
+#endif
+#if defined(KEEL_HAVE_NEON_KERNELS)
+    case KEEL_ISA_NEON: return &neon_convert;
 #endif
     default: return NULL;
     }

@@ -1,8 +1,9 @@
 /* tanh and its derivative 1 - tanh^2 in float32, defined so that every ISA path can give the
  * same bits: only float adds, multiplies, divides and fused multiply-adds (fmaf: one rounding,
  * as _mm*_fmadd_ps; never left to the compiler, the library builds with -ffp-contract=off),
- * compares, and exact bit manipulations. The SIMD kernels (f32_dyt__avx2.c, f32_dyt__avx512.c)
- * do these very steps lane by lane, branch-free; this scalar function is the definition.
+ * compares, and exact bit manipulations. The SIMD kernels (f32_dyt__avx2.c, f32_dyt__avx512.c,
+ * f32_dyt__neon.c) do these very steps lane by lane, branch-free; this scalar function is the
+ * definition.
  *
  * With a = |u| (t is computed for a and given u's sign at the end: t(-u) = -t(u) and s(-u) =
  * s(u) bit for bit, t(-0) = -0):

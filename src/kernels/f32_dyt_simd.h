@@ -1,5 +1,6 @@
 /* DyT, float32, written once over keel's compute vector (kv, lanes__<isa>.h: a zmm on AVX-512,
- * a ymm on AVX2) and compiled per ISA by f32_dyt__avx2.c and __avx512.c:
+ * a ymm on AVX2, a q register of 4 floats on NEON) and compiled per ISA by f32_dyt__avx2.c,
+ * __avx512.c and __neon.c:
  * y = gamma * tanh(alpha * x) + beta and its backward, with the tanh and 1 - tanh^2 of
  * dyt_tanh.h computed a vector at a time, branch-free: both branches (the polynomial of small
  * arguments and the exp form of the others) are evaluated and each lane takes the one the scalar

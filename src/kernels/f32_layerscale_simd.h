@@ -1,10 +1,11 @@
 /* LayerScale, float32, written once over keel's lanes (lanes__<isa>.h) and compiled per ISA by
- * f32_layerscale__avx2.c and __avx512.c: h = x + lambda * f and its backward (kernels.h),
+ * f32_layerscale__avx2.c, __avx512.c and __neon.c: h = x + lambda * f and its backward (kernels.h),
  * elementwise with the scalar kernel's operations in its order (one multiply, one add, each
  * rounded: no FMA), so every element has the scalar bits; the dlambda partial adds the rows in
  * increasing order as the scalar loop does. Every input of a chunk is loaded before any output
  * of it is stored, so an output may be an input (in place). 8 floats at a time (lanes_ymm.h says
- * why not 16), a row's tail masked (nothing past a row is read or written).
+ * why not 16; two q registers on NEON), a row's tail masked (nothing past a row is read or
+ * written; NEON copies it through a stack buffer).
  *
  * Beyond the caches the outputs are streamed (non-temporal stores, rows that start 64-byte
  * aligned: whole lines), as the norms do: a write-allocating store reads every line it writes.

@@ -32,6 +32,24 @@ static const keel_kernels avx512_kernels = {
 };
 #endif
 
+#if defined(KEEL_HAVE_NEON_KERNELS)
+/* aarch64 NEON. Native so far: LayerScale and DyT (their bodies, f32_layerscale_simd.h and
+ * f32_dyt_simd.h, over lanes__neon.h). Every other entry is the scalar kernel until its body is
+ * written over the lane vocabulary (issue 21): the norms, the fused add + norm, BatchNorm (and
+ * the conversions, convert_list.c). Same bits either way. */
+static const keel_kernels neon_kernels = {
+    KEEL_ISA_NEON, "neon",
+    keel_f32_layernorm_fwd__scalar, keel_f32_layernorm_bwd__scalar,
+    keel_f32_rmsnorm_fwd__scalar, keel_f32_rmsnorm_bwd__scalar,
+    keel_f32_add_layernorm_fwd__scalar, keel_f32_add_layernorm_bwd__scalar,
+    keel_f32_add_rmsnorm_fwd__scalar, keel_f32_add_rmsnorm_bwd__scalar,
+    keel_f32_layerscale_fwd__neon, keel_f32_layerscale_bwd__neon,
+    keel_f32_batchnorm_stats__scalar, keel_f32_batchnorm_apply__scalar,
+    keel_f32_batchnorm_bwd__scalar,
+    keel_f32_dyt_fwd__neon, keel_f32_dyt_bwd__neon,
+};
+#endif
+
 const keel_kernels *keel_kernels_for(keel_isa isa)
 {
     switch (isa) {
@@ -39,6 +57,9 @@ const keel_kernels *keel_kernels_for(keel_isa isa)
 #if defined(KEEL_HAVE_X86_KERNELS)
     case KEEL_ISA_AVX2: return &avx2_kernels;
     case KEEL_ISA_AVX512: return &avx512_kernels;
+#endif
+#if defined(KEEL_HAVE_NEON_KERNELS)
+    case KEEL_ISA_NEON: return &neon_kernels;
 #endif
     default: return NULL;
     }

@@ -4,7 +4,8 @@
  *
  * Names: keel_<dtype>_<op>_<direction>__<isa>, one file per op and ISA:
  *   src/kernels/f32_layernorm__scalar.c, f32_layernorm__avx2.c, f32_layernorm__avx512.c, ...
- * The build gives each file its ISA flags from its suffix (never -march=native).
+ * The build gives each file its ISA flags from its suffix (never -march=native); the x86 files
+ * (__avx2, __avx512) are built only for x86-64, the __neon files only for aarch64.
  *
  * THE REDUCTION ORDER (every ISA path follows it, so results are bitwise identical):
  *  - A row reduction R(term) over j = 0..dim-1 uses 16 lanes of double accumulators, all
@@ -267,7 +268,7 @@ typedef void (*keel_f32_dyt_bwd_fn)(size_t rows, size_t dim, const float *dy, si
 /* One ISA path: a complete set of kernels. */
 typedef struct keel_kernels {
     keel_isa isa;
-    const char *name; /* "scalar", "avx2", "avx512" */
+    const char *name; /* "scalar", "avx2", "avx512", "neon" */
     keel_f32_layernorm_fwd_fn f32_layernorm_fwd;
     keel_f32_layernorm_bwd_fn f32_layernorm_bwd;
     keel_f32_rmsnorm_fwd_fn f32_rmsnorm_fwd;
@@ -368,5 +369,17 @@ KEEL_LS_BN_KERNELS(scalar)
 KEEL_LS_BN_KERNELS(avx2)
 KEEL_LS_BN_KERNELS(avx512)
 #undef KEEL_LS_BN_KERNELS
+
+/* aarch64 NEON: the kernels converted to the lane vocabulary so far (lanes__neon.h); the rest of
+ * the neon table in kernel_list.c is the scalar kernels. */
+void keel_f32_layerscale_fwd__neon(size_t, size_t, const float *, size_t, const float *, size_t,
+                                   const float *, float *, size_t);
+void keel_f32_layerscale_bwd__neon(size_t, size_t, const float *, size_t, const float *, size_t,
+                                   const float *, float *, size_t, float *, size_t, int, float *,
+                                   int);
+void keel_f32_dyt_fwd__neon(size_t, size_t, const float *, size_t, float *, size_t, float,
+                            const float *, const float *);
+void keel_f32_dyt_bwd__neon(size_t, size_t, const float *, size_t, const float *, size_t, float,
+                            const float *, float *, size_t, int, float *, float *, float *);
 
 #endif /* KEEL_KERNELS_H */

@@ -3,7 +3,9 @@
  *   per slot: u32 has_mean | per statistic (mean, log-rstd): f64 n, mean, m2, lo, hi |
  *             u32 ranged | u64 counts[bins + 2] |
  *   per bucket: f64 tokens, threshold, false_alarm | f64 mu[nslots*6] | f64 sd[nslots*6] |
- *   u64 FNV-1a 64 of every byte before it. */
+ *   u64 FNV-1a 64 of every byte before it.
+ * The loader refuses a file whose checksum fails, and then one whose fields are out of range
+ * (baseline_check.c): a checksum anyone can recompute proves nothing about the values. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <stdio.h>
@@ -264,6 +266,9 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
         for (size_t c = 0; c < nc; c++)
             bk->sd[c] = get_f64(&b);
     }
+    st = mon_baseline_check(m, path); /* every field in range, not only the checksum right */
+    if (st != KEEL_OK)
+        goto fail;
     m->has_baseline = 1;
     free(b.p);
     *out = m;

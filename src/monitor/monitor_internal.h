@@ -48,4 +48,8 @@ double mon_ks(const uint64_t *a, const uint64_t *b, int nb);
 /* monitor.c */
 keel_status mon_alloc(keel_monitor **out, int nslots, int bins, double range_sd);
 
+/* baseline_check.c: KEEL_OK when every field of a loaded baseline is in range, else
+ * KEEL_EFORMAT with the error set (naming path and the field). */
+keel_status mon_baseline_check(const keel_monitor *m, const char *path);
+
 #endif

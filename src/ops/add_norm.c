@@ -120,10 +120,10 @@ static keel_status fwd_stage(add_fwd_job *j, keel_ctx *ctx, const char *who, siz
     return keel_bs_setup(&j->bs, ctx, who, rows, dim);
 }
 
-keel_status keel_add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
-                                   const keel_residual *res, keel_tensor h, keel_tensor y,
-                                   const float *gamma, const float *beta, float eps, float *mean,
-                                   float *rstd, unsigned flags)
+static keel_status add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
+                                     const keel_residual *res, keel_tensor h, keel_tensor y,
+                                     const float *gamma, const float *beta, float eps, float *mean,
+                                     float *rstd, unsigned flags)
 {
     static const char who[] = "keel_add_layernorm_fwd";
     keel_status st = check_fwd(who, ctx, rows, dim, res, h, y, eps, flags, 0);
@@ -136,9 +136,20 @@ keel_status keel_add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
     return KEEL_OK;
 }
 
-keel_status keel_add_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
-                                 const keel_residual *res, keel_tensor h, keel_tensor y,
-                                 const float *gamma, float eps, float *rstd, unsigned flags)
+keel_status keel_add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
+                                   const keel_residual *res, keel_tensor h, keel_tensor y,
+                                   const float *gamma, const float *beta, float eps, float *mean,
+                                   float *rstd, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_add_layernorm_fwd");
+    return st ? st
+              : keel_ctx_leave(ctx, add_layernorm_fwd(ctx, rows, dim, res, h, y, gamma, beta, eps,
+                                                      mean, rstd, flags));
+}
+
+static keel_status add_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
+                                   const keel_residual *res, keel_tensor h, keel_tensor y,
+                                   const float *gamma, float eps, float *rstd, unsigned flags)
 {
     static const char who[] = "keel_add_rmsnorm_fwd";
     keel_status st = check_fwd(who, ctx, rows, dim, res, h, y, eps, flags, KEEL_FLAG_GAMMA_PLUS_ONE);
@@ -152,6 +163,16 @@ keel_status keel_add_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
         return st;
     keel_run_rows(ctx, rows, dim, add_fwd_rows, &j);
     return KEEL_OK;
+}
+
+keel_status keel_add_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
+                                 const keel_residual *res, keel_tensor h, keel_tensor y,
+                                 const float *gamma, float eps, float *rstd, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_add_rmsnorm_fwd");
+    return st ? st
+              : keel_ctx_leave(ctx, add_rmsnorm_fwd(ctx, rows, dim, res, h, y, gamma, eps, rstd,
+                                                    flags));
 }
 
 /* ---- backwards ----------------------------------------------------------------------------- */
@@ -275,11 +296,11 @@ static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t d
                                   (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }
 
-keel_status keel_add_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
-                                   keel_tensor dh, const keel_residual *res, keel_tensor h,
-                                   const float *mean, const float *rstd, const float *gamma,
-                                   float eps, const keel_residual_grads *grads, float *dgamma,
-                                   float *dbeta, unsigned flags)
+static keel_status add_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                                     keel_tensor dh, const keel_residual *res, keel_tensor h,
+                                     const float *mean, const float *rstd, const float *gamma,
+                                     float eps, const keel_residual_grads *grads, float *dgamma,
+                                     float *dbeta, unsigned flags)
 {
     static const char who[] = "keel_add_layernorm_bwd";
     keel_status st = check_bwd(who, ctx, rows, dim, dy, dh, res, h, grads, eps, flags,
@@ -293,10 +314,22 @@ keel_status keel_add_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_
                    dbeta, flags);
 }
 
-keel_status keel_add_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
-                                 keel_tensor dh, const keel_residual *res, keel_tensor h,
-                                 const float *rstd, const float *gamma, float eps,
-                                 const keel_residual_grads *grads, float *dgamma, unsigned flags)
+keel_status keel_add_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                                   keel_tensor dh, const keel_residual *res, keel_tensor h,
+                                   const float *mean, const float *rstd, const float *gamma,
+                                   float eps, const keel_residual_grads *grads, float *dgamma,
+                                   float *dbeta, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_add_layernorm_bwd");
+    return st ? st
+              : keel_ctx_leave(ctx, add_layernorm_bwd(ctx, rows, dim, dy, dh, res, h, mean, rstd,
+                                                      gamma, eps, grads, dgamma, dbeta, flags));
+}
+
+static keel_status add_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                                   keel_tensor dh, const keel_residual *res, keel_tensor h,
+                                   const float *rstd, const float *gamma, float eps,
+                                   const keel_residual_grads *grads, float *dgamma, unsigned flags)
 {
     static const char who[] = "keel_add_rmsnorm_bwd";
     keel_status st = check_bwd(who, ctx, rows, dim, dy, dh, res, h, grads, eps, flags,
@@ -309,4 +342,15 @@ keel_status keel_add_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_te
         return st;
     return run_bwd(ctx, who, rows, dim, 1, dy, dh, res, h, NULL, rstd, w, eps, grads, dgamma,
                    NULL, flags);
+}
+
+keel_status keel_add_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                                 keel_tensor dh, const keel_residual *res, keel_tensor h,
+                                 const float *rstd, const float *gamma, float eps,
+                                 const keel_residual_grads *grads, float *dgamma, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_add_rmsnorm_bwd");
+    return st ? st
+              : keel_ctx_leave(ctx, add_rmsnorm_bwd(ctx, rows, dim, dy, dh, res, h, rstd, gamma,
+                                                    eps, grads, dgamma, flags));
 }

@@ -88,11 +88,11 @@ static keel_status check_momentum(const char *who, float momentum)
                      who, (double)momentum);
 }
 
-keel_status keel_batchnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
-                               keel_tensor y, const float *gamma, const float *beta, float eps,
-                               int training, float momentum, float *running_mean,
-                               float *running_var, int64_t *num_batches_tracked,
-                               float *save_mean, float *save_rstd, unsigned flags)
+static keel_status batchnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                                 keel_tensor y, const float *gamma, const float *beta, float eps,
+                                 int training, float momentum, float *running_mean,
+                                 float *running_var, int64_t *num_batches_tracked,
+                                 float *save_mean, float *save_rstd, unsigned flags)
 {
     static const char who[] = "keel_batchnorm_fwd";
     keel_status st;
@@ -154,6 +154,20 @@ keel_status keel_batchnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tens
     return KEEL_OK;
 }
 
+keel_status keel_batchnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                               keel_tensor y, const float *gamma, const float *beta, float eps,
+                               int training, float momentum, float *running_mean,
+                               float *running_var, int64_t *num_batches_tracked,
+                               float *save_mean, float *save_rstd, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_batchnorm_fwd");
+    return st ? st
+              : keel_ctx_leave(ctx, batchnorm_fwd(ctx, rows, dim, x, y, gamma, beta, eps, training,
+                                                  momentum, running_mean, running_var,
+                                                  num_batches_tracked, save_mean, save_rstd,
+                                                  flags));
+}
+
 typedef struct bn_bwd_job {
     const keel_kernels *k;
     size_t rows;
@@ -178,10 +192,10 @@ static void bn_bwd_cols(const void *p, size_t j0, size_t j1)
                             j->accumulate_dparams);
 }
 
-keel_status keel_batchnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
-                               keel_tensor x, const float *mean, const float *rstd,
-                               const float *gamma, float eps, int training, keel_tensor dx,
-                               float *dgamma, float *dbeta, unsigned flags)
+static keel_status batchnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                                 keel_tensor x, const float *mean, const float *rstd,
+                                 const float *gamma, float eps, int training, keel_tensor dx,
+                                 float *dgamma, float *dbeta, unsigned flags)
 {
     static const char who[] = "keel_batchnorm_bwd";
     keel_status st;
@@ -217,4 +231,15 @@ keel_status keel_batchnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tens
                     dgamma, dbeta, (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0};
     keel_run_cols(ctx, rows, dim, bn_bwd_cols, &j);
     return KEEL_OK;
+}
+
+keel_status keel_batchnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                               keel_tensor x, const float *mean, const float *rstd,
+                               const float *gamma, float eps, int training, keel_tensor dx,
+                               float *dgamma, float *dbeta, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_batchnorm_bwd");
+    return st ? st
+              : keel_ctx_leave(ctx, batchnorm_bwd(ctx, rows, dim, dy, x, mean, rstd, gamma, eps,
+                                                  training, dx, dgamma, dbeta, flags));
 }

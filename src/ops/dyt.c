@@ -43,8 +43,8 @@ static void dyt_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, floa
     keel_bs_run(&j->bs, r0, r1, dyt_fwd_block, j, NULL);
 }
 
-keel_status keel_dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, keel_tensor y,
-                         float alpha, const float *gamma, const float *beta, unsigned flags)
+static keel_status dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, keel_tensor y,
+                           float alpha, const float *gamma, const float *beta, unsigned flags)
 {
     static const char who[] = "keel_dyt_fwd";
     keel_status st;
@@ -63,6 +63,13 @@ keel_status keel_dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, 
         return st;
     keel_run_rows(ctx, rows, dim, dyt_fwd_rows, &j);
     return KEEL_OK;
+}
+
+keel_status keel_dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, keel_tensor y,
+                         float alpha, const float *gamma, const float *beta, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_dyt_fwd");
+    return st ? st : keel_ctx_leave(ctx, dyt_fwd(ctx, rows, dim, x, y, alpha, gamma, beta, flags));
 }
 
 typedef struct dyt_bwd_job {
@@ -90,9 +97,9 @@ static void dyt_bwd_rows(const void *p, size_t r0, size_t r1, float *const *part
     keel_bs_run(&j->bs, r0, r1, dyt_bwd_block, j, (void *)(uintptr_t)parts);
 }
 
-keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy, keel_tensor x,
-                         float alpha, const float *gamma, keel_tensor dx, float *dalpha,
-                         float *dgamma, float *dbeta, unsigned flags)
+static keel_status dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy, keel_tensor x,
+                           float alpha, const float *gamma, keel_tensor dx, float *dalpha,
+                           float *dgamma, float *dbeta, unsigned flags)
 {
     static const char who[] = "keel_dyt_bwd";
     keel_status st;
@@ -134,4 +141,14 @@ keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
         *dalpha = (float)s;
     }
     return KEEL_OK;
+}
+
+keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy, keel_tensor x,
+                         float alpha, const float *gamma, keel_tensor dx, float *dalpha,
+                         float *dgamma, float *dbeta, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_dyt_bwd");
+    return st ? st
+              : keel_ctx_leave(ctx, dyt_bwd(ctx, rows, dim, dy, x, alpha, gamma, dx, dalpha, dgamma,
+                                            dbeta, flags));
 }

@@ -54,7 +54,11 @@ keel_status keel_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tens
                                keel_tensor y, const float *gamma, const float *beta, float eps,
                                float *mean, float *rstd, unsigned flags)
 {
-    return ln_fwd("keel_layernorm_fwd", ctx, rows, dim, x, y, gamma, beta, eps, NULL, mean, rstd, flags);
+    static const char who[] = "keel_layernorm_fwd";
+    keel_status st = keel_ctx_enter(ctx, who);
+    return st ? st
+              : keel_ctx_leave(ctx, ln_fwd(who, ctx, rows, dim, x, y, gamma, beta, eps, NULL, mean,
+                                           rstd, flags));
 }
 
 keel_status keel_layernorm_fwd_i8(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
@@ -65,7 +69,10 @@ keel_status keel_layernorm_fwd_i8(keel_ctx *ctx, size_t rows, size_t dim, keel_t
     static const char who[] = "keel_layernorm_fwd_i8";
     if (!quant)
         return keel_fail(KEEL_ENULL, "%s: quant is NULL", who);
-    return ln_fwd(who, ctx, rows, dim, x, y, gamma, beta, eps, quant, mean, rstd, flags);
+    keel_status st = keel_ctx_enter(ctx, who);
+    return st ? st
+              : keel_ctx_leave(ctx, ln_fwd(who, ctx, rows, dim, x, y, gamma, beta, eps, quant, mean,
+                                           rstd, flags));
 }
 
 typedef struct ln_bwd_job {
@@ -93,10 +100,10 @@ static void ln_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part,
                    j->call.c, j->accumulate_dx, r0, r1, dgamma_part, dbeta_part, ln_bwd_block, j);
 }
 
-keel_status keel_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
-                               keel_tensor x, const float *mean, const float *rstd,
-                               const float *gamma, float eps, keel_tensor dx, float *dgamma,
-                               float *dbeta, unsigned flags)
+static keel_status layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                                 keel_tensor x, const float *mean, const float *rstd,
+                                 const float *gamma, float eps, keel_tensor dx, float *dgamma,
+                                 float *dbeta, unsigned flags)
 {
     static const char who[] = "keel_layernorm_bwd";
     keel_status st;
@@ -116,4 +123,15 @@ keel_status keel_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tens
     j.hints = keel_norm_bwd_hints(ctx, rows, &j.call);
     return keel_run_rows_reduce(ctx, who, rows, dim, ln_bwd_rows, &j, dgamma, dbeta,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
+}
+
+keel_status keel_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                               keel_tensor x, const float *mean, const float *rstd,
+                               const float *gamma, float eps, keel_tensor dx, float *dgamma,
+                               float *dbeta, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_layernorm_bwd");
+    return st ? st
+              : keel_ctx_leave(ctx, layernorm_bwd(ctx, rows, dim, dy, x, mean, rstd, gamma, eps, dx,
+                                                  dgamma, dbeta, flags));
 }

@@ -31,8 +31,8 @@ static void ls_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float
     keel_bs_run(&j->bs, r0, r1, ls_fwd_block, j, NULL);
 }
 
-keel_status keel_layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
-                                keel_tensor f, const float *lambda, keel_tensor h, unsigned flags)
+static keel_status layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                                  keel_tensor f, const float *lambda, keel_tensor h, unsigned flags)
 {
     static const char who[] = "keel_layerscale_fwd";
     keel_status st;
@@ -56,6 +56,13 @@ keel_status keel_layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
         return st;
     keel_run_rows(ctx, rows, dim, ls_fwd_rows, &j);
     return KEEL_OK;
+}
+
+keel_status keel_layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
+                                keel_tensor f, const float *lambda, keel_tensor h, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_layerscale_fwd");
+    return st ? st : keel_ctx_leave(ctx, layerscale_fwd(ctx, rows, dim, x, f, lambda, h, flags));
 }
 
 typedef struct ls_bwd_job {
@@ -83,9 +90,9 @@ static void ls_bwd_rows(const void *p, size_t r0, size_t r1, float *dlambda_part
     keel_bs_run(&j->bs, r0, r1, ls_bwd_block, j, dlambda_part);
 }
 
-keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dh,
-                                keel_tensor f, const float *lambda, keel_tensor dx,
-                                keel_tensor df, float *dlambda, unsigned flags)
+static keel_status layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dh,
+                                  keel_tensor f, const float *lambda, keel_tensor dx,
+                                  keel_tensor df, float *dlambda, unsigned flags)
 {
     static const char who[] = "keel_layerscale_bwd";
     keel_status st;
@@ -121,4 +128,14 @@ keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
         j.hints = keel_bwd_hints(ctx, rows, dh.stride, dx.data ? dx.stride : df.stride) & KEEL_KBWD_STREAM;
     return keel_run_rows_reduce(ctx, who, rows, dim, ls_bwd_rows, &j, dlambda, NULL,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
+}
+
+keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dh,
+                                keel_tensor f, const float *lambda, keel_tensor dx,
+                                keel_tensor df, float *dlambda, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_layerscale_bwd");
+    return st ? st
+              : keel_ctx_leave(ctx, layerscale_bwd(ctx, rows, dim, dh, f, lambda, dx, df, dlambda,
+                                                   flags));
 }

@@ -57,7 +57,11 @@ keel_status keel_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor
                              keel_tensor y, const float *gamma, float eps, float *rstd,
                              unsigned flags)
 {
-    return rms_fwd("keel_rmsnorm_fwd", ctx, rows, dim, x, y, gamma, eps, NULL, rstd, flags);
+    static const char who[] = "keel_rmsnorm_fwd";
+    keel_status st = keel_ctx_enter(ctx, who);
+    return st ? st
+              : keel_ctx_leave(ctx, rms_fwd(who, ctx, rows, dim, x, y, gamma, eps, NULL, rstd,
+                                            flags));
 }
 
 keel_status keel_rmsnorm_fwd_i8(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
@@ -67,7 +71,10 @@ keel_status keel_rmsnorm_fwd_i8(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
     static const char who[] = "keel_rmsnorm_fwd_i8";
     if (!quant)
         return keel_fail(KEEL_ENULL, "%s: quant is NULL", who);
-    return rms_fwd(who, ctx, rows, dim, x, y, gamma, eps, quant, rstd, flags);
+    keel_status st = keel_ctx_enter(ctx, who);
+    return st ? st
+              : keel_ctx_leave(ctx, rms_fwd(who, ctx, rows, dim, x, y, gamma, eps, quant, rstd,
+                                            flags));
 }
 
 typedef struct rms_bwd_job {
@@ -95,9 +102,9 @@ static void rms_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part
                    j->call.c, j->accumulate_dx, r0, r1, dgamma_part, unused, rms_bwd_block, j);
 }
 
-keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
-                             keel_tensor x, const float *rstd, const float *gamma, float eps,
-                             keel_tensor dx, float *dgamma, unsigned flags)
+static keel_status rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                               keel_tensor x, const float *rstd, const float *gamma, float eps,
+                               keel_tensor dx, float *dgamma, unsigned flags)
 {
     static const char who[] = "keel_rmsnorm_bwd";
     keel_status st;
@@ -116,4 +123,14 @@ keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor
     j.hints = keel_norm_bwd_hints(ctx, rows, &j.call);
     return keel_run_rows_reduce(ctx, who, rows, dim, rms_bwd_rows, &j, dgamma, NULL,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
+}
+
+keel_status keel_rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
+                             keel_tensor x, const float *rstd, const float *gamma, float eps,
+                             keel_tensor dx, float *dgamma, unsigned flags)
+{
+    keel_status st = keel_ctx_enter(ctx, "keel_rmsnorm_bwd");
+    return st ? st
+              : keel_ctx_leave(ctx, rmsnorm_bwd(ctx, rows, dim, dy, x, rstd, gamma, eps, dx, dgamma,
+                                                flags));
 }

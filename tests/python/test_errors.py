@@ -118,7 +118,8 @@ def test_exception_hierarchy():
     assert issubclass(keel.KeelRuntimeError, RuntimeError)
     from keel._errors import error_for_status
     for status, cls in [(1, ValueError), (2, ValueError), (5, ValueError), (3, TypeError),
-                        (4, MemoryError), (6, RuntimeError), (9, RuntimeError)]:
+                        (4, MemoryError), (6, RuntimeError), (9, RuntimeError),
+                        (10, RuntimeError)]:  # 10: KEEL_EBUSY
         e = error_for_status(status, "m")
         assert isinstance(e, cls) and e.status == status and str(e) == "m"
 
@@ -127,7 +128,42 @@ def test_set_num_threads_is_fine_with_any_int():
     before = keel.get_num_threads()
     keel.set_num_threads(0)  # one per core
     assert keel.get_num_threads() >= 1
+    keel.set_num_threads(-(2**40))  # any n <= 0: one per core, even beyond C's int
+    assert keel.get_num_threads() >= 1
+    keel.set_num_threads(np.int64(1))
+    assert keel.get_num_threads() == 1
     keel.set_num_threads(before)
+
+
+def test_thread_count_is_capped_before_ctypes_cuts_it():
+    # Issue 23, finding 7: ctypes passed 2**40 to keel_ctx_set_threads as 0 (one thread per
+    # core), 2**32 + 2 as 2. Over KEEL_MAX_THREADS (1024) is refused before the call, by name.
+    from keel._context import MAX_THREADS, Context
+    before = keel.get_num_threads()
+    for n in (2**40, 2**32 + 2, MAX_THREADS + 1, 10**6):
+        e = raises(ValueError, rf"set_num_threads: nthreads \({n}\) is more than KEEL_MAX_THREADS \(1024\)",
+                   keel.set_num_threads, n)
+        assert e.status == 2  # KEEL_EINVAL
+        assert keel.get_num_threads() == before
+        raises(ValueError, rf"keel_ctx_create: nthreads \({n}\)", Context, n)
+    for bad in (2.5, "4", None, True):
+        e = raises(TypeError, r"set_num_threads: nthreads \(.*\) must be an int", keel.set_num_threads, bad)
+        assert e.status == 2
+        assert keel.get_num_threads() == before
+
+
+def test_thread_cap_is_the_librarys():
+    # The library refuses the same counts itself (KEEL_EINVAL naming nthreads and its value),
+    # and MAX_THREADS is its KEEL_MAX_THREADS: one over it is refused, it is named as the cap.
+    import ctypes
+
+    from keel import _lib
+    from keel._context import MAX_THREADS
+    handle = ctypes.c_void_p()
+    assert _lib.lib.keel_ctx_create(ctypes.byref(handle), MAX_THREADS + 1) == 2
+    assert not handle.value
+    msg = _lib.lib.keel_last_error().decode()
+    assert f"nthreads ({MAX_THREADS + 1}) is more than KEEL_MAX_THREADS ({MAX_THREADS})" in msg, msg
 
 
 def _run_python(code, **env):

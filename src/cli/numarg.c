@@ -1,0 +1,120 @@
+/* The checked number parser of the command-line options (numarg.h). */
+#include "numarg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void say(const char *cmd, const char *opt, const char *v, const char *what)
+{
+    if (v)
+        fprintf(stderr, "keel%s%s: %s '%s' is not %s\n", cmd ? " " : "", cmd ? cmd : "", opt, v, what);
+    else
+        fprintf(stderr, "keel%s%s: %s needs a value (%s)\n", cmd ? " " : "", cmd ? cmd : "", opt, what);
+}
+
+/* The magnitude of an integer written in decimal or 0x hex, the whole string; *neg for a
+ * leading '-'. 0, or -1 when it is no integer or does not fit 64 bits. */
+static int parse_magnitude(const char *v, int *neg, uint64_t *mag)
+{
+    if (!v)
+        return -1;
+    *neg = *v == '-';
+    const char *p = v + (*v == '-' || *v == '+');
+    int base = 10;
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        base = 16;
+        p += 2;
+    }
+    if (!isxdigit((unsigned char)*p) || (base == 10 && !isdigit((unsigned char)*p)))
+        return -1; /* strtoull would skip spaces and take a sign of its own */
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(p, &end, base);
+    if (errno || *end)
+        return -1;
+    *mag = (uint64_t)x;
+    return 0;
+}
+
+int keel_arg_u64(const char *cmd, const char *opt, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    int neg;
+    uint64_t mag;
+    if (parse_magnitude(v, &neg, &mag) || (neg && mag != 0) || mag < lo || mag > hi) {
+        char what[96];
+        snprintf(what, sizeof what, "an integer in [%" PRIu64 ", %" PRIu64 "]", lo, hi);
+        say(cmd, opt, v, what);
+        return -1;
+    }
+    *out = mag;
+    return 0;
+}
+
+int keel_arg_int(const char *cmd, const char *opt, const char *v, int lo, int hi, int *out)
+{
+    int neg;
+    uint64_t mag;
+    int ok = parse_magnitude(v, &neg, &mag) == 0 && mag <= (uint64_t)INT64_MAX;
+    int64_t x = ok ? (neg ? -(int64_t)mag : (int64_t)mag) : 0;
+    if (!ok || x < lo || x > hi) {
+        char what[96];
+        snprintf(what, sizeof what, "an integer in [%d, %d]", lo, hi);
+        say(cmd, opt, v, what);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int in_range(double x, double lo, double hi, int open)
+{
+    const int lo_ok = open & KEEL_ARG_OPEN_LO ? x > lo : x >= lo;
+    const int hi_ok = open & KEEL_ARG_OPEN_HI ? x < hi : x <= hi;
+    return isfinite(x) && lo_ok && hi_ok;
+}
+
+static void say_real(const char *cmd, const char *opt, const char *v, double lo, double hi, int open)
+{
+    char what[96];
+    snprintf(what, sizeof what, "a number in %c%g, %g%c", open & KEEL_ARG_OPEN_LO ? '(' : '[', lo, hi,
+             open & KEEL_ARG_OPEN_HI ? ')' : ']');
+    say(cmd, opt, v, what);
+}
+
+int keel_arg_double(const char *cmd, const char *opt, const char *v, double lo, double hi, int open,
+                    double *out)
+{
+    char *end = NULL;
+    double x = NAN;
+    if (v && *v && !isspace((unsigned char)*v)) {
+        errno = 0;
+        x = strtod(v, &end);
+        if (*end || (errno == ERANGE && fabs(x) > 1.0)) /* an underflow to 0 or a subnormal is a number */
+            x = NAN;
+    }
+    if (!in_range(x, lo, hi, open)) {
+        say_real(cmd, opt, v, lo, hi, open);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int keel_arg_float(const char *cmd, const char *opt, const char *v, double lo, double hi, int open, float *out)
+{
+    double x;
+    if (keel_arg_double(cmd, opt, v, lo, hi, open, &x))
+        return -1;
+    const float f = (float)x;
+    if (!in_range((double)f, lo, hi, open)) { /* 1e-50 > 0, but as a float it is 0 */
+        say_real(cmd, opt, v, lo, hi, open);
+        return -1;
+    }
+    *out = f;
+    return 0;
+}
