@@ -21,7 +21,8 @@
  * count. Worker threads only record; the main thread checks (the test counters are not
  * thread-safe).
  *
- * KEEL_TEST_THREADS_ROUNDS scales the repetitions (default 1; the sanitizer builds run 1).
+ * KEEL_TEST_THREADS_ROUNDS sets the repetitions (default 4; 1 in the quick sweep of the
+ * sanitizer runs, test_common.h).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -161,8 +162,10 @@ static keel_status call(keel_ctx *ctx, int k, const inputs *in, op_out *o)
     return KEEL_EINVAL;
 }
 
-static void fill_sentinel(op_out *o) { test_fill_sentinel((float *)o, sizeof *o / sizeof(float)); }
-static int untouched(const op_out *o) { return test_first_written((const float *)o, sizeof *o / sizeof(float)) == sizeof *o / sizeof(float); }
+enum { OUT_FLOATS = sizeof(op_out) / sizeof(float) };
+
+static void fill_sentinel(op_out *o) { test_fill_sentinel((float *)o, OUT_FLOATS); }
+static int untouched(const op_out *o) { return test_first_written((const float *)o, OUT_FLOATS) == OUT_FLOATS; }
 static int same_out(const op_out *a, const op_out *b) { return memcmp(a, b, sizeof *a) == 0; }
 
 /* Every operation into o (sentinels first, so unwritten bytes compare too). */
@@ -179,7 +182,7 @@ static keel_status run_all(keel_ctx *ctx, const inputs *in, outputs *o)
 
 static const inputs *g_in;
 static const outputs *g_ref;
-static int rounds = 1;
+static int rounds;
 
 static outputs *new_outputs(void)
 {
@@ -491,8 +494,7 @@ int main(void)
     keel_rng rng;
     keel_rng_seed(&rng, test_begin("test_threads"));
     const char *env = getenv("KEEL_TEST_THREADS_ROUNDS");
-    if (env && atoi(env) > 0)
-        rounds = atoi(env);
+    rounds = env && atoi(env) > 0 ? atoi(env) : test_quick() ? 1 : 4;
     inputs *in = malloc(sizeof *in);
     outputs *ref = new_outputs();
     if (!in)
