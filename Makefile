@@ -52,7 +52,7 @@ test-asan: deps
 
 # ThreadSanitizer: separate contexts on several threads, one context handed between threads, the
 # pool under load, and one context used from two threads at once (KEEL_EBUSY), in
-# tests/test_threads.c; and the determinism tests, which run every operation on 1 to 7 threads.
+# tests/test_threads.c (every operation); and test_determinism (the norms on 1 to 7 threads).
 TSAN_TESTS = test_threads|test_determinism
 test-tsan: deps
 	cmake -S . -B $(TSAN_BUILD) $(SAN_CMAKE) -DKEEL_SANITIZE=thread $(CMAKE_FLAGS) >/dev/null
