@@ -112,6 +112,10 @@ typedef enum keel_isa {
 KEEL_API const char *keel_isa_name(keel_isa isa);
 /* 1 when this CPU (and OS, through xgetbv) can run the path, else 0. */
 KEEL_API int keel_isa_available(keel_isa isa);
+/* The name of the i-th kernel (i = 0, 1, ...) that the path isa runs, as defined in src/kernels:
+ * "keel_f32_layernorm_fwd__avx512", ...; the neon path names the scalar kernel of an op it does
+ * not run natively yet. NULL past the last kernel or for a path this build lacks. */
+KEEL_API const char *keel_kernel_name(keel_isa isa, int i);
 /* The path KEEL_ISA_AUTO resolves to: KEEL_ISA when set (it must name an available path), else
  * the best available. KEEL_EISA if KEEL_ISA names an unknown or unavailable path. */
 KEEL_API keel_status keel_isa_default(keel_isa *isa);
@@ -129,7 +133,9 @@ typedef struct keel_ctx keel_ctx;
  * one thread per online core, at most this many. */
 #define KEEL_MAX_THREADS 1024
 
-/* nthreads <= 0: one thread per online core. The calling thread is one of the threads.
+/* nthreads <= 0: one thread per online core. The calling thread is one of the threads: an
+ * operation runs a share of its rows on it, with up to 128 KiB of the caller's stack (the
+ * context's own threads get 1 MiB stacks, whatever the C library's default).
  * nthreads > KEEL_MAX_THREADS: KEEL_EINVAL.
  * Honors KEEL_ISA (scalar|avx2|avx512|neon): an unknown or unavailable path is KEEL_EISA. */
 KEEL_API keel_status keel_ctx_create(keel_ctx **ctx, int nthreads);

@@ -1,44 +1,12 @@
 # Tests of `keel eps` (src/cli/cmd_eps.c). Included by CMakeLists.txt inside if(KEEL_BUILD_TESTS)
 # when the CLI is built (include(tests/cli_eps_tests.cmake OPTIONAL)).
-#
-# This file is also run as a script (cmake -P) by each test: it runs one keel command and checks
-# BOTH its exit status and its output. Variables: KEEL_EPS_CMD (the command, arguments separated
-# by '|'), KEEL_EPS_EXPECT_RC (the exact exit status), KEEL_EPS_EXPECT_REGEX (regexes separated
-# by '|', each of which must match the standard output and error together; <ANY> stands for any
-# characters within one line, so no newline travels on the command line).
-if(CMAKE_SCRIPT_MODE_FILE AND DEFINED KEEL_EPS_EXPECT_RC)
-  string(REPLACE "|" ";" _cmd "${KEEL_EPS_CMD}")
-  execute_process(COMMAND ${_cmd} RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _err)
-  message("${_out}${_err}")
-  if(NOT "${_rc}" STREQUAL "${KEEL_EPS_EXPECT_RC}")
-    message(FATAL_ERROR "exit status '${_rc}', expected ${KEEL_EPS_EXPECT_RC}")
-  endif()
-  string(REPLACE "<ANY>" "[^\n]*" _regexes "${KEEL_EPS_EXPECT_REGEX}")
-  string(REPLACE "|" ";" _regexes "${_regexes}")
-  foreach(_re IN LISTS _regexes)
-    if(NOT "${_out}${_err}" MATCHES "${_re}")
-      message(FATAL_ERROR "the output does not match '${_re}'")
-    endif()
-  endforeach()
-  return()
-endif()
 
-set(_keel_eps_cli_script ${CMAKE_CURRENT_LIST_FILE})
+include(${CMAKE_CURRENT_LIST_DIR}/cli_expect.cmake) # keel_cli_expect: exit status and output
 
 # keel_eps_cli_test(NAME RC "REGEX|REGEX..." ARG...): run `keel eps ARG...`, expect exit status
 # RC and every regex in the output.
 function(keel_eps_cli_test name rc regexes)
-  set(_cmd "$<TARGET_FILE:keel>|eps")
-  foreach(_a IN LISTS ARGN)
-    string(APPEND _cmd "|${_a}")
-  endforeach()
-  add_test(NAME ${name}
-    COMMAND ${CMAKE_COMMAND}
-      "-DKEEL_EPS_CMD=${_cmd}"
-      "-DKEEL_EPS_EXPECT_RC=${rc}"
-      "-DKEEL_EPS_EXPECT_REGEX=${regexes}"
-      -P ${_keel_eps_cli_script}
-    WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+  keel_cli_expect(${name} ${CMAKE_CURRENT_SOURCE_DIR} ${rc} "${regexes}" eps ${ARGN})
 endfunction()
 
 # BERT's eps in fp16 (pytorch#41527): rounds to 0, not representable, amplification 1e6,

@@ -1,44 +1,13 @@
 # Tests of the keel commands' number parsing and output failures (issue 23, findings 1, 4, 5):
 # every bad number is refused by the one checked parser (src/cli/numarg.c) with exit status 2
 # and a message naming the command, the option and the value. Included by tests/cli_tests.cmake.
-#
-# This file is also run as a script (cmake -P) by each test: it runs one keel command and checks
-# BOTH its exit status and its output. Variables: KEEL_INPUT_CMD (the command, arguments
-# separated by '|'), KEEL_INPUT_EXPECT_RC (the exact exit status: a crash is never it),
-# KEEL_INPUT_EXPECT_REGEX (regexes separated by '|', each of which must match the standard
-# output and error together).
-if(CMAKE_SCRIPT_MODE_FILE AND DEFINED KEEL_INPUT_EXPECT_RC)
-  string(REPLACE "|" ";" _cmd "${KEEL_INPUT_CMD}")
-  execute_process(COMMAND ${_cmd} RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _err)
-  message("${_out}${_err}")
-  if(NOT "${_rc}" STREQUAL "${KEEL_INPUT_EXPECT_RC}")
-    message(FATAL_ERROR "exit status '${_rc}', expected ${KEEL_INPUT_EXPECT_RC}")
-  endif()
-  string(REPLACE "|" ";" _regexes "${KEEL_INPUT_EXPECT_REGEX}")
-  foreach(_re IN LISTS _regexes)
-    if(NOT "${_out}${_err}" MATCHES "${_re}")
-      message(FATAL_ERROR "the output does not match '${_re}'")
-    endif()
-  endforeach()
-  return()
-endif()
 
-set(_keel_input_script ${CMAKE_CURRENT_LIST_FILE})
+include(${CMAKE_CURRENT_LIST_DIR}/cli_expect.cmake) # keel_cli_expect: exit status and output
 
-# keel_input_test(NAME RC "REGEX|..." ARG...): run `keel ARG...`, expect exit status RC and every
-# regex in the output.
+# keel_input_test(NAME RC "REGEX|..." ARG...): run `keel ARG...` in the build tree (some write
+# files), expect exit status RC and every regex in the output.
 function(keel_input_test name rc regexes)
-  set(_cmd "$<TARGET_FILE:keel>")
-  foreach(_a IN LISTS ARGN)
-    string(APPEND _cmd "|${_a}")
-  endforeach()
-  add_test(NAME ${name}
-    COMMAND ${CMAKE_COMMAND}
-      "-DKEEL_INPUT_CMD=${_cmd}"
-      "-DKEEL_INPUT_EXPECT_RC=${rc}"
-      "-DKEEL_INPUT_EXPECT_REGEX=${regexes}"
-      -P ${_keel_input_script}
-    WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+  keel_cli_expect(${name} ${CMAKE_CURRENT_BINARY_DIR} ${rc} "${regexes}" ${ARGN})
 endfunction()
 
 # (1) keel bench: a negative, huge or non-integer size never reaches the allocator (they were a

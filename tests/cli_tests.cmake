@@ -3,41 +3,12 @@
 
 # ==== keel onnx-test: ONNX backend node tests ==================================================
 #
-# This file is also run as a script (cmake -P) by the onnx_* tests: then it runs one keel
-# command and checks BOTH its exit status and its output, which neither WILL_FAIL (any non-zero
-# status, a crash included, would pass) nor PASS_REGULAR_EXPRESSION (ignores the status) does
-# alone. Variables: KEEL_ONNX_CMD (the command, arguments separated by '|'),
-# KEEL_ONNX_EXPECT_RC (the exact exit status), KEEL_ONNX_EXPECT_REGEX (regexes separated by '|',
-# so they cannot use '|' themselves; each must match the standard output; <ANY> in them stands
-# for any characters within one line, so that no newline has to travel on the command line).
-if(CMAKE_SCRIPT_MODE_FILE AND DEFINED KEEL_ONNX_EXPECT_RC)
-  string(REPLACE "|" ";" _cmd "${KEEL_ONNX_CMD}")
-  execute_process(COMMAND ${_cmd} RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _err)
-  message("${_out}${_err}")
-  if(NOT "${_rc}" STREQUAL "${KEEL_ONNX_EXPECT_RC}")
-    message(FATAL_ERROR "exit status '${_rc}', expected ${KEEL_ONNX_EXPECT_RC}")
-  endif()
-  string(REPLACE "<ANY>" "[^\n]*" _regexes "${KEEL_ONNX_EXPECT_REGEX}")
-  string(REPLACE "|" ";" _regexes "${_regexes}")
-  foreach(_re IN LISTS _regexes)
-    if(NOT _out MATCHES "${_re}")
-      message(FATAL_ERROR "the output does not match '${_re}'")
-    endif()
-  endforeach()
-  return()
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_expect.cmake) # keel_cli_expect: exit status and output
 
-# keel_onnx_test(NAME RC "REGEX|REGEX..." ARG...): run `keel onnx-test ARG...`, expect exit
-# status RC and every regex in the standard output.
+# keel_onnx_test(NAME RC "REGEX|REGEX..." ARG...): run `keel onnx-test ARG...` in the source tree,
+# expect exit status RC and every regex in the output.
 function(keel_onnx_test name rc regexes)
-  string(REPLACE ";" "|" _args "${ARGN}")
-  add_test(NAME ${name}
-    COMMAND ${CMAKE_COMMAND}
-      "-DKEEL_ONNX_CMD=$<TARGET_FILE:keel>|onnx-test|${_args}"
-      "-DKEEL_ONNX_EXPECT_RC=${rc}"
-      "-DKEEL_ONNX_EXPECT_REGEX=${regexes}"
-      -P ${CMAKE_CURRENT_LIST_FILE}
-    WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+  keel_cli_expect(${name} ${CMAKE_CURRENT_SOURCE_DIR} ${rc} "${regexes}" onnx-test ${ARGN})
 endfunction()
 
 set(_onnx ${CMAKE_CURRENT_SOURCE_DIR}/tests/data/onnx)
@@ -93,20 +64,13 @@ keel_onnx_test(onnx_usage_help 0 "usage: keel onnx-test" --help)
 # ==== end of keel onnx-test ====================================================================
 
 # ==== keel info, check, bench: the main job's commands ==========================================
-# keel_cli_test(NAME RC "REGEX|..." ARG...): run `keel ARG...` through the same checking script
-# as above (exact exit status and every regex in the output).
+# keel_cli_test(NAME RC "REGEX|..." ARG...): run `keel ARG...` in the source tree, expect exit
+# status RC and every regex in the output.
 function(keel_cli_test name rc regexes)
-  string(REPLACE ";" "|" _args "${ARGN}")
-  add_test(NAME ${name}
-    COMMAND ${CMAKE_COMMAND}
-      "-DKEEL_ONNX_CMD=$<TARGET_FILE:keel>|${_args}"
-      "-DKEEL_ONNX_EXPECT_RC=${rc}"
-      "-DKEEL_ONNX_EXPECT_REGEX=${regexes}"
-      -P ${CMAKE_CURRENT_LIST_FILE}
-    WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+  keel_cli_expect(${name} ${CMAKE_CURRENT_SOURCE_DIR} ${rc} "${regexes}" ${ARGN})
 endfunction()
 
-keel_cli_test(cli_info 0 "keel [0-9]+[.][0-9]+[.][0-9]+|kernels: [a-z0-9]+ [(]keel_f32_layernorm_fwd__|threads: [0-9]+" info)
+keel_cli_test(cli_info 0 "keel [0-9]+[.][0-9]+[.][0-9]+|kernels: [a-z0-9]+ [(][0-9]+ in the kernel list[)]|  keel_f32_layernorm_fwd__[a-z0-9]+|  keel_f32_dyt_bwd__[a-z0-9]+|threads: [0-9]+" info)
 # every op within its bound on every path the CPU has (exit 1 on any failure)
 keel_cli_test(cli_check_all_isas 0 "PASS: every output within its bound" check --quick --all-isas)
 set(_num "[0-9]+[.][0-9]+")

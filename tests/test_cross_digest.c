@@ -22,6 +22,7 @@
 
 #include "convert.h"
 #include "test_common.h"
+#include "fnv1a.h"
 
 /* ---- inputs ---------------------------------------------------------------------------------- */
 
@@ -224,14 +225,7 @@ typedef struct fnv {
     int canon; /* NaNs hashed as one canonical NaN of their dtype */
 } fnv;
 
-static void fnv_bytes(fnv *f, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        f->h ^= b[i];
-        f->h *= UINT64_C(0x100000001b3);
-    }
-}
+static void fnv_bytes(fnv *f, const void *p, size_t n) { f->h = keel_fnv1a_add(f->h, p, n); }
 
 static void fnv_f32(fnv *f, const float *p, size_t n)
 {
@@ -258,7 +252,7 @@ static void fnv_u16(fnv *f, const uint16_t *p, size_t n, keel_dtype dt)
 
 static uint64_t digest(const run_state *st, int canon)
 {
-    fnv f = {UINT64_C(0xcbf29ce484222325), canon};
+    fnv f = {KEEL_FNV1A_START, canon};
     const size_t n = st->rows * st->stride;
     for (int k = 0; k < 4; k++) {
         if (st->dt == KEEL_F32)

@@ -12,9 +12,11 @@
  * variants the SIMD paths pick for tensors beyond L2, and one, two and three rows of three
  * widths (the row pipelines, whose first and last sweeps do fewer stages), also from row 1.
  * Strides and the starts of all arrays are random (unaligned); every combination of gamma/beta,
- * saved statistics, in place, accumulate, dx, dgamma, dbeta is run. A path's entry that is the
- * scalar kernel itself (the neon path's norms, fused add + norm and BatchNorm, until their bodies
- * are converted) is not compared with itself.
+ * saved statistics, in place, accumulate, dx, dgamma, dbeta is run; the fused add + norm
+ * kernels' many options are sampled (fused_cases). One case per kernel of the kernel list
+ * (KEEL_KERNEL_LIST in kernels.h: kernel_cases below), so that a kernel added there is tested
+ * here. A path's entry that is the scalar kernel itself (the neon column of the list) is not
+ * compared with itself.
  */
 #include <math.h>
 
@@ -469,36 +471,9 @@ static void compare(const char *what, const float *ref, const float *got, size_t
         test_failed_++;
 }
 
-/* A path's entry that is the scalar kernel itself (the neon path's, until its body is converted:
- * kernel_list.c) has the scalar bits by construction: its calls are not made twice. */
-typedef void (*any_fn)(void);
-static long scalar_entries_skipped;
-
-static int norm_is_scalar(const keel_kernels *k, op o)
-{
-    const keel_kernels *s = keel_kernels_for(KEEL_ISA_SCALAR);
-    switch (o) {
-    case LN_FWD: return (any_fn)k->f32_layernorm_fwd == (any_fn)s->f32_layernorm_fwd;
-    case LN_BWD: return (any_fn)k->f32_layernorm_bwd == (any_fn)s->f32_layernorm_bwd;
-    case RMS_FWD: return (any_fn)k->f32_rmsnorm_fwd == (any_fn)s->f32_rmsnorm_fwd;
-    default: return (any_fn)k->f32_rmsnorm_bwd == (any_fn)s->f32_rmsnorm_bwd;
-    }
-}
-
-/* Whether any norm kernel of the path is its own (else its norm batches are not made at all). */
-static int norms_native(const keel_kernels *k)
-{
-    return !norm_is_scalar(k, LN_FWD) || !norm_is_scalar(k, LN_BWD) || !norm_is_scalar(k, RMS_FWD) ||
-           !norm_is_scalar(k, RMS_BWD);
-}
-
 static void run(const keel_kernels *k, const batch *b, const config *c)
 {
     const keel_kernels *s = keel_kernels_for(KEEL_ISA_SCALAR);
-    if (k != s && norm_is_scalar(k, c->op)) {
-        scalar_entries_skipped++;
-        return;
-    }
     outputs ro, ko;
     init_outputs(&ro, b, c);
     init_outputs(&ko, b, c);
@@ -523,39 +498,33 @@ static void run(const keel_kernels *k, const batch *b, const config *c)
     free_outputs(&ko);
 }
 
-/* Every combination of the forward's options for one batch. */
-static void run_batch_fwd(const keel_kernels *k, const batch *b)
+/* Every combination of a norm forward's options (gamma, beta, stats, in place) for one batch. */
+static void norm_fwd_cases(const keel_kernels *k, const batch *b, op o)
 {
-    for (int bits = 0; bits < 16; bits++) { /* forward: gamma, beta, stats, in place */
-        if (!in_sweep(b, (unsigned)bits))
-            continue;
-        config c = {LN_FWD, bits & 1, bits >> 1 & 1, bits >> 2 & 1, bits >> 3 & 1, 0, 0, 0, 0};
-        run(k, b, &c);
-        if (!c.beta) {
-            c.op = RMS_FWD;
+    for (int bits = 0; bits < 16; bits++) {
+        config c = {o, bits & 1, bits >> 1 & 1, bits >> 2 & 1, bits >> 3 & 1, 0, 0, 0, 0};
+        if (in_sweep(b, (unsigned)bits) && !(o == RMS_FWD && c.beta))
             run(k, b, &c);
-        }
     }
 }
 
-/* Every combination of the options for one batch. */
-static void run_batch(const keel_kernels *k, const batch *b)
+/* Every combination of a norm backward's options (gamma, stats, dgamma, dbeta, and dx: none,
+ * set, add, in place set / add) for one batch. */
+static void norm_bwd_cases(const keel_kernels *k, const batch *b, op o)
 {
-    run_batch_fwd(k, b);
-    for (int bits = 0; bits < 16; bits++) { /* backward: gamma, stats, dgamma, dbeta ... */
-        if (!in_sweep(b, (unsigned)bits))
-            continue;
-        for (int dxmode = 0; dxmode < 5; dxmode++) { /* ... x dx: none, set, add, in place set/add */
-            config c = {LN_BWD, bits & 1, 0, bits >> 1 & 1, dxmode >= 3, dxmode == 2 || dxmode == 4,
+    for (int bits = 0; bits < 16; bits++)
+        for (int dxmode = 0; in_sweep(b, (unsigned)bits) && dxmode < 5; dxmode++) {
+            config c = {o, bits & 1, 0, bits >> 1 & 1, dxmode >= 3, dxmode == 2 || dxmode == 4,
                         dxmode > 0, bits >> 2 & 1, bits >> 3 & 1};
-            run(k, b, &c);
-            if (!c.db) {
-                c.op = RMS_BWD;
+            if (!(o == RMS_BWD && c.db))
                 run(k, b, &c);
-            }
         }
-    }
 }
+
+static void case_f32_layernorm_fwd(const keel_kernels *k, const batch *b) { norm_fwd_cases(k, b, LN_FWD); }
+static void case_f32_layernorm_bwd(const keel_kernels *k, const batch *b) { norm_bwd_cases(k, b, LN_BWD); }
+static void case_f32_rmsnorm_fwd(const keel_kernels *k, const batch *b) { norm_fwd_cases(k, b, RMS_FWD); }
+static void case_f32_rmsnorm_bwd(const keel_kernels *k, const batch *b) { norm_bwd_cases(k, b, RMS_BWD); }
 
 /* ---- LayerScale and BatchNorm kernels ------------------------------------------------------
  * The same batches, through the kernels of the other transformer-block ops: LayerScale forward
@@ -722,24 +691,8 @@ static void compare_d(const char *what, const double *ref, const double *got, si
     test_check(1, "%s", what);
 }
 
-static int ls_bn_is_scalar(const keel_kernels *k, ls_bn_op o)
-{
-    const keel_kernels *s = keel_kernels_for(KEEL_ISA_SCALAR);
-    switch (o) {
-    case LS_FWD: return (any_fn)k->f32_layerscale_fwd == (any_fn)s->f32_layerscale_fwd;
-    case LS_BWD: return (any_fn)k->f32_layerscale_bwd == (any_fn)s->f32_layerscale_bwd;
-    case BN_STATS: return (any_fn)k->f32_batchnorm_stats == (any_fn)s->f32_batchnorm_stats;
-    case BN_APPLY: return (any_fn)k->f32_batchnorm_apply == (any_fn)s->f32_batchnorm_apply;
-    default: return (any_fn)k->f32_batchnorm_bwd == (any_fn)s->f32_batchnorm_bwd;
-    }
-}
-
 static void ls_bn_run(const keel_kernels *k, const batch *b, const bn_consts *bc, const ls_bn_config *c)
 {
-    if (k != keel_kernels_for(KEEL_ISA_SCALAR) && ls_bn_is_scalar(k, c->op)) {
-        scalar_entries_skipped++;
-        return;
-    }
     ls_bn_outputs ro, ko;
     ls_bn_init(&ro, b, c);
     ls_bn_init(&ko, b, c);
@@ -765,14 +718,18 @@ static void ls_bn_run(const keel_kernels *k, const batch *b, const bn_consts *bc
     ls_bn_free(&ko);
 }
 
-/* Every combination of the options of the LayerScale and BatchNorm kernels for one batch. */
-static void run_ls_bn_batch(const keel_kernels *k, const batch *b)
+/* Every combination of the options of the LayerScale and BatchNorm kernels for one batch (bc:
+ * the batch's BatchNorm constants, made by the scalar path). */
+static void case_f32_layerscale_fwd(const keel_kernels *k, const batch *b)
 {
-    bn_consts bc = bn_consts_make(b);
     for (int inplace = 0; inplace <= 2; inplace++) {
         ls_bn_config c = {LS_FWD, inplace, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-        ls_bn_run(k, b, &bc, &c);
+        ls_bn_run(k, b, NULL, &c);
     }
+}
+
+static void case_f32_layerscale_bwd(const keel_kernels *k, const batch *b)
+{
     for (int bits = 0; bits < 64; bits++) { /* dx, df, dlambda, accumulate, in place, streamed */
         if (!in_sweep(b, (unsigned)bits))
             continue;
@@ -786,18 +743,31 @@ static void run_ls_bn_batch(const keel_kernels *k, const batch *b)
             else
                 continue;
         }
-        ls_bn_run(k, b, &bc, &c);
+        ls_bn_run(k, b, NULL, &c);
     }
-    {
-        ls_bn_config c = {BN_STATS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-        ls_bn_run(k, b, &bc, &c);
-    }
+}
+
+static void case_f32_batchnorm_stats(const keel_kernels *k, const batch *b)
+{
+    ls_bn_config c = {BN_STATS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    ls_bn_run(k, b, NULL, &c);
+}
+
+static void case_f32_batchnorm_apply(const keel_kernels *k, const batch *b)
+{
+    bn_consts bc = bn_consts_make(b);
     for (int bits = 0; bits < 16; bits++) { /* lo, gamma, beta, in place */
         if (!in_sweep(b, (unsigned)bits))
             continue;
         ls_bn_config c = {BN_APPLY, bits >> 3 & 1, 0, 0, 0, 0, 0, bits & 1, bits >> 1 & 1, bits >> 2 & 1, 0};
         ls_bn_run(k, b, &bc, &c);
     }
+    bn_consts_free(&bc);
+}
+
+static void case_f32_batchnorm_bwd(const keel_kernels *k, const batch *b)
+{
+    bn_consts bc = bn_consts_make(b);
     for (int bits = 0; bits < 16; bits++) /* training, gamma, dgamma, dbeta ... */
         for (int dxmode = 0; in_sweep(b, (unsigned)bits) && dxmode < 5; dxmode++) { /* ... x dx */
             /* lo stands for accumulate_dparams, beta for dbeta */
@@ -808,10 +778,382 @@ static void run_ls_bn_batch(const keel_kernels *k, const batch *b)
     bn_consts_free(&bc);
 }
 
+/* ---- fused add + norm and DyT kernels ------------------------------------------------------
+ * The same batches through the fused residual + norm kernels (x the batch's x, r its dy rows,
+ * lambda and bias the dgamma and dbeta start values, alpha 1 or not; the backward's dy the
+ * batch's dy, its dh the dx start values) and DyT's (alpha a random scale). Every buffer a call
+ * may write, inputs it may overwrite included (x, r, dy, dh, the saved h), is a private copy,
+ * and all of them are compared after the call: an output placed over an input, and anything
+ * written where it must not, show. The fused backward has 18 option bits: each batch runs every
+ * option alone and FUSED_DRAWS random combinations (from the printed seed). */
+
+enum { FUSED_DRAWS = 12 };
+static keel_rng *draw_rng; /* main's generator: the combinations drawn */
+
+/* The buffers of one call (NULL: the config has none). hs: the scalar forward's h of the
+ * config's residual (layout lx), with its mean and rstd (rows + GUARD). */
+typedef struct fused_io {
+    float *x, *r, *dy, *dh, *h, *hs, *y, *dx, *dr, *mean, *rstd, *s_mean, *s_rstd, *parts[4];
+} fused_io;
+
+static void fused_io_free(fused_io *o)
+{
+    float *all[] = {o->x, o->r, o->dy, o->dh, o->h, o->hs, o->y, o->dx, o->dr, o->mean, o->rstd,
+                    o->s_mean, o->s_rstd, o->parts[0], o->parts[1], o->parts[2], o->parts[3]};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        free(all[i]);
+}
+
+/* Option bits. Forward: */
+enum {
+    F_LAMBDA = 1, F_BIAS = 2, F_GAMMA = 4, F_BETA = 8, F_STATS = 16, F_ALPHA = 32,
+    F_H_OWN = 64, F_H_OVER_X = 128, F_H_OVER_R = 256, F_FWD_BITS = 9
+};
+/* Backward (F_LAMBDA .. F_ALPHA as above): */
+enum {
+    B_H_GIVEN = 64, B_DH = 128, B_DX = 256, B_DR = 512, B_ACC = 1024, B_DX_OVER_DH = 2048,
+    B_DX_OVER_DY = 4096, B_DR_OVER_R = 8192, B_DGAMMA = 1 << 14, B_DBETA = 1 << 15,
+    B_DLAMBDA = 1 << 16, B_DBIAS = 1 << 17, B_HINTS = 1 << 18, B_BWD_BITS = 19
+};
+
+static keel_f32_res fused_res(const batch *b, const fused_io *o, unsigned bits)
+{
+    const size_t po = b->lp.off;
+    keel_f32_res res = {o->x + b->lx.off, b->lx.stride, o->r + b->ldy.off, b->ldy.stride,
+                        bits & F_ALPHA ? 0.70710677f : 1.0f, bits & F_LAMBDA ? b->dg0 + po : NULL,
+                        bits & F_BIAS ? b->db0 + po : NULL};
+    return res;
+}
+
+/* Copies of the inputs and the outputs' start values of a forward (fwd) or backward call; a
+ * backward's saved h and statistics: those of `from` (made before), or the scalar forward's. */
+static void fused_io_init(fused_io *o, const batch *b, int ln, int fwd, unsigned bits,
+                          const fused_io *from)
+{
+    memset(o, 0, sizeof *o);
+    const size_t n = b->rows + GUARD;
+    o->x = test_copy(b->x, b->lx.len);
+    o->r = test_copy(b->dy, b->ldy.len);
+    if (fwd) {
+        o->y = test_copy(b->y0, b->ly.len);
+        o->h = test_copy(b->dx0, b->ldx.len);
+        o->mean = test_copy(b->y0, n);
+        o->rstd = test_copy(b->dx0, n);
+        return;
+    }
+    o->dy = test_copy(b->dy, b->ldy.len);
+    o->dh = test_copy(b->dx0, b->ldx.len);
+    o->dx = test_copy(b->dx0, b->ldx.len);
+    o->dr = test_copy(b->y0, b->ly.len);
+    for (int p = 0; p < 4; p++)
+        o->parts[p] = test_copy(p & 1 ? b->db0 : b->dg0, b->lp.len);
+    if (from) {
+        o->hs = test_copy(from->hs, b->lx.len);
+        o->s_mean = test_copy(from->s_mean, n);
+        o->s_rstd = test_copy(from->s_rstd, n);
+        return;
+    }
+    /* the saved h and statistics a backward may be given: the scalar forward's */
+    o->hs = test_copy(b->x, b->lx.len);
+    o->s_mean = test_copy(b->y0, n);
+    o->s_rstd = test_copy(b->dx0, n);
+    float *y = test_copy(b->y0, b->ly.len);
+    const keel_kernels *s = keel_kernels_for(KEEL_ISA_SCALAR);
+    const keel_f32_res res = fused_res(b, o, bits);
+    if (ln)
+        s->f32_add_layernorm_fwd(b->rows, b->dim, &res, o->hs + b->lx.off, b->lx.stride,
+                                 y + b->ly.off, b->ly.stride, NULL, NULL, b->eps, o->s_mean,
+                                 o->s_rstd);
+    else
+        s->f32_add_rmsnorm_fwd(b->rows, b->dim, &res, o->hs + b->lx.off, b->lx.stride,
+                               y + b->ly.off, b->ly.stride, NULL, b->eps, o->s_rstd);
+    free(y);
+}
+
+static void fused_fwd_call(const keel_kernels *k, const batch *b, int ln, unsigned bits,
+                           fused_io *o)
+{
+    const size_t po = b->lp.off;
+    const keel_f32_res res = fused_res(b, o, bits);
+    float *h = bits & F_H_OWN      ? o->h + b->ldx.off
+               : bits & F_H_OVER_X ? o->x + b->lx.off
+               : bits & F_H_OVER_R ? o->r + b->ldy.off
+                                   : NULL;
+    const size_t hst = bits & F_H_OWN      ? b->ldx.stride
+                       : bits & F_H_OVER_X ? b->lx.stride
+                                           : b->ldy.stride;
+    const float *gamma = bits & F_GAMMA ? b->gamma + po : NULL;
+    float *mean = bits & F_STATS ? o->mean : NULL, *rstd = bits & F_STATS ? o->rstd : NULL;
+    if (ln)
+        k->f32_add_layernorm_fwd(b->rows, b->dim, &res, h, hst, o->y + b->ly.off, b->ly.stride,
+                                 gamma, bits & F_BETA ? b->beta + po : NULL, b->eps, mean, rstd);
+    else
+        k->f32_add_rmsnorm_fwd(b->rows, b->dim, &res, h, hst, o->y + b->ly.off, b->ly.stride,
+                               gamma, b->eps, rstd);
+}
+
+static void fused_bwd_call(const keel_kernels *k, const batch *b, int ln, unsigned bits,
+                           fused_io *o)
+{
+    const size_t po = b->lp.off;
+    const keel_f32_res res = fused_res(b, o, bits);
+    keel_f32_res_grads g;
+    memset(&g, 0, sizeof g);
+    if (bits & B_DX) {
+        g.dx = bits & B_DX_OVER_DH ? o->dh + b->ldx.off
+               : bits & B_DX_OVER_DY ? o->dy + b->ldy.off
+                                     : o->dx + b->ldx.off;
+        g.dx_stride = bits & B_DX_OVER_DY ? b->ldy.stride : b->ldx.stride;
+    }
+    if (bits & B_DR) {
+        g.dr = bits & B_DR_OVER_R ? o->r + b->ldy.off : o->dr + b->ly.off;
+        g.dr_stride = bits & B_DR_OVER_R ? b->ldy.stride : b->ly.stride;
+    }
+    g.accumulate = (bits & B_ACC) != 0;
+    static const unsigned part_bits[4] = {B_DGAMMA, B_DBETA, B_DLAMBDA, B_DBIAS};
+    for (int p = 0; p < 4; p++)
+        g.parts[p] = bits & part_bits[p] ? o->parts[p] + po : NULL;
+    g.hints = bits & B_HINTS && k->isa != KEEL_ISA_SCALAR ? b->hints : 0;
+    const float *dh = bits & B_DH ? o->dh + b->ldx.off : NULL;
+    const float *h = bits & B_H_GIVEN ? o->hs + b->lx.off : NULL;
+    const float *gamma = bits & F_GAMMA ? b->gamma + po : NULL;
+    const int stats = (bits & F_STATS) != 0;
+    if (ln)
+        k->f32_add_layernorm_bwd(b->rows, b->dim, o->dy + b->ldy.off, b->ldy.stride, dh,
+                                 b->ldx.stride, &res, h, b->lx.stride, stats ? o->s_mean : NULL,
+                                 stats ? o->s_rstd : NULL, gamma, b->eps, &g);
+    else
+        k->f32_add_rmsnorm_bwd(b->rows, b->dim, o->dy + b->ldy.off, b->ldy.stride, dh,
+                               b->ldx.stride, &res, h, b->lx.stride, stats ? o->s_rstd : NULL,
+                               gamma, b->eps, &g);
+}
+
+/* Whether a drawn combination is one the kernels take (at most one place per output; the
+ * norm's own options: RMSNorm has no beta). */
+static int fused_valid(int ln, int fwd, unsigned bits)
+{
+    if (!ln && bits & (F_BETA | (fwd ? 0u : (unsigned)B_DBETA)))
+        return 0;
+    if (fwd) {
+        const unsigned h = bits & (F_H_OWN | F_H_OVER_X | F_H_OVER_R);
+        return (h & (h - 1)) == 0;
+    }
+    if ((bits & B_DX_OVER_DH) && (bits & B_DX_OVER_DY))
+        return 0;
+    if ((bits & B_DX_OVER_DH) && !(bits & (B_DH | B_DX)))
+        return 0;
+    return 1;
+}
+
+static void fused_compare(const batch *b, const fused_io *ro, const fused_io *ko, int fwd,
+                          const char *desc)
+{
+    const size_t n = b->rows + GUARD;
+    compare("x", ro->x, ko->x, b->lx.len, &b->lx, b, desc);
+    compare("r", ro->r, ko->r, b->ldy.len, &b->ldy, b, desc);
+    if (fwd) {
+        compare("y", ro->y, ko->y, b->ly.len, &b->ly, b, desc);
+        compare("h", ro->h, ko->h, b->ldx.len, &b->ldx, b, desc);
+        compare("mean", ro->mean, ko->mean, n, NULL, b, desc);
+        compare("rstd", ro->rstd, ko->rstd, n, NULL, b, desc);
+        return;
+    }
+    compare("dy", ro->dy, ko->dy, b->ldy.len, &b->ldy, b, desc);
+    compare("dh", ro->dh, ko->dh, b->ldx.len, &b->ldx, b, desc);
+    compare("dx", ro->dx, ko->dx, b->ldx.len, &b->ldx, b, desc);
+    compare("dr", ro->dr, ko->dr, b->ly.len, &b->ly, b, desc);
+    static const char *const part_names[4] = {"dgamma partial", "dbeta partial",
+                                              "dlambda partial", "dbias partial"};
+    for (int p = 0; p < 4; p++)
+        compare(part_names[p], ro->parts[p], ko->parts[p], b->lp.len, NULL, b, desc);
+}
+
+static void fused_run(const keel_kernels *k, const batch *b, int ln, int fwd, unsigned bits)
+{
+    fused_io ro, ko;
+    fused_io_init(&ro, b, ln, fwd, bits, NULL);
+    fused_io_init(&ko, b, ln, fwd, bits, &ro);
+    const keel_kernels *s = keel_kernels_for(KEEL_ISA_SCALAR);
+    if (fwd) {
+        fused_fwd_call(s, b, ln, bits, &ro);
+        fused_fwd_call(k, b, ln, bits, &ko);
+    } else {
+        fused_bwd_call(s, b, ln, bits, &ro);
+        fused_bwd_call(k, b, ln, bits, &ko);
+    }
+    char desc[512];
+    snprintf(desc, sizeof desc, "%s f32_add_%s_%s dim=%zu rows=%zu (%s batch) eps=%g options 0x%x",
+             k->name, ln ? "layernorm" : "rmsnorm", fwd ? "fwd" : "bwd", b->dim, b->rows,
+             b->name, (double)b->eps, bits);
+    fused_compare(b, &ro, &ko, fwd, desc);
+    fused_io_free(&ro);
+    fused_io_free(&ko);
+}
+
+/* A batch of more than QUICK_LARGE floats (any sweep): the fused and DyT kernels' options are
+ * sampled more thinly there (each call copies every buffer twice; the small batches make the
+ * combinations, the large ones the variants for tensors beyond the caches). */
+static int large_batch(const batch *b) { return b->rows * b->dim > QUICK_LARGE; }
+
+/* None, every option alone, and FUSED_DRAWS drawn combinations; in a large batch, half of the
+ * options alone (the two halves in turn, as in_sweep's) and FUSED_DRAWS / 8 drawn. */
+static void fused_cases(const keel_kernels *k, const batch *b, int ln, int fwd)
+{
+    const int nbits = fwd ? F_FWD_BITS : B_BWD_BITS;
+    const int draws = large_batch(b) ? FUSED_DRAWS / 8 : FUSED_DRAWS;
+    for (int i = -1; i < nbits + draws; i++) {
+        if (large_batch(b) && i >= 0 && i < nbits && (unsigned)(i & 1) != b->half)
+            continue;
+        unsigned bits = i < 0 ? 0u
+                        : i < nbits ? 1u << i
+                                    : (unsigned)keel_rng_next(draw_rng) & ((1u << nbits) - 1);
+        if (!fwd && i >= 0 && i < nbits) /* an option alone, with what makes it do something */
+            bits |= B_DX | (bits & B_DX_OVER_DH ? B_DH : 0u);
+        if (fused_valid(ln, fwd, bits))
+            fused_run(k, b, ln, fwd, bits);
+    }
+}
+
+/* DyT: the forward's options gamma, beta, y over x; the backward's gamma, dx, accumulate, dx
+ * over dy, dgamma, dbeta, dalpha (every combination). */
+enum { D_GAMMA = 1, D_BETA = 2, D_INPLACE = 4, D_DX = 8, D_ACC = 16, D_DGAMMA = 32,
+       D_DBETA = 64, D_DALPHA = 128 };
+
+static void dyt_call(const keel_kernels *k, const batch *b, int fwd, unsigned bits, float alpha,
+                     fused_io *o)
+{
+    const size_t po = b->lp.off;
+    const float *gamma = bits & D_GAMMA ? b->gamma + po : NULL;
+    if (fwd) {
+        float *y = bits & D_INPLACE ? o->x + b->lx.off : o->y + b->ly.off;
+        k->f32_dyt_fwd(b->rows, b->dim, bits & D_INPLACE ? y : o->x + b->lx.off, b->lx.stride, y,
+                       bits & D_INPLACE ? b->lx.stride : b->ly.stride, alpha, gamma,
+                       bits & D_BETA ? b->beta + po : NULL);
+        return;
+    }
+    float *dx = !(bits & D_DX) ? NULL : bits & D_INPLACE ? o->dy + b->ldy.off : o->dx + b->ldx.off;
+    k->f32_dyt_bwd(b->rows, b->dim, o->dy + b->ldy.off, b->ldy.stride, o->x + b->lx.off,
+                   b->lx.stride, alpha, gamma, dx, bits & D_INPLACE ? b->ldy.stride : b->ldx.stride,
+                   (bits & D_ACC) != 0, bits & D_DGAMMA ? o->parts[0] + po : NULL,
+                   bits & D_DBETA ? o->parts[1] + po : NULL,
+                   bits & D_DALPHA ? o->parts[2] + po : NULL);
+}
+
+/* The forward: every combination. The backward: none, every option alone (with dx where it
+ * needs it) and FUSED_DRAWS drawn combinations (FUSED_DRAWS / 4 in a large batch). */
+static void dyt_cases(const keel_kernels *k, const batch *b, int fwd)
+{
+    const keel_kernels *s = keel_kernels_for(KEEL_ISA_SCALAR);
+    const int count = fwd ? 8 : 8 + (large_batch(b) ? FUSED_DRAWS / 4 : FUSED_DRAWS);
+    for (int i = 0; i < count; i++) {
+        unsigned bits = fwd ? (unsigned)i
+                        : i == 0 ? 0u
+                        : i < 8  ? 1u << i | (i == 2 || i == 4 ? (unsigned)D_DX : 0u)
+                                 : (unsigned)keel_rng_next(draw_rng) & 255u;
+        if (!fwd && bits & D_BETA)
+            continue;
+        const float alpha = (float)keel_rng_range(draw_rng, -3.0, 3.0);
+        fused_io ro, ko;
+        memset(&ro, 0, sizeof ro);
+        memset(&ko, 0, sizeof ko);
+        fused_io *both[2] = {&ro, &ko};
+        for (int c = 0; c < 2; c++) {
+            both[c]->x = test_copy(b->x, b->lx.len);
+            both[c]->dy = test_copy(b->dy, b->ldy.len);
+            both[c]->y = test_copy(b->y0, b->ly.len);
+            both[c]->dx = test_copy(b->dx0, b->ldx.len);
+            for (int p = 0; p < 3; p++)
+                both[c]->parts[p] = test_copy(p == 1 ? b->db0 : b->dg0, b->lp.len);
+        }
+        dyt_call(s, b, fwd, bits, alpha, &ro);
+        dyt_call(k, b, fwd, bits, alpha, &ko);
+        char desc[512];
+        snprintf(desc, sizeof desc, "%s f32_dyt_%s dim=%zu rows=%zu (%s batch) alpha=%.9g "
+                 "options 0x%x", k->name, fwd ? "fwd" : "bwd", b->dim, b->rows, b->name,
+                 (double)alpha, bits);
+        compare("x", ro.x, ko.x, b->lx.len, &b->lx, b, desc);
+        compare(fwd ? "y" : "dx", fwd ? ro.y : ro.dx, fwd ? ko.y : ko.dx,
+                fwd ? b->ly.len : b->ldx.len, fwd ? &b->ly : &b->ldx, b, desc);
+        compare("dy (dx over it)", ro.dy, ko.dy, b->ldy.len, &b->ldy, b, desc);
+        static const char *const part_names[3] = {"dgamma partial", "dbeta partial",
+                                                  "dalpha column"};
+        for (int p = 0; p < 3; p++)
+            compare(part_names[p], ro.parts[p], ko.parts[p], b->lp.len, NULL, b, desc);
+        fused_io_free(&ro);
+        fused_io_free(&ko);
+    }
+}
+
+static void case_f32_add_layernorm_fwd(const keel_kernels *k, const batch *b) { fused_cases(k, b, 1, 1); }
+static void case_f32_add_layernorm_bwd(const keel_kernels *k, const batch *b) { fused_cases(k, b, 1, 0); }
+static void case_f32_add_rmsnorm_fwd(const keel_kernels *k, const batch *b) { fused_cases(k, b, 0, 1); }
+static void case_f32_add_rmsnorm_bwd(const keel_kernels *k, const batch *b) { fused_cases(k, b, 0, 0); }
+static void case_f32_dyt_fwd(const keel_kernels *k, const batch *b) { dyt_cases(k, b, 1); }
+static void case_f32_dyt_bwd(const keel_kernels *k, const batch *b) { dyt_cases(k, b, 0); }
+
+/* ---- the cases of the kernel list ----------------------------------------------------------
+ * One case per kernel of KEEL_KERNEL_LIST (kernels.h), in its order: a kernel added to the list
+ * without a case_<op> here does not compile. */
+typedef void case_fn(const keel_kernels *k, const batch *b);
+#define CASE_OF(op, neon) {#op, case_##op},
+static const struct kernel_case {
+    const char *op;
+    case_fn *run;
+} kernel_cases[] = {KEEL_KERNEL_LIST(CASE_OF)};
+#undef CASE_OF
+#define INDEX_OF(op, neon) K_##op,
+enum { KEEL_KERNEL_LIST(INDEX_OF) K_COUNT };
+#undef INDEX_OF
+_Static_assert((int)K_COUNT == (int)KEEL_KERNEL_COUNT, "a case per kernel of the list");
+
+typedef void (*any_fn)(void);
+static any_fn entry_of(const keel_kernels *k, int i)
+{
+#define POINTER_OF(op, neon) (any_fn)k->op,
+    const any_fn all[] = {KEEL_KERNEL_LIST(POINTER_OF)};
+#undef POINTER_OF
+    return all[i];
+}
+
+/* A path's entry that is the scalar kernel itself (the neon column of the list names scalar
+ * for the ops not yet written over lanes__neon.h) has the scalar bits by construction: its
+ * case is not run. */
+static long scalar_entries_skipped;
+static int is_scalar_entry(const keel_kernels *k, int i)
+{
+    return k != keel_kernels_for(KEEL_ISA_SCALAR) &&
+           entry_of(k, i) == entry_of(keel_kernels_for(KEEL_ISA_SCALAR), i);
+}
+
+static void run_case(const keel_kernels *k, const batch *b, int i)
+{
+    if (is_scalar_entry(k, i))
+        scalar_entries_skipped++;
+    else
+        kernel_cases[i].run(k, b);
+}
+
+static void run_all_cases(const keel_kernels *k, const batch *b)
+{
+    for (int i = 0; i < K_COUNT; i++)
+        run_case(k, b, i);
+}
+
+static void run_norm_cases(const keel_kernels *k, const batch *b, int with_bwd)
+{
+    run_case(k, b, K_f32_layernorm_fwd);
+    run_case(k, b, K_f32_rmsnorm_fwd);
+    if (with_bwd) {
+        run_case(k, b, K_f32_layernorm_bwd);
+        run_case(k, b, K_f32_rmsnorm_bwd);
+    }
+}
+
 int main(void)
 {
     keel_rng rng;
     keel_rng_seed(&rng, test_begin("test_kernels_bitwise"));
+    draw_rng = &rng;
     const char *strict = getenv("KEEL_TEST_STRICT_NAN");
     strict_nan = strict && *strict && strcmp(strict, "0") != 0;
     static const size_t big[] = {127, 128, 129, 255, 256, 257, 768, 1023, 1024, 1025,
@@ -829,7 +1171,11 @@ int main(void)
         if (isas[i] == KEEL_ISA_SCALAR)
             continue;
         const keel_kernels *k = keel_kernels_for(isas[i]);
-        const int norms = norms_native(k);
+        /* the norms' own batches (streamed outputs, row pipelines) only where the path has them */
+        const int norms = !is_scalar_entry(k, K_f32_layernorm_fwd) ||
+                          !is_scalar_entry(k, K_f32_rmsnorm_fwd) ||
+                          !is_scalar_entry(k, K_f32_layernorm_bwd) ||
+                          !is_scalar_entry(k, K_f32_rmsnorm_bwd);
         printf("path %s%s\n", k->name,
                norms ? "" : " (its norms are the scalar kernels: their batches are not made)");
         tested++;
@@ -837,8 +1183,7 @@ int main(void)
             for (int mode = B_ADVERSARIAL; mode <= B_FINITE; mode++) {
                 batch b;
                 make_batch(&b, &rng, dims[di], (batch_mode)mode);
-                run_batch(k, &b);
-                run_ls_bn_batch(k, &b);
+                run_all_cases(k, &b);
                 free_batch(&b);
             }
         }
@@ -847,8 +1192,7 @@ int main(void)
         for (size_t di = 0; di < sizeof many_dims / sizeof many_dims[0]; di++) {
             batch b;
             make_batch(&b, &rng, many_dims[di], B_MANY);
-            run_batch(k, &b);
-            run_ls_bn_batch(k, &b);
+            run_all_cases(k, &b);
             free_batch(&b);
         }
         /* 16, 48: AVX-512's batches of rows (48: three vectors a row) */
@@ -857,7 +1201,7 @@ int main(void)
         for (size_t di = 0; norms && di < sizeof stream_dims / sizeof stream_dims[0]; di++) {
             batch b;
             make_batch(&b, &rng, stream_dims[di], B_STREAM);
-            run_batch_fwd(k, &b);
+            run_norm_cases(k, &b, 0);
             free_batch(&b);
         }
         /* The row pipelines with 1, 2 and 3 rows (their first and last sweeps, which do fewer
@@ -875,7 +1219,7 @@ int main(void)
             if (b.dim >= 65536) /* RMSNorm's forward pipeline; the backwards' take long there */
                 for (size_t n = 1; n <= 3; n++) {
                     b.rows = n;
-                    run_batch_fwd(k, &b);
+                    run_norm_cases(k, &b, 0);
                 }
             else
                 for (size_t first = 0; first <= 1; first++)
@@ -883,7 +1227,7 @@ int main(void)
                         for (int h = 0; h < 2; h++) {
                             batch s = sub_batch(&b, first, n);
                             s.hints = h ? KEEL_KBWD_PREFETCH | KEEL_KBWD_STREAM : 0;
-                            run_batch(k, &s);
+                            run_norm_cases(k, &s, 1);
                         }
             free_batch(&b);
         }
@@ -891,15 +1235,14 @@ int main(void)
         batch b;
         make_batch(&b, &rng, 5, B_FINITE);
         b.rows = 0;
-        run_batch(k, &b);
-        run_ls_bn_batch(k, &b);
+        run_all_cases(k, &b);
         b.rows = 1;
         free_batch(&b);
     }
     if (!tested)
         printf("no SIMD path on this machine or in this build: nothing to compare\n");
     if (scalar_entries_skipped)
-        printf("%ld calls not made twice: the path's entry is the scalar kernel itself\n",
+        printf("%ld kernel cases not run: the path's entry is the scalar kernel itself\n",
                scalar_entries_skipped);
     if (!strict_nan)
         printf("%ld buffers passed with NaNs in the same places but other NaN payloads (rows with "

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "fnv1a.h"
 
 enum { S = 3, N = 2048, BINS = 32 };
 static float mean_[S][N], rstd_[S][N];
@@ -50,16 +51,6 @@ static unsigned char file_[65536];
 static size_t len_;
 static char ok_path_[512], bad_path_[512]; /* in $TMPDIR or /tmp (the test runs in the source tree) */
 
-static uint64_t fnv1a(const unsigned char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* The baseline with the 8 bytes at off replaced by v (a double, or with as_u64 an integer), its
  * checksum recomputed: must be refused with KEEL_EFORMAT and needle in the message. */
 static void expect_refused(size_t off, double v, int as_u64, const char *needle)
@@ -68,7 +59,7 @@ static void expect_refused(size_t off, double v, int as_u64, const char *needle)
     memcpy(p, file_, len_);
     uint64_t u = as_u64 ? (uint64_t)v : 0;
     memcpy(p + off, as_u64 ? (const void *)&u : (const void *)&v, 8);
-    uint64_t sum = fnv1a(p, len_ - 8);
+    uint64_t sum = keel_fnv1a(p, len_ - 8);
     memcpy(p + len_ - 8, &sum, 8);
     FILE *f = fopen(bad_path_, "wb");
     if (!f || fwrite(p, 1, len_, f) != len_ || fclose(f))

@@ -1,4 +1,5 @@
-/* keel info: version, what the CPU can run, the path chosen and the threads. */
+/* keel info: version, what the CPU can run, the path chosen, the kernels it runs and the
+ * threads. */
 #include <stdio.h>
 
 #include "commands.h"
@@ -21,13 +22,13 @@ int keel_cmd_info(int argc, char **argv)
         return 1;
     }
     const keel_isa isa = keel_ctx_isa(ctx);
-    /* the neon path runs the scalar norms until they are converted (src/kernels/kernel_list.c) */
-    const char *norms = isa == KEEL_ISA_NEON ? "scalar" : keel_isa_name(isa);
-    printf("kernels: %s (keel_f32_layernorm_fwd__%s, keel_f32_layernorm_bwd__%s, keel_f32_rmsnorm_fwd__%s, keel_f32_rmsnorm_bwd__%s)\n",
-           keel_isa_name(isa), norms, norms, norms, norms);
-    if (isa == KEEL_ISA_NEON)
-        printf("neon: LayerScale and DyT native; the norms, fused add + norm, BatchNorm and the "
-               "bf16/f16 conversions run the scalar kernels (the same bits)\n");
+    /* the kernel list of the path (src/kernels/kernels.h), as the library names its kernels */
+    int n = 0;
+    while (keel_kernel_name(isa, n))
+        n++;
+    printf("kernels: %s (%d in the kernel list)\n", keel_isa_name(isa), n);
+    for (int i = 0; i < n; i++)
+        printf("  %s\n", keel_kernel_name(isa, i));
     printf("threads: %d\n", keel_ctx_threads(ctx));
     keel_ctx_destroy(ctx);
     return 0;

@@ -11,8 +11,10 @@
 
 #include <stdint.h>
 
-/* The most threads an option may ask for (a thread count above it is a typing error). */
-#define KEEL_ARG_MAX_THREADS 1024
+#include "keel.h" /* KEEL_MAX_THREADS */
+
+/* The most threads an option may ask for: the library's own limit (above it, a typing error). */
+#define KEEL_ARG_MAX_THREADS KEEL_MAX_THREADS
 
 /* Bounds of a real range: closed unless these flags open an end. */
 enum { KEEL_ARG_OPEN_LO = 1, KEEL_ARG_OPEN_HI = 2 };

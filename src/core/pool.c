@@ -86,10 +86,20 @@ keel_status keel_pool_create(keel_pool **out, int nthreads)
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->done, NULL);
     worker_start *starts = starts_of(pool);
+    /* The workers' stack size is set, not left to the C library (8 MiB with glibc's defaults, 128
+     * KiB with musl's, whatever RLIMIT_STACK says elsewhere): the deepest kernels, the fused add +
+     * norm pipelines, keep three rows of h (3 x 8192 floats, 96 KiB) on the stack. */
+    pthread_attr_t attr;
+    const int have_attr = pthread_attr_init(&attr) == 0;
+    if (have_attr)
+        pthread_attr_setstacksize(&attr, KEEL_POOL_STACK_BYTES);
     for (int i = 0; i < pool->size - 1; i++) {
         starts[i].pool = pool;
         starts[i].index = i + 1;
-        if (pthread_create(&pool->workers[i], NULL, worker_main, &starts[i]) != 0) {
+        if (pthread_create(&pool->workers[i], have_attr ? &attr : NULL, worker_main, &starts[i]) !=
+            0) {
+            if (have_attr)
+                pthread_attr_destroy(&attr);
             shutdown_workers(pool, i);
             pthread_cond_destroy(&pool->done);
             pthread_cond_destroy(&pool->wake);
@@ -100,6 +110,8 @@ keel_status keel_pool_create(keel_pool **out, int nthreads)
                              i + 1, nthreads);
         }
     }
+    if (have_attr)
+        pthread_attr_destroy(&attr);
     *out = pool;
     return KEEL_OK;
 }

@@ -7,6 +7,11 @@
 
 #include "keel.h"
 
+/* The stack of each worker thread, 1 MiB: ten times what the deepest kernel puts there (the
+ * fused add + norm pipelines: 96 KiB); index 0 runs on the caller's own stack (include/keel.h
+ * says how much a call needs). */
+#define KEEL_POOL_STACK_BYTES ((size_t)1 << 20)
+
 typedef struct keel_pool keel_pool;
 typedef void (*keel_pool_fn)(void *arg, int index);
 

@@ -1,53 +1,42 @@
-/* The kernel list: one table per ISA path. Dispatch (the context), tests and benchmarks all
- * read it, so a kernel added here is used, tested and timed. */
+/* The tables of the kernel list (KEEL_KERNEL_LIST in kernels.h): one per ISA path, with the
+ * names of its kernels. Dispatch (the context), tests and benchmarks all read them, so a kernel
+ * added to the list is used, tested and timed. */
 #include "kernels.h"
 
-/* The transformer-block kernels of a path. */
-#define BLOCK_KERNELS(isa)                                                                         \
-    keel_f32_add_layernorm_fwd__##isa, keel_f32_add_layernorm_bwd__##isa,                          \
-        keel_f32_add_rmsnorm_fwd__##isa, keel_f32_add_rmsnorm_bwd__##isa,                          \
-        keel_f32_layerscale_fwd__##isa, keel_f32_layerscale_bwd__##isa,                            \
-        keel_f32_batchnorm_stats__##isa, keel_f32_batchnorm_apply__##isa,                          \
-        keel_f32_batchnorm_bwd__##isa, keel_f32_dyt_fwd__##isa, keel_f32_dyt_bwd__##isa
+/* A path's table: every kernel of the list from the files of one ISA (neon: the list's neon
+ * column, which names the scalar kernel for the ops not yet written over lanes__neon.h). */
+#define KERNEL_OF(op, isa) .op = keel_##op##__##isa,
+#define NAME_OF(op, isa) "keel_" #op "__" #isa,
+#define AVX2_KERNEL(op, neon) KERNEL_OF(op, avx2)
+#define AVX2_NAME(op, neon) NAME_OF(op, avx2)
+#define AVX512_KERNEL(op, neon) KERNEL_OF(op, avx512)
+#define AVX512_NAME(op, neon) NAME_OF(op, avx512)
+#define SCALAR_KERNEL(op, neon) KERNEL_OF(op, scalar)
+#define SCALAR_NAME(op, neon) NAME_OF(op, scalar)
+#define NEON_KERNEL(op, neon) KERNEL_OF(op, neon)
+#define NEON_NAME(op, neon) NAME_OF(op, neon)
 
+static const char *const scalar_names[] = {KEEL_KERNEL_LIST(SCALAR_NAME)};
 static const keel_kernels scalar_kernels = {
-    KEEL_ISA_SCALAR, "scalar",
-    keel_f32_layernorm_fwd__scalar, keel_f32_layernorm_bwd__scalar,
-    keel_f32_rmsnorm_fwd__scalar, keel_f32_rmsnorm_bwd__scalar,
-    BLOCK_KERNELS(scalar),
-};
+    .isa = KEEL_ISA_SCALAR, .name = "scalar", .kernel_names = scalar_names,
+    KEEL_KERNEL_LIST(SCALAR_KERNEL)};
 
 #if defined(KEEL_HAVE_X86_KERNELS)
+static const char *const avx2_names[] = {KEEL_KERNEL_LIST(AVX2_NAME)};
 static const keel_kernels avx2_kernels = {
-    KEEL_ISA_AVX2, "avx2",
-    keel_f32_layernorm_fwd__avx2, keel_f32_layernorm_bwd__avx2,
-    keel_f32_rmsnorm_fwd__avx2, keel_f32_rmsnorm_bwd__avx2,
-    BLOCK_KERNELS(avx2),
-};
+    .isa = KEEL_ISA_AVX2, .name = "avx2", .kernel_names = avx2_names,
+    KEEL_KERNEL_LIST(AVX2_KERNEL)};
+static const char *const avx512_names[] = {KEEL_KERNEL_LIST(AVX512_NAME)};
 static const keel_kernels avx512_kernels = {
-    KEEL_ISA_AVX512, "avx512",
-    keel_f32_layernorm_fwd__avx512, keel_f32_layernorm_bwd__avx512,
-    keel_f32_rmsnorm_fwd__avx512, keel_f32_rmsnorm_bwd__avx512,
-    BLOCK_KERNELS(avx512),
-};
+    .isa = KEEL_ISA_AVX512, .name = "avx512", .kernel_names = avx512_names,
+    KEEL_KERNEL_LIST(AVX512_KERNEL)};
 #endif
 
 #if defined(KEEL_HAVE_NEON_KERNELS)
-/* aarch64 NEON. Native so far: LayerScale and DyT (their bodies, f32_layerscale_simd.h and
- * f32_dyt_simd.h, over lanes__neon.h). Every other entry is the scalar kernel until its body is
- * written over the lane vocabulary (issue 21): the norms, the fused add + norm, BatchNorm (and
- * the conversions, convert_list.c). Same bits either way. */
+static const char *const neon_names[] = {KEEL_KERNEL_LIST(NEON_NAME)};
 static const keel_kernels neon_kernels = {
-    KEEL_ISA_NEON, "neon",
-    keel_f32_layernorm_fwd__scalar, keel_f32_layernorm_bwd__scalar,
-    keel_f32_rmsnorm_fwd__scalar, keel_f32_rmsnorm_bwd__scalar,
-    keel_f32_add_layernorm_fwd__scalar, keel_f32_add_layernorm_bwd__scalar,
-    keel_f32_add_rmsnorm_fwd__scalar, keel_f32_add_rmsnorm_bwd__scalar,
-    keel_f32_layerscale_fwd__neon, keel_f32_layerscale_bwd__neon,
-    keel_f32_batchnorm_stats__scalar, keel_f32_batchnorm_apply__scalar,
-    keel_f32_batchnorm_bwd__scalar,
-    keel_f32_dyt_fwd__neon, keel_f32_dyt_bwd__neon,
-};
+    .isa = KEEL_ISA_NEON, .name = "neon", .kernel_names = neon_names,
+    KEEL_KERNEL_LIST(NEON_KERNEL)};
 #endif
 
 const keel_kernels *keel_kernels_for(keel_isa isa)
@@ -63,4 +52,10 @@ const keel_kernels *keel_kernels_for(keel_isa isa)
 #endif
     default: return NULL;
     }
+}
+
+const char *keel_kernel_name(keel_isa isa, int i)
+{
+    const keel_kernels *k = keel_kernels_for(isa);
+    return k && i >= 0 && i < KEEL_KERNEL_COUNT ? k->kernel_names[i] : NULL;
 }

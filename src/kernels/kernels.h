@@ -120,11 +120,11 @@
 #include "keel.h"
 
 /* Forward over `rows` rows. mean and rstd (rows floats) may be NULL. gamma/beta may be NULL. */
-typedef void (*keel_f32_layernorm_fwd_fn)(size_t rows, size_t dim,
-                                          const float *x, size_t x_stride,
-                                          float *y, size_t y_stride,
-                                          const float *gamma, const float *beta, float eps,
-                                          float *mean, float *rstd);
+typedef void keel_f32_layernorm_fwd_fn(size_t rows, size_t dim,
+                                       const float *x, size_t x_stride,
+                                       float *y, size_t y_stride,
+                                       const float *gamma, const float *beta, float eps,
+                                       float *mean, float *rstd);
 
 /* The memory policy the SIMD kernels follow and the operators hint with (measured:
  * docs/performance.md). Inputs spanning more than KEEL_PREFETCH_ABOVE bytes are prefetched a row
@@ -146,25 +146,25 @@ enum {
 
 /* Backward over `rows` rows. mean/rstd both NULL: recomputed with eps. dx NULL: skipped.
  * dgamma_part/dbeta_part: dim floats each, accumulated into (caller zeroes them), or NULL. */
-typedef void (*keel_f32_layernorm_bwd_fn)(size_t rows, size_t dim,
-                                          const float *dy, size_t dy_stride,
-                                          const float *x, size_t x_stride,
-                                          const float *mean, const float *rstd,
-                                          const float *gamma, float eps,
-                                          float *dx, size_t dx_stride, int dx_flags,
-                                          float *dgamma_part, float *dbeta_part);
+typedef void keel_f32_layernorm_bwd_fn(size_t rows, size_t dim,
+                                       const float *dy, size_t dy_stride,
+                                       const float *x, size_t x_stride,
+                                       const float *mean, const float *rstd,
+                                       const float *gamma, float eps,
+                                       float *dx, size_t dx_stride, int dx_flags,
+                                       float *dgamma_part, float *dbeta_part);
 
-typedef void (*keel_f32_rmsnorm_fwd_fn)(size_t rows, size_t dim,
-                                        const float *x, size_t x_stride,
-                                        float *y, size_t y_stride,
-                                        const float *gamma, float eps, float *rstd);
+typedef void keel_f32_rmsnorm_fwd_fn(size_t rows, size_t dim,
+                                     const float *x, size_t x_stride,
+                                     float *y, size_t y_stride,
+                                     const float *gamma, float eps, float *rstd);
 
-typedef void (*keel_f32_rmsnorm_bwd_fn)(size_t rows, size_t dim,
-                                        const float *dy, size_t dy_stride,
-                                        const float *x, size_t x_stride,
-                                        const float *rstd, const float *gamma, float eps,
-                                        float *dx, size_t dx_stride, int dx_flags,
-                                        float *dgamma_part);
+typedef void keel_f32_rmsnorm_bwd_fn(size_t rows, size_t dim,
+                                     const float *dy, size_t dy_stride,
+                                     const float *x, size_t x_stride,
+                                     const float *rstd, const float *gamma, float eps,
+                                     float *dx, size_t dx_stride, int dx_flags,
+                                     float *dgamma_part);
 
 /* ---- Transformer blocks ---- */
 
@@ -189,13 +189,13 @@ static inline keel_f32_res keel_f32_res_from(const keel_f32_res *res, size_t r0)
 }
 
 /* Fused forwards: h (NULL: not stored), y. mean/rstd optional. */
-typedef void (*keel_f32_add_layernorm_fwd_fn)(size_t rows, size_t dim, const keel_f32_res *res,
-                                              float *h, size_t h_stride, float *y, size_t y_stride,
-                                              const float *gamma, const float *beta, float eps,
-                                              float *mean, float *rstd);
-typedef void (*keel_f32_add_rmsnorm_fwd_fn)(size_t rows, size_t dim, const keel_f32_res *res,
-                                            float *h, size_t h_stride, float *y, size_t y_stride,
-                                            const float *gamma, float eps, float *rstd);
+typedef void keel_f32_add_layernorm_fwd_fn(size_t rows, size_t dim, const keel_f32_res *res,
+                                           float *h, size_t h_stride, float *y, size_t y_stride,
+                                           const float *gamma, const float *beta, float eps,
+                                           float *mean, float *rstd);
+typedef void keel_f32_add_rmsnorm_fwd_fn(size_t rows, size_t dim, const keel_f32_res *res,
+                                         float *h, size_t h_stride, float *y, size_t y_stride,
+                                         const float *gamma, float eps, float *rstd);
 
 /* Where a fused backward writes. parts: dgamma, dbeta, dlambda, dbias partials (any NULL). */
 typedef struct keel_f32_res_grads {
@@ -212,174 +212,109 @@ enum { KEEL_PART_DGAMMA, KEEL_PART_DBETA, KEEL_PART_DLAMBDA, KEEL_PART_DBIAS };
 
 /* Fused backwards. h NULL: recomputed from res (x and r). dh NULL: 0. mean/rstd NULL:
  * recomputed (LayerNorm: both or neither). res->r is read for h and for dlambda only. */
-typedef void (*keel_f32_add_layernorm_bwd_fn)(size_t rows, size_t dim, const float *dy,
-                                              size_t dy_stride, const float *dh, size_t dh_stride,
-                                              const keel_f32_res *res, const float *h,
-                                              size_t h_stride, const float *mean,
-                                              const float *rstd, const float *gamma, float eps,
-                                              const keel_f32_res_grads *out);
-typedef void (*keel_f32_add_rmsnorm_bwd_fn)(size_t rows, size_t dim, const float *dy,
-                                            size_t dy_stride, const float *dh, size_t dh_stride,
-                                            const keel_f32_res *res, const float *h,
-                                            size_t h_stride, const float *rstd,
-                                            const float *gamma, float eps,
-                                            const keel_f32_res_grads *out);
+typedef void keel_f32_add_layernorm_bwd_fn(size_t rows, size_t dim, const float *dy,
+                                           size_t dy_stride, const float *dh, size_t dh_stride,
+                                           const keel_f32_res *res, const float *h,
+                                           size_t h_stride, const float *mean,
+                                           const float *rstd, const float *gamma, float eps,
+                                           const keel_f32_res_grads *out);
+typedef void keel_f32_add_rmsnorm_bwd_fn(size_t rows, size_t dim, const float *dy,
+                                         size_t dy_stride, const float *dh, size_t dh_stride,
+                                         const keel_f32_res *res, const float *h,
+                                         size_t h_stride, const float *rstd,
+                                         const float *gamma, float eps,
+                                         const keel_f32_res_grads *out);
 
 /* LayerScale. dx, df NULL: skipped. dlambda_part NULL: skipped. The forward streams its h
  * past the caches when the call's h spans KEEL_STREAM_ABOVE bytes or more; the backward sees one
  * block of rows and takes hints from the operator (KEEL_KBWD_STREAM: dx and df streamed, not
  * with accumulate). Neither changes a bit. */
-typedef void (*keel_f32_layerscale_fwd_fn)(size_t rows, size_t dim, const float *x, size_t x_stride,
-                                           const float *f, size_t f_stride, const float *lambda,
-                                           float *h, size_t h_stride);
-typedef void (*keel_f32_layerscale_bwd_fn)(size_t rows, size_t dim, const float *dh,
-                                           size_t dh_stride, const float *f, size_t f_stride,
-                                           const float *lambda, float *dx, size_t dx_stride,
-                                           float *df, size_t df_stride, int accumulate,
-                                           float *dlambda_part, int hints);
+typedef void keel_f32_layerscale_fwd_fn(size_t rows, size_t dim, const float *x, size_t x_stride,
+                                        const float *f, size_t f_stride, const float *lambda,
+                                        float *h, size_t h_stride);
+typedef void keel_f32_layerscale_bwd_fn(size_t rows, size_t dim, const float *dh,
+                                        size_t dh_stride, const float *f, size_t f_stride,
+                                        const float *lambda, float *dx, size_t dx_stride,
+                                        float *df, size_t df_stride, int accumulate,
+                                        float *dlambda_part, int hints);
 
 /* BatchNorm over columns [0, cols) of the pointers given (the caller offsets them), all rows.
  * stats: mean_d[c], m2[c] (doubles). apply: lo NULL means no low part. */
-typedef void (*keel_f32_batchnorm_stats_fn)(size_t rows, size_t cols, const float *x,
-                                            size_t x_stride, double *mean, double *m2);
-typedef void (*keel_f32_batchnorm_apply_fn)(size_t rows, size_t cols, const float *x,
-                                            size_t x_stride, float *y, size_t y_stride,
-                                            const float *hi, const float *lo, const float *rstd,
-                                            const float *gamma, const float *beta);
+typedef void keel_f32_batchnorm_stats_fn(size_t rows, size_t cols, const float *x,
+                                         size_t x_stride, double *mean, double *m2);
+typedef void keel_f32_batchnorm_apply_fn(size_t rows, size_t cols, const float *x,
+                                         size_t x_stride, float *y, size_t y_stride,
+                                         const float *hi, const float *lo, const float *rstd,
+                                         const float *gamma, const float *beta);
 /* Backward: training (batch statistics) or inference. dx NULL: skipped. dgamma/dbeta NULL:
  * skipped, else written (added to in double with accumulate_dparams). */
-typedef void (*keel_f32_batchnorm_bwd_fn)(size_t rows, size_t cols, const float *dy,
-                                          size_t dy_stride, const float *x, size_t x_stride,
-                                          const float *mean, const float *rstd,
-                                          const float *gamma, int training, float *dx,
-                                          size_t dx_stride, int accumulate_dx, float *dgamma,
-                                          float *dbeta, int accumulate_dparams);
+typedef void keel_f32_batchnorm_bwd_fn(size_t rows, size_t cols, const float *dy,
+                                       size_t dy_stride, const float *x, size_t x_stride,
+                                       const float *mean, const float *rstd,
+                                       const float *gamma, int training, float *dx,
+                                       size_t dx_stride, int accumulate_dx, float *dgamma,
+                                       float *dbeta, int accumulate_dparams);
 
 /* DyT. parts: dgamma, dbeta, dalpha columns (any NULL). */
-typedef void (*keel_f32_dyt_fwd_fn)(size_t rows, size_t dim, const float *x, size_t x_stride,
-                                    float *y, size_t y_stride, float alpha, const float *gamma,
-                                    const float *beta);
-typedef void (*keel_f32_dyt_bwd_fn)(size_t rows, size_t dim, const float *dy, size_t dy_stride,
-                                    const float *x, size_t x_stride, float alpha,
-                                    const float *gamma, float *dx, size_t dx_stride,
-                                    int accumulate_dx, float *dgamma_part, float *dbeta_part,
-                                    float *dalpha_part);
+typedef void keel_f32_dyt_fwd_fn(size_t rows, size_t dim, const float *x, size_t x_stride,
+                                 float *y, size_t y_stride, float alpha, const float *gamma,
+                                 const float *beta);
+typedef void keel_f32_dyt_bwd_fn(size_t rows, size_t dim, const float *dy, size_t dy_stride,
+                                 const float *x, size_t x_stride, float alpha,
+                                 const float *gamma, float *dx, size_t dx_stride,
+                                 int accumulate_dx, float *dgamma_part, float *dbeta_part,
+                                 float *dalpha_part);
 
-/* One ISA path: a complete set of kernels. */
+/* THE KERNEL LIST: every kernel of a path, once, in the order of keel_kernels. Each entry
+ * X(op, neon) names
+ *   op   - the kernel: its type keel_<op>_fn (above), its field in keel_kernels, and its
+ *          definitions keel_<op>__<isa> in src/kernels/<op's file>__<isa>.c;
+ *   neon - the kernel the neon path takes: neon once the op's body is written over the lane
+ *          vocabulary (lanes__neon.h), else scalar (the same bits, by the reduction order).
+ * It generates the prototypes below, the tables of kernel_list.c with the names that keel info
+ * prints (keel_kernel_name), and the kernel cases of tests/test_kernels_bitwise.c (a kernel
+ * added here without a bitwise case there does not compile). */
+#define KEEL_KERNEL_LIST(X)                                                                        \
+    X(f32_layernorm_fwd, scalar)                                                                   \
+    X(f32_layernorm_bwd, scalar)                                                                   \
+    X(f32_rmsnorm_fwd, neon)                                                                       \
+    X(f32_rmsnorm_bwd, neon)                                                                       \
+    X(f32_add_layernorm_fwd, scalar)                                                               \
+    X(f32_add_layernorm_bwd, scalar)                                                               \
+    X(f32_add_rmsnorm_fwd, scalar)                                                                 \
+    X(f32_add_rmsnorm_bwd, scalar)                                                                 \
+    X(f32_layerscale_fwd, neon)                                                                    \
+    X(f32_layerscale_bwd, neon)                                                                    \
+    X(f32_batchnorm_stats, scalar)                                                                 \
+    X(f32_batchnorm_apply, scalar)                                                                 \
+    X(f32_batchnorm_bwd, scalar)                                                                   \
+    X(f32_dyt_fwd, neon)                                                                           \
+    X(f32_dyt_bwd, neon)
+
+/* The kernels of every path (a declaration of a kernel a build lacks is never referenced). */
+#define KEEL_KERNEL_DECLARE(op, neon)                                                              \
+    keel_##op##_fn keel_##op##__scalar, keel_##op##__avx2, keel_##op##__avx512, keel_##op##__neon;
+KEEL_KERNEL_LIST(KEEL_KERNEL_DECLARE)
+#undef KEEL_KERNEL_DECLARE
+
+/* The number of kernels in a path. */
+#define KEEL_KERNEL_COUNT_ONE(op, neon) +1
+enum { KEEL_KERNEL_COUNT = 0 KEEL_KERNEL_LIST(KEEL_KERNEL_COUNT_ONE) };
+#undef KEEL_KERNEL_COUNT_ONE
+
+/* One ISA path: a complete set of kernels, one field per entry of the list, and their names
+ * ("keel_f32_layernorm_fwd__avx512", ...) in the list's order. */
 typedef struct keel_kernels {
     keel_isa isa;
     const char *name; /* "scalar", "avx2", "avx512", "neon" */
-    keel_f32_layernorm_fwd_fn f32_layernorm_fwd;
-    keel_f32_layernorm_bwd_fn f32_layernorm_bwd;
-    keel_f32_rmsnorm_fwd_fn f32_rmsnorm_fwd;
-    keel_f32_rmsnorm_bwd_fn f32_rmsnorm_bwd;
-    /* Transformer blocks */
-    keel_f32_add_layernorm_fwd_fn f32_add_layernorm_fwd;
-    keel_f32_add_layernorm_bwd_fn f32_add_layernorm_bwd;
-    keel_f32_add_rmsnorm_fwd_fn f32_add_rmsnorm_fwd;
-    keel_f32_add_rmsnorm_bwd_fn f32_add_rmsnorm_bwd;
-    keel_f32_layerscale_fwd_fn f32_layerscale_fwd;
-    keel_f32_layerscale_bwd_fn f32_layerscale_bwd;
-    keel_f32_batchnorm_stats_fn f32_batchnorm_stats;
-    keel_f32_batchnorm_apply_fn f32_batchnorm_apply;
-    keel_f32_batchnorm_bwd_fn f32_batchnorm_bwd;
-    keel_f32_dyt_fwd_fn f32_dyt_fwd;
-    keel_f32_dyt_bwd_fn f32_dyt_bwd;
+    const char *const *kernel_names; /* KEEL_KERNEL_COUNT of them */
+#define KEEL_KERNEL_FIELD(op, neon) keel_##op##_fn *op;
+    KEEL_KERNEL_LIST(KEEL_KERNEL_FIELD)
+#undef KEEL_KERNEL_FIELD
 } keel_kernels;
 
-/* The kernel list (kernel_list.c): the table for an ISA, or NULL when that path was not
- * compiled into this build. Dispatch, tests and benchmarks all go through it. */
+/* The tables (kernel_list.c): the one for an ISA, or NULL when that path was not compiled into
+ * this build. Dispatch, tests and benchmarks all go through it. */
 const keel_kernels *keel_kernels_for(keel_isa isa);
-
-/* Kernels, by ISA. */
-void keel_f32_layernorm_fwd__scalar(size_t, size_t, const float *, size_t, float *, size_t,
-                                    const float *, const float *, float, float *, float *);
-void keel_f32_layernorm_bwd__scalar(size_t, size_t, const float *, size_t, const float *, size_t,
-                                    const float *, const float *, const float *, float,
-                                    float *, size_t, int, float *, float *);
-void keel_f32_rmsnorm_fwd__scalar(size_t, size_t, const float *, size_t, float *, size_t,
-                                  const float *, float, float *);
-void keel_f32_rmsnorm_bwd__scalar(size_t, size_t, const float *, size_t, const float *, size_t,
-                                  const float *, const float *, float, float *, size_t, int,
-                                  float *);
-
-void keel_f32_layernorm_fwd__avx2(size_t, size_t, const float *, size_t, float *, size_t,
-                                  const float *, const float *, float, float *, float *);
-void keel_f32_layernorm_bwd__avx2(size_t, size_t, const float *, size_t, const float *, size_t,
-                                  const float *, const float *, const float *, float,
-                                  float *, size_t, int, float *, float *);
-void keel_f32_rmsnorm_fwd__avx2(size_t, size_t, const float *, size_t, float *, size_t,
-                                const float *, float, float *);
-void keel_f32_rmsnorm_bwd__avx2(size_t, size_t, const float *, size_t, const float *, size_t,
-                                const float *, const float *, float, float *, size_t, int,
-                                float *);
-
-void keel_f32_layernorm_fwd__avx512(size_t, size_t, const float *, size_t, float *, size_t,
-                                    const float *, const float *, float, float *, float *);
-void keel_f32_layernorm_bwd__avx512(size_t, size_t, const float *, size_t, const float *, size_t,
-                                    const float *, const float *, const float *, float,
-                                    float *, size_t, int, float *, float *);
-void keel_f32_rmsnorm_fwd__avx512(size_t, size_t, const float *, size_t, float *, size_t,
-                                  const float *, float, float *);
-void keel_f32_rmsnorm_bwd__avx512(size_t, size_t, const float *, size_t, const float *, size_t,
-                                  const float *, const float *, float, float *, size_t, int,
-                                  float *);
-
-/* Transformer blocks, by ISA. */
-#define KEEL_BLOCK_KERNELS(isa)                                                                    \
-    void keel_f32_add_layernorm_fwd__##isa(size_t, size_t, const keel_f32_res *, float *, size_t, \
-                                           float *, size_t, const float *, const float *, float,   \
-                                           float *, float *);                                      \
-    void keel_f32_add_layernorm_bwd__##isa(size_t, size_t, const float *, size_t, const float *,  \
-                                           size_t, const keel_f32_res *, const float *, size_t,    \
-                                           const float *, const float *, const float *, float,      \
-                                           const keel_f32_res_grads *);                            \
-    void keel_f32_add_rmsnorm_fwd__##isa(size_t, size_t, const keel_f32_res *, float *, size_t,   \
-                                         float *, size_t, const float *, float, float *);          \
-    void keel_f32_add_rmsnorm_bwd__##isa(size_t, size_t, const float *, size_t, const float *,    \
-                                         size_t, const keel_f32_res *, const float *, size_t,      \
-                                         const float *, const float *, float,                      \
-                                         const keel_f32_res_grads *);                              \
-    void keel_f32_dyt_fwd__##isa(size_t, size_t, const float *, size_t, float *, size_t, float,   \
-                                 const float *, const float *);                                    \
-    void keel_f32_dyt_bwd__##isa(size_t, size_t, const float *, size_t, const float *, size_t,    \
-                                 float, const float *, float *, size_t, int, float *, float *,     \
-                                 float *);
-KEEL_BLOCK_KERNELS(scalar)
-KEEL_BLOCK_KERNELS(avx2)
-KEEL_BLOCK_KERNELS(avx512)
-#undef KEEL_BLOCK_KERNELS
-
-/* LayerScale and BatchNorm, by ISA (the SIMD paths vectorize BatchNorm across columns). */
-#define KEEL_LS_BN_KERNELS(isa)                                                                    \
-    void keel_f32_layerscale_fwd__##isa(size_t, size_t, const float *, size_t, const float *,     \
-                                        size_t, const float *, float *, size_t);                   \
-    void keel_f32_layerscale_bwd__##isa(size_t, size_t, const float *, size_t, const float *,     \
-                                        size_t, const float *, float *, size_t, float *, size_t,   \
-                                        int, float *, int);                                        \
-    void keel_f32_batchnorm_stats__##isa(size_t, size_t, const float *, size_t, double *,         \
-                                         double *);                                                \
-    void keel_f32_batchnorm_apply__##isa(size_t, size_t, const float *, size_t, float *, size_t,  \
-                                         const float *, const float *, const float *,              \
-                                         const float *, const float *);                            \
-    void keel_f32_batchnorm_bwd__##isa(size_t, size_t, const float *, size_t, const float *,      \
-                                       size_t, const float *, const float *, const float *, int,   \
-                                       float *, size_t, int, float *, float *, int);
-KEEL_LS_BN_KERNELS(scalar)
-KEEL_LS_BN_KERNELS(avx2)
-KEEL_LS_BN_KERNELS(avx512)
-#undef KEEL_LS_BN_KERNELS
-
-/* aarch64 NEON: the kernels converted to the lane vocabulary so far (lanes__neon.h); the rest of
- * the neon table in kernel_list.c is the scalar kernels. */
-void keel_f32_layerscale_fwd__neon(size_t, size_t, const float *, size_t, const float *, size_t,
-                                   const float *, float *, size_t);
-void keel_f32_layerscale_bwd__neon(size_t, size_t, const float *, size_t, const float *, size_t,
-                                   const float *, float *, size_t, float *, size_t, int, float *,
-                                   int);
-void keel_f32_dyt_fwd__neon(size_t, size_t, const float *, size_t, float *, size_t, float,
-                            const float *, const float *);
-void keel_f32_dyt_bwd__neon(size_t, size_t, const float *, size_t, const float *, size_t, float,
-                            const float *, float *, size_t, int, float *, float *, float *);
 
 #endif /* KEEL_KERNELS_H */

@@ -5,6 +5,7 @@
 #define KEEL_KERNELS_LANES_AVX512_H
 
 #include "simd_lanes__avx512.h"
+#include "finish_rows__avx512.h"
 #include "lanes_ymm.h"
 
 typedef __mmask8 kl_tail;
@@ -67,6 +68,123 @@ KEEL_INLINE kv kv_with_sign_of(kv a, kv u)
 KEEL_INLINE kv kv_nan_passes(kv v, kv u)
 {
     return _mm512_mask_mov_ps(u, _mm512_cmp_ps_mask(u, u, _CMP_ORD_Q), v);
+}
+
+/* ---- kr: the reduction unit of kernels.h, 16 floats and 16 double lanes -----------------------
+ * The row reductions of the norms (RMSNorm's f32_rmsnorm_simd.h so far) step 16 floats at a
+ * time, kernels.h's 16 lanes: a kr_f16 is one zmm (the norms' elementwise sweeps too: measured
+ * as fast as two ymm there, unlike LayerScale's three output streams, see lanes_ymm.h), a kr_d16
+ * two, lo = lanes 0-7 and hi = lanes 8-15, each filled by an exact vcvtps2pd of 8 floats. A
+ * tail of n < 16 floats is a masked load (nothing past the row is read) and a masked add: the
+ * lanes that get no element keep their bits, as in the scalar loop. The names and meanings are
+ * the same on every path (lanes__avx2.h, lanes__neon.h). */
+typedef __m512 kr_f16;
+typedef struct kr_d16 {
+    __m512d lo, hi;
+} kr_d16;
+typedef __mmask16 kr_tail; /* the floats of a row's tail, the same for every row of a call */
+
+/* Rows shorter than KR_GROUP_BELOW floats go KR_GROUP at a time: their reductions are
+ * independent chains, interleaved to hide the latency of the lane adds, the trees and the per-row
+ * divisions (simd_lanes__avx512.h: K512_GROUP; 4 rows = 8 zmm accumulators of 32). */
+#define KR_GROUP K512_GROUP
+#define KR_GROUP_BELOW K512_GROUP_BELOW
+/* Whether a kr_d16 and its operands crowd the register file (32 zmm: no), so that a
+ * body orders its stages to keep fewer values live (f32_rmsnorm_simd.h's row pipeline). */
+#define KR_FEW_REGS 0
+/* The vector registers of the path and the ones a kr_d16 takes, for a body that sizes what it
+ * keeps live to the register file (f32_layernorm_simd.h's sweep 1: two rows interleave here). */
+#define KR_VREGS 32
+#define KR_D16_REGS 2
+
+KEEL_INLINE kr_tail kr_tail_of(size_t n) { return k512_tail16(n); }
+
+KEEL_INLINE kr_f16 kr_load(const float *p) { return _mm512_loadu_ps(p); }
+/* the tail's floats at p, 0.0 past them; reads nothing past the tail */
+KEEL_INLINE kr_f16 kr_load_tail(const float *p, const kr_tail *t)
+{
+    return _mm512_maskz_loadu_ps(*t, p);
+}
+KEEL_INLINE void kr_store(float *p, kr_f16 v) { _mm512_storeu_ps(p, v); }
+KEEL_INLINE void kr_store_tail(float *p, kr_f16 v, const kr_tail *t)
+{
+    _mm512_mask_storeu_ps(p, *t, v);
+}
+/* A streaming store of 16 floats at p, where kr_streamable(p) (whole 64-byte lines); then
+ * kl_stream_fence() before the call returns. */
+KEEL_INLINE void kr_stream(float *p, kr_f16 v) { _mm512_stream_ps(p, v); }
+KEEL_INLINE int kr_streamable(const float *p) { return k512_aligned64(p); }
+/* Whether a call's outputs (rows x stride floats) go past the caches, where they stream. */
+KEEL_INLINE int kr_want_stream(size_t rows, size_t stride)
+{
+    return k512_want_stream(rows, stride);
+}
+/* Whether a call prefetches the rows it reads next (simd_lanes__avx512.h: beyond L2 only). */
+KEEL_INLINE int kr_want_prefetch(size_t rows, size_t dim, size_t stride)
+{
+    return k512_want_prefetch(rows, dim, stride);
+}
+
+KEEL_INLINE kr_f16 kr_set1(float a) { return _mm512_set1_ps(a); }
+KEEL_INLINE kr_f16 kr_add(kr_f16 a, kr_f16 b) { return _mm512_add_ps(a, b); }
+KEEL_INLINE kr_f16 kr_sub(kr_f16 a, kr_f16 b) { return _mm512_sub_ps(a, b); }
+KEEL_INLINE kr_f16 kr_mul(kr_f16 a, kr_f16 b) { return _mm512_mul_ps(a, b); }
+
+KEEL_INLINE kr_d16 kr_dzero(void)
+{
+    const kr_d16 z = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+    return z;
+}
+/* (double)p[0..15], converted from memory (one instruction per 8) */
+KEEL_INLINE kr_d16 kr_dload(const float *p)
+{
+    const kr_d16 d = {k512_cvt8(p), k512_cvt8(p + 8)};
+    return d;
+}
+/* (double)v, lane by lane (exact) */
+KEEL_INLINE kr_d16 kr_widen(kr_f16 v)
+{
+    const kr_d16 d = {_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                      _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))};
+    return d;
+}
+KEEL_INLINE kr_d16 kr_dadd(kr_d16 a, kr_d16 b)
+{
+    const kr_d16 d = {_mm512_add_pd(a.lo, b.lo), _mm512_add_pd(a.hi, b.hi)};
+    return d;
+}
+KEEL_INLINE kr_d16 kr_dmul(kr_d16 a, kr_d16 b)
+{
+    const kr_d16 d = {_mm512_mul_pd(a.lo, b.lo), _mm512_mul_pd(a.hi, b.hi)};
+    return d;
+}
+KEEL_INLINE kr_d16 kr_dsub(kr_d16 a, kr_d16 b)
+{
+    const kr_d16 d = {_mm512_sub_pd(a.lo, b.lo), _mm512_sub_pd(a.hi, b.hi)};
+    return d;
+}
+/* a in every lane (one register, used for both halves) */
+KEEL_INLINE kr_d16 kr_dset1(double a)
+{
+    const __m512d v = _mm512_set1_pd(a);
+    const kr_d16 d = {v, v};
+    return d;
+}
+/* a + b in the tail's lanes; the others keep a's bits */
+KEEL_INLINE kr_d16 kr_dadd_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
+{
+    const kr_d16 d = {k512_add_mask(a.lo, k512_lo8(*t), b.lo),
+                      k512_add_mask(a.hi, k512_hi8(*t), b.hi)};
+    return d;
+}
+/* kernels.h's tree, h = 8, 4, 2, 1: the row's R(term) */
+KEEL_INLINE double kr_reduce16(kr_d16 a) { return k512_reduce16(a.lo, a.hi); }
+
+/* rstd[i] = keel_rms_rstd(q[i], dim, eps) for nr rows (a constant), KR_GROUP of them in one
+ * vector's divisions and square root (finish_rows__avx512.h: 4096x16 0.40 -> 0.32 ns/element) */
+KEEL_INLINE void kr_rms_rstd_rows(int nr, const double *q, size_t dim, float eps, float *rstd)
+{
+    k512_rms_rstd_n(nr, q, dim, eps, rstd);
 }
 
 #endif

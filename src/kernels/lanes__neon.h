@@ -20,7 +20,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "kernels.h" /* KEEL_STREAM_ABOVE */
+#include "kernels.h" /* KEEL_STREAM_ABOVE, KEEL_PREFETCH_ABOVE */
+#include "norm_finish.h"
 
 #ifndef KEEL_INLINE
 #define KEEL_INLINE static inline __attribute__((always_inline))
@@ -159,5 +160,175 @@ KEEL_INLINE kv kv_with_sign_of(kv a, kv u)
 }
 /* u where u is NaN (its bits, untouched), else v: a bit select on u == u */
 KEEL_INLINE kv kv_nan_passes(kv v, kv u) { return vbslq_f32(vceqq_f32(u, u), v, u); }
+
+/* ---- kr: the reduction unit of kernels.h, 16 floats and 16 double lanes -----------------------
+ * The names and meanings of lanes__avx512.h's kr section: a kr_f16 is four q registers of 4
+ * floats, a kr_d16 eight of 2 doubles, v[k] = lanes 2k and 2k + 1, filled by the exact fcvtl /
+ * fcvtl2 (float to double). A tail of n < 16 floats is copied through a stack buffer (nothing past
+ * the row is read or written) and added with a bit select into the tail's lanes, so the others
+ * keep their bits, as in the scalar loop. The tree adds the same lanes in the same order (each
+ * add's first operand the lower lane) as keel_reduce16. No streaming store yet (kl_stream's
+ * note): no row counts as streamable, and the stores that would stream are ordinary ones, so the
+ * kernels prefetch those rows as the other paths do for their cached stores. KR_GROUP is 2, as on
+ * AVX2: a row's lanes are 8 of the 32 q registers, and 4 rows' would take them all (unmeasured on
+ * aarch64 hardware, as are KR_PIPE_AHEAD and the prefetch policy, taken from the x86 paths). */
+typedef struct kr_f16 {
+    float32x4_t v[4];
+} kr_f16;
+typedef struct kr_d16 {
+    float64x2_t v[8];
+} kr_d16;
+typedef struct kr_tail {
+    size_t n;        /* floats in the tail (< 16) */
+    uint64x2_t d[8]; /* all ones in the double lanes below n */
+} kr_tail;
+
+#define KR_GROUP 2
+#define KR_GROUP_BELOW 256
+/* Whether a kr_d16 and its operands crowd the register file (32 q registers: no), so that a
+ * body orders its stages to keep fewer values live (f32_rmsnorm_simd.h's row pipeline). */
+#define KR_FEW_REGS 0
+/* The vector registers of the path and the ones a kr_d16 takes (lanes__avx512.h). */
+#define KR_VREGS 32
+#define KR_D16_REGS 8
+#define KR_PIPE_AHEAD 256
+
+KEEL_INLINE kr_tail kr_tail_of(size_t n)
+{
+    kr_tail t;
+    t.n = n;
+    for (int k = 0; k < 8; k++) {
+        const uint64_t lane[2] = {(uint64_t)(2 * k), (uint64_t)(2 * k + 1)};
+        t.d[k] = vcltq_u64(vld1q_u64(lane), vdupq_n_u64((uint64_t)n));
+    }
+    return t;
+}
+
+KEEL_INLINE kr_f16 kr_load(const float *p)
+{
+    const kr_f16 v = {{vld1q_f32(p), vld1q_f32(p + 4), vld1q_f32(p + 8), vld1q_f32(p + 12)}};
+    return v;
+}
+KEEL_INLINE kr_f16 kr_load_tail(const float *p, const kr_tail *t)
+{
+    float buf[16] = {0.0f};
+    memcpy(buf, p, t->n * sizeof(float));
+    return kr_load(buf);
+}
+KEEL_INLINE void kr_store(float *p, kr_f16 v)
+{
+    for (int k = 0; k < 4; k++)
+        vst1q_f32(p + 4 * k, v.v[k]);
+}
+KEEL_INLINE void kr_store_tail(float *p, kr_f16 v, const kr_tail *t)
+{
+    float buf[16];
+    kr_store(buf, v);
+    memcpy(p, buf, t->n * sizeof(float));
+}
+KEEL_INLINE void kr_stream(float *p, kr_f16 v) { kr_store(p, v); }
+KEEL_INLINE int kr_streamable(const float *p)
+{
+    (void)p;
+    return 0;
+}
+KEEL_INLINE int kr_want_stream(size_t rows, size_t stride) { return kl_want_stream(rows, stride); }
+KEEL_INLINE int kr_want_prefetch(size_t rows, size_t dim, size_t stride)
+{
+    return dim >= 256 && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
+}
+/* prfm pldl1keep / pldl2keep */
+KEEL_INLINE void kr_prefetch_l1(const float *p) { __builtin_prefetch(p, 0, 3); }
+KEEL_INLINE void kr_prefetch_l2(const float *p) { __builtin_prefetch(p, 0, 2); }
+
+KEEL_INLINE kr_f16 kr_set1(float a)
+{
+    const float32x4_t b = vdupq_n_f32(a);
+    const kr_f16 v = {{b, b, b, b}};
+    return v;
+}
+KEEL_INLINE kr_f16 kr_add(kr_f16 a, kr_f16 b)
+{
+    for (int k = 0; k < 4; k++)
+        a.v[k] = vaddq_f32(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kr_f16 kr_sub(kr_f16 a, kr_f16 b)
+{
+    for (int k = 0; k < 4; k++)
+        a.v[k] = vsubq_f32(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kr_f16 kr_mul(kr_f16 a, kr_f16 b)
+{
+    for (int k = 0; k < 4; k++)
+        a.v[k] = vmulq_f32(a.v[k], b.v[k]);
+    return a;
+}
+
+KEEL_INLINE kr_d16 kr_dzero(void)
+{
+    kr_d16 d;
+    for (int k = 0; k < 8; k++)
+        d.v[k] = vdupq_n_f64(0.0);
+    return d;
+}
+KEEL_INLINE kr_d16 kr_widen(kr_f16 v)
+{
+    kr_d16 d;
+    for (int k = 0; k < 4; k++) {
+        d.v[2 * k] = vcvt_f64_f32(vget_low_f32(v.v[k]));
+        d.v[2 * k + 1] = vcvt_high_f64_f32(v.v[k]);
+    }
+    return d;
+}
+KEEL_INLINE kr_d16 kr_dload(const float *p) { return kr_widen(kr_load(p)); }
+KEEL_INLINE kr_d16 kr_dadd(kr_d16 a, kr_d16 b)
+{
+    for (int k = 0; k < 8; k++)
+        a.v[k] = vaddq_f64(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kr_d16 kr_dmul(kr_d16 a, kr_d16 b)
+{
+    for (int k = 0; k < 8; k++)
+        a.v[k] = vmulq_f64(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kr_d16 kr_dsub(kr_d16 a, kr_d16 b)
+{
+    for (int k = 0; k < 8; k++)
+        a.v[k] = vsubq_f64(a.v[k], b.v[k]);
+    return a;
+}
+/* a in every lane (one register, used for all eight pairs) */
+KEEL_INLINE kr_d16 kr_dset1(double a)
+{
+    kr_d16 d;
+    const float64x2_t v = vdupq_n_f64(a);
+    for (int k = 0; k < 8; k++)
+        d.v[k] = v;
+    return d;
+}
+KEEL_INLINE kr_d16 kr_dadd_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
+{
+    for (int k = 0; k < 8; k++)
+        a.v[k] = vbslq_f64(t->d[k], vaddq_f64(a.v[k], b.v[k]), a.v[k]);
+    return a;
+}
+/* h = 8: v[k] + v[k + 4]; h = 4: + v[k + 2]; h = 2: v[0] + v[1]; h = 1: lane 0 + lane 1 */
+KEEL_INLINE double kr_reduce16(kr_d16 a)
+{
+    for (int h = 4; h >= 1; h /= 2)
+        for (int k = 0; k < h; k++)
+            a.v[k] = vaddq_f64(a.v[k], a.v[k + h]);
+    return vgetq_lane_f64(a.v[0], 0) + vgetq_lane_f64(a.v[0], 1);
+}
+
+KEEL_INLINE void kr_rms_rstd_rows(int nr, const double *q, size_t dim, float eps, float *rstd)
+{
+    for (int i = 0; i < nr; i++)
+        rstd[i] = keel_rms_rstd(q[i], dim, eps);
+}
 
 #endif

@@ -13,89 +13,12 @@
 #include <string.h>
 
 #include "error.h"
+#include "bytebuf.h"
+#include "fnv1a.h"
 #include "monitor_internal.h"
 
 #define MON_MAGIC "KEELMONB"
 #define MON_VERSION 1u
-
-typedef struct buf {
-    unsigned char *p;
-    size_t n, cap, pos;
-    int oom;
-} buf;
-
-static void put(buf *b, const void *src, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->n + n)
-            cap *= 2;
-        unsigned char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-static void put_u64(buf *b, uint64_t v)
-{
-    unsigned char c[8];
-    for (int i = 0; i < 8; i++)
-        c[i] = (unsigned char)(v >> (8 * i));
-    put(b, c, 8);
-}
-static void put_u32(buf *b, uint32_t v)
-{
-    unsigned char c[4];
-    for (int i = 0; i < 4; i++)
-        c[i] = (unsigned char)(v >> (8 * i));
-    put(b, c, 4);
-}
-static void put_f64(buf *b, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    put_u64(b, u);
-}
-static uint64_t get_u64(buf *b)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)b->p[b->pos + i] << (8 * i);
-    b->pos += 8;
-    return v;
-}
-static uint32_t get_u32(buf *b)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)b->p[b->pos + i] << (8 * i);
-    b->pos += 4;
-    return v;
-}
-static double get_f64(buf *b)
-{
-    uint64_t u = get_u64(b);
-    double v;
-    memcpy(&v, &u, 8);
-    return v;
-}
-
-static uint64_t fnv1a(const unsigned char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
 
 keel_status keel_monitor_baseline_save(const keel_monitor *m, const char *path)
 {
@@ -103,41 +26,41 @@ keel_status keel_monitor_baseline_save(const keel_monitor *m, const char *path)
         return keel_fail(KEEL_ENULL, "keel_monitor_baseline_save: %s is NULL", !m ? "mon" : "path");
     if (!m->has_baseline)
         return keel_fail(KEEL_EINVAL, "keel_monitor_baseline_save: no baseline captured");
-    buf b = {0};
-    put(&b, MON_MAGIC, 8);
-    put_u32(&b, MON_VERSION);
-    put_u32(&b, (uint32_t)m->nslots);
-    put_u32(&b, (uint32_t)m->bins);
-    put_u32(&b, (uint32_t)m->nbuckets);
-    put_f64(&b, m->range_sd);
+    keel_bytebuf b = {0};
+    keel_bb_put(&b, MON_MAGIC, 8);
+    keel_bb_put_u32(&b, MON_VERSION);
+    keel_bb_put_u32(&b, (uint32_t)m->nslots);
+    keel_bb_put_u32(&b, (uint32_t)m->bins);
+    keel_bb_put_u32(&b, (uint32_t)m->nbuckets);
+    keel_bb_put_f64(&b, m->range_sd);
     for (int l = 0; l < m->nslots; l++) {
         const mon_slot *sl = &m->slot[l];
-        put_u32(&b, (uint32_t)sl->has_mean_b);
+        keel_bb_put_u32(&b, (uint32_t)sl->has_mean_b);
         for (int s = 0; s < 2; s++) {
             const mon_stat *st = &sl->b[s];
-            put_f64(&b, st->n);
-            put_f64(&b, st->mean);
-            put_f64(&b, st->m2);
-            put_f64(&b, st->lo);
-            put_f64(&b, st->hi);
-            put_u32(&b, (uint32_t)st->ranged);
+            keel_bb_put_f64(&b, st->n);
+            keel_bb_put_f64(&b, st->mean);
+            keel_bb_put_f64(&b, st->m2);
+            keel_bb_put_f64(&b, st->lo);
+            keel_bb_put_f64(&b, st->hi);
+            keel_bb_put_u32(&b, (uint32_t)st->ranged);
             for (int i = 0; i < m->bins + 2; i++)
-                put_u64(&b, st->h[i]);
+                keel_bb_put_u64(&b, st->h[i]);
         }
     }
     size_t nc = (size_t)m->nslots * 2 * MON_NCOMP;
     for (int k = 0; k < m->nbuckets; k++) {
         const mon_bucket *bk = &m->bucket[k];
-        put_f64(&b, bk->tokens);
-        put_f64(&b, bk->threshold);
-        put_f64(&b, bk->far);
+        keel_bb_put_f64(&b, bk->tokens);
+        keel_bb_put_f64(&b, bk->threshold);
+        keel_bb_put_f64(&b, bk->far);
         for (size_t c = 0; c < nc; c++)
-            put_f64(&b, bk->mu[c]);
+            keel_bb_put_f64(&b, bk->mu[c]);
         for (size_t c = 0; c < nc; c++)
-            put_f64(&b, bk->sd[c]);
+            keel_bb_put_f64(&b, bk->sd[c]);
     }
     if (!b.oom)
-        put_u64(&b, fnv1a(b.p, b.n));
+        keel_bb_put_u64(&b, keel_fnv1a(b.p, b.n));
     if (b.oom) {
         free(b.p);
         return keel_fail(KEEL_ENOMEM, "keel_monitor_baseline_save: out of memory");
@@ -176,11 +99,11 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
     FILE *f = fopen(path, "rb");
     if (!f)
         return keel_fail(KEEL_EIO, "keel_monitor_baseline_load: %s: %s", path, strerror(errno));
-    buf b = {0};
+    keel_bytebuf b = {0};
     unsigned char chunk[65536];
     size_t got;
     while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
-        put(&b, chunk, got);
+        keel_bb_put(&b, chunk, got);
     int rerr = ferror(f);
     fclose(f);
     if (b.oom || rerr) {
@@ -199,9 +122,10 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
         keel_fail(st, "keel_monitor_baseline_load: %s: truncated (%zu bytes, the header alone is %zu)", path, b.n, head);
         goto fail;
     }
-    b.pos = 8;
-    uint32_t version = get_u32(&b), nslots = get_u32(&b), bins = get_u32(&b), nbuckets = get_u32(&b);
-    double range_sd = get_f64(&b);
+    keel_bytes_reader rd = {b.p, b.n, 0};
+    rd.pos = 8;
+    uint32_t version = keel_br_u32(&rd), nslots = keel_br_u32(&rd), bins = keel_br_u32(&rd), nbuckets = keel_br_u32(&rd);
+    double range_sd = keel_br_f64(&rd);
     if (version != MON_VERSION) {
         keel_fail(st, "keel_monitor_baseline_load: %s: format version %u, this keel reads version %u", path,
                   version, MON_VERSION);
@@ -220,29 +144,29 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
                   b.n < need ? "truncated" : "trailing bytes", b.n, need);
         goto fail;
     }
-    b.pos = need - 8;
-    uint64_t sum = get_u64(&b);
-    if (sum != fnv1a(b.p, need - 8)) {
+    rd.pos = need - 8;
+    uint64_t sum = keel_br_u64(&rd);
+    if (sum != keel_fnv1a(b.p, need - 8)) {
         keel_fail(st, "keel_monitor_baseline_load: %s: checksum mismatch (the file is corrupted)", path);
         goto fail;
     }
     st = mon_alloc(&m, (int)nslots, (int)bins, range_sd);
     if (st != KEEL_OK)
         goto fail;
-    b.pos = head;
+    rd.pos = head;
     for (uint32_t l = 0; l < nslots; l++) {
         mon_slot *sl = &m->slot[l];
-        sl->has_mean_b = get_u32(&b) != 0;
+        sl->has_mean_b = keel_br_u32(&rd) != 0;
         for (int s = 0; s < 2; s++) {
             mon_stat *bs = &sl->b[s];
-            bs->n = get_f64(&b);
-            bs->mean = get_f64(&b);
-            bs->m2 = get_f64(&b);
-            bs->lo = get_f64(&b);
-            bs->hi = get_f64(&b);
-            bs->ranged = get_u32(&b) != 0;
+            bs->n = keel_br_f64(&rd);
+            bs->mean = keel_br_f64(&rd);
+            bs->m2 = keel_br_f64(&rd);
+            bs->lo = keel_br_f64(&rd);
+            bs->hi = keel_br_f64(&rd);
+            bs->ranged = keel_br_u32(&rd) != 0;
             for (uint32_t i = 0; i < bins + 2; i++)
-                bs->h[i] = get_u64(&b);
+                bs->h[i] = keel_br_u64(&rd);
             mon_stat *ws = &sl->w[s];
             ws->lo = bs->lo;
             ws->hi = bs->hi;
@@ -251,9 +175,9 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
     }
     for (uint32_t k = 0; k < nbuckets; k++) {
         mon_bucket *bk = &m->bucket[k];
-        bk->tokens = get_f64(&b);
-        bk->threshold = get_f64(&b);
-        bk->far = get_f64(&b);
+        bk->tokens = keel_br_f64(&rd);
+        bk->threshold = keel_br_f64(&rd);
+        bk->far = keel_br_f64(&rd);
         bk->mu = malloc(nc * sizeof(double));
         bk->sd = malloc(nc * sizeof(double));
         m->nbuckets = (int)k + 1;
@@ -262,9 +186,9 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
             goto fail;
         }
         for (size_t c = 0; c < nc; c++)
-            bk->mu[c] = get_f64(&b);
+            bk->mu[c] = keel_br_f64(&rd);
         for (size_t c = 0; c < nc; c++)
-            bk->sd[c] = get_f64(&b);
+            bk->sd[c] = keel_br_f64(&rd);
     }
     st = mon_baseline_check(m, path); /* every field in range, not only the checksum right */
     if (st != KEEL_OK)
