@@ -3,12 +3,14 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 NEON_BUILD ?= build-aarch64
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
 PREFIX     ?= /usr/local
 PYTHON     ?= python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test test-unit test-python test-asan test-tsan test-install test-neon bench install clean
+.PHONY: all deps build demo test test-unit test-python test-asan test-tsan test-fuzz test-install test-neon fuzz bench install clean
 
 all: build
 
@@ -29,9 +31,9 @@ demo: build
 	$(BUILD)/keel study --quick --out $(BUILD)/study-quick
 
 # Every test: ctest (unit tests, ONNX node tests, CLI tests), the same unit tests under
-# AddressSanitizer + UndefinedBehaviorSanitizer, the threads under ThreadSanitizer, the
-# install/consumer tests, and the aarch64 NEON path under qemu.
-test: test-unit test-python test-asan test-tsan test-install test-neon
+# AddressSanitizer + UndefinedBehaviorSanitizer, the threads under ThreadSanitizer, the fuzz
+# corpora and 30 s of each fuzzer, the install/consumer tests, and the aarch64 NEON path under qemu.
+test: test-unit test-python test-asan test-tsan test-fuzz test-install test-neon
 	@echo "make test: all test suites passed"
 
 test-unit: build
@@ -60,6 +62,23 @@ test-tsan: deps
 	cd $(TSAN_BUILD) && KEEL_TEST_QUICK=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 		ctest --output-on-failure -j$(JOBS) -R '^($(TSAN_TESTS))$$'
 
+# The fuzz targets (tests/fuzz, docs/reliability.md "Fuzzing"): every corpus replayed under
+# ASan + UBSan (the ctests fuzz_* of the test-asan build, gcc), then each libFuzzer target for
+# 30 s with clang (tests/fuzz/run.sh installs clang when missing, or prints a line and skips).
+FUZZ_TARGETS = fuzz_api fuzz_onnx_pb fuzz_checkpoint fuzz_baseline fuzz_cli_args
+test-fuzz: deps
+	cmake -S . -B $(ASAN_BUILD) $(SAN_CMAKE) -DKEEL_SANITIZE=address,undefined $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(ASAN_BUILD) -j$(JOBS) --target $(FUZZ_TARGETS:=_replay)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --output-on-failure -j$(JOBS) -L '^fuzz$$'
+	JOBS=$(JOBS) sh tests/fuzz/run.sh $(FUZZ_BUILD) 30
+
+# The fuzz campaign: each libFuzzer target for FUZZ_SECONDS (default 600) on its corpus (new
+# inputs kept in $(FUZZ_BUILD)/corpus, findings in $(FUZZ_BUILD)/artifacts, executions and
+# exec/s in $(FUZZ_BUILD)/fuzz-summary.txt). FUZZ_TARGETS="fuzz_api" runs some of them.
+fuzz: deps
+	JOBS=$(JOBS) sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 # NumPy and PyTorch bindings (tests/python), against the library just built.
 test-python: build
 	sh scripts/ensure-python-deps.sh $(PYTHON)
@@ -83,4 +102,4 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(NEON_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(NEON_BUILD) $(FUZZ_BUILD)

@@ -349,7 +349,8 @@ KEEL_API keel_status keel_layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim,
  *    momentum 0.9 means m = 0.1 here), or, for momentum NAN (PyTorch's momentum=None), the
  *    cumulative average m = 1 / num_batches_tracked after its increment. running_mean and
  *    running_var are optional together (NULL: not tracked); *num_batches_tracked, when given,
- *    is incremented with them (it is required for momentum NAN). rows must be >= 2: a batch of
+ *    is incremented with them (it is required for momentum NAN; it must lie in
+ *    [0, INT64_MAX - 1], else KEEL_EINVAL and nothing written). rows must be >= 2: a batch of
  *    one row has no variance (KEEL_EINVAL, not NaN).
  *  training == 0 (inference): running_mean and running_var (required) normalize,
  *    rstd = 1/sqrt(running_var + eps); nothing is updated.

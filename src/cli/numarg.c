@@ -30,8 +30,13 @@ static int parse_magnitude(const char *v, int *neg, uint64_t *mag)
         base = 16;
         p += 2;
     }
-    if (!isxdigit((unsigned char)*p) || (base == 10 && !isdigit((unsigned char)*p)))
-        return -1; /* strtoull would skip spaces and take a sign of its own */
+    if (!*p)
+        return -1;
+    /* every character a digit of the base: strtoull would skip spaces, take a sign of its own
+     * and, in base 16, a second 0x ("0x0x10" was 16; found by tests/fuzz/fuzz_cli_args) */
+    for (const char *q = p; *q; q++)
+        if (base == 16 ? !isxdigit((unsigned char)*q) : !isdigit((unsigned char)*q))
+            return -1;
     char *end;
     errno = 0;
     unsigned long long x = strtoull(p, &end, base);

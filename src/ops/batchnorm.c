@@ -114,6 +114,12 @@ static keel_status batchnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_te
     if (training && rows == 1)
         return keel_fail(KEEL_EINVAL, "%s: rows (1): training needs more than one value per feature (a batch of one has no variance)",
                          who);
+    /* The count is incremented below: INT64_MAX would overflow (undefined behaviour; found by
+     * tests/fuzz/fuzz_api), and with momentum NAN a negative count divides by zero or less. */
+    if (training && running_mean && num_batches_tracked &&
+        (*num_batches_tracked < 0 || *num_batches_tracked == INT64_MAX))
+        return keel_fail(KEEL_EINVAL, "%s: *num_batches_tracked (%lld) must be in [0, INT64_MAX - 1] (it counts "
+                         "the batches and is incremented)", who, (long long)*num_batches_tracked);
     if (rows == 0)
         return KEEL_OK;
     bn_scratch s = {0};
