@@ -1149,6 +1149,33 @@ static void run_norm_cases(const keel_kernels *k, const batch *b, int with_bwd)
     }
 }
 
+/* The sign of a row's NaN (kernels.h: RMSNorm's b_f is the canonical NaN when NaN). A row of
+ * -Inf makes rstd +NaN and Sgx the -NaN of Inf - Inf; before b was made canonical, the row's dx
+ * came out +NaN on one path, -NaN on another, and both within one row of the scalar path. Every
+ * path must give 0x7fc00000 in every element of dx, strictly (whatever KEEL_TEST_STRICT_NAN
+ * says), through the plain and the fused backward. */
+static void check_nan_sign(const keel_kernels *k)
+{
+    const float x[3] = {-INFINITY, -INFINITY, -INFINITY}, dy[3] = {1.0f, -2.0f, 3.0f};
+    const float gamma[3] = {1.0f, 0.5f, -1.0f};
+    float dx[3], dg[3] = {0}, dx2[3], dg2[3] = {0};
+    k->f32_rmsnorm_bwd(1, 3, dy, 3, x, 3, NULL, gamma, 1e-5f, dx, 3, 0, dg);
+    keel_f32_res_grads g;
+    memset(&g, 0, sizeof g);
+    g.dx = dx2;
+    g.dx_stride = 3;
+    g.parts[KEEL_PART_DGAMMA] = dg2;
+    const float zero[3] = {0.0f, 0.0f, 0.0f}; /* r = 0: h = x */
+    const keel_f32_res res0 = {x, 3, zero, 3, 1.0f, NULL, NULL};
+    k->f32_add_rmsnorm_bwd(1, 3, dy, 3, NULL, 3, &res0, NULL, 3, NULL, gamma, 1e-5f, &g);
+    for (int j = 0; j < 3; j++) {
+        test_check(to_bits(dx[j]) == 0x7fc00000u, "%s rmsnorm_bwd of a -Inf row: dx[%d] 0x%08x, "
+                   "want the canonical NaN 0x7fc00000", k->name, j, (unsigned)to_bits(dx[j]));
+        test_check(to_bits(dx2[j]) == 0x7fc00000u, "%s add_rmsnorm_bwd of a -Inf row: dx[%d] "
+                   "0x%08x, want 0x7fc00000", k->name, j, (unsigned)to_bits(dx2[j]));
+    }
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -1167,6 +1194,8 @@ int main(void)
     keel_isa isas[3];
     const int nisa = test_isas(isas);
     int tested = 0;
+    for (int i = 0; i < nisa; i++)
+        check_nan_sign(keel_kernels_for(isas[i]));
     for (int i = 0; i < nisa; i++) {
         if (isas[i] == KEEL_ISA_SCALAR)
             continue;

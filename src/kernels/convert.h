@@ -64,5 +64,9 @@ void keel_bf16_to_f32__avx512(const uint16_t *, float *, size_t);
 void keel_f16_to_f32__avx512(const uint16_t *, float *, size_t);
 void keel_f32_to_bf16__avx512(const float *, uint16_t *, size_t);
 void keel_f32_to_f16__avx512(const float *, uint16_t *, size_t);
+void keel_bf16_to_f32__neon(const uint16_t *, float *, size_t);
+void keel_f16_to_f32__neon(const uint16_t *, float *, size_t);
+void keel_f32_to_bf16__neon(const float *, uint16_t *, size_t);
+void keel_f32_to_f16__neon(const float *, uint16_t *, size_t);
 
 #endif

@@ -27,9 +27,11 @@ static const keel_convert_kernels avx512_bf16_convert = {
 #endif
 
 #if defined(KEEL_HAVE_NEON_KERNELS)
-/* aarch64 NEON: the scalar conversions until they are written over the lane vocabulary. */
+/* aarch64 NEON: the storage conversions native (convert_simd.h over convert_lanes__neon.h: fcvtl /
+ * fcvtn for f16, the integer rounding for bf16); int8 quantization and absmax are the scalar
+ * kernels until they are written for NEON. */
 static const keel_convert_kernels neon_convert = {
-    keel_bf16_to_f32__scalar, keel_f16_to_f32__scalar, keel_f32_to_bf16__scalar, keel_f32_to_f16__scalar,
+    keel_bf16_to_f32__neon, keel_f16_to_f32__neon, keel_f32_to_bf16__neon, keel_f32_to_f16__neon,
     keel_quantize_i8__scalar, keel_absmax_f32__scalar,
 };
 #endif

@@ -158,7 +158,7 @@ KEEL_INLINE s2_row s1_end(const s1_acc *a, size_t dim, float m, float rs)
 {
     (void)m;
     s2_row c;
-    c.vb = r256_set1((float)((double)rs * (r256_reduce(a->a) / (double)dim)));
+    c.vb = r256_set1(keel_rms_bwd_b(rs, r256_reduce(a->a), dim));
     c.vr = r256_set1(rs);
     return c;
 }

@@ -160,7 +160,7 @@ KEEL_INLINE s2_row s1_end(const s1_acc *a, size_t dim, float m, float rs)
 {
     (void)m;
     s2_row c;
-    c.vb = _mm512_set1_ps((float)((double)rs * (k512_reduce16(a->s0, a->s1) / (double)dim)));
+    c.vb = _mm512_set1_ps(keel_rms_bwd_b(rs, k512_reduce16(a->s0, a->s1), dim));
     c.vr = _mm512_set1_ps(rs);
     return c;
 }

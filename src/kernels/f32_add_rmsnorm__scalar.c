@@ -72,7 +72,7 @@ void keel_f32_add_rmsnorm_bwd__scalar(size_t rows, size_t dim, const float *dy,
                 sgx[j % KEEL_LANES] =
                     sgx[j % KEEL_LANES] + (double)g * (double)h_at(res, hr, xr, rr, j);
             }
-            b = (float)((double)rs * (keel_reduce16(sgx) / (double)dim));
+            b = keel_rms_bwd_b(rs, keel_reduce16(sgx), dim);
         }
         float *dxr = out->dx ? out->dx + r * out->dx_stride : NULL;
         float *drr = out->dr ? out->dr + r * out->dr_stride : NULL;

@@ -51,7 +51,7 @@ void keel_f32_rmsnorm_bwd__scalar(size_t rows, size_t dim, const float *dy, size
                 const float g = gamma ? dyr[j] * gamma[j] : dyr[j];
                 sgx[j % KEEL_LANES] = sgx[j % KEEL_LANES] + (double)g * (double)xr[j];
             }
-            b = (float)((double)rs * (keel_reduce16(sgx) / (double)dim));
+            b = keel_rms_bwd_b(rs, keel_reduce16(sgx), dim);
         }
         float *dxr = dx ? dx + r * dx_stride : NULL;
         for (size_t j = 0; j < dim; j++) {

@@ -247,7 +247,7 @@ KEEL_INLINE void rms_s1_step(kr_d16 *a, const float *x, const float *dy, const f
 /* b_f of kernels.h from sweep 1's sum into c (rs already there). */
 KEEL_INLINE void rms_s1_end(const kr_d16 *a, size_t dim, rms_row *c)
 {
-    c->b = (float)((double)c->rs * (kr_reduce16(*a) / (double)dim));
+    c->b = keel_rms_bwd_b(c->rs, kr_reduce16(*a), dim);
 }
 
 /* Sweep 1 of the nr rows (nr a constant), their steps interleaved; then b_f into c[i] (rs

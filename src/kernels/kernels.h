@@ -56,7 +56,9 @@
  *
  * RMSNorm backward, per row, from saved rstd_f (or recomputed as the forward does):
  *   sweep 1 (only if dx is wanted): Sgx = R((double)g_f[j] * (double)x[j])
- *   b_f = (float)((double)rstd_f * (Sgx / dim))               mean(g * xhat)
+ *   b_f = (float)((double)rstd_f * (Sgx / dim))               mean(g * xhat); a NaN b_f is
+ *         the canonical NaN 0x7fc00000 (keel_rms_bwd_b in norm_finish.h: the row's NaN dx then
+ *         has one sign on every path)
  *   sweep 2: xhat = x[j] * rstd_f;  dxv = rstd_f * (g_f[j] - xhat * b_f)
  *            dx as above;  dgamma_part[j] = dgamma_part[j] + dy[j] * xhat
  *
