@@ -63,9 +63,9 @@ int tm_ckpt_save(const char *path, const tm_train_state *st, const tm_model *m, 
     keel_bb_put(&b, m->buffers, m->nbuffers * sizeof(float));
     uint64_t sum = b.oom ? 0 : keel_fnv1a(b.p, b.n);
     keel_bb_put_u64(&b, sum);
-    free(h.p);
+    keel_free(h.p);
     if (b.oom || h.oom) {
-        free(b.p);
+        keel_free(b.p);
         snprintf(err, errlen, "%s: out of memory writing the checkpoint", path);
         return -1;
     }
@@ -75,7 +75,7 @@ int tm_ckpt_save(const char *path, const tm_train_state *st, const tm_model *m, 
     int ok = f && fwrite(b.p, 1, b.n, f) == b.n;
     if (f && fclose(f))
         ok = 0;
-    free(b.p);
+    keel_free(b.p);
     if (!ok || rename(tmp, path)) {
         snprintf(err, errlen, "%s: cannot write the checkpoint: %s", path, strerror(errno));
         remove(tmp);
@@ -94,15 +94,15 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;
-    unsigned char *p = malloc(cap);
+    unsigned char *p = keel_alloc(cap);
     while (p) {
         n += fread(p + n, 1, cap - n, f);
         if (n < cap)
             break;
         cap *= 2;
-        unsigned char *q = realloc(p, cap);
+        unsigned char *q = keel_realloc(p, cap);
         if (!q)
-            free(p);
+            keel_free(p);
         p = q;
     }
     fclose(f);
@@ -112,7 +112,7 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
     }
     if (n < 16 || memcmp(p, MAGIC, 8)) {
         snprintf(err, errlen, "%s: not a keel checkpoint (no KEELCKPT magic at the start)", path);
-        free(p);
+        keel_free(p);
         return NULL;
     }
     uint32_t ver, hb;
@@ -121,7 +121,7 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
     if (ver != TM_CKPT_VERSION) {
         snprintf(err, errlen, "%s: checkpoint format version %u, this keel reads version %u", path,
                  (unsigned)ver, TM_CKPT_VERSION);
-        free(p);
+        keel_free(p);
         return NULL;
     }
     keel_bytebuf probe = {0};
@@ -129,11 +129,17 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
     memset(&zero, 0, sizeof zero);
     put_header(&probe, &zero);
     size_t want_hb = probe.n;
-    free(probe.p);
+    int probe_oom = probe.oom;
+    keel_free(probe.p);
+    if (probe_oom) { /* else want_hb is 0 and an intact file is called "corrupt" */
+        snprintf(err, errlen, "%s: out of memory reading the checkpoint", path);
+        keel_free(p);
+        return NULL;
+    }
     if (hb != want_hb || n < 16 + (size_t)hb + 16 + 8) {
         snprintf(err, errlen, "%s: truncated or corrupt checkpoint (%zu bytes; header of %u bytes, "
                  "expected %zu)", path, n, (unsigned)hb, want_hb);
-        free(p);
+        keel_free(p);
         return NULL;
     }
     keel_bytes_reader r = {p, n, 16};
@@ -169,18 +175,18 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
     if (np > ((size_t)1 << 34) || nb > ((size_t)1 << 34) || n != need) {
         snprintf(err, errlen, "%s: truncated or corrupt checkpoint (%zu bytes, %zu expected for %llu "
                  "parameters)", path, n, need, (unsigned long long)np);
-        free(p);
+        keel_free(p);
         return NULL;
     }
     uint64_t sum;
     memcpy(&sum, p + n - 8, 8);
     if (sum != keel_fnv1a(p, n - 8)) {
         snprintf(err, errlen, "%s: checksum mismatch: the checkpoint is corrupt", path);
-        free(p);
+        keel_free(p);
         return NULL;
     }
     if (tm_ckpt_check(path, st, p + r.pos, np, nb, err, errlen)) {
-        free(p);
+        keel_free(p);
         return NULL;
     }
     *len = n;
@@ -192,7 +198,7 @@ int tm_ckpt_read_state(const char *path, tm_train_state *st, char *err, size_t e
 {
     size_t n, body;
     unsigned char *p = read_verified(path, st, &n, &body, err, errlen);
-    free(p);
+    keel_free(p);
     return p ? 0 : -1;
 }
 
@@ -208,7 +214,7 @@ int tm_ckpt_load(const char *path, tm_train_state *st, tm_model *m, tm_adamw *op
     if (np != m->nparams || nb != m->nbuffers) {
         snprintf(err, errlen, "%s: %llu parameters and %llu buffers, the model built from its header has "
                  "%zu and %zu", path, (unsigned long long)np, (unsigned long long)nb, m->nparams, m->nbuffers);
-        free(p);
+        keel_free(p);
         return -1;
     }
     keel_br_get(&r, m->params, np * sizeof(float));
@@ -222,6 +228,6 @@ int tm_ckpt_load(const char *path, tm_train_state *st, tm_model *m, tm_adamw *op
         r.pos += 2 * np * sizeof(float) + 8;
     }
     keel_br_get(&r, m->buffers, nb * sizeof(float));
-    free(p);
+    keel_free(p);
     return 0;
 }

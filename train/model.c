@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "rng.h"
 
 #ifdef KEEL_TRAIN_HAVE_CBLAS
@@ -178,18 +179,18 @@ static void add_norm(tm_model *m, tm_norm_inst *ni, const char *prefix, int laye
 static int alloc_norm(tm_norm_inst *ni, size_t rows, size_t C, int own_out)
 {
     size_t n = rows > C ? rows : C;
-    ni->mean = calloc(n, sizeof(float));
-    ni->rstd = calloc(n, sizeof(float));
-    ni->out = own_out ? calloc(rows * C, sizeof(float)) : NULL;
+    ni->mean = keel_alloc_zero(n, sizeof(float));
+    ni->rstd = keel_alloc_zero(n, sizeof(float));
+    ni->out = own_out ? keel_alloc_zero(rows * C, sizeof(float)) : NULL;
     return ni->mean && ni->rstd && (!own_out || ni->out) ? 0 : -1;
 }
 
 static void free_norm(tm_norm_inst *ni, int own_out)
 {
-    free(ni->mean);
-    free(ni->rstd);
+    keel_free(ni->mean);
+    keel_free(ni->rstd);
     if (own_out)
-        free(ni->out);
+        keel_free(ni->out);
 }
 
 static int use_nin(const tm_model *m) { return m->cfg.place == TM_PRE || m->cfg.place == TM_SANDWICH; }
@@ -226,8 +227,8 @@ int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, i
     m->max_batch = max_batch;
     m->deep_alpha = cfg->place == TM_DEEPNORM ? (float)pow(2.0 * L, 0.25) : 1.0f;
     const size_t rows = (size_t)max_batch * T, Cz = (size_t)C;
-    m->tensors = calloc((size_t)L * 24 + 16, sizeof(tm_tensor));
-    m->sub = calloc((size_t)2 * L, sizeof(tm_sub));
+    m->tensors = keel_alloc_zero((size_t)L * 24 + 16, sizeof(tm_tensor));
+    m->sub = keel_alloc_zero((size_t)2 * L, sizeof(tm_sub));
     if (!m->tensors || !m->sub)
         goto oom;
 
@@ -271,21 +272,21 @@ int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, i
         add_norm(m, &m->nfinal, "norm_final", -1, rows);
     m->head = cfg->tied ? m->wte : add_tensor(m, "head", -1, (size_t)V * C, 1);
 
-    m->params = calloc(m->nparams, sizeof(float));
-    m->grads = calloc(m->nparams, sizeof(float));
-    m->buffers = calloc(m->nbuffers ? m->nbuffers : 1, sizeof(float));
+    m->params = keel_alloc_zero(m->nparams, sizeof(float));
+    m->grads = keel_alloc_zero(m->nparams, sizeof(float));
+    m->buffers = keel_alloc_zero(m->nbuffers ? m->nbuffers : 1, sizeof(float));
     if (!m->params || !m->grads || !m->buffers)
         goto oom;
 
     /* activations */
-    m->x = calloc((size_t)(2 * L + 1) * rows * Cz, sizeof(float));
-    m->dx = calloc(rows * Cz, sizeof(float));
-    m->dtmp = calloc(4 * rows * Cz, sizeof(float));
-    m->dbig = calloc(rows * 4 * Cz, sizeof(float));
-    m->datt = calloc((size_t)T * T, sizeof(float));
-    m->logits = calloc(rows * (size_t)V, sizeof(float));
-    m->tokens = calloc(rows, sizeof(int));
-    m->targets = calloc(rows, sizeof(int));
+    m->x = keel_alloc_zero((size_t)(2 * L + 1) * rows * Cz, sizeof(float));
+    m->dx = keel_alloc_zero(rows * Cz, sizeof(float));
+    m->dtmp = keel_alloc_zero(4 * rows * Cz, sizeof(float));
+    m->dbig = keel_alloc_zero(rows * 4 * Cz, sizeof(float));
+    m->datt = keel_alloc_zero((size_t)T * T, sizeof(float));
+    m->logits = keel_alloc_zero(rows * (size_t)V, sizeof(float));
+    m->tokens = keel_alloc_zero(rows, sizeof(int));
+    m->targets = keel_alloc_zero(rows, sizeof(int));
     if (!m->x || !m->dx || !m->dtmp || !m->dbig || !m->datt || !m->logits || !m->tokens || !m->targets)
         goto oom;
     for (int k = 0; k < 2 * L; k++) {
@@ -297,20 +298,20 @@ int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, i
         if (!use_nin(m)) {
             if (alloc_norm(&s->nres, rows, Cz, 0))
                 goto oom;
-            if (!(s->h = calloc(rows * Cz, sizeof(float))))
+            if (!(s->h = keel_alloc_zero(rows * Cz, sizeof(float))))
                 goto oom;
         }
-        if (!(s->f = calloc(rows * Cz, sizeof(float))))
+        if (!(s->f = keel_alloc_zero(rows * Cz, sizeof(float))))
             goto oom;
         if (k % 2 == 0) {
-            s->qkv = calloc(rows * 3 * Cz, sizeof(float));
-            s->p = calloc((size_t)max_batch * cfg->heads * T * T, sizeof(float));
-            s->att = calloc(rows * Cz, sizeof(float));
+            s->qkv = keel_alloc_zero(rows * 3 * Cz, sizeof(float));
+            s->p = keel_alloc_zero((size_t)max_batch * cfg->heads * T * T, sizeof(float));
+            s->att = keel_alloc_zero(rows * Cz, sizeof(float));
             if (!s->qkv || !s->p || !s->att)
                 goto oom;
         } else {
-            s->u = calloc(rows * 4 * Cz, sizeof(float));
-            s->gl = calloc(rows * 4 * Cz, sizeof(float));
+            s->u = keel_alloc_zero(rows * 4 * Cz, sizeof(float));
+            s->gl = keel_alloc_zero(rows * 4 * Cz, sizeof(float));
             if (!s->u || !s->gl)
                 goto oom;
         }
@@ -387,29 +388,29 @@ void tm_destroy(tm_model *m)
             free_norm(&s->nin, 1);
             free_norm(&s->nout, 1);
             free_norm(&s->nres, 0);
-            free(s->h);
-            free(s->f);
-            free(s->qkv);
-            free(s->p);
-            free(s->att);
-            free(s->u);
-            free(s->gl);
+            keel_free(s->h);
+            keel_free(s->f);
+            keel_free(s->qkv);
+            keel_free(s->p);
+            keel_free(s->att);
+            keel_free(s->u);
+            keel_free(s->gl);
         }
     }
     free_norm(&m->nfinal, 1);
-    free(m->sub);
-    free(m->tensors);
-    free(m->params);
-    free(m->grads);
-    free(m->buffers);
-    free(m->x);
-    free(m->dx);
-    free(m->dtmp);
-    free(m->dbig);
-    free(m->datt);
-    free(m->logits);
-    free(m->tokens);
-    free(m->targets);
+    keel_free(m->sub);
+    keel_free(m->tensors);
+    keel_free(m->params);
+    keel_free(m->grads);
+    keel_free(m->buffers);
+    keel_free(m->x);
+    keel_free(m->dx);
+    keel_free(m->dtmp);
+    keel_free(m->dbig);
+    keel_free(m->datt);
+    keel_free(m->logits);
+    keel_free(m->tokens);
+    keel_free(m->targets);
     keel_ctx_destroy(m->ctx);
     memset(m, 0, sizeof *m);
 }

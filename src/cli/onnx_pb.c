@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 /* Groups (wire types 3/4) nested deeper than this are refused rather than recursed into. */
 #define PB_MAX_GROUP_DEPTH 32
 /* Files larger than this are refused: node test files are a few kilobytes. */
@@ -335,7 +337,7 @@ static keel_status read_file(const char *path, uint8_t **out, size_t *out_len, c
     if (!f)
         return fail(KEEL_EIO, err, errlen, "cannot open %s: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
-    uint8_t *buf = malloc(cap);
+    uint8_t *buf = keel_alloc(cap);
     if (!buf) {
         fclose(f);
         return fail(KEEL_ENOMEM, err, errlen, "out of memory reading %s", path);
@@ -343,14 +345,14 @@ static keel_status read_file(const char *path, uint8_t **out, size_t *out_len, c
     for (;;) {
         if (len == cap) {
             if (cap >= PB_MAX_FILE_BYTES) {
-                free(buf);
+                keel_free(buf);
                 fclose(f);
                 return fail(KEEL_EFORMAT, err, errlen, "%s is larger than %zu bytes", path,
                             (size_t)PB_MAX_FILE_BYTES);
             }
-            uint8_t *bigger = realloc(buf, cap * 2);
+            uint8_t *bigger = keel_realloc(buf, cap * 2);
             if (!bigger) {
-                free(buf);
+                keel_free(buf);
                 fclose(f);
                 return fail(KEEL_ENOMEM, err, errlen, "out of memory reading %s", path);
             }
@@ -365,7 +367,7 @@ static keel_status read_file(const char *path, uint8_t **out, size_t *out_len, c
     int bad = ferror(f);
     fclose(f);
     if (bad) {
-        free(buf);
+        keel_free(buf);
         return fail(KEEL_EIO, err, errlen, "cannot read %s", path);
     }
     *out = buf;
@@ -603,7 +605,7 @@ static keel_status tensor_values(const uint8_t *buf, size_t len, keel_onnx_tenso
     }
     if (t->count == 0)
         return KEEL_OK;
-    t->data = malloc(t->count * sizeof(float));
+    t->data = keel_alloc(t->count * sizeof(float));
     if (!t->data)
         return fail(KEEL_ENOMEM, err, errlen, "out of memory for %zu floats", t->count);
     if (s->has_raw) {
@@ -652,7 +654,7 @@ keel_status keel_onnx_tensor_load(const char *path, keel_onnx_tensor *t, char *e
     if (st != KEEL_OK)
         return st;
     st = keel_onnx_tensor_parse(buf, len, t, err, errlen);
-    free(buf);
+    keel_free(buf);
     return st;
 }
 
@@ -660,7 +662,7 @@ void keel_onnx_tensor_free(keel_onnx_tensor *t)
 {
     if (!t)
         return;
-    free(t->data);
+    keel_free(t->data);
     memset(t, 0, sizeof *t);
 }
 
@@ -964,7 +966,7 @@ keel_status keel_onnx_model_load(const char *path, keel_onnx_model *m, char *err
     if (st != KEEL_OK)
         return st;
     st = keel_onnx_model_parse(buf, len, m, err, errlen);
-    free(buf);
+    keel_free(buf);
     return st;
 }
 

@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 typedef struct keel_bytebuf {
-    unsigned char *p; /* the bytes written (free() it) */
+    unsigned char *p; /* the bytes written (keel_free() it) */
     size_t n, cap;
     int oom; /* an allocation failed: p holds what came before */
 } keel_bytebuf;
@@ -25,7 +27,7 @@ static inline void keel_bb_put(keel_bytebuf *b, const void *src, size_t n)
         size_t cap = b->cap ? b->cap * 2 : 4096;
         while (cap < b->n + n)
             cap *= 2;
-        unsigned char *q = realloc(b->p, cap);
+        unsigned char *q = keel_realloc(b->p, cap);
         if (!q) {
             b->oom = 1;
             return;

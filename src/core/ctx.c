@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "error.h"
 
 static int online_cores(void)
@@ -35,13 +36,13 @@ keel_status keel_ctx_create(keel_ctx **out, int nthreads)
     keel_isa isa;
     if ((st = keel_isa_default(&isa)) != KEEL_OK)
         return st;
-    keel_ctx *ctx = calloc(1, sizeof *ctx);
+    keel_ctx *ctx = keel_alloc_zero(1, sizeof *ctx);
     if (!ctx)
         return keel_fail(KEEL_ENOMEM, "keel_ctx_create: cannot allocate the context");
     atomic_init(&ctx->busy, 0);
     st = keel_pool_create(&ctx->pool, n);
     if (st != KEEL_OK) {
-        free(ctx);
+        keel_free(ctx);
         return st;
     }
     ctx->isa = isa;
@@ -57,10 +58,10 @@ void keel_ctx_destroy(keel_ctx *ctx)
     if (!ctx)
         return;
     keel_pool_destroy(ctx->pool);
-    free(ctx->scratch);
-    free(ctx->stage);
-    free(ctx->params);
-    free(ctx);
+    keel_free(ctx->scratch);
+    keel_free(ctx->stage);
+    keel_free(ctx->params);
+    keel_free(ctx);
 }
 
 int keel_ctx_threads(const keel_ctx *ctx) { return ctx ? keel_pool_size(ctx->pool) : 0; }
@@ -131,12 +132,12 @@ void *keel_ctx_scratch(keel_ctx *ctx, size_t bytes, const char *who)
         keel_fail(KEEL_EOVERFLOW, "%s: scratch of %zu bytes overflows", who, bytes);
         return NULL;
     }
-    void *p = aligned_alloc(64, rounded);
+    void *p = keel_alloc_aligned(64, rounded);
     if (!p) {
         keel_fail(KEEL_ENOMEM, "%s: cannot allocate %zu bytes of scratch", who, rounded);
         return NULL;
     }
-    free(ctx->scratch);
+    keel_free(ctx->scratch);
     ctx->scratch = p;
     ctx->scratch_bytes = rounded;
     return p;
@@ -155,12 +156,12 @@ float *keel_ctx_stage(keel_ctx *ctx, size_t per_thread, const char *who)
     const size_t floats = stride * threads;
     if (floats <= ctx->stage_floats)
         return ctx->stage;
-    float *p = aligned_alloc(64, floats * sizeof(float));
+    float *p = keel_alloc_aligned(64, floats * sizeof(float));
     if (!p) {
         keel_fail(KEEL_ENOMEM, "%s: cannot allocate %zu bytes of staging", who, floats * sizeof(float));
         return NULL;
     }
-    free(ctx->stage);
+    keel_free(ctx->stage);
     ctx->stage = p;
     ctx->stage_floats = floats;
     return p;
@@ -174,12 +175,12 @@ float *keel_ctx_params(keel_ctx *ctx, size_t floats, const char *who)
         keel_fail(KEEL_EOVERFLOW, "%s: %zu parameters overflow", who, floats);
         return NULL;
     }
-    float *p = aligned_alloc(64, ((floats * sizeof(float)) + 63) & ~(size_t)63);
+    float *p = keel_alloc_aligned(64, ((floats * sizeof(float)) + 63) & ~(size_t)63);
     if (!p) {
         keel_fail(KEEL_ENOMEM, "%s: cannot allocate %zu parameters", who, floats);
         return NULL;
     }
-    free(ctx->params);
+    keel_free(ctx->params);
     ctx->params = p;
     ctx->params_floats = floats;
     return p;

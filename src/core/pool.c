@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "alloc.h"
 #include "error.h"
 
 struct keel_pool {
@@ -72,14 +73,15 @@ static void shutdown_workers(keel_pool *pool, int started)
 
 keel_status keel_pool_create(keel_pool **out, int nthreads)
 {
-    keel_pool *pool = calloc(1, sizeof *pool);
+    keel_pool *pool = keel_alloc_zero(1, sizeof *pool);
     if (!pool)
         return keel_fail(KEEL_ENOMEM, "keel_ctx_create: cannot allocate the thread pool");
     pool->size = nthreads < 1 ? 1 : nthreads;
     /* one block: the thread handles, then each worker's start record */
-    pool->workers = malloc((size_t)(pool->size - 1) * (sizeof(pthread_t) + sizeof(worker_start)) + 1);
+    pool->workers =
+        keel_alloc((size_t)(pool->size - 1) * (sizeof(pthread_t) + sizeof(worker_start)) + 1);
     if (!pool->workers) {
-        free(pool);
+        keel_free(pool);
         return keel_fail(KEEL_ENOMEM, "keel_ctx_create: cannot allocate %d threads", nthreads);
     }
     pthread_mutex_init(&pool->lock, NULL);
@@ -104,8 +106,8 @@ keel_status keel_pool_create(keel_pool **out, int nthreads)
             pthread_cond_destroy(&pool->done);
             pthread_cond_destroy(&pool->wake);
             pthread_mutex_destroy(&pool->lock);
-            free(pool->workers);
-            free(pool);
+            keel_free(pool->workers);
+            keel_free(pool);
             return keel_fail(KEEL_ETHREAD, "keel_ctx_create: could not start worker thread %d of %d",
                              i + 1, nthreads);
         }
@@ -124,8 +126,8 @@ void keel_pool_destroy(keel_pool *pool)
     pthread_cond_destroy(&pool->done);
     pthread_cond_destroy(&pool->wake);
     pthread_mutex_destroy(&pool->lock);
-    free(pool->workers);
-    free(pool);
+    keel_free(pool->workers);
+    keel_free(pool);
 }
 
 int keel_pool_size(const keel_pool *pool) { return pool->size; }

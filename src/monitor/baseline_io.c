@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "bytebuf.h"
 #include "fnv1a.h"
@@ -62,14 +63,14 @@ keel_status keel_monitor_baseline_save(const keel_monitor *m, const char *path)
     if (!b.oom)
         keel_bb_put_u64(&b, keel_fnv1a(b.p, b.n));
     if (b.oom) {
-        free(b.p);
+        keel_free(b.p);
         return keel_fail(KEEL_ENOMEM, "keel_monitor_baseline_save: out of memory");
     }
     /* atomically: a temporary file renamed over the path */
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 8);
+    char *tmp = keel_alloc(plen + 8);
     if (!tmp) {
-        free(b.p);
+        keel_free(b.p);
         return keel_fail(KEEL_ENOMEM, "keel_monitor_baseline_save: out of memory");
     }
     memcpy(tmp, path, plen);
@@ -81,13 +82,13 @@ keel_status keel_monitor_baseline_save(const keel_monitor *m, const char *path)
     if (ok)
         ok = rename(tmp, path) == 0;
     int e = errno;
-    free(b.p);
+    keel_free(b.p);
     if (!ok) {
         remove(tmp);
-        free(tmp);
+        keel_free(tmp);
         return keel_fail(KEEL_EIO, "keel_monitor_baseline_save: %s: %s", path, strerror(e));
     }
-    free(tmp);
+    keel_free(tmp);
     keel_clear_error();
     return KEEL_OK;
 }
@@ -107,7 +108,7 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
     int rerr = ferror(f);
     fclose(f);
     if (b.oom || rerr) {
-        free(b.p);
+        keel_free(b.p);
         return keel_fail(b.oom ? KEEL_ENOMEM : KEEL_EIO, "keel_monitor_baseline_load: %s: %s", path,
                          b.oom ? "out of memory" : "read error");
     }
@@ -178,8 +179,8 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
         bk->tokens = keel_br_f64(&rd);
         bk->threshold = keel_br_f64(&rd);
         bk->far = keel_br_f64(&rd);
-        bk->mu = malloc(nc * sizeof(double));
-        bk->sd = malloc(nc * sizeof(double));
+        bk->mu = keel_alloc(nc * sizeof(double));
+        bk->sd = keel_alloc(nc * sizeof(double));
         m->nbuckets = (int)k + 1;
         if (!bk->mu || !bk->sd) {
             st = keel_fail(KEEL_ENOMEM, "keel_monitor_baseline_load: out of memory");
@@ -194,12 +195,12 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
     if (st != KEEL_OK)
         goto fail;
     m->has_baseline = 1;
-    free(b.p);
+    keel_free(b.p);
     *out = m;
     keel_clear_error();
     return KEEL_OK;
 fail:
     keel_monitor_destroy(m);
-    free(b.p);
+    keel_free(b.p);
     return st;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "monitor_internal.h"
 
@@ -11,28 +12,28 @@
 
 static void free_bucket(mon_bucket *b)
 {
-    free(b->mu);
-    free(b->sd);
+    keel_free(b->mu);
+    keel_free(b->sd);
     b->mu = b->sd = NULL;
 }
 
 keel_status mon_alloc(keel_monitor **out, int nslots, int bins, double range_sd)
 {
-    keel_monitor *m = calloc(1, sizeof *m);
+    keel_monitor *m = keel_alloc_zero(1, sizeof *m);
     if (!m)
         return keel_fail(KEEL_ENOMEM, "keel_monitor_create: out of memory");
     m->nslots = nslots;
     m->bins = bins;
     m->range_sd = range_sd;
-    m->slot = calloc((size_t)nslots, sizeof *m->slot);
+    m->slot = keel_alloc_zero((size_t)nslots, sizeof *m->slot);
     if (!m->slot) {
-        free(m);
+        keel_free(m);
         return keel_fail(KEEL_ENOMEM, "keel_monitor_create: out of memory");
     }
     for (int l = 0; l < nslots; l++)
         for (int s = 0; s < 2; s++) {
-            m->slot[l].w[s].h = calloc((size_t)bins + 2, sizeof(uint64_t));
-            m->slot[l].b[s].h = calloc((size_t)bins + 2, sizeof(uint64_t));
+            m->slot[l].w[s].h = keel_alloc_zero((size_t)bins + 2, sizeof(uint64_t));
+            m->slot[l].b[s].h = keel_alloc_zero((size_t)bins + 2, sizeof(uint64_t));
             if (!m->slot[l].w[s].h || !m->slot[l].b[s].h) {
                 keel_monitor_destroy(m);
                 return keel_fail(KEEL_ENOMEM, "keel_monitor_create: out of memory");
@@ -67,15 +68,15 @@ void keel_monitor_destroy(keel_monitor *m)
     if (m->slot)
         for (int l = 0; l < m->nslots; l++)
             for (int s = 0; s < 2; s++) {
-                free(m->slot[l].w[s].h);
-                free(m->slot[l].b[s].h);
+                keel_free(m->slot[l].w[s].h);
+                keel_free(m->slot[l].b[s].h);
             }
-    free(m->slot);
+    keel_free(m->slot);
     for (int b = 0; b < KEEL_MONITOR_MAX_BUCKETS; b++)
         free_bucket(&m->bucket[b]);
-    free(m->cal_tokens);
-    free(m->cal_comp);
-    free(m);
+    keel_free(m->cal_tokens);
+    keel_free(m->cal_comp);
+    keel_free(m);
 }
 
 int keel_monitor_slots(const keel_monitor *m) { return m ? m->nslots : 0; }
@@ -314,13 +315,14 @@ keel_status keel_monitor_score(const keel_monitor *m, keel_monitor_slot_score *s
     if (!m->has_baseline)
         return keel_fail(KEEL_EINVAL, "keel_monitor_score: no baseline (capture or load one first)");
     size_t nc = (size_t)m->nslots * 2 * MON_NCOMP;
-    double *comp = malloc(nc * sizeof(double)), *ss = malloc((size_t)m->nslots * sizeof(double));
-    keel_monitor_slot_score *tmp = slots ? slots : malloc((size_t)m->nslots * sizeof *tmp);
+    double *comp = keel_alloc(nc * sizeof(double));
+    double *ss = keel_alloc((size_t)m->nslots * sizeof(double));
+    keel_monitor_slot_score *tmp = slots ? slots : keel_alloc((size_t)m->nslots * sizeof *tmp);
     if (!comp || !ss || !tmp) {
-        free(comp);
-        free(ss);
+        keel_free(comp);
+        keel_free(ss);
         if (!slots)
-            free(tmp);
+            keel_free(tmp);
         return keel_fail(KEEL_ENOMEM, "keel_monitor_score: out of memory");
     }
     double tokens = components(m, comp, tmp);
@@ -334,10 +336,10 @@ keel_status keel_monitor_score(const keel_monitor *m, keel_monitor_slot_score *s
     res->bucket_tokens = bk ? bk->tokens : 0.0;
     res->false_alarm = bk ? bk->far : NAN;
     res->alarm = bk ? res->combined > bk->threshold : 0;
-    free(comp);
-    free(ss);
+    keel_free(comp);
+    keel_free(ss);
     if (!slots)
-        free(tmp);
+        keel_free(tmp);
     return KEEL_OK;
 }
 
@@ -350,10 +352,10 @@ keel_status keel_monitor_calibrate_add(keel_monitor *m)
     size_t nc = (size_t)m->nslots * 2 * MON_NCOMP;
     if (m->ncal == m->capcal) {
         size_t cap = m->capcal ? 2 * m->capcal : 256;
-        double *t = realloc(m->cal_tokens, cap * sizeof(double));
+        double *t = keel_realloc(m->cal_tokens, cap * sizeof(double));
         if (t)
             m->cal_tokens = t;
-        double *c = realloc(m->cal_comp, cap * nc * sizeof(double));
+        double *c = keel_realloc(m->cal_comp, cap * nc * sizeof(double));
         if (c)
             m->cal_comp = c;
         if (!t || !c)
@@ -403,21 +405,32 @@ keel_status keel_monitor_calibrate_finish(keel_monitor *m, double far)
             return keel_fail(KEEL_EINVAL, "keel_monitor_calibrate_finish: only %zu window(s) of %g tokens (need 2 or more)",
                              cnt, sizes[k]);
     }
+    /* Every allocation before the old calibration goes: a failure leaves the monitor as it was.
+     * (The buckets used to be freed first and a failure left nbuckets counting a bucket whose
+     * mu or sd was NULL, which keel_monitor_score and _baseline_save then read.) */
+    double *vals = keel_alloc(m->ncal * sizeof(double));
+    double *new_mu[KEEL_MONITOR_MAX_BUCKETS] = {0}, *new_sd[KEEL_MONITOR_MAX_BUCKETS] = {0};
+    int have = vals != NULL;
+    for (int k = 0; k < ns && have; k++) {
+        new_mu[k] = keel_alloc_zero(nc, sizeof(double));
+        new_sd[k] = keel_alloc_zero(nc, sizeof(double));
+        have = new_mu[k] && new_sd[k];
+    }
+    if (!have) {
+        for (int k = 0; k < ns; k++) {
+            keel_free(new_mu[k]);
+            keel_free(new_sd[k]);
+        }
+        keel_free(vals);
+        return keel_fail(KEEL_ENOMEM, "keel_monitor_calibrate_finish: out of memory");
+    }
     for (int b = 0; b < m->nbuckets; b++)
         free_bucket(&m->bucket[b]);
     m->nbuckets = 0;
-    double *vals = malloc(m->ncal * sizeof(double));
-    if (!vals)
-        return keel_fail(KEEL_ENOMEM, "keel_monitor_calibrate_finish: out of memory");
     for (int k = 0; k < ns; k++) {
         mon_bucket *bk = &m->bucket[k];
-        bk->mu = calloc(nc, sizeof(double));
-        bk->sd = calloc(nc, sizeof(double));
-        if (!bk->mu || !bk->sd) {
-            free(vals);
-            m->nbuckets = k + 1;
-            return keel_fail(KEEL_ENOMEM, "keel_monitor_calibrate_finish: out of memory");
-        }
+        bk->mu = new_mu[k];
+        bk->sd = new_sd[k];
         bk->tokens = sizes[k];
         bk->far = far;
         for (size_t c = 0; c < nc; c++) { /* Welford over the windows of this size */
@@ -449,7 +462,7 @@ keel_status keel_monitor_calibrate_finish(keel_monitor *m, double far)
         bk->threshold = vals[idx];
         m->nbuckets = k + 1;
     }
-    free(vals);
+    keel_free(vals);
     m->ncal = 0;
     return KEEL_OK;
 }
