@@ -100,6 +100,13 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         KEEL_ISA=avx2 "$build/keel" bench --threads 1 --rows 4096 --dim 16 --markdown | sed '1d'
         KEEL_ISA=avx2 "$build/keel" bench --threads 1 --rows 4096 --dim 1024 --markdown | sed '1,4d'
     fi
+    # The before/after timings of the kernels rewritten as one body per op (issue 21), measured
+    # once per rewrite with scripts/compare-kernels.sh (the "before" binary no longer builds
+    # from this tree): copied in as recorded.
+    if [ -f bench/one_body_before_after.md ]; then
+        echo
+        cat bench/one_body_before_after.md
+    fi
     echo
     echo "## The Python binding: \`KEEL_LIBRARY=$build/libkeel.so PYTHONPATH=python python3 bench/python_bench.py\`"
     echo

@@ -25,7 +25,7 @@
 #define KEEL_ADD_NORM_PIPE_NEXT
 /* The h and y rows a forward writes in its next sweep, fetched during this one when they are
  * not streamed: out of cache, each store would first read its line and stall the loop (the
- * plain norms measured 1.47 -> 1.26 ms at 4096x768 with y out of cache: f32_layernorm__avx512.c).
+ * plain norms measured 1.47 -> 1.26 ms at 4096x768 with y out of cache: f32_layernorm_simd.h).
  * NULL: none (the pointers are formed only for rows that exist). */
 typedef struct pipe_next {
     const float *h, *y;

@@ -1,5 +1,5 @@
-/* BatchNorm, float32, portable C: the scalar path, and the definition the AVX2 and AVX-512
- * kernels (f32_batchnorm__avx2.c, __avx512.c) match bit for bit: per-feature statistics over
+/* BatchNorm, float32, portable C: the scalar path, and the definition the SIMD kernels
+ * (f32_batchnorm_simd.h: AVX2, AVX-512, NEON) match bit for bit: per-feature statistics over
  * the rows of a batch (kernels.h). Each column has its own double accumulator and adds the rows in
  * increasing order; the loops run across columns, so a vectorizing compiler keeps every
  * column's order and its bits. Columns go in chunks so that the accumulators of a chunk stay
@@ -65,7 +65,6 @@ void keel_f32_batchnorm_bwd__scalar(size_t rows, size_t cols, const float *dy, s
 {
     double su[BN_CHUNK], sd[BN_CHUNK], sdu[BN_CHUNK], sg[BN_CHUNK], sgu[BN_CHUNK];
     float a[BN_CHUNK], b[BN_CHUNK], df[BN_CHUNK];
-    const double n_rows = (double)rows;
     for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
         const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK;
         const float *m = mean + c0, *rs = rstd + c0, *gm = gamma ? gamma + c0 : NULL;
@@ -84,19 +83,10 @@ void keel_f32_batchnorm_bwd__scalar(size_t rows, size_t cols, const float *dy, s
                 sgu[c] = sgu[c] + (double)g * u;
             }
         }
-        for (size_t c = 0; c < n; c++) {
-            const double rsd = (double)rs[c];
-            const double delta = training ? su[c] / n_rows : 0.0;
-            a[c] = (float)(sg[c] / n_rows);
-            b[c] = (float)(rsd * ((sgu[c] - delta * sg[c]) / n_rows));
-            df[c] = (float)delta;
-            if (dgamma) {
-                const double v = rsd * (sdu[c] - delta * sd[c]);
-                dgamma[c0 + c] = (float)(accumulate_dparams ? (double)dgamma[c0 + c] + v : v);
-            }
-            if (dbeta)
-                dbeta[c0 + c] = (float)(accumulate_dparams ? (double)dbeta[c0 + c] + sd[c] : sd[c]);
-        }
+        for (size_t c = 0; c < n; c++)
+            keel_bn_bwd_finish(su[c], sd[c], sdu[c], sg[c], sgu[c], rs[c], rows, training, &a[c],
+                               &b[c], &df[c], dgamma ? dgamma + c0 + c : NULL,
+                               dbeta ? dbeta + c0 + c : NULL, accumulate_dparams);
         if (!dx)
             continue;
         /* sweep 2: dx */

@@ -90,7 +90,7 @@ KEEL_INLINE void rms_fwd_rows(int nr, size_t r, size_t dim, const float *x, size
 }
 
 /* ---- the row pipeline ----------------------------------------------------------------------
- * As f32_layernorm__avx512.c's, with two stages: one sweep over j does row t's sum of squares
+ * As f32_layernorm_simd.h's, with two stages: one sweep over j does row t's sum of squares
  * (x from memory, the loads KR_PIPE_AHEAD floats behind their prefetches) and row t - 1's
  * output (its x row still in L1/L2), so that the reads and the writes go to memory together
  * (keel bench --rows 4096 --dim 4096 --threads 1: 0.86-0.91 of the copy floor -> 1.00-1.02).
@@ -379,7 +379,7 @@ KEEL_INLINE int rms_dx_streamable(const float *dx, size_t dxs, size_t r, int nr)
 }
 
 /* ---- the backward's row pipeline -----------------------------------------------------------
- * As f32_layernorm__avx512.c's: with rstd given and dx wanted, one sweep over j does row t's
+ * As f32_layernorm_simd.h's: with rstd given and dx wanted, one sweep over j does row t's
  * sweep 1 (x and dy from memory, the loads KR_PIPE_AHEAD floats behind their prefetches) and
  * row t - 1's sweep 2 (its x and dy still in cache, dx written or streamed, the dgamma partial
  * updated), so that reads and writes stream together. Each row's arithmetic is rms_sweep1_n's

@@ -3,7 +3,9 @@
  * threads, never validate (the operator layer in src/ops does), and never print.
  *
  * Names: keel_<dtype>_<op>_<direction>__<isa>, one file per op and ISA:
- *   src/kernels/f32_layernorm__scalar.c, f32_layernorm__avx2.c, f32_layernorm__avx512.c, ...
+ *   src/kernels/f32_layernorm__scalar.c (the reference), f32_layernorm__avx2.c,
+ *   f32_layernorm__avx512.c, f32_layernorm__neon.c (each the body f32_layernorm_simd.h compiled
+ *   with its path's lane vocabulary, lanes__<isa>.h), ...
  * The build gives each file its ISA flags from its suffix (never -march=native); the x86 files
  * (__avx2, __avx512) are built only for x86-64, the __neon files only for aarch64.
  *
@@ -277,8 +279,8 @@ typedef void keel_f32_dyt_bwd_fn(size_t rows, size_t dim, const float *dy, size_
  * prints (keel_kernel_name), and the kernel cases of tests/test_kernels_bitwise.c (a kernel
  * added here without a bitwise case there does not compile). */
 #define KEEL_KERNEL_LIST(X)                                                                        \
-    X(f32_layernorm_fwd, scalar)                                                                   \
-    X(f32_layernorm_bwd, scalar)                                                                   \
+    X(f32_layernorm_fwd, neon)                                                                     \
+    X(f32_layernorm_bwd, neon)                                                                     \
     X(f32_rmsnorm_fwd, neon)                                                                       \
     X(f32_rmsnorm_bwd, neon)                                                                       \
     X(f32_add_layernorm_fwd, scalar)                                                               \
@@ -287,9 +289,9 @@ typedef void keel_f32_dyt_bwd_fn(size_t rows, size_t dim, const float *dy, size_
     X(f32_add_rmsnorm_bwd, scalar)                                                                 \
     X(f32_layerscale_fwd, neon)                                                                    \
     X(f32_layerscale_bwd, neon)                                                                    \
-    X(f32_batchnorm_stats, scalar)                                                                 \
-    X(f32_batchnorm_apply, scalar)                                                                 \
-    X(f32_batchnorm_bwd, scalar)                                                                   \
+    X(f32_batchnorm_stats, neon)                                                                   \
+    X(f32_batchnorm_apply, neon)                                                                   \
+    X(f32_batchnorm_bwd, neon)                                                                     \
     X(f32_dyt_fwd, neon)                                                                           \
     X(f32_dyt_bwd, neon)
 

@@ -87,8 +87,8 @@ KEEL_INLINE kv kv_nan_passes(kv v, kv u)
  * The names and meanings of lanes__avx512.h's kr section on 256-bit vectors: a kr_f16 is two
  * ymm (floats 0-7, 8-15), a kr_d16 four, q[0] = lanes 0-3, q[1] = 4-7, q[2] = 8-11, q[3] =
  * 12-15, each filled by an exact vcvtps2pd of 4 floats. A tail of n < 16 floats is one or two
- * maskloads (nothing past the row is read; 0.0 past the tail) and an add blended into the tail's
- * lanes, so the lanes that get no element keep their bits, as in the scalar loop. */
+ * maskloads (nothing past the row is read; 0.0 past the tail) and an add of +0.0 in the lanes
+ * past it, so the lanes that get no element keep their bits, as in the scalar loop. */
 typedef struct kr_f16 {
     __m256 lo, hi;
 } kr_f16;
@@ -116,27 +116,48 @@ KEEL_INLINE kr_f16 kr_load(const float *p)
     const kr_f16 v = {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
     return v;
 }
+/* A tail of 8 floats or more has a whole first ymm: a plain load and store there, a mask only
+ * for the rest, as the hand-written AVX2 kernels stepped 8 floats at a time (a vmaskmovps costs
+ * more than a plain move: lanes_ymm.h's rows of 24 floats). */
 KEEL_INLINE kr_f16 kr_load_tail(const float *p, const kr_tail *t)
 {
     kr_f16 v;
-    k256_tail_load(t, p, &v.lo, &v.hi);
+    if (t->n >= 8) {
+        v.lo = _mm256_loadu_ps(p);
+        v.hi = t->n > 8 ? _mm256_maskload_ps(p + 8, t->f1) : _mm256_setzero_ps();
+    } else {
+        v.lo = _mm256_maskload_ps(p, t->f0);
+        v.hi = _mm256_setzero_ps();
+    }
     return v;
 }
+/* The two halves stored in address order: left to itself GCC stores the high half first, and
+ * rows written beyond the caches measured slower so (f32_layernorm_simd.h, 1 thread, fastest
+ * call, y out of cache and not 32-byte aligned: lnf 64x131072 26-33 ms, the 8-float stores of
+ * the kernel before 14-22 ms; in order 21.2 ms against 21.1). The empty asm, which says it
+ * reads and writes the first half, keeps the second store after the first. */
 KEEL_INLINE void kr_store(float *p, kr_f16 v)
 {
     _mm256_storeu_ps(p, v.lo);
+    __asm__("" : "+m"(*(float(*)[8])p));
     _mm256_storeu_ps(p + 8, v.hi);
 }
 KEEL_INLINE void kr_store_tail(float *p, kr_f16 v, const kr_tail *t)
 {
-    _mm256_maskstore_ps(p, t->f0, v.lo);
-    if (t->n > 8)
-        _mm256_maskstore_ps(p + 8, t->f1, v.hi);
+    if (t->n >= 8) {
+        _mm256_storeu_ps(p, v.lo);
+        if (t->n > 8)
+            _mm256_maskstore_ps(p + 8, t->f1, v.hi);
+    } else {
+        _mm256_maskstore_ps(p, t->f0, v.lo);
+    }
 }
-/* streamed where kr_streamable(p) (32-byte aligned: the stores are whole aligned ymm) */
+/* streamed where kr_streamable(p) (32-byte aligned: the stores are whole aligned ymm), in
+ * address order (kr_store) */
 KEEL_INLINE void kr_stream(float *p, kr_f16 v)
 {
     _mm256_stream_ps(p, v.lo);
+    __asm__("" : "+m"(*(float(*)[8])p));
     _mm256_stream_ps(p + 8, v.hi);
 }
 KEEL_INLINE int kr_streamable(const float *p) { return k256_aligned32(p); }
@@ -181,6 +202,20 @@ KEEL_INLINE kr_d16 kr_dload(const float *p)
     const kr_d16 d = {{k256_cvt4(p), k256_cvt4(p + 4), k256_cvt4(p + 8), k256_cvt4(p + 12)}};
     return d;
 }
+/* (double) of the tail's floats at p, 0.0 past them: kr_widen(kr_load_tail(p, t)), the floats
+ * 8-15 loaded and converted only when the tail reaches them (lanes__avx512.h) */
+KEEL_INLINE kr_d16 kr_dload_tail(const float *p, const kr_tail *t)
+{
+    const __m256d z = _mm256_setzero_pd();
+    if (t->n > 8) {
+        const __m256 hi = _mm256_maskload_ps(p + 8, t->f1);
+        const kr_d16 d = {{k256_cvt4(p), k256_cvt4(p + 4), k256_lo_pd(hi), k256_hi_pd(hi)}};
+        return d;
+    }
+    const __m256 lo = t->n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, t->f0);
+    const kr_d16 d = {{k256_lo_pd(lo), k256_hi_pd(lo), z, z}};
+    return d;
+}
 KEEL_INLINE kr_d16 kr_widen(kr_f16 v)
 {
     const kr_d16 d = {{k256_lo_pd(v.lo), k256_hi_pd(v.lo), k256_lo_pd(v.hi), k256_hi_pd(v.hi)}};
@@ -211,11 +246,16 @@ KEEL_INLINE kr_d16 kr_dset1(double a)
     const kr_d16 d = {{v, v, v, v}};
     return d;
 }
+/* b's lanes beyond the tail are made +0.0 and added: a's lanes keep their bits there, since a
+ * sum started at kr_dzero is never -0.0 (simd_lanes__avx2.h). The and stays off the chain of
+ * adds, where a blend after the add lengthened it (f32_layernorm_simd.h's short rows, two at a
+ * time, bound by each row's chain of reductions and divisions: lnf 4096x40 113.6 -> 103.2 us,
+ * lnb 4096x24 136 -> 124 us). */
 KEEL_INLINE kr_d16 kr_dadd_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
 {
     const __m256d m[4] = {t->d0, t->d1, t->d2, t->d3};
     for (int k = 0; k < 4; k++)
-        a.q[k] = _mm256_blendv_pd(a.q[k], _mm256_add_pd(a.q[k], b.q[k]), m[k]);
+        a.q[k] = k256_add_mask(a.q[k], m[k], b.q[k]);
     return a;
 }
 KEEL_INLINE double kr_reduce16(kr_d16 a) { return k256_reduce16(a.q[0], a.q[1], a.q[2], a.q[3]); }
@@ -225,6 +265,83 @@ KEEL_INLINE void kr_rms_rstd_rows(int nr, const double *q, size_t dim, float eps
 {
     for (int i = 0; i < nr; i++)
         rstd[i] = keel_rms_rstd(q[i], dim, eps);
+}
+
+/* ---- BatchNorm's column operations -------------------------------------------------------------
+ * lanes__avx512.h's kc section on 256-bit vectors: a kc_d8 is two ymm of 4 double accumulators
+ * (columns 0-3, 4-7), filled from one ymm of 8 floats by two exact vcvtps2pd. A group of n < 8
+ * columns is a maskload of its floats and maskload / maskstore of its doubles (kc_tail:
+ * simd_lanes__avx2.h's tail shape, n < 8). */
+typedef struct kc_d8 {
+    __m256d lo, hi;
+} kc_d8;
+typedef k256_tail kc_tail;
+
+/* f32_batchnorm_simd.h's register sweeps: 4 groups of 8 columns for the statistics (16 ymm:
+ * an accumulator and a mean each); the backward's ten accumulators of a group take most of
+ * the 16 ymm, so one group a sweep, for chunks of at most 2 groups only: the groups a sweep
+ * over blocked wide chunks lost there (KEEL_ISA=avx2 keel bench, bwd train 256x1024 13.5 ->
+ * 9.0, 4096x64 13.5 -> 10.7 GB/s). */
+#define KC_STATS_GROUPS 4
+#define KC_BWD_GROUPS 1
+#define KC_BWD_NARROW_GROUPS 2
+#define KC_BWD_BLOCKED 0
+
+KEEL_INLINE kc_tail kc_tail_of(size_t n) { return k256_tail_of(n); }
+KEEL_INLINE kc_d8 kc_dzero(void)
+{
+    const kc_d8 d = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+    return d;
+}
+KEEL_INLINE kc_d8 kc_widen(kl_f8 v)
+{
+    const kc_d8 d = {k256_lo_pd(v), k256_hi_pd(v)};
+    return d;
+}
+KEEL_INLINE kc_d8 kc_cvt(const float *p) { return kc_widen(_mm256_loadu_ps(p)); }
+KEEL_INLINE kl_f8 kc_f8_load_tail(const float *p, const kc_tail *t)
+{
+    return _mm256_maskload_ps(p, t->f0);
+}
+KEEL_INLINE kc_d8 kc_cvt_tail(const float *p, const kc_tail *t)
+{
+    return kc_widen(kc_f8_load_tail(p, t));
+}
+KEEL_INLINE kc_d8 kc_load(const double *p)
+{
+    const kc_d8 d = {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)};
+    return d;
+}
+KEEL_INLINE kc_d8 kc_load_tail(const double *p, const kc_tail *t)
+{
+    const kc_d8 d = {_mm256_maskload_pd(p, _mm256_castpd_si256(t->d0)),
+                     _mm256_maskload_pd(p + 4, _mm256_castpd_si256(t->d1))};
+    return d;
+}
+KEEL_INLINE void kc_store(double *p, kc_d8 v)
+{
+    _mm256_storeu_pd(p, v.lo);
+    _mm256_storeu_pd(p + 4, v.hi);
+}
+KEEL_INLINE void kc_store_tail(double *p, kc_d8 v, const kc_tail *t)
+{
+    _mm256_maskstore_pd(p, _mm256_castpd_si256(t->d0), v.lo);
+    _mm256_maskstore_pd(p + 4, _mm256_castpd_si256(t->d1), v.hi);
+}
+KEEL_INLINE kc_d8 kc_add(kc_d8 a, kc_d8 b)
+{
+    const kc_d8 d = {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)};
+    return d;
+}
+KEEL_INLINE kc_d8 kc_sub(kc_d8 a, kc_d8 b)
+{
+    const kc_d8 d = {_mm256_sub_pd(a.lo, b.lo), _mm256_sub_pd(a.hi, b.hi)};
+    return d;
+}
+KEEL_INLINE kc_d8 kc_mul(kc_d8 a, kc_d8 b)
+{
+    const kc_d8 d = {_mm256_mul_pd(a.lo, b.lo), _mm256_mul_pd(a.hi, b.hi)};
+    return d;
 }
 
 #endif

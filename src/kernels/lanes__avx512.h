@@ -71,7 +71,7 @@ KEEL_INLINE kv kv_nan_passes(kv v, kv u)
 }
 
 /* ---- kr: the reduction unit of kernels.h, 16 floats and 16 double lanes -----------------------
- * The row reductions of the norms (RMSNorm's f32_rmsnorm_simd.h so far) step 16 floats at a
+ * The row reductions of the norms (f32_rmsnorm_simd.h, f32_layernorm_simd.h) step 16 floats at a
  * time, kernels.h's 16 lanes: a kr_f16 is one zmm (the norms' elementwise sweeps too: measured
  * as fast as two ymm there, unlike LayerScale's three output streams, see lanes_ymm.h), a kr_d16
  * two, lo = lanes 0-7 and hi = lanes 8-15, each filled by an exact vcvtps2pd of 8 floats. A
@@ -141,6 +141,16 @@ KEEL_INLINE kr_d16 kr_dload(const float *p)
     const kr_d16 d = {k512_cvt8(p), k512_cvt8(p + 8)};
     return d;
 }
+/* (double) of the tail's floats at p, 0.0 past them: kr_widen(kr_load_tail(p, t)), the high
+ * half loaded and converted only when the tail reaches it (with kr_dadd_tail's test, rows of 100
+ * floats four at a time, f32_layernorm_simd.h: lnf 1024x100 40.3 -> 38.6 us) */
+KEEL_INLINE kr_d16 kr_dload_tail(const float *p, const kr_tail *t)
+{
+    const __mmask8 hi = k512_hi8(*t);
+    const kr_d16 d = {k512_cvt8_mask(k512_lo8(*t), p),
+                      hi ? k512_cvt8_mask(hi, p + 8) : _mm512_setzero_pd()};
+    return d;
+}
 /* (double)v, lane by lane (exact) */
 KEEL_INLINE kr_d16 kr_widen(kr_f16 v)
 {
@@ -170,11 +180,13 @@ KEEL_INLINE kr_d16 kr_dset1(double a)
     const kr_d16 d = {v, v};
     return d;
 }
-/* a + b in the tail's lanes; the others keep a's bits */
+/* a + b in the tail's lanes; the others keep a's bits. The high half is left alone when the
+ * tail has no element there (its operands then need not be computed at all). */
 KEEL_INLINE kr_d16 kr_dadd_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
 {
+    const __mmask8 hi = k512_hi8(*t);
     const kr_d16 d = {k512_add_mask(a.lo, k512_lo8(*t), b.lo),
-                      k512_add_mask(a.hi, k512_hi8(*t), b.hi)};
+                      hi ? k512_add_mask(a.hi, hi, b.hi) : a.hi};
     return d;
 }
 /* kernels.h's tree, h = 8, 4, 2, 1: the row's R(term) */
@@ -186,5 +198,48 @@ KEEL_INLINE void kr_rms_rstd_rows(int nr, const double *q, size_t dim, float eps
 {
     k512_rms_rstd_n(nr, q, dim, eps, rstd);
 }
+
+/* ---- BatchNorm's column operations -------------------------------------------------------------
+ * f32_batchnorm_simd.h sums down the columns of a batch, 8 columns at a time: a kc_d8 holds the
+ * double accumulators of 8 columns, one zmm (each filled by an exact vcvtps2pd of 8 floats). A
+ * chunk's last group of n < 8 columns is masked (kc_tail): lanes without a column are neither
+ * read nor written. The elementwise sweeps (apply, dx) are kr_f16 steps. */
+typedef __m512d kc_d8;
+typedef __mmask8 kc_tail;
+
+/* The groups of 8 columns whose sums stay in registers, at most (f32_batchnorm_simd.h): the
+ * statistics' sweeps (an accumulator and a mean each) and the backward's (five accumulators,
+ * a mean and a gamma each); the backward's also take the blocked wide chunks (KC_BWD_BLOCKED). */
+#define KC_STATS_GROUPS 8
+#define KC_BWD_GROUPS 4
+#define KC_BWD_NARROW_GROUPS 4
+#define KC_BWD_BLOCKED 1
+
+KEEL_INLINE kc_tail kc_tail_of(size_t n) { return (__mmask8)((1u << n) - 1u); }
+KEEL_INLINE kc_d8 kc_dzero(void) { return _mm512_setzero_pd(); }
+/* (double)p[0..8), converted from memory; the tail's: 0.0 past it, nothing past it read */
+KEEL_INLINE kc_d8 kc_cvt(const float *p) { return k512_cvt8(p); }
+KEEL_INLINE kc_d8 kc_cvt_tail(const float *p, const kc_tail *t) { return k512_cvt8_mask(*t, p); }
+/* 8 floats (kl_f8) at p; the tail's, 0.0 past it */
+KEEL_INLINE kl_f8 kc_f8_load_tail(const float *p, const kc_tail *t)
+{
+    return _mm256_maskz_loadu_ps(*t, p);
+}
+/* (double)v, lane by lane (exact) */
+KEEL_INLINE kc_d8 kc_widen(kl_f8 v) { return _mm512_cvtps_pd(v); }
+/* 8 doubles at p; the tail's, 0.0 past it */
+KEEL_INLINE kc_d8 kc_load(const double *p) { return _mm512_loadu_pd(p); }
+KEEL_INLINE kc_d8 kc_load_tail(const double *p, const kc_tail *t)
+{
+    return _mm512_maskz_loadu_pd(*t, p);
+}
+KEEL_INLINE void kc_store(double *p, kc_d8 v) { _mm512_storeu_pd(p, v); }
+KEEL_INLINE void kc_store_tail(double *p, kc_d8 v, const kc_tail *t)
+{
+    _mm512_mask_storeu_pd(p, *t, v);
+}
+KEEL_INLINE kc_d8 kc_add(kc_d8 a, kc_d8 b) { return _mm512_add_pd(a, b); }
+KEEL_INLINE kc_d8 kc_sub(kc_d8 a, kc_d8 b) { return _mm512_sub_pd(a, b); }
+KEEL_INLINE kc_d8 kc_mul(kc_d8 a, kc_d8 b) { return _mm512_mul_pd(a, b); }
 
 #endif

@@ -283,6 +283,11 @@ KEEL_INLINE kr_d16 kr_widen(kr_f16 v)
     return d;
 }
 KEEL_INLINE kr_d16 kr_dload(const float *p) { return kr_widen(kr_load(p)); }
+/* (double) of the tail's floats at p, 0.0 past them */
+KEEL_INLINE kr_d16 kr_dload_tail(const float *p, const kr_tail *t)
+{
+    return kr_widen(kr_load_tail(p, t));
+}
 KEEL_INLINE kr_d16 kr_dadd(kr_d16 a, kr_d16 b)
 {
     for (int k = 0; k < 8; k++)
@@ -329,6 +334,84 @@ KEEL_INLINE void kr_rms_rstd_rows(int nr, const double *q, size_t dim, float eps
 {
     for (int i = 0; i < nr; i++)
         rstd[i] = keel_rms_rstd(q[i], dim, eps);
+}
+
+/* ---- BatchNorm's column operations -------------------------------------------------------------
+ * lanes__avx512.h's kc section on q registers: a kc_d8 is four of 2 doubles (columns 2k, 2k + 1
+ * in v[k]), filled by the exact fcvtl / fcvtl2. A group of n < 8 columns (kc_tail: n) goes
+ * through a stack buffer: nothing past its columns is read or written. The register sweeps
+ * are sized to the 32 q registers, a group's 8 doubles taking 4: the statistics' 3 groups with a
+ * mean each take 24, the backward's one group a sweep 26 (five sums, a mean, a gamma; chunks of
+ * at most 2 groups, as on AVX2); unmeasured on aarch64 hardware. */
+typedef struct kc_d8 {
+    float64x2_t v[4];
+} kc_d8;
+typedef size_t kc_tail;
+
+#define KC_STATS_GROUPS 3
+#define KC_BWD_GROUPS 1
+#define KC_BWD_NARROW_GROUPS 2
+#define KC_BWD_BLOCKED 0
+
+KEEL_INLINE kc_tail kc_tail_of(size_t n) { return n; }
+KEEL_INLINE kc_d8 kc_dzero(void)
+{
+    kc_d8 d;
+    for (int k = 0; k < 4; k++)
+        d.v[k] = vdupq_n_f64(0.0);
+    return d;
+}
+KEEL_INLINE kc_d8 kc_widen(kl_f8 v)
+{
+    const kc_d8 d = {{vcvt_f64_f32(vget_low_f32(v.lo)), vcvt_high_f64_f32(v.lo),
+                      vcvt_f64_f32(vget_low_f32(v.hi)), vcvt_high_f64_f32(v.hi)}};
+    return d;
+}
+KEEL_INLINE kc_d8 kc_cvt(const float *p) { return kc_widen(kl_load(p)); }
+KEEL_INLINE kl_f8 kc_f8_load_tail(const float *p, const kc_tail *t) { return kl_load_tail(p, *t); }
+KEEL_INLINE kc_d8 kc_cvt_tail(const float *p, const kc_tail *t)
+{
+    return kc_widen(kl_load_tail(p, *t));
+}
+KEEL_INLINE kc_d8 kc_load(const double *p)
+{
+    const kc_d8 d = {{vld1q_f64(p), vld1q_f64(p + 2), vld1q_f64(p + 4), vld1q_f64(p + 6)}};
+    return d;
+}
+KEEL_INLINE kc_d8 kc_load_tail(const double *p, const kc_tail *t)
+{
+    double buf[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    memcpy(buf, p, *t * sizeof(double));
+    return kc_load(buf);
+}
+KEEL_INLINE void kc_store(double *p, kc_d8 v)
+{
+    for (int k = 0; k < 4; k++)
+        vst1q_f64(p + 2 * k, v.v[k]);
+}
+KEEL_INLINE void kc_store_tail(double *p, kc_d8 v, const kc_tail *t)
+{
+    double buf[8];
+    kc_store(buf, v);
+    memcpy(p, buf, *t * sizeof(double));
+}
+KEEL_INLINE kc_d8 kc_add(kc_d8 a, kc_d8 b)
+{
+    for (int k = 0; k < 4; k++)
+        a.v[k] = vaddq_f64(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kc_d8 kc_sub(kc_d8 a, kc_d8 b)
+{
+    for (int k = 0; k < 4; k++)
+        a.v[k] = vsubq_f64(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kc_d8 kc_mul(kc_d8 a, kc_d8 b)
+{
+    for (int k = 0; k < 4; k++)
+        a.v[k] = vmulq_f64(a.v[k], b.v[k]);
+    return a;
 }
 
 #endif

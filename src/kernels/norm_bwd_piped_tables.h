@@ -1,7 +1,7 @@
-/* The instance tables of the plain norms' backward row pipelines, written once for both SIMD
- * paths: one instance of the kernel file's ln_bwd_piped / rms_bwd_piped for each combination of
- * its flags (constants inside). Include from f32_layernorm__avx2.c / __avx512.c with
- * NORM_BWD_PIPED_LN defined, from f32_rmsnorm__*.c with NORM_BWD_PIPED_RMS, after the driver. */
+/* The instance tables of the plain norms' backward row pipelines, written once for every SIMD
+ * path: one instance of the body's ln_bwd_piped / rms_bwd_piped for each combination of its
+ * flags (constants inside). Included by f32_layernorm_simd.h with NORM_BWD_PIPED_LN defined, by
+ * f32_rmsnorm_simd.h with NORM_BWD_PIPED_RMS, after the driver. */
 #include "variants.h"
 
 #ifdef NORM_BWD_PIPED_LN

@@ -1,7 +1,7 @@
-/* The per-row scalar steps between a row's reductions and its elementwise sweep, shared by
- * every ISA path so they cannot drift apart. A non-finite sum means an Inf or NaN in the row
- * (sums of finite float32 values in double cannot overflow): the statistic becomes NaN, and
- * with it every output of that row. */
+/* The per-row scalar steps between a row's reductions and its elementwise sweep (BatchNorm's:
+ * per column, between its column sweeps), shared by every ISA path so they cannot drift apart.
+ * A non-finite sum means an Inf or NaN in the row (sums of finite float32 values in double
+ * cannot overflow): the statistic becomes NaN, and with it every output of that row. */
 #ifndef KEEL_KERNELS_NORM_FINISH_H
 #define KEEL_KERNELS_NORM_FINISH_H
 

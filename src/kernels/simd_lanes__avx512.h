@@ -51,7 +51,7 @@ KEEL_INLINE int k512_want_prefetch(size_t rows, size_t dim, size_t stride)
 {
     return dim >= K512_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
 }
-/* The plain norms' forwards pipeline their rows instead (f32_layernorm__avx512.c: one sweep
+/* The plain norms' forwards pipeline their rows instead (f32_layernorm_simd.h: one sweep
  * reads a row from memory while it writes another), prefetching the row they read this far
  * ahead of the loads, in floats (1 KiB, 16 lines; 128 and 512 measured within 5% at 4096x768 to
  * 4096x4096, as for the fused forwards' R512_PIPE_AHEAD). Past the row's end it fetches the

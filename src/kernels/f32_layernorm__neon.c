@@ -1,0 +1,22 @@
+/* LayerNorm, float32, aarch64 NEON: the body of f32_layernorm_simd.h over lanes__neon.h (short
+ * rows KR_GROUP at a time: no row batches on this path yet). */
+#include "kernels.h"
+#include "lanes__neon.h"
+#include "f32_layernorm_simd.h"
+
+void keel_f32_layernorm_fwd__neon(size_t rows, size_t dim, const float *x, size_t x_stride,
+                                  float *y, size_t y_stride, const float *gamma, const float *beta,
+                                  float eps, float *mean, float *rstd)
+{
+    layernorm_fwd(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd);
+}
+
+void keel_f32_layernorm_bwd__neon(size_t rows, size_t dim, const float *dy, size_t dy_stride,
+                                  const float *x, size_t x_stride, const float *mean,
+                                  const float *rstd, const float *gamma, float eps, float *dx,
+                                  size_t dx_stride, int dx_flags, float *dgamma_part,
+                                  float *dbeta_part)
+{
+    layernorm_bwd(rows, dim, dy, dy_stride, x, x_stride, mean, rstd, gamma, eps, dx, dx_stride,
+                  dx_flags, dgamma_part, dbeta_part);
+}
