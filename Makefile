@@ -64,14 +64,15 @@ test-tsan: deps
 
 # The fuzz targets (tests/fuzz, docs/reliability.md "Fuzzing"): every corpus replayed under
 # ASan + UBSan (the ctests fuzz_* of the test-asan build, gcc), then each libFuzzer target for
-# 30 s with clang (tests/fuzz/run.sh installs clang when missing, or prints a line and skips).
+# 30 s with clang from a fixed seed (tests/fuzz/run.sh installs clang when missing, or prints a
+# line and skips).
 FUZZ_TARGETS = fuzz_api fuzz_onnx_pb fuzz_checkpoint fuzz_baseline fuzz_cli_args
 test-fuzz: deps
 	cmake -S . -B $(ASAN_BUILD) $(SAN_CMAKE) -DKEEL_SANITIZE=address,undefined $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(ASAN_BUILD) -j$(JOBS) --target $(FUZZ_TARGETS:=_replay)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j$(JOBS) -L '^fuzz$$'
-	JOBS=$(JOBS) sh tests/fuzz/run.sh $(FUZZ_BUILD) 30
+	JOBS=$(JOBS) FUZZ_SEED=1 sh tests/fuzz/run.sh $(FUZZ_BUILD) 30
 
 # The fuzz campaign: each libFuzzer target for FUZZ_SECONDS (default 600) on its corpus (new
 # inputs kept in $(FUZZ_BUILD)/corpus, findings in $(FUZZ_BUILD)/artifacts, executions and

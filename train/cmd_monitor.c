@@ -138,6 +138,12 @@ int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size
         double t0 = now_s();
         tm_forward(&mm->m, tok + base, NULL, B, T);
         r->forward_seconds += now_s() - t0;
+        if (tm_error(&mm->m)) {
+            snprintf(err, errlen, "the model's forward: %s", tm_error(&mm->m));
+            free(tg);
+            mc_free_rec(r);
+            return -1;
+        }
         size_t rows = (size_t)B * T;
         for (int s = 0; s < S; s++) {
             const float *mu, *rs;

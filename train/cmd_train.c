@@ -69,7 +69,8 @@ int keel_cmd_train(int argc, char **argv)
            1e3 * r.seconds / (r.steps_done - r.start_step > 0 ? r.steps_done - r.start_step : 1),
            100.0 * r.norm_seconds / (r.seconds > 0 ? r.seconds : 1));
     if (r.nan_step >= 0)
-        printf("DIVERGED: non-finite loss at step %d\n", r.nan_step);
+        printf("DIVERGED: non-finite loss at step %d%s%s\n", r.nan_step, r.nan_reason[0] ? ": " : "",
+               r.nan_reason);
     if (o.log_path)
         printf("log: %s\n", o.log_path);
     if (o.save_path)
@@ -175,6 +176,14 @@ int keel_cmd_sample(int argc, char **argv)
     for (int k = 0; k < ntok; k++) {
         int len = n < T ? n : T;
         tm_forward(&m, ctx + n - len, NULL, 1, len);
+        if (tm_error(&m)) {
+            putchar('\n');
+            fprintf(stderr, "keel sample: %s: %s\n", ckpt, tm_error(&m));
+            free(p);
+            free(ctx);
+            tm_destroy(&m);
+            return 1;
+        }
         const float *pr = m.logits + (size_t)(len - 1) * V;
         double sum = 0.0;
         for (int v = 0; v < V; v++) {

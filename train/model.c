@@ -66,12 +66,16 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void must(keel_status st, const char *what)
+/* A keel call of the forward or backward that fails (a checkpoint's DyT alpha of Inf, a
+ * diverged run's, memory): the first failure of the pass is kept in m->error, the pass goes
+ * on over outputs keel left unchanged, and tm_forward / tm_backward report it (the library's
+ * convention: errors are values, nothing aborts on what a file or a run can hold). */
+static void must(tm_model *m, keel_status st, const char *what)
 {
-    if (st != KEEL_OK) { /* an internal error: the model passes only valid arguments */
-        fprintf(stderr, "keel train: %s failed: %s (%s)\n", what, keel_status_str(st),
-                keel_last_error());
-        abort();
+    if (st != KEEL_OK && !m->error[0]) {
+        m->error_status = st;
+        snprintf(m->error, sizeof m->error, "%s failed: %s (%s)", what, keel_status_str(st),
+                 keel_last_error());
     }
 }
 
@@ -195,15 +199,16 @@ static void free_norm(tm_norm_inst *ni, int own_out)
 
 static int use_nin(const tm_model *m) { return m->cfg.place == TM_PRE || m->cfg.place == TM_SANDWICH; }
 
-void tm_set_threads(tm_model *m, int threads)
+int tm_set_threads(tm_model *m, int threads)
 {
     if (threads < 1)
         threads = 1;
 #ifdef KEEL_TRAIN_HAVE_CBLAS
     openblas_set_num_threads(threads);
 #endif
-    if (m && m->ctx)
-        keel_ctx_set_threads(m->ctx, threads);
+    if (m && m->ctx && keel_ctx_set_threads(m->ctx, threads) != KEEL_OK)
+        return -1;
+    return 0;
 }
 
 int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, int threads,
@@ -370,7 +375,11 @@ int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, i
         tm_destroy(m);
         return -1;
     }
-    tm_set_threads(m, threads);
+    if (tm_set_threads(m, threads)) {
+        snprintf(err, errlen, "keel_ctx_set_threads: %s", keel_last_error());
+        tm_destroy(m);
+        return -1;
+    }
     m->training = 1;
     return 0;
 oom:
@@ -428,21 +437,21 @@ static void norm_fwd(tm_model *m, tm_norm_inst *ni, const float *in, float *out,
     const float *g = m->params + ni->gamma;
     switch (m->cfg.norm) {
     case TM_NORM_LAYER:
-        must(keel_layernorm_fwd(m->ctx, rows, C, keel_f32(in, C), keel_f32(out, C), g,
+        must(m, keel_layernorm_fwd(m->ctx, rows, C, keel_f32(in, C), keel_f32(out, C), g,
                                 opt_param(m, ni->beta), m->cfg.eps, ni->mean, ni->rstd, 0), "keel_layernorm_fwd");
         break;
     case TM_NORM_RMS:
-        must(keel_rmsnorm_fwd(m->ctx, rows, C, keel_f32(in, C), keel_f32(out, C), g, m->cfg.eps,
+        must(m, keel_rmsnorm_fwd(m->ctx, rows, C, keel_f32(in, C), keel_f32(out, C), g, m->cfg.eps,
                               ni->rstd, 0), "keel_rmsnorm_fwd");
         break;
     case TM_NORM_BATCH:
-        must(keel_batchnorm_fwd(m->ctx, rows, C, keel_f32(in, C), keel_f32(out, C), g,
+        must(m, keel_batchnorm_fwd(m->ctx, rows, C, keel_f32(in, C), keel_f32(out, C), g,
                                 opt_param(m, ni->beta), m->cfg.eps, m->training, 0.1f,
                                 m->buffers + ni->run_mean, m->buffers + ni->run_var, NULL, ni->mean,
                                 ni->rstd, 0), "keel_batchnorm_fwd");
         break;
     case TM_NORM_DYT:
-        must(keel_dyt_fwd(m->ctx, rows, C, keel_f32(in, C), keel_f32(out, C), m->params[ni->alpha], g,
+        must(m, keel_dyt_fwd(m->ctx, rows, C, keel_f32(in, C), keel_f32(out, C), m->params[ni->alpha], g,
                           opt_param(m, ni->beta), 0), "keel_dyt_fwd");
         break;
     case TM_NORM_NONE:
@@ -462,22 +471,22 @@ static void norm_bwd(tm_model *m, tm_norm_inst *ni, const float *dy, float *dx, 
     const float *g = m->params + ni->gamma;
     switch (m->cfg.norm) {
     case TM_NORM_LAYER:
-        must(keel_layernorm_bwd(m->ctx, rows, C, keel_f32(dy, C), keel_f32(ni->in, C), ni->mean, ni->rstd,
+        must(m, keel_layernorm_bwd(m->ctx, rows, C, keel_f32(dy, C), keel_f32(ni->in, C), ni->mean, ni->rstd,
                                 g, m->cfg.eps, keel_f32(dx, C), m->grads + ni->gamma,
                                 opt_grad(m, ni->beta), fl), "keel_layernorm_bwd");
         break;
     case TM_NORM_RMS:
-        must(keel_rmsnorm_bwd(m->ctx, rows, C, keel_f32(dy, C), keel_f32(ni->in, C), ni->rstd, g,
+        must(m, keel_rmsnorm_bwd(m->ctx, rows, C, keel_f32(dy, C), keel_f32(ni->in, C), ni->rstd, g,
                               m->cfg.eps, keel_f32(dx, C), m->grads + ni->gamma, fl), "keel_rmsnorm_bwd");
         break;
     case TM_NORM_BATCH:
-        must(keel_batchnorm_bwd(m->ctx, rows, C, keel_f32(dy, C), keel_f32(ni->in, C), ni->mean,
+        must(m, keel_batchnorm_bwd(m->ctx, rows, C, keel_f32(dy, C), keel_f32(ni->in, C), ni->mean,
                                 ni->rstd, g, m->cfg.eps, m->training, keel_f32(dx, C),
                                 m->grads + ni->gamma, opt_grad(m, ni->beta), fl), "keel_batchnorm_bwd");
         break;
     case TM_NORM_DYT: {
         float da = 0.0f;
-        must(keel_dyt_bwd(m->ctx, rows, C, keel_f32(dy, C), keel_f32(ni->in, C), m->params[ni->alpha], g,
+        must(m, keel_dyt_bwd(m->ctx, rows, C, keel_f32(dy, C), keel_f32(ni->in, C), m->params[ni->alpha], g,
                           keel_f32(dx, C), &da, m->grads + ni->gamma, opt_grad(m, ni->beta), fl),
              "keel_dyt_bwd");
         m->grads[ni->alpha] += da;
@@ -628,7 +637,7 @@ static void sub_fwd(tm_model *m, int k, int B, int T)
     const float *lambda = m->cfg.layerscale > 0 ? m->params + s->ls : NULL;
     if (use_nin(m)) { /* x + lambda * r */
         if (lambda)
-            must(keel_layerscale_fwd(m->ctx, rows, C, keel_f32(xin, C), keel_f32(r, C), lambda,
+            must(m, keel_layerscale_fwd(m->ctx, rows, C, keel_f32(xin, C), keel_f32(r, C), lambda,
                                      keel_f32(xout, C), 0), "keel_layerscale_fwd");
         else
             for (size_t i = 0; i < n; i++)
@@ -645,11 +654,11 @@ static void sub_fwd(tm_model *m, int k, int B, int T)
         res.lambda = lambda;
         double t0 = now_s();
         if (m->cfg.norm == TM_NORM_LAYER)
-            must(keel_add_layernorm_fwd(m->ctx, rows, C, &res, keel_f32(s->h, C), keel_f32(xout, C),
+            must(m, keel_add_layernorm_fwd(m->ctx, rows, C, &res, keel_f32(s->h, C), keel_f32(xout, C),
                                         m->params + s->nres.gamma, m->params + s->nres.beta, m->cfg.eps,
                                         s->nres.mean, s->nres.rstd, 0), "keel_add_layernorm_fwd");
         else
-            must(keel_add_rmsnorm_fwd(m->ctx, rows, C, &res, keel_f32(s->h, C), keel_f32(xout, C),
+            must(m, keel_add_rmsnorm_fwd(m->ctx, rows, C, &res, keel_f32(s->h, C), keel_f32(xout, C),
                                       m->params + s->nres.gamma, m->cfg.eps, s->nres.rstd, 0),
                  "keel_add_rmsnorm_fwd");
         m->norm_seconds += now_s() - t0;
@@ -675,7 +684,7 @@ static void sub_bwd(tm_model *m, int k, int B, int T)
     float *dlambda = lambda ? m->grads + s->ls : NULL;
     if (use_nin(m)) { /* dx_in = dx_out (kept in m->dx), dr = lambda * dx_out */
         if (lambda)
-            must(keel_layerscale_bwd(m->ctx, rows, C, keel_f32(m->dx, C), keel_f32(r, C), lambda, keel_none(),
+            must(m, keel_layerscale_bwd(m->ctx, rows, C, keel_f32(m->dx, C), keel_f32(r, C), lambda, keel_none(),
                                      keel_f32(dr, C), dlambda, KEEL_FLAG_ACCUMULATE_DPARAMS),
                  "keel_layerscale_bwd");
         else
@@ -693,13 +702,13 @@ static void sub_bwd(tm_model *m, int k, int B, int T)
             gr.dbias = NULL;
             double t0 = now_s();
             if (m->cfg.norm == TM_NORM_LAYER)
-                must(keel_add_layernorm_bwd(m->ctx, rows, C, keel_f32(m->dx, C), keel_none(), &res,
+                must(m, keel_add_layernorm_bwd(m->ctx, rows, C, keel_f32(m->dx, C), keel_none(), &res,
                                             keel_f32(s->h, C), s->nres.mean, s->nres.rstd,
                                             m->params + s->nres.gamma, m->cfg.eps, &gr,
                                             m->grads + s->nres.gamma, m->grads + s->nres.beta,
                                             KEEL_FLAG_ACCUMULATE_DPARAMS), "keel_add_layernorm_bwd");
             else
-                must(keel_add_rmsnorm_bwd(m->ctx, rows, C, keel_f32(m->dx, C), keel_none(), &res,
+                must(m, keel_add_rmsnorm_bwd(m->ctx, rows, C, keel_f32(m->dx, C), keel_none(), &res,
                                           keel_f32(s->h, C), s->nres.rstd, m->params + s->nres.gamma,
                                           m->cfg.eps, &gr, m->grads + s->nres.gamma,
                                           KEEL_FLAG_ACCUMULATE_DPARAMS), "keel_add_rmsnorm_bwd");
@@ -741,6 +750,8 @@ double tm_forward(tm_model *m, const int *tokens, const int *targets, int B, int
     const int C = m->cfg.width, V = m->cfg.vocab, L = m->cfg.layers, rows = B * T;
     m->B = B;
     m->T = T;
+    m->error[0] = '\0';
+    m->error_status = KEEL_OK;
     memcpy(m->tokens, tokens, (size_t)rows * sizeof(int));
     float *x0 = stream(m, 0);
     const float *P = m->params;
@@ -766,7 +777,7 @@ double tm_forward(tm_model *m, const int *tokens, const int *targets, int B, int
         for (int sl = 0; sl < ns; sl++) {
             const float *mu, *rs;
             tm_monitor_stats(m, sl, &mu, &rs);
-            must(keel_monitor_observe(m->monitor, sl, (size_t)rows, mu, rs), "keel_monitor_observe");
+            must(m, keel_monitor_observe(m->monitor, sl, (size_t)rows, mu, rs), "keel_monitor_observe");
         }
         m->monitor_seconds += now_s() - t0;
     }
@@ -791,10 +802,14 @@ double tm_forward(tm_model *m, const int *tokens, const int *targets, int B, int
                 loss = NAN;
         }
     }
+    if (m->error[0])
+        return NAN;
     return targets ? loss / rows : 0.0;
 }
 
-void tm_backward(tm_model *m)
+const char *tm_error(const tm_model *m) { return m->error[0] ? m->error : NULL; }
+
+int tm_backward(tm_model *m)
 {
     const int C = m->cfg.width, V = m->cfg.vocab, L = m->cfg.layers, B = m->B, T = m->T, rows = B * T;
     memset(m->grads, 0, m->nparams * sizeof(float));
@@ -824,6 +839,7 @@ void tm_backward(tm_model *m)
                 G[m->wpe + (size_t)t * C + j] += d[j];
             }
         }
+    return m->error[0] ? -1 : 0;
 }
 
 /* ---- diagnostics ------------------------------------------------------------------------------ */

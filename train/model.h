@@ -79,6 +79,10 @@ typedef struct tm_model {
      * statistics to this monitor, one slot per norm (tm_monitor_slots); not owned. */
     keel_monitor *monitor;
     double monitor_seconds; /* time spent feeding the monitor, accumulated */
+    /* The first keel call of the last forward or backward that failed, with keel's message;
+     * empty when none did (tm_error). */
+    char error[320];
+    keel_status error_status; /* its status, KEEL_OK when none */
 } tm_model;
 
 /* What a configuration may be, whoever gives it (keel train's options, a checkpoint's header,
@@ -118,10 +122,16 @@ int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, i
 void tm_destroy(tm_model *m);
 
 /* Forward over B sequences of T <= seq tokens. targets NULL: logits only (probabilities in
- * m->logits), returns 0. Otherwise returns the mean cross-entropy (nats). */
+ * m->logits), returns 0. Otherwise returns the mean cross-entropy (nats). When a keel call
+ * fails (a parameter it refuses: DyT's alpha gone Inf, a checkpoint's crafted one), returns
+ * NaN and tm_error says which call and why; the logits are then not to be used. */
 double tm_forward(tm_model *m, const int *tokens, const int *targets, int B, int T);
-/* Backward of the last forward with targets: grads = d(loss)/d(params) (overwritten). */
-void tm_backward(tm_model *m);
+/* Backward of the last forward with targets: grads = d(loss)/d(params) (overwritten). 0, or
+ * -1 when a keel call failed (tm_error; the gradients are then not to be used). */
+int tm_backward(tm_model *m);
+/* NULL when the last forward (and backward, if one followed it) ran every keel call; else
+ * "keel_dyt_fwd failed: invalid argument (keel_dyt_fwd: alpha (inf) must be finite)". */
+const char *tm_error(const tm_model *m);
 
 /* Diagnostics of the last forward / backward. */
 void tm_residual_norms(const tm_model *m, double *out);  /* layers + 1: mean row L2 norm entering each block, and after the last */
@@ -138,8 +148,9 @@ void tm_monitor_stats(const tm_model *m, int slot, const float **mean, const flo
 /* A name such as "L0.attn.in", "L3.mlp.res" or "final". */
 void tm_monitor_slot_name(const tm_model *m, int slot, char *buf, size_t len);
 
-/* Threads of BLAS and keel; 1 if built without CBLAS. */
-void tm_set_threads(tm_model *m, int threads);
+/* Threads of BLAS and keel (threads < 1: 1). 0, or -1 when keel's context cannot start them
+ * (keel_last_error; it keeps the threads it had). */
+int tm_set_threads(tm_model *m, int threads);
 int tm_have_cblas(void);
 
 #endif

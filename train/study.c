@@ -112,7 +112,17 @@ static int study_exp1(study *s)
             for (int b = 0; b < NB; b++) {
                 tm_data_batch(s->d, 0, &rng, s->batch, s->seq, x, y);
                 tm_forward(&m, x, y, s->batch, s->seq);
-                tm_backward(&m);
+                if (tm_error(&m) || tm_backward(&m)) {
+                    fprintf(stderr, "keel study: %s\n", tm_error(&m));
+                    free(g);
+                    free(gs);
+                    free(rn);
+                    free(rs);
+                    free(x);
+                    free(y);
+                    tm_destroy(&m);
+                    return -1;
+                }
                 tm_mlp_out_grad_norms(&m, g);
                 tm_residual_norms(&m, rn);
                 for (int l = 0; l < L; l++)

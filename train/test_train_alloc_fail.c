@@ -5,8 +5,9 @@
  * behind (a model zeroed, no checkpoint file or temporary, the loaded model's parameters, AdamW
  * state and buffers as they were), and the same call again succeeds with the bytes of an
  * uninjected run. LeakSanitizer (make test-asan) checks that every path frees what it took.
- * The trainer's forward and backward are not walked: they abort() on any keel error (model.c,
- * must()), out of memory included. */
+ * A training step (tm_forward + tm_backward on a fresh model, whose first keel calls grow the
+ * context's scratch) is walked the same way: tm_error names the call and "out of memory", the
+ * parameters are unchanged, and the step again gives the uninjected loss and gradients. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "../src/core/alloc.h" /* keel_alloc_fail_at (keel_train's src/core include is private) */
 #include "adamw.h"
 #include "checkpoint.h"
+#include "model.h"
 
 static int g_fail, g_pass;
 static long g_points;
@@ -35,14 +37,15 @@ static tm_train_state g_st;
 static const char *g_ckpt = "test_train_alloc_fail.ckpt";
 static const char *g_out = "test_train_alloc_fail.out.ckpt";
 
-enum { S_CREATE, S_ADAMW, S_SAVE, S_READ_STATE, S_LOAD };
+enum { S_CREATE, S_ADAMW, S_SAVE, S_READ_STATE, S_LOAD, S_STEP };
 
 typedef struct state {
     int which;
     tm_model m;
     tm_adamw opt;
     tm_train_state st;
-    int built; /* m and opt hold a model (S_SAVE, S_LOAD) */
+    int built; /* m and opt hold a model (S_SAVE, S_LOAD, S_STEP) */
+    double loss; /* S_STEP */
     unsigned char *snap;
     size_t nsnap;
 } state;
@@ -111,6 +114,14 @@ static void setup(state *s)
         s->built = 1;
         s->snap = model_bytes(s, &s->nsnap);
     }
+    if (s->which == S_STEP) { /* a fresh model: its first keel calls grow the context */
+        if (tm_create(&s->m, &g_cfg, 2, 7, 1, err, sizeof err)) {
+            printf("FATAL: %s\n", err);
+            exit(1);
+        }
+        s->built = 1;
+        s->snap = model_bytes(s, &s->nsnap);
+    }
     unlink(g_out);
 }
 
@@ -131,6 +142,18 @@ static int run(state *s, char *err, size_t errlen)
         return tm_ckpt_read_state(g_ckpt, &s->st, err, errlen);
     case S_LOAD:
         return tm_ckpt_load(g_ckpt, &s->st, &s->m, &s->opt, err, errlen);
+    case S_STEP: {
+        static const int tok[16] = {1, 5, 9, 2, 14, 3, 3, 7, 0, 15, 8, 8, 4, 12, 6, 10};
+        static const int tgt[16] = {5, 9, 2, 14, 3, 3, 7, 0, 15, 8, 8, 4, 12, 6, 10, 11};
+        s->loss = tm_forward(&s->m, tok, tgt, 2, 8);
+        if (!tm_error(&s->m))
+            tm_backward(&s->m);
+        if (tm_error(&s->m)) {
+            snprintf(err, errlen, "%s", tm_error(&s->m));
+            return -1;
+        }
+        return 0;
+    }
     }
     return -1;
 }
@@ -152,6 +175,8 @@ static int unchanged(state *s)
         return access(g_out, F_OK) != 0 && access(tmp, F_OK) != 0;
     case S_READ_STATE:
         return 1; /* the header is an output only (undefined after -1) */
+    case S_STEP: /* the parameters (BatchNorm's running statistics move with each forward) */
+        return memcmp(s->m.params, s->snap, s->m.nparams * sizeof(float)) == 0;
     case S_LOAD: {
         /* the state header is an output; the model and AdamW must be untouched */
         size_t n;
@@ -185,6 +210,13 @@ static unsigned char *digest(state *s, size_t *n)
     case S_READ_STATE:
         *n = sizeof s->st;
         return memcpy(malloc(*n), &s->st, *n);
+    case S_STEP: { /* the loss and the gradients */
+        *n = sizeof s->loss + s->m.nparams * sizeof(float);
+        unsigned char *p = malloc(*n);
+        memcpy(p, &s->loss, sizeof s->loss);
+        memcpy(p + sizeof s->loss, s->m.grads, s->m.nparams * sizeof(float));
+        return p;
+    }
     }
     return NULL;
 }
@@ -271,6 +303,15 @@ int main(void)
         g_cfg.layerscale = b == 0 ? 0.1f : 0.0f;
         g_cfg.tied = b == 1;
         walk(builds[b].name, S_CREATE);
+    }
+    const char *steps[4] = {"training step (LayerNorm, pre, LayerScale)", "training step (RMSNorm, post)",
+                            "training step (BatchNorm, sandwich)", "training step (DyT, DeepNorm)"};
+    for (int b = 0; b < 4; b++) {
+        g_cfg.norm = builds[b].norm;
+        g_cfg.place = builds[b].place;
+        g_cfg.layerscale = b == 0 ? 0.1f : 0.0f;
+        g_cfg.tied = b == 1;
+        walk(steps[b], S_STEP);
     }
     walk("tm_adamw_init", S_ADAMW);
 

@@ -11,6 +11,7 @@
 #include "commands_monitor.h"
 #include "commands_train.h"
 #include "test_ckpt_util.h"
+#include "trainer.h"
 
 static int fails;
 
@@ -80,6 +81,46 @@ static int run(int (*cmd)(int, char **), const char *const *args, int n)
     return cmd(n, argv);
 }
 
+/* A run driven where a keel call refuses a parameter (the fuzzer's case: an AdamW first moment
+ * of 3e38 over a second moment of 0 makes the step Inf, and DyT's alpha Inf is refused by
+ * keel_dyt_fwd) ends as a divergence that names the call, not an abort(). */
+static void check_refused_parameter(const tm_data *d)
+{
+    const char *src = "test_ranges_dyt.ckpt", *bad = "test_ranges_dyt_m.ckpt";
+    char err[1200];
+    tm_config c = {.layers = 1, .width = 16, .heads = 2, .seq = 16, .tied = 1, .norm = TM_NORM_DYT,
+                   .place = TM_PRE, .eps = 1e-5f};
+    if (tu_write_fresh_ckpt(src, &c, d, err, sizeof err)) {
+        printf("FAIL: %s\n", err);
+        fails++;
+        return;
+    }
+    size_t n;
+    unsigned char *file = tu_slurp(src, &n);
+    uint64_t np = 0;
+    memcpy(&np, file + TU_NPARAMS, 8);
+    free(file);
+    float *big = malloc(np * sizeof(float));
+    for (size_t i = 0; big && i < np; i++)
+        big[i] = 3e38f;
+    int crafted = big && tu_craft(src, bad, TU_PARAMS + np * 4, big, np * 4) == 0;
+    free(big);
+    tr_opts o;
+    tr_opts_default(&o);
+    o.resume_path = bad, o.steps = 10, o.stop_after = 3, o.eval_every = 1, o.progress = 0;
+    tr_result r;
+    int rc = crafted ? tr_run(&o, (tm_data *)d, &r, err, sizeof err) : -1;
+    int ok = rc == 0 && r.nan_step >= 1 && strstr(r.nan_reason, "keel_dyt_fwd") &&
+             strstr(r.nan_reason, "alpha");
+    printf("first moments 3e38 on DyT: %s: tr_run %d, diverged at step %d: %s\n", ok ? "ok" : "FAIL",
+           rc, rc ? -1 : r.nan_step, rc ? err : r.nan_reason);
+    fails += !ok;
+    if (rc == 0)
+        tr_result_free(&r);
+    remove(src);
+    remove(bad);
+}
+
 int main(void)
 {
     char err[1200];
@@ -89,6 +130,7 @@ int main(void)
         return 1;
     }
     check_sizes();
+    check_refused_parameter(&d);
     const char *ln = "test_ranges_ln.ckpt", *bn = "test_ranges_bn.ckpt";
     tm_config c = {.layers = 1, .width = 16, .heads = 2, .seq = 16, .tied = 1, .norm = TM_NORM_LAYER,
                    .place = TM_PRE, .eps = 1e-5f};

@@ -64,7 +64,9 @@ static double evaluate(tm_model *m, const tm_data *d, const tr_opts *o, int *x, 
     m->training = 0;
     for (int i = 0; i < o->eval_batches; i++) {
         tm_data_batch(d, 1, &rng, o->batch, o->mc.seq, x, y);
-        sum += tm_forward(m, x, y, o->batch, o->mc.seq);
+        sum += tm_forward(m, x, y, o->batch, o->mc.seq); /* NaN when a keel call failed */
+        if (tm_error(m))
+            break;
     }
     m->training = 1;
     return sum / o->eval_batches;
@@ -182,7 +184,18 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
         double t0 = now_s();
         tm_data_batch(d, 0, &rng, B, T, x, y);
         double loss = tm_forward(&m, x, y, B, T);
-        tm_backward(&m);
+        if (!tm_error(&m))
+            tm_backward(&m);
+        if (tm_error(&m)) {
+            if (m.error_status != KEEL_EINVAL) { /* memory, threads: an error of the run */
+                snprintf(err, errlen, "step %d: %s", step + 1, tm_error(&m));
+                goto fail;
+            }
+            /* a parameter the run drove where keel refuses it (DyT's alpha to Inf): diverged */
+            loss = NAN;
+            if (!res->nan_reason[0])
+                snprintf(res->nan_reason, sizeof res->nan_reason, "%s", tm_error(&m));
+        }
         double gn = tm_grad_norm(&m);
         if (log) { /* of this training step (an evaluation below overwrites the activations) */
             tm_layer_grad_norms(&m, gl);
@@ -205,6 +218,10 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
         double vl = NAN;
         if (do_eval && finite) {
             vl = evaluate(&m, d, &o, x, y);
+            if (tm_error(&m) && m.error_status != KEEL_EINVAL) {
+                snprintf(err, errlen, "step %d, evaluation: %s", step + 1, tm_error(&m));
+                goto fail;
+            }
             res->val_step[res->nval] = step + 1;
             res->val_loss[res->nval++] = (float)vl;
         }

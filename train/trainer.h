@@ -36,6 +36,8 @@ void tr_opts_default(tr_opts *o);
 typedef struct tr_result {
     int steps_done, start_step;
     int nan_step;        /* first step with a non-finite loss, -1 if none */
+    char nan_reason[320]; /* empty, or the keel call that refused a parameter the run drove
+                           * out of range (DyT's alpha gone Inf), at nan_step or before */
     float *train_loss;   /* steps entries (NaN where not run) */
     float *grad_norm;    /* steps entries */
     int nval;

@@ -11,7 +11,10 @@
 # SECONDS on a writable copy of its corpus (BUILD_DIR/corpus/TARGET; the committed
 # tests/fuzz/corpus/TARGET is only read), with tests/fuzz/onnx.dict for fuzz_onnx_pb; a crash,
 # leak, timeout or out-of-memory leaves its input in BUILD_DIR/artifacts/ and fails the run.
-# The last lines give each target's executions and executions per second.
+# The last lines give each target's executions and executions per second. FUZZ_SEED (a number)
+# fixes libFuzzer's seed, so that a run's mutations are the same on every machine (make
+# test-fuzz: what it finds, anyone finds again with the same command; a faster machine only
+# goes further along the same sequence); unset, libFuzzer draws one (make fuzz).
 set -eu
 build=${1:?usage: run.sh BUILD_DIR SECONDS [TARGET...]}
 seconds=${2:?usage: run.sh BUILD_DIR SECONDS [TARGET...]}
@@ -66,7 +69,7 @@ for t in $targets; do
     echo "fuzz: $t for ${seconds}s ($opts)"
     # shellcheck disable=SC2086
     if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        "$build/${t}_fuzzer" $opts -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 \
+        "$build/${t}_fuzzer" $opts ${FUZZ_SEED:+-seed=$FUZZ_SEED} -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 \
         -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
         "$work" "$src/tests/fuzz/corpus/$t" >"$log" 2>&1; then
         status=ok
