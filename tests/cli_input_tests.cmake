@@ -64,7 +64,7 @@ keel_input_test(cli_input_onnx_tolerance 2 "keel onnx-test: --atol '-1' is not a
   onnx-test --atol -1 none)
 
 # (5) keel monitor score --plot without --csv (the data the plot draws) is a usage error; the
-# output failures with a real model are tested by train/test_train_monitor_cli.c.
+# output failures with a real model are tested by monitor_cli/test_monitor_cli.c.
 keel_input_test(cli_input_monitor_plot_without_csv 2 "keel monitor score: --plot needs --csv FILE"
   monitor score --checkpoint none.ckpt --baseline none.kmon --text none.txt --plot none.png)
 # ... and a --plot or --csv name with a quote in it, which would end gnuplot's quoted argument and

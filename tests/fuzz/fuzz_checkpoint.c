@@ -18,7 +18,7 @@
 #include "checkpoint.h"
 #include "commands_train.h"
 #include "keel.h"
-#include "monitor_cli.h"
+#include "recording.h"
 
 static char ckpt_[600], text_[600];
 

@@ -1,8 +1,9 @@
-/* keel monitor: helpers shared by the monitor commands and the evaluation. A text is run through
- * a checkpoint's model in consecutive blocks of seq tokens; every norm's per-token statistics and
- * every token's log-likelihood are recorded, so windows can be fed to a keel_monitor later. */
-#ifndef KEEL_TRAIN_MONITOR_CLI_H
-#define KEEL_TRAIN_MONITOR_CLI_H
+/* keel monitor's recordings (recording.c), what the monitor commands (cmd_monitor.c) and the
+ * evaluation (monitor_eval.c) work on: a text is run through a checkpoint's model in
+ * consecutive blocks of seq tokens; every norm's per-token statistics and every token's
+ * log-likelihood are recorded, so windows can be fed to a keel_monitor later. */
+#ifndef KEEL_MONITOR_CLI_RECORDING_H
+#define KEEL_MONITOR_CLI_RECORDING_H
 
 #include <stddef.h>
 
@@ -38,7 +39,9 @@ void mc_free_rec(mc_rec *r);
 int mc_feed(keel_monitor *mon, const mc_rec *r, size_t a, size_t b);
 /* Mean negative log-likelihood of tokens [a, b). */
 double mc_nll(const mc_rec *r, size_t a, size_t b);
-
-int mc_eval(int argc, char **argv);
+/* Calibrates mon's alarm threshold on windows of each of sizes[0..nsizes) tokens of [a, b)
+ * (stride a quarter window) at false-alarm rate far. 0, or -1 (keel_last_error). */
+int mc_calibrate_windows(keel_monitor *mon, const mc_rec *rec, size_t a, size_t b, const int *sizes,
+                         int nsizes, double far);
 
 #endif

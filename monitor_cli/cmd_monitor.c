@@ -1,4 +1,5 @@
-/* keel monitor calibrate / score (issue 8): distribution shift from normalization statistics. */
+/* keel monitor calibrate / score / eval (issue 8): distribution shift from normalization
+ * statistics. The recordings they work on: recording.c; the evaluation: monitor_eval.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -8,183 +9,10 @@
 #include <time.h>
 
 #include "commands_monitor.h"
-#include "monitor_cli.h"
+#include "monitor_eval.h"
 #include "numarg.h"
 #include "options.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- helpers ---------------------------------------------------------------------------------- */
-int mc_load_model(mc_model *mm, const char *ckpt, int threads, char *err, size_t errlen)
-{
-    memset(mm, 0, sizeof *mm);
-    if (tm_ckpt_read_state(ckpt, &mm->st, err, errlen))
-        return -1;
-    if (tm_create(&mm->m, &mm->st.cfg, 16, 0, threads, err, errlen))
-        return -1;
-    if (tm_ckpt_load(ckpt, &mm->st, &mm->m, NULL, err, errlen)) {
-        tm_destroy(&mm->m);
-        return -1;
-    }
-    mm->m.training = 0;
-    for (int c = 0; c < 256; c++)
-        mm->index[c] = -1;
-    for (int v = 0; v < mm->st.vocab; v++)
-        mm->index[mm->st.chars[v]] = v;
-    mm->slots = tm_monitor_slots(&mm->m);
-    if (mm->slots == 0) {
-        snprintf(err, errlen, "%s: the model's norm is %s: the monitor needs LayerNorm or RMSNorm", ckpt,
-                 tm_norm_name(mm->st.cfg.norm));
-        tm_destroy(&mm->m);
-        return -1;
-    }
-    return 0;
-}
-
-void mc_free_model(mc_model *mm) { tm_destroy(&mm->m); }
-
-int *mc_map_text(const mc_model *mm, const unsigned char *bytes, size_t nbytes, size_t *ntok, size_t *dropped)
-{
-    int *t = malloc((nbytes + 1) * sizeof(int));
-    size_t k = 0, d = 0;
-    if (!t)
-        return NULL;
-    for (size_t i = 0; i < nbytes; i++) {
-        int id = mm->index[bytes[i]];
-        if (id < 0)
-            d++;
-        else
-            t[k++] = id;
-    }
-    *ntok = k;
-    if (dropped)
-        *dropped = d;
-    return t;
-}
-
-unsigned char *mc_read_file(const char *path, size_t *n, char *err, size_t errlen)
-{
-    size_t len = strlen(path);
-    int gz = len > 3 && !strcmp(path + len - 3, ".gz");
-    FILE *f;
-    if (gz) {
-        char cmd[1200];
-        if (strchr(path, '\'')) {
-            snprintf(err, errlen, "%s: a quote in the file name", path);
-            return NULL;
-        }
-        snprintf(cmd, sizeof cmd, "gzip -dc '%s'", path);
-        f = popen(cmd, "r");
-    } else {
-        f = fopen(path, "rb");
-    }
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open", path);
-        return NULL;
-    }
-    size_t cap = 1 << 20, k = 0, got;
-    unsigned char *p = malloc(cap);
-    while (p && (got = fread(p + k, 1, cap - k, f)) > 0) {
-        k += got;
-        if (k == cap) {
-            unsigned char *q = realloc(p, cap *= 2);
-            if (!q) {
-                free(p);
-                p = NULL;
-            }
-            p = q;
-        }
-    }
-    int bad = gz ? pclose(f) != 0 : (ferror(f) || fclose(f) != 0);
-    if (!p || bad || k == 0) {
-        snprintf(err, errlen, "%s: %s", path, !p ? "out of memory" : k == 0 ? "empty or unreadable" : "read error");
-        free(p);
-        return NULL;
-    }
-    *n = k;
-    return p;
-}
-
-int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size_t errlen)
-{
-    memset(r, 0, sizeof *r);
-    const int T = mm->st.cfg.seq, V = mm->st.cfg.vocab, S = mm->slots, maxB = mm->m.max_batch;
-    size_t nblocks = n > 1 ? (n - 1) / (size_t)T : 0;
-    if (nblocks == 0) {
-        snprintf(err, errlen, "the text has %zu tokens in the vocabulary: need at least %d", n, T + 1);
-        return -1;
-    }
-    r->n = nblocks * (size_t)T;
-    r->slots = S;
-    r->has_mean = mm->st.cfg.norm == TM_NORM_LAYER;
-    r->rstd = malloc((size_t)S * r->n * sizeof(float));
-    r->mean = r->has_mean ? malloc((size_t)S * r->n * sizeof(float)) : NULL;
-    r->ll = malloc(r->n * sizeof(float));
-    int *tg = malloc((size_t)maxB * T * sizeof(int));
-    if (!r->rstd || (r->has_mean && !r->mean) || !r->ll || !tg) {
-        free(tg);
-        mc_free_rec(r);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    for (size_t b0 = 0; b0 < nblocks; b0 += (size_t)maxB) {
-        int B = nblocks - b0 < (size_t)maxB ? (int)(nblocks - b0) : maxB;
-        size_t base = b0 * (size_t)T;
-        double t0 = now_s();
-        tm_forward(&mm->m, tok + base, NULL, B, T);
-        r->forward_seconds += now_s() - t0;
-        if (tm_error(&mm->m)) {
-            snprintf(err, errlen, "the model's forward: %s", tm_error(&mm->m));
-            free(tg);
-            mc_free_rec(r);
-            return -1;
-        }
-        size_t rows = (size_t)B * T;
-        for (int s = 0; s < S; s++) {
-            const float *mu, *rs;
-            tm_monitor_stats(&mm->m, s, &mu, &rs);
-            memcpy(r->rstd + (size_t)s * r->n + base, rs, rows * sizeof(float));
-            if (r->has_mean)
-                memcpy(r->mean + (size_t)s * r->n + base, mu, rows * sizeof(float));
-        }
-        for (size_t i = 0; i < rows; i++) {
-            float p = mm->m.logits[i * V + tok[base + i + 1]];
-            r->ll[base + i] = logf(p > 1e-30f ? p : 1e-30f);
-        }
-    }
-    free(tg);
-    return 0;
-}
-
-void mc_free_rec(mc_rec *r)
-{
-    free(r->mean);
-    free(r->rstd);
-    free(r->ll);
-    memset(r, 0, sizeof *r);
-}
-
-int mc_feed(keel_monitor *mon, const mc_rec *r, size_t a, size_t b)
-{
-    for (int s = 0; s < r->slots; s++)
-        if (keel_monitor_observe(mon, s, b - a, r->mean ? r->mean + (size_t)s * r->n + a : NULL,
-                                 r->rstd + (size_t)s * r->n + a) != KEEL_OK)
-            return -1;
-    return 0;
-}
-
-double mc_nll(const mc_rec *r, size_t a, size_t b)
-{
-    double s = 0.0;
-    for (size_t i = a; i < b; i++)
-        s -= r->ll[i];
-    return b > a ? s / (double)(b - a) : 0.0;
-}
+#include "recording.h"
 
 /* ---- keel monitor calibrate ------------------------------------------------------------------- */
 static void usage(FILE *to)
@@ -290,20 +118,6 @@ static int load_text(mc_model *mm, const char *path, mc_rec *rec, const char *cm
     printf("%s: %zu bytes, %zu dropped (not in the vocabulary), %zu tokens through the model (%.1f s)\n", path, nb,
            dropped, rec->n, rec->forward_seconds);
     return 0;
-}
-
-int mc_calibrate_windows(keel_monitor *mon, const mc_rec *rec, size_t a, size_t b, const int *sizes, int nsizes,
-                         double far);
-int mc_calibrate_windows(keel_monitor *mon, const mc_rec *rec, size_t a, size_t b, const int *sizes, int nsizes,
-                         double far)
-{
-    for (int k = 0; k < nsizes; k++) {
-        size_t w = (size_t)sizes[k], stride = w / 4 ? w / 4 : 1;
-        for (size_t p = a; p + w <= b; p += stride)
-            if (mc_feed(mon, rec, p, p + w) || keel_monitor_calibrate_add(mon))
-                return -1;
-    }
-    return keel_monitor_calibrate_finish(mon, far) == KEEL_OK ? 0 : -1;
 }
 
 static int cmd_calibrate(int argc, char **argv)

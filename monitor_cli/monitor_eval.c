@@ -9,13 +9,11 @@
 #include <time.h>
 
 #include "data.h"
-#include "monitor_cli.h"
+#include "monitor_eval.h"
 #include "numarg.h"
 #include "options.h"
+#include "recording.h"
 #include "rng.h"
-
-int mc_calibrate_windows(keel_monitor *mon, const mc_rec *rec, size_t a, size_t b, const int *sizes, int nsizes,
-                         double far);
 
 #define NSRC 5 /* clean + 4 shifts */
 #define NWIN 3

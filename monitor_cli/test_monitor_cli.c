@@ -30,7 +30,7 @@ static void expect(const char *what, int got, int want)
 int main(void)
 {
     if (!tm_have_cblas()) {
-        printf("test_train_monitor_cli: skipped (built without CBLAS: the monitor commands need it)\n");
+        printf("test_monitor_cli: skipped (built without CBLAS: the monitor commands need it)\n");
         return 0;
     }
     char err[1200];
@@ -88,6 +88,6 @@ int main(void)
     const char *files[] = {ck, text, base, "test_moncli.csv", "test_moncli_nan.kmon"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         remove(files[i]);
-    printf("test_train_monitor_cli: %s\n", fails ? "FAILED" : "ok");
+    printf("test_monitor_cli: %s\n", fails ? "FAILED" : "ok");
     return fails ? 1 : 0;
 }
