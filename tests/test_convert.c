@@ -27,6 +27,7 @@
 #include <math.h>
 
 #include "convert.h"
+#include "cpu.h"
 #include "test_common.h"
 
 /* ---- bits ---------------------------------------------------------------------------------- */
@@ -68,7 +69,7 @@ static void find_paths(void)
     keel_isa isas[3];
     int n = test_isas(isas);
     for (int i = 0; i < n; i++) {
-        const keel_convert_kernels *cv = keel_convert_kernels_for(isas[i]);
+        const keel_convert_kernels *cv = keel_convert_kernels_for(isas[i], keel_cpu_has_avx512_bf16());
         if (!test_check(cv != NULL && cv->bf16_to_f32 && cv->f16_to_f32 && cv->f32_to_bf16 &&
                             cv->f32_to_f16,
                         "keel_convert_kernels_for(%s): missing kernels on an available path",
@@ -82,7 +83,7 @@ static void find_paths(void)
                    keel_isa_name(isas[i]));
 #if defined(__x86_64__)
         if (isas[i] == KEEL_ISA_AVX512 && cv->f32_to_bf16 != keel_f32_to_bf16__avx512) {
-            test_check(keel_convert_avx512_bf16_hw(), "avx512: a bf16 kernel other than the integer "
+            test_check(keel_cpu_has_avx512_bf16(), "avx512: a bf16 kernel other than the integer "
                        "one on a CPU without AVX512_BF16");
             avx512_int_bf16 = *cv;
             avx512_int_bf16.f32_to_bf16 = keel_f32_to_bf16__avx512;
@@ -96,7 +97,7 @@ static void find_paths(void)
     printf("conversion paths:");
     for (int i = 0; i < n_paths; i++)
         printf(" %s", paths[i].name);
-    printf(" (AVX512_BF16 f32 -> bf16: %s)\n", keel_convert_avx512_bf16_hw() ? "yes" : "no");
+    printf(" (AVX512_BF16 f32 -> bf16: %s)\n", keel_cpu_has_avx512_bf16() ? "yes" : "no");
     if (n_paths == 0 || paths[0].isa != KEEL_ISA_SCALAR)
         test_fatal("no scalar conversion path");
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "error.h"
 #include "kernels.h"
 
@@ -101,4 +102,23 @@ keel_status keel_isa_default(keel_isa *out)
          : keel_isa_available(KEEL_ISA_NEON)   ? KEEL_ISA_NEON
                                                : KEEL_ISA_SCALAR;
     return KEEL_OK;
+}
+
+int keel_cpu_has_avx512_bf16(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    static int cached = -1; /* benign race: every thread computes the same value */
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        v = 0;
+        if (keel_isa_available(KEEL_ISA_AVX512) && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+            a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
+            v = (int)((a >> 5) & 1u);
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+#else
+    return 0;
+#endif
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "cpu.h"
 #include "error.h"
 
 static int online_cores(void)
@@ -47,6 +48,7 @@ keel_status keel_ctx_create(keel_ctx **out, int nthreads)
     }
     ctx->isa = isa;
     ctx->kernels = keel_kernels_for(isa);
+    ctx->convert = keel_convert_kernels_for(isa, keel_cpu_has_avx512_bf16());
     ctx->min_parallel = KEEL_DEFAULT_MIN_PARALLEL;
     keel_clear_error();
     *out = ctx;
@@ -112,6 +114,7 @@ static keel_status set_isa(keel_ctx *ctx, keel_isa isa)
                          keel_isa_name(isa));
     ctx->isa = isa;
     ctx->kernels = keel_kernels_for(isa);
+    ctx->convert = keel_convert_kernels_for(isa, keel_cpu_has_avx512_bf16());
     return KEEL_OK;
 }
 

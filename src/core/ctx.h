@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "error.h"
+#include "convert.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -13,6 +14,7 @@ struct keel_ctx {
     atomic_int busy;      /* 1 while a call runs on the context (keel_ctx_enter) */
     keel_pool *pool;
     const keel_kernels *kernels;
+    const keel_convert_kernels *convert; /* the storage conversions of the same path */
     keel_isa isa;
     void *scratch;        /* grown on demand, never shrunk; 64-byte aligned */
     size_t scratch_bytes;

@@ -27,11 +27,12 @@ typedef struct keel_convert_kernels {
     keel_absmax_fn absmax;
 } keel_convert_kernels;
 
-/* The conversion kernels of an ISA path (NULL when not compiled in). The AVX-512 path uses
- * AVX512_BF16's vcvtne2ps2bf16 for f32 -> bf16 when the CPU has it (same bits: the
- * instruction's flush of float32 subnormal inputs is undone by the integer rounding on the
- * vectors that hold one). */
-const keel_convert_kernels *keel_convert_kernels_for(keel_isa isa);
+/* The conversion kernels of an ISA path (NULL when not compiled in), chosen once by the context
+ * (ctx->convert). avx512_bf16: the CPU has AVX512_BF16 (keel_cpu_has_avx512_bf16, core/cpu.h);
+ * the AVX-512 path then uses vcvtne2ps2bf16 for f32 -> bf16 when this build has that kernel
+ * (same bits: the instruction's flush of float32 subnormal inputs is undone by the integer
+ * rounding on the vectors that hold one). */
+const keel_convert_kernels *keel_convert_kernels_for(keel_isa isa, int avx512_bf16);
 
 /* One value, scalar: the definition every path matches. */
 float keel_bf16_bits_to_f32(uint16_t h);
@@ -48,9 +49,8 @@ void keel_quantize_i8__avx512(const float *, int8_t *, size_t, float);
 float keel_absmax_f32__scalar(const float *, size_t);
 float keel_absmax_f32__avx2(const float *, size_t);
 float keel_absmax_f32__avx512(const float *, size_t);
-/* f32 -> bf16 with AVX512_BF16 (only where the CPU has it; keel_convert_avx512_bf16_hw()). */
+/* f32 -> bf16 with AVX512_BF16 (only where the CPU has it: keel_cpu_has_avx512_bf16()). */
 void keel_f32_to_bf16__avx512bf16(const float *, uint16_t *, size_t);
-int keel_convert_avx512_bf16_hw(void);
 
 void keel_bf16_to_f32__scalar(const uint16_t *, float *, size_t);
 void keel_f16_to_f32__scalar(const uint16_t *, float *, size_t);

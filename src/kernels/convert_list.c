@@ -1,10 +1,6 @@
 /* The conversion kernels of each ISA path, beside kernel_list.c's compute kernels. */
 #include "convert.h"
 
-#if defined(KEEL_HAVE_X86_KERNELS)
-#include <cpuid.h>
-#endif
-
 static const keel_convert_kernels scalar_convert = {
     keel_bf16_to_f32__scalar, keel_f16_to_f32__scalar, keel_f32_to_bf16__scalar, keel_f32_to_f16__scalar,
     keel_quantize_i8__scalar, keel_absmax_f32__scalar,
@@ -36,36 +32,16 @@ static const keel_convert_kernels neon_convert = {
 };
 #endif
 
-/* 1 when this build has the AVX512_BF16 kernel and the CPU has the instructions (cpuid leaf 7,
- * subleaf 1, EAX bit 5). The AVX-512 path itself is chosen only where the CPU and the OS
- * support AVX-512 (cpu.c); this adds the one extension on top. */
-int keel_convert_avx512_bf16_hw(void)
+const keel_convert_kernels *keel_convert_kernels_for(keel_isa isa, int avx512_bf16)
 {
-#if defined(KEEL_HAVE_X86_KERNELS) && defined(KEEL_HAVE_AVX512BF16)
-    static int cached = -1; /* benign race: every thread computes the same value */
-    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (v < 0) {
-        unsigned a = 0, b = 0, c = 0, d = 0;
-        v = 0;
-        if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
-            v = (int)((a >> 5) & 1u);
-        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
-    }
-    return v;
-#else
-    return 0;
-#endif
-}
-
-const keel_convert_kernels *keel_convert_kernels_for(keel_isa isa)
-{
+    (void)avx512_bf16; /* without the AVX512_BF16 kernel in the build */
     switch (isa) {
     case KEEL_ISA_SCALAR: return &scalar_convert;
 #if defined(KEEL_HAVE_X86_KERNELS)
     case KEEL_ISA_AVX2: return &avx2_convert;
     case KEEL_ISA_AVX512:
 #if defined(KEEL_HAVE_AVX512BF16)
-        if (keel_convert_avx512_bf16_hw())
+        if (avx512_bf16)
             return &avx512_bf16_convert;
 #endif
         return &avx512_convert;

@@ -2,11 +2,11 @@
  * then run the context's fused kernels over the rows; the backward gathers dgamma, dbeta,
  * dlambda and dbias over fixed row blocks (keel_run_rows_reduce_n), so every output is the
  * same for any thread count. Tensors may be f32, bf16 or f16: bf16/f16 rows are staged
- * through the float32 kernels (block_stage.h), each output rounded once. */
+ * through the float32 kernels (stage.h), each output rounded once. */
 #include <math.h>
 #include <stdint.h>
 
-#include "block_stage.h"
+#include "stage.h"
 #include "error.h"
 #include "gamma_plus_one.h"
 #include "norm_common.h"
@@ -81,7 +81,7 @@ typedef struct add_fwd_job {
     int rms;
     size_t dim;
     const keel_residual *res;
-    keel_block_stage bs;
+    keel_stage stage;
     const float *gamma, *beta;
     float eps;
     float *mean, *rstd;
@@ -107,17 +107,17 @@ static void add_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, floa
     const add_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    keel_bs_run(&j->bs, r0, r1, add_fwd_block, j, NULL);
+    keel_stage_run(&j->stage, r0, r1, add_fwd_block, j, NULL);
 }
 
 static keel_status fwd_stage(add_fwd_job *j, keel_ctx *ctx, const char *who, size_t rows,
                              size_t dim, const keel_residual *res, keel_tensor h, keel_tensor y)
 {
-    keel_bs_add(&j->bs, res->x, KEEL_BS_IN);
-    keel_bs_add(&j->bs, res->r, KEEL_BS_IN);
-    keel_bs_add(&j->bs, h, KEEL_BS_OUT);
-    keel_bs_add(&j->bs, y, KEEL_BS_OUT);
-    return keel_bs_setup(&j->bs, ctx, who, rows, dim);
+    keel_stage_add(&j->stage, res->x, KEEL_STAGE_IN);
+    keel_stage_add(&j->stage, res->r, KEEL_STAGE_IN);
+    keel_stage_add(&j->stage, h, KEEL_STAGE_OUT);
+    keel_stage_add(&j->stage, y, KEEL_STAGE_OUT);
+    return keel_stage_setup(&j->stage, ctx, who, rows, dim);
 }
 
 static keel_status add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
@@ -226,7 +226,7 @@ typedef struct add_bwd_job {
     int rms;
     size_t dim;
     const keel_residual *res;
-    keel_block_stage bs;
+    keel_stage stage;
     const float *mean, *rstd, *gamma;
     float eps;
     int accumulate;
@@ -254,7 +254,7 @@ static void add_bwd_block(const void *job, void *ctx, size_t r, size_t n, float 
 static void add_bwd_rows(const void *p, size_t r0, size_t r1, float *const *parts)
 {
     const add_bwd_job *j = p;
-    keel_bs_run(&j->bs, r0, r1, add_bwd_block, j, (void *)(uintptr_t)parts);
+    keel_stage_run(&j->stage, r0, r1, add_bwd_block, j, (void *)(uintptr_t)parts);
 }
 
 static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t dim, int rms,
@@ -272,17 +272,17 @@ static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t d
     add_bwd_job j = {ctx->kernels, rms, dim, res, {0}, mean, rstd, gamma, eps, acc, 0};
     /* the kernels read x only without h, r only without h or for dlambda */
     const keel_tensor absent = keel_none();
-    keel_bs_add(&j.bs, h.data ? absent : res->x, KEEL_BS_IN);
-    keel_bs_add(&j.bs, h.data && !g->dlambda ? absent : res->r, KEEL_BS_IN);
-    keel_bs_add(&j.bs, dy, KEEL_BS_IN);
-    keel_bs_add(&j.bs, dh, KEEL_BS_IN);
-    keel_bs_add(&j.bs, h, KEEL_BS_IN);
-    keel_bs_add(&j.bs, g->dx, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
-    keel_bs_add(&j.bs, g->dr, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
-    keel_status st = keel_bs_setup(&j.bs, ctx, who, rows, dim);
+    keel_stage_add(&j.stage, h.data ? absent : res->x, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, h.data && !g->dlambda ? absent : res->r, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, dy, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, dh, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, h, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, g->dx, acc ? KEEL_STAGE_ACC : KEEL_STAGE_OUT);
+    keel_stage_add(&j.stage, g->dr, acc ? KEEL_STAGE_ACC : KEEL_STAGE_OUT);
+    keel_status st = keel_stage_setup(&j.stage, ctx, who, rows, dim);
     if (st != KEEL_OK)
         return st;
-    if (!j.bs.stage) { /* float32 in place: the kernels see blocks of rows, the size is here */
+    if (!j.stage.mem) { /* float32 in place: the kernels see blocks of rows, the size is here */
         const keel_tensor in = h.data ? h : res->x;
         const keel_tensor out = g->dx.data ? g->dx : g->dr;
         j.hints = keel_bwd_hints(ctx, rows, in.stride, out.data ? out.stride : 0);

@@ -1,12 +1,12 @@
 /* DyT operators (keel.h): elementwise over the context's threads; dgamma, dbeta and the
  * per-column terms of dalpha are gathered over fixed row blocks (keel_run_rows_reduce_n), and
  * dalpha is then the sum of those columns in double, in column order: deterministic. x, y, dy
- * and dx may be f32, bf16 or f16 (staged through the float32 kernels, block_stage.h). */
+ * and dx may be f32, bf16 or f16 (staged through the float32 kernels, stage.h). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "block_stage.h"
+#include "stage.h"
 #include "error.h"
 #include "parallel.h"
 #include "validate.h"
@@ -23,7 +23,7 @@ typedef struct dyt_fwd_job {
     size_t dim;
     float alpha;
     const float *gamma, *beta;
-    keel_block_stage bs; /* x, y */
+    keel_stage stage; /* x, y */
 } dyt_fwd_job;
 
 static void dyt_fwd_block(const void *job, void *unused, size_t r, size_t n, float *const *p,
@@ -40,7 +40,7 @@ static void dyt_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, floa
     const dyt_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    keel_bs_run(&j->bs, r0, r1, dyt_fwd_block, j, NULL);
+    keel_stage_run(&j->stage, r0, r1, dyt_fwd_block, j, NULL);
 }
 
 static keel_status dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, keel_tensor y,
@@ -57,9 +57,9 @@ static keel_status dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x
     if (rows == 0)
         return KEEL_OK;
     dyt_fwd_job j = {ctx->kernels, dim, alpha, gamma, beta, {0}};
-    keel_bs_add(&j.bs, x, KEEL_BS_IN);
-    keel_bs_add(&j.bs, y, KEEL_BS_OUT);
-    if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
+    keel_stage_add(&j.stage, x, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, y, KEEL_STAGE_OUT);
+    if ((st = keel_stage_setup(&j.stage, ctx, who, rows, dim)))
         return st;
     keel_run_rows(ctx, rows, dim, dyt_fwd_rows, &j);
     return KEEL_OK;
@@ -78,7 +78,7 @@ typedef struct dyt_bwd_job {
     float alpha;
     const float *gamma;
     int accumulate_dx;
-    keel_block_stage bs; /* dy, x, dx */
+    keel_stage stage; /* dy, x, dx */
 } dyt_bwd_job;
 
 static void dyt_bwd_block(const void *job, void *ctx, size_t r, size_t n, float *const *p,
@@ -94,7 +94,7 @@ static void dyt_bwd_block(const void *job, void *ctx, size_t r, size_t n, float 
 static void dyt_bwd_rows(const void *p, size_t r0, size_t r1, float *const *parts)
 {
     const dyt_bwd_job *j = p;
-    keel_bs_run(&j->bs, r0, r1, dyt_bwd_block, j, (void *)(uintptr_t)parts);
+    keel_stage_run(&j->stage, r0, r1, dyt_bwd_block, j, (void *)(uintptr_t)parts);
 }
 
 static keel_status dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy, keel_tensor x,
@@ -126,10 +126,10 @@ static keel_status dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor d
     }
     const int acc_dx = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
     dyt_bwd_job j = {ctx->kernels, dim, alpha, gamma, acc_dx, {0}};
-    keel_bs_add(&j.bs, dy, KEEL_BS_IN);
-    keel_bs_add(&j.bs, x, KEEL_BS_IN);
-    keel_bs_add(&j.bs, dx, acc_dx ? KEEL_BS_ACC : KEEL_BS_OUT);
-    if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
+    keel_stage_add(&j.stage, dy, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, x, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, dx, acc_dx ? KEEL_STAGE_ACC : KEEL_STAGE_OUT);
+    if ((st = keel_stage_setup(&j.stage, ctx, who, rows, dim)))
         return st;
     float *const outs[3] = {dgamma, dbeta, cols};
     if ((st = keel_run_rows_reduce_n(ctx, who, rows, dim, dyt_bwd_rows, &j, outs, 3, acc)))

@@ -13,10 +13,13 @@ typedef struct ln_fwd_job {
     float *mean, *rstd;
 } ln_fwd_job;
 
-static void ln_fwd_block(const void *p, size_t r, size_t n, const float *x, size_t xs, float *y, size_t ys)
+/* rows [r, r + n) as float32: x = p[0], y = p[1] */
+static void ln_fwd_block(const void *p, void *unused, size_t r, size_t n, float *const *t,
+                         const size_t *s)
 {
     const ln_fwd_job *j = p;
-    j->call.k->f32_layernorm_fwd(n, j->call.dim, x, xs, y, ys, j->gamma, j->beta, j->eps,
+    (void)unused;
+    j->call.k->f32_layernorm_fwd(n, j->call.dim, t[0], s[0], t[1], s[1], j->gamma, j->beta, j->eps,
                                  j->mean ? j->mean + r : NULL, j->rstd ? j->rstd + r : NULL);
 }
 
@@ -25,8 +28,7 @@ static void ln_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float
     const ln_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    keel_stage_fwd(j->call.cv, keel_norm_slice(&j->call), j->call.dim, j->call.a, j->call.b,
-                   j->call.quant, r0, r1, ln_fwd_block, j);
+    keel_stage_run(&j->call.stage, r0, r1, ln_fwd_block, j, NULL);
 }
 
 static keel_status ln_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
@@ -83,21 +85,23 @@ typedef struct ln_bwd_job {
     int hints; /* kernels.h: KEEL_KBWD_PREFETCH, KEEL_KBWD_STREAM */
 } ln_bwd_job;
 
-static void ln_bwd_block(const void *p, size_t r, size_t n, const float *dy, size_t dys,
-                         const float *x, size_t xs, float *dx, size_t dxs, float *dgamma_part,
-                         float *dbeta_part)
+/* rows [r, r + n) as float32: dy = p[0], x = p[1], dx = p[2] (NULL: skipped) */
+static void ln_bwd_block(const void *p, void *parts, size_t r, size_t n, float *const *t,
+                         const size_t *s)
 {
     const ln_bwd_job *j = p;
-    j->call.k->f32_layernorm_bwd(n, j->call.dim, dy, dys, x, xs, j->mean ? j->mean + r : NULL,
-                                 j->rstd ? j->rstd + r : NULL, j->gamma, j->eps, dx, dxs,
-                                 j->accumulate_dx | j->hints, dgamma_part, dbeta_part);
+    const keel_norm_parts *pp = parts;
+    j->call.k->f32_layernorm_bwd(n, j->call.dim, t[0], s[0], t[1], s[1],
+                                 j->mean ? j->mean + r : NULL, j->rstd ? j->rstd + r : NULL,
+                                 j->gamma, j->eps, t[2], s[2], j->accumulate_dx | j->hints,
+                                 pp->dgamma, pp->dbeta);
 }
 
 static void ln_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part, float *dbeta_part)
 {
     const ln_bwd_job *j = p;
-    keel_stage_bwd(j->call.cv, keel_norm_slice(&j->call), j->call.dim, j->call.a, j->call.b,
-                   j->call.c, j->accumulate_dx, r0, r1, dgamma_part, dbeta_part, ln_bwd_block, j);
+    keel_norm_parts parts = {dgamma_part, dbeta_part};
+    keel_stage_run(&j->call.stage, r0, r1, ln_bwd_block, j, &parts);
 }
 
 static keel_status layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,

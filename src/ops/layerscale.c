@@ -1,7 +1,7 @@
 /* LayerScale operators (keel.h): h = x + lambda * f and its backward, over the context's
  * threads; dlambda is gathered over fixed row blocks (deterministic). Tensors may be f32, bf16
- * or f16 (staged through the float32 kernels, block_stage.h; each output rounded once). */
-#include "block_stage.h"
+ * or f16 (staged through the float32 kernels, stage.h; each output rounded once). */
+#include "stage.h"
 #include "norm_common.h" /* keel_bwd_hints */
 #include "error.h"
 #include "parallel.h"
@@ -11,7 +11,7 @@ typedef struct ls_fwd_job {
     const keel_kernels *k;
     size_t dim;
     const float *lambda;
-    keel_block_stage bs; /* x, f, h */
+    keel_stage stage; /* x, f, h */
 } ls_fwd_job;
 
 static void ls_fwd_block(const void *job, void *unused, size_t r, size_t n, float *const *p,
@@ -28,7 +28,7 @@ static void ls_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float
     const ls_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    keel_bs_run(&j->bs, r0, r1, ls_fwd_block, j, NULL);
+    keel_stage_run(&j->stage, r0, r1, ls_fwd_block, j, NULL);
 }
 
 static keel_status layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
@@ -49,10 +49,10 @@ static keel_status layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_t
     if (rows == 0)
         return KEEL_OK;
     ls_fwd_job j = {ctx->kernels, dim, lambda, {0}};
-    keel_bs_add(&j.bs, x, KEEL_BS_IN);
-    keel_bs_add(&j.bs, f, KEEL_BS_IN);
-    keel_bs_add(&j.bs, h, KEEL_BS_OUT);
-    if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
+    keel_stage_add(&j.stage, x, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, f, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, h, KEEL_STAGE_OUT);
+    if ((st = keel_stage_setup(&j.stage, ctx, who, rows, dim)))
         return st;
     keel_run_rows(ctx, rows, dim, ls_fwd_rows, &j);
     return KEEL_OK;
@@ -71,7 +71,7 @@ typedef struct ls_bwd_job {
     const float *lambda;
     int accumulate;
     int hints; /* KEEL_KBWD_STREAM (kernels.h) */
-    keel_block_stage bs; /* dh, f, dx, df */
+    keel_stage stage; /* dh, f, dx, df */
 } ls_bwd_job;
 
 static void ls_bwd_block(const void *job, void *dlambda_part, size_t r, size_t n, float *const *p,
@@ -87,7 +87,7 @@ static void ls_bwd_rows(const void *p, size_t r0, size_t r1, float *dlambda_part
 {
     const ls_bwd_job *j = p;
     (void)unused;
-    keel_bs_run(&j->bs, r0, r1, ls_bwd_block, j, dlambda_part);
+    keel_stage_run(&j->stage, r0, r1, ls_bwd_block, j, dlambda_part);
 }
 
 static keel_status layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dh,
@@ -117,14 +117,14 @@ static keel_status layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_t
         return KEEL_OK;
     const int acc = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
     ls_bwd_job j = {ctx->kernels, dim, lambda, acc, 0, {0}};
-    keel_bs_add(&j.bs, dh, KEEL_BS_IN);
-    keel_bs_add(&j.bs, dlambda ? f : keel_none(), KEEL_BS_IN);
-    keel_bs_add(&j.bs, dx, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
-    keel_bs_add(&j.bs, df, acc ? KEEL_BS_ACC : KEEL_BS_OUT);
-    if ((st = keel_bs_setup(&j.bs, ctx, who, rows, dim)))
+    keel_stage_add(&j.stage, dh, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, dlambda ? f : keel_none(), KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, dx, acc ? KEEL_STAGE_ACC : KEEL_STAGE_OUT);
+    keel_stage_add(&j.stage, df, acc ? KEEL_STAGE_ACC : KEEL_STAGE_OUT);
+    if ((st = keel_stage_setup(&j.stage, ctx, who, rows, dim)))
         return st;
     /* the kernel sees a block of rows: whether dx and df stream is told (never into a stage) */
-    if (!j.bs.stage)
+    if (!j.stage.mem)
         j.hints = keel_bwd_hints(ctx, rows, dh.stride, dx.data ? dx.stride : df.stride) & KEEL_KBWD_STREAM;
     return keel_run_rows_reduce(ctx, who, rows, dim, ls_bwd_rows, &j, dlambda, NULL,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);

@@ -4,13 +4,7 @@
 
 #include "error.h"
 #include "pool.h"
-#include "stage.h"
 #include "validate.h"
-
-float *keel_norm_slice(const keel_norm_call *call)
-{
-    return call->stage ? call->stage + (size_t)keel_pool_thread_index() * call->stage_stride : NULL;
-}
 
 /* A backward kernel gets one block of rows at a time (parallel.c), so it cannot tell a tensor
  * beyond the caches from a small one: the operator tells it. Thresholds as in the forward
@@ -19,9 +13,10 @@ float *keel_norm_slice(const keel_norm_call *call)
  * AVX-512): 1.67 ns/element without hints, 1.25 with prefetching, 1.02 with both. */
 int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *call)
 {
-    if (call->stage)
+    const keel_stage *s = &call->stage; /* dy, x, dx */
+    if (s->mem)
         return 0;
-    return keel_bwd_hints(ctx, rows, call->b.stride, call->c.data ? call->c.stride : 0);
+    return keel_bwd_hints(ctx, rows, s->t[1].stride, s->t[2].data ? s->t[2].stride : 0);
 }
 
 int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_stride, size_t dx_stride)
@@ -35,20 +30,6 @@ int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_stride, size_t dx
     if (dx_bytes / (threads > 0 ? threads : 1) >= KEEL_STREAM_ABOVE)
         hints |= KEEL_KBWD_STREAM;
     return hints;
-}
-
-static keel_status prepare_stage(const char *who, keel_ctx *ctx, size_t rows, size_t per_thread,
-                                 int staged, keel_norm_call *call)
-{
-    call->k = ctx->kernels;
-    call->cv = keel_convert_kernels_for(ctx->isa);
-    if (!staged || rows == 0)
-        return KEEL_OK;
-    call->stage = keel_ctx_stage(ctx, per_thread, who);
-    if (!call->stage)
-        return KEEL_ENOMEM;
-    call->stage_stride = keel_stage_stride(per_thread);
-    return KEEL_OK;
 }
 
 static keel_status check_quant(const char *who, keel_tensor y, const keel_quant_i8 *q, size_t dim)
@@ -86,12 +67,13 @@ keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
         (st = keel_check_overlap(who, "y", y, "x", x, rows, dim)) ||
         (st = keel_check_eps(who, eps)) || (st = keel_check_flags(who, flags, extra_flags)))
         return st;
+    call->k = ctx->kernels;
     call->dim = dim;
-    call->a = x;
-    call->b = y;
     call->quant = quant;
-    return prepare_stage(who, ctx, rows, keel_stage_fwd_floats(dim),
-                         x.dtype != KEEL_F32 || y.dtype != KEEL_F32, call);
+    call->stage.quant = quant;
+    keel_stage_add(&call->stage, x, KEEL_STAGE_IN);
+    keel_stage_add(&call->stage, y, quant ? KEEL_STAGE_OUT_I8 : KEEL_STAGE_OUT);
+    return keel_stage_setup(&call->stage, ctx, who, rows, dim);
 }
 
 keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,
@@ -108,12 +90,12 @@ keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
         (st = keel_check_eps(who, eps)) ||
         (st = keel_check_flags(who, flags, KEEL_FLAG_ACCUMULATE_DX | KEEL_FLAG_ACCUMULATE_DPARAMS)))
         return st;
+    call->k = ctx->kernels;
     call->dim = dim;
-    call->a = dy;
-    call->b = x;
-    call->c = dx;
-    const int staged = dy.dtype != KEEL_F32 || x.dtype != KEEL_F32 || (dx.data && dx.dtype != KEEL_F32);
-    return prepare_stage(who, ctx, rows, keel_stage_bwd_floats(dim), staged, call);
+    keel_stage_add(&call->stage, dy, KEEL_STAGE_IN);
+    keel_stage_add(&call->stage, x, KEEL_STAGE_IN);
+    keel_stage_add(&call->stage, dx, flags & KEEL_FLAG_ACCUMULATE_DX ? KEEL_STAGE_ACC : KEEL_STAGE_OUT);
+    return keel_stage_setup(&call->stage, ctx, who, rows, dim);
 }
 
 keel_status keel_norm_fold_smooth(const char *who, keel_ctx *ctx, const keel_norm_call *call,

@@ -3,21 +3,21 @@
 #ifndef KEEL_OPS_NORM_COMMON_H
 #define KEEL_OPS_NORM_COMMON_H
 
-#include "convert.h"
 #include "ctx.h"
+#include "stage.h"
 
 typedef struct keel_norm_call {
     const keel_kernels *k;
-    const keel_convert_kernels *cv;
     size_t dim;
-    keel_tensor a, b, c;          /* forward: x, y; backward: dy, x, dx */
+    keel_stage stage;             /* forward: x, y; backward: dy, x, dx (stage.h) */
     const keel_quant_i8 *quant;   /* forward to int8 only */
-    float *stage;                 /* NULL when every tensor is float32 */
-    size_t stage_stride;          /* floats per thread */
 } keel_norm_call;
 
-/* The calling thread's staging slice (NULL when nothing is staged). */
-float *keel_norm_slice(const keel_norm_call *call);
+/* The column partials a backward's rows add into (keel_run_rows_reduce), handed to the kernel
+ * through keel_stage_run's ctx. */
+typedef struct keel_norm_parts {
+    float *dgamma, *dbeta;
+} keel_norm_parts;
 
 /* Checks a forward's arguments (x, y, eps, flags beyond `extra_flags`, quant when y is int8)
  * and prepares *call. */

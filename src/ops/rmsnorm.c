@@ -14,10 +14,14 @@ typedef struct rms_fwd_job {
     float *rstd;
 } rms_fwd_job;
 
-static void rms_fwd_block(const void *p, size_t r, size_t n, const float *x, size_t xs, float *y, size_t ys)
+/* rows [r, r + n) as float32: x = p[0], y = p[1] */
+static void rms_fwd_block(const void *p, void *unused, size_t r, size_t n, float *const *t,
+                          const size_t *s)
 {
     const rms_fwd_job *j = p;
-    j->call.k->f32_rmsnorm_fwd(n, j->call.dim, x, xs, y, ys, j->gamma, j->eps, j->rstd ? j->rstd + r : NULL);
+    (void)unused;
+    j->call.k->f32_rmsnorm_fwd(n, j->call.dim, t[0], s[0], t[1], s[1], j->gamma, j->eps,
+                               j->rstd ? j->rstd + r : NULL);
 }
 
 static void rms_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
@@ -25,8 +29,7 @@ static void rms_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, floa
     const rms_fwd_job *j = p;
     (void)part0;
     (void)part1;
-    keel_stage_fwd(j->call.cv, keel_norm_slice(&j->call), j->call.dim, j->call.a, j->call.b,
-                   j->call.quant, r0, r1, rms_fwd_block, j);
+    keel_stage_run(&j->call.stage, r0, r1, rms_fwd_block, j, NULL);
 }
 
 static keel_status rms_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
@@ -85,21 +88,21 @@ typedef struct rms_bwd_job {
     int hints; /* kernels.h: KEEL_KBWD_PREFETCH, KEEL_KBWD_STREAM */
 } rms_bwd_job;
 
-static void rms_bwd_block(const void *p, size_t r, size_t n, const float *dy, size_t dys,
-                          const float *x, size_t xs, float *dx, size_t dxs, float *dgamma_part,
-                          float *unused)
+/* rows [r, r + n) as float32: dy = p[0], x = p[1], dx = p[2] (NULL: skipped) */
+static void rms_bwd_block(const void *p, void *dgamma_part, size_t r, size_t n, float *const *t,
+                          const size_t *s)
 {
     const rms_bwd_job *j = p;
-    (void)unused;
-    j->call.k->f32_rmsnorm_bwd(n, j->call.dim, dy, dys, x, xs, j->rstd ? j->rstd + r : NULL, j->gamma,
-                               j->eps, dx, dxs, j->accumulate_dx | j->hints, dgamma_part);
+    j->call.k->f32_rmsnorm_bwd(n, j->call.dim, t[0], s[0], t[1], s[1],
+                               j->rstd ? j->rstd + r : NULL, j->gamma, j->eps, t[2], s[2],
+                               j->accumulate_dx | j->hints, dgamma_part);
 }
 
 static void rms_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part, float *unused)
 {
     const rms_bwd_job *j = p;
-    keel_stage_bwd(j->call.cv, keel_norm_slice(&j->call), j->call.dim, j->call.a, j->call.b,
-                   j->call.c, j->accumulate_dx, r0, r1, dgamma_part, unused, rms_bwd_block, j);
+    (void)unused;
+    keel_stage_run(&j->call.stage, r0, r1, rms_bwd_block, j, dgamma_part);
 }
 
 static keel_status rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,

@@ -1,16 +1,21 @@
+/* The staging engine (stage.h): the conversions of a block of rows in and out, and the run. */
 #include "stage.h"
 
 #include <stdint.h>
 #include <string.h>
 
+#include "pool.h"
+
 size_t keel_stage_block_rows(size_t dim) { return dim >= 2048 ? 1 : 2048 / dim; }
 
-const float *keel_stage_in(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
-                           size_t dim, float *buf, size_t *stride)
+/* Rows [r, r + n) of t as float32 rows: t's own memory if it is f32 (*stride = t.stride), else
+ * converted into buf (*stride = dim). */
+static float *rows_in(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
+                      size_t dim, float *buf, size_t *stride)
 {
     if (t.dtype == KEEL_F32) {
         *stride = t.stride;
-        return (const float *)t.data + r * t.stride;
+        return (float *)t.data + r * t.stride;
     }
     const keel_to_f32_fn to_f32 = t.dtype == KEEL_BF16 ? cv->bf16_to_f32 : cv->f16_to_f32;
     const uint16_t *src = (const uint16_t *)t.data + r * t.stride;
@@ -20,21 +25,24 @@ const float *keel_stage_in(const keel_convert_kernels *cv, keel_tensor t, size_t
     return buf;
 }
 
-float *keel_stage_out(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
-                      size_t dim, float *buf, int load, size_t *stride)
+/* Where the kernel writes rows [r, r + n) of output t: t's memory if f32, else buf (loaded
+ * with t's current values first when `load`, for accumulation). */
+static float *rows_out(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
+                       size_t dim, float *buf, int load, size_t *stride)
 {
     if (t.dtype == KEEL_F32) {
         *stride = t.stride;
         return (float *)t.data + r * t.stride;
     }
     if (load)
-        keel_stage_in(cv, t, r, n, dim, buf, stride);
+        rows_in(cv, t, r, n, dim, buf, stride);
     *stride = dim;
     return buf;
 }
 
-void keel_stage_flush(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
-                      size_t dim, const float *buf)
+/* After the kernel: round buf into t's rows (nothing to do when t is f32). */
+static void rows_flush(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
+                       size_t dim, const float *buf)
 {
     if (t.dtype == KEEL_F32)
         return;
@@ -44,11 +52,9 @@ void keel_stage_flush(const keel_convert_kernels *cv, keel_tensor t, size_t r, s
         from_f32(buf + i * dim, dst + i * t.stride, dim);
 }
 
-size_t keel_stage_fwd_floats(size_t dim) { return 2 * keel_stage_block_rows(dim) * dim; }
-size_t keel_stage_bwd_floats(size_t dim) { return 3 * keel_stage_block_rows(dim) * dim; }
-
-void keel_quantize_rows(const keel_convert_kernels *cv, const keel_quant_i8 *q, keel_tensor y,
-                        size_t r, size_t n, size_t dim, const float *buf)
+/* Quantization of a float32 row block into an int8 tensor (keel.h, keel_quant_i8). */
+static void rows_quantize(const keel_convert_kernels *cv, const keel_quant_i8 *q, keel_tensor y,
+                          size_t r, size_t n, size_t dim, const float *buf)
 {
     int8_t *out = (int8_t *)y.data + r * y.stride;
     for (size_t i = 0; i < n; i++) {
@@ -66,53 +72,74 @@ void keel_quantize_rows(const keel_convert_kernels *cv, const keel_quant_i8 *q, 
     }
 }
 
-void keel_stage_fwd(const keel_convert_kernels *cv, float *slice, size_t dim, keel_tensor x,
-                    keel_tensor y, const keel_quant_i8 *q, size_t r0, size_t r1,
-                    keel_fwd_block_fn fn, const void *job)
+void keel_stage_add(keel_stage *s, keel_tensor t, keel_stage_role role)
 {
-    if (x.dtype == KEEL_F32 && y.dtype == KEEL_F32) {
-        fn(job, r0, r1 - r0, (const float *)x.data + r0 * x.stride, x.stride,
-           (float *)y.data + r0 * y.stride, y.stride);
-        return;
-    }
-    const size_t block = keel_stage_block_rows(dim);
-    float *bx = slice, *by = slice + block * dim;
-    for (size_t r = r0; r < r1; r += block) {
-        const size_t n = r1 - r < block ? r1 - r : block;
-        size_t xs, ys;
-        const float *xp = keel_stage_in(cv, x, r, n, dim, bx, &xs);
-        if (y.dtype == KEEL_I8) {
-            fn(job, r, n, xp, xs, by, dim);
-            keel_quantize_rows(cv, q, y, r, n, dim, by);
-        } else {
-            float *yp = keel_stage_out(cv, y, r, n, dim, by, 0, &ys);
-            fn(job, r, n, xp, xs, yp, ys);
-            keel_stage_flush(cv, y, r, n, dim, yp);
-        }
-    }
+    s->t[s->n] = t;
+    s->role[s->n] = role;
+    s->n++;
 }
 
-void keel_stage_bwd(const keel_convert_kernels *cv, float *slice, size_t dim, keel_tensor dy,
-                    keel_tensor x, keel_tensor dx, int accumulate_dx, size_t r0, size_t r1,
-                    float *part0, float *part1, keel_bwd_block_fn fn, const void *job)
+keel_status keel_stage_setup(keel_stage *s, keel_ctx *ctx, const char *who, size_t rows,
+                             size_t dim)
 {
-    const int dx_f32 = !dx.data || dx.dtype == KEEL_F32;
-    if (dy.dtype == KEEL_F32 && x.dtype == KEEL_F32 && dx_f32) {
-        fn(job, r0, r1 - r0, (const float *)dy.data + r0 * dy.stride, dy.stride,
-           (const float *)x.data + r0 * x.stride, x.stride,
-           dx.data ? (float *)dx.data + r0 * dx.stride : NULL, dx.stride, part0, part1);
+    s->cv = ctx->convert;
+    s->dim = dim;
+    s->mem = NULL;
+    s->mem_stride = 0;
+    int staged = 0;
+    for (int i = 0; i < s->n; i++)
+        staged += s->t[i].data && s->t[i].dtype != KEEL_F32;
+    if (!staged || rows == 0)
+        return KEEL_OK;
+    /* one block of rows per tensor (f32 ones too: simpler, and small) */
+    const size_t per_thread = (size_t)s->n * keel_stage_block_rows(dim) * dim;
+    s->mem = keel_ctx_stage(ctx, per_thread, who);
+    if (!s->mem)
+        return KEEL_ENOMEM;
+    s->mem_stride = keel_stage_stride(per_thread);
+    return KEEL_OK;
+}
+
+void keel_stage_run(const keel_stage *s, size_t r0, size_t r1, keel_stage_fn fn, const void *job,
+                    void *ctx)
+{
+    float *p[KEEL_STAGE_MAX];
+    size_t st[KEEL_STAGE_MAX];
+    const size_t dim = s->dim;
+    if (!s->mem) {
+        for (int i = 0; i < s->n; i++) {
+            const keel_tensor t = s->t[i];
+            p[i] = t.data ? (float *)t.data + r0 * t.stride : NULL;
+            st[i] = t.stride;
+        }
+        fn(job, ctx, r0, r1 - r0, p, st);
         return;
     }
     const size_t block = keel_stage_block_rows(dim);
-    float *bdy = slice, *bx = slice + block * dim, *bdx = slice + 2 * block * dim;
+    float *slice = s->mem + (size_t)keel_pool_thread_index() * s->mem_stride;
     for (size_t r = r0; r < r1; r += block) {
         const size_t n = r1 - r < block ? r1 - r : block;
-        size_t dys, xs, dxs = dim;
-        const float *dyp = keel_stage_in(cv, dy, r, n, dim, bdy, &dys);
-        const float *xp = keel_stage_in(cv, x, r, n, dim, bx, &xs);
-        float *dxp = dx.data ? keel_stage_out(cv, dx, r, n, dim, bdx, accumulate_dx, &dxs) : NULL;
-        fn(job, r, n, dyp, dys, xp, xs, dxp, dxs, part0, part1);
-        if (dxp)
-            keel_stage_flush(cv, dx, r, n, dim, dxp);
+        for (int i = 0; i < s->n; i++) {
+            const keel_tensor t = s->t[i];
+            float *buf = slice + (size_t)i * block * dim;
+            st[i] = t.stride;
+            if (!t.data)
+                p[i] = NULL;
+            else if (s->role[i] == KEEL_STAGE_IN)
+                p[i] = rows_in(s->cv, t, r, n, dim, buf, &st[i]);
+            else if (s->role[i] == KEEL_STAGE_OUT_I8)
+                p[i] = buf, st[i] = dim;
+            else
+                p[i] = rows_out(s->cv, t, r, n, dim, buf, s->role[i] == KEEL_STAGE_ACC, &st[i]);
+        }
+        fn(job, ctx, r, n, p, st);
+        for (int i = 0; i < s->n; i++) {
+            if (!s->t[i].data || s->role[i] == KEEL_STAGE_IN)
+                continue;
+            if (s->role[i] == KEEL_STAGE_OUT_I8)
+                rows_quantize(s->cv, s->quant, s->t[i], r, n, dim, p[i]);
+            else
+                rows_flush(s->cv, s->t[i], r, n, dim, p[i]);
+        }
     }
 }

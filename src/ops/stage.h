@@ -1,60 +1,62 @@
-/* Staging of low-precision rows (bf16, f16) through the float32 kernels: a block of rows is
- * converted into the calling thread's slice of the context's staging memory, computed in
- * float32 (statistics in double) and rounded once on the way out. float32 tensors are used in
- * place, without a copy. */
+/* The one staging engine of the operators: every op's rows reach the float32 kernels through
+ * it, whatever the storage dtype of each tensor (f32, bf16, f16; int8 for the quantized
+ * forwards' output). An op adds its tensors with their roles (read, written, accumulated into,
+ * written as int8), keel_stage_setup takes staging memory from the context when any tensor is
+ * not float32, and keel_stage_run gives the kernel float32 rows:
+ *  - every tensor float32: the kernel runs once on the thread's rows, in place, exactly as
+ *    without staging;
+ *  - otherwise rows go in blocks of keel_stage_block_rows(dim): each bf16/f16 input is widened
+ *    (exactly) into the thread's slice of the staging memory, the kernel runs on the block, and
+ *    each bf16/f16 output is rounded once (to nearest even) into its tensor, an int8 output
+ *    quantized (keel.h, keel_quant_i8). float32 tensors of a staged call are used in place.
+ * Blocks go in increasing row order, so a column partial of a backward adds its rows in the same
+ * order whether staged or not. */
 #ifndef KEEL_OPS_STAGE_H
 #define KEEL_OPS_STAGE_H
 
 #include <stddef.h>
 
 #include "convert.h"
-#include "keel.h"
+#include "ctx.h"
+
+#define KEEL_STAGE_MAX 8
+
+typedef enum keel_stage_role {
+    KEEL_STAGE_IN,    /* read */
+    KEEL_STAGE_OUT,   /* written */
+    KEEL_STAGE_ACC,   /* read, then written (accumulated into) */
+    KEEL_STAGE_OUT_I8 /* written as int8 through the stage's quant */
+} keel_stage_role;
+
+typedef struct keel_stage {
+    const keel_convert_kernels *cv;
+    size_t dim;
+    int n;
+    keel_tensor t[KEEL_STAGE_MAX]; /* data NULL: absent (the kernel gets NULL) */
+    keel_stage_role role[KEEL_STAGE_MAX];
+    const keel_quant_i8 *quant;    /* for a KEEL_STAGE_OUT_I8 tensor */
+    float *mem;                    /* NULL when nothing is staged */
+    size_t mem_stride;             /* floats per thread */
+} keel_stage;
 
 /* Rows per staging block: a few KiB of floats, at least one row. */
 size_t keel_stage_block_rows(size_t dim);
 
-/* Rows [r, r + n) of t as float32 rows: t's own memory if it is f32 (*stride = t.stride), else
- * converted into buf (*stride = dim). */
-const float *keel_stage_in(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
-                           size_t dim, float *buf, size_t *stride);
+/* Adds tensor t (index = the order of the calls, from 0). */
+void keel_stage_add(keel_stage *s, keel_tensor t, keel_stage_role role);
 
-/* Where the kernel writes rows [r, r + n) of output t: t's memory if f32, else buf (loaded
- * with t's current values first when `load`, for accumulation). */
-float *keel_stage_out(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
-                      size_t dim, float *buf, int load, size_t *stride);
+/* After the tensors: the context's conversion kernels and, if any tensor is not float32,
+ * staging memory (one block of rows per tensor and thread). */
+keel_status keel_stage_setup(keel_stage *s, keel_ctx *ctx, const char *who, size_t rows,
+                             size_t dim);
 
-/* After the kernel: round buf into t's rows (nothing to do when t is f32). */
-void keel_stage_flush(const keel_convert_kernels *cv, keel_tensor t, size_t r, size_t n,
-                      size_t dim, const float *buf);
+/* The kernel of rows [r, r + n): p[i] is tensor i's row r as float32 (NULL if absent), st[i]
+ * its stride in floats. ctx: the caller's own data (a backward's column partials). */
+typedef void (*keel_stage_fn)(const void *job, void *ctx, size_t r, size_t n, float *const *p,
+                              const size_t *st);
 
+/* fn over rows [r0, r1), in blocks when staged. */
+void keel_stage_run(const keel_stage *s, size_t r0, size_t r1, keel_stage_fn fn, const void *job,
+                    void *ctx);
 
-
-/* ---- the staged row loops of the forward and backward operators ---- */
-
-/* A forward computed on float32 rows [r, r + n). */
-typedef void (*keel_fwd_block_fn)(const void *job, size_t r, size_t n, const float *x, size_t xs,
-                                  float *y, size_t ys);
-/* A backward computed on float32 rows [r, r + n); dx NULL when skipped. */
-typedef void (*keel_bwd_block_fn)(const void *job, size_t r, size_t n, const float *dy, size_t dys,
-                                  const float *x, size_t xs, float *dx, size_t dxs,
-                                  float *part0, float *part1);
-
-/* Quantization of a float32 output row block into an int8 tensor (keel.h, keel_quant_i8). */
-void keel_quantize_rows(const keel_convert_kernels *cv, const keel_quant_i8 *q, keel_tensor y,
-                        size_t r, size_t n, size_t dim, const float *buf);
-
-/* Floats of staging each thread needs for a forward / backward over rows of `dim`. */
-size_t keel_stage_fwd_floats(size_t dim);
-size_t keel_stage_bwd_floats(size_t dim);
-
-/* Rows [r0, r1) of a forward: direct when x and y are f32, else staged through `slice`.
- * y of dtype KEEL_I8 is quantized with q. */
-void keel_stage_fwd(const keel_convert_kernels *cv, float *slice, size_t dim, keel_tensor x,
-                    keel_tensor y, const keel_quant_i8 *q, size_t r0, size_t r1,
-                    keel_fwd_block_fn fn, const void *job);
-
-/* Rows [r0, r1) of a backward: direct when every tensor is f32, else staged. */
-void keel_stage_bwd(const keel_convert_kernels *cv, float *slice, size_t dim, keel_tensor dy,
-                    keel_tensor x, keel_tensor dx, int accumulate_dx, size_t r0, size_t r1,
-                    float *part0, float *part1, keel_bwd_block_fn fn, const void *job);
 #endif
