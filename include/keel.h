@@ -513,6 +513,12 @@ typedef struct keel_monitor_slot_score {
     double psi[2];   /* population stability index of the histograms */
     double ks[2];    /* Kolmogorov-Smirnov distance of the histograms (at the bin edges) */
     double score;    /* mean standardised component (|z|, PSI, KS) of this slot; raw mean if uncalibrated */
+    /* Each component standardised as the combined score uses it: (value - its mean on the
+     * calibration windows) / their sd, at the calibrated window size nearest the window's;
+     * [statistic][0: |z|, 1: PSI, 2: KS]. NaN where the component is absent (no mean for
+     * RMSNorm) or the monitor is uncalibrated. The largest says which statistic of which norm
+     * moved most, in units of its own clean variation (keel monitor score names it). */
+    double standardised[2][3];
 } keel_monitor_slot_score;
 
 typedef struct keel_monitor_result {

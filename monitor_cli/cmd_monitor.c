@@ -21,20 +21,23 @@ static void usage(FILE *to)
             "usage: keel monitor calibrate --checkpoint F --text FILE -o BASELINE [--window N (256)]\n"
             "                              [--false-alarm P (0.01)] [--bins N (32)] [--threads N (1)]\n"
             "       keel monitor score --checkpoint F --baseline B --text FILE [--window N (256)]\n"
-            "                              [--csv FILE] [--plot FILE.png] [--threads N (1)]\n"
+            "                              [--csv FILE] [--plot FILE.png] [--jsonl FILE]\n"
+            "                              [--threads N (1)]\n"
             "       keel monitor eval --checkpoint F [--out DIR (docs/monitor)] [--data FILE]\n"
             "                              [--jargon FILE] [--false-alarm P (0.01)] [--threads N (1)]\n\n"
             "Watches the statistics a model's LayerNorm/RMSNorm compute anyway (per-token mean and\n"
             "log-rstd) for distribution shift. calibrate: the first half of the text is the baseline,\n"
             "windows of the second half (of 64, 256, 1024 and N tokens) set the threshold of the\n"
-            "combined score to the false-alarm rate P. score: per-window combined scores, per-layer\n"
-            "scores, a plot along the stream and a verdict. eval: the evaluation report (AUROC,\n"
+            "combined score to the false-alarm rate P. score: per-window combined scores and the\n"
+            "norm, statistic and component that moved most (in standard deviations of its clean\n"
+            "variation), per-layer scores, a plot along the stream and a verdict; --jsonl writes one\n"
+            "JSON object a window for a dashboard. eval: the evaluation report (AUROC,\n"
             "detection delay, layers, false alarms, against the model's own log-likelihood).\n"
             "Bytes outside the model's vocabulary are dropped (and counted).\n");
 }
 
 typedef struct opts {
-    const char *ckpt, *text, *out, *baseline, *csv, *plot;
+    const char *ckpt, *text, *out, *baseline, *csv, *plot, *jsonl;
     int window, bins, threads;
     double far;
 } opts;
@@ -69,6 +72,7 @@ static int parse(int argc, char **argv, opts *o, const char *cmd)
         else if (!strcmp(a, "--baseline")) o->baseline = v;
         else if (!strcmp(a, "--csv")) o->csv = v;
         else if (!strcmp(a, "--plot")) o->plot = v;
+        else if (!strcmp(a, "--jsonl")) o->jsonl = v;
         else if (!strcmp(a, "--window")) bad = keel_arg_int(name, a, v, 2, MONITOR_MAX_WINDOW, &o->window);
         else if (!strcmp(a, "--bins")) bad = keel_arg_int(name, a, v, 2, 65536, &o->bins);
         else if (!strcmp(a, "--threads")) bad = keel_arg_int(name, a, v, 1, KEEL_ARG_MAX_THREADS, &o->threads);
@@ -229,6 +233,77 @@ static void ascii_plot(const double *v, size_t n, double thr, int W, int H)
     printf("> tokens\n");
 }
 
+static const char *const stat_names[2] = {"mean", "log_rstd"};
+static const char *const comp_names[3] = {"z", "psi", "ks"};
+
+/* The component that moved most in a window: the largest standardised value over every slot,
+ * statistic and component (keel_monitor_slot_score.standardised). -1 in *slot when none is
+ * defined (an uncalibrated baseline). */
+static void strongest(const keel_monitor_slot_score *sc, int slots, int *slot, int *stat, int *comp)
+{
+    double best = -INFINITY;
+    *slot = *stat = *comp = -1;
+    for (int s = 0; s < slots; s++)
+        for (int t = 0; t < 2; t++)
+            for (int c = 0; c < 3; c++) {
+                const double v = sc[s].standardised[t][c];
+                if (v == v && v > best) {
+                    best = v;
+                    *slot = s, *stat = t, *comp = c;
+                }
+            }
+}
+
+/* A JSON number: finite values as %.6g, anything else as null (JSON has no NaN or Inf). */
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6g", v);
+    else
+        fputs("null", f);
+}
+
+/* One window as one line of JSON (--jsonl): the combined score, threshold, alarm, the model's
+ * NLL, the strongest component and each norm's components. */
+static void json_window(FILE *f, const mc_model *mm, size_t w, size_t W, const keel_monitor_result *res,
+                        const keel_monitor_slot_score *sc, double nll)
+{
+    int bs, bt, bc;
+    strongest(sc, mm->slots, &bs, &bt, &bc);
+    char name[32];
+    fprintf(f, "{\"window\":%zu,\"first_token\":%zu,\"tokens\":%zu,\"combined\":", w, w * W, W);
+    json_num(f, res->combined);
+    fputs(",\"threshold\":", f);
+    json_num(f, res->threshold);
+    fprintf(f, ",\"alarm\":%s,\"nll\":", res->alarm ? "true" : "false");
+    json_num(f, nll);
+    fputs(",\"strongest\":", f);
+    if (bs >= 0) {
+        tm_monitor_slot_name(&mm->m, bs, name, sizeof name);
+        fprintf(f, "{\"norm\":\"%s\",\"statistic\":\"%s\",\"component\":\"%s\",\"standardised\":", name,
+                stat_names[bt], comp_names[bc]);
+        json_num(f, sc[bs].standardised[bt][bc]);
+        fputc('}', f);
+    } else {
+        fputs("null", f);
+    }
+    fputs(",\"norms\":[", f);
+    for (int s = 0; s < mm->slots; s++) {
+        tm_monitor_slot_name(&mm->m, s, name, sizeof name);
+        fprintf(f, "%s{\"norm\":\"%s\",\"score\":", s ? "," : "", name);
+        json_num(f, sc[s].score);
+        for (int t = 0; t < 2; t++) {
+            const double v[3] = {sc[s].z[t], sc[s].psi[t], sc[s].ks[t]};
+            for (int c = 0; c < 3; c++) {
+                fprintf(f, ",\"%s_%s\":", comp_names[c], stat_names[t]);
+                json_num(f, v[c]);
+            }
+        }
+        fputc('}', f);
+    }
+    fputs("]}\n", f);
+}
+
 static int cmd_score(int argc, char **argv)
 {
     opts o;
@@ -248,11 +323,20 @@ static int cmd_score(int argc, char **argv)
         fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.csv, strerror(errno));
         return 1;
     }
+    FILE *jl = o.jsonl ? fopen(o.jsonl, "w") : NULL;
+    if (o.jsonl && !jl) {
+        fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.jsonl, strerror(errno));
+        if (csv)
+            fclose(csv);
+        return 1;
+    }
     keel_monitor *mon = NULL;
     if (keel_monitor_baseline_load(&mon, o.baseline)) {
         fprintf(stderr, "keel monitor score: %s\n", keel_last_error());
         if (csv)
             fclose(csv);
+        if (jl)
+            fclose(jl);
         return 1;
     }
     char err[1200];
@@ -262,6 +346,8 @@ static int cmd_score(int argc, char **argv)
         keel_monitor_destroy(mon);
         if (csv)
             fclose(csv);
+        if (jl)
+            fclose(jl);
         return 1;
     }
     int rc = 1;
@@ -292,7 +378,8 @@ static int cmd_score(int argc, char **argv)
         fprintf(csv, "window,first_token,combined,threshold,alarm,nll\n");
     size_t alarms = 0, first = (size_t)-1;
     keel_monitor_result res = {0};
-    printf("%6s %10s %9s %9s %6s  %s\n", "window", "tokens", "combined", "threshold", "alarm", "strongest norm");
+    printf("%6s %10s %9s %9s %6s  %s\n", "window", "tokens", "combined", "threshold", "alarm",
+           "moved most: norm, statistic, component (sd of its clean variation)");
     for (size_t w = 0; w < nw; w++) {
         keel_monitor_reset_window(mon);
         mc_feed(mon, &rec, w * W, (w + 1) * W);
@@ -317,13 +404,26 @@ static int cmd_score(int argc, char **argv)
                 first = w;
         }
         char name[32];
-        tm_monitor_slot_name(&mm.m, best, name, sizeof name);
-        if (nw <= 40 || res.alarm || w % (nw / 40 + 1) == 0)
-            printf("%6zu %10zu %9.3f %9.3f %6s  %s (%.2f)\n", w, w * W, res.combined, res.threshold,
-                   res.alarm ? "ALARM" : "", name, sc[best].score);
+        int bs, bt, bc;
+        strongest(sc, mm.slots, &bs, &bt, &bc);
+        if (nw <= 40 || res.alarm || w % (nw / 40 + 1) == 0) {
+            printf("%6zu %10zu %9.3f %9.3f %6s  ", w, w * W, res.combined, res.threshold,
+                   res.alarm ? "ALARM" : "");
+            if (bs >= 0) {
+                tm_monitor_slot_name(&mm.m, bs, name, sizeof name);
+                printf("%s %s %s (%+.1f)\n", name, stat_names[bt], comp_names[bc],
+                       sc[bs].standardised[bt][bc]);
+            } else { /* uncalibrated: the slot with the largest raw score */
+                tm_monitor_slot_name(&mm.m, best, name, sizeof name);
+                printf("%s (score %.2f)\n", name, sc[best].score);
+            }
+        }
+        const double nll = mc_nll(&rec, w * W, (w + 1) * W);
         if (csv)
             fprintf(csv, "%zu,%zu,%.6g,%.6g,%d,%.6g\n", w, w * W, res.combined, res.threshold, res.alarm,
-                    mc_nll(&rec, w * W, (w + 1) * W));
+                    nll);
+        if (jl)
+            json_window(jl, &mm, w, W, &res, sc, nll);
     }
     if (csv) {
         int werr = ferror(csv), cerr = fclose(csv);
@@ -332,6 +432,15 @@ static int cmd_score(int argc, char **argv)
             fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.csv, strerror(errno));
             goto done;
         }
+    }
+    if (jl) {
+        int werr = ferror(jl), cerr = fclose(jl);
+        jl = NULL;
+        if (werr || cerr) {
+            fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.jsonl, strerror(errno));
+            goto done;
+        }
+        printf("JSON lines: %s (one object a window)\n", o.jsonl);
     }
     printf("\nper norm, averaged over the %zu windows (z: z-score of the window mean; PSI, KS on the histograms;\n"
            "score: the mean standardised component, 0 = as on the held-out calibration text):\n",
@@ -374,6 +483,8 @@ static int cmd_score(int argc, char **argv)
 done:
     if (csv)
         fclose(csv);
+    if (jl)
+        fclose(jl);
     free(comb);
     free(sc);
     free(acc);

@@ -1,6 +1,8 @@
 /* keel monitor score (issue 23, findings 5 and 6): an output it cannot write fails the command
  * (exit 1, before any work), --plot without --csv is a usage error (exit 2), and a baseline
- * whose checksum is right but whose bounds are NaN is refused (exit 1), not scored. */
+ * whose checksum is right but whose bounds are NaN is refused (exit 1), not scored. Issue 26:
+ * --jsonl writes one JSON object per window, the CSV's windows, each naming the component that
+ * moved most. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,8 +58,8 @@ int main(void)
     const char *cal[] = {"monitor", "calibrate", "--checkpoint", ck, "--text", text, "-o", base};
     expect("calibrate", run(cal, 8), 0);
     const char *ok[] = {"monitor", "score", "--checkpoint", ck, "--baseline", base, "--text", text,
-                        "--csv", "test_moncli.csv"};
-    int rc = run(ok, 10);
+                        "--csv", "test_moncli.csv", "--jsonl", "test_moncli.jsonl"};
+    int rc = run(ok, 12);
     printf("score with a writable --csv: exit %d (0 or 3)\n", rc);
     fails += rc != 0 && rc != 3;
     size_t n = 0;
@@ -66,7 +68,46 @@ int main(void)
         printf("FAIL: test_moncli.csv was not written\n");
         fails++;
     }
+    /* the JSON lines: as many as the CSV's windows, each one object with the fields a dashboard
+     * reads; the baseline is calibrated, so every window names a norm, statistic and component */
+    size_t csv_lines = 0, json_lines = 0, named = 0, alarms_csv = 0, alarms_json = 0;
+    for (size_t i = 0; csv && i < n; i++)
+        csv_lines += csv[i] == '\n';
+    for (char *line = csv ? strchr((char *)csv, '\n') : NULL; line && line[1]; line = strchr(line + 1, '\n')) {
+        const char *comma = line + 1;
+        for (int k = 0; k < 4 && comma; k++)
+            comma = strchr(comma + 1, ',');
+        alarms_csv += comma && comma[1] == '1';
+    }
     free(csv);
+    size_t nj = 0;
+    char *js = (char *)tu_slurp("test_moncli.jsonl", &nj);
+    for (char *line = js; js && line && *line; json_lines++) {
+        char *end = strchr(line, '\n');
+        if (!end)
+            break;
+        *end = '\0';
+        int shaped = line[0] == '{' && end[-1] == '}' && strncmp(line, "{\"window\":", 10) == 0 &&
+                     strstr(line, "\"combined\":") && strstr(line, "\"threshold\":") &&
+                     strstr(line, "\"nll\":") && strstr(line, "\"norms\":[{\"norm\":\"");
+        named += strstr(line, "\"strongest\":{\"norm\":\"") && strstr(line, "\"standardised\":") != NULL;
+        alarms_json += strstr(line, "\"alarm\":true") != NULL;
+        if (!shaped) {
+            printf("FAIL: a JSON line is not the expected object: %.200s\n", line);
+            fails++;
+        }
+        line = end + 1;
+    }
+    free(js);
+    printf("--jsonl: %zu lines for %zu CSV windows, %zu name the strongest component, %zu alarms (CSV %zu)\n",
+           json_lines, csv_lines ? csv_lines - 1 : 0, named, alarms_json, alarms_csv);
+    if (json_lines == 0 || json_lines + 1 != csv_lines || named != json_lines || alarms_json != alarms_csv) {
+        printf("FAIL: the JSON lines do not match the CSV's windows\n");
+        fails++;
+    }
+    const char *unwritable_json[] = {"monitor", "score", "--checkpoint", ck, "--baseline", base, "--text", text,
+                                     "--jsonl", "no-such-folder/scores.jsonl"};
+    expect("score --jsonl in a folder that does not exist", run(unwritable_json, 10), 1);
     const char *unwritable[] = {"monitor", "score", "--checkpoint", ck, "--baseline", base, "--text", text,
                                 "--csv", "no-such-folder/scores.csv"};
     expect("score --csv in a folder that does not exist", run(unwritable, 10), 1);
@@ -85,7 +126,7 @@ int main(void)
                              "--text", text};
     expect("score with a baseline whose histogram bound is NaN", run(crafted, 8), 1);
 
-    const char *files[] = {ck, text, base, "test_moncli.csv", "test_moncli_nan.kmon"};
+    const char *files[] = {ck, text, base, "test_moncli.csv", "test_moncli.jsonl", "test_moncli_nan.kmon"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         remove(files[i]);
     printf("test_monitor_cli: %s\n", fails ? "FAILED" : "ok");

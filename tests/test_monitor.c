@@ -227,6 +227,29 @@ static void test_score(void)
     CHECK(keel_monitor_score(m, ss, &res) == KEEL_OK);
     CHECK(res.alarm && res.combined > res.threshold);
     CHECK(ss[0].has_mean && !ss[2].has_mean && ss[0].z[0] > 10 && ss[0].ks[0] > 0.3);
+    /* the standardised components are what the scores average: each slot's score is the mean
+     * of its defined ones, the combined score the mean over every slot's; the shift moved the
+     * means, so the largest is a mean statistic's; RMSNorm's slot has none for the mean */
+    double all = 0.0, best = -INFINITY;
+    int nall = 0, best_stat = -1;
+    for (int s = 0; s < S; s++) {
+        double sum = 0.0;
+        int n = 0;
+        for (int t = 0; t < 2; t++)
+            for (int c = 0; c < 3; c++) {
+                const double v = ss[s].standardised[t][c];
+                if (v != v)
+                    continue;
+                sum += v, n++;
+                if (v > best)
+                    best = v, best_stat = t;
+            }
+        CHECK(n > 0 && fabs(sum / n - ss[s].score) <= 1e-12 * (1.0 + fabs(ss[s].score)));
+        all += sum, nall += n;
+    }
+    CHECK(fabs(all / nall - res.combined) <= 1e-12 * (1.0 + fabs(res.combined)));
+    CHECK(best_stat == KEEL_MONITOR_MEAN && best > 10.0);
+    CHECK(isnan(ss[2].standardised[KEEL_MONITOR_MEAN][0]) && !isnan(ss[2].standardised[KEEL_MONITOR_LOGRSTD][0]));
     printf("clean windows alarmed: %d of 100 (5%% target); shifted: combined %.2f vs threshold %.2f\n",
            clean_alarms, res.combined, res.threshold);
     keel_monitor_destroy(m);

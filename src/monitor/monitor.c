@@ -329,8 +329,15 @@ keel_status keel_monitor_score(const keel_monitor *m, keel_monitor_slot_score *s
     const mon_bucket *bk = m->nbuckets ? nearest_bucket(m, tokens) : NULL;
     memset(res, 0, sizeof *res);
     res->combined = combine(m, comp, bk, ss);
-    for (int l = 0; l < m->nslots; l++)
+    for (int l = 0; l < m->nslots; l++) {
         tmp[l].score = ss[l];
+        for (int k = 0; k < 2 * MON_NCOMP; k++) {
+            const size_t i = (size_t)l * 2 * MON_NCOMP + (size_t)k;
+            const int usable = bk && comp[i] == comp[i] && bk->mu[i] == bk->mu[i];
+            tmp[l].standardised[k / MON_NCOMP][k % MON_NCOMP] =
+                usable ? (comp[i] - bk->mu[i]) / bk->sd[i] : NAN;
+        }
+    }
     res->calibrated = bk != NULL;
     res->threshold = bk ? bk->threshold : NAN;
     res->bucket_tokens = bk ? bk->tokens : 0.0;
