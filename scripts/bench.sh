@@ -20,10 +20,16 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     echo "Machine: ${cpu:-unknown CPU}, $cores cores, $(free -g | awk '/Mem:/{print $2}') GiB; path: $("$build/keel" info | sed -n 's/^kernels: \([a-z0-9]*\).*/\1/p')."
     echo
     echo "Float32. Bytes moved: forward reads x and writes y; backward reads x and dy and writes dx."
-    echo "The floor is the faster of glibc memcpy and a streaming-store copy of the same bytes with the same"
-    echo "threads, timed in the same run, interleaved with the op, each copy from its own source buffer (read"
-    echo "once a round, as the op's inputs); 'fraction of floor' = floor time / keel time (1.00 means keel"
-    echo "moves its bytes as fast as a copy). Medians."
+    echo "Two floors, timed in the same run with the same threads, interleaved with the op, each from buffers"
+    echo "of its own (read once a round, as the op's inputs). The copy floor: the faster of glibc memcpy and a"
+    echo "streaming-store copy of the same bytes; 'fraction of copy floor' = copy time / keel time. A copy"
+    echo "reads one stream and writes one, where an op may read three (x, r; dy, dh, h) and write two: such an"
+    echo "op can beat a copy of its bytes, so this fraction can pass 1.00. The own floor: a kernel that reads"
+    echo "and writes the op's own streams (each tensor its own buffer and element size, the per-row statistics"
+    echo "and gamma/beta included, an in-place dx in place) with trivial arithmetic (the inputs xor-ed, as"
+    echo "integers), once with ordinary and once with streaming stores, the faster taken ('own floor stores');"
+    echo "'fraction of own floor' = its time / keel time: 1.00 means keel moves its streams as fast as they"
+    echo "can be moved, and only noise puts it above. Medians. The peers' tables below use the own floor."
     echo
     echo "Interleaved, each op starts with its outputs out of cache (the copy before it wrote over them), as"
     echo "in a model where a layer's outputs are fresh buffers."
@@ -32,19 +38,19 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     echo "\`sh bench/peers/run.sh THREADS\` right after keel, each checked against a float64 reference first."
     echo "Their benchmarks call the op back to back on the same buffers (outputs in cache where they fit), so"
     echo "keel is set beside them timed the same way, \`keel bench --hot --norms\` (back-to-back calls, and"
-    echo "the floor's copies back to back too); each fraction of the floor uses the floor of that run."
+    echo "the floors back to back too); each fraction of the floor uses the own floor of that run."
     echo "\`keel / peer\` > 1: keel is faster."
     for t in 1 "$cores"; do
-        "$build/keel" bench --threads "$t" --markdown | sed '1d' > "$tmp.keel.$t"
-        "$build/keel" bench --threads "$t" --hot --norms --markdown | sed '1d' > "$tmp.hot.$t"
+        "$build/keel" bench --all --threads "$t" --markdown | sed '1d' > "$tmp.keel.$t"
+        "$build/keel" bench --all --threads "$t" --hot --norms --markdown | sed '1d' > "$tmp.hot.$t"
         sh bench/peers/run.sh "$t" $peers_quick > "$tmp.peers.$t" 2>"$tmp.peers.log.$t" || true
         echo
         echo "## $t thread(s)"
         echo
-        echo "### keel against its floor: \`$build/keel bench --threads $t --markdown\`"
+        echo "### keel against its floors: \`$build/keel bench --all --threads $t --markdown\`"
         cat "$tmp.keel.$t"
         echo
-        echo "### keel beside the peers, every library timed back to back: \`$build/keel bench --threads $t --hot --norms\`"
+        echo "### keel beside the peers, every library timed back to back: \`$build/keel bench --all --threads $t --hot --norms\`"
         echo
         python3 scripts/bench_combine.py "$tmp.hot.$t" "$tmp.peers.$t"
         echo
@@ -59,23 +65,24 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     echo "dgamma/dbeta float32), and the int8-output forwards (keel_layernorm_fwd_i8 / keel_rmsnorm_fwd_i8,"
     echo "x in float32 or bf16, 'dyn': per-row scale max|y|/127 written, 'static': a per-tensor scale; no"
     echo "mean/rstd). Bytes counted in the op's dtypes: bf16/fp16 forward 2 + 2 per element, backward"
-    echo "2 + 2 + 2; int8 output 4 or 2 (x) + 1 (y) per element, + 4 per row for the dynamic scale. The floor"
-    echo "is a copy of those bytes, as above. Peers: PyTorch (F.layer_norm / nn.RMSNorm on bf16/fp16 tensors"
-    echo "with float32 parameters; the int8 rows as the norm then torch ops that quantize), oneDNN 2.6 (bf16"
+    echo "2 + 2 + 2; int8 output 4 or 2 (x) + 1 (y) per element, + 4 per row for the dynamic scale. The"
+    echo "floors: a copy of those bytes, and the op's own streams in their dtypes, as above. Peers: PyTorch"
+    echo "(F.layer_norm / nn.RMSNorm on bf16/fp16 tensors with float32 parameters; the int8 rows as the"
+    echo "norm then torch ops that quantize), oneDNN 2.6 (bf16"
     echo "layer normalization; it has no fp16 CPU implementation and no int8 output), ONNX Runtime (forward"
     echo "only, parameters in the tensors' dtype as the ONNX ops require; int8 as LayerNormalization then"
     echo "QuantizeLinear or a per-row-scale graph). docs/low-precision.md has the details."
     for t in 1 "$cores"; do
-        "$build/keel" bench --threads "$t" --dtype bf16,f16,i8 --markdown | sed '1d' > "$tmp.lpkeel.$t"
-        "$build/keel" bench --threads "$t" --dtype bf16,f16,i8 --hot --markdown | sed '1d' > "$tmp.lphot.$t"
+        "$build/keel" bench --all --threads "$t" --dtype bf16,f16,i8 --markdown | sed '1d' > "$tmp.lpkeel.$t"
+        "$build/keel" bench --all --threads "$t" --dtype bf16,f16,i8 --hot --markdown | sed '1d' > "$tmp.lphot.$t"
         sh bench/peers/run.sh "$t" --lowp $peers_quick > "$tmp.lppeers.$t" 2>"$tmp.lppeers.log.$t" || true
         echo
         echo "### $t thread(s), low precision"
         echo
-        echo "#### keel against its floor: \`$build/keel bench --threads $t --dtype bf16,f16,i8 --markdown\`"
+        echo "#### keel against its floors: \`$build/keel bench --all --threads $t --dtype bf16,f16,i8 --markdown\`"
         cat "$tmp.lpkeel.$t"
         echo
-        echo "#### keel beside the peers, timed back to back: \`$build/keel bench --threads $t --dtype bf16,f16,i8 --hot\`"
+        echo "#### keel beside the peers, timed back to back: \`$build/keel bench --all --threads $t --dtype bf16,f16,i8 --hot\`"
         echo
         python3 scripts/bench_combine.py "$tmp.lphot.$t" "$tmp.lppeers.$t"
         echo

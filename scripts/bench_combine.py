@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Joins `keel bench --markdown` and `bench/peers/run.sh` tables (same thread count) into one
-comparison table: keel's fraction of the copy floor beside each peer's, and keel's speed-up.
+comparison table: keel's fraction of the op's floor beside each peer's, and keel's speed-up.
 
 usage: bench_combine.py KEEL_TABLE PEERS_TABLE   (files holding the Markdown output)
-The floor of a case is the faster copy (glibc memcpy or streaming stores) measured by keel bench
-in the same run as keel; the peers ran right after, in their own processes. Works for the float32
+The floor of a case is the op's own stream floor measured by keel bench in the same run as keel
+(a kernel reading and writing the op's streams with trivial arithmetic, the faster of ordinary
+and streaming stores; its GB/s counts the op's bytes), or, in a table without it, the faster copy
+(glibc memcpy or streaming stores); the peers ran right after, in their own processes. Works for the float32
 tables and for the low-precision ones (`keel bench --dtype bf16,f16,i8`, `run.sh --lowp`): rows are
 matched by op name and shape, and a peer row for shape "all" (an op the peer cannot run) gives
 its reason in every case of that op."""
@@ -33,7 +35,10 @@ def main():
     keel = {}
     for c in rows(sys.argv[1]):
         op, shape, _mib, _us, gbs, memcpy, stream, frac = c[:8]
-        keel[(op, shape)] = (float(gbs), max(float(memcpy), float(stream)), float(frac))
+        if len(c) >= 11:  # the own floor: GB/s, stores, fraction
+            keel[(op, shape)] = (float(gbs), float(c[8]), float(c[10]))
+        else:
+            keel[(op, shape)] = (float(gbs), max(float(memcpy), float(stream)), float(frac))
     peers = {}
     names = []
     for c in rows(sys.argv[2]):

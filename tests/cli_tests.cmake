@@ -74,7 +74,9 @@ keel_cli_test(cli_info 0 "keel [0-9]+[.][0-9]+[.][0-9]+|kernels: [a-z0-9]+ [(][0
 # every op within its bound on every path the CPU has (exit 1 on any failure)
 keel_cli_test(cli_check_all_isas 0 "PASS: every output within its bound" check --quick --all-isas)
 set(_num "[0-9]+[.][0-9]+")
-set(_vals "${_num} +${_num} +${_num} +${_num} +[0-9]+[.][0-9][0-9]") # us, GB/s, memcpy, stream, floor
+# us, GB/s, memcpy, stream, fraction of the copy floor; the own floor's GB/s, its stores (stream or
+# plain) and the fraction of it
+set(_vals "${_num} +${_num} +${_num} +${_num} +[0-9]+[.][0-9][0-9] +${_num} +[a-z]+ +[0-9]+[.][0-9][0-9]")
 # The default (f32) rows, the block ops' included, each with its bytes (256 x 1024 float32
 # elements: 1 MiB a tensor; LayerScale forward x, f -> h = 3.0, backward dh, f -> dx, df = 4.0,
 # BatchNorm and DyT forward x -> y = 2.0, backward x, dy -> dx = 3.0) and numbers that parse.
@@ -84,6 +86,18 @@ keel_cli_test(cli_bench_small 0
 # --demo (make demo) stays short: the norms and the fused add+norm rows, not the other block ops.
 keel_cli_test(cli_bench_demo_rows 0 "add[+]rms bwd +4096x1024 +64[.]0 +${_vals}" bench --demo --reps 3)
 set_tests_properties(cli_bench_demo_rows PROPERTIES FAIL_REGULAR_EXPRESSION "layerscale|batchnorm|dyt")
+# A plain keel bench runs the quick set (13 rows, said on stderr) with both floors' columns: the
+# first and last rows there, none of the full table's other sizes or ops; --all is the full table.
+keel_cli_test(cli_bench_quick 0
+  "keel bench: 13 rows [(]the quick set|of copy +own GB/s +stores +of own|layerscale fwd +4096x16 +0[.]8 +${_vals}|layernorm bwd bf16 +4096x768 +18[.]0 +${_vals}|add[+]ln fwd +4096x1024 +64[.]0 +${_vals}|rmsnorm bwd +4096x4096 +192[.]0 +${_vals}"
+  bench --reps 3)
+set_tests_properties(cli_bench_quick PROPERTIES FAIL_REGULAR_EXPRESSION "x64 |256x1024|x8192|batchnorm|dyt|add, |post|fwd f16|>i8")
+# --markdown: the own floor's three columns after the copy floor's (scripts/bench_combine.py reads
+# them by position), the table in one piece (the progress line on stderr comes before it).
+add_test(NAME cli_bench_markdown COMMAND $<TARGET_FILE:keel> bench --rows 64 --dim 256 --reps 3 --only "add+ln bwd" --markdown)
+set(_md "[0-9]+[.][0-9]+ [|] ")
+set_tests_properties(cli_bench_markdown PROPERTIES PASS_REGULAR_EXPRESSION
+  "[|] fraction of copy floor [|] own floor GB/s [|] own floor stores [|] fraction of own floor [|]\n[|]---[|]---[|]---[|]---[|]---[|]---[|]---[|]---[|]---[|]---[|]---[|]\n[|] add[+]ln bwd [|] 64x256 [|] 0[.]2 [|] ${_md}${_md}${_md}${_md}[0-9]+[.][0-9][0-9] [|] ${_md}[a-z]+ [|] [0-9]+[.][0-9][0-9] [|]\n")
 # A block op's call that fails fails the command (exit 1, the row and keel's message): BatchNorm
 # training needs two rows or more.
 keel_cli_test(cli_bench_block_fails 1 "" bench --rows 1 --dim 64 --reps 3)

@@ -765,6 +765,345 @@ static void test_model_built(counts *c)
     free(m);
 }
 
+/* ---- the field tables: every message through the one loop ------------------------------------ */
+
+/* Where extra fields go: the message at that level of a minimal one-node model, or a tensor. */
+enum { AT_MODEL, AT_OPSET, AT_GRAPH, AT_NODE, AT_ATTR, AT_VALUE_INFO, AT_TENSOR, N_LEVELS };
+
+/* What an error inside each level is prefixed with (onnx_pb.c: pb_read_nested). */
+static const char *const level_context[N_LEVELS] = {
+    "", "opset_import: ", "graph: ", "graph: node: ", "graph: node: attribute: ", "graph: input: ",
+    ""};
+
+/* A minimal valid model (or tensor, at AT_TENSOR) with `extra` appended to the message at
+ * `level`. Every message is followed by more bytes of its parent, so a nested read that went
+ * past its payload would read them. */
+static void build_with(pbuf *out, int level, const pbuf *extra)
+{
+    pbuf attr = {{0}, 0}, node = {{0}, 0}, vi = {{0}, 0}, graph = {{0}, 0}, opset = {{0}, 0};
+    out->n = 0;
+    if (level == AT_TENSOR) {
+        put_int_field(out, 1, 1);
+        put_int_field(out, 2, KEEL_ONNX_FLOAT);
+        put_raw_floats(out, vals6, 1);
+        put_raw(out, extra->b, extra->n);
+        return;
+    }
+    put_str_field(&attr, 1, "axis");
+    put_int_field(&attr, 3, -1);
+    put_int_field(&attr, 20, KEEL_ONNX_ATTR_INT);
+    if (level == AT_ATTR)
+        put_raw(&attr, extra->b, extra->n);
+    put_str_field(&node, 1, "X");
+    put_str_field(&node, 2, "Y");
+    put_msg_field(&node, 5, &attr);
+    put_str_field(&node, 4, "Relu");
+    if (level == AT_NODE)
+        put_raw(&node, extra->b, extra->n);
+    put_msg_field(&graph, 1, &node);
+    put_str_field(&vi, 1, "X");
+    if (level == AT_VALUE_INFO)
+        put_raw(&vi, extra->b, extra->n);
+    put_msg_field(&graph, 11, &vi);
+    vi.n = 0;
+    put_str_field(&vi, 1, "Y");
+    put_msg_field(&graph, 12, &vi);
+    if (level == AT_GRAPH)
+        put_raw(&graph, extra->b, extra->n);
+    put_str_field(&opset, 1, "");
+    put_int_field(&opset, 2, 17);
+    if (level == AT_OPSET)
+        put_raw(&opset, extra->b, extra->n);
+    put_msg_field(out, 7, &graph);
+    put_msg_field(out, 8, &opset);
+    if (level == AT_MODEL)
+        put_raw(out, extra->b, extra->n);
+}
+
+/* Parse what build_with made: the status, the message in err. */
+static keel_status parse_level(const pbuf *p, int level, keel_onnx_model *m, char *err,
+                               size_t errlen)
+{
+    if (level != AT_TENSOR)
+        return parse_model_exact(p->b, p->n, m, err, errlen);
+    keel_onnx_tensor t;
+    keel_status st = parse_tensor_exact(p->b, p->n, &t, err, errlen);
+    int ok = st != KEEL_OK || (t.count == 1 && t.data && t.data[0] == vals6[0]);
+    int empty_on_error = st == KEEL_OK || t.data == NULL;
+    keel_onnx_tensor_free(&t);
+    return ok && empty_on_error ? st : KEEL_EINVAL; /* EINVAL: never returned by the reader */
+}
+
+/* A field of wire type `wire` with a valid value of that type (a group: empty, closed). */
+static void put_any(pbuf *p, uint32_t field, int wire)
+{
+    put_key(p, field, wire);
+    if (wire == KEEL_PB_VARINT)
+        put_varint(p, 1);
+    else if (wire == KEEL_PB_FIXED64)
+        put_raw(p, "\1\0\0\0\0\0\0\0", 8);
+    else if (wire == KEEL_PB_LEN)
+        put_varint(p, 0);
+    else if (wire == KEEL_PB_FIXED32)
+        put_raw(p, "\1\0\0\0", 4);
+    else if (wire == KEEL_PB_SGROUP)
+        put_key(p, field, KEEL_PB_EGROUP);
+}
+
+/* The fields each level reads, with the wire type onnx.proto gives them. */
+static const struct known_field {
+    int level;
+    uint32_t field;
+    int wire;   /* -1: refused whatever its wire type */
+    int packed; /* a length-delimited (packed) run is accepted too */
+    const char *name;
+} known_fields[] = {
+    {AT_MODEL, 7, KEEL_PB_LEN, 0, "graph"},
+    {AT_MODEL, 8, KEEL_PB_LEN, 0, "opset_import"},
+    {AT_OPSET, 1, KEEL_PB_LEN, 0, "domain"},
+    {AT_OPSET, 2, KEEL_PB_VARINT, 0, "version"},
+    {AT_GRAPH, 1, KEEL_PB_LEN, 0, "node"},
+    {AT_GRAPH, 5, KEEL_PB_LEN, 0, "initializer"},
+    {AT_GRAPH, 11, KEEL_PB_LEN, 0, "input"},
+    {AT_GRAPH, 12, KEEL_PB_LEN, 0, "output"},
+    {AT_NODE, 1, KEEL_PB_LEN, 0, "inputs"},
+    {AT_NODE, 2, KEEL_PB_LEN, 0, "outputs"},
+    {AT_NODE, 4, KEEL_PB_LEN, 0, "op_type"},
+    {AT_NODE, 5, KEEL_PB_LEN, 0, "attribute"},
+    {AT_NODE, 7, KEEL_PB_LEN, 0, "domain"},
+    {AT_ATTR, 1, KEEL_PB_LEN, 0, "name"},
+    {AT_ATTR, 2, KEEL_PB_FIXED32, 0, "f"},
+    {AT_ATTR, 3, KEEL_PB_VARINT, 0, "i"},
+    {AT_ATTR, 20, KEEL_PB_VARINT, 0, "type"},
+    {AT_ATTR, 21, -1, 0, "function attribute"},
+    {AT_VALUE_INFO, 1, KEEL_PB_LEN, 0, "name"},
+    {AT_TENSOR, 1, KEEL_PB_VARINT, 1, "dims"},
+    {AT_TENSOR, 2, KEEL_PB_VARINT, 0, "data_type"},
+    {AT_TENSOR, 3, -1, 0, "segment"},
+    {AT_TENSOR, 4, KEEL_PB_FIXED32, 1, "float_data"},
+    {AT_TENSOR, 8, KEEL_PB_LEN, 0, "name"},
+    {AT_TENSOR, 9, KEEL_PB_LEN, 0, "raw_data"},
+    {AT_TENSOR, 14, KEEL_PB_VARINT, 0, "data_location"},
+};
+
+static int starts_with(const char *s, const char *prefix)
+{
+    return !strncmp(s, prefix, strlen(prefix));
+}
+
+static void report(counts *c, int ok, const char *what, int level, uint32_t field, int wire,
+                   const char *err)
+{
+    CHECK(c, ok);
+    if (!ok)
+        fprintf(stderr, "  (%s: level %d, field %u, wire type %d: '%s')\n", what, level, field,
+                wire, err);
+}
+
+/* A known field with any other wire type than its own is KEEL_EFORMAT naming the field, the
+ * wire type and (by its prefix) the message it is in; a refused field is KEEL_EUNSUPPORTED
+ * whatever its wire type. */
+static void test_table_wire_types(counts *c, keel_onnx_model *m)
+{
+    static const char *const wire_names[] = {"varint",      "fixed64",   "length-delimited",
+                                             "start-group", "end-group", "fixed32"};
+    for (size_t i = 0; i < sizeof known_fields / sizeof known_fields[0]; i++) {
+        const struct known_field *k = &known_fields[i];
+        for (int wire = KEEL_PB_VARINT; wire <= KEEL_PB_FIXED32; wire++) {
+            if (wire == k->wire || (k->packed && wire == KEEL_PB_LEN))
+                continue;
+            pbuf extra = {{0}, 0}, p;
+            char err[256] = "", want[128];
+            put_any(&extra, k->field, wire);
+            build_with(&p, k->level, &extra);
+            keel_status st = parse_level(&p, k->level, m, err, sizeof err);
+            if (k->wire < 0) {
+                report(c, st == KEEL_EUNSUPPORTED && strstr(err, k->name), "refused", k->level,
+                       k->field, wire, err);
+                continue;
+            }
+            snprintf(want, sizeof want, "%s%s (field %u) before byte ", level_context[k->level],
+                     k->name, k->field);
+            int ok = st == KEEL_EFORMAT && starts_with(err, want) &&
+                     strstr(err, wire_names[wire]) != NULL;
+            report(c, ok, "wrong wire type", k->level, k->field, wire, err);
+        }
+    }
+}
+
+/* Unknown fields of every wire type (a negative varint, a nested group, the largest field
+ * number) are skipped at every level, and change nothing read. */
+static void test_table_unknown_fields(counts *c, keel_onnx_model *m)
+{
+    pbuf extra = {{0}, 0}, p;
+    put_int_field(&extra, 100, -1);
+    put_any(&extra, 101, KEEL_PB_FIXED64);
+    put_str_field(&extra, 102, "skipped");
+    put_any(&extra, 103, KEEL_PB_FIXED32);
+    put_key(&extra, 104, KEEL_PB_SGROUP);
+    put_any(&extra, 1, KEEL_PB_SGROUP); /* field 1 inside a group is not the message's field 1 */
+    put_int_field(&extra, 2, 5);
+    put_key(&extra, 104, KEEL_PB_EGROUP);
+    put_any(&extra, (1u << 29) - 1, KEEL_PB_LEN);
+    for (int level = 0; level < N_LEVELS; level++) {
+        char err[256] = "";
+        build_with(&p, level, &extra);
+        keel_status st = parse_level(&p, level, m, err, sizeof err);
+        int ok = st == KEEL_OK;
+        if (ok && level != AT_TENSOR) {
+            int64_t axis = 0;
+            ok = !strcmp(m->op_type, "Relu") && m->opset == 17 && m->n_inputs == 1 &&
+                 m->n_outputs == 1 && m->n_attrs == 1 && m->n_graph_inputs == 1 &&
+                 m->n_graph_outputs == 1 && !strcmp(m->graph_inputs[0], "X") &&
+                 keel_onnx_attr_int(m, "axis", 0, &axis, err, sizeof err) == KEEL_OK && axis == -1;
+        }
+        report(c, ok, "unknown fields", level, 0, -1, err);
+    }
+}
+
+/* A message cut inside: a key, or a value of each wire type, runs past the end of its payload
+ * (the parent's bytes follow). KEEL_EFORMAT, prefixed with where it happened. */
+static void test_table_truncated(counts *c, keel_onnx_model *m)
+{
+    static const struct {
+        uint8_t bytes[6];
+        size_t n;
+    } cuts[] = {
+        {{0x80}, 1},                   /* a key's varint cut */
+        {{0xa0, 0x06}, 2},             /* field 100, varint: no value */
+        {{0xa0, 0x06, 0xff}, 3},       /* field 100, varint cut */
+        {{0xa1, 0x06, 1, 2, 3, 4}, 6}, /* field 100, fixed64: 4 of 8 bytes */
+        {{0xa2, 0x06, 0x05, 'a'}, 4},  /* field 100, length 5: 1 byte left */
+        {{0xa2, 0x06}, 2},             /* field 100, length-delimited: no length */
+        {{0xa5, 0x06, 1, 2}, 4},       /* field 100, fixed32: 2 of 4 bytes */
+        {{0xa3, 0x06, 0x08, 0x01}, 4}, /* field 100, a group never closed */
+        {{0x0e}, 1},                   /* wire type 6 */
+    };
+    for (int level = 0; level < N_LEVELS; level++) {
+        for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+            pbuf extra = {{0}, 0}, p;
+            char err[256] = "";
+            put_raw(&extra, cuts[i].bytes, cuts[i].n);
+            build_with(&p, level, &extra);
+            keel_status st = parse_level(&p, level, m, err, sizeof err);
+            report(c, st == KEEL_EFORMAT && err[0] && starts_with(err, level_context[level]),
+                   "truncated", level, 100, (int)i, err);
+        }
+    }
+}
+
+/* The limits and checks each message makes once read, with their messages. */
+static void test_table_limits(counts *c, keel_onnx_model *m)
+{
+    static const struct {
+        int level;
+        const char *fields; /* what is appended, as "F:S" string fields separated by ',' */
+        int repeat;         /* times the fields are appended */
+        keel_status want;
+        const char *msg;
+    } cases[] = {
+        {AT_NODE, "1:x", 8, KEEL_EUNSUPPORTED, "graph: node: more than 8 inputs"},
+        {AT_NODE, "2:y", 8, KEEL_EUNSUPPORTED, "graph: node: more than 8 outputs"},
+        {AT_NODE, "1:", 7, KEEL_OK, NULL}, /* 8 inputs, optional ones as "" */
+        {AT_NODE, "4:", 1, KEEL_EFORMAT, "graph: node: node without op_type"},
+        {AT_GRAPH, "11:", 8, KEEL_EUNSUPPORTED, "graph: more than 8 graph input"},
+        {AT_GRAPH, "12:", 8, KEEL_EUNSUPPORTED, "graph: more than 8 graph output"},
+        {AT_GRAPH, "1:", 1, KEEL_EUNSUPPORTED, "graph: graph has 2 nodes (exactly 1 supported)"},
+        {AT_MODEL, "7:", 1, KEEL_EUNSUPPORTED, "more than one graph field"},
+        {AT_ATTR, "1:", 1, KEEL_EFORMAT, "graph: node: attribute: attribute without a name"},
+        {AT_NODE, "7:com.example", 1, KEEL_OK, NULL}, /* the node's domain is kept, not checked */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pbuf extra = {{0}, 0}, p;
+        char err[256] = "", spec[64];
+        for (int r = 0; r < cases[i].repeat; r++) {
+            snprintf(spec, sizeof spec, "%s", cases[i].fields);
+            const char *value = strchr(spec, ':') + 1;
+            put_str_field(&extra, (uint32_t)atoi(spec), value);
+        }
+        build_with(&p, cases[i].level, &extra);
+        keel_status st = parse_level(&p, cases[i].level, m, err, sizeof err);
+        int ok = st == cases[i].want && (!cases[i].msg || !strcmp(err, cases[i].msg));
+        report(c, ok, "limit", cases[i].level, (uint32_t)i, -1, err);
+    }
+
+    /* Attributes: 16 fit, a 17th is refused; a name given twice is refused. */
+    pbuf extra = {{0}, 0}, attr, p;
+    char err[256] = "";
+    for (int i = 1; i < KEEL_ONNX_MAX_ATTRS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "a%d", i);
+        attr.n = 0;
+        put_str_field(&attr, 1, name);
+        put_msg_field(&extra, 5, &attr);
+    }
+    build_with(&p, AT_NODE, &extra);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_OK &&
+                 m->n_attrs == KEEL_ONNX_MAX_ATTRS);
+    put_msg_field(&extra, 5, &attr);
+    build_with(&p, AT_NODE, &extra);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EUNSUPPORTED &&
+                 !strcmp(err, "graph: node: more than 16 attributes"));
+    extra.n = 0;
+    put_msg_field(&extra, 5, &attr);
+    put_msg_field(&extra, 5, &attr);
+    build_with(&p, AT_NODE, &extra);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EFORMAT &&
+                 !strcmp(err, "graph: node: attribute a15 given twice"));
+
+    /* opset_import: the default domain twice, or with a version below 1. */
+    pbuf opset = {{0}, 0};
+    extra.n = 0;
+    put_str_field(&opset, 1, "ai.onnx");
+    put_int_field(&opset, 2, 18);
+    put_msg_field(&extra, 8, &opset);
+    build_with(&p, AT_MODEL, &extra);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EFORMAT &&
+                 !strcmp(err, "opset_import: the default domain is imported twice"));
+    extra.n = 0;
+    put_int_field(&extra, 2, 0);
+    build_with(&p, AT_OPSET, &extra);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EFORMAT &&
+                 !strcmp(err, "opset_import: the default domain's opset version is 0"));
+
+    /* A name that does not fit, and one holding a NUL byte. */
+    char long_name[KEEL_ONNX_NAME_MAX + 1];
+    memset(long_name, 'n', KEEL_ONNX_NAME_MAX);
+    long_name[KEEL_ONNX_NAME_MAX] = '\0';
+    extra.n = 0;
+    put_str_field(&extra, 4, long_name);
+    build_with(&p, AT_NODE, &extra);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EFORMAT &&
+                 !strcmp(err, "graph: node: op_type is 128 bytes long (at most 127 supported)"));
+    extra.n = 0;
+    put_len_field(&extra, 1, "a\0b", 3);
+    build_with(&p, AT_VALUE_INFO, &extra);
+    CHECK(c, parse_model_exact(p.b, p.n, m, err, sizeof err) == KEEL_EFORMAT &&
+                 !strcmp(err, "graph: input: name holds a NUL byte"));
+}
+
+static void test_tables(counts *c)
+{
+    keel_onnx_model *m = malloc(sizeof *m);
+    if (!m) {
+        c->failed++;
+        return;
+    }
+    /* The baseline: every level's minimal message parses. */
+    pbuf none = {{0}, 0}, p;
+    for (int level = 0; level < N_LEVELS; level++) {
+        char err[256] = "";
+        build_with(&p, level, &none);
+        report(c, parse_level(&p, level, m, err, sizeof err) == KEEL_OK, "minimal", level, 0, -1,
+               err);
+    }
+    test_table_wire_types(c, m);
+    test_table_unknown_fields(c, m);
+    test_table_truncated(c, m);
+    test_table_limits(c, m);
+    free(m);
+}
+
 /* ---- the real files of tests/data/onnx ------------------------------------------------------- */
 
 static uint8_t *read_whole(const char *path, size_t *n)
@@ -952,6 +1291,7 @@ int main(void)
     test_tensor_layouts(&c);
     test_tensor_errors(&c);
     test_model_built(&c);
+    test_tables(&c);
     test_real_files(&c);
     test_truncations(&c);
     test_mutations(&c);

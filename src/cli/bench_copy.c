@@ -85,6 +85,8 @@ void bench_copier_destroy(bench_copier *c)
     free(c);
 }
 
+keel_pool *bench_copier_pool(bench_copier *c) { return c->pool; }
+
 void bench_copy(bench_copier *c, void *dst, const void *src, size_t bytes, bench_copy_kind kind)
 {
     copy_job j = {dst, src, bytes, kind, keel_pool_size(c->pool)};

@@ -1,7 +1,10 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf */
-/* keel bench: median time and GB/s of every op, beside the copy floor of the same bytes
- * (the faster of glibc memcpy and a streaming-store copy, same threads), measured in the same
- * run and interleaved with the op so that both see the same machine state. Interleaved, each
+/* keel bench: median time and GB/s of every op, beside two floors measured in the same run and
+ * interleaved with the op so that all see the same machine state: the copy floor of the same
+ * bytes (the faster of glibc memcpy and a streaming-store copy, same threads) and the op's own
+ * stream floor (bench_streams.h: the op's own streams read and written with trivial arithmetic;
+ * a copy moves one stream each way, which an op reading three can beat). A plain run times the
+ * quick set (quick_set), --all every row at every default size. Interleaved, each
  * op's outputs are out of cache when it starts (the streaming copy wrote over them), as in a
  * model where a layer's outputs are fresh buffers. --hot times back-to-back calls instead
  * (op, op, ..., then the copies the same way), as the peers' benchmarks time theirs: outputs
@@ -16,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench_copy.h"
+#include "bench_streams.h"
 #include "bench_time.h"
 #include "commands.h"
 #include "convert.h"
@@ -34,6 +39,25 @@ static const bench_case default_cases[] = {
     {4096, 4096}, {1024, 8192}, {16384, 8192},
 };
 static const bench_case demo_cases[] = {{4096, 1024}};
+
+/* A plain `keel bench` (no --all, --rows/--dim or --demo): these rows only, 7.5-11 s on the
+ * 2-core development machine where the full table (--all, 144 rows) took 84 s: the norms forward and backward at a
+ * BERT/GPT-2 width and at one beyond L3 per tensor on small machines, the fused forward and
+ * backward, LayerScale on short rows in L2 (where its copy floor was furthest off), and bf16.
+ * --dtype, --norms and --only choose among them; the f16 and int8 rows are here for --dtype. */
+#define QUICK_NAMES 9
+static const struct {
+    bench_case c;
+    const char *names[QUICK_NAMES];
+} quick_set[] = {
+    {{4096, 16}, {"layerscale fwd"}},
+    {{4096, 768},
+     {"layernorm fwd", "layernorm bwd", "rmsnorm fwd", "rmsnorm bwd", "layernorm fwd bf16",
+      "layernorm bwd bf16", "rmsnorm fwd f16", "layernorm fwd f32>i8 dyn",
+      "rmsnorm fwd bf16>i8 static"}},
+    {{4096, 1024}, {"add+ln fwd", "add+rms bwd"}},
+    {{4096, 4096}, {"layernorm fwd", "layernorm bwd", "rmsnorm fwd", "rmsnorm bwd"}},
+};
 
 /* The transformer-block rows: the fused residual add + norm (h = x + r written, y = norm(h);
  * post-norm: h not written) beside the same work as two calls, an add (keel_layerscale_fwd with
@@ -70,7 +94,8 @@ enum { GROUP_F32 = 1, GROUP_BF16 = 2, GROUP_F16 = 4, GROUP_I8 = 8, GROUP_ALL = 1
 
 typedef struct buffers {
     float *x, *y, *dy, *dx, *mean, *rstd, *gamma, *beta, *dgamma, *dbeta;
-    float *src2; /* 2n: the streaming copy's source (memcpy's is dy), see keel_cmd_bench */
+    float *src2;         /* 4n: the copies' sources, memcpy's the first 2n, the streaming copy's the
+                          * second (see keel_cmd_bench) */
     float *r, *h, *ones; /* the residual rows: r, h (n each), lambda = 1 (dim) */
     /* the block rows (dim each): LayerScale's lambda (0.1) and dlambda, BatchNorm's running
      * statistics (PyTorch's initial 0 and 1) and the training forward's saved mean and rstd
@@ -297,9 +322,9 @@ static int alloc_buffers(buffers *b, const bench_case *c, unsigned groups)
     uint64_t seed = 42;
     const size_t n = c->rows * c->dim;
     b->x = alloc_floats(n, &seed);
-    b->y = alloc_floats(2 * n, &seed); /* twice: also the copy floor's buffers (backward: 1.5 n) */
-    b->dy = alloc_floats(2 * n, &seed);
-    b->src2 = alloc_floats(2 * n, &seed);
+    b->y = alloc_floats(2 * n, &seed); /* twice: also the copies' destination (up to 2n) */
+    b->dy = alloc_floats(n, &seed);
+    b->src2 = n <= SIZE_MAX / 4 ? alloc_floats(4 * n, &seed) : NULL;
     b->dx = alloc_floats(n, &seed);
     b->mean = alloc_floats(c->rows, &seed);
     b->rstd = alloc_floats(c->rows, &seed);
@@ -387,6 +412,95 @@ static size_t op_bytes(const bench_row *row, const bench_case *c)
     if (op >= OP_ADD_LN_FWD)
         return op == OP_POST_LN_FWD ? 3 * n : 4 * n;
     return (op == OP_LN_BWD || op == OP_RMS_BWD) ? 3 * n : 2 * n;
+}
+
+/* s's tensors: nin read and nout written, each of element size es (the outputs' sizes may be
+ * changed after) */
+static void set_tensors(bench_streams_spec *s, int nin, int nout, unsigned es)
+{
+    s->nin = nin;
+    s->nout = nout;
+    for (int i = 0; i < BENCH_STREAMS_MAX; i++) {
+        s->in_size[i] = s->out_size[i] = (unsigned char)es;
+        s->out_in_place[i] = -1;
+    }
+}
+
+/* The streams the op reads and writes, for its own floor (bench_streams.h). Unlike op_bytes,
+ * which counts the tensors only, these include the statistics (mean, rstd, the int8 rows'
+ * scales), gamma/beta and the per-feature results; and the fused backwards' dx is written in
+ * place over dh, as the rows call them (so it is read and written, one buffer). */
+static bench_streams_spec op_streams(const bench_row *row, const bench_case *c)
+{
+    bench_streams_spec s;
+    memset(&s, 0, sizeof s);
+    s.elems = c->rows * c->dim;
+    s.rows = c->rows;
+    s.dim = c->dim;
+    const unsigned es = (unsigned)dtype_size(row->dtype);
+    switch (row->op) {
+    case OP_LN_FWD: /* x -> y; mean, rstd; gamma, beta */
+        set_tensors(&s, 1, 1, es), s.row_out = 2, s.dim_in = 2;
+        break;
+    case OP_LN_BWD: /* dy, x -> dx; mean, rstd, gamma -> dgamma, dbeta */
+        set_tensors(&s, 2, 1, es), s.row_in = 2, s.dim_in = 1, s.dim_out = 2;
+        break;
+    case OP_RMS_FWD:
+        set_tensors(&s, 1, 1, es), s.row_out = 1, s.dim_in = 1;
+        break;
+    case OP_RMS_BWD:
+        set_tensors(&s, 2, 1, es), s.row_in = 1, s.dim_in = 1, s.dim_out = 1;
+        break;
+    case OP_ADD_LN_FWD: /* x, r -> h, y (the two calls timed against the fused op's streams) */
+    case OP_SEP_LN_FWD:
+        set_tensors(&s, 2, 2, 4), s.row_out = 2, s.dim_in = 2;
+        break;
+    case OP_POST_LN_FWD: /* x, r -> y */
+        set_tensors(&s, 2, 1, 4), s.row_out = 2, s.dim_in = 2;
+        break;
+    case OP_ADD_LN_BWD: /* dy, dh, h -> dx over dh */
+        set_tensors(&s, 3, 1, 4), s.out_in_place[0] = 1, s.row_in = 2, s.dim_in = 1, s.dim_out = 2;
+        break;
+    case OP_ADD_RMS_FWD:
+    case OP_SEP_RMS_FWD:
+        set_tensors(&s, 2, 2, 4), s.row_out = 1, s.dim_in = 1;
+        break;
+    case OP_ADD_RMS_BWD:
+        set_tensors(&s, 3, 1, 4), s.out_in_place[0] = 1, s.row_in = 1, s.dim_in = 1, s.dim_out = 1;
+        break;
+    case OP_LS_FWD: /* x, f -> h; lambda */
+        set_tensors(&s, 2, 1, 4), s.dim_in = 1;
+        break;
+    case OP_LS_BWD: /* dh, f -> dx, df; lambda -> dlambda */
+        set_tensors(&s, 2, 2, 4), s.dim_in = 1, s.dim_out = 1;
+        break;
+    case OP_BN_FWD_TRAIN: /* x -> y; gamma, beta, running statistics -> those, saved mean, rstd */
+        set_tensors(&s, 1, 1, 4), s.dim_in = 4, s.dim_out = 4;
+        break;
+    case OP_BN_FWD_INFER:
+        set_tensors(&s, 1, 1, 4), s.dim_in = 4;
+        break;
+    case OP_BN_BWD_TRAIN: /* dy, x -> dx; mean, rstd, gamma -> dgamma, dbeta */
+        set_tensors(&s, 2, 1, 4), s.dim_in = 3, s.dim_out = 2;
+        break;
+    case OP_DYT_FWD:
+        set_tensors(&s, 1, 1, 4), s.dim_in = 2;
+        break;
+    case OP_DYT_BWD: /* dy, x -> dx; gamma -> dgamma, dbeta (and dalpha) */
+        set_tensors(&s, 2, 1, 4), s.dim_in = 1, s.dim_out = 2;
+        break;
+    case OP_LN_FWD_I8_DYN: /* x -> int8 y (and a scale a row); gamma, beta */
+    case OP_LN_FWD_I8_STATIC:
+    case OP_RMS_FWD_I8_DYN:
+    case OP_RMS_FWD_I8_STATIC:
+        set_tensors(&s, 1, 1, es), s.out_size[0] = 1;
+        s.row_out = row->op == OP_LN_FWD_I8_DYN || row->op == OP_RMS_FWD_I8_DYN;
+        s.dim_in = row->op <= OP_LN_FWD_I8_STATIC ? 2 : 1;
+        break;
+    default:
+        break;
+    }
+    return s;
 }
 
 /* target: the bytes the op moves over one measurement series (~3 GB; 1 GB for the LayerScale,
@@ -496,14 +610,91 @@ static int is_short_row(const bench_row *row)
     return row->dtype == KEEL_F32 && row->op >= OP_LS_FWD && row->op < OP_COUNT;
 }
 
+/* One row of the run: a case and an op row. */
+typedef struct plan_item {
+    const bench_case *c;
+    bench_row row;
+} plan_item;
+
+/* The run in order: every case with every row (rows), or, quick, the quick set's cases with
+ * those of rows that the set names for them. NULL when out of memory. */
+static plan_item *make_plan(const bench_case *cases, size_t ncases, int quick,
+                            const bench_row *rows, size_t nrows, size_t *nplan)
+{
+    const size_t nq = sizeof quick_set / sizeof quick_set[0];
+    plan_item *plan = malloc((quick ? nq : ncases) * (nrows ? nrows : 1) * sizeof *plan);
+    size_t n = 0;
+    for (size_t ci = 0; plan && ci < (quick ? nq : ncases); ci++)
+        for (size_t k = 0; k < nrows; k++) {
+            int keep = !quick;
+            for (int i = 0; quick && i < QUICK_NAMES && quick_set[ci].names[i]; i++)
+                keep |= !strcmp(quick_set[ci].names[i], rows[k].name);
+            if (keep) {
+                plan[n].c = quick ? &quick_set[ci].c : &cases[ci];
+                plan[n++].row = rows[k];
+            }
+        }
+    *nplan = n;
+    return plan;
+}
+
+static unsigned row_group(const bench_row *row)
+{
+    if (row->op >= OP_COUNT)
+        return GROUP_I8;
+    return row->dtype == KEEL_F32 ? GROUP_F32 : row->dtype == KEEL_BF16 ? GROUP_BF16 : GROUP_F16;
+}
+
+/* The buffers of the rows of plan[0..n) on plan[0]'s case (the tensors those rows need), and
+ * the statistics the backwards read. 0 (said on stderr) on failure. */
+static int start_case(keel_ctx *ctx, const bench_case *c, const plan_item *plan, size_t n,
+                      buffers *b)
+{
+    unsigned groups = 0;
+    int batchnorm = 0;
+    for (size_t k = 0; k < n && plan[k].c == c; k++) {
+        groups |= row_group(&plan[k].row);
+        batchnorm |= row_group(&plan[k].row) == GROUP_F32 && plan[k].row.op >= OP_BN_FWD_TRAIN &&
+                     plan[k].row.op <= OP_BN_BWD_TRAIN;
+    }
+    if (!alloc_buffers(b, c, groups)) {
+        fprintf(stderr, "keel bench: out of memory for %zu x %zu\n", c->rows, c->dim);
+        return 0;
+    }
+    /* the backward reads the forward's statistics (each dtype's forward row runs before its
+     * backward row and rewrites them) */
+    run_f32_op(ctx, OP_LN_FWD, c, b);
+    /* and the BatchNorm training backward the training forward's saved mean and rstd */
+    if (batchnorm && run_f32_op(ctx, OP_BN_FWD_TRAIN, c, b) != KEEL_OK) {
+        fprintf(stderr, "keel bench: batchnorm fwd train: %s\n", keel_last_error());
+        return 0;
+    }
+    return 1;
+}
+
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: keel bench [--demo] [--rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--hot] [--norms] [--only NAME]... [--markdown]\n"
+    fprintf(to, "usage: keel bench [--all | --demo | --rows R --dim D] [--dtype LIST] [--threads N] [--reps N] [--hot] [--norms] [--only NAME]... [--markdown]\n"
+                "  Each op's median time beside two floors measured in the same run, interleaved\n"
+                "  with it: the copy floor (the faster of memcpy and a streaming-store copy of the\n"
+                "  op's bytes: 'of copy' = floor time / op time) and the op's own floor (a kernel\n"
+                "  reading and writing the op's own streams, the statistics and gamma/beta included,\n"
+                "  with trivial arithmetic, with ordinary and with streaming stores, the faster\n"
+                "  taken and named under 'stores': 'of own'). A copy reads one stream where an op\n"
+                "  may read three, so 'of copy' can pass 1; 'of own' cannot but by noise.\n"
+                "  Without --all, --demo or --rows/--dim: a quick set of 13 rows (about 10 s): the\n"
+                "  f32 norms forward and backward at 4096x768 and 4096x4096, add+ln fwd and\n"
+                "  add+rms bwd at 4096x1024, layerscale fwd at 4096x16, layernorm fwd/bwd bf16\n"
+                "  at 4096x768 (with --dtype f16 or i8: an f16 and two int8 rows there too);\n"
+                "  progress on stderr.\n"
+                "  --all         the full table: every row of the chosen dtypes at 4096x16, 4096x64,\n"
+                "                256x1024, 4096x768, 4096x1024, 4096x4096, 1024x8192, 16384x8192\n"
+                "                (make bench; minutes)\n"
                 "  --demo        one 4096 x 1024 case (what make demo runs), without the\n"
                 "                layerscale, batchnorm and dyt rows\n"
                 "  --rows R --dim D  one R x D case instead of the default sizes (R, D in 1..2^30,\n"
                 "                R x D at most 2^36)\n"
-                "  --dtype LIST  comma-separated rows to run (default f32):\n"
+                "  --dtype LIST  comma-separated rows to run (default f32; the quick set: f32,bf16):\n"
                 "                f32   float32 LayerNorm/RMSNorm, the fused add+norm rows, and\n"
                 "                      layerscale fwd (reads x, f; writes h: 12 bytes an element),\n"
                 "                      layerscale bwd (reads dh, f; writes dx, df: 16 bytes; the\n"
@@ -516,13 +707,14 @@ static void usage(FILE *to)
                 "                i8    int8-output forwards, x in f32 or bf16, dynamic per-row scale\n"
                 "                      (\"dyn\") or static per-tensor scale (\"static\")\n"
                 "                all   all of them\n"
-                "  --threads N   threads for keel and the copy floor, 0..1024 (default: all cores; 0 = all)\n"
+                "  --threads N   threads for keel and the floors, 0..1024 (default: all cores; 0 = all)\n"
                 "  --reps N      at least N timed runs a row (default 7, at least 3); the layerscale,\n"
                 "                batchnorm and dyt rows at least half as many (>= 3), over ~1 GB\n"
+                "                (the quick set: a quarter of the bytes and time)\n"
                 "  --hot         time back-to-back calls (op, op, ...; then memcpy, memcpy, ...;\n"
-                "                then the streaming copy): outputs stay in cache where they fit,\n"
-                "                as in the peers' benchmarks (default: op and copies interleaved,\n"
-                "                the op's outputs out of cache)\n"
+                "                then the streaming copy, then the own floors): outputs stay in\n"
+                "                cache where they fit, as in the peers' benchmarks (default: op\n"
+                "                and floors interleaved, the op's outputs out of cache)\n"
                 "  --norms       of the f32 rows only LayerNorm and RMSNorm (the ones the peers run)\n"
                 "  --only NAME   only the row of that name, as the table names it; repeat for\n"
                 "                more (e.g. --only 'add+ln fwd' --only 'add, ln fwd')\n"
@@ -534,7 +726,8 @@ int keel_cmd_bench(int argc, char **argv)
     const bench_case *cases = default_cases;
     size_t ncases = sizeof default_cases / sizeof default_cases[0];
     bench_case one = {0, 0};
-    int threads = 0, min_reps = 7, markdown = 0, block_rows = 1, hot = 0, norms_only = 0;
+    int threads = 0, min_reps = 7, markdown = 0, block_rows = 1, hot = 0, norms_only = 0, all = 0,
+        dtype_given = 0;
     unsigned groups = GROUP_F32;
     const char *only[BENCH_ONLY_MAX];
     int nonly = 0;
@@ -548,6 +741,8 @@ int keel_cmd_bench(int argc, char **argv)
             cases = demo_cases;
             ncases = 1;
             block_rows = 0;
+        } else if (!strcmp(a, "--all")) {
+            all = 1;
         } else if (!strcmp(a, "--markdown")) {
             markdown = 1;
         } else if (!strcmp(a, "--hot")) {
@@ -574,7 +769,7 @@ int keel_cmd_bench(int argc, char **argv)
                 return 2;
             i++;
         } else if (v && !strcmp(a, "--dtype")) {
-            groups = parse_dtypes(v), i++;
+            groups = parse_dtypes(v), i++, dtype_given = 1;
             if (!groups) {
                 fprintf(stderr, "keel bench: --dtype '%s': expected a comma-separated list of f32, bf16, f16, i8, all\n",
                         v);
@@ -602,6 +797,9 @@ int keel_cmd_bench(int argc, char **argv)
     }
     if (min_reps < 3)
         min_reps = 3;
+    const int quick = !all && cases == default_cases;
+    if (!dtype_given && quick)
+        groups = GROUP_F32 | GROUP_BF16; /* the quick set's bf16 rows: one low-precision path */
     const int short_min_reps = (min_reps + 1) / 2 < 3 ? 3 : (min_reps + 1) / 2;
     bench_row rows[OP_COUNT + 8 + 8];
     size_t nrows = make_rows(rows, groups, block_rows, norms_only);
@@ -612,131 +810,189 @@ int keel_cmd_bench(int argc, char **argv)
             fprintf(stderr, "  %s\n", rows[k].name);
         return 2;
     }
+    size_t nplan = 0;
+    plan_item *plan = make_plan(cases, ncases, quick, rows, nrows, &nplan);
+    if (!plan) {
+        fprintf(stderr, "keel bench: out of memory\n");
+        return 1;
+    }
+    if (!nplan && quick) {
+        fprintf(stderr,
+                "keel bench: no row of the quick set is selected (--all: the full table)\n");
+        free(plan);
+        return 2;
+    }
     int width = 14;
-    for (size_t k = 0; k < nrows; k++)
-        if ((int)strlen(rows[k].name) > width)
-            width = (int)strlen(rows[k].name);
+    for (size_t k = 0; k < nplan; k++)
+        if ((int)strlen(plan[k].row.name) > width)
+            width = (int)strlen(plan[k].row.name);
 
     keel_ctx *ctx;
     keel_status st = keel_ctx_create(&ctx, threads);
     if (st != KEEL_OK) {
         fprintf(stderr, "keel bench: %s\n", keel_last_error());
+        free(plan);
         return 1;
     }
     bench_copier *copier = bench_copier_create(keel_ctx_threads(ctx));
-    if (!copier) {
+    bench_streams *own =
+        copier ? bench_streams_create(bench_copier_pool(copier), keel_ctx_isa(ctx),
+                                      keel_ctx_min_parallel(ctx))
+               : NULL;
+    if (!own) {
         fprintf(stderr, "keel bench: cannot start the copy threads\n");
+        bench_copier_destroy(copier);
         keel_ctx_destroy(ctx);
+        free(plan);
         return 1;
     }
     int any_short = 0;
-    for (size_t k = 0; k < nrows; k++)
-        any_short |= is_short_row(&rows[k]);
+    for (size_t k = 0; k < nplan; k++)
+        any_short |= is_short_row(&plan[k].row);
     char short_note[64] = "";
     if (any_short && short_min_reps < min_reps)
         snprintf(short_note, sizeof short_note, " (layerscale, batchnorm, dyt: >= %d)", short_min_reps);
+    /* progress on stderr, never on stdout (--markdown): a counter rewritten in place on a
+     * terminal, else one line before the table (which then stays in one piece where the two
+     * streams go to one file) */
+    const int tty = isatty(fileno(stderr));
+    if (!tty)
+        fprintf(stderr, "keel bench: %zu row%s%s\n", nplan, nplan == 1 ? "" : "s",
+                quick ? " (the quick set; --all: the full table)" : "");
     printf("keel %s, isa %s, %d thread(s); median of >= %d runs%s, %s\n", keel_version_string(),
            keel_isa_name(keel_ctx_isa(ctx)), keel_ctx_threads(ctx), min_reps, short_note,
-           hot ? "back-to-back calls (--hot)" : "op and copy interleaved");
+           hot ? "back-to-back calls (--hot)" : "op and floors interleaved");
     if (markdown)
-        printf("\n| op | rows x dim | MiB moved | keel us | keel GB/s | memcpy GB/s | stream GB/s | fraction of floor |\n"
-               "|---|---|---|---|---|---|---|---|\n");
+        printf("\n| op | rows x dim | MiB moved | keel us | keel GB/s | memcpy GB/s | stream GB/s "
+               "| fraction of copy floor "
+               "| own floor GB/s | own floor stores | fraction of own floor |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|\n");
     else
-        printf("%-*s %13s %9s %10s %9s %11s %11s %8s\n", width, "op", "rows x dim", "MiB", "keel us", "keel GB/s",
-               "memcpy GB/s", "stream GB/s", "floor");
+        printf("%-*s %13s %9s %10s %9s %11s %11s %8s %9s %6s %8s\n", width, "op", "rows x dim",
+               "MiB", "keel us", "keel GB/s", "memcpy GB/s", "stream GB/s", "of copy", "own GB/s",
+               "stores", "of own");
+    fflush(stdout);
     int failed = 0;
-    for (size_t ci = 0; ci < ncases && !failed; ci++) {
-        const bench_case *c = &cases[ci];
-        buffers b = {0};
-        if (!alloc_buffers(&b, c, groups)) {
-            fprintf(stderr, "keel bench: out of memory for %zu x %zu\n", c->rows, c->dim);
+    buffers b = {0};
+    const bench_case *c = NULL;
+    for (size_t k = 0; k < nplan && !failed; k++) {
+        const bench_row *row = &plan[k].row;
+        char shape[32];
+        snprintf(shape, sizeof shape, "%zux%zu", plan[k].c->rows, plan[k].c->dim);
+        if (tty)
+            fprintf(stderr, "\rkeel bench: %zu/%zu %-*s %-12s", k + 1, nplan, width, row->name,
+                    shape);
+        if (plan[k].c != c) {
+            c = plan[k].c;
             free_buffers(&b);
-            failed = 1;
-            break;
-        }
-        /* the backward reads the forward's statistics (each dtype's forward row runs before its
-         * backward row and rewrites them) */
-        run_f32_op(ctx, OP_LN_FWD, c, &b);
-        /* and the BatchNorm training backward the training forward's saved mean and rstd */
-        if (block_rows && (groups & GROUP_F32) && (st = run_f32_op(ctx, OP_BN_FWD_TRAIN, c, &b)) != KEEL_OK) {
-            fprintf(stderr, "keel bench: batchnorm fwd train: %s\n", keel_last_error());
-            free_buffers(&b);
-            failed = 1;
-            break;
-        }
-        for (size_t k = 0; k < nrows; k++) {
-            const bench_row *row = &rows[k];
-            set_lp_dtype(&b, row->dtype, c->rows * c->dim);
-            const size_t bytes = op_bytes(row, c);
-            /* warm-up, timed: a slow op (far from its floor) gets fewer runs, about 2 s of them
-             * (the LayerScale, BatchNorm and DyT rows: a third of the bytes and of the time, and
-             * at least short_min_reps runs) */
-            const int short_row = is_short_row(row);
-            const double max_s = short_row ? 0.67 : 2.0;
-            const int row_min_reps = short_row ? short_min_reps : min_reps;
-            const double tw0 = bench_now_s();
-            keel_status row_st = run_op(ctx, row, c, &b);
-            const double tw = bench_now_s() - tw0;
-            char row_err[256] = "";
-            if (row_st != KEEL_OK)
-                snprintf(row_err, sizeof row_err, "%s", keel_last_error());
-            int reps = reps_for(bytes, row_min_reps, short_row ? (size_t)1 << 30 : (size_t)3 << 30);
-            if (tw > 0 && reps * tw > max_s)
-                reps = (int)(max_s / tw) > row_min_reps ? (int)(max_s / tw) : row_min_reps;
-            double *t_op = malloc(3 * (size_t)reps * sizeof(double));
-            if (!t_op) {
+            bench_streams_release(own);
+            if (!start_case(ctx, c, plan + k, nplan - k, &b)) {
                 failed = 1;
                 break;
             }
-            double *t_memcpy = t_op + reps, *t_stream = t_op + 2 * reps;
-            /* copy half the bytes moved (a copy reads and writes each byte); y, dy, src2 hold 2n.
-             * The two copies read different sources, so that each source, like the op's inputs,
-             * was last read a whole round before: one source for both, the streaming copy found
-             * it still in L3 from memcpy at the sizes L3 holds (1024x8192: 32 against 25 GB/s),
-             * a floor no op could meet from inputs read a round before. */
-            const char *src = (const char *)b.dy, *src2 = (const char *)b.src2;
-            char *dst = (char *)b.y;
-            const size_t copy_bytes = bytes / 2;
-            /* interleaved: rep r times the op, then memcpy, then the streaming copy; --hot: the
-             * reps of each one after the other (run q is the op for q < reps, then the copies) */
-            for (int q = 0; q < 3 * reps; q++) {
-                const int r = hot ? q % reps : q / 3, what = hot ? q / reps : q % 3;
-                const double t0 = bench_now_s();
-                if (what == 0) {
-                    st = run_op(ctx, row, c, &b);
-                    t_op[r] = bench_now_s() - t0;
-                    if (st != KEEL_OK && row_st == KEEL_OK) {
-                        row_st = st;
-                        snprintf(row_err, sizeof row_err, "%s", keel_last_error());
-                    }
-                } else if (what == 1) {
-                    bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
-                    t_memcpy[r] = bench_now_s() - t0;
-                } else {
-                    bench_copy(copier, dst, src2, copy_bytes, BENCH_COPY_STREAM);
-                    t_stream[r] = bench_now_s() - t0;
-                }
-            }
-            if (row_st != KEEL_OK) {
-                fprintf(stderr, "keel bench: %s: %s\n", row->name, row_err);
-                failed = 1;
-            }
-            const double mo = bench_median(t_op, reps), mm = bench_median(t_memcpy, reps), ms = bench_median(t_stream, reps);
-            const double floor_t = mm < ms ? mm : ms;
-            const double gb = (double)bytes / 1e9;
-            char shape[32];
-            snprintf(shape, sizeof shape, "%zux%zu", c->rows, c->dim);
-            if (markdown)
-                printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", row->name, shape,
-                       (double)bytes / 1048576.0, mo * 1e6, gb / mo, gb / mm, gb / ms, floor_t / mo);
-            else
-                printf("%-*s %13s %9.1f %10.1f %9.1f %11.1f %11.1f %8.2f\n", width, row->name, shape,
-                       (double)bytes / 1048576.0, mo * 1e6, gb / mo, gb / mm, gb / ms, floor_t / mo);
-            fflush(stdout);
-            free(t_op);
         }
-        free_buffers(&b);
+        set_lp_dtype(&b, row->dtype, c->rows * c->dim);
+        const size_t bytes = op_bytes(row, c);
+        const bench_streams_spec spec = op_streams(row, c);
+        if (!bench_streams_reserve(own, &spec)) {
+            fprintf(stderr, "%skeel bench: out of memory for the own floor of %s at %s\n",
+                    tty ? "\n" : "", row->name, shape);
+            failed = 1;
+            break;
+        }
+        /* warm-up, timed: a slow op (far from its floor) gets fewer runs, about 2 s of them
+         * (the LayerScale, BatchNorm and DyT rows: a third of the bytes and of the time, and
+         * at least short_min_reps runs); the quick set a quarter of that */
+        const int short_row = is_short_row(row);
+        const double max_s = (short_row ? 0.67 : 2.0) * (quick ? 0.25 : 1.0);
+        const int row_min_reps = short_row ? short_min_reps : min_reps;
+        const double tw0 = bench_now_s();
+        keel_status row_st = run_op(ctx, row, c, &b);
+        const double tw = bench_now_s() - tw0;
+        char row_err[256] = "";
+        if (row_st != KEEL_OK)
+            snprintf(row_err, sizeof row_err, "%s", keel_last_error());
+        const size_t target = (short_row ? (size_t)1 << 30 : (size_t)3 << 30) / (quick ? 4 : 1);
+        int reps = reps_for(bytes, row_min_reps, target);
+        if (tw > 0 && reps * tw > max_s)
+            reps = (int)(max_s / tw) > row_min_reps ? (int)(max_s / tw) : row_min_reps;
+        double *t_op = malloc(5 * (size_t)reps * sizeof(double));
+        if (!t_op) {
+            failed = 1;
+            break;
+        }
+        double *t_memcpy = t_op + reps, *t_stream = t_op + 2 * reps, *t_own = t_op + 3 * reps,
+               *t_own_nt = t_op + 4 * reps;
+        /* copy half the bytes moved (a copy reads and writes each byte): up to 2n floats, into
+         * y. The two copies read different sources, so that each source, like the op's inputs,
+         * was last read a whole round before: one source for both, the streaming copy found
+         * it still in L3 from memcpy at the sizes L3 holds (1024x8192: 32 against 25 GB/s),
+         * a floor no op could meet from inputs read a round before. Neither source is an input
+         * of the op: memcpy read dy until the own floor came, which handed the backwards their
+         * dy fresh from L3 two steps before each run. The own floor has buffers of its own,
+         * each read or written once a round too. */
+        const char *src = (const char *)b.src2,
+                   *src2 = (const char *)(b.src2 + 2 * c->rows * c->dim);
+        char *dst = (char *)b.y;
+        const size_t copy_bytes = bytes / 2;
+        /* the own floor's two store kinds: both where streaming stores exist, the faster is
+         * the floor (streaming wins beyond the caches, ordinary stores within them) */
+        const int nwhat = bench_streams_can_stream(own) ? 5 : 4;
+        /* interleaved: rep r times the op, then memcpy, the streaming copy, the own floor with
+         * ordinary then streaming stores; --hot: the reps of each one after the other (run q is
+         * the op for q < reps, then the others) */
+        for (int q = 0; q < nwhat * reps; q++) {
+            const int r = hot ? q % reps : q / nwhat, what = hot ? q / reps : q % nwhat;
+            const double t0 = bench_now_s();
+            if (what == 0) {
+                st = run_op(ctx, row, c, &b);
+                t_op[r] = bench_now_s() - t0;
+                if (st != KEEL_OK && row_st == KEEL_OK) {
+                    row_st = st;
+                    snprintf(row_err, sizeof row_err, "%s", keel_last_error());
+                }
+            } else if (what == 1) {
+                bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
+                t_memcpy[r] = bench_now_s() - t0;
+            } else if (what == 2) {
+                bench_copy(copier, dst, src2, copy_bytes, BENCH_COPY_STREAM);
+                t_stream[r] = bench_now_s() - t0;
+            } else if (what == 3) {
+                bench_streams_run(own, &spec, BENCH_STORE_PLAIN);
+                t_own[r] = bench_now_s() - t0;
+            } else {
+                bench_streams_run(own, &spec, BENCH_STORE_STREAM);
+                t_own_nt[r] = bench_now_s() - t0;
+            }
+        }
+        if (row_st != KEEL_OK) {
+            fprintf(stderr, "%skeel bench: %s: %s\n", tty ? "\n" : "", row->name, row_err);
+            failed = 1;
+        }
+        const double mo = bench_median(t_op, reps), mm = bench_median(t_memcpy, reps),
+                     ms = bench_median(t_stream, reps), mp = bench_median(t_own, reps),
+                     mn = nwhat == 5 ? bench_median(t_own_nt, reps) : mp;
+        const double floor_t = mm < ms ? mm : ms, own_t = mn < mp ? mn : mp;
+        const char *stores = mn < mp ? "stream" : "plain";
+        const double gb = (double)bytes / 1e9;
+        if (tty) /* the counter's line cleared before the row */
+            fprintf(stderr, "\r%*s\r", width + 40, "");
+        if (markdown)
+            printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f | %s | %.2f |\n",
+                   row->name, shape, (double)bytes / 1048576.0, mo * 1e6, gb / mo, gb / mm, gb / ms,
+                   floor_t / mo, gb / own_t, stores, own_t / mo);
+        else
+            printf("%-*s %13s %9.1f %10.1f %9.1f %11.1f %11.1f %8.2f %9.1f %6s %8.2f\n", width,
+                   row->name, shape, (double)bytes / 1048576.0, mo * 1e6, gb / mo, gb / mm, gb / ms,
+                   floor_t / mo, gb / own_t, stores, own_t / mo);
+        fflush(stdout);
+        free(t_op);
     }
+    if (tty)
+        fprintf(stderr, "\r%*s\r", width + 40, "");
+    free_buffers(&b);
+    free(plan);
+    bench_streams_destroy(own);
     bench_copier_destroy(copier);
     keel_ctx_destroy(ctx);
     return failed;

@@ -2,10 +2,11 @@
  * onnx_pb.c - bounds-checked reader of the protobuf wire format for ONNX TensorProto and
  * ModelProto files. See onnx_pb.h.
  *
- * Field numbers are those of onnx/onnx.proto (IR version 10). Each message parser walks its
- * fields once: a known field with an unexpected wire type is an error, an unknown field is
- * skipped whatever its wire type. Every read goes through the keel_pb_read_* functions, which
- * compare against the bytes left before touching memory.
+ * Field numbers are those of onnx/onnx.proto (IR version 10). Each message is a table of the
+ * fields keel reads (number, wire type, handler) and pb_read is the one loop that walks any of
+ * them: a known field with an unexpected wire type is an error, an unknown field is skipped
+ * whatever its wire type. Every read goes through the keel_pb_read_* functions, which compare
+ * against the bytes left before touching memory.
  */
 #include "onnx_pb.h"
 
@@ -192,6 +193,39 @@ keel_status keel_pb_read_bytes(keel_pb_reader *r, const uint8_t **data, size_t *
     return KEEL_OK;
 }
 
+/* A field's value, decoded by read_value according to its wire type. */
+typedef struct pb_value {
+    uint64_t u;         /* a varint, fixed64 or fixed32 (zero-extended) */
+    keel_pb_reader sub; /* a length-delimited payload: a nested message, a string, bytes */
+} pb_value;
+
+/* Read a value of wire type `wire` (not a group: those are skipped, never read). */
+static keel_status read_value(keel_pb_reader *r, int wire, pb_value *v, char *err, size_t errlen)
+{
+    const uint8_t *data;
+    size_t n;
+    uint32_t u32;
+    keel_status st;
+    switch (wire) {
+    case KEEL_PB_VARINT:
+        return keel_pb_read_varint(r, &v->u, err, errlen);
+    case KEEL_PB_FIXED64:
+        return keel_pb_read_fixed64(r, &v->u, err, errlen);
+    case KEEL_PB_FIXED32:
+        st = keel_pb_read_fixed32(r, &u32, err, errlen);
+        if (st == KEEL_OK)
+            v->u = u32;
+        return st;
+    case KEEL_PB_LEN:
+        st = keel_pb_read_bytes(r, &data, &n, err, errlen);
+        if (st == KEEL_OK)
+            v->sub = keel_pb_reader_sub(r, data, n);
+        return st;
+    default:
+        return fail(KEEL_EFORMAT, err, errlen, "invalid wire type %d", wire);
+    }
+}
+
 static keel_status skip_depth(keel_pb_reader *r, keel_pb_key key, int depth, char *err, size_t errlen);
 
 /* Skip fields up to the end-group key that closes the group of field `field`. */
@@ -223,27 +257,13 @@ static keel_status skip_group(keel_pb_reader *r, uint32_t field, int depth, char
 
 static keel_status skip_depth(keel_pb_reader *r, keel_pb_key key, int depth, char *err, size_t errlen)
 {
-    uint64_t u64;
-    uint32_t u32;
-    const uint8_t *data;
-    size_t n;
-    switch (key.wire) {
-    case KEEL_PB_VARINT:
-        return keel_pb_read_varint(r, &u64, err, errlen);
-    case KEEL_PB_FIXED64:
-        return keel_pb_read_fixed64(r, &u64, err, errlen);
-    case KEEL_PB_LEN:
-        return keel_pb_read_bytes(r, &data, &n, err, errlen);
-    case KEEL_PB_FIXED32:
-        return keel_pb_read_fixed32(r, &u32, err, errlen);
-    case KEEL_PB_SGROUP:
+    pb_value v;
+    if (key.wire == KEEL_PB_SGROUP)
         return skip_group(r, key.field, depth + 1, err, errlen);
-    case KEEL_PB_EGROUP:
+    if (key.wire == KEEL_PB_EGROUP)
         return fail(KEEL_EFORMAT, err, errlen, "end-group of field %u at byte %zu without a start",
                     key.field, r->base + r->pos);
-    default:
-        return fail(KEEL_EFORMAT, err, errlen, "invalid wire type %d", key.wire);
-    }
+    return read_value(r, key.wire, &v, err, errlen);
 }
 
 keel_status keel_pb_skip(keel_pb_reader *r, keel_pb_key key, char *err, size_t errlen)
@@ -258,6 +278,41 @@ keel_status keel_pb_skip(keel_pb_reader *r, keel_pb_key key, char *err, size_t e
     return st;
 }
 
+/* ---- messages: a table of fields each, one loop for all ------------------------------------ */
+
+/* pb_field.wire: the wire type (the low 3 bits) and what else the loop accepts. */
+enum {
+    PB_WIRE_MASK = 0x07,
+    /* A repeated scalar that may also come packed: one length-delimited run of values of the
+     * entry's wire type, each handed to the handler as if it had had its own key. */
+    PB_PACKED = 0x10,
+    /* A field keel does not support: KEEL_EUNSUPPORTED whatever its wire type, its value unread
+     * (the entry's name is the message). */
+    PB_REFUSE = 0x20
+};
+
+typedef struct pb_field pb_field;
+
+/* Store one value of field f in the message state msg. A failing handler need not undo what it
+ * wrote: the whole parse fails with it. */
+typedef keel_status (*pb_handler)(void *msg, const pb_field *f, pb_value *v, char *err,
+                                  size_t errlen);
+
+/* One field of a message: what pb_read does when it meets its key. */
+struct pb_field {
+    uint32_t number;    /* 0 ends a table */
+    int wire;           /* the expected wire type, | PB_PACKED; or PB_REFUSE */
+    const char *name;   /* onnx.proto's name, in error messages */
+    pb_handler handler; /* NULL only with PB_REFUSE */
+    size_t offset;      /* where in msg the generic handlers (field_name, field_int64) write */
+};
+
+/* A message type: its fields and the checks made once all of them are read (NULL: none). */
+typedef struct pb_message {
+    const pb_field *fields;
+    keel_status (*finish)(void *msg, char *err, size_t errlen);
+} pb_message;
+
 /* A known field written with another wire type than its schema's. */
 static keel_status bad_wire(const keel_pb_reader *r, const char *field, keel_pb_key key,
                             char *err, size_t errlen)
@@ -266,63 +321,94 @@ static keel_status bad_wire(const keel_pb_reader *r, const char *field, keel_pb_
                 field, key.field, r->base + r->pos, wire_name(key.wire));
 }
 
-/* Expect wire type `wire` for a known field. */
-static keel_status expect_wire(const keel_pb_reader *r, keel_pb_key key, int wire, const char *field,
-                               char *err, size_t errlen)
+/* A PB_PACKED field that came length-delimited: its values, one handler call each. */
+static keel_status read_packed(keel_pb_reader *r, const pb_field *f, void *msg, char *err,
+                               size_t errlen)
 {
-    return key.wire == wire ? KEEL_OK : bad_wire(r, field, key, err, errlen);
+    const int wire = f->wire & PB_WIRE_MASK;
+    const size_t width = wire == KEEL_PB_FIXED32 ? 4 : wire == KEEL_PB_FIXED64 ? 8 : 1;
+    pb_value run, v;
+    keel_status st = read_value(r, KEEL_PB_LEN, &run, err, errlen);
+    /* Fixed-width runs are checked whole, so a cut last value is named as such. */
+    if (st == KEEL_OK && run.sub.len % width)
+        return fail(KEEL_EFORMAT, err, errlen, "packed %s of %zu bytes, not a multiple of %zu",
+                    f->name, run.sub.len, width);
+    while (st == KEEL_OK && !keel_pb_at_end(&run.sub)) {
+        st = read_value(&run.sub, wire, &v, err, errlen);
+        if (st == KEEL_OK)
+            st = f->handler(msg, f, &v, err, errlen);
+    }
+    return st;
+}
+
+/* The one loop: read every field of the message in r into msg, then run its final checks. */
+static keel_status pb_read(keel_pb_reader *r, const pb_message *type, void *msg, char *err,
+                           size_t errlen)
+{
+    keel_status st = KEEL_OK;
+    while (st == KEEL_OK && !keel_pb_at_end(r)) {
+        keel_pb_key key;
+        pb_value v;
+        st = keel_pb_read_key(r, &key, err, errlen);
+        if (st != KEEL_OK)
+            break;
+        const pb_field *f = type->fields;
+        while (f->number && f->number != key.field)
+            f++;
+        if (!f->number)
+            st = keel_pb_skip(r, key, err, errlen);
+        else if (f->wire == PB_REFUSE)
+            st = fail(KEEL_EUNSUPPORTED, err, errlen, "%s", f->name);
+        else if (key.wire == (f->wire & PB_WIRE_MASK)) {
+            st = read_value(r, key.wire, &v, err, errlen);
+            if (st == KEEL_OK)
+                st = f->handler(msg, f, &v, err, errlen);
+        } else if ((f->wire & PB_PACKED) && key.wire == KEEL_PB_LEN)
+            st = read_packed(r, f, msg, err, errlen);
+        else
+            st = bad_wire(r, f->name, key, err, errlen);
+    }
+    if (st == KEEL_OK && type->finish)
+        st = type->finish(msg, err, errlen);
+    return st;
+}
+
+/* A nested message (the payload v of a length-delimited field): its errors say where they were,
+ * prefixed by `context`. */
+static keel_status pb_read_nested(pb_value *v, const pb_message *type, void *msg,
+                                  const char *context, char *err, size_t errlen)
+{
+    keel_status st = pb_read(&v->sub, type, msg, err, errlen);
+    return st == KEEL_OK ? st : with_context(st, err, errlen, context);
 }
 
 /* Copy a length-delimited string into dst (cap bytes with the NUL). A name that does not fit,
  * or holds a NUL byte, is an error: a cut name could match another one. */
-static keel_status copy_name(char *dst, size_t cap, const uint8_t *data, size_t n, const char *what,
+static keel_status copy_name(char *dst, size_t cap, const keel_pb_reader *s, const char *what,
                              char *err, size_t errlen)
 {
-    if (n >= cap)
+    if (s->len >= cap)
         return fail(KEEL_EFORMAT, err, errlen, "%s is %zu bytes long (at most %zu supported)", what,
-                    n, cap - 1);
-    if (n && memchr(data, 0, n))
+                    s->len, cap - 1);
+    if (s->len && memchr(s->buf, 0, s->len))
         return fail(KEEL_EFORMAT, err, errlen, "%s holds a NUL byte", what);
-    if (n)
-        memcpy(dst, data, n);
-    dst[n] = '\0';
+    if (s->len)
+        memcpy(dst, s->buf, s->len);
+    dst[s->len] = '\0';
     return KEEL_OK;
 }
 
-/* Read a string field (its key already read) into dst. */
-static keel_status read_name(keel_pb_reader *r, keel_pb_key key, char *dst, size_t cap,
-                             const char *what, char *err, size_t errlen)
+/* Generic handlers: a string into the char[KEEL_ONNX_NAME_MAX] at f->offset in msg, a varint into
+ * the int64_t there (two's complement: a negative value is a 10-byte varint). */
+static keel_status field_name(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
 {
-    const uint8_t *data;
-    size_t n;
-    keel_status st = expect_wire(r, key, KEEL_PB_LEN, what, err, errlen);
-    if (st == KEEL_OK)
-        st = keel_pb_read_bytes(r, &data, &n, err, errlen);
-    if (st == KEEL_OK)
-        st = copy_name(dst, cap, data, n, what, err, errlen);
-    return st;
+    return copy_name((char *)msg + f->offset, KEEL_ONNX_NAME_MAX, &v->sub, f->name, err, errlen);
 }
 
-/* Read a varint field (its key already read). */
-static keel_status read_varint_field(keel_pb_reader *r, keel_pb_key key, uint64_t *v,
-                                     const char *what, char *err, size_t errlen)
+static keel_status field_int64(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
 {
-    keel_status st = expect_wire(r, key, KEEL_PB_VARINT, what, err, errlen);
-    return st == KEEL_OK ? keel_pb_read_varint(r, v, err, errlen) : st;
-}
-
-/* Read a length-delimited field (its key already read) as a sub-reader. */
-static keel_status read_message_field(keel_pb_reader *r, keel_pb_key key, keel_pb_reader *sub,
-                                      const char *what, char *err, size_t errlen)
-{
-    const uint8_t *data;
-    size_t n;
-    keel_status st = expect_wire(r, key, KEEL_PB_LEN, what, err, errlen);
-    if (st == KEEL_OK)
-        st = keel_pb_read_bytes(r, &data, &n, err, errlen);
-    if (st == KEEL_OK)
-        *sub = keel_pb_reader_sub(r, data, n);
-    return st;
+    *(int64_t *)((char *)msg + f->offset) = (int64_t)v->u;
+    return KEEL_OK;
 }
 
 /* ---- files ----------------------------------------------------------------------------------- */
@@ -401,8 +487,9 @@ const char *keel_onnx_dtype_name(int64_t data_type)
     return "UNKNOWN";
 }
 
-/* What the first pass over a TensorProto finds. */
+/* What the first pass over a TensorProto finds (dims and name go straight into t). */
 typedef struct tensor_scan {
+    keel_onnx_tensor *t;
     int has_data_type;
     int64_t data_type;
     const uint8_t *raw; /* raw_data (the last one, as protobuf's "last one wins" for bytes) */
@@ -410,64 +497,6 @@ typedef struct tensor_scan {
     int has_raw;
     size_t n_float_data; /* float_data values, packed and unpacked together */
 } tensor_scan;
-
-static keel_status add_dim(keel_onnx_tensor *t, uint64_t v, char *err, size_t errlen)
-{
-    if (t->ndims >= KEEL_ONNX_MAX_DIMS)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d dims", KEEL_ONNX_MAX_DIMS);
-    int64_t d = (int64_t)v; /* int64 on the wire: a negative dim is a 10-byte varint */
-    if (d < 0)
-        return fail(KEEL_EFORMAT, err, errlen, "dim %d is negative (%lld)", t->ndims, (long long)d);
-    t->dims[t->ndims++] = d;
-    return KEEL_OK;
-}
-
-/* dims: unpacked (one varint per field) or packed (one length-delimited run of varints). */
-static keel_status read_dims(keel_pb_reader *r, keel_pb_key key, keel_onnx_tensor *t,
-                             char *err, size_t errlen)
-{
-    uint64_t v;
-    keel_status st;
-    if (key.wire == KEEL_PB_VARINT) {
-        st = keel_pb_read_varint(r, &v, err, errlen);
-        return st == KEEL_OK ? add_dim(t, v, err, errlen) : st;
-    }
-    if (key.wire != KEEL_PB_LEN)
-        return bad_wire(r, "dims", key, err, errlen);
-    keel_pb_reader packed;
-    st = read_message_field(r, key, &packed, "dims", err, errlen);
-    while (st == KEEL_OK && !keel_pb_at_end(&packed)) {
-        st = keel_pb_read_varint(&packed, &v, err, errlen);
-        if (st == KEEL_OK)
-            st = add_dim(t, v, err, errlen);
-    }
-    return st;
-}
-
-/* float_data: count its values (first pass), checking the packed run is whole fixed32s. */
-static keel_status count_float_data(keel_pb_reader *r, keel_pb_key key, size_t *count,
-                                    char *err, size_t errlen)
-{
-    uint32_t u;
-    keel_status st;
-    if (key.wire == KEEL_PB_FIXED32) {
-        st = keel_pb_read_fixed32(r, &u, err, errlen);
-        if (st == KEEL_OK)
-            (*count)++;
-        return st;
-    }
-    if (key.wire != KEEL_PB_LEN)
-        return bad_wire(r, "float_data", key, err, errlen);
-    const uint8_t *data;
-    size_t n;
-    st = keel_pb_read_bytes(r, &data, &n, err, errlen);
-    if (st != KEEL_OK)
-        return st;
-    if (n % 4)
-        return fail(KEEL_EFORMAT, err, errlen, "packed float_data of %zu bytes, not a multiple of 4", n);
-    *count += n / 4;
-    return KEEL_OK;
-}
 
 static float float_from_bits(uint32_t u)
 {
@@ -482,64 +511,91 @@ static float float_from_le(const uint8_t *p)
                            (uint32_t)p[3] << 24);
 }
 
-static keel_status scan_tensor(keel_pb_reader *r, keel_onnx_tensor *t, tensor_scan *s,
-                               char *err, size_t errlen)
+/* dims: one value, unpacked or from a packed run. */
+static keel_status tp_dim(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
 {
-    keel_status st = KEEL_OK;
-    while (st == KEEL_OK && !keel_pb_at_end(r)) {
-        keel_pb_key key;
-        uint64_t v;
-        const uint8_t *data;
-        size_t n;
-        st = keel_pb_read_key(r, &key, err, errlen);
-        if (st != KEEL_OK)
-            break;
-        switch (key.field) {
-        case TP_DIMS:
-            st = read_dims(r, key, t, err, errlen);
-            break;
-        case TP_DATA_TYPE:
-            st = read_varint_field(r, key, &v, "data_type", err, errlen);
-            if (st == KEEL_OK) {
-                s->has_data_type = 1;
-                s->data_type = (int64_t)v;
-            }
-            break;
-        case TP_SEGMENT:
-            return fail(KEEL_EUNSUPPORTED, err, errlen, "segmented tensors are not supported");
-        case TP_FLOAT_DATA:
-            st = count_float_data(r, key, &s->n_float_data, err, errlen);
-            break;
-        case TP_NAME:
-            st = expect_wire(r, key, KEEL_PB_LEN, "name", err, errlen);
-            if (st == KEEL_OK)
-                st = keel_pb_read_bytes(r, &data, &n, err, errlen);
-            if (st == KEEL_OK) {
-                /* The tensor's name is only shown, so a long one is cut rather than refused. */
-                size_t k = n < sizeof t->name - 1 ? n : sizeof t->name - 1;
-                memcpy(t->name, data, k);
-                t->name[k] = '\0';
-            }
-            break;
-        case TP_RAW_DATA:
-            st = expect_wire(r, key, KEEL_PB_LEN, "raw_data", err, errlen);
-            if (st == KEEL_OK)
-                st = keel_pb_read_bytes(r, &s->raw, &s->raw_len, err, errlen);
-            if (st == KEEL_OK)
-                s->has_raw = 1;
-            break;
-        case TP_DATA_LOCATION:
-            st = read_varint_field(r, key, &v, "data_location", err, errlen);
-            if (st == KEEL_OK && v != 0)
-                return fail(KEEL_EUNSUPPORTED, err, errlen, "external data is not supported");
-            break;
-        default:
-            st = keel_pb_skip(r, key, err, errlen);
-            break;
-        }
-    }
-    return st;
+    keel_onnx_tensor *t = ((tensor_scan *)msg)->t;
+    if (t->ndims >= KEEL_ONNX_MAX_DIMS)
+        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d dims", KEEL_ONNX_MAX_DIMS);
+    int64_t d = (int64_t)v->u; /* int64 on the wire: a negative dim is a 10-byte varint */
+    if (d < 0)
+        return fail(KEEL_EFORMAT, err, errlen, "dim %d is negative (%lld)", t->ndims, (long long)d);
+    t->dims[t->ndims++] = d;
+    return KEEL_OK;
 }
+
+static keel_status tp_data_type(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    tensor_scan *s = msg;
+    s->has_data_type = 1;
+    s->data_type = (int64_t)v->u;
+    return KEEL_OK;
+}
+
+/* float_data, first pass: only counted (the packed runs checked to be whole fixed32s). */
+static keel_status tp_count_float(void *msg, const pb_field *f, pb_value *v, char *err,
+                                  size_t errlen)
+{
+    ((tensor_scan *)msg)->n_float_data++;
+    return KEEL_OK;
+}
+
+static keel_status tp_name(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    /* The tensor's name is only shown, so a long one is cut rather than refused. */
+    keel_onnx_tensor *t = ((tensor_scan *)msg)->t;
+    size_t k = v->sub.len < sizeof t->name - 1 ? v->sub.len : sizeof t->name - 1;
+    if (k)
+        memcpy(t->name, v->sub.buf, k);
+    t->name[k] = '\0';
+    return KEEL_OK;
+}
+
+static keel_status tp_raw_data(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    tensor_scan *s = msg;
+    s->raw = v->sub.buf;
+    s->raw_len = v->sub.len;
+    s->has_raw = 1;
+    return KEEL_OK;
+}
+
+static keel_status tp_data_location(void *msg, const pb_field *f, pb_value *v, char *err,
+                                    size_t errlen)
+{
+    return v->u ? fail(KEEL_EUNSUPPORTED, err, errlen, "external data is not supported") : KEEL_OK;
+}
+
+static const pb_field tensor_fields[] = {
+    {TP_DIMS, KEEL_PB_VARINT | PB_PACKED, "dims", tp_dim, 0},
+    {TP_DATA_TYPE, KEEL_PB_VARINT, "data_type", tp_data_type, 0},
+    {TP_SEGMENT, PB_REFUSE, "segmented tensors are not supported", NULL, 0},
+    {TP_FLOAT_DATA, KEEL_PB_FIXED32 | PB_PACKED, "float_data", tp_count_float, 0},
+    {TP_NAME, KEEL_PB_LEN, "name", tp_name, 0},
+    {TP_RAW_DATA, KEEL_PB_LEN, "raw_data", tp_raw_data, 0},
+    {TP_DATA_LOCATION, KEEL_PB_VARINT, "data_location", tp_data_location, 0},
+    {0, 0, NULL, NULL, 0}};
+static const pb_message tensor_message = {tensor_fields, NULL};
+
+/* The second pass, once data is allocated: float_data's values copied in order. */
+typedef struct float_fill {
+    float *out;
+    size_t count, k;
+} float_fill;
+
+static keel_status tp_fill_float(void *msg, const pb_field *f, pb_value *v, char *err,
+                                 size_t errlen)
+{
+    float_fill *fill = msg;
+    if (fill->k < fill->count)
+        fill->out[fill->k++] = float_from_bits((uint32_t)v->u);
+    return KEEL_OK;
+}
+
+static const pb_field float_fill_fields[] = {
+    {TP_FLOAT_DATA, KEEL_PB_FIXED32 | PB_PACKED, "float_data", tp_fill_float, 0},
+    {0, 0, NULL, NULL, 0}};
+static const pb_message float_fill_message = {float_fill_fields, NULL};
 
 /* Product of the dims, refusing any size whose bytes would not fit in size_t. */
 static keel_status element_count(const keel_onnx_tensor *t, size_t *count, char *err, size_t errlen)
@@ -555,38 +611,6 @@ static keel_status element_count(const keel_onnx_tensor *t, size_t *count, char 
     }
     *count = c;
     return KEEL_OK;
-}
-
-/* Second pass: copy the float_data values (the first pass checked the structure). */
-static keel_status fill_float_data(keel_pb_reader *r, float *out, size_t count, char *err, size_t errlen)
-{
-    size_t k = 0;
-    keel_status st = KEEL_OK;
-    while (st == KEEL_OK && !keel_pb_at_end(r)) {
-        keel_pb_key key;
-        uint32_t u;
-        st = keel_pb_read_key(r, &key, err, errlen);
-        if (st != KEEL_OK)
-            break;
-        if (key.field != TP_FLOAT_DATA) {
-            st = keel_pb_skip(r, key, err, errlen);
-        } else if (key.wire == KEEL_PB_FIXED32) {
-            st = keel_pb_read_fixed32(r, &u, err, errlen);
-            if (st == KEEL_OK && k < count)
-                out[k++] = float_from_bits(u);
-        } else {
-            keel_pb_reader packed;
-            st = read_message_field(r, key, &packed, "float_data", err, errlen);
-            while (st == KEEL_OK && !keel_pb_at_end(&packed)) {
-                st = keel_pb_read_fixed32(&packed, &u, err, errlen);
-                if (st == KEEL_OK && k < count)
-                    out[k++] = float_from_bits(u);
-            }
-        }
-    }
-    if (st == KEEL_OK && k != count)
-        st = fail(KEEL_EFORMAT, err, errlen, "float_data changed between passes");
-    return st;
 }
 
 static keel_status tensor_values(const uint8_t *buf, size_t len, keel_onnx_tensor *t,
@@ -614,7 +638,11 @@ static keel_status tensor_values(const uint8_t *buf, size_t len, keel_onnx_tenso
         return KEEL_OK;
     }
     keel_pb_reader r = keel_pb_reader_init(buf, len);
-    return fill_float_data(&r, t->data, t->count, err, errlen);
+    float_fill fill = {t->data, t->count, 0};
+    keel_status st = pb_read(&r, &float_fill_message, &fill, err, errlen);
+    if (st == KEEL_OK && fill.k != fill.count)
+        st = fail(KEEL_EFORMAT, err, errlen, "float_data changed between passes");
+    return st;
 }
 
 keel_status keel_onnx_tensor_parse(const uint8_t *buf, size_t len, keel_onnx_tensor *t,
@@ -628,7 +656,8 @@ keel_status keel_onnx_tensor_parse(const uint8_t *buf, size_t len, keel_onnx_ten
     keel_pb_reader r = keel_pb_reader_init(buf, len);
     tensor_scan s;
     memset(&s, 0, sizeof s);
-    keel_status st = scan_tensor(&r, t, &s, err, errlen);
+    s.t = t;
+    keel_status st = pb_read(&r, &tensor_message, &s, err, errlen);
     if (st == KEEL_OK && !s.has_data_type)
         st = fail(KEEL_EFORMAT, err, errlen, "no data_type");
     if (st == KEEL_OK && s.data_type != KEEL_ONNX_FLOAT)
@@ -692,229 +721,235 @@ enum {
     VALUE_INFO_NAME = 1
 };
 
+/* The state of the messages that need more than the struct they fill. */
+typedef struct model_state {
+    keel_onnx_model *m;
+    int has_graph, has_opset;
+} model_state;
+
+typedef struct graph_state {
+    keel_onnx_model *m;
+    int n_nodes;
+} graph_state;
+
+typedef struct opset_state {
+    model_state *model;
+    char domain[KEEL_ONNX_NAME_MAX];
+    int64_t version;
+} opset_state;
+
 static int is_default_domain(const char *domain)
 {
     return domain[0] == '\0' || !strcmp(domain, "ai.onnx");
 }
 
-static keel_status parse_attribute(keel_pb_reader *r, keel_onnx_attr *a, char *err, size_t errlen)
+/* AttributeProto, into a keel_onnx_attr. */
+static keel_status attr_f(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
 {
-    keel_status st = KEEL_OK;
-    memset(a, 0, sizeof *a);
-    int has_name = 0;
-    while (st == KEEL_OK && !keel_pb_at_end(r)) {
-        keel_pb_key key;
-        uint64_t v;
-        uint32_t u;
-        st = keel_pb_read_key(r, &key, err, errlen);
-        if (st != KEEL_OK)
-            break;
-        switch (key.field) {
-        case ATTR_NAME:
-            st = read_name(r, key, a->name, sizeof a->name, "name", err, errlen);
-            has_name = 1;
-            break;
-        case ATTR_F:
-            st = expect_wire(r, key, KEEL_PB_FIXED32, "f", err, errlen);
-            if (st == KEEL_OK)
-                st = keel_pb_read_fixed32(r, &u, err, errlen);
-            if (st == KEEL_OK) {
-                a->f = float_from_bits(u);
-                a->has_f = 1;
-            }
-            break;
-        case ATTR_I:
-            st = read_varint_field(r, key, &v, "i", err, errlen);
-            if (st == KEEL_OK) {
-                a->i = (int64_t)v; /* two's complement: a negative axis is a 10-byte varint */
-                a->has_i = 1;
-            }
-            break;
-        case ATTR_TYPE:
-            st = read_varint_field(r, key, &v, "type", err, errlen);
-            if (st == KEEL_OK)
-                a->type = (int64_t)v;
-            break;
-        case ATTR_REF_ATTR_NAME:
-            return fail(KEEL_EUNSUPPORTED, err, errlen, "attribute refers to a function attribute");
-        default:
-            st = keel_pb_skip(r, key, err, errlen);
-            break;
-        }
-    }
-    if (st == KEEL_OK && (!has_name || !a->name[0]))
-        st = fail(KEEL_EFORMAT, err, errlen, "attribute without a name");
-    return st;
+    keel_onnx_attr *a = msg;
+    a->f = float_from_bits((uint32_t)v->u);
+    a->has_f = 1;
+    return KEEL_OK;
 }
 
-/* Append a string field to a list of names (node or graph inputs/outputs). */
-static keel_status add_name(keel_pb_reader *r, keel_pb_key key, char list[][KEEL_ONNX_NAME_MAX],
-                            int *n, const char *what, char *err, size_t errlen)
+static keel_status attr_i(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    keel_onnx_attr *a = msg;
+    a->i = (int64_t)v->u; /* two's complement: a negative axis is a 10-byte varint */
+    a->has_i = 1;
+    return KEEL_OK;
+}
+
+static keel_status attr_finish(void *msg, char *err, size_t errlen)
+{
+    const keel_onnx_attr *a = msg;
+    return a->name[0] ? KEEL_OK : fail(KEEL_EFORMAT, err, errlen, "attribute without a name");
+}
+
+static const pb_field attribute_fields[] = {
+    {ATTR_NAME, KEEL_PB_LEN, "name", field_name, offsetof(keel_onnx_attr, name)},
+    {ATTR_F, KEEL_PB_FIXED32, "f", attr_f, 0},
+    {ATTR_I, KEEL_PB_VARINT, "i", attr_i, 0},
+    {ATTR_TYPE, KEEL_PB_VARINT, "type", field_int64, offsetof(keel_onnx_attr, type)},
+    {ATTR_REF_ATTR_NAME, PB_REFUSE, "attribute refers to a function attribute", NULL, 0},
+    {0, 0, NULL, NULL, 0}};
+static const pb_message attribute_message = {attribute_fields, attr_finish};
+
+/* NodeProto, into the keel_onnx_model. */
+
+/* Append a string to a list of names (node inputs/outputs). */
+static keel_status add_name(char list[][KEEL_ONNX_NAME_MAX], int *n, const pb_field *f, pb_value *v,
+                            char *err, size_t errlen)
 {
     if (*n >= KEEL_ONNX_MAX_IO)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d %s", KEEL_ONNX_MAX_IO, what);
-    keel_status st = read_name(r, key, list[*n], KEEL_ONNX_NAME_MAX, what, err, errlen);
+        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d %s", KEEL_ONNX_MAX_IO, f->name);
+    keel_status st = copy_name(list[*n], KEEL_ONNX_NAME_MAX, &v->sub, f->name, err, errlen);
     if (st == KEEL_OK)
         (*n)++;
     return st;
 }
 
-static keel_status add_attribute(keel_pb_reader *r, keel_pb_key key, keel_onnx_model *m,
-                                 char *err, size_t errlen)
+static keel_status node_input(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
 {
-    keel_pb_reader sub;
-    keel_status st = read_message_field(r, key, &sub, "attribute", err, errlen);
-    if (st != KEEL_OK)
-        return st;
+    keel_onnx_model *m = msg;
+    return add_name(m->inputs, &m->n_inputs, f, v, err, errlen);
+}
+
+static keel_status node_output(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    keel_onnx_model *m = msg;
+    return add_name(m->outputs, &m->n_outputs, f, v, err, errlen);
+}
+
+static keel_status node_attribute(void *msg, const pb_field *f, pb_value *v, char *err,
+                                  size_t errlen)
+{
+    keel_onnx_model *m = msg;
     if (m->n_attrs >= KEEL_ONNX_MAX_ATTRS)
         return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d attributes", KEEL_ONNX_MAX_ATTRS);
     keel_onnx_attr *a = &m->attrs[m->n_attrs];
-    st = parse_attribute(&sub, a, err, errlen);
+    memset(a, 0, sizeof *a);
+    keel_status st = pb_read_nested(v, &attribute_message, a, "attribute", err, errlen);
     if (st != KEEL_OK)
-        return with_context(st, err, errlen, "attribute");
+        return st;
     if (keel_onnx_model_attr(m, a->name))
         return fail(KEEL_EFORMAT, err, errlen, "attribute %s given twice", a->name);
     m->n_attrs++;
     return KEEL_OK;
 }
 
-static keel_status parse_node(keel_pb_reader *r, keel_onnx_model *m, char *err, size_t errlen)
+static keel_status node_finish(void *msg, char *err, size_t errlen)
 {
-    keel_status st = KEEL_OK;
-    while (st == KEEL_OK && !keel_pb_at_end(r)) {
-        keel_pb_key key;
-        st = keel_pb_read_key(r, &key, err, errlen);
-        if (st != KEEL_OK)
-            break;
-        switch (key.field) {
-        case NODE_INPUT:
-            st = add_name(r, key, m->inputs, &m->n_inputs, "inputs", err, errlen);
-            break;
-        case NODE_OUTPUT:
-            st = add_name(r, key, m->outputs, &m->n_outputs, "outputs", err, errlen);
-            break;
-        case NODE_OP_TYPE:
-            st = read_name(r, key, m->op_type, sizeof m->op_type, "op_type", err, errlen);
-            break;
-        case NODE_ATTRIBUTE:
-            st = add_attribute(r, key, m, err, errlen);
-            break;
-        case NODE_DOMAIN:
-            st = read_name(r, key, m->domain, sizeof m->domain, "domain", err, errlen);
-            break;
-        default:
-            st = keel_pb_skip(r, key, err, errlen);
-            break;
-        }
-    }
-    if (st == KEEL_OK && !m->op_type[0])
-        st = fail(KEEL_EFORMAT, err, errlen, "node without op_type");
-    return st;
+    const keel_onnx_model *m = msg;
+    return m->op_type[0] ? KEEL_OK : fail(KEEL_EFORMAT, err, errlen, "node without op_type");
 }
 
-/* A ValueInfoProto of the graph's inputs or outputs: only its name is kept. */
-static keel_status add_value_info(keel_pb_reader *r, keel_pb_key key, char list[][KEEL_ONNX_NAME_MAX],
-                                  int *n, const char *what, char *err, size_t errlen)
+static const pb_field node_fields[] = {
+    {NODE_INPUT, KEEL_PB_LEN, "inputs", node_input, 0},
+    {NODE_OUTPUT, KEEL_PB_LEN, "outputs", node_output, 0},
+    {NODE_OP_TYPE, KEEL_PB_LEN, "op_type", field_name, offsetof(keel_onnx_model, op_type)},
+    {NODE_ATTRIBUTE, KEEL_PB_LEN, "attribute", node_attribute, 0},
+    {NODE_DOMAIN, KEEL_PB_LEN, "domain", field_name, offsetof(keel_onnx_model, domain)},
+    {0, 0, NULL, NULL, 0}};
+static const pb_message node_message = {node_fields, node_finish};
+
+/* ValueInfoProto, into one name of the graph's inputs or outputs: only its name is kept. */
+static const pb_field value_info_fields[] = {{VALUE_INFO_NAME, KEEL_PB_LEN, "name", field_name, 0},
+                                             {0, 0, NULL, NULL, 0}};
+static const pb_message value_info_message = {value_info_fields, NULL};
+
+static keel_status add_value_info(char list[][KEEL_ONNX_NAME_MAX], int *n, const pb_field *f,
+                                  pb_value *v, char *err, size_t errlen)
 {
-    keel_pb_reader sub;
-    keel_status st = read_message_field(r, key, &sub, what, err, errlen);
-    if (st != KEEL_OK)
-        return st;
     if (*n >= KEEL_ONNX_MAX_IO)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d graph %s", KEEL_ONNX_MAX_IO, what);
-    char *name = list[*n];
-    name[0] = '\0';
-    while (st == KEEL_OK && !keel_pb_at_end(&sub)) {
-        keel_pb_key k;
-        st = keel_pb_read_key(&sub, &k, err, errlen);
-        if (st != KEEL_OK)
-            break;
-        if (k.field == VALUE_INFO_NAME)
-            st = read_name(&sub, k, name, KEEL_ONNX_NAME_MAX, "name", err, errlen);
-        else
-            st = keel_pb_skip(&sub, k, err, errlen);
-    }
-    if (st != KEEL_OK)
-        return with_context(st, err, errlen, what);
-    (*n)++;
-    return KEEL_OK;
-}
-
-static keel_status parse_graph(keel_pb_reader *r, keel_onnx_model *m, char *err, size_t errlen)
-{
-    keel_status st = KEEL_OK;
-    int n_nodes = 0;
-    while (st == KEEL_OK && !keel_pb_at_end(r)) {
-        keel_pb_key key;
-        keel_pb_reader sub;
-        st = keel_pb_read_key(r, &key, err, errlen);
-        if (st != KEEL_OK)
-            break;
-        switch (key.field) {
-        case GRAPH_NODE:
-            st = read_message_field(r, key, &sub, "node", err, errlen);
-            /* Only the first node is read: a graph of more is refused below. */
-            if (st == KEEL_OK && n_nodes++ == 0) {
-                st = parse_node(&sub, m, err, errlen);
-                if (st != KEEL_OK)
-                    st = with_context(st, err, errlen, "node");
-            }
-            break;
-        case GRAPH_INITIALIZER:
-            st = expect_wire(r, key, KEEL_PB_LEN, "initializer", err, errlen);
-            if (st == KEEL_OK)
-                st = keel_pb_skip(r, key, err, errlen);
-            m->n_initializers++;
-            break;
-        case GRAPH_INPUT:
-            st = add_value_info(r, key, m->graph_inputs, &m->n_graph_inputs, "input", err, errlen);
-            break;
-        case GRAPH_OUTPUT:
-            st = add_value_info(r, key, m->graph_outputs, &m->n_graph_outputs, "output", err, errlen);
-            break;
-        default:
-            st = keel_pb_skip(r, key, err, errlen);
-            break;
-        }
-    }
-    if (st == KEEL_OK && n_nodes != 1)
-        st = fail(KEEL_EUNSUPPORTED, err, errlen, "graph has %d nodes (exactly 1 supported)", n_nodes);
+        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d graph %s", KEEL_ONNX_MAX_IO,
+                    f->name);
+    list[*n][0] = '\0';
+    keel_status st = pb_read_nested(v, &value_info_message, list[*n], f->name, err, errlen);
+    if (st == KEEL_OK)
+        (*n)++;
     return st;
 }
 
-/* An opset_import entry: keep the version of the default domain. */
-static keel_status parse_opset(keel_pb_reader *r, keel_onnx_model *m, int *found, char *err, size_t errlen)
+/* GraphProto, into the keel_onnx_model. */
+static keel_status graph_node(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
 {
-    char domain[KEEL_ONNX_NAME_MAX] = "";
-    int64_t version = -1;
-    keel_status st = KEEL_OK;
-    while (st == KEEL_OK && !keel_pb_at_end(r)) {
-        keel_pb_key key;
-        uint64_t v;
-        st = keel_pb_read_key(r, &key, err, errlen);
-        if (st != KEEL_OK)
-            break;
-        if (key.field == OPSET_DOMAIN) {
-            st = read_name(r, key, domain, sizeof domain, "domain", err, errlen);
-        } else if (key.field == OPSET_VERSION) {
-            st = read_varint_field(r, key, &v, "version", err, errlen);
-            if (st == KEEL_OK)
-                version = (int64_t)v;
-        } else {
-            st = keel_pb_skip(r, key, err, errlen);
-        }
-    }
-    if (st != KEEL_OK || !is_default_domain(domain))
-        return st;
-    if (*found)
-        return fail(KEEL_EFORMAT, err, errlen, "the default domain is imported twice");
-    if (version < 1)
-        return fail(KEEL_EFORMAT, err, errlen, "the default domain's opset version is %lld",
-                    (long long)version);
-    *found = 1;
-    m->opset = version;
+    graph_state *g = msg;
+    /* Only the first node is read: a graph of more is refused by graph_finish. */
+    if (g->n_nodes++)
+        return KEEL_OK;
+    return pb_read_nested(v, &node_message, g->m, "node", err, errlen);
+}
+
+static keel_status graph_initializer(void *msg, const pb_field *f, pb_value *v, char *err,
+                                     size_t errlen)
+{
+    ((graph_state *)msg)->m->n_initializers++;
     return KEEL_OK;
 }
+
+static keel_status graph_input(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    keel_onnx_model *m = ((graph_state *)msg)->m;
+    return add_value_info(m->graph_inputs, &m->n_graph_inputs, f, v, err, errlen);
+}
+
+static keel_status graph_output(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    keel_onnx_model *m = ((graph_state *)msg)->m;
+    return add_value_info(m->graph_outputs, &m->n_graph_outputs, f, v, err, errlen);
+}
+
+static keel_status graph_finish(void *msg, char *err, size_t errlen)
+{
+    const graph_state *g = msg;
+    if (g->n_nodes != 1)
+        return fail(KEEL_EUNSUPPORTED, err, errlen, "graph has %d nodes (exactly 1 supported)",
+                    g->n_nodes);
+    return KEEL_OK;
+}
+
+static const pb_field graph_fields[] = {
+    {GRAPH_NODE, KEEL_PB_LEN, "node", graph_node, 0},
+    {GRAPH_INITIALIZER, KEEL_PB_LEN, "initializer", graph_initializer, 0},
+    {GRAPH_INPUT, KEEL_PB_LEN, "input", graph_input, 0},
+    {GRAPH_OUTPUT, KEEL_PB_LEN, "output", graph_output, 0},
+    {0, 0, NULL, NULL, 0}};
+static const pb_message graph_message = {graph_fields, graph_finish};
+
+/* OperatorSetIdProto: keep the version of the default domain. */
+static keel_status opset_finish(void *msg, char *err, size_t errlen)
+{
+    const opset_state *o = msg;
+    if (!is_default_domain(o->domain))
+        return KEEL_OK;
+    if (o->model->has_opset)
+        return fail(KEEL_EFORMAT, err, errlen, "the default domain is imported twice");
+    if (o->version < 1)
+        return fail(KEEL_EFORMAT, err, errlen, "the default domain's opset version is %lld",
+                    (long long)o->version);
+    o->model->has_opset = 1;
+    o->model->m->opset = o->version;
+    return KEEL_OK;
+}
+
+static const pb_field opset_fields[] = {
+    {OPSET_DOMAIN, KEEL_PB_LEN, "domain", field_name, offsetof(opset_state, domain)},
+    {OPSET_VERSION, KEEL_PB_VARINT, "version", field_int64, offsetof(opset_state, version)},
+    {0, 0, NULL, NULL, 0}};
+static const pb_message opset_message = {opset_fields, opset_finish};
+
+/* ModelProto. */
+static keel_status model_graph(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    model_state *ms = msg;
+    if (ms->has_graph++)
+        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than one graph field");
+    graph_state g = {ms->m, 0};
+    return pb_read_nested(v, &graph_message, &g, "graph", err, errlen);
+}
+
+static keel_status model_opset(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+{
+    opset_state o = {msg, "", -1};
+    return pb_read_nested(v, &opset_message, &o, "opset_import", err, errlen);
+}
+
+static keel_status model_finish(void *msg, char *err, size_t errlen)
+{
+    const model_state *ms = msg;
+    if (!ms->has_graph)
+        return fail(KEEL_EFORMAT, err, errlen, "no graph");
+    if (!ms->has_opset)
+        return fail(KEEL_EFORMAT, err, errlen, "no opset_import for the default domain");
+    return KEEL_OK;
+}
+
+static const pb_field model_fields[] = {
+    {MODEL_GRAPH, KEEL_PB_LEN, "graph", model_graph, 0},
+    {MODEL_OPSET_IMPORT, KEEL_PB_LEN, "opset_import", model_opset, 0},
+    {0, 0, NULL, NULL, 0}};
+static const pb_message model_message = {model_fields, model_finish};
 
 keel_status keel_onnx_model_parse(const uint8_t *buf, size_t len, keel_onnx_model *m,
                                   char *err, size_t errlen)
@@ -926,33 +961,8 @@ keel_status keel_onnx_model_parse(const uint8_t *buf, size_t len, keel_onnx_mode
     if (!buf && len)
         return fail(KEEL_ENULL, err, errlen, "NULL buffer of %zu bytes", len);
     keel_pb_reader r = keel_pb_reader_init(buf, len);
-    keel_status st = KEEL_OK;
-    int has_graph = 0, has_opset = 0;
-    while (st == KEEL_OK && !keel_pb_at_end(&r)) {
-        keel_pb_key key;
-        keel_pb_reader sub;
-        st = keel_pb_read_key(&r, &key, err, errlen);
-        if (st != KEEL_OK)
-            break;
-        if (key.field == MODEL_GRAPH) {
-            st = read_message_field(&r, key, &sub, "graph", err, errlen);
-            if (st == KEEL_OK && has_graph++)
-                st = fail(KEEL_EUNSUPPORTED, err, errlen, "more than one graph field");
-            if (st == KEEL_OK && (st = parse_graph(&sub, m, err, errlen)) != KEEL_OK)
-                st = with_context(st, err, errlen, "graph");
-        } else if (key.field == MODEL_OPSET_IMPORT) {
-            st = read_message_field(&r, key, &sub, "opset_import", err, errlen);
-            if (st == KEEL_OK && (st = parse_opset(&sub, m, &has_opset, err, errlen)) != KEEL_OK)
-                st = with_context(st, err, errlen, "opset_import");
-        } else {
-            st = keel_pb_skip(&r, key, err, errlen);
-        }
-    }
-    if (st == KEEL_OK && !has_graph)
-        st = fail(KEEL_EFORMAT, err, errlen, "no graph");
-    if (st == KEEL_OK && !has_opset)
-        st = fail(KEEL_EFORMAT, err, errlen, "no opset_import for the default domain");
-    return st;
+    model_state ms = {m, 0, 0};
+    return pb_read(&r, &model_message, &ms, err, errlen);
 }
 
 keel_status keel_onnx_model_load(const char *path, keel_onnx_model *m, char *err, size_t errlen)
