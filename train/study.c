@@ -79,6 +79,49 @@ static const char *verdict(const study *s, const tr_result *r)
     return "trains";
 }
 
+/* A fresh LayerNorm model of depth L (post-norm when post), averaged over 4 training batches
+ * before any step: each block's second MLP weight's gradient norm (gs, L values) and the mean
+ * residual norm entering each block and after the last (rs, L + 1). 0, or -1 with a message
+ * printed (memory, or a keel call the model's forward or backward made that failed). */
+static int init_gradients(const study *s, int L, int post, double *gs, double *rs)
+{
+    tm_config cfg = {s->d->vocab, L, s->width, s->heads, s->seq, 1, TM_NORM_LAYER, post ? TM_POST : TM_PRE, 0, 1e-5f};
+    tm_model m;
+    char err[512];
+    if (tm_create(&m, &cfg, s->batch, 1, s->threads, err, sizeof err)) {
+        fprintf(stderr, "keel study: %s\n", err);
+        return -1;
+    }
+    double *g = calloc((size_t)L, sizeof(double)), *rn = calloc((size_t)L + 1, sizeof(double));
+    int *x = malloc(sizeof(int) * (size_t)s->batch * s->seq), *y = malloc(sizeof(int) * (size_t)s->batch * s->seq);
+    int rc = g && rn && x && y ? 0 : -1;
+    if (rc)
+        fprintf(stderr, "keel study: out of memory\n");
+    tm_rng rng = {99};
+    enum { NB = 4 };
+    for (int b = 0; b < NB && rc == 0; b++) {
+        tm_data_batch(s->d, 0, &rng, s->batch, s->seq, x, y);
+        tm_forward(&m, x, y, s->batch, s->seq);
+        if (tm_error(&m) || tm_backward(&m)) {
+            fprintf(stderr, "keel study: %s\n", tm_error(&m));
+            rc = -1;
+            break;
+        }
+        tm_mlp_out_grad_norms(&m, g);
+        tm_residual_norms(&m, rn);
+        for (int l = 0; l < L; l++)
+            gs[l] += g[l] / NB;
+        for (int l = 0; l <= L; l++)
+            rs[l] += rn[l] / NB;
+    }
+    free(g);
+    free(rn);
+    free(x);
+    free(y);
+    tm_destroy(&m);
+    return rc;
+}
+
 /* ---- experiment 1: at initialization ------------------------------------------------------- */
 static int study_exp1(study *s)
 {
@@ -97,44 +140,21 @@ static int study_exp1(study *s)
     for (int p = 0; p < 2; p++)
         for (int k = 0; k < 4; k++) {
             int L = depths[k];
-            tm_config cfg = {s->d->vocab, L, s->width, s->heads, s->seq, 1, TM_NORM_LAYER, p ? TM_POST : TM_PRE, 0, 1e-5f};
-            tm_model m;
-            char err[512];
-            if (tm_create(&m, &cfg, s->batch, 1, s->threads, err, sizeof err)) {
-                fprintf(stderr, "keel study: %s\n", err);
+            double *gs = calloc((size_t)L, sizeof(double)), *rs = calloc((size_t)L + 1, sizeof(double));
+            if (!gs || !rs || init_gradients(s, L, p, gs, rs)) {
+                if (!gs || !rs)
+                    fprintf(stderr, "keel study: out of memory\n");
+                free(gs);
+                free(rs);
                 return -1;
-            }
-            double *g = calloc((size_t)L, sizeof(double)), *gs = calloc((size_t)L, sizeof(double));
-            double *rn = calloc((size_t)L + 1, sizeof(double)), *rs = calloc((size_t)L + 1, sizeof(double));
-            int *x = malloc(sizeof(int) * (size_t)s->batch * s->seq), *y = malloc(sizeof(int) * (size_t)s->batch * s->seq);
-            tm_rng rng = {99};
-            enum { NB = 4 };
-            for (int b = 0; b < NB; b++) {
-                tm_data_batch(s->d, 0, &rng, s->batch, s->seq, x, y);
-                tm_forward(&m, x, y, s->batch, s->seq);
-                if (tm_error(&m) || tm_backward(&m)) {
-                    fprintf(stderr, "keel study: %s\n", tm_error(&m));
-                    free(g);
-                    free(gs);
-                    free(rn);
-                    free(rs);
-                    free(x);
-                    free(y);
-                    tm_destroy(&m);
-                    return -1;
-                }
-                tm_mlp_out_grad_norms(&m, g);
-                tm_residual_norms(&m, rn);
-                for (int l = 0; l < L; l++)
-                    gs[l] += g[l] / NB;
-                for (int l = 0; l <= L; l++)
-                    rs[l] += rn[l] / NB;
             }
             char path[1200];
             snprintf(path, sizeof path, "%s/init_%s_L%d.csv", s->out, p ? "post" : "pre", L);
             FILE *f = fopen(path, "w");
             if (!f) {
                 fprintf(stderr, "keel study: cannot write %s\n", path);
+                free(gs);
+                free(rs);
                 return -1;
             }
             fprintf(f, "block,w2_grad_norm,residual_norm_in\n");
@@ -154,13 +174,8 @@ static int study_exp1(study *s)
             printf("  init %-4s L=%-2d  W2 grad norm: last block %.4g, mean %.4g; residual norm %.3g -> %.3g\n",
                    p ? "post" : "pre", L, gs[L - 1], mean, rs[0], rs[L]);
             fflush(stdout);
-            free(g);
             free(gs);
-            free(rn);
             free(rs);
-            free(x);
-            free(y);
-            tm_destroy(&m);
         }
     double pre_slope = log(last[0][3] / last[0][0]) / log(48.0 / 6.0);
     double post_slope = log(last[1][3] / last[1][0]) / log(48.0 / 6.0);
