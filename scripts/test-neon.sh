@@ -29,13 +29,12 @@ sh scripts/ensure-deps.sh gcc-$triple libc6-dev-arm64-cross qemu-user-static
 qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static || true)
 [ -n "$qemu" ] || { echo "test-neon: no qemu-aarch64 after installing qemu-user-static" >&2; exit 1; }
 
-# The tests that compare the neon path's own kernels with the scalar ones (LayerScale, DyT,
-# RMSNorm, LayerNorm, BatchNorm and the bf16/f16 conversions so far: test_convert, test_lowp;
-# RMSNorm and LayerNorm also through test_ops, test_determinism and test_bwd_hints;
-# test_bad_input: KEEL_ISA=neon and keel_ctx_set_isa on aarch64), in their quick sweep
-# (KEEL_TEST_QUICK=1; qemu emulates every floating-point instruction: many times slower). The
-# ops the neon path still takes from the scalar path (fused add + norm) are in the same tests
-# once converted;
+# The tests that compare the neon path's own kernels with the scalar ones (every kernel now:
+# LayerScale, DyT, RMSNorm, LayerNorm, the fused add + RMSNorm and add + LayerNorm, BatchNorm
+# and the bf16/f16 conversions: test_convert, test_lowp; RMSNorm and LayerNorm also through
+# test_ops, test_determinism and test_bwd_hints; test_bad_input: KEEL_ISA=neon and
+# keel_ctx_set_isa on aarch64), in their quick sweep (KEEL_TEST_QUICK=1; qemu emulates every
+# floating-point instruction: many times slower);
 # test_cross_digest already checks every op on aarch64 against x86-64.
 tests="test_kernels_bitwise test_block_determinism test_dyt_tanh test_cross_digest \
 test_block_ops test_block_lowp test_bad_input test_convert test_lowp test_ops test_determinism \

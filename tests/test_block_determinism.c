@@ -193,10 +193,9 @@ static void inputs_free(inputs *in)
 }
 
 /* Calls from beyond L2 take the SIMD forwards' other plans: rows pipelined (a row read from
- * memory while another is written, f32_add_layernorm__avx512.c; add_norm_pipe.h says from which
- * size), and outputs of
- * more than R512_STREAM_ABOVE (8 MiB) streamed with non-temporal stores when their rows start
- * on 64-byte boundaries (packed rows of 64-byte aligned buffers: all of them; other strides:
+ * memory while another is written, src/kernels/f32_add_layernorm_simd.h; pipe_fwd_wanted in
+ * add_norm_simd.h says from which size), and outputs of more than ADD_NORM_STREAM_ABOVE
+ * (8 MiB) streamed with non-temporal stores when their rows start on the vector's boundary (packed rows of 64-byte aligned buffers: all of them; other strides:
  * some). Rows longer than the pipeline's buffers go one at a time. Every shape, in a plain and
  * a full configuration (alpha, lambda, bias, mean and rstd out) with h stored or not, on 1 and
  * 2 threads: h, y, mean and rstd the bits of the first path on one thread. */

@@ -2,8 +2,8 @@
  * its stages batch_sum, batch_mid, batch_out): step t sums batch t, finishes the statistics of
  * batch t - 1 and writes batch t - (BATCH_SLOTS - 1), so that a batch's divisions and square
  * root (long latencies, one chain) overlap the other batches' work; batch i lives in slot
- * i % BATCH_SLOTS of bufs. Returns whether a row was streamed. Included by add_norm_pipe.h's
- * LayerNorm or RMSNorm part, or by a plain norm's kernel (px: x alone, res->r NULL; no
+ * i % BATCH_SLOTS of bufs. Returns whether a row was streamed. Included by a fused kernel's
+ * file before its body (f32_add_layernorm_simd.h, f32_add_rmsnorm_simd.h), or by a plain norm's kernel (px: x alone, res->r NULL; no
  * include guard: a kernel file includes it once); one: alpha is known to be 1; nv: the row's
  * vectors, (dim + 15) / 16 on AVX-512 (a constant at every call; unused on AVX2). */
 KEEL_INLINE int fwd_batches_of(size_t nb, size_t dim, const keel_f32_res *res, float *h,

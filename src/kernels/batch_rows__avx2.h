@@ -11,19 +11,19 @@
  *  - a batch's output lines fetched for writing (PREFETCHW, a no-op on processors without it)
  *    two stages before they are stored, unless the call streams, and the inputs BATCH_AHEAD
  *    rows ahead.
- * Include only from *__avx2.c files. */
+ * Include only from *__avx2.c files, after lanes__avx2.h. */
 #ifndef KEEL_KERNELS_BATCH_ROWS_AVX2_H
 #define KEEL_KERNELS_BATCH_ROWS_AVX2_H
 
 #include "finish_rows__avx2.h"
 #include "batch_rows.h"
-#include "residual__avx2.h"
+#include "residual_simd.h"
 
 #define PIPE_BATCH 4
 #define PIPE_BATCH_MAX 16
 #define BATCH_TAKE_MAX PIPE_BATCH_MAX /* the rows every forward gives the batches */
-#define BATCH_SLOTS 3 /* batches in flight */
-#define BATCH_SLOT (PIPE_BATCH * 48) /* floats: the rows' h (16 each), then 16 doubles each */
+#define BATCH_SLOTS 3                 /* batches in flight */
+#define BATCH_SLOT (PIPE_BATCH * 48)  /* floats: the rows' h (16 each), then 16 doubles each */
 
 /* A batch's statistics between its stages. */
 typedef struct batch_stats {
@@ -33,18 +33,18 @@ typedef struct batch_stats {
 
 /* What every batch of a call shares. */
 typedef struct batch_call {
-    k256_tail t;  /* the row's floats, when fewer than 16 */
-    int full;     /* rows of 16 floats: no masks */
-    int one;      /* alpha is 1 */
-    r256_v g, b;  /* gamma and beta (zero when absent or beyond the row) */
+    kr_tail t;   /* the row's floats, when fewer than 16 */
+    int full;    /* rows of 16 floats: no masks */
+    int one;     /* alpha is 1 */
+    kr_f16 g, b; /* gamma and beta (zero when absent or beyond the row) */
     k256_dim n;
     batch_lines l; /* the output lines to fetch, the inputs to prefetch */
 } batch_call;
 
 /* The step of a row: whole, or its tail through the masks. */
-KEEL_INLINE r256_step batch_step(const batch_call *c)
+KEEL_INLINE kstep batch_step(const batch_call *c)
 {
-    const r256_step s = {c->full, &c->t};
+    const kstep s = {&c->t, c->full};
     return s;
 }
 
@@ -56,10 +56,10 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const 
     (void)nv; /* one 16-float step a row */
     batch_call c;
     c.full = dim == 16;
-    c.t = k256_tail_of(c.full ? 0 : dim);
+    c.t = kr_tail_of(c.full ? 0 : dim);
     c.one = one || res->alpha == 1.0f;
-    c.g = gamma ? r256_load(gamma, batch_step(&c)) : r256_set1(0.0f);
-    c.b = beta ? r256_load(beta, batch_step(&c)) : r256_set1(0.0f);
+    c.g = gamma ? ks_load(gamma, batch_step(&c)) : kr_set1(0.0f);
+    c.b = beta ? ks_load(beta, batch_step(&c)) : kr_set1(0.0f);
     c.n = k256_dim_of(dim);
     c.l = batch_lines_of(h, hs, y, ys, stream, hh, 1);
     return c;
@@ -67,49 +67,47 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const 
 
 /* h of row i of the batch (zero beyond the row's floats); px: a plain norm's row, x alone
  * (hl, hb, px constants at every call). */
-KEEL_INLINE r256_v batch_h(const batch_call *c, const batch_rows *b, int i, int hl, int hb, int px)
+KEEL_INLINE kr_f16 batch_h(const batch_call *c, const batch_rows *b, int i, int hl, int hb, int px)
 {
     const float *x = b->x + (size_t)i * b->xs;
-    const r256_step s = batch_step(c);
+    const kstep s = batch_step(c);
     if (px)
-        return r256_load(x, s);
+        return ks_load(x, s);
     const float *rr = b->r + (size_t)i * b->rs;
     if (c->one && !hl && !hb)
-        return r256_add(r256_load(x, s), r256_load(rr, s));
-    const r256_row w = {x, rr, b->lambda, b->bias, r256_set1(b->alpha)};
-    return r256_h(&w, 0, s, hl, hb);
+        return kr_add(ks_load(x, s), ks_load(rr, s));
+    const res_row w = {x, rr, b->lambda, b->bias, kr_set1(b->alpha)};
+    return res_h(&w, 0, s, hl, hb);
 }
 
 /* Row i of the batch at row r: h, kept in its place in slot (16 floats a row), the row's
  * fetches issued (batch_fetch). */
-KEEL_INLINE r256_v batch_row_in(const batch_call *c, const batch_rows *b, float *slot, size_t r,
+KEEL_INLINE kr_f16 batch_row_in(const batch_call *c, const batch_rows *b, float *slot, size_t r,
                                 int i, int hl, int hb, int px)
 {
-    const r256_v v = batch_h(c, b, i, hl, hb, px);
-    _mm256_store_ps(slot + i * 16, v.v[0]);
-    _mm256_store_ps(slot + i * 16 + 8, v.v[1]);
+    const kr_f16 v = batch_h(c, b, i, hl, hb, px);
+    _mm256_store_ps(slot + i * 16, v.lo);
+    _mm256_store_ps(slot + i * 16 + 8, v.hi);
     batch_fetch(&c->l, b, r, i, px);
     return v;
 }
 
-KEEL_INLINE r256_v batch_slot_h(const float *slot, int i)
+KEEL_INLINE kr_f16 batch_slot_h(const float *slot, int i)
 {
-    r256_v v;
-    v.v[0] = _mm256_load_ps(slot + i * 16);
-    v.v[1] = _mm256_load_ps(slot + i * 16 + 8);
+    const kr_f16 v = {_mm256_load_ps(slot + i * 16), _mm256_load_ps(slot + i * 16 + 8)};
     return v;
 }
 
 /* Row ri's outputs: h (v, when hh) and y (t), streamed when the call streams and the rows are
- * whole aligned lines of 16; returns whether they were streamed. */
+ * whole lines of 16 that start kr_streamable; returns whether they were streamed. */
 KEEL_INLINE int batch_store(const batch_call *c, int stream, size_t ri, float *h, size_t hs,
-                            float *y, size_t ys, r256_v v, r256_v t, int hh)
+                            float *y, size_t ys, kr_f16 v, kr_f16 t, int hh)
 {
     float *hr = hh ? h + ri * hs : NULL, *yr = y + ri * ys;
-    const int nt = stream && c->full && r256_aligned(yr) && (!hh || r256_aligned(hr));
+    const int nt = stream && c->full && kr_streamable(yr) && (!hh || kr_streamable(hr));
     if (hh)
-        r256_store(hr, v, batch_step(c), nt);
-    r256_store(yr, t, batch_step(c), nt);
+        ks_store(hr, v, batch_step(c), nt);
+    ks_store(yr, t, batch_step(c), nt);
     return nt;
 }
 

@@ -12,13 +12,14 @@
  *  - a batch's output lines fetched for writing (PREFETCHW) two stages before they are
  *    stored, unless the call streams, and the inputs two batches ahead (batch_fetch).
  * A row's vectors q = 0 .. nv - 1 are whole but the last, which holds the row's tail (its
- * mask k: all 16 when dim is a multiple of 16). Include only from *__avx512.c files. */
+ * mask k: all 16 when dim is a multiple of 16). Include only from *__avx512.c files, after
+ * lanes__avx512.h. */
 #ifndef KEEL_KERNELS_BATCH_ROWS_AVX512_H
 #define KEEL_KERNELS_BATCH_ROWS_AVX512_H
 
 #include "finish_rows__avx512.h"
 #include "batch_rows.h"
-#include "residual__avx512.h"
+#include "residual_simd.h"
 
 #define PIPE_BATCH 8
 #define BATCH_NV 4 /* vectors a row at most */
@@ -26,7 +27,7 @@
 /* The rows the fused forwards and the plain LayerNorm give the batches; the plain RMSNorm gives
  * them rows of up to PIPE_BATCH_MAX. Rows of 64 floats, keel bench 4096x64, 1 thread, fraction
  * of the floor, before -> in batches: add+ln fwd 0.96-1.00 -> 0.81 (the row pipeline of
- * add_norm_pipe.h does better there), add+rms fwd 1.03-1.05 -> 0.97-0.98, layernorm fwd
+ * add_norm_simd.h does better there), add+rms fwd 1.03-1.05 -> 0.97-0.98, layernorm fwd
  * 0.45-0.54 -> 0.43-0.51, rmsnorm fwd 0.43-0.46 -> 0.62-0.64. */
 #define BATCH_TAKE_MAX 48
 #define BATCH_SLOTS 3 /* batches in flight (3, 4 and 5 measured alike) */
@@ -95,9 +96,10 @@ KEEL_INLINE __m512 batch_h(const batch_call *c, const batch_rows *b, int i, int 
     if (c->one && !hl && !hb) {
         v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, x), _mm512_maskz_loadu_ps(k, rr));
     } else {
-        const r512_row w = {x, rr, b->lambda ? b->lambda + 16 * q : NULL,
-                            b->bias ? b->bias + 16 * q : NULL, _mm512_set1_ps(b->alpha)};
-        v = r512_h(&w, 0, k, 0, hl, hb);
+        const res_row w = {x, rr, b->lambda ? b->lambda + 16 * q : NULL,
+                           b->bias ? b->bias + 16 * q : NULL, _mm512_set1_ps(b->alpha)};
+        const kstep s = {&k, 0};
+        v = res_h(&w, 0, s, hl, hb);
     }
     return v;
 }
@@ -119,7 +121,7 @@ KEEL_INLINE int batch_nt(const batch_call *c, int stream, size_t ri, const float
                          const float *y, size_t ys, int hh)
 {
     const int whole = c->k == (__mmask16)0xffff; /* no masked tail: whole aligned lines */
-    return stream && whole && r512_aligned(y + ri * ys) && (!hh || r512_aligned(h + ri * hs));
+    return stream && whole && kr_streamable(y + ri * ys) && (!hh || kr_streamable(h + ri * hs));
 }
 
 /* Vector q of row ri's outputs: h (v, when hh) and y (t); nt: batch_nt. */
@@ -127,10 +129,10 @@ KEEL_INLINE void batch_store(const batch_call *c, int q, int nt, size_t ri, floa
                              float *y, size_t ys, __m512 v, __m512 t, int hh)
 {
     const __mmask16 k = batch_kq(c, q);
-    const int full = k == (__mmask16)0xffff;
+    const kstep s = {&k, k == (__mmask16)0xffff};
     if (hh)
-        r512_store(h + ri * hs + 16 * q, v, k, full, nt);
-    r512_store(y + ri * ys + 16 * q, t, k, full, nt);
+        ks_store(h + ri * hs + 16 * q, v, s, nt);
+    ks_store(y + ri * ys + 16 * q, t, s, nt);
 }
 
 #endif

@@ -134,7 +134,7 @@ typedef void keel_f32_layernorm_fwd_fn(size_t rows, size_t dim,
  * docs/performance.md). Inputs spanning more than KEEL_PREFETCH_ABOVE bytes are prefetched a row
  * ahead; a plain norm's output of KEEL_STREAM_ABOVE bytes or more per call (one thread's part) is
  * written with streaming stores. (The fused forwards stream from their own, measured cut:
- * R512_STREAM_ABOVE in residual__avx512.h.) */
+ * ADD_NORM_STREAM_ABOVE in add_norm_simd.h.) */
 #define KEEL_PREFETCH_ABOVE ((size_t)2 << 20)
 #define KEEL_STREAM_ABOVE ((size_t)16 << 20)
 
@@ -283,10 +283,10 @@ typedef void keel_f32_dyt_bwd_fn(size_t rows, size_t dim, const float *dy, size_
     X(f32_layernorm_bwd, neon)                                                                     \
     X(f32_rmsnorm_fwd, neon)                                                                       \
     X(f32_rmsnorm_bwd, neon)                                                                       \
-    X(f32_add_layernorm_fwd, scalar)                                                               \
-    X(f32_add_layernorm_bwd, scalar)                                                               \
-    X(f32_add_rmsnorm_fwd, scalar)                                                                 \
-    X(f32_add_rmsnorm_bwd, scalar)                                                                 \
+    X(f32_add_layernorm_fwd, neon)                                                                 \
+    X(f32_add_layernorm_bwd, neon)                                                                 \
+    X(f32_add_rmsnorm_fwd, neon)                                                                   \
+    X(f32_add_rmsnorm_bwd, neon)                                                                   \
     X(f32_layerscale_fwd, neon)                                                                    \
     X(f32_layerscale_bwd, neon)                                                                    \
     X(f32_batchnorm_stats, neon)                                                                   \

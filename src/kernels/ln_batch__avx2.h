@@ -24,7 +24,7 @@ KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *re
     double *d = (double *)(slot + PIPE_BATCH * 16);
     const batch_rows b = batch_rows_of(res, r);
     for (int i = 0; i < PIPE_BATCH; i++) {
-        const r256_d q = r256_cvt(batch_row_in(c, &b, slot, r, i, hl, hb, px));
+        const kr_d16 q = kr_widen(batch_row_in(c, &b, slot, r, i, hl, hb, px));
         for (int k = 0; k < 4; k++)
             _mm256_store_pd(d + i * 16 + 4 * k, q.q[k]);
         s[i] = batch_tree4(q.q[0], q.q[1], q.q[2], q.q[3]);
@@ -73,13 +73,12 @@ KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch
         _mm_storeu_ps(rstd + r, st->rstd);
     int streamed = 0;
     for (int i = 0; i < PIPE_BATCH; i++) {
-        const r256_v v = batch_slot_h(slot, i);
-        r256_v t = r256_mul(r256_sub(r256_sub(v, r256_set1(hi[i])), r256_set1(lo[i])),
-                            r256_set1(rs[i]));
+        const kr_f16 v = batch_slot_h(slot, i);
+        kr_f16 t = kr_mul(kr_sub(kr_sub(v, kr_set1(hi[i])), kr_set1(lo[i])), kr_set1(rs[i]));
         if (hg)
-            t = r256_mul(t, c->g);
+            t = kr_mul(t, c->g);
         if (hbe)
-            t = r256_add(t, c->b);
+            t = kr_add(t, c->b);
         streamed |= batch_store(c, stream, r + (size_t)i, h, hs, y, ys, v, t, hh);
     }
     return streamed;

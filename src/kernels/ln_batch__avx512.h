@@ -27,7 +27,8 @@ KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *re
         __m512d slo = _mm512_setzero_pd(), shi = slo;
         for (int q = 0; q < c->nv; q++) {
             const __m512 v = batch_row_in(c, &b, slot, r, i, q, hl, hb, px);
-            const __m512d lo = r512_lo(v), hi = r512_hi(v);
+            const kr_d16 vd = kr_widen(v);
+            const __m512d lo = vd.lo, hi = vd.hi;
             _mm512_store_pd(d + i * batch_row(c) + 16 * q, lo);
             _mm512_store_pd(d + i * batch_row(c) + 16 * q + 8, hi);
             slo = q ? _mm512_add_pd(slo, lo) : lo;

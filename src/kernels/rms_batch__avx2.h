@@ -14,7 +14,7 @@ KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *re
     __m256d s[PIPE_BATCH];
     const batch_rows b = batch_rows_of(res, r);
     for (int i = 0; i < PIPE_BATCH; i++) {
-        const r256_d q = r256_cvt(batch_row_in(c, &b, slot, r, i, hl, hb, px));
+        const kr_d16 q = kr_widen(batch_row_in(c, &b, slot, r, i, hl, hb, px));
         __m256d sq[4];
         for (int k = 0; k < 4; k++)
             sq[k] = _mm256_mul_pd(q.q[k], q.q[k]);
@@ -45,10 +45,10 @@ KEEL_INLINE int batch_out(size_t r, size_t dim, const batch_call *c, const batch
         _mm_storeu_ps(rstd + r, st->rstd);
     int streamed = 0;
     for (int i = 0; i < PIPE_BATCH; i++) {
-        const r256_v v = batch_slot_h(slot, i);
-        r256_v t = r256_mul(v, r256_set1(rs[i]));
+        const kr_f16 v = batch_slot_h(slot, i);
+        kr_f16 t = kr_mul(v, kr_set1(rs[i]));
         if (hg)
-            t = r256_mul(t, c->g);
+            t = kr_mul(t, c->g);
         streamed |= batch_store(c, stream, r + (size_t)i, h, hs, y, ys, v, t, hh);
     }
     return streamed;

@@ -19,7 +19,8 @@ KEEL_INLINE void batch_sum(size_t r, const batch_call *c, const keel_f32_res *re
         __m512d slo = _mm512_setzero_pd(), shi = slo;
         for (int q = 0; q < c->nv; q++) {
             const __m512 v = batch_row_in(c, &b, slot, r, i, q, hl, hb, px);
-            const __m512d lo = r512_lo(v), hi = r512_hi(v);
+            const kr_d16 vd = kr_widen(v);
+            const __m512d lo = vd.lo, hi = vd.hi;
             const __m512d p0 = _mm512_mul_pd(lo, lo), p1 = _mm512_mul_pd(hi, hi);
             slo = q ? _mm512_add_pd(slo, p0) : p0;
             shi = q ? _mm512_add_pd(shi, p1) : p1;

@@ -69,13 +69,6 @@ KEEL_INLINE k256_tail k256_tail_of(size_t n)
     return t;
 }
 
-/* The tail floats at p as two ymm, 0.0 beyond the tail; reads nothing past it. */
-KEEL_INLINE void k256_tail_load(const k256_tail *t, const float *p, __m256 *v0, __m256 *v1)
-{
-    *v0 = _mm256_maskload_ps(p, t->f0);
-    *v1 = t->n > 8 ? _mm256_maskload_ps(p + 8, t->f1) : _mm256_setzero_ps();
-}
-
 /* Small rows go in groups of K256_GROUP (fewer than AVX-512's: 16 registers): interleaving
  * their reductions hides the latency of the lane adds, the trees and the per-row divisions.
  * The order of the adds within each row is unchanged. See simd_lanes__avx512.h. */
@@ -88,9 +81,6 @@ KEEL_INLINE int k256_want_prefetch(size_t rows, size_t dim, size_t stride)
 {
     return dim >= K256_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
 }
-/* The plain norms' forward pipelines prefetch the row they read from memory this far ahead of
- * the loads, in floats (as K512_PIPE_AHEAD). */
-#define K256_PIPE_AHEAD 256
 /* Streaming stores of the plain norms' outputs past KEEL_STREAM_ABOVE bytes of y per call (the
  * policy and measurements of simd_lanes__avx512.h); a row streams when its start is 32-byte
  * aligned; the kernel ends with an sfence. */
@@ -99,18 +89,6 @@ KEEL_INLINE int k256_want_stream(size_t rows, size_t y_stride)
     return rows * y_stride * sizeof(float) >= KEEL_STREAM_ABOVE;
 }
 KEEL_INLINE int k256_aligned32(const float *p) { return ((uintptr_t)p & 31) == 0; }
-
-/* 8 floats at p: streamed when nt, else an ordinary store. */
-KEEL_INLINE void k256_store8(float *p, __m256 v, int nt)
-{
-    if (nt)
-        _mm256_stream_ps(p, v);
-    else
-        _mm256_storeu_ps(p, v);
-}
-
-#define K256_PF_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
-#define K256_PF_L1(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
 /* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
 KEEL_INLINE double k256_reduce16(__m256d q0, __m256d q1, __m256d q2, __m256d q3)

@@ -51,12 +51,6 @@ KEEL_INLINE int k512_want_prefetch(size_t rows, size_t dim, size_t stride)
 {
     return dim >= K512_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
 }
-/* The plain norms' forwards pipeline their rows instead (f32_layernorm_simd.h: one sweep
- * reads a row from memory while it writes another), prefetching the row they read this far
- * ahead of the loads, in floats (1 KiB, 16 lines; 128 and 512 measured within 5% at 4096x768 to
- * 4096x4096, as for the fused forwards' R512_PIPE_AHEAD). Past the row's end it fetches the
- * start of the next row when the rows are contiguous; a prefetch never faults. */
-#define K512_PIPE_AHEAD 256
 /* Streaming (non-temporal) stores of the plain norms' outputs, for a call whose y spans at least
  * KEEL_STREAM_ABOVE bytes: there a write-allocating store reads every line it writes (a third
  * more traffic than the copy floor) and evicts the rows still to be read. Measured, 1 thread,
@@ -69,18 +63,6 @@ KEEL_INLINE int k512_want_stream(size_t rows, size_t y_stride)
     return rows * y_stride * sizeof(float) >= KEEL_STREAM_ABOVE;
 }
 KEEL_INLINE int k512_aligned64(const float *p) { return ((uintptr_t)p & 63) == 0; }
-
-/* 16 floats at p: streamed when nt, else an ordinary store. */
-KEEL_INLINE void k512_store16(float *p, __m512 v, int nt)
-{
-    if (nt)
-        _mm512_stream_ps(p, v);
-    else
-        _mm512_storeu_ps(p, v);
-}
-
-#define K512_PF_L2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
-#define K512_PF_L1(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
 /* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
 KEEL_INLINE double k512_reduce16(__m512d lo, __m512d hi)

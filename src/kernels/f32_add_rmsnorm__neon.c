@@ -1,0 +1,21 @@
+/* Fused residual add + RMSNorm, float32, aarch64 NEON: the body of f32_add_rmsnorm_simd.h over
+ * lanes__neon.h (no row batches on this path yet: short rows in groups). */
+#include "kernels.h"
+#include "lanes__neon.h"
+#include "f32_add_rmsnorm_simd.h"
+
+void keel_f32_add_rmsnorm_fwd__neon(size_t rows, size_t dim, const keel_f32_res *res, float *h,
+                                    size_t h_stride, float *y, size_t y_stride, const float *gamma,
+                                    float eps, float *rstd)
+{
+    add_rmsnorm_fwd(rows, dim, res, h, h_stride, y, y_stride, gamma, eps, rstd);
+}
+
+void keel_f32_add_rmsnorm_bwd__neon(size_t rows, size_t dim, const float *dy, size_t dy_stride,
+                                    const float *dh, size_t dh_stride, const keel_f32_res *res,
+                                    const float *h, size_t h_stride, const float *rstd,
+                                    const float *gamma, float eps, const keel_f32_res_grads *out)
+{
+    add_rmsnorm_bwd(rows, dim, dy, dy_stride, dh, dh_stride, res, h, h_stride, rstd, gamma, eps,
+                    out);
+}
