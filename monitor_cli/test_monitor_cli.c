@@ -21,6 +21,20 @@ static int run(const char *const *args, int n)
 
 static int fails;
 
+/* A whole file as a NUL-terminated string (tu_slurp's bytes end where the file does), or NULL. */
+static char *slurp_text(const char *path)
+{
+    size_t n = 0;
+    unsigned char *p = tu_slurp(path, &n);
+    char *s = p ? realloc(p, n + 1) : NULL;
+    if (!s) {
+        free(p);
+        return NULL;
+    }
+    s[n] = '\0';
+    return s;
+}
+
 static void expect(const char *what, int got, int want)
 {
     printf("%s: exit %d%s\n", what, got, got == want ? "" : "   <- FAIL");
@@ -62,26 +76,24 @@ int main(void)
     int rc = run(ok, 12);
     printf("score with a writable --csv: exit %d (0 or 3)\n", rc);
     fails += rc != 0 && rc != 3;
-    size_t n = 0;
-    unsigned char *csv = tu_slurp("test_moncli.csv", &n);
-    if (!csv || !strstr((char *)csv, "window,first_token,combined")) {
+    char *csv = slurp_text("test_moncli.csv");
+    if (!csv || !strstr(csv, "window,first_token,combined")) {
         printf("FAIL: test_moncli.csv was not written\n");
         fails++;
     }
     /* the JSON lines: as many as the CSV's windows, each one object with the fields a dashboard
      * reads; the baseline is calibrated, so every window names a norm, statistic and component */
     size_t csv_lines = 0, json_lines = 0, named = 0, alarms_csv = 0, alarms_json = 0;
-    for (size_t i = 0; csv && i < n; i++)
-        csv_lines += csv[i] == '\n';
-    for (char *line = csv ? strchr((char *)csv, '\n') : NULL; line && line[1]; line = strchr(line + 1, '\n')) {
+    for (const char *ch = csv; ch && *ch; ch++)
+        csv_lines += *ch == '\n';
+    for (char *line = csv ? strchr(csv, '\n') : NULL; line && line[1]; line = strchr(line + 1, '\n')) {
         const char *comma = line + 1;
         for (int k = 0; k < 4 && comma; k++)
             comma = strchr(comma + 1, ',');
         alarms_csv += comma && comma[1] == '1';
     }
     free(csv);
-    size_t nj = 0;
-    char *js = (char *)tu_slurp("test_moncli.jsonl", &nj);
+    char *js = slurp_text("test_moncli.jsonl");
     for (char *line = js; js && line && *line; json_lines++) {
         char *end = strchr(line, '\n');
         if (!end)
