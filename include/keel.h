@@ -41,7 +41,7 @@ typedef enum keel_status {
     KEEL_EINVAL = 2,       /* an argument has an invalid value (dim 0, stride < dim, bad eps, flags) */
     KEEL_EUNSUPPORTED = 3, /* valid request this build or version does not support (e.g. a dtype) */
     KEEL_ENOMEM = 4,       /* an allocation failed */
-    KEEL_EOVERFLOW = 5,    /* a size computation overflows size_t */
+    KEEL_EOVERFLOW = 5,    /* a size computation overflows size_t, or a tensor spans more than PTRDIFF_MAX bytes */
     KEEL_EISA = 6,         /* a requested instruction set is unknown or not available on this CPU */
     KEEL_EIO = 7,          /* a file could not be read or written */
     KEEL_EFORMAT = 8,      /* a file or buffer is malformed, truncated or of another format */

@@ -107,6 +107,7 @@ typedef enum mutation {
     MUT_STRIDE_SHORT,    /* tensor.stride = dim - 1 */
     MUT_STRIDE_OVERFLOW, /* tensor.stride = SIZE_MAX / 2: (rows - 1) * stride overflows */
     MUT_ROWS_OVERFLOW,   /* rows = SIZE_MAX / 2 with stride 8 */
+    MUT_STRIDE_HUGE,     /* tensor.stride = 2^60: 3 * 2^62 bytes fit in size_t, not in PTRDIFF_MAX */
     MUT_EPS,             /* eps = value */
     MUT_DTYPE,           /* tensor.dtype = each of bf16, f16, i8, 77, -1 */
     MUT_FLAGS,           /* flags = value */
@@ -152,6 +153,10 @@ static const bad_case table[] = {
      "dx"},
     {"rows*stride overflows", OPS_ALL, MUT_ROWS_OVERFLOW, T_NONE, T_NONE, 0, KEEL_EOVERFLOW,
      "rows"},
+    {"x spans more than PTRDIFF_MAX bytes", OPS_ALL, MUT_STRIDE_HUGE, T_X, T_NONE, 0, KEEL_EOVERFLOW,
+     "PTRDIFF_MAX"},
+    {"dy spans more than PTRDIFF_MAX bytes", OPS_BWD, MUT_STRIDE_HUGE, T_DY, T_NONE, 0,
+     KEEL_EOVERFLOW, "PTRDIFF_MAX"},
     {"eps negative", OPS_ALL, MUT_EPS, T_NONE, T_NONE, -1e-5, KEEL_EINVAL, "eps"},
     {"eps NaN", OPS_ALL, MUT_EPS, T_NONE, T_NONE, NAN, KEEL_EINVAL, "eps"},
     {"eps +Inf", OPS_ALL, MUT_EPS, T_NONE, T_NONE, INFINITY, KEEL_EINVAL, "eps"},
@@ -196,6 +201,7 @@ static void mutate(call *c, fixture *f, const bad_case *b, int dtype)
     case MUT_STRIDE_SHORT: t->stride = c->dim - 1; break;
     case MUT_STRIDE_OVERFLOW: t->stride = SIZE_MAX / 2; break;
     case MUT_ROWS_OVERFLOW: c->rows = SIZE_MAX / 2; break;
+    case MUT_STRIDE_HUGE: t->stride = (size_t)1 << 60; break;
     case MUT_EPS: c->eps = (float)b->value; break;
     case MUT_DTYPE: t->dtype = (keel_dtype)dtype; break;
     case MUT_FLAGS: c->flags = (unsigned)b->value; break;

@@ -57,6 +57,12 @@ keel_status keel_check_tensor_of(const char *who, const char *name, keel_tensor 
     if (rows > 0 && (n == 0 || n > SIZE_MAX / dtype_size(t.dtype)))
         return keel_fail(KEEL_EOVERFLOW, "%s: %s spans rows (%zu) * stride (%zu) elements, which overflows size_t",
                          who, name, rows, t.stride);
+    /* No object spans more than PTRDIFF_MAX bytes, and a row's offset past that overflows a
+     * pointer (fuzz_api: a bf16 stride of 2^62 elements over 2 rows, 2^63 + 2 bytes, passed the
+     * size_t check and the staging read row 1 at a wrapped address). */
+    if (rows > 0 && n > (size_t)PTRDIFF_MAX / dtype_size(t.dtype))
+        return keel_fail(KEEL_EOVERFLOW, "%s: %s spans rows (%zu) * stride (%zu) elements, more than "
+                         "PTRDIFF_MAX bytes: larger than any object", who, name, rows, t.stride);
     return KEEL_OK;
 }
 
