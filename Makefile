@@ -10,7 +10,7 @@ PYTHON     ?= python3
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test test-unit test-python test-asan test-tsan test-fuzz test-install test-neon fuzz bench install clean
+.PHONY: all deps build demo test test-unit test-python test-asan test-tsan test-fuzz test-install test-neon fuzz bench bench-kernels install clean
 
 all: build
 
@@ -98,6 +98,12 @@ test-neon: build
 
 bench: build
 	sh scripts/bench.sh $(BUILD)
+
+# Every kernel of the kernel list on every path this build has and the CPU runs, beside scalar
+# (bench/kernel_bench.c, docs/performance.md): its full default (3 shapes, 5 loops of 20 ms per
+# path), where make bench runs a short one. KERNEL_BENCH_ARGS adds options (--op layernorm ...).
+bench-kernels: build
+	$(BUILD)/keel_kernel_bench $(KERNEL_BENCH_ARGS)
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)

@@ -2,8 +2,9 @@
 # make bench: runs keel bench and the peers (bench/peers/run.sh) with one thread and with every
 # core, and writes BENCHMARKS.md with the machine and the command: the float32 rows, then the
 # low-precision rows (keel bench --dtype bf16,f16,i8 beside run.sh --lowp), then the AVX2 path
-# forced (KEEL_ISA=avx2) on two shapes where the machine has a wider default, and short rows in a
-# call beyond L2 (65536x16). Usage:
+# forced (KEEL_ISA=avx2) on two shapes where the machine has a wider default, short rows in a
+# call beyond L2 (65536x16), and every kernel of the kernel list on every path beside scalar
+# (build/keel_kernel_bench, a short run: 3 loops of 10 ms per path). Usage:
 # scripts/bench.sh BUILD_DIR (KEEL_BENCH_PEERS_QUICK=1: the peers on 4096x768 only).
 set -eu
 build=${1:-build}
@@ -107,6 +108,23 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         KEEL_ISA=avx2 "$build/keel" bench --threads 1 --rows 4096 --dim 16 --markdown | sed '1d'
         KEEL_ISA=avx2 "$build/keel" bench --threads 1 --rows 4096 --dim 1024 --markdown | sed '1,4d'
     fi
+    # Every kernel of the kernel list (KEEL_KERNEL_LIST, src/kernels/kernels.h) on every path
+    # this build has and the CPU runs, beside scalar (bench/kernel_bench.c; its rows are
+    # generated from the list). Short: 3 loops of 10 ms per path (the program's default is 5 of
+    # 20 ms; `make bench-kernels` runs that).
+    echo
+    echo "## Each kernel of the kernel list on each path: \`$build/keel_kernel_bench --reps 3 --ms 10\`"
+    echo
+    echo "One row per kernel of the kernel list (KEEL_KERNEL_LIST in src/kernels/kernels.h) and shape:"
+    echo "bench/kernel_bench.c generates its rows from that list (a kernel added there without a bench"
+    echo "adapter does not compile), so any kernel's row is found by its name. Each kernel is called"
+    echo "directly (no operator, one thread, back to back on the same buffers), on every ISA path side by"
+    echo "side, the paths timed in turns; medians; GB/s of the byte model printed under the table; x: the"
+    echo "path's speed over the scalar kernel. docs/performance.md describes it."
+    echo
+    echo '```'
+    "$build/keel_kernel_bench" --reps 3 --ms 10 2>&1 || echo "(keel_kernel_bench failed: see above)"
+    echo '```'
     # The before/after timings of the kernels rewritten as one body per op (issue 21), measured
     # once per rewrite with scripts/compare-kernels.sh (the "before" binary no longer builds
     # from this tree): copied in as recorded.
