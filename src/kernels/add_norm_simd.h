@@ -4,8 +4,8 @@
  * ahead), the row sums both forwards and backwards take (R(h), R((h - mean)^2), R(h * h)), and
  * the whole backward of both norms (ln: a constant in every instance), one row at a time or
  * through a two-row pipeline. Each operation is kernels.h's, in its order: the bits of
- * f32_add_layernorm__scalar.c and f32_add_rmsnorm__scalar.c. A path with short-row batches (the
- * x86 paths: batch_rows__<isa>.h, add_norm_batches.h) includes them before this file. */
+ * f32_add_layernorm__scalar.c and f32_add_rmsnorm__scalar.c. The short-row batches of the
+ * forwards are row_batches_simd.h's. */
 #ifndef KEEL_KERNELS_ADD_NORM_SIMD_H
 #define KEEL_KERNELS_ADD_NORM_SIMD_H
 
@@ -163,15 +163,15 @@ KEEL_INLINE void pipe_next_fetch(const pipe_next *n, size_t j)
     }
 }
 
-/* Whether the call's rows go in batches (a path that has them: PIPE_BATCH), at every size: a
+/* Whether the call's rows go in batches (a path that has them: KB_ROWS, row_batches_simd.h), at every size: a
  * row at a time through the pipeline they paid their divisions and square root alone. keel
  * bench, 1 thread, add+ln / add+rms fwd, fraction of the floor: 65536x16 0.50 / 0.78 -> 0.92 /
  * 0.92, 262144x16 (streamed) 0.59 / 0.93 -> 1.12 / 1.10, 131072x8 0.25 / 0.41 -> 0.56 / 0.78;
  * KEEL_ISA=avx2 65536x16 0.34 / 0.64 -> 0.90 / 0.91. */
 KEEL_INLINE int pipe_batches_take(size_t rows, size_t dim)
 {
-#ifdef PIPE_BATCH
-    return dim <= BATCH_TAKE_MAX && rows >= PIPE_BATCH;
+#ifdef KB_ROWS
+    return dim <= KB_TAKE_MAX && rows >= KB_ROWS;
 #else
     (void)rows;
     (void)dim;
@@ -190,7 +190,7 @@ KEEL_INLINE int pipe_batches_take(size_t rows, size_t dim)
  * -> 0.84 / 0.94, in cache 162 -> 153 / 133 -> 142 us. Smaller calls stay in L2, where the
  * pipeline's prefetches only cost (64x1024 in cache: 19.7 -> 23.9 / 12.5 -> 18.2 us); rows of
  * 16 floats lose either way (4096x16: 0.38 / 0.64 -> 0.35 / 0.56). The rows beyond the batches
- * (BATCH_TAKE_MAX, 48 floats on AVX-512): 4681x56, add+ln / post / add+rms, a row at a time
+ * (KB_TAKE_MAX, 48 floats on AVX-512): 4681x56, add+ln / post / add+rms, a row at a time
  * 0.83 / 0.63 / 0.75 -> pipelined 0.90 / 0.74 / 0.98 (AVX2 0.68 / 0.51 / 0.81 -> 0.68 / 0.51 /
  * 0.92). */
 #define PIPE_FWD_MIN_DIM 49

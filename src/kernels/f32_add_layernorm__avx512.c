@@ -1,9 +1,7 @@
 /* Fused residual add + LayerNorm, float32, AVX-512: the body of f32_add_layernorm_simd.h over
- * lanes__avx512.h, its short rows eight at a time (ln_batch__avx512.h). */
+ * lanes__avx512.h, its short rows eight at a time (row_batches_simd.h). */
 #include "kernels.h"
 #include "lanes__avx512.h"
-#include "ln_batch__avx512.h"
-#include "add_norm_batches.h"
 #include "f32_add_layernorm_simd.h"
 
 void keel_f32_add_layernorm_fwd__avx512(size_t rows, size_t dim, const keel_f32_res *res, float *h,

@@ -1,5 +1,5 @@
 /* Fused residual add + LayerNorm, float32, aarch64 NEON: the body of f32_add_layernorm_simd.h over
- * lanes__neon.h (no row batches on this path yet: short rows in groups). */
+ * lanes__neon.h, its short rows four at a time (row_batches_simd.h). */
 #include "kernels.h"
 #include "lanes__neon.h"
 #include "f32_add_layernorm_simd.h"

@@ -8,15 +8,15 @@
  * Speed (the forward is meant to run at the copy floor of its bytes: read x and r, write h and
  * y): three sweeps a row (sum, centred sum, output) of which only the first reads memory; h is
  * kept in a buffer on the stack (L1/L2) for the other two (rows longer than the buffer compute h
- * again from x and r). Small calls, one row at a time; rows of up to BATCH_TAKE_MAX floats in
- * batches at every size where the path has them (ln_batch__<isa>.h and add_norm_batches.h,
- * included before this file). Calls that fill L2 (pipe_fwd_wanted in add_norm_simd.h) go through
+ * again from x and r). Small calls, one row at a time; rows of up to KB_TAKE_MAX floats in
+ * batches at every size where the path has them (row_batches_simd.h). Calls that fill L2 (pipe_fwd_wanted in add_norm_simd.h) go through
  * a pipeline that reads one row while it writes others (ln_fwd_piped), and large outputs are
  * streamed. Include after lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_F32_ADD_LAYERNORM_SIMD_H
 #define KEEL_KERNELS_F32_ADD_LAYERNORM_SIMD_H
 
 #include "add_norm_simd.h"
+#include "row_batches_simd.h"
 
 /* The output sweep's constants of one row: where h and y go, the mean as a float hi + lo pair
  * (see f32_layernorm__scalar.c), rstd, and whether the stores stream. */
@@ -213,7 +213,7 @@ KEEL_INLINE void ln_fwd_group(size_t r, size_t dim, const keel_f32_res *res, flo
 }
 
 /* The rows of a call: through the pipeline (pipe_fwd_wanted), else one at a time (beyond
- * KEEL_PREFETCH_ABOVE the next row's x and r prefetched meanwhile), rows of up to BATCH_TAKE_MAX
+ * KEEL_PREFETCH_ABOVE the next row's x and r prefetched meanwhile), rows of up to KB_TAKE_MAX
  * floats in batches where the path has them (fwd_batches; the rows left over and the other
  * short rows of a call that does not stream in groups). Outputs of more than
  * ADD_NORM_STREAM_ABOVE bytes streamed. */
@@ -232,11 +232,11 @@ KEEL_INLINE void ln_fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, f
     }
     int streamed = 0;
     size_t r = 0;
-#ifdef PIPE_BATCH
+#ifdef KB_ROWS
     if (pipe_batches_take(rows, dim)) {
-        streamed |= fwd_batches(rows / PIPE_BATCH, dim, res, h, hs, y, ys, gamma, beta, eps, mean,
-                                rstd, stream, buf, hl, hb, hg, hbe, hh, 0);
-        r = rows / PIPE_BATCH * PIPE_BATCH;
+        streamed |= fwd_batches(rows / KB_ROWS, dim, res, h, hs, y, ys, gamma, beta, eps, mean,
+                                rstd, stream, buf, hl, hb, hg, hbe, hh, 0, 0);
+        r = rows / KB_ROWS * KB_ROWS;
     }
 #endif
     if (dim <= PIPE_LN_GROUP_MAX && !stream)

@@ -1,9 +1,7 @@
 /* Fused residual add + RMSNorm, float32, AVX2: the body of f32_add_rmsnorm_simd.h over
- * lanes__avx2.h, its short rows four at a time (rms_batch__avx2.h). */
+ * lanes__avx2.h, its short rows four at a time (row_batches_simd.h). */
 #include "kernels.h"
 #include "lanes__avx2.h"
-#include "rms_batch__avx2.h"
-#include "add_norm_batches.h"
 #include "f32_add_rmsnorm_simd.h"
 
 void keel_f32_add_rmsnorm_fwd__avx2(size_t rows, size_t dim, const keel_f32_res *res, float *h,

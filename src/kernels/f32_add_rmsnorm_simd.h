@@ -3,13 +3,13 @@
  * __neon.c: exactly the bits of f32_add_rmsnorm__scalar.c, 16 floats at a time. The forward's
  * plan is the LayerNorm one's (f32_add_layernorm_simd.h) with two sweeps a row: R(h * h), then
  * h and y; h kept in a buffer after the first; from L2-filling calls a pipeline that reads one
- * row while it writes another; rows of up to BATCH_TAKE_MAX floats in batches where the path has
- * them (rms_batch__<isa>.h and add_norm_batches.h, included before this file); large outputs
- * streamed. The backward is add_norm_simd.h's. Include after lanes__<isa>.h. */
+ * row while it writes another; rows of up to KB_TAKE_MAX floats in batches where the path has
+ * them (row_batches_simd.h); large outputs streamed. The backward is add_norm_simd.h's. Include after lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_F32_ADD_RMSNORM_SIMD_H
 #define KEEL_KERNELS_F32_ADD_RMSNORM_SIMD_H
 
 #include "add_norm_simd.h"
+#include "row_batches_simd.h"
 
 /* Step s at j of the output sweep; v: h there. */
 KEEL_INLINE void rms_out_step(float *h, float *y, size_t j, kr_f16 v, kr_f16 vr, int nt, kstep s,
@@ -145,7 +145,7 @@ KEEL_INLINE void rms_fwd_group(size_t r, size_t dim, const keel_f32_res *res, fl
 }
 
 /* The rows of a call: through the pipeline (pipe_fwd_wanted), else one at a time (beyond
- * KEEL_PREFETCH_ABOVE the next row's x and r prefetched meanwhile), rows of up to BATCH_TAKE_MAX
+ * KEEL_PREFETCH_ABOVE the next row's x and r prefetched meanwhile), rows of up to KB_TAKE_MAX
  * floats in batches where the path has them (fwd_batches; the rows left over and the other
  * short rows of a call that does not stream in groups). Outputs of more than
  * ADD_NORM_STREAM_ABOVE bytes streamed. hl, hb, hg, hh: lambda, bias, gamma, h stored
@@ -164,11 +164,11 @@ KEEL_INLINE void rms_fwd_rows(size_t rows, size_t dim, const keel_f32_res *res, 
     }
     int streamed = 0;
     size_t r = 0;
-#ifdef PIPE_BATCH
+#ifdef KB_ROWS
     if (pipe_batches_take(rows, dim)) {
-        streamed |= fwd_batches(rows / PIPE_BATCH, dim, res, h, hs, y, ys, gamma, NULL, eps, NULL,
-                                rstd, stream, buf, hl, hb, hg, 0, hh, 0);
-        r = rows / PIPE_BATCH * PIPE_BATCH;
+        streamed |= fwd_batches(rows / KB_ROWS, dim, res, h, hs, y, ys, gamma, NULL, eps, NULL,
+                                rstd, stream, buf, hl, hb, hg, 0, hh, 0, 1);
+        r = rows / KB_ROWS * KB_ROWS;
     }
 #endif
     if (dim <= PIPE_RMS_GROUP_MAX && !stream)

@@ -1,5 +1,5 @@
-/* LayerNorm, float32, aarch64 NEON: the body of f32_layernorm_simd.h over lanes__neon.h (short
- * rows KR_GROUP at a time: no row batches on this path yet). */
+/* LayerNorm, float32, aarch64 NEON: the body of f32_layernorm_simd.h over lanes__neon.h , its short
+ * rows four at a time in batches (row_batches_simd.h). */
 #include "kernels.h"
 #include "lanes__neon.h"
 #include "f32_layernorm_simd.h"

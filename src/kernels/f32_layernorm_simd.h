@@ -8,9 +8,9 @@
  * sweep: see below) and large tensors are prefetched; none of these changes the order of any
  * operation within a row. What the paths differ in is the vocabulary's: the group of short rows
  * (KR_GROUP), the rows the backward's sweep 1 interleaves (LN_S1_ROWS, from the registers a
- * kr_d16 takes), which rows stream (kr_streamable) and the prefetch hints. A path whose .c
- * includes the fused forwards' row batches (ln_batch__<isa>.h and add_norm_batches.h, before this
- * file: the x86 paths) sends short rows of up to BATCH_TAKE_MAX floats through them. Include
+ * kr_d16 takes), which rows stream (kr_streamable) and the prefetch hints. A path with a kb
+ * section in its lanes (the x86 paths) sends short rows of up to KB_TAKE_MAX floats through the
+ * row batches (row_batches_simd.h). Include
  * after lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_F32_LAYERNORM_SIMD_H
 #define KEEL_KERNELS_F32_LAYERNORM_SIMD_H
@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "norm_finish.h"
+#include "row_batches_simd.h"
 #include "variants.h"
 
 /* The forward's statistics of the nr rows x + i * xs (nr a constant <= KR_GROUP): mean_d[i],
@@ -243,9 +244,9 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
     }
 }
 
-/* Short rows: on x86, up to BATCH_TAKE_MAX floats go PIPE_BATCH at a time through the fused
- * forward's batches (ln_batch__<isa>.h, x alone: plain_fwd_batches_any): the statistics of
- * PIPE_BATCH rows in one vector. Measured on AVX-512 (keel_profile_loop lnf 4096 16, 1 thread,
+/* Short rows: on x86, up to KB_TAKE_MAX floats go KB_ROWS at a time through the row batches
+ * (row_batches_simd.h, x alone: plain_fwd_batches): the statistics of
+ * KB_ROWS rows in one vector. Measured on AVX-512 (keel_profile_loop lnf 4096 16, 1 thread,
  * fastest call): 41 us in groups of KR_GROUP, 25-26.5 us in batches; keel bench, fraction of the
  * floor, 8192x32 0.45 -> 0.61, 5461x48 0.52 -> 0.57 (rows of 17 to 48 floats went in groups
  * before). The others go KR_GROUP at a time. */
@@ -262,10 +263,10 @@ static void layernorm_fwd(size_t rows, size_t dim, const float *x, size_t x_stri
     const int stream = kr_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < KR_GROUP_BELOW) {
-#if defined(BATCH_TAKE_MAX)
-        if (dim <= BATCH_TAKE_MAX && rows >= PIPE_BATCH)
-            r = plain_fwd_batches_any(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean,
-                                      rstd, stream);
+#if defined(KB_ROWS)
+        if (dim <= KB_TAKE_MAX && rows >= KB_ROWS)
+            r = plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean,
+                                  rstd, stream, 0);
 #endif
         for (; r + KR_GROUP <= rows; r += KR_GROUP)
             ROWS(KR_GROUP, 0);

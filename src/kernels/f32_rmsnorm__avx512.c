@@ -1,9 +1,7 @@
 /* RMSNorm, float32, AVX-512: the body of f32_rmsnorm_simd.h over lanes__avx512.h, its short rows
- * eight at a time through the fused forward's batches (rms_batch__avx512.h). */
+ * eight at a time in batches (row_batches_simd.h). */
 #include "kernels.h"
 #include "lanes__avx512.h"
-#include "rms_batch__avx512.h"
-#include "add_norm_batches.h"
 #include "f32_rmsnorm_simd.h"
 
 void keel_f32_rmsnorm_fwd__avx512(size_t rows, size_t dim, const float *x, size_t x_stride,

@@ -4,15 +4,16 @@
  * AVX2, four q registers on NEON), giving exactly the bits of f32_rmsnorm__scalar.c. What the
  * paths differ in is the vocabulary's: the group of short rows (KR_GROUP), which rows stream
  * (kr_streamable), the prefetch hints and the order of the backward pipeline's stages
- * (KR_FEW_REGS). A path whose .c includes the fused forwards' row
- * batches (rms_batch__<isa>.h and add_norm_batches.h, before this file: the x86 paths) sends
- * short rows of up to PIPE_BATCH_MAX floats through them. Include after lanes__<isa>.h. */
+ * (KR_FEW_REGS). A path with a kb section in
+ * its lanes (the x86 paths) sends short rows of up to KB_MAX floats through the row batches
+ * (row_batches_simd.h). Include after lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_F32_RMSNORM_SIMD_H
 #define KEEL_KERNELS_F32_RMSNORM_SIMD_H
 
 #include <stdint.h>
 
 #include "norm_finish.h"
+#include "row_batches_simd.h"
 #include "variants.h"
 
 /* rstd_f of the nr rows x + i * xs (nr a constant <= KR_GROUP), from R(xd * xd),
@@ -172,8 +173,8 @@ KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t x
     }
 }
 
-/* Short rows: on x86, up to PIPE_BATCH_MAX floats go PIPE_BATCH at a time through the fused
- * forward's batches (rms_batch__<isa>.h, x alone: plain_fwd_batches_any). Measured on AVX-512
+/* Short rows: on x86, up to KB_MAX floats go KB_ROWS at a time through the row batches
+ * (row_batches_simd.h, x alone: plain_fwd_batches). Measured on AVX-512
  * (keel_profile_loop rmsf 4096 16, 1 thread, fastest call): 18 us in groups, 13-14.7 us; keel
  * bench, fraction of the floor, 8192x32 0.46 -> 0.65, 5461x48 0.47 -> 0.66, 4096x64 0.43-0.46
  * -> 0.62-0.64 (rows of 17 to 64 floats went in groups before). The others go KR_GROUP at a
@@ -186,10 +187,10 @@ static void rmsnorm_fwd(size_t rows, size_t dim, const float *x, size_t x_stride
 #define ROWS(nr) rms_fwd_rows(nr, r, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, stream)
     size_t r = 0;
     if (dim < KR_GROUP_BELOW) {
-#if defined(PIPE_BATCH_MAX)
-        if (dim <= PIPE_BATCH_MAX && rows >= PIPE_BATCH)
-            r = plain_fwd_batches_any(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
-                                      rstd, stream);
+#if defined(KB_ROWS)
+        if (dim <= KB_MAX && rows >= KB_ROWS)
+            r = plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
+                                  rstd, stream, 1);
 #endif
         for (; r + KR_GROUP <= rows; r += KR_GROUP)
             ROWS(KR_GROUP);

@@ -260,6 +260,32 @@ KEEL_INLINE kr_d16 kr_dadd_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
 }
 KEEL_INLINE double kr_reduce16(kr_d16 a) { return k256_reduce16(a.q[0], a.q[1], a.q[2], a.q[3]); }
 
+/* (double) of 16 doubles at p, and their store (the batches' slots: row_batches_simd.h) */
+KEEL_INLINE kr_d16 kr_dload16(const double *p)
+{
+    const kr_d16 d = {{_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4), _mm256_loadu_pd(p + 8),
+                       _mm256_loadu_pd(p + 12)}};
+    return d;
+}
+KEEL_INLINE void kr_dstore16(double *p, kr_d16 v)
+{
+    for (int k = 0; k < 4; k++)
+        _mm256_storeu_pd(p + 4 * k, v.q[k]);
+}
+/* a * b in the tail's lanes, +0.0 in the others */
+KEEL_INLINE kr_d16 kr_dmul_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
+{
+    const __m256d m[4] = {t->d0, t->d1, t->d2, t->d3};
+    for (int k = 0; k < 4; k++)
+        a.q[k] = _mm256_and_pd(_mm256_mul_pd(a.q[k], b.q[k]), m[k]);
+    return a;
+}
+/* PREFETCHW (lanes__avx512.h; on a processor without it, a no-op) */
+KEEL_INLINE void kr_prefetch_w(const void *p)
+{
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+}
+
 /* rstd[i] = keel_rms_rstd(q[i], dim, eps), row by row (KR_GROUP is 2 here) */
 KEEL_INLINE void kr_rms_rstd_rows(int nr, const double *q, size_t dim, float eps, float *rstd)
 {
@@ -342,6 +368,86 @@ KEEL_INLINE kc_d8 kc_mul(kc_d8 a, kc_d8 b)
 {
     const kc_d8 d = {_mm256_mul_pd(a.lo, b.lo), _mm256_mul_pd(a.hi, b.hi)};
     return d;
+}
+
+/* ---- kb: the short rows' batches (row_batches_simd.h), a row a double lane --------------------
+ * lanes__avx512.h's kb section on 256-bit vectors: four rows of up to 16 floats (two ymm; four
+ * rows fill a double vector), each finishing operation the scalar helper's, correctly rounded
+ * in either form, so the bits are the same. */
+#define KB_ROWS 4
+#define KB_NV 1
+#define KB_TAKE_MAX 16 /* the rows every forward gives the batches */
+typedef __m256d kb_d;
+typedef __m128 kb_f;
+typedef __m256d kb_part; /* a row's 16 lanes after the tree's steps h = 8 and 4 */
+
+KEEL_INLINE kb_part kb_part_of(kr_d16 a)
+{
+    return _mm256_add_pd(_mm256_add_pd(a.q[0], a.q[2]), _mm256_add_pd(a.q[1], a.q[3]));
+}
+/* The tree from h = 2 on, for four rows: s[i] holds row i's four lanes after h = 4; returns the
+ * four row sums, row i in lane i. h = 2: the 128-bit halves of rows i and i + 1 side by side,
+ * [s_i lanes 0-1, s_i+1 lanes 0-1] + [s_i lanes 2-3, s_i+1 lanes 2-3]; h = 1: the even and odd
+ * lanes of the four rows (rows 0, 2, 1, 3), put back in order. */
+KEEL_INLINE kb_d kb_reduce(const kb_part s[KB_ROWS])
+{
+    __m256d p[2];
+    for (int i = 0; i < 2; i++)
+        p[i] = _mm256_add_pd(_mm256_permute2f128_pd(s[2 * i], s[2 * i + 1], 0x20),
+                             _mm256_permute2f128_pd(s[2 * i], s[2 * i + 1], 0x31));
+    const __m256d t = _mm256_add_pd(_mm256_unpacklo_pd(p[0], p[1]), _mm256_unpackhi_pd(p[0], p[1]));
+    return _mm256_permute4x64_pd(t, 0xd8); /* lanes 0, 2, 1, 3 */
+}
+KEEL_INLINE kb_d kb_dzero(void) { return _mm256_setzero_pd(); }
+KEEL_INLINE kb_d kb_dadd(kb_d a, kb_d b) { return _mm256_add_pd(a, b); }
+KEEL_INLINE kb_d kb_dsub(kb_d a, kb_d b) { return _mm256_sub_pd(a, b); }
+KEEL_INLINE kb_f kb_narrow(kb_d a) { return _mm256_cvtpd_ps(a); }
+KEEL_INLINE kb_d kb_widen(kb_f a) { return _mm256_cvtps_pd(a); }
+KEEL_INLINE void kb_fstore(float *p, kb_f v) { _mm_storeu_ps(p, v); }
+KEEL_INLINE void kb_dstore(double *p, kb_d v) { _mm256_storeu_pd(p, v); }
+
+/* The row length as a divisor: a multiply by 1 / dim when dim is a power of two (lanes__avx512.h
+ * has the why) */
+typedef struct kb_dim {
+    __m256d n, inv;
+    int pow2;
+} kb_dim;
+
+KEEL_INLINE kb_dim kb_dim_of(size_t dim)
+{
+    const kb_dim d = {_mm256_set1_pd((double)dim), _mm256_set1_pd(1.0 / (double)dim),
+                      (dim & (dim - 1)) == 0};
+    return d;
+}
+KEEL_INLINE __m256d kb_div_dim(__m256d v, const kb_dim *d)
+{
+    return d->pow2 ? _mm256_mul_pd(v, d->inv) : _mm256_div_pd(v, d->n);
+}
+/* all ones in the lanes where v is finite (v - v is 0 there, NaN for an infinity or a NaN) */
+KEEL_INLINE __m256d kb_finite(__m256d v)
+{
+    return _mm256_cmp_pd(_mm256_sub_pd(v, v), _mm256_setzero_pd(), _CMP_EQ_OQ);
+}
+KEEL_INLINE kb_d kb_ln_mean(kb_d sum, const kb_dim *d)
+{
+    return _mm256_blendv_pd(_mm256_set1_pd(NAN), kb_div_dim(sum, d), kb_finite(sum));
+}
+/* 1 / sqrt(s / dim + eps) in double (keel_ln_rstd before its rounding to float) */
+KEEL_INLINE __m256d kb_rstd_d(__m256d s, const kb_dim *d, float eps)
+{
+    const __m256d v = _mm256_add_pd(kb_div_dim(s, d), _mm256_set1_pd((double)eps));
+    return _mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(v));
+}
+KEEL_INLINE kb_f kb_rstd(kb_d s, const kb_dim *d, float eps)
+{
+    return _mm256_cvtpd_ps(kb_rstd_d(s, d, eps));
+}
+/* keel_rms_rstd: NaN where the sums of squares are not finite (the double NaN converts to the
+ * float NaN that (float)NAN is) */
+KEEL_INLINE kb_f kb_rms_rstd(kb_d ss, const kb_dim *d, float eps)
+{
+    return _mm256_cvtpd_ps(
+        _mm256_blendv_pd(_mm256_set1_pd(NAN), kb_rstd_d(ss, d, eps), kb_finite(ss)));
 }
 
 #endif

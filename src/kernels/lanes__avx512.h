@@ -4,8 +4,10 @@
 #ifndef KEEL_KERNELS_LANES_AVX512_H
 #define KEEL_KERNELS_LANES_AVX512_H
 
+#include <math.h>
+
 #include "simd_lanes__avx512.h"
-#include "finish_rows__avx512.h"
+#include "norm_finish.h"
 #include "lanes_ymm.h"
 
 typedef __mmask8 kl_tail;
@@ -192,11 +194,121 @@ KEEL_INLINE kr_d16 kr_dadd_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
 /* kernels.h's tree, h = 8, 4, 2, 1: the row's R(term) */
 KEEL_INLINE double kr_reduce16(kr_d16 a) { return k512_reduce16(a.lo, a.hi); }
 
+/* (double) of 16 doubles at p, and their store (the batches' slots: row_batches_simd.h) */
+KEEL_INLINE kr_d16 kr_dload16(const double *p)
+{
+    const kr_d16 d = {_mm512_loadu_pd(p), _mm512_loadu_pd(p + 8)};
+    return d;
+}
+KEEL_INLINE void kr_dstore16(double *p, kr_d16 v)
+{
+    _mm512_storeu_pd(p, v.lo);
+    _mm512_storeu_pd(p + 8, v.hi);
+}
+/* a * b in the tail's lanes, +0.0 in the others */
+KEEL_INLINE kr_d16 kr_dmul_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
+{
+    const kr_d16 d = {_mm512_maskz_mul_pd(k512_lo8(*t), a.lo, b.lo),
+                      _mm512_maskz_mul_pd(k512_hi8(*t), a.hi, b.hi)};
+    return d;
+}
+/* PREFETCHW: the line at p fetched for a store to come, owned already, so that the store does
+ * not wait for it. Not through _mm_prefetch, which the compiler turns into a plain prefetch
+ * without -mprfchw. */
+KEEL_INLINE void kr_prefetch_w(const void *p)
+{
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+}
+
+/* (float)(1.0 / sqrt(q / dim + eps)) lane by lane, as keel_ln_rstd, and NaN where q is not
+ * finite: keel_rms_rstd of four rows */
+KEEL_INLINE __m128 k512_rms_rstd4(__m256d q, size_t dim, float eps)
+{
+    const __m256d v = _mm256_add_pd(_mm256_div_pd(q, _mm256_set1_pd((double)dim)),
+                                    _mm256_set1_pd((double)eps));
+    const __m128 r = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(v)));
+    return _mm_mask_mov_ps(r, _mm256_fpclass_pd_mask(q, 0x99), _mm_set1_ps(NAN));
+}
+
 /* rstd[i] = keel_rms_rstd(q[i], dim, eps) for nr rows (a constant), KR_GROUP of them in one
- * vector's divisions and square root (finish_rows__avx512.h: 4096x16 0.40 -> 0.32 ns/element) */
+ * vector's divisions and square root: RMSNorm forward at 4096x16 0.40 -> 0.32 ns/element
+ * (measured, 1 thread; LayerNorm's rstd in groups of 4 measured no gain: its per-row mean
+ * split and broadcasts dominate) */
 KEEL_INLINE void kr_rms_rstd_rows(int nr, const double *q, size_t dim, float eps, float *rstd)
 {
-    k512_rms_rstd_n(nr, q, dim, eps, rstd);
+    if (nr == 4)
+        _mm_storeu_ps(rstd, k512_rms_rstd4(_mm256_loadu_pd(q), dim, eps));
+    else
+        for (int i = 0; i < nr; i++)
+            rstd[i] = keel_rms_rstd(q[i], dim, eps);
+}
+
+/* ---- kb: the short rows' batches (row_batches_simd.h), a row a double lane --------------------
+ * KB_ROWS rows go together, and the tree's last steps, the divisions and the square root of
+ * their statistics run once in a vector, a row a lane, each operation the scalar helper's
+ * (norm_finish.h), correctly rounded in either form (vdivpd, vsqrtpd, vcvtpd2ps under the default
+ * rounding), so the bits are the same; rows of up to KB_NV vectors of 16 floats. */
+#define KB_ROWS 8
+#define KB_NV 4
+/* The rows the fused forwards and the plain LayerNorm give the batches; the plain RMSNorm gives
+ * them rows of up to 16 * KB_NV. Rows of 64 floats, keel bench 4096x64, 1 thread, fraction of the
+ * floor, before -> in batches: add+ln fwd 0.96-1.00 -> 0.81 (the row pipeline of
+ * add_norm_simd.h does better there), add+rms fwd 1.03-1.05 -> 0.97-0.98, layernorm fwd
+ * 0.45-0.54 -> 0.43-0.51, rmsnorm fwd 0.43-0.46 -> 0.62-0.64. */
+#define KB_TAKE_MAX 48
+typedef __m512d kb_d; /* a double a row */
+typedef __m256 kb_f;  /* a float a row */
+typedef __m512d kb_part; /* a row's 16 lanes after the tree's first step (h = 8) */
+
+KEEL_INLINE kb_part kb_part_of(kr_d16 a) { return _mm512_add_pd(a.lo, a.hi); }
+/* the tree's steps h = 4, 2, 1 of the rows: row i's sum in lane i (k512_reduce8x8) */
+KEEL_INLINE kb_d kb_reduce(const kb_part s[KB_ROWS]) { return k512_reduce8x8(s); }
+KEEL_INLINE kb_d kb_dzero(void) { return _mm512_setzero_pd(); }
+KEEL_INLINE kb_d kb_dadd(kb_d a, kb_d b) { return _mm512_add_pd(a, b); }
+KEEL_INLINE kb_d kb_dsub(kb_d a, kb_d b) { return _mm512_sub_pd(a, b); }
+KEEL_INLINE kb_f kb_narrow(kb_d a) { return _mm512_cvtpd_ps(a); }
+KEEL_INLINE kb_d kb_widen(kb_f a) { return _mm512_cvtps_pd(a); }
+KEEL_INLINE void kb_fstore(float *p, kb_f v) { _mm256_storeu_ps(p, v); }
+KEEL_INLINE void kb_dstore(double *p, kb_d v) { _mm512_storeu_pd(p, v); }
+
+/* The row length as a divisor: v / dim is v * (1 / dim) when dim is a power of two (the
+ * quotient and the product are then the same real number, so the same after rounding), a
+ * multiply instead of a division on the one divider. */
+typedef struct kb_dim {
+    __m512d n, inv;
+    int pow2;
+} kb_dim;
+
+KEEL_INLINE kb_dim kb_dim_of(size_t dim)
+{
+    const kb_dim d = {_mm512_set1_pd((double)dim), _mm512_set1_pd(1.0 / (double)dim),
+                      (dim & (dim - 1)) == 0};
+    return d;
+}
+KEEL_INLINE __m512d kb_div_dim(__m512d v, const kb_dim *d)
+{
+    return d->pow2 ? _mm512_mul_pd(v, d->inv) : _mm512_div_pd(v, d->n);
+}
+/* lanes where v is finite (v - v is 0 there, NaN for an infinity or a NaN) */
+KEEL_INLINE __mmask8 kb_finite(__m512d v)
+{
+    return _mm512_cmp_pd_mask(_mm512_sub_pd(v, v), _mm512_setzero_pd(), _CMP_EQ_OQ);
+}
+/* keel_ln_mean: sum / dim, NaN where sum is not finite */
+KEEL_INLINE kb_d kb_ln_mean(kb_d sum, const kb_dim *d)
+{
+    return _mm512_mask_mov_pd(_mm512_set1_pd(NAN), kb_finite(sum), kb_div_dim(sum, d));
+}
+/* keel_ln_rstd of the centred sums s: 1 / sqrt(s / dim + eps), rounded to float */
+KEEL_INLINE kb_f kb_rstd(kb_d s, const kb_dim *d, float eps)
+{
+    const __m512d v = _mm512_add_pd(kb_div_dim(s, d), _mm512_set1_pd((double)eps));
+    return _mm512_cvtpd_ps(_mm512_div_pd(_mm512_set1_pd(1.0), _mm512_sqrt_pd(v)));
+}
+/* keel_rms_rstd: kb_rstd of the sums of squares, NaN where they are not finite */
+KEEL_INLINE kb_f kb_rms_rstd(kb_d ss, const kb_dim *d, float eps)
+{
+    return _mm256_mask_mov_ps(_mm256_set1_ps(NAN), kb_finite(ss), kb_rstd(ss, d, eps));
 }
 
 /* ---- BatchNorm's column operations -------------------------------------------------------------

@@ -336,6 +336,127 @@ KEEL_INLINE void kr_rms_rstd_rows(int nr, const double *q, size_t dim, float eps
         rstd[i] = keel_rms_rstd(q[i], dim, eps);
 }
 
+/* (double) of 16 doubles at p, and their store (the batches' slots: row_batches_simd.h) */
+KEEL_INLINE kr_d16 kr_dload16(const double *p)
+{
+    kr_d16 d;
+    for (int k = 0; k < 8; k++)
+        d.v[k] = vld1q_f64(p + 2 * k);
+    return d;
+}
+KEEL_INLINE void kr_dstore16(double *p, kr_d16 v)
+{
+    for (int k = 0; k < 8; k++)
+        vst1q_f64(p + 2 * k, v.v[k]);
+}
+/* a * b in the tail's lanes, +0.0 in the others */
+KEEL_INLINE kr_d16 kr_dmul_tail(kr_d16 a, kr_d16 b, const kr_tail *t)
+{
+    for (int k = 0; k < 8; k++)
+        a.v[k] = vreinterpretq_f64_u64(
+            vandq_u64(t->d[k], vreinterpretq_u64_f64(vmulq_f64(a.v[k], b.v[k]))));
+    return a;
+}
+/* prfm pstl1keep: the line at p fetched for a store to come */
+KEEL_INLINE void kr_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
+
+/* ---- kb: the short rows' batches (row_batches_simd.h), a row a double lane --------------------
+ * lanes__avx512.h's kb section on q registers: four rows of up to 16 floats (a kb_d is two q
+ * registers of 2 doubles, rows 0-1 and 2-3), a row's tree summed whole (kr_reduce16) before the
+ * rows meet; each finishing operation the scalar helper's, correctly rounded (fdiv, fsqrt, fcvtn
+ * under the default rounding), so the bits are the same. The batch size is the AVX2 path's,
+ * unmeasured on aarch64 hardware. */
+#define KB_ROWS 4
+#define KB_NV 1
+#define KB_TAKE_MAX 16
+typedef struct kb_d {
+    float64x2_t v[2];
+} kb_d;
+typedef float32x4_t kb_f;
+typedef double kb_part; /* a row's sum */
+
+KEEL_INLINE kb_part kb_part_of(kr_d16 a) { return kr_reduce16(a); }
+KEEL_INLINE kb_d kb_reduce(const kb_part s[KB_ROWS])
+{
+    const kb_d d = {{vld1q_f64(s), vld1q_f64(s + 2)}};
+    return d;
+}
+KEEL_INLINE kb_d kb_dzero(void)
+{
+    const kb_d d = {{vdupq_n_f64(0.0), vdupq_n_f64(0.0)}};
+    return d;
+}
+KEEL_INLINE kb_d kb_dadd(kb_d a, kb_d b)
+{
+    for (int k = 0; k < 2; k++)
+        a.v[k] = vaddq_f64(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kb_d kb_dsub(kb_d a, kb_d b)
+{
+    for (int k = 0; k < 2; k++)
+        a.v[k] = vsubq_f64(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kb_f kb_narrow(kb_d a) { return vcvt_high_f32_f64(vcvt_f32_f64(a.v[0]), a.v[1]); }
+KEEL_INLINE kb_d kb_widen(kb_f a)
+{
+    const kb_d d = {{vcvt_f64_f32(vget_low_f32(a)), vcvt_high_f64_f32(a)}};
+    return d;
+}
+KEEL_INLINE void kb_fstore(float *p, kb_f v) { vst1q_f32(p, v); }
+KEEL_INLINE void kb_dstore(double *p, kb_d v)
+{
+    vst1q_f64(p, v.v[0]);
+    vst1q_f64(p + 2, v.v[1]);
+}
+
+/* The row length as a divisor: a multiply by 1 / dim when dim is a power of two (lanes__avx512.h
+ * has the why) */
+typedef struct kb_dim {
+    float64x2_t n, inv;
+    int pow2;
+} kb_dim;
+
+KEEL_INLINE kb_dim kb_dim_of(size_t dim)
+{
+    const kb_dim d = {vdupq_n_f64((double)dim), vdupq_n_f64(1.0 / (double)dim),
+                      (dim & (dim - 1)) == 0};
+    return d;
+}
+/* keel_ln_mean: sum / dim, NaN where sum is not finite (v - v is 0 only where v is finite) */
+KEEL_INLINE kb_d kb_ln_mean(kb_d sum, const kb_dim *d)
+{
+    for (int k = 0; k < 2; k++) {
+        const float64x2_t v = sum.v[k];
+        const float64x2_t q = d->pow2 ? vmulq_f64(v, d->inv) : vdivq_f64(v, d->n);
+        sum.v[k] = vbslq_f64(vceqq_f64(vsubq_f64(v, v), vdupq_n_f64(0.0)), q, vdupq_n_f64(NAN));
+    }
+    return sum;
+}
+/* 1 / sqrt(s / dim + eps) in double, and NaN where s is not finite when rms (keel_rms_rstd) */
+KEEL_INLINE kb_d kb_rstd_d(kb_d s, const kb_dim *d, float eps, int rms)
+{
+    for (int k = 0; k < 2; k++) {
+        const float64x2_t v = s.v[k];
+        const float64x2_t q = d->pow2 ? vmulq_f64(v, d->inv) : vdivq_f64(v, d->n);
+        const float64x2_t r =
+            vdivq_f64(vdupq_n_f64(1.0), vsqrtq_f64(vaddq_f64(q, vdupq_n_f64((double)eps))));
+        s.v[k] = rms ? vbslq_f64(vceqq_f64(vsubq_f64(v, v), vdupq_n_f64(0.0)), r,
+                                 vdupq_n_f64(NAN))
+                     : r;
+    }
+    return s;
+}
+KEEL_INLINE kb_f kb_rstd(kb_d s, const kb_dim *d, float eps)
+{
+    return kb_narrow(kb_rstd_d(s, d, eps, 0));
+}
+KEEL_INLINE kb_f kb_rms_rstd(kb_d ss, const kb_dim *d, float eps)
+{
+    return kb_narrow(kb_rstd_d(ss, d, eps, 1));
+}
+
 /* ---- BatchNorm's column operations -------------------------------------------------------------
  * lanes__avx512.h's kc section on q registers: a kc_d8 is four of 2 doubles (columns 2k, 2k + 1
  * in v[k]), filled by the exact fcvtl / fcvtl2. A group of n < 8 columns (kc_tail: n) goes

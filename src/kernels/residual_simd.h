@@ -2,7 +2,7 @@
  * kr section of lanes__<isa>.h, 16 floats a step), in the operation order of residual.h (so the
  * same bits): h = (alpha * x) + (lambda * r), then + bias. Plus the 16-float step (whole, or a
  * row's tail) and its loads and stores, which the fused bodies (add_norm_simd.h) and the short-row
- * batches (batch_rows__<isa>.h) share. Include after lanes__<isa>.h. */
+ * batches (row_batches_simd.h) share. Include after lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_RESIDUAL_SIMD_H
 #define KEEL_KERNELS_RESIDUAL_SIMD_H
 
