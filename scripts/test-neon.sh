@@ -30,11 +30,11 @@ qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static || true)
 [ -n "$qemu" ] || { echo "test-neon: no qemu-aarch64 after installing qemu-user-static" >&2; exit 1; }
 
 # The tests that compare the neon path's own kernels with the scalar ones (every kernel now:
-# LayerScale, DyT, RMSNorm, LayerNorm, the fused add + RMSNorm and add + LayerNorm, BatchNorm
-# and the bf16/f16 conversions: test_convert, test_lowp; RMSNorm and LayerNorm also through
-# test_ops, test_determinism and test_bwd_hints; test_bad_input: KEEL_ISA=neon and
-# keel_ctx_set_isa on aarch64), in their quick sweep (KEEL_TEST_QUICK=1; qemu emulates every
-# floating-point instruction: many times slower);
+# LayerScale, DyT, RMSNorm, LayerNorm, the fused add + RMSNorm and add + LayerNorm, BatchNorm,
+# the bf16/f16 conversions, int8 quantization and absmax: test_convert, test_lowp; RMSNorm and
+# LayerNorm also through test_ops, test_determinism and test_bwd_hints; test_bad_input:
+# KEEL_ISA=neon and keel_ctx_set_isa on aarch64), in their quick sweep (KEEL_TEST_QUICK=1; qemu
+# emulates every floating-point instruction: many times slower);
 # test_cross_digest already checks every op on aarch64 against x86-64.
 tests="test_kernels_bitwise test_block_determinism test_dyt_tanh test_cross_digest \
 test_block_ops test_block_lowp test_bad_input test_convert test_lowp test_ops test_determinism \

@@ -18,7 +18,9 @@
  *    bodies) and on lengths 1..40 and more at unaligned offsets (tails), writing nothing past n.
  *  - every path's quantize_i8 and absmax kernels against keel_quantize_i8 and the scalar loop,
  *    densely beside every half-integer boundary (the vector kernels use a reciprocal where it
- *    provably rounds as the division).
+ *    provably rounds as the division), and at every length 0..100 on rows of hard values (ties,
+ *    the reciprocal check's margins, the clamp, NaN, Inf, subnormals) with zero, subnormal,
+ *    huge, infinite and NaN scales.
  *  - keel_quantize_i8 against a double oracle: round half to even of the float32 quotient y / s
  *    (the quotient as keel.h writes it: float32 division), clamp to [-127, 127], NaN -> 0; ties
  *    built exactly, clamps, infinities, zero scales.
@@ -813,6 +815,103 @@ static void check_quantize_paths(keel_rng *rng)
     free(q);
 }
 
+/* Every path's quantize_i8 and absmax at every length 0..100 (every tail of the vector bodies,
+ * whose steps are KV_WIDTH and 4 * KV_WIDTH floats, up to 16 and 64, and the lengths that mix
+ * them), at offsets 0..3, on rows drawn from a catalog of hard values: quotients at and beside
+ * half-integers (exact ties, the reciprocal check's 2^-11 margin, a few floats either way), at
+ * the clamp (127, 127.5, 128), at the check's limit 200 and the proof's bound 256, NaNs, Infs,
+ * zeros, subnormals, FLT_MAX; scales normal, subnormal, zero, huge, infinite and NaN (the
+ * division path). A third of the rows have no NaN, so that absmax takes the vector maxima. */
+static void check_quantize_edges(keel_rng *rng)
+{
+    static const float scales[] = {1.0f,      3.0f / 127.0f, 0.013f,    -2.5f,     1e-20f, 5e17f,
+                                   0x1p-126f, 0x1p-127f,     0x1p-128f, 0x1p-149f, 0.0f,   -0.0f,
+                                   3e38f,     FLT_MAX,       INFINITY,  -INFINITY, NAN};
+    static const double ks[] = {0, 1, 2, 63, 126, 127, 128, 199, 200, 201, 255, 256, 257};
+    static const double frac[] = {0.0,           0.5,           0.5 - 0x1p-11, 0.5 + 0x1p-11,
+                                  0.5 - 0x1p-12, 0.5 + 0x1p-12, 0.5 - 0x1p-10, 0.25};
+    enum { MAXN = 100, CAT = 4096 };
+    const size_t n_scales = sizeof scales / sizeof scales[0];
+    float *cat = test_alloc(CAT), *y = test_alloc(MAXN + 4);
+    int8_t *q = malloc(MAXN + 64);
+    if (!q)
+        test_fatal("out of memory");
+    long bad = 0, written = 0, amax_bad = 0, values = 0;
+    const char *bad_path = "";
+    float bad_y = 0, bad_s = 0;
+    int bad_got = 0, bad_want = 0;
+    size_t bad_n = 0;
+    for (size_t si = 0; si < n_scales; si++) {
+        const float s = scales[si];
+        const double ss = isfinite(s) && s != 0.0f ? (double)s : 1.0;
+        /* the catalog of this scale */
+        size_t nc = 0;
+        while (nc < CAT - 16) {
+            const double k = ks[keel_rng_below(rng, sizeof ks / sizeof ks[0])];
+            const double f = frac[keel_rng_below(rng, sizeof frac / sizeof frac[0])];
+            float v = (float)((keel_rng_below(rng, 2) ? -1.0 : 1.0) * (k + f) * ss);
+            const int steps = (int)keel_rng_below(rng, 5) - 2;
+            for (int t = 0; t < (steps < 0 ? -steps : steps); t++)
+                v = nextafterf(v, steps < 0 ? -INFINITY : INFINITY);
+            cat[nc++] = v;
+        }
+        static const uint32_t specials[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xffa5a5a5u,
+                                            0x7f800000u, 0xff800000u, 0x00000000u, 0x80000000u,
+                                            0x00000001u, 0x80000001u, 0x007fffffu, 0x00800000u,
+                                            0x7f7fffffu, 0xff7fffffu, 0x3f000000u, 0xbfc00000u};
+        for (size_t k = 0; k < 16; k++)
+            cat[nc++] = float_of(specials[k]);
+        for (size_t n = 0; n <= MAXN; n++) {
+            for (int rep = 0; rep < 3; rep++) {
+                const size_t off = keel_rng_below(rng, 4);
+                for (size_t i = 0; i < n; i++) {
+                    float v;
+                    do { /* a third of the rows without NaN; the specials now and then */
+                        v = cat[keel_rng_below(rng, 8) ? keel_rng_below(rng, CAT - 16)
+                                                       : CAT - 16 + keel_rng_below(rng, 16)];
+                    } while (rep == 0 && isnan(v));
+                    y[off + i] = v;
+                }
+                const uint32_t amax_want = bits_of(keel_absmax_f32__scalar(y + off, n));
+                for (int p = 0; p < n_paths; p++) {
+                    memset(q, 0x5a, MAXN + 64);
+                    paths[p].cv->quantize_i8(y + off, q + off, n, s);
+                    int ok = 1;
+                    for (size_t i = 0; i < off; i++)
+                        ok &= q[i] == 0x5a;
+                    for (size_t i = off + n; i < MAXN + 64; i++)
+                        ok &= q[i] == 0x5a;
+                    written += !ok;
+                    for (size_t i = 0; i < n; i++) {
+                        const int want = keel_quantize_i8(y[off + i], s);
+                        if (q[off + i] != want && !bad++) {
+                            bad_path = paths[p].name;
+                            bad_y = y[off + i];
+                            bad_s = s;
+                            bad_got = q[off + i];
+                            bad_want = want;
+                            bad_n = n;
+                        }
+                    }
+                    if (bits_of(paths[p].cv->absmax(y + off, n)) != amax_want)
+                        amax_bad++;
+                    values += (long)n;
+                }
+            }
+        }
+    }
+    printf("quantize_i8/absmax edges: %ld values, lengths 0..%d, %zu scales, %d paths\n", values,
+           (int)MAXN, n_scales, n_paths);
+    test_check(bad == 0 && written == 0,
+               "quantize_i8 edges: %ld wrong (%ld calls wrote outside), first on %s n=%zu: y=%a "
+               "s=%a got %d want %d", bad, written, bad_path, bad_n, (double)bad_y, (double)bad_s,
+               bad_got, bad_want);
+    test_check(amax_bad == 0, "absmax edges: %ld rows differ from the scalar loop", amax_bad);
+    free(cat);
+    free(y);
+    free(q);
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -837,6 +936,7 @@ int main(void)
 
     check_quantize(&rng);
     check_quantize_paths(&rng);
+    check_quantize_edges(&rng);
 
     free(specials.v);
     free(nans.v);

@@ -46,9 +46,11 @@ int8_t keel_quantize_i8(float y, float s);
 void keel_quantize_i8__scalar(const float *, int8_t *, size_t, float);
 void keel_quantize_i8__avx2(const float *, int8_t *, size_t, float);
 void keel_quantize_i8__avx512(const float *, int8_t *, size_t, float);
+void keel_quantize_i8__neon(const float *, int8_t *, size_t, float);
 float keel_absmax_f32__scalar(const float *, size_t);
 float keel_absmax_f32__avx2(const float *, size_t);
 float keel_absmax_f32__avx512(const float *, size_t);
+float keel_absmax_f32__neon(const float *, size_t);
 /* f32 -> bf16 with AVX512_BF16 (only where the CPU has it: keel_cpu_has_avx512_bf16()). */
 void keel_f32_to_bf16__avx512bf16(const float *, uint16_t *, size_t);
 

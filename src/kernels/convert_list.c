@@ -24,11 +24,11 @@ static const keel_convert_kernels avx512_bf16_convert = {
 
 #if defined(KEEL_HAVE_NEON_KERNELS)
 /* aarch64 NEON: the storage conversions native (convert_simd.h over convert_lanes__neon.h: fcvtl /
- * fcvtn for f16, the integer rounding for bf16); int8 quantization and absmax are the scalar
- * kernels until they are written for NEON. */
+ * fcvtn for f16, the integer rounding for bf16); int8 quantization and absmax are
+ * quantize_i8_simd.h's body over lanes__neon.h, as on x86. */
 static const keel_convert_kernels neon_convert = {
     keel_bf16_to_f32__neon, keel_f16_to_f32__neon, keel_f32_to_bf16__neon, keel_f32_to_f16__neon,
-    keel_quantize_i8__scalar, keel_absmax_f32__scalar,
+    keel_quantize_i8__neon, keel_absmax_f32__neon,
 };
 #endif
 

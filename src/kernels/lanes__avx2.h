@@ -83,6 +83,63 @@ KEEL_INLINE kv kv_nan_passes(kv v, kv u)
     return _mm256_max_ps(v, _mm256_min_ps(_mm256_set1_ps(-INFINITY), u));
 }
 
+/* For int8 quantization and absmax (quantize_i8_simd.h). The nearest integer, ties to even
+ * (vroundps: exact, no exception flags). */
+KEEL_INLINE kv kv_round(kv a)
+{
+    return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+/* min(a, b), max(a, b) where neither is NaN (a NaN lane's result differs by ISA: a body deals
+ * with NaN apart) */
+KEEL_INLINE kv kv_min(kv a, kv b) { return _mm256_min_ps(a, b); }
+KEEL_INLINE kv kv_max(kv a, kv b) { return _mm256_max_ps(a, b); }
+/* a == b (false where either is NaN: kv_eq(v, v) is "v is not NaN"); either is NaN */
+KEEL_INLINE kv_pred kv_eq(kv a, kv b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+KEEL_INLINE kv_pred kv_unord(kv a, kv b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
+/* predicates: none set; and, or; whether any lane is set */
+KEEL_INLINE kv_pred kv_none(void) { return _mm256_setzero_ps(); }
+KEEL_INLINE kv_pred kv_pred_and(kv_pred a, kv_pred b) { return _mm256_and_ps(a, b); }
+KEEL_INLINE kv_pred kv_pred_or(kv_pred a, kv_pred b) { return _mm256_or_ps(a, b); }
+KEEL_INLINE int kv_any(kv_pred p) { return _mm256_movemask_ps(p) != 0; }
+/* the largest lane (none NaN) */
+KEEL_INLINE float kv_reduce_max(kv a)
+{
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+}
+/* The lanes of kv holding integers in [-127, 127] as int8: vcvttps2dq (exact on integers) and
+ * two saturating packs (exact: nothing saturates); kv_store_i8_n stores n of them at q (n >=
+ * KV_WIDTH: all 8; else the first n, nothing past them written), kv_store4_i8 the 32 of a, b, c,
+ * d in that order with one 32-byte store (the packs interleave the 128-bit halves by groups of
+ * 4 bytes; one vpermd puts the groups back in order). */
+KEEL_INLINE __m128i kv_i8_pack(kv c)
+{
+    const __m256i i = _mm256_cvttps_epi32(c);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    return _mm_packs_epi16(w, w);
+}
+KEEL_INLINE void kv_store_i8_n(int8_t *q, kv c, size_t n, kv_tail t)
+{
+    (void)t;
+    if (n >= KV_WIDTH) {
+        _mm_storel_epi64((__m128i *)q, kv_i8_pack(c));
+        return;
+    }
+    int8_t buf[16];
+    _mm_storeu_si128((__m128i *)buf, kv_i8_pack(c));
+    for (size_t j = 0; j < n; j++)
+        q[j] = buf[j];
+}
+KEEL_INLINE void kv_store4_i8(int8_t *q, kv a, kv b, kv c, kv d)
+{
+    const __m256i ab = _mm256_packs_epi32(_mm256_cvttps_epi32(a), _mm256_cvttps_epi32(b));
+    const __m256i cd = _mm256_packs_epi32(_mm256_cvttps_epi32(c), _mm256_cvttps_epi32(d));
+    const __m256i p = _mm256_packs_epi16(ab, cd);
+    _mm256_storeu_si256((__m256i *)q,
+                        _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
 /* ---- kr: the reduction unit of kernels.h, 16 floats and 16 double lanes -----------------------
  * The names and meanings of lanes__avx512.h's kr section on 256-bit vectors: a kr_f16 is two
  * ymm (floats 0-7, 8-15), a kr_d16 four, q[0] = lanes 0-3, q[1] = 4-7, q[2] = 8-11, q[3] =

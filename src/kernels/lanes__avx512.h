@@ -72,6 +72,46 @@ KEEL_INLINE kv kv_nan_passes(kv v, kv u)
     return _mm512_mask_mov_ps(u, _mm512_cmp_ps_mask(u, u, _CMP_ORD_Q), v);
 }
 
+/* For int8 quantization and absmax (quantize_i8_simd.h). The nearest integer, ties to even
+ * (vrndscaleps: exact, no exception flags). */
+KEEL_INLINE kv kv_round(kv a)
+{
+    return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+/* min(a, b), max(a, b) where neither is NaN (a NaN lane's result differs by ISA: a body deals
+ * with NaN apart) */
+KEEL_INLINE kv kv_min(kv a, kv b) { return _mm512_min_ps(a, b); }
+KEEL_INLINE kv kv_max(kv a, kv b) { return _mm512_max_ps(a, b); }
+/* a == b (false where either is NaN: kv_eq(v, v) is "v is not NaN"); either is NaN */
+KEEL_INLINE kv_pred kv_eq(kv a, kv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+KEEL_INLINE kv_pred kv_unord(kv a, kv b) { return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q); }
+/* predicates: none set; and, or; whether any lane is set */
+KEEL_INLINE kv_pred kv_none(void) { return 0; }
+KEEL_INLINE kv_pred kv_pred_and(kv_pred a, kv_pred b) { return a & b; }
+KEEL_INLINE kv_pred kv_pred_or(kv_pred a, kv_pred b) { return a | b; }
+KEEL_INLINE int kv_any(kv_pred p) { return p != 0; }
+/* the largest lane (none NaN) */
+KEEL_INLINE float kv_reduce_max(kv a) { return _mm512_reduce_max_ps(a); }
+/* The lanes of kv holding integers in [-127, 127] as int8 (vcvttps2dq: exact on integers):
+ * kv_store_i8_n stores n of them at q (n >= KV_WIDTH: all 16, vpmovdb; else the first n, a
+ * masked vpmovdb: nothing past them written), kv_store4_i8 the 64 of a, b, c, d in that order
+ * with one 64-byte store: two saturating packs (exact: nothing saturates) leave each 128-bit lane
+ * k with the 4-byte groups a_k, b_k, c_k, d_k, and one vpermd puts them in order. */
+KEEL_INLINE void kv_store_i8_n(int8_t *q, kv c, size_t n, kv_tail t)
+{
+    if (n >= KV_WIDTH)
+        _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(c)));
+    else
+        _mm512_mask_cvtepi32_storeu_epi8(q, t, _mm512_cvttps_epi32(c));
+}
+KEEL_INLINE void kv_store4_i8(int8_t *q, kv a, kv b, kv c, kv d)
+{
+    const __m512i ab = _mm512_packs_epi32(_mm512_cvttps_epi32(a), _mm512_cvttps_epi32(b));
+    const __m512i cd = _mm512_packs_epi32(_mm512_cvttps_epi32(c), _mm512_cvttps_epi32(d));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_storeu_si512((void *)q, _mm512_permutexvar_epi32(order, _mm512_packs_epi16(ab, cd)));
+}
+
 /* ---- kr: the reduction unit of kernels.h, 16 floats and 16 double lanes -----------------------
  * The row reductions of the norms (f32_rmsnorm_simd.h, f32_layernorm_simd.h) step 16 floats at a
  * time, kernels.h's 16 lanes: a kr_f16 is one zmm (the norms' elementwise sweeps too: measured

@@ -161,6 +161,49 @@ KEEL_INLINE kv kv_with_sign_of(kv a, kv u)
 /* u where u is NaN (its bits, untouched), else v: a bit select on u == u */
 KEEL_INLINE kv kv_nan_passes(kv v, kv u) { return vbslq_f32(vceqq_f32(u, u), v, u); }
 
+/* For int8 quantization and absmax (quantize_i8_simd.h). The nearest integer, ties to even
+ * (frintn). */
+KEEL_INLINE kv kv_round(kv a) { return vrndnq_f32(a); }
+/* min(a, b), max(a, b) where neither is NaN (fmin / fmax give NaN there, the x86 paths an
+ * operand: a body deals with NaN apart) */
+KEEL_INLINE kv kv_min(kv a, kv b) { return vminq_f32(a, b); }
+KEEL_INLINE kv kv_max(kv a, kv b) { return vmaxq_f32(a, b); }
+/* a == b (false where either is NaN: kv_eq(v, v) is "v is not NaN"); either is NaN */
+KEEL_INLINE kv_pred kv_eq(kv a, kv b) { return vceqq_f32(a, b); }
+KEEL_INLINE kv_pred kv_unord(kv a, kv b)
+{
+    return vmvnq_u32(vandq_u32(vceqq_f32(a, a), vceqq_f32(b, b)));
+}
+/* predicates: none set; and, or; whether any lane is set (umaxv) */
+KEEL_INLINE kv_pred kv_none(void) { return vdupq_n_u32(0); }
+KEEL_INLINE kv_pred kv_pred_and(kv_pred a, kv_pred b) { return vandq_u32(a, b); }
+KEEL_INLINE kv_pred kv_pred_or(kv_pred a, kv_pred b) { return vorrq_u32(a, b); }
+KEEL_INLINE int kv_any(kv_pred p) { return vmaxvq_u32(p) != 0; }
+/* the largest lane (none NaN: fmaxv) */
+KEEL_INLINE float kv_reduce_max(kv a) { return vmaxvq_f32(a); }
+/* The lanes of kv holding integers in [-127, 127] as int8 (fcvtzs: exact on integers, then
+ * narrowing moves: nothing is out of range): kv_store_i8_n stores n of them at q (n >=
+ * KV_WIDTH: all 4; else the first n, through a stack buffer: nothing past them written),
+ * kv_store4_i8 the 16 of a, b, c, d in that order with one 16-byte store. */
+KEEL_INLINE int16x4_t kv_i16(kv c) { return vmovn_s32(vcvtq_s32_f32(c)); }
+KEEL_INLINE void kv_store_i8_n(int8_t *q, kv c, size_t n, kv_tail t)
+{
+    (void)t;
+    const int16x4_t h = kv_i16(c);
+    int8_t buf[8];
+    vst1_s8(buf, vmovn_s16(vcombine_s16(h, h)));
+    if (n >= KV_WIDTH)
+        memcpy(q, buf, KV_WIDTH); /* one 4-byte str */
+    else
+        memcpy(q, buf, n);
+}
+KEEL_INLINE void kv_store4_i8(int8_t *q, kv a, kv b, kv c, kv d)
+{
+    const int8x8_t ab = vmovn_s16(vcombine_s16(kv_i16(a), kv_i16(b)));
+    const int8x8_t cd = vmovn_s16(vcombine_s16(kv_i16(c), kv_i16(d)));
+    vst1q_s8(q, vcombine_s8(ab, cd));
+}
+
 /* ---- kr: the reduction unit of kernels.h, 16 floats and 16 double lanes -----------------------
  * The names and meanings of lanes__avx512.h's kr section: a kr_f16 is four q registers of 4
  * floats, a kr_d16 eight of 2 doubles, v[k] = lanes 2k and 2k + 1, filled by the exact fcvtl /

@@ -1,0 +1,12 @@
+/* int8 quantization and absmax, aarch64 NEON, 4 values a vector: the body of quantize_i8_simd.h
+ * over lanes__neon.h. */
+#include "kernels.h"
+#include "convert.h"
+#include "lanes__neon.h"
+#include "quantize_i8_simd.h"
+
+void keel_quantize_i8__neon(const float *y, int8_t *q, size_t n, float s)
+{
+    quantize_i8(y, q, n, s);
+}
+float keel_absmax_f32__neon(const float *y, size_t n) { return absmax_f32(y, n); }
