@@ -14,11 +14,24 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 tmp=$(mktemp)
 trap 'rm -f "$tmp" "$tmp".*' EXIT
 peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
+# the CPU features the peers' low-precision speed depends on (oneDNN, OpenVINO and PyTorch take
+# their bf16 kernels from AVX512_BF16 / AMX where present)
+cpuflags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2)
+features=""
+for f in avx2 avx512f avx512_bf16 avx512_fp16 amx_tile amx_bf16; do
+    case " $cpuflags " in
+    *" $f "*) features="$features $f yes," ;;
+    *) features="$features $f no," ;;
+    esac
+done
+features=${features%,}
+versions_done=""
 {
     echo "# keel benchmarks"
     echo
     echo "Written by \`make bench\` ($(date -u +%Y-%m-%d), keel $("$build/keel" --version | cut -d' ' -f2))."
     echo "Machine: ${cpu:-unknown CPU}, $cores cores, $(free -g | awk '/Mem:/{print $2}') GiB; path: $("$build/keel" info | sed -n 's/^kernels: \([a-z0-9]*\).*/\1/p')."
+    echo "CPU features (/proc/cpuinfo):$features."
     echo
     echo "Float32. Bytes moved: forward reads x and writes y; backward reads x and dy and writes dx."
     echo "Two floors, timed in the same run with the same threads, interleaved with the op, each from buffers"
@@ -35,8 +48,9 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     echo "Interleaved, each op starts with its outputs out of cache (the copy before it wrote over them), as"
     echo "in a model where a layer's outputs are fresh buffers."
     echo
-    echo "Peers (PyTorch and ONNX Runtime from PyPI, Debian's oneDNN 2.6) run on the same cases by"
-    echo "\`sh bench/peers/run.sh THREADS\` right after keel, each checked against a float64 reference first."
+    echo "Peers (PyTorch, ONNX Runtime and OpenVINO from PyPI, Debian's oneDNN 2.6 and oneDNN 3.2 from the"
+    echo "PyPI wheels onednn-cpu-gomp 2023.2.0) run on the same cases by \`sh bench/peers/run.sh THREADS\`"
+    echo "right after keel, each checked against a float64 reference first (the versions that ran are below)."
     echo "Their benchmarks call the op back to back on the same buffers (outputs in cache where they fit), so"
     echo "keel is set beside them timed the same way, \`keel bench --hot --norms\` (back-to-back calls, and"
     echo "the floors back to back too); each fraction of the floor uses the own floor of that run."
@@ -45,6 +59,13 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
         "$build/keel" bench --all --threads "$t" --markdown | sed '1d' > "$tmp.keel.$t"
         "$build/keel" bench --all --threads "$t" --hot --norms --markdown | sed '1d' > "$tmp.hot.$t"
         sh bench/peers/run.sh "$t" $peers_quick > "$tmp.peers.$t" 2>"$tmp.peers.log.$t" || true
+        if [ -z "$versions_done" ]; then
+            # run.sh's stderr: oneDNN as dnnl_version() reports it, the Python packages' __version__
+            v=$(sed -n 's/^\[peers\] versions: //p' "$tmp.peers.log.$t" | head -1)
+            echo
+            echo "Peer versions that ran: ${v:-unknown, see the stderr of bench/peers/run.sh}."
+            versions_done=1
+        fi
         echo
         echo "## $t thread(s)"
         echo
@@ -70,9 +91,13 @@ peers_quick=${KEEL_BENCH_PEERS_QUICK:+--quick}
     echo "floors: a copy of those bytes, and the op's own streams in their dtypes, as above. Peers: PyTorch"
     echo "(F.layer_norm / nn.RMSNorm on bf16/fp16 tensors with float32 parameters; the int8 rows as the"
     echo "norm then torch ops that quantize), oneDNN 2.6 (bf16"
-    echo "layer normalization; it has no fp16 CPU implementation and no int8 output), ONNX Runtime (forward"
+    echo "layer normalization; it has no fp16 CPU implementation and no int8 output), oneDNN 3.2 (bf16 and"
+    echo "fp16 layer normalization; int8 output not timed), ONNX Runtime (forward"
     echo "only, parameters in the tensors' dtype as the ONNX ops require; int8 as LayerNormalization then"
-    echo "QuantizeLinear or a per-row-scale graph). docs/low-precision.md has the details."
+    echo "QuantizeLinear or a per-row-scale graph), OpenVINO (bf16 forwards: bf16 input and output, the CPU"
+    echo "plugin's bf16 inference precision; the check column says the precision each kernel ran in)."
+    echo "bf16 speed of the peers depends on the CPU features above (AVX512_BF16, AMX)."
+    echo "docs/low-precision.md has the details."
     for t in 1 "$cores"; do
         "$build/keel" bench --all --threads "$t" --dtype bf16,f16,i8 --markdown | sed '1d' > "$tmp.lpkeel.$t"
         "$build/keel" bench --all --threads "$t" --dtype bf16,f16,i8 --hot --markdown | sed '1d' > "$tmp.lphot.$t"

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Peer benchmark: PyTorch, ONNX Runtime and oneDNN LayerNorm / RMSNorm on the cases of `keel bench`.
+# Peer benchmark: PyTorch, ONNX Runtime, oneDNN (Debian's 2.6 and PyPI's 3.2) and OpenVINO LayerNorm /
+# RMSNorm on the cases of `keel bench`.
 #
 # Usage: sh bench/peers/run.sh THREADS [--quick] [--lowp]
 #   THREADS  threads every peer may use (0 = all cores)
@@ -7,12 +8,17 @@
 #   --lowp   the low-precision rows instead of the float32 ones: bf16 and f16 tensors and the
 #            int8-output forwards, named as `keel bench --dtype bf16,f16,i8` names them
 #
-# Installs what is missing (pip: torch onnxruntime onnx numpy, each only if it cannot be imported;
-# apt: libdnnl-dev only if its header is missing; as root or through sudo), builds the oneDNN
-# program into build-peers/, runs every peer and prints ONE Markdown table on stdout:
+# Installs what is missing (pip: torch onnxruntime onnx numpy openvino, each only if it cannot be
+# imported; pip: onednn-cpu-gomp + onednn-devel-cpu-gomp 2023.2.0 (oneDNN 3.2, OpenMP) only if no
+# Python prefix holds their header and libdnnl.so.3; apt: libdnnl-dev only if its header is missing;
+# as root or through sudo), builds the oneDNN program twice into build-peers/ (onednn_bench against
+# Debian's 2.6, onednn3_bench against the wheels' 3.2 with an rpath to them), runs every peer and
+# prints ONE Markdown table on stdout:
 #   | peer | op | rows x dim | us | GB/s | check (max rel err) |
 # Progress and install logs go to stderr. A peer that cannot be installed or run gives rows that
-# say why. Environment: PYTHON (default python3), CC (default cc).
+# say why. The versions that ran and the CPU's bf16/AMX flags go to stderr in two lines,
+# "[peers] versions: ..." and "[peers] cpu: ..." (scripts/bench.sh copies them into BENCHMARKS.md).
+# Environment: PYTHON (default python3), CC (default cc).
 set -u
 
 usage() {
@@ -58,7 +64,7 @@ if ! command -v "$py" >/dev/null 2>&1; then
     py_broken="$py not found"
 else
     py_broken=""
-    for m in numpy torch onnxruntime onnx; do
+    for m in numpy torch onnxruntime onnx openvino; do
         "$py" -c "import $m" >/dev/null 2>&1 || pip_missing="$pip_missing $m"
     done
 fi
@@ -67,6 +73,32 @@ if [ -z "$py_broken" ] && [ -n "$pip_missing" ]; then
     if [ "$(id -u)" = 0 ]; then user_flag=""; else user_flag="--user"; fi
     # shellcheck disable=SC2086
     "$py" -m pip install $user_flag $pip_missing >&2 || log "pip install failed"
+fi
+
+# oneDNN 3.x from PyPI: the wheels put include/oneapi/dnnl/ and lib/libdnnl.so.3 under a Python
+# prefix (sys.prefix, or the user base / the scheme's data path for --user and Debian's /usr/local)
+ONEDNN3_PIP="onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0"
+find_dnnl3() {
+    [ -z "$py_broken" ] || return 1
+    for p in $("$py" -c 'import site, sys, sysconfig; print(sys.prefix, sysconfig.get_path("data"), site.USER_BASE)' 2>/dev/null); do
+        if [ -f "$p/lib/libdnnl.so.3" ] &&
+            grep -q 'define DNNL_VERSION_MAJOR 3' "$p/include/oneapi/dnnl/dnnl_version.h" 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+dnnl3_missing=""
+if [ -n "$py_broken" ]; then
+    dnnl3_missing="$py_broken (the oneDNN 3.x wheels are installed with pip)"
+elif ! dnnl3_prefix=$(find_dnnl3); then
+    log "pip install $ONEDNN3_PIP"
+    if [ "$(id -u)" = 0 ]; then user_flag=""; else user_flag="--user"; fi
+    # shellcheck disable=SC2086
+    "$py" -m pip install $user_flag $ONEDNN3_PIP >&2 || log "pip install of the oneDNN 3.x wheels failed"
+    dnnl3_prefix=$(find_dnnl3) ||
+        dnnl3_missing="the oneDNN 3.x wheels ($ONEDNN3_PIP) did not install (no include/oneapi/dnnl and lib/libdnnl.so.3 under the Python prefix)"
 fi
 
 dnnl_missing=""
@@ -87,12 +119,48 @@ onednn_bin="$build/onednn_bench"
 if [ -z "$dnnl_missing" ]; then
     mkdir -p "$build"
     log "building $onednn_bin"
-    if ! "$cc" -O2 -std=c11 -fopenmp "$here/onednn_bench.c" -o "$onednn_bin" -ldnnl -lm >&2; then
-        dnnl_missing="the oneDNN program did not build (see stderr)"
+    # -l:libdnnl.so.2: Debian's library even where a Python prefix in the default search path
+    # (/usr/local) holds the wheels' libdnnl.so (3.x)
+    if ! "$cc" -O2 -std=c11 -fopenmp "$here/onednn_bench.c" -o "$onednn_bin" -l:libdnnl.so.2 -lm >&2; then
+        dnnl_missing="the oneDNN program did not build against Debian's libdnnl (see stderr)"
     elif command -v ldd >/dev/null 2>&1; then
         log "libdnnl threading: $(ldd "$onednn_bin" | grep -o 'lib\(gomp\|iomp5\|tbb\)[^ ]*' | sort -u | tr '\n' ' ')"
     fi
 fi
+
+onednn3_bin="$build/onednn3_bench"
+if [ -z "$dnnl3_missing" ]; then
+    mkdir -p "$build"
+    log "building $onednn3_bin against $dnnl3_prefix"
+    # the wheels' libdnnl.so.3 links the system's libgomp.so.1; -fopenmp gives the program the same
+    if ! "$cc" -O2 -std=c11 -fopenmp -I"$dnnl3_prefix/include" "$here/onednn_bench.c" -o "$onednn3_bin" \
+        -L"$dnnl3_prefix/lib" -l:libdnnl.so.3 -Wl,-rpath,"$dnnl3_prefix/lib" -lm >&2; then
+        dnnl3_missing="the oneDNN program did not build against the 3.x wheels in $dnnl3_prefix (see stderr)"
+    elif command -v ldd >/dev/null 2>&1; then
+        log "oneDNN 3.x: $(ldd "$onednn3_bin" | grep -o 'lib\(dnnl\|gomp\|iomp5\|tbb\)[^ ]* => [^ ]*' | sort -u | tr '\n' ' ')"
+    fi
+fi
+
+# ---- versions and CPU features (stderr; scripts/bench.sh copies these two lines)
+versions=""
+add_version() { versions="${versions:+$versions; }$*"; }
+[ -n "$dnnl_missing" ] || add_version "$("$onednn_bin" --version 2>/dev/null || echo 'oneDNN (Debian) ?')"
+[ -n "$dnnl3_missing" ] || add_version "$("$onednn3_bin" --version 2>/dev/null || echo 'oneDNN (PyPI) ?') from PyPI onednn-cpu-gomp"
+if [ -z "$py_broken" ]; then
+    for m in torch:PyTorch onnxruntime:"ONNX Runtime" openvino:OpenVINO; do
+        v=$("$py" -c "import ${m%%:*} as m; print(m.__version__)" 2>/dev/null) && add_version "${m#*:} $v"
+    done
+fi
+log "versions: ${versions:-none}"
+flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+features=""
+for f in avx2 avx512f avx512_bf16 avx512_fp16 amx_tile amx_bf16; do
+    case " ${flags#*:} " in
+    *" $f "*) features="$features $f=yes" ;;
+    *) features="$features $f=no" ;;
+    esac
+done
+log "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -1);$features"
 
 # ---- run
 # CPU time others are using now: /proc/stat over one second, in cores
@@ -143,19 +211,27 @@ not_run_all() { # peer, reason
     IFS=$old_ifs
 }
 
-if [ -n "$dnnl_missing" ]; then
-    not_run_all oneDNN "not run: $dnnl_missing"
-else
-    # shellcheck disable=SC2086 # $quick and $dtype_arg are words on purpose
-    "$onednn_bin" "$threads" $quick $dtype_arg
-    rc=$?
-    [ $rc = 0 ] || not_run oneDNN "the oneDNN program stopped with status $rc (rows above, if any, are complete)" "(remaining)"
-fi
+for which in 2 3; do
+    if [ $which = 2 ]; then
+        name="oneDNN 2.6" bin=$onednn_bin why=$dnnl_missing
+    else
+        name="oneDNN 3.2" bin=$onednn3_bin why=$dnnl3_missing
+    fi
+    if [ -n "$why" ]; then
+        not_run_all "$name" "not run: $why"
+    else
+        # shellcheck disable=SC2086 # $quick and $dtype_arg are words on purpose
+        "$bin" "$threads" $quick $dtype_arg
+        rc=$?
+        [ $rc = 0 ] || not_run "$name" "the oneDNN program stopped with status $rc (rows above, if any, are complete)" "(remaining)"
+    fi
+done
 
-for peer in torch ort; do
+for peer in torch ort openvino; do
     case $peer in
-    torch) name=PyTorch mods="numpy torch" ;;
-    ort) name="ONNX Runtime" mods="numpy onnxruntime onnx" ;;
+    torch) name=PyTorch mods="numpy torch" script=peers_torch_ort.py ;;
+    ort) name="ONNX Runtime" mods="numpy onnxruntime onnx" script=peers_torch_ort.py ;;
+    openvino) name=OpenVINO mods="numpy openvino" script=peers_openvino.py ;;
     esac
     if [ -n "$py_broken" ]; then
         not_run_all "$name" "not run: $py_broken"
@@ -171,7 +247,11 @@ for peer in torch ort; do
     fi
     # a process per peer: the OpenMP threads of one do not spin beside the other's
     # shellcheck disable=SC2086
-    "$py" "$here/peers_torch_ort.py" --peer "$peer" --threads "$threads" $quick $dtype_arg
+    if [ $peer = openvino ]; then
+        "$py" "$here/$script" --threads "$threads" $quick $dtype_arg
+    else
+        "$py" "$here/$script" --peer "$peer" --threads "$threads" $quick $dtype_arg
+    fi
     rc=$?
     [ $rc = 0 ] || not_run "$name" "the $peer benchmark stopped with status $rc (rows above, if any, are complete)" "(remaining)"
 done
