@@ -100,11 +100,10 @@ static int parse(int argc, char **argv, opts *o, const char *cmd)
 
 static int load_text(mc_model *mm, const char *path, mc_rec *rec, const char *cmd)
 {
-    char err[1200];
     size_t nb, ntok, dropped;
-    unsigned char *bytes = mc_read_file(path, &nb, err, sizeof err);
-    if (!bytes) {
-        fprintf(stderr, "keel monitor %s: %s\n", cmd, err);
+    unsigned char *bytes;
+    if (mc_read_file(path, &bytes, &nb) != KEEL_OK) {
+        fprintf(stderr, "keel monitor %s: %s\n", cmd, tool_last_error());
         return -1;
     }
     int *tok = mc_map_text(mm, bytes, nb, &ntok, &dropped);
@@ -113,10 +112,10 @@ static int load_text(mc_model *mm, const char *path, mc_rec *rec, const char *cm
         fprintf(stderr, "keel monitor %s: out of memory\n", cmd);
         return -1;
     }
-    int rc = mc_record(mm, tok, ntok, rec, err, sizeof err);
+    keel_status st = mc_record(mm, tok, ntok, rec);
     free(tok);
-    if (rc) {
-        fprintf(stderr, "keel monitor %s: %s: %s\n", cmd, path, err);
+    if (st != KEEL_OK) {
+        fprintf(stderr, "keel monitor %s: %s: %s\n", cmd, path, tool_last_error());
         return -1;
     }
     printf("%s: %zu bytes, %zu dropped (not in the vocabulary), %zu tokens through the model (%.1f s)\n", path, nb,
@@ -137,10 +136,9 @@ static int cmd_calibrate(int argc, char **argv)
     }
     if (tr_no_cblas("monitor"))
         return 1;
-    char err[1200];
     mc_model mm;
-    if (mc_load_model(&mm, o.ckpt, o.threads, err, sizeof err)) {
-        fprintf(stderr, "keel monitor calibrate: %s\n", err);
+    if (mc_load_model(&mm, o.ckpt, o.threads) != KEEL_OK) {
+        fprintf(stderr, "keel monitor calibrate: %s\n", tool_last_error());
         return 1;
     }
     mc_rec rec;
@@ -339,10 +337,9 @@ static int cmd_score(int argc, char **argv)
             fclose(jl);
         return 1;
     }
-    char err[1200];
     mc_model mm;
-    if (mc_load_model(&mm, o.ckpt, o.threads, err, sizeof err)) {
-        fprintf(stderr, "keel monitor score: %s\n", err);
+    if (mc_load_model(&mm, o.ckpt, o.threads) != KEEL_OK) {
+        fprintf(stderr, "keel monitor score: %s\n", tool_last_error());
         keel_monitor_destroy(mon);
         if (csv)
             fclose(csv);

@@ -169,20 +169,23 @@ int mc_eval(int argc, char **argv)
     }
     if (tr_no_cblas("monitor"))
         return 1;
-    char err[1200];
     mc_model mm;
-    if (mc_load_model(&mm, ckpt, threads, err, sizeof err)) {
-        fprintf(stderr, "keel monitor eval: %s\n", err);
+    if (mc_load_model(&mm, ckpt, threads) != KEEL_OK) {
+        fprintf(stderr, "keel monitor eval: %s\n", tool_last_error());
         return 1;
     }
     mkdir(out, 0777);
     const char *dpath = data ? data : tm_data_default_path();
     size_t nb = 0, nj = 0;
-    unsigned char *sh = dpath ? mc_read_file(dpath, &nb, err, sizeof err) : NULL;
-    unsigned char *jg = mc_read_file(jargon, &nj, err, sizeof err);
+    unsigned char *sh = NULL, *jg = NULL;
+    if (!dpath)
+        tool_fail(KEEL_EINVAL, "no text to evaluate on (--data FILE)");
+    else if (mc_read_file(dpath, &sh, &nb) == KEEL_OK)
+        mc_read_file(jargon, &jg, &nj);
     if (!sh || !jg) {
-        fprintf(stderr, "keel monitor eval: %s%s\n", err,
-                !jg ? " (apt-get install jargon-text, or --jargon FILE)" : "");
+        fprintf(stderr, "keel monitor eval: %s%s\n", tool_last_error(),
+                sh && !jg ? " (apt-get install jargon-text, or --jargon FILE)" : "");
+        free(sh);
         return 1;
     }
     /* the corpus split of keel train: first 90% train, last 10% validation */
@@ -215,16 +218,16 @@ int mc_eval(int argc, char **argv)
     mc_rec base, cal, rec[NSRC];
     size_t dropped[NSRC], ntok;
     int *tok = mc_map_text(&mm, basetxt, base_len, &ntok, NULL);
-    if (mc_record(&mm, tok, ntok, &base, err, sizeof err)) goto fail;
+    if (mc_record(&mm, tok, ntok, &base) != KEEL_OK) goto fail;
     free(tok);
     tok = mc_map_text(&mm, caltxt, half, &ntok, NULL);
-    if (mc_record(&mm, tok, ntok, &cal, err, sizeof err)) goto fail;
+    if (mc_record(&mm, tok, ntok, &cal) != KEEL_OK) goto fail;
     free(tok);
     for (int k = 0; k < NSRC; k++) {
         tok = mc_map_text(&mm, srcs[k], slen[k], &ntok, &dropped[k]);
         if (ntok > ntest)
             ntok = ntest;
-        if (mc_record(&mm, tok, ntok, &rec[k], err, sizeof err)) goto fail;
+        if (mc_record(&mm, tok, ntok, &rec[k]) != KEEL_OK) goto fail;
         free(tok);
         printf("  %-9s %zu tokens (%zu bytes dropped)\n", src_names[k], rec[k].n, dropped[k]);
     }
@@ -234,7 +237,7 @@ int mc_eval(int argc, char **argv)
     if (keel_monitor_create(&mon, mm.slots, NULL) || mc_feed(mon, &base, 0, base.n) || keel_monitor_fit_ranges(mon) ||
         mc_feed(mon, &base, 0, base.n) || keel_monitor_capture_baseline(mon) ||
         mc_calibrate_windows(mon, &cal, 0, cal.n, wins, NWIN, far)) {
-        snprintf(err, sizeof err, "%s", keel_last_error());
+        tool_fail(KEEL_EINVAL, "%s", keel_last_error());
         goto fail;
     }
     char bpath[1400];
@@ -439,7 +442,7 @@ int mc_eval(int argc, char **argv)
     snprintf(path, sizeof path, "%s/results.md", out);
     FILE *md = fopen(path, "w");
     if (!md) {
-        snprintf(err, sizeof err, "cannot write %.1000s", path);
+        tool_fail(KEEL_EIO, "cannot write %.1000s", path);
         goto fail;
     }
     fprintf(md, "<!-- written by: keel monitor eval --checkpoint %s --out %s --false-alarm %g -->\n\n", ckpt, out, far);
@@ -494,7 +497,7 @@ int mc_eval(int argc, char **argv)
     mc_free_model(&mm);
     return 0;
 fail:
-    fprintf(stderr, "keel monitor eval: %s\n", err);
+    fprintf(stderr, "keel monitor eval: %s\n", tool_last_error());
     free(tok);
     mc_free_model(&mm);
     return 1;

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "recording.h"
+#include "tool_error.h"
 
 static double now_s(void)
 {
@@ -16,16 +17,17 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int mc_load_model(mc_model *mm, const char *ckpt, int threads, char *err, size_t errlen)
+keel_status mc_load_model(mc_model *mm, const char *ckpt, int threads)
 {
+    keel_status st;
     memset(mm, 0, sizeof *mm);
-    if (tm_ckpt_read_state(ckpt, &mm->st, err, errlen))
-        return -1;
-    if (tm_create(&mm->m, &mm->st.cfg, 16, 0, threads, err, errlen))
-        return -1;
-    if (tm_ckpt_load(ckpt, &mm->st, &mm->m, NULL, err, errlen)) {
+    if ((st = tm_ckpt_read_state(ckpt, &mm->st)) != KEEL_OK)
+        return st;
+    if ((st = tm_create(&mm->m, &mm->st.cfg, 16, 0, threads)) != KEEL_OK)
+        return st;
+    if ((st = tm_ckpt_load(ckpt, &mm->st, &mm->m, NULL)) != KEEL_OK) {
         tm_destroy(&mm->m);
-        return -1;
+        return st;
     }
     mm->m.training = 0;
     for (int c = 0; c < 256; c++)
@@ -34,12 +36,11 @@ int mc_load_model(mc_model *mm, const char *ckpt, int threads, char *err, size_t
         mm->index[mm->st.chars[v]] = v;
     mm->slots = tm_monitor_slots(&mm->m);
     if (mm->slots == 0) {
-        snprintf(err, errlen, "%s: the model's norm is %s: the monitor needs LayerNorm or RMSNorm", ckpt,
-                 tm_norm_name(mm->st.cfg.norm));
         tm_destroy(&mm->m);
-        return -1;
+        return tool_fail(KEEL_EUNSUPPORTED, "%s: the model's norm is %s: the monitor needs LayerNorm or RMSNorm",
+                         ckpt, tm_norm_name(mm->st.cfg.norm));
     }
-    return 0;
+    return KEEL_OK;
 }
 
 void mc_free_model(mc_model *mm) { tm_destroy(&mm->m); }
@@ -63,16 +64,16 @@ int *mc_map_text(const mc_model *mm, const unsigned char *bytes, size_t nbytes, 
     return t;
 }
 
-unsigned char *mc_read_file(const char *path, size_t *n, char *err, size_t errlen)
+keel_status mc_read_file(const char *path, unsigned char **out, size_t *n)
 {
+    *out = NULL;
     size_t len = strlen(path);
     int gz = len > 3 && !strcmp(path + len - 3, ".gz");
     FILE *f;
     if (gz) {
         char cmd[1200];
         if (strchr(path, '\'')) {
-            snprintf(err, errlen, "%s: a quote in the file name", path);
-            return NULL;
+            return tool_fail(KEEL_EINVAL, "%s: a quote in the file name", path);
         }
         snprintf(cmd, sizeof cmd, "gzip -dc '%s'", path);
         f = popen(cmd, "r");
@@ -80,8 +81,7 @@ unsigned char *mc_read_file(const char *path, size_t *n, char *err, size_t errle
         f = fopen(path, "rb");
     }
     if (!f) {
-        snprintf(err, errlen, "%s: cannot open", path);
-        return NULL;
+        return tool_fail(KEEL_EIO, "%s: cannot open", path);
     }
     size_t cap = 1 << 20, k = 0, got;
     unsigned char *p = malloc(cap);
@@ -98,22 +98,22 @@ unsigned char *mc_read_file(const char *path, size_t *n, char *err, size_t errle
     }
     int bad = gz ? pclose(f) != 0 : (ferror(f) || fclose(f) != 0);
     if (!p || bad || k == 0) {
-        snprintf(err, errlen, "%s: %s", path, !p ? "out of memory" : k == 0 ? "empty or unreadable" : "read error");
         free(p);
-        return NULL;
+        return tool_fail(!p ? KEEL_ENOMEM : KEEL_EIO, "%s: %s", path,
+                         !p ? "out of memory" : k == 0 ? "empty or unreadable" : "read error");
     }
     *n = k;
-    return p;
+    *out = p;
+    return KEEL_OK;
 }
 
-int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size_t errlen)
+keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r)
 {
     memset(r, 0, sizeof *r);
     const int T = mm->st.cfg.seq, V = mm->st.cfg.vocab, S = mm->slots, maxB = mm->m.max_batch;
     size_t nblocks = n > 1 ? (n - 1) / (size_t)T : 0;
     if (nblocks == 0) {
-        snprintf(err, errlen, "the text has %zu tokens in the vocabulary: need at least %d", n, T + 1);
-        return -1;
+        return tool_fail(KEEL_EINVAL, "the text has %zu tokens in the vocabulary: need at least %d", n, T + 1);
     }
     r->n = nblocks * (size_t)T;
     r->slots = S;
@@ -125,8 +125,7 @@ int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size
     if (!r->rstd || (r->has_mean && !r->mean) || !r->ll || !tg) {
         free(tg);
         mc_free_rec(r);
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        return tool_fail(KEEL_ENOMEM, "out of memory");
     }
     for (size_t b0 = 0; b0 < nblocks; b0 += (size_t)maxB) {
         int B = nblocks - b0 < (size_t)maxB ? (int)(nblocks - b0) : maxB;
@@ -135,10 +134,9 @@ int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size
         tm_forward(&mm->m, tok + base, NULL, B, T);
         r->forward_seconds += now_s() - t0;
         if (tm_error(&mm->m)) {
-            snprintf(err, errlen, "the model's forward: %s", tm_error(&mm->m));
             free(tg);
             mc_free_rec(r);
-            return -1;
+            return tool_fail(mm->m.error_status, "the model's forward: %s", tm_error(&mm->m));
         }
         size_t rows = (size_t)B * T;
         for (int s = 0; s < S; s++) {
@@ -154,7 +152,7 @@ int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size
         }
     }
     free(tg);
-    return 0;
+    return KEEL_OK;
 }
 
 void mc_free_rec(mc_rec *r)

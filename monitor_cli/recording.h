@@ -9,6 +9,7 @@
 
 #include "checkpoint.h"
 #include "model.h"
+#include "tool_error.h"
 
 typedef struct mc_model {
     tm_train_state st;
@@ -26,14 +27,17 @@ typedef struct mc_rec {
     double forward_seconds;
 } mc_rec;
 
-int mc_load_model(mc_model *mm, const char *ckpt, int threads, char *err, size_t errlen);
+/* The functions below that return a keel_status set tool_last_error() (tool_error.h) on an
+ * error. Loads a checkpoint's model for recording. */
+keel_status mc_load_model(mc_model *mm, const char *ckpt, int threads);
 void mc_free_model(mc_model *mm);
 /* Maps bytes to token ids, dropping bytes outside the vocabulary (counted in *dropped). */
 int *mc_map_text(const mc_model *mm, const unsigned char *bytes, size_t nbytes, size_t *ntok, size_t *dropped);
-/* Reads a whole file (gzip-compressed if the name ends in .gz). NULL with err on failure. */
-unsigned char *mc_read_file(const char *path, size_t *n, char *err, size_t errlen);
-/* Runs tok[0..n) through the model. 0, or -1 with err. */
-int mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r, char *err, size_t errlen);
+/* Reads a whole file (gzip-compressed if the name ends in .gz) into *out (malloc'd, *n bytes);
+ * *out NULL on an error. */
+keel_status mc_read_file(const char *path, unsigned char **out, size_t *n);
+/* Runs tok[0..n) through the model. */
+keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r);
 void mc_free_rec(mc_rec *r);
 /* Feeds tokens [a, b) of a recording to the monitor's window. */
 int mc_feed(keel_monitor *mon, const mc_rec *r, size_t a, size_t b);

@@ -49,17 +49,16 @@ int main(void)
         printf("test_monitor_cli: skipped (built without CBLAS: the monitor commands need it)\n");
         return 0;
     }
-    char err[1200];
     tm_data d;
-    if (tm_data_load(&d, NULL, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
+    if (tm_data_load(&d, NULL)) {
+        fprintf(stderr, "%s\n", tool_last_error());
         return 1;
     }
     const char *ck = "test_moncli.ckpt", *text = "test_moncli.txt", *base = "test_moncli.kmon";
     tm_config c = {.layers = 1, .width = 16, .heads = 2, .seq = 16, .tied = 1, .norm = TM_NORM_LAYER,
                    .place = TM_PRE, .eps = 1e-5f};
-    if (tu_write_fresh_ckpt(ck, &c, &d, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
+    if (tu_write_fresh_ckpt(ck, &c, &d)) {
+        fprintf(stderr, "%s\n", tool_last_error());
         return 1;
     }
     FILE *f = fopen(text, "wb");

@@ -2,7 +2,8 @@
  * Allocation failure (issue 23, "allocation-failure injection in the repository"): every
  * allocation of every scenario below is made to fail in turn (src/core/alloc.h,
  * keel_alloc_fail_at), and each time
- *   - the call returns KEEL_ENOMEM with keel_last_error() (or the reader's err) not empty;
+ *   - the call returns KEEL_ENOMEM with keel_last_error() (or the reader's tool_last_error())
+ *     not empty;
  *   - it changed nothing: every output byte of an operation (sentinel-filled, in-out
  *     accumulators and BatchNorm's running statistics included), the output pointer of a
  *     constructor, the state of a monitor (its saved baseline, its score, its window);
@@ -37,7 +38,7 @@
 typedef struct scenario {
     const char *name;
     void (*setup)(void *s);
-    keel_status (*run)(void *s, char *err, size_t errlen);
+    keel_status (*run)(void *s);
     int (*unchanged)(void *s);
     size_t (*digest)(void *s, unsigned char *out, size_t cap);
     void (*teardown)(void *s);
@@ -48,18 +49,18 @@ enum { DIGEST_CAP = 1 << 20 };
 static unsigned char g_ref[DIGEST_CAP], g_got[DIGEST_CAP];
 static long g_points, g_scenarios;
 
-/* A message from either convention: keel_last_error() or the reader's err. */
-static int has_message(const char *err) { return (err && err[0]) || keel_last_error()[0]; }
+/* A message: keel_last_error() from the library, tool_last_error() from the ONNX reader. */
+static int has_message(void) { return keel_last_error()[0] || tool_last_error()[0]; }
 
 static void walk(const scenario *sc, void *s)
 {
-    char err[512] = "";
+    tool_clear_error();
     sc->setup(s);
     keel_alloc_fail_at(0);
-    keel_status st = sc->run(s, err, sizeof err);
+    keel_status st = sc->run(s);
     const long count = keel_alloc_fail_at(-1);
     if (!test_check(st == KEEL_OK, "%s: uninjected run: %s (%s %s)", sc->name, keel_status_str(st),
-                    keel_last_error(), err)) {
+                    keel_last_error(), tool_last_error())) {
         sc->teardown(s);
         return;
     }
@@ -71,23 +72,23 @@ static void walk(const scenario *sc, void *s)
     g_scenarios++;
     for (long n = 1; n <= count; n++) {
         sc->setup(s);
-        err[0] = '\0';
+        tool_clear_error();
         keel_clear_error();
         keel_alloc_fail_at(n);
-        st = sc->run(s, err, sizeof err);
+        st = sc->run(s);
         const long reached = keel_alloc_fail_at(-1);
         int ok = test_check(reached >= n, "%s: allocation %ld of %ld not reached (%ld counted)",
                             sc->name, n, count, reached);
         ok &= test_check(st == KEEL_ENOMEM, "%s: allocation %ld of %ld failed: %s, not KEEL_ENOMEM",
                          sc->name, n, count, keel_status_str(st));
-        ok &= test_check(has_message(err), "%s: allocation %ld: no error message", sc->name, n);
+        ok &= test_check(has_message(), "%s: allocation %ld: no error message", sc->name, n);
         ok &= test_check(sc->unchanged(s), "%s: allocation %ld of %ld failed: state changed",
                          sc->name, n, count);
         /* the same call again, on the state the failure left */
-        err[0] = '\0';
-        st = sc->run(s, err, sizeof err);
+        tool_clear_error();
+        st = sc->run(s);
         if (test_check(st == KEEL_OK, "%s: rerun after failing allocation %ld: %s (%s %s)",
-                       sc->name, n, keel_status_str(st), keel_last_error(), err)) {
+                       sc->name, n, keel_status_str(st), keel_last_error(), tool_last_error())) {
             const size_t ngot = sc->digest(s, g_got, DIGEST_CAP);
             test_check(ngot == nref && memcmp(g_got, g_ref, nref) == 0,
                        "%s: rerun after failing allocation %ld: different results", sc->name, n);
@@ -115,7 +116,7 @@ typedef struct ctx_state {
 #define CTX_SENTINEL ((keel_ctx *)(uintptr_t)0x5a5a5a5a)
 
 static void ctx_setup_empty(void *p) { ((ctx_state *)p)->ctx = CTX_SENTINEL; }
-static keel_status ctx_create_run(void *p, char *err, size_t errlen)
+static keel_status ctx_create_run(void *p)
 {
     ctx_state *s = p;
     return keel_ctx_create(&s->ctx, s->nthreads);
@@ -140,7 +141,7 @@ static void ctx_setup_made(void *p)
     if (keel_ctx_create(&s->ctx, s->nthreads) != KEEL_OK)
         test_fatal("keel_ctx_create");
 }
-static keel_status set_threads_run(void *p, char *err, size_t errlen)
+static keel_status set_threads_run(void *p)
 {
     ctx_state *s = p;
     return keel_ctx_set_threads(s->ctx, s->new_threads);
@@ -150,7 +151,7 @@ static int set_threads_unchanged(void *p)
     ctx_state *s = p;
     return keel_ctx_threads(s->ctx) == s->nthreads;
 }
-static keel_status setters_run(void *p, char *err, size_t errlen)
+static keel_status setters_run(void *p)
 {
     ctx_state *s = p;
     keel_status st = keel_ctx_set_isa(s->ctx, KEEL_ISA_AUTO);
@@ -379,7 +380,7 @@ static void op_setup(void *p)
         s->out.nbt = 3;
     s->before = s->out;
 }
-static keel_status op_run(void *p, char *err, size_t errlen)
+static keel_status op_run(void *p)
 {
     op_state *s = p;
     return call_op(s->ctx, s->op, s->dt, &s->out);
@@ -588,7 +589,7 @@ static void mon_setup(void *p)
     unlink(s->out_path);
 }
 
-static keel_status mon_run(void *p, char *err, size_t errlen)
+static keel_status mon_run(void *p)
 {
     mon_state *s = p;
     keel_rng rng;
@@ -713,11 +714,11 @@ static void onnx_setup(void *p)
     memset(&s->t, 0x5a, sizeof s->t);
     memset(&s->m, 0x5a, sizeof s->m);
 }
-static keel_status onnx_run(void *p, char *err, size_t errlen)
+static keel_status onnx_run(void *p)
 {
     onnx_state *s = p;
-    return s->model ? keel_onnx_model_load(s->path, &s->m, err, errlen)
-                    : keel_onnx_tensor_load(s->path, &s->t, err, errlen);
+    return s->model ? keel_onnx_model_load(s->path, &s->m)
+                    : keel_onnx_tensor_load(s->path, &s->t);
 }
 /* onnx_pb.h: a tensor reader that fails leaves *t empty (data NULL). */
 static int onnx_unchanged(void *p)

@@ -3,6 +3,7 @@
 #include "checkpoint_check.h"
 #include "bytebuf.h"
 #include "fnv1a.h"
+#include "tool_error.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -43,8 +44,8 @@ static void put_header(keel_bytebuf *b, const tm_train_state *st)
 }
 
 
-int tm_ckpt_save(const char *path, const tm_train_state *st, const tm_model *m, const tm_adamw *opt,
-                 char *err, size_t errlen)
+keel_status tm_ckpt_save(const char *path, const tm_train_state *st, const tm_model *m,
+                         const tm_adamw *opt)
 {
     keel_bytebuf h = {0}, b = {0};
     put_header(&h, st);
@@ -66,8 +67,8 @@ int tm_ckpt_save(const char *path, const tm_train_state *st, const tm_model *m, 
     keel_free(h.p);
     if (b.oom || h.oom) {
         keel_free(b.p);
-        snprintf(err, errlen, "%s: out of memory writing the checkpoint", path);
-        return -1;
+        tool_fail(KEEL_ENOMEM, "%s: out of memory writing the checkpoint", path);
+        return KEEL_ENOMEM;
     }
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -77,21 +78,23 @@ int tm_ckpt_save(const char *path, const tm_train_state *st, const tm_model *m, 
         ok = 0;
     keel_free(b.p);
     if (!ok || rename(tmp, path)) {
-        snprintf(err, errlen, "%s: cannot write the checkpoint: %s", path, strerror(errno));
+        tool_fail(KEEL_EIO, "%s: cannot write the checkpoint: %s", path, strerror(errno));
         remove(tmp);
-        return -1;
+        return KEEL_EIO;
     }
-    return 0;
+    return KEEL_OK;
 }
 
-/* Reads and verifies the whole file; returns its bytes (caller frees) and the header parsed. */
-static unsigned char *read_verified(const char *path, tm_train_state *st, size_t *len, size_t *body,
-                                    char *err, size_t errlen)
+/* Reads and verifies the whole file: its bytes in *out (caller frees; NULL on an error) and the
+ * header parsed. */
+static keel_status read_verified(const char *path, tm_train_state *st, unsigned char **out, size_t *len,
+                                 size_t *body)
 {
+    *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        snprintf(err, errlen, "%s: cannot open the checkpoint: %s", path, strerror(errno));
-        return NULL;
+        tool_fail(KEEL_EIO, "%s: cannot open the checkpoint: %s", path, strerror(errno));
+        return KEEL_EIO;
     }
     size_t cap = 1 << 16, n = 0;
     unsigned char *p = keel_alloc(cap);
@@ -107,22 +110,22 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
     }
     fclose(f);
     if (!p) {
-        snprintf(err, errlen, "%s: out of memory reading the checkpoint", path);
-        return NULL;
+        tool_fail(KEEL_ENOMEM, "%s: out of memory reading the checkpoint", path);
+        return KEEL_ENOMEM;
     }
     if (n < 16 || memcmp(p, MAGIC, 8)) {
-        snprintf(err, errlen, "%s: not a keel checkpoint (no KEELCKPT magic at the start)", path);
+        tool_fail(KEEL_EFORMAT, "%s: not a keel checkpoint (no KEELCKPT magic at the start)", path);
         keel_free(p);
-        return NULL;
+        return KEEL_EFORMAT;
     }
     uint32_t ver, hb;
     memcpy(&ver, p + 8, 4);
     memcpy(&hb, p + 12, 4);
     if (ver != TM_CKPT_VERSION) {
-        snprintf(err, errlen, "%s: checkpoint format version %u, this keel reads version %u", path,
-                 (unsigned)ver, TM_CKPT_VERSION);
+        tool_fail(KEEL_EFORMAT, "%s: checkpoint format version %u, this keel reads version %u", path,
+                  (unsigned)ver, TM_CKPT_VERSION);
         keel_free(p);
-        return NULL;
+        return KEEL_EFORMAT;
     }
     keel_bytebuf probe = {0};
     tm_train_state zero;
@@ -132,15 +135,15 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
     int probe_oom = probe.oom;
     keel_free(probe.p);
     if (probe_oom) { /* else want_hb is 0 and an intact file is called "corrupt" */
-        snprintf(err, errlen, "%s: out of memory reading the checkpoint", path);
+        tool_fail(KEEL_ENOMEM, "%s: out of memory reading the checkpoint", path);
         keel_free(p);
-        return NULL;
+        return KEEL_ENOMEM;
     }
     if (hb != want_hb || n < 16 + (size_t)hb + 16 + 8) {
-        snprintf(err, errlen, "%s: truncated or corrupt checkpoint (%zu bytes; header of %u bytes, "
-                 "expected %zu)", path, n, (unsigned)hb, want_hb);
+        tool_fail(KEEL_EFORMAT, "%s: truncated or corrupt checkpoint (%zu bytes; header of %u bytes, "
+                  "expected %zu)", path, n, (unsigned)hb, want_hb);
         keel_free(p);
-        return NULL;
+        return KEEL_EFORMAT;
     }
     keel_bytes_reader r = {p, n, 16};
     tm_config *c = &st->cfg;
@@ -173,49 +176,52 @@ static unsigned char *read_verified(const char *path, tm_train_state *st, size_t
     uint64_t np = keel_br_u64(&r), nb = keel_br_u64(&r);
     size_t need = r.pos + (3 * np + nb) * sizeof(float) + 8 + 8;
     if (np > ((size_t)1 << 34) || nb > ((size_t)1 << 34) || n != need) {
-        snprintf(err, errlen, "%s: truncated or corrupt checkpoint (%zu bytes, %zu expected for %llu "
-                 "parameters)", path, n, need, (unsigned long long)np);
+        tool_fail(KEEL_EFORMAT, "%s: truncated or corrupt checkpoint (%zu bytes, %zu expected for %llu "
+                  "parameters)", path, n, need, (unsigned long long)np);
         keel_free(p);
-        return NULL;
+        return KEEL_EFORMAT;
     }
     uint64_t sum;
     memcpy(&sum, p + n - 8, 8);
     if (sum != keel_fnv1a(p, n - 8)) {
-        snprintf(err, errlen, "%s: checksum mismatch: the checkpoint is corrupt", path);
+        tool_fail(KEEL_EFORMAT, "%s: checksum mismatch: the checkpoint is corrupt", path);
         keel_free(p);
-        return NULL;
+        return KEEL_EFORMAT;
     }
-    if (tm_ckpt_check(path, st, p + r.pos, np, nb, err, errlen)) {
+    const keel_status cst = tm_ckpt_check(path, st, p + r.pos, np, nb);
+    if (cst != KEEL_OK) {
         keel_free(p);
-        return NULL;
+        return cst;
     }
     *len = n;
     *body = r.pos;
-    return p;
+    *out = p;
+    return KEEL_OK;
 }
 
-int tm_ckpt_read_state(const char *path, tm_train_state *st, char *err, size_t errlen)
+keel_status tm_ckpt_read_state(const char *path, tm_train_state *st)
 {
     size_t n, body;
-    unsigned char *p = read_verified(path, st, &n, &body, err, errlen);
+    unsigned char *p;
+    const keel_status rst = read_verified(path, st, &p, &n, &body);
     keel_free(p);
-    return p ? 0 : -1;
+    return rst;
 }
 
-int tm_ckpt_load(const char *path, tm_train_state *st, tm_model *m, tm_adamw *opt, char *err,
-                 size_t errlen)
+keel_status tm_ckpt_load(const char *path, tm_train_state *st, tm_model *m, tm_adamw *opt)
 {
     size_t n, body;
-    unsigned char *p = read_verified(path, st, &n, &body, err, errlen);
-    if (!p)
-        return -1;
+    unsigned char *p;
+    const keel_status rst = read_verified(path, st, &p, &n, &body);
+    if (rst != KEEL_OK)
+        return rst;
     keel_bytes_reader r = {p, n, body - 16};
     uint64_t np = keel_br_u64(&r), nb = keel_br_u64(&r);
     if (np != m->nparams || nb != m->nbuffers) {
-        snprintf(err, errlen, "%s: %llu parameters and %llu buffers, the model built from its header has "
-                 "%zu and %zu", path, (unsigned long long)np, (unsigned long long)nb, m->nparams, m->nbuffers);
+        tool_fail(KEEL_EFORMAT, "%s: %llu parameters and %llu buffers, the model built from its header has "
+                  "%zu and %zu", path, (unsigned long long)np, (unsigned long long)nb, m->nparams, m->nbuffers);
         keel_free(p);
-        return -1;
+        return KEEL_EFORMAT;
     }
     keel_br_get(&r, m->params, np * sizeof(float));
     if (opt) {
@@ -229,5 +235,5 @@ int tm_ckpt_load(const char *path, tm_train_state *st, tm_model *m, tm_adamw *op
     }
     keel_br_get(&r, m->buffers, nb * sizeof(float));
     keel_free(p);
-    return 0;
+    return KEEL_OK;
 }

@@ -15,6 +15,7 @@
 
 #include "adamw.h"
 #include "model.h"
+#include "tool_error.h"
 
 #define TM_CKPT_VERSION 1u
 
@@ -29,13 +30,16 @@ typedef struct tm_train_state {
     unsigned char chars[256];
 } tm_train_state;
 
-/* Writes atomically (a temporary file renamed). 0, or -1 with err. */
-int tm_ckpt_save(const char *path, const tm_train_state *st, const tm_model *m, const tm_adamw *opt,
-                 char *err, size_t errlen);
+/* The functions return a keel_status and on an error set tool_last_error() (tool_error.h):
+ * KEEL_EIO (the file cannot be opened or written), KEEL_EFORMAT (not a checkpoint, another
+ * version, truncated, corrupt, out of range), KEEL_ENOMEM. */
+
+/* Writes atomically (a temporary file renamed). */
+keel_status tm_ckpt_save(const char *path, const tm_train_state *st, const tm_model *m,
+                         const tm_adamw *opt);
 /* Reads the header only (to build the model). */
-int tm_ckpt_read_state(const char *path, tm_train_state *st, char *err, size_t errlen);
+keel_status tm_ckpt_read_state(const char *path, tm_train_state *st);
 /* Reads everything into a model built from the state's cfg (and opt, when not NULL). */
-int tm_ckpt_load(const char *path, tm_train_state *st, tm_model *m, tm_adamw *opt, char *err,
-                 size_t errlen);
+keel_status tm_ckpt_load(const char *path, tm_train_state *st, tm_model *m, tm_adamw *opt);
 
 #endif

@@ -2,7 +2,6 @@
 #include "checkpoint_check.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "trainer.h"
@@ -58,29 +57,26 @@ static uint64_t first_bad(const unsigned char *p, uint64_t n, int nonneg, float 
     return n;
 }
 
-int tm_ckpt_check(const char *path, const tm_train_state *st, const unsigned char *body, uint64_t np, uint64_t nb,
-                  char *err, size_t errlen)
+keel_status tm_ckpt_check(const char *path, const tm_train_state *st, const unsigned char *body, uint64_t np,
+                          uint64_t nb)
 {
-    char why[600];
-    if (tm_config_check(&st->cfg, why, sizeof why)) {
-        snprintf(err, errlen, "%s: corrupt checkpoint: its header holds an %s", path, why);
-        return -1;
-    }
+    if (tm_config_check(&st->cfg) != KEEL_OK)
+        return tool_fail(KEEL_EFORMAT, "%s: corrupt checkpoint: its header holds an %s", path, tool_last_error());
     double v = 0;
     const char *rule = NULL, *bad = bad_setting(st, &v, &rule);
     if (bad) {
-        snprintf(err, errlen, "%s: corrupt checkpoint: its header holds an invalid setting: %s is %g (%s)", path, bad,
-                 v, rule);
-        return -1;
+        tool_fail(KEEL_EFORMAT, "%s: corrupt checkpoint: its header holds an invalid setting: %s is %g (%s)", path, bad,
+                  v, rule);
+        return KEEL_EFORMAT;
     }
     size_t want_np, want_nb;
     tm_model_size(&st->cfg, &want_np, &want_nb);
     if (np != want_np || nb != want_nb) {
-        snprintf(err, errlen, "%s: truncated or corrupt checkpoint: its header describes a model of %zu parameters "
-                 "and %zu buffers (%.1f MB of data), the file holds %llu and %llu (%.1f MB)", path, want_np, want_nb,
-                 (3.0 * (double)want_np + (double)want_nb) * 4e-6, (unsigned long long)np, (unsigned long long)nb,
-                 (3.0 * (double)np + (double)nb) * 4e-6);
-        return -1;
+        tool_fail(KEEL_EFORMAT, "%s: truncated or corrupt checkpoint: its header describes a model of %zu parameters "
+                  "and %zu buffers (%.1f MB of data), the file holds %llu and %llu (%.1f MB)", path, want_np, want_nb,
+                  (3.0 * (double)want_np + (double)want_nb) * 4e-6, (unsigned long long)np, (unsigned long long)nb,
+                  (3.0 * (double)np + (double)nb) * 4e-6);
+        return KEEL_EFORMAT;
     }
     /* params, AdamW m (finite), AdamW v (finite, >= 0), t, buffers (finite; BatchNorm's running
      * variances, the second half of each block of 2 x width, >= 0) */
@@ -89,16 +85,16 @@ int tm_ckpt_check(const char *path, const tm_train_state *st, const unsigned cha
         float x;
         uint64_t i = first_bad(body + (size_t)k * np * sizeof(float), np, k == 2, &x);
         if (i < np) {
-            snprintf(err, errlen, "%s: corrupt checkpoint: %s %llu of %llu is %g (must be finite%s)", path, what[k],
-                     (unsigned long long)i, (unsigned long long)np, x, k == 2 ? " and >= 0" : "");
-            return -1;
+            tool_fail(KEEL_EFORMAT, "%s: corrupt checkpoint: %s %llu of %llu is %g (must be finite%s)", path, what[k],
+                      (unsigned long long)i, (unsigned long long)np, x, k == 2 ? " and >= 0" : "");
+            return KEEL_EFORMAT;
         }
     }
     int64_t t;
     memcpy(&t, body + 3 * np * sizeof(float), sizeof t);
     if (t < 0 || t > TR_MAX_STEPS) {
-        snprintf(err, errlen, "%s: corrupt checkpoint: AdamW's step count is %lld (0..1e8)", path, (long long)t);
-        return -1;
+        tool_fail(KEEL_EFORMAT, "%s: corrupt checkpoint: AdamW's step count is %lld (0..1e8)", path, (long long)t);
+        return KEEL_EFORMAT;
     }
     const unsigned char *buf = body + 3 * np * sizeof(float) + sizeof t;
     const uint64_t C = (uint64_t)st->cfg.width;
@@ -108,10 +104,10 @@ int tm_ckpt_check(const char *path, const tm_train_state *st, const unsigned cha
         if (i == C) /* the means are fine: the variances */
             i = C + first_bad(buf + (b0 + C) * sizeof(float), C, 1, &x);
         if (i < 2 * C) {
-            snprintf(err, errlen, "%s: corrupt checkpoint: BatchNorm running %s %llu is %g (must be finite%s)", path,
-                     i < C ? "mean" : "variance", (unsigned long long)(b0 + i), x, i < C ? "" : " and >= 0");
-            return -1;
+            tool_fail(KEEL_EFORMAT, "%s: corrupt checkpoint: BatchNorm running %s %llu is %g (must be finite%s)", path,
+                      i < C ? "mean" : "variance", (unsigned long long)(b0 + i), x, i < C ? "" : " and >= 0");
+            return KEEL_EFORMAT;
         }
     }
-    return 0;
+    return KEEL_OK;
 }

@@ -42,9 +42,8 @@ int keel_cmd_train(int argc, char **argv)
     if (tr_no_cblas("train"))
         return 1;
     tm_data d;
-    char err[1200];
-    if (tm_data_load(&d, data_path, err, sizeof err)) {
-        fprintf(stderr, "keel train: %s\n", err);
+    if (tm_data_load(&d, data_path) != KEEL_OK) {
+        fprintf(stderr, "keel train: %s\n", tool_last_error());
         return 1;
     }
     printf("keel train: %s, %zu characters (%zu train, %zu validation), vocabulary %d, unigram entropy %.3f nats\n",
@@ -57,10 +56,10 @@ int keel_cmd_train(int argc, char **argv)
            (unsigned long long)o.seed, o.threads);
     fflush(stdout);
     tr_result r;
-    int rc = tr_run(&o, &d, &r, err, sizeof err);
+    keel_status rc = tr_run(&o, &d, &r);
     tm_data_free(&d);
-    if (rc) {
-        fprintf(stderr, "keel train: %s\n", err);
+    if (rc != KEEL_OK) {
+        fprintf(stderr, "keel train: %s\n", tool_last_error());
         return 1;
     }
     printf("done: %d steps, %zu parameters, final train loss %.4f (mean of the last 10%%), validation %.4f\n",
@@ -130,16 +129,15 @@ int keel_cmd_sample(int argc, char **argv)
     }
     if (tr_no_cblas("sample"))
         return 1;
-    char err[1200];
     tm_train_state st;
-    if (tm_ckpt_read_state(ckpt, &st, err, sizeof err)) {
-        fprintf(stderr, "keel sample: %s\n", err);
+    if (tm_ckpt_read_state(ckpt, &st) != KEEL_OK) {
+        fprintf(stderr, "keel sample: %s\n", tool_last_error());
         return 1;
     }
     tm_model m;
-    if (tm_create(&m, &st.cfg, 1, 0, threads, err, sizeof err) ||
-        (tm_ckpt_load(ckpt, &st, &m, NULL, err, sizeof err) && (tm_destroy(&m), 1))) {
-        fprintf(stderr, "keel sample: %s\n", err);
+    if (tm_create(&m, &st.cfg, 1, 0, threads) != KEEL_OK ||
+        (tm_ckpt_load(ckpt, &st, &m, NULL) != KEEL_OK && (tm_destroy(&m), 1))) {
+        fprintf(stderr, "keel sample: %s\n", tool_last_error());
         return 1;
     }
     m.training = 0;

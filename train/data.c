@@ -54,27 +54,26 @@ static void finish(tm_data *d, const unsigned char *text)
     d->unigram_entropy = h;
 }
 
-int tm_data_load(tm_data *d, const char *path, char *err, size_t errlen)
+keel_status tm_data_load(tm_data *d, const char *path)
 {
     memset(d, 0, sizeof *d);
     if (!path && !(path = tm_data_default_path())) {
-        snprintf(err, errlen, "the bundled corpus data/tinyshakespeare.txt was not found (run from the "
-                 "repository root, or pass --data FILE)");
-        return -1;
+        return tool_fail(KEEL_EIO, "the bundled corpus data/tinyshakespeare.txt was not found (run from the "
+                         "repository root, or pass --data FILE)");
     }
     snprintf(d->path, sizeof d->path, "%s", path);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
+        tool_fail(KEEL_EIO, "%s: %s", path, strerror(errno));
+        return KEEL_EIO;
     }
     size_t cap = 1 << 20, n = 0;
     unsigned char *text = malloc(cap);
     for (;;) {
         if (!text) {
             fclose(f);
-            snprintf(err, errlen, "%s: out of memory", path);
-            return -1;
+            tool_fail(KEEL_ENOMEM, "%s: out of memory", path);
+            return KEEL_ENOMEM;
         }
         size_t got = fread(text + n, 1, cap - n, f);
         n += got;
@@ -89,24 +88,24 @@ int tm_data_load(tm_data *d, const char *path, char *err, size_t errlen)
     fclose(f);
     if (n < 200) {
         free(text);
-        snprintf(err, errlen, "%s: %zu bytes: too short a text to train on (at least 200)", path, n);
-        return -1;
+        tool_fail(KEEL_EINVAL, "%s: %zu bytes: too short a text to train on (at least 200)", path, n);
+        return KEEL_EINVAL;
     }
     d->n = n;
     d->ntrain = n * 9 / 10;
     d->tok = malloc(n * sizeof(int));
     if (!d->tok) {
         free(text);
-        snprintf(err, errlen, "%s: out of memory", path);
-        return -1;
+        tool_fail(KEEL_ENOMEM, "%s: out of memory", path);
+        return KEEL_ENOMEM;
     }
     build_vocab(d, text, n);
     finish(d, text);
     free(text);
-    return 0;
+    return KEEL_OK;
 }
 
-int tm_data_set_vocab(tm_data *d, const unsigned char *chars, int vocab, char *err, size_t errlen)
+keel_status tm_data_set_vocab(tm_data *d, const unsigned char *chars, int vocab)
 {
     /* re-map: current ids -> bytes -> the checkpoint's ids */
     int map[256];
@@ -116,8 +115,8 @@ int tm_data_set_vocab(tm_data *d, const unsigned char *chars, int vocab, char *e
         map[chars[v]] = v;
     for (int v = 0; v < d->vocab; v++)
         if (map[d->chars[v]] < 0) {
-            snprintf(err, errlen, "%s: byte 0x%02x is not in the checkpoint's vocabulary", d->path, d->chars[v]);
-            return -1;
+            tool_fail(KEEL_EINVAL, "%s: byte 0x%02x is not in the checkpoint's vocabulary", d->path, d->chars[v]);
+            return KEEL_EINVAL;
         }
     for (size_t i = 0; i < d->n; i++)
         d->tok[i] = map[d->chars[d->tok[i]]];
@@ -125,7 +124,7 @@ int tm_data_set_vocab(tm_data *d, const unsigned char *chars, int vocab, char *e
     memcpy(d->chars, chars, (size_t)vocab);
     for (int c = 0; c < 256; c++)
         d->index[c] = map[c];
-    return 0;
+    return KEEL_OK;
 }
 
 void tm_data_free(tm_data *d)

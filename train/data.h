@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "rng.h"
+#include "tool_error.h"
 
 typedef struct tm_data {
     char path[1024];
@@ -18,10 +19,11 @@ typedef struct tm_data {
 } tm_data;
 
 /* path NULL: the bundled Tiny Shakespeare (data/tinyshakespeare.txt, from the working directory
- * or the source tree). Returns 0, or -1 with a message in err. */
-int tm_data_load(tm_data *d, const char *path, char *err, size_t errlen);
-/* Use the vocabulary of a checkpoint (bytes absent from it are an error). */
-int tm_data_set_vocab(tm_data *d, const unsigned char *chars, int vocab, char *err, size_t errlen);
+ * or the source tree). Returns KEEL_OK, or KEEL_EIO, KEEL_EINVAL (a text too short),
+ * KEEL_ENOMEM with tool_last_error() (tool_error.h). */
+keel_status tm_data_load(tm_data *d, const char *path);
+/* Use the vocabulary of a checkpoint (bytes absent from it are KEEL_EINVAL). */
+keel_status tm_data_set_vocab(tm_data *d, const unsigned char *chars, int vocab);
 void tm_data_free(tm_data *d);
 /* B sequences of T tokens and their next tokens, at random offsets in split 0 (train) or 1. */
 void tm_data_batch(const tm_data *d, int split, tm_rng *rng, int B, int T, int *x, int *y);

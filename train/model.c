@@ -199,36 +199,30 @@ static void free_norm(tm_norm_inst *ni, int own_out)
 
 static int use_nin(const tm_model *m) { return m->cfg.place == TM_PRE || m->cfg.place == TM_SANDWICH; }
 
-int tm_set_threads(tm_model *m, int threads)
+keel_status tm_set_threads(tm_model *m, int threads)
 {
     if (threads < 1)
         threads = 1;
 #ifdef KEEL_TRAIN_HAVE_CBLAS
     openblas_set_num_threads(threads);
 #endif
-    if (m && m->ctx && keel_ctx_set_threads(m->ctx, threads) != KEEL_OK)
-        return -1;
-    return 0;
+    return m && m->ctx ? keel_ctx_set_threads(m->ctx, threads) : KEEL_OK;
 }
 
-int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, int threads,
-              char *err, size_t errlen)
+keel_status tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, int threads)
 {
+    keel_status st;
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     const int L = cfg->layers, C = cfg->width, V = cfg->vocab, T = cfg->seq;
-    if (tm_config_check(cfg, err, errlen))
-        return -1;
-    if (max_batch < 1 || max_batch > TM_MAX_BATCH) {
-        snprintf(err, errlen, "invalid batch %d (1..%d)", max_batch, TM_MAX_BATCH);
-        return -1;
-    }
-    if (cfg->norm == TM_NORM_BATCH && (size_t)max_batch * T < 2) {
-        snprintf(err, errlen, "batchnorm needs at least 2 rows per batch");
-        return -1;
-    }
-    if (tm_memory_check(cfg, max_batch, threads, err, errlen))
-        return -1;
+    if ((st = tm_config_check(cfg)) != KEEL_OK)
+        return st;
+    if (max_batch < 1 || max_batch > TM_MAX_BATCH)
+        return tool_fail(KEEL_EINVAL, "invalid batch %d (1..%d)", max_batch, TM_MAX_BATCH);
+    if (cfg->norm == TM_NORM_BATCH && (size_t)max_batch * T < 2)
+        return tool_fail(KEEL_EINVAL, "batchnorm needs at least 2 rows per batch");
+    if ((st = tm_memory_check(cfg, max_batch, threads)) != KEEL_OK)
+        return st;
     m->max_batch = max_batch;
     m->deep_alpha = cfg->place == TM_DEEPNORM ? (float)pow(2.0 * L, 0.25) : 1.0f;
     const size_t rows = (size_t)max_batch * T, Cz = (size_t)C;
@@ -370,23 +364,23 @@ int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, i
         for (size_t j = 0; j < Cz; j++)
             m->buffers[i + Cz + j] = 1.0f;
 
-    if (keel_ctx_create(&m->ctx, threads < 1 ? 1 : threads) != KEEL_OK) {
-        snprintf(err, errlen, "keel_ctx_create: %s", keel_last_error());
+    if ((st = keel_ctx_create(&m->ctx, threads < 1 ? 1 : threads)) != KEEL_OK) {
+        tool_fail(st, "keel_ctx_create: %s", keel_last_error());
         tm_destroy(m);
-        return -1;
+        return st;
     }
-    if (tm_set_threads(m, threads)) {
-        snprintf(err, errlen, "keel_ctx_set_threads: %s", keel_last_error());
+    if ((st = tm_set_threads(m, threads)) != KEEL_OK) {
+        tool_fail(st, "keel_ctx_set_threads: %s", keel_last_error());
         tm_destroy(m);
-        return -1;
+        return st;
     }
     m->training = 1;
-    return 0;
+    return KEEL_OK;
 oom:
-    snprintf(err, errlen, "out of memory for the model (layers %d, width %d, batch %d, seq %d)", L, C,
-             max_batch, T);
+    tool_fail(KEEL_ENOMEM, "out of memory for the model (layers %d, width %d, batch %d, seq %d)", L, C,
+              max_batch, T);
     tm_destroy(m);
-    return -1;
+    return KEEL_ENOMEM;
 }
 
 void tm_destroy(tm_model *m)

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "keel.h"
+#include "tool_error.h"
 
 typedef enum tm_norm { TM_NORM_LAYER = 0, TM_NORM_RMS, TM_NORM_BATCH, TM_NORM_DYT, TM_NORM_NONE } tm_norm;
 typedef enum tm_place { TM_PRE = 0, TM_POST, TM_DEEPNORM, TM_SANDWICH } tm_place;
@@ -93,10 +94,11 @@ typedef struct tm_model {
 #define TM_MAX_BATCH 1048576
 #define TM_MAX_SETTING 1e9 /* the largest layerscale and eps */
 
-/* 0 when tm_create can build cfg: layers, width, heads (dividing the width), seq within the
- * limits above, vocab 2..256, tied 0 or 1, a known norm and placement, layerscale and eps
- * finite in [0, TM_MAX_SETTING]. Else -1 with err naming the field and its value. */
-int tm_config_check(const tm_config *cfg, char *err, size_t errlen);
+/* KEEL_OK when tm_create can build cfg: layers, width, heads (dividing the width), seq within
+ * the limits above, vocab 2..256, tied 0 or 1, a known norm and placement, layerscale and eps
+ * finite in [0, TM_MAX_SETTING]. Else KEEL_EINVAL with tool_last_error() (tool_error.h)
+ * naming the field and its value. */
+keel_status tm_config_check(const tm_config *cfg);
 /* The parameters and buffers (BatchNorm's running statistics) tm_create lays out for a valid
  * cfg, counted without allocating anything. */
 void tm_model_size(const tm_config *cfg, size_t *nparams, size_t *nbuffers);
@@ -107,18 +109,18 @@ double tm_model_bytes(const tm_config *cfg, int max_batch);
  * when the mapping fails, retries for ever (its memory.c): a process under `ulimit -v` that
  * cannot map it hangs inside BLAS. */
 #define TM_BLAS_BUFFER_BYTES ((size_t)128 << 20)
-/* 0 when this process may still map the model's bytes, one BLAS buffer per thread and some
- * headroom (a probe: the address space reserved and released at once, nothing committed);
- * else -1 with err saying what was needed and the address-space limit (ulimit -v). tm_create
- * calls it first, so that a model that cannot fit is refused before BLAS is ever called. */
-int tm_memory_check(const tm_config *cfg, int max_batch, int threads, char *err, size_t errlen);
+/* KEEL_OK when this process may still map the model's bytes, one BLAS buffer per thread and
+ * some headroom (a probe: the address space reserved and released at once, nothing
+ * committed); else KEEL_ENOMEM (KEEL_EINVAL past 64 TiB) with tool_last_error() saying what
+ * was needed and the address-space limit (ulimit -v). tm_create calls it first, so that a
+ * model that cannot fit is refused before BLAS is ever called. */
+keel_status tm_memory_check(const tm_config *cfg, int max_batch, int threads);
 
 /* Allocates a model for batches of up to max_batch sequences of cfg->seq tokens and initialises
- * its parameters from seed. threads: keel's and BLAS's thread count. Returns 0, or -1 with a
- * message in err (a cfg tm_config_check refuses, memory tm_memory_check finds missing, an
- * allocation that fails). */
-int tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, int threads,
-              char *err, size_t errlen);
+ * its parameters from seed. threads: keel's and BLAS's thread count. Returns KEEL_OK, or a
+ * status with tool_last_error() (a cfg tm_config_check refuses, memory tm_memory_check finds
+ * missing, an allocation that fails, keel's context). */
+keel_status tm_create(tm_model *m, const tm_config *cfg, int max_batch, uint64_t seed, int threads);
 void tm_destroy(tm_model *m);
 
 /* Forward over B sequences of T <= seq tokens. targets NULL: logits only (probabilities in
@@ -148,9 +150,9 @@ void tm_monitor_stats(const tm_model *m, int slot, const float **mean, const flo
 /* A name such as "L0.attn.in", "L3.mlp.res" or "final". */
 void tm_monitor_slot_name(const tm_model *m, int slot, char *buf, size_t len);
 
-/* Threads of BLAS and keel (threads < 1: 1). 0, or -1 when keel's context cannot start them
- * (keel_last_error; it keeps the threads it had). */
-int tm_set_threads(tm_model *m, int threads);
+/* Threads of BLAS and keel (threads < 1: 1). KEEL_OK, or keel's status when its context cannot
+ * start them (keel_last_error; it keeps the threads it had). */
+keel_status tm_set_threads(tm_model *m, int threads);
 int tm_have_cblas(void);
 
 #endif

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include "model.h"
+#include "tool_error.h"
 
 /* The command's own buffers beside the model (a text, its recording, the optimiser's first
  * steps): some room the probe keeps free for them. */
@@ -15,7 +16,7 @@
  * no size below can wrap around). */
 #define MAX_BYTES 70368744177664.0 /* 2^46: 64 TiB */
 
-int tm_config_check(const tm_config *c, char *err, size_t errlen)
+keel_status tm_config_check(const tm_config *c)
 {
     const char *bad = NULL, *rule = NULL;
     double v = 0;
@@ -42,9 +43,8 @@ int tm_config_check(const tm_config *c, char *err, size_t errlen)
         BAD("eps", c->eps, "finite, 0..1e9");
 #undef BAD
     if (!bad)
-        return 0;
-    snprintf(err, errlen, "invalid model setting: %s is %g (%s)", bad, v, rule);
-    return -1;
+        return KEEL_OK;
+    return tool_fail(KEEL_EINVAL, "invalid model setting: %s is %g (%s)", bad, v, rule);
 }
 
 static int use_nin(const tm_config *c) { return c->place == TM_PRE || c->place == TM_SANDWICH; }
@@ -86,31 +86,30 @@ double tm_model_bytes(const tm_config *c, int max_batch)
     return 4.0 * f + (24 * L + 16) * sizeof(tm_tensor) + 2 * L * sizeof(tm_sub);
 }
 
-int tm_memory_check(const tm_config *c, int max_batch, int threads, char *err, size_t errlen)
+keel_status tm_memory_check(const tm_config *c, int max_batch, int threads)
 {
     const double model = tm_model_bytes(c, max_batch);
     const int blas = tm_have_cblas() ? (threads < 1 ? 1 : threads) : 0;
     const double need = model + blas * (double)TM_BLAS_BUFFER_BYTES + HEADROOM_BYTES;
     const double mib = 1048576.0;
     if (need > MAX_BYTES) {
-        snprintf(err, errlen, "the model (layers %d, width %d, batch %d, seq %d) would need %.3g GiB: too large",
-                 c->layers, c->width, max_batch, c->seq, model / (1024 * mib));
-        return -1;
+        tool_fail(KEEL_EINVAL, "the model (layers %d, width %d, batch %d, seq %d) would need %.3g GiB: too large",
+                  c->layers, c->width, max_batch, c->seq, model / (1024 * mib));
+        return KEEL_EINVAL;
     }
     void *p = mmap(NULL, (size_t)need, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p != MAP_FAILED) {
         munmap(p, (size_t)need);
-        return 0;
+        return KEEL_OK;
     }
     struct rlimit rl;
     char limit[64] = "";
     if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         snprintf(limit, sizeof limit, " (ulimit -v %llu)", (unsigned long long)(rl.rlim_cur / 1024));
-    snprintf(err, errlen,
-             "not enough memory: the model (layers %d, width %d, batch %d, seq %d) needs about %.0f MiB and "
-             "OpenBLAS %d x %.0f MiB of working buffers (one per thread), %.0f MiB in all with some headroom; "
-             "this process cannot map that much more%s",
-             c->layers, c->width, max_batch, c->seq, model / mib, blas, (double)TM_BLAS_BUFFER_BYTES / mib,
-             need / mib, limit);
-    return -1;
+    tool_fail(KEEL_ENOMEM, "not enough memory: the model (layers %d, width %d, batch %d, seq %d) needs about %.0f MiB and "
+              "OpenBLAS %d x %.0f MiB of working buffers (one per thread), %.0f MiB in all with some headroom; "
+              "this process cannot map that much more%s",
+              c->layers, c->width, max_batch, c->seq, model / mib, blas, (double)TM_BLAS_BUFFER_BYTES / mib,
+              need / mib, limit);
+    return KEEL_ENOMEM;
 }

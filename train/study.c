@@ -87,9 +87,8 @@ static int init_gradients(const study *s, int L, int post, double *gs, double *r
 {
     tm_config cfg = {s->d->vocab, L, s->width, s->heads, s->seq, 1, TM_NORM_LAYER, post ? TM_POST : TM_PRE, 0, 1e-5f};
     tm_model m;
-    char err[512];
-    if (tm_create(&m, &cfg, s->batch, 1, s->threads, err, sizeof err)) {
-        fprintf(stderr, "keel study: %s\n", err);
+    if (tm_create(&m, &cfg, s->batch, 1, s->threads) != KEEL_OK) {
+        fprintf(stderr, "keel study: %s\n", tool_last_error());
         return -1;
     }
     double *g = calloc((size_t)L, sizeof(double)), *rn = calloc((size_t)L + 1, sizeof(double));
@@ -216,10 +215,9 @@ static int train_one(study *s, run_row *row)
     snprintf(path, sizeof path, "%s/runs/%s.csv", s->out, row->label);
     o.log_path = path;
     tr_result r;
-    char err[1200];
     double t0 = now_s();
-    if (tr_run(&o, s->d, &r, err, sizeof err)) {
-        fprintf(stderr, "keel study: %s: %s\n", row->label, err);
+    if (tr_run(&o, s->d, &r) != KEEL_OK) {
+        fprintf(stderr, "keel study: %s: %s\n", row->label, tool_last_error());
         return -1;
     }
     row->final_train = r.final_train;
@@ -415,14 +413,13 @@ static int study_exp4(study *s)
         o.progress = 0;
         /* 3 untimed steps first: a separate short run of the same model warms the caches */
         tr_result r;
-        char err[512];
         o.steps = 3;
-        if (tr_run(&o, s->d, &r, err, sizeof err))
+        if (tr_run(&o, s->d, &r) != KEEL_OK)
             return -1;
         tr_result_free(&r);
         o.steps = s->quick ? 10 : 30;
-        if (tr_run(&o, s->d, &r, err, sizeof err)) {
-            fprintf(stderr, "keel study: %s\n", err);
+        if (tr_run(&o, s->d, &r) != KEEL_OK) {
+            fprintf(stderr, "keel study: %s\n", tool_last_error());
             return -1;
         }
         double ms = 1e3 * r.seconds / r.steps_done, nm = 1e3 * r.norm_seconds / r.steps_done;
@@ -573,9 +570,8 @@ int keel_cmd_study(int argc, char **argv)
     }
     s.have_gnuplot = system("command -v gnuplot >/dev/null 2>&1") == 0;
     tm_data d;
-    char err[1200];
-    if (tm_data_load(&d, data, err, sizeof err)) {
-        fprintf(stderr, "keel study: %s\n", err);
+    if (tm_data_load(&d, data) != KEEL_OK) {
+        fprintf(stderr, "keel study: %s\n", tool_last_error());
         return 1;
     }
     s.d = &d;

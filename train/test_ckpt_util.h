@@ -19,25 +19,25 @@ enum {
 };
 
 /* Saves a checkpoint of a model of cfg (vocabulary: d's) built from seed 7, at step 0 of 10. */
-static inline int tu_write_fresh_ckpt(const char *path, const tm_config *cfg, const tm_data *d, char *err, size_t errlen)
+static inline keel_status tu_write_fresh_ckpt(const char *path, const tm_config *cfg, const tm_data *d)
 {
     tm_train_state st;
     memset(&st, 0, sizeof st);
     st.cfg = *cfg;
     st.cfg.vocab = d->vocab;
     tm_model m;
-    if (tm_create(&m, &st.cfg, 2, 7, 1, err, errlen))
-        return -1;
+    keel_status rc = tm_create(&m, &st.cfg, 2, 7, 1);
+    if (rc != KEEL_OK)
+        return rc;
     tm_adamw opt;
     if (tm_adamw_init(&opt, m.nparams, 0.9f, 0.99f, 1e-8f, 0.1f)) {
         tm_destroy(&m);
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        return tool_fail(KEEL_ENOMEM, "out of memory");
     }
     st.batch = 2, st.steps = 10, st.cosine = 1, st.lr = 1e-3f, st.min_frac = 0.1f, st.wd = 0.1f;
     st.beta1 = 0.9f, st.beta2 = 0.99f, st.seed = 1, st.rng_state = 1, st.vocab = d->vocab;
     memcpy(st.chars, d->chars, (size_t)d->vocab);
-    int rc = tm_ckpt_save(path, &st, &m, &opt, err, errlen);
+    rc = tm_ckpt_save(path, &st, &m, &opt);
     tm_adamw_free(&opt);
     tm_destroy(&m);
     return rc;

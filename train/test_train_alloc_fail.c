@@ -1,10 +1,10 @@
 /* keel train under allocation failure (issue 23; the library's walk is tests/test_alloc_fail.c):
  * every allocation of the model build (tm_create, four norm/placement combinations), AdamW's
  * state, the checkpoint save, tm_ckpt_read_state and tm_ckpt_load is made to fail in turn
- * (src/core/alloc.h). Each time the call returns -1 with a message about memory, leaves nothing
- * behind (a model zeroed, no checkpoint file or temporary, the loaded model's parameters, AdamW
- * state and buffers as they were), and the same call again succeeds with the bytes of an
- * uninjected run. LeakSanitizer (make test-asan) checks that every path frees what it took.
+ * (src/core/alloc.h). Each time the call returns KEEL_ENOMEM with a message about memory
+ * (tool_last_error), leaves nothing behind (a model zeroed, no checkpoint file or temporary,
+ * the loaded model's parameters, AdamW state and buffers as they were), and the same call
+ * again succeeds with the bytes of an uninjected run. LeakSanitizer (make test-asan) checks that every path frees what it took.
  * A training step (tm_forward + tm_backward on a fresh model, whose first keel calls grow the
  * context's scratch) is walked the same way: tm_error names the call and "out of memory", the
  * parameters are unchanged, and the step again gives the uninjected loss and gradients. */
@@ -95,7 +95,6 @@ static unsigned char *model_bytes(const state *s, size_t *n)
 
 static void setup(state *s)
 {
-    char err[512];
     memset(&s->m, 0, sizeof s->m);
     memset(&s->opt, 0, sizeof s->opt);
     memset(&s->st, 0, sizeof s->st);
@@ -103,9 +102,9 @@ static void setup(state *s)
     s->snap = NULL;
     if (s->which == S_SAVE || s->which == S_LOAD) {
         /* a model of other weights (seed 11) for the load to overwrite */
-        if (tm_create(&s->m, &g_cfg, 2, 11, 1, err, sizeof err) ||
+        if (tm_create(&s->m, &g_cfg, 2, 11, 1) != KEEL_OK ||
             tm_adamw_init(&s->opt, s->m.nparams, 0.9f, 0.99f, 1e-8f, 0.1f)) {
-            printf("FATAL: %s\n", err);
+            printf("FATAL: %s\n", tool_last_error());
             exit(1);
         }
         for (size_t i = 0; i < s->m.nparams; i++)
@@ -115,8 +114,8 @@ static void setup(state *s)
         s->snap = model_bytes(s, &s->nsnap);
     }
     if (s->which == S_STEP) { /* a fresh model: its first keel calls grow the context */
-        if (tm_create(&s->m, &g_cfg, 2, 7, 1, err, sizeof err)) {
-            printf("FATAL: %s\n", err);
+        if (tm_create(&s->m, &g_cfg, 2, 7, 1) != KEEL_OK) {
+            printf("FATAL: %s\n", tool_last_error());
             exit(1);
         }
         s->built = 1;
@@ -125,37 +124,33 @@ static void setup(state *s)
     unlink(g_out);
 }
 
-static int run(state *s, char *err, size_t errlen)
+static keel_status run(state *s)
 {
     switch (s->which) {
     case S_CREATE:
-        return tm_create(&s->m, &g_cfg, 2, 7, 1, err, errlen);
+        return tm_create(&s->m, &g_cfg, 2, 7, 1);
     case S_ADAMW:
-        if (tm_adamw_init(&s->opt, 1000, 0.9f, 0.99f, 1e-8f, 0.1f)) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        return 0;
+        if (tm_adamw_init(&s->opt, 1000, 0.9f, 0.99f, 1e-8f, 0.1f))
+            return tool_fail(KEEL_ENOMEM, "out of memory");
+        return KEEL_OK;
     case S_SAVE:
-        return tm_ckpt_save(g_out, &s->st, &s->m, &s->opt, err, errlen);
+        return tm_ckpt_save(g_out, &s->st, &s->m, &s->opt);
     case S_READ_STATE:
-        return tm_ckpt_read_state(g_ckpt, &s->st, err, errlen);
+        return tm_ckpt_read_state(g_ckpt, &s->st);
     case S_LOAD:
-        return tm_ckpt_load(g_ckpt, &s->st, &s->m, &s->opt, err, errlen);
+        return tm_ckpt_load(g_ckpt, &s->st, &s->m, &s->opt);
     case S_STEP: {
         static const int tok[16] = {1, 5, 9, 2, 14, 3, 3, 7, 0, 15, 8, 8, 4, 12, 6, 10};
         static const int tgt[16] = {5, 9, 2, 14, 3, 3, 7, 0, 15, 8, 8, 4, 12, 6, 10, 11};
         s->loss = tm_forward(&s->m, tok, tgt, 2, 8);
         if (!tm_error(&s->m))
             tm_backward(&s->m);
-        if (tm_error(&s->m)) {
-            snprintf(err, errlen, "%s", tm_error(&s->m));
-            return -1;
-        }
-        return 0;
+        if (tm_error(&s->m))
+            return tool_fail(s->m.error_status, "%s", tm_error(&s->m));
+        return KEEL_OK;
     }
     }
-    return -1;
+    return tool_fail(KEEL_EINVAL, "unknown scenario %d", s->which);
 }
 
 /* After a failed run: nothing left behind, nothing changed. */
@@ -233,15 +228,15 @@ static void teardown(state *s)
 static void walk(const char *name, int which)
 {
     static state s;
-    char err[1200] = "";
+    tool_clear_error();
     s.which = which;
     setup(&s);
     keel_alloc_fail_at(0);
-    int rc = run(&s, err, sizeof err);
+    keel_status rc = run(&s);
     long count = keel_alloc_fail_at(-1);
     if (rc) {
         check(0, name, 0);
-        printf("  uninjected run failed: %s\n", err);
+        printf("  uninjected run failed: %s\n", tool_last_error());
         teardown(&s);
         return;
     }
@@ -253,27 +248,28 @@ static void walk(const char *name, int which)
     g_points += count;
     for (long n = 1; n <= count; n++) {
         setup(&s);
-        err[0] = '\0';
+        tool_clear_error();
         keel_alloc_fail_at(n);
-        rc = run(&s, err, sizeof err);
+        rc = run(&s);
         long reached = keel_alloc_fail_at(-1);
         char what[1500];
         snprintf(what, sizeof what, "%s: allocation reached", name);
         check(reached >= n, what, n);
-        snprintf(what, sizeof what, "%s: -1 with a message about memory (got %d: '%s')", name, rc,
-                 err);
-        check(rc == -1 && (strstr(err, "memory") || strstr(err, "allocate")), what, n);
+        const char *msg = tool_last_error();
+        snprintf(what, sizeof what, "%s: KEEL_ENOMEM with a message about memory (got %d: '%s')", name,
+                 (int)rc, msg);
+        check(rc == KEEL_ENOMEM && (strstr(msg, "memory") || strstr(msg, "allocate")), what, n);
         snprintf(what, sizeof what, "%s: nothing changed, nothing left behind", name);
         check(unchanged(&s), what, n);
         if (which == S_CREATE) /* a failed tm_create leaves a zeroed model: build it again */
             memset(&s.m, 0, sizeof s.m);
         if (which == S_ADAMW)
             tm_adamw_free(&s.opt);
-        err[0] = '\0';
-        rc = run(&s, err, sizeof err);
-        snprintf(what, sizeof what, "%s: rerun succeeds (%s)", name, err);
-        check(rc == 0, what, n);
-        if (rc == 0) {
+        tool_clear_error();
+        rc = run(&s);
+        snprintf(what, sizeof what, "%s: rerun succeeds (%s)", name, tool_last_error());
+        check(rc == KEEL_OK, what, n);
+        if (rc == KEEL_OK) {
             size_t ngot;
             unsigned char *got = digest(&s, &ngot);
             snprintf(what, sizeof what, "%s: rerun gives the uninjected bytes", name);
@@ -287,7 +283,6 @@ static void walk(const char *name, int which)
 
 int main(void)
 {
-    char err[1200];
     const struct {
         tm_norm norm;
         tm_place place;
@@ -326,10 +321,10 @@ int main(void)
         g_st.chars[i] = (unsigned char)('a' + i);
     tm_model m;
     tm_adamw opt;
-    if (tm_create(&m, &g_cfg, 2, 7, 1, err, sizeof err) ||
+    if (tm_create(&m, &g_cfg, 2, 7, 1) != KEEL_OK ||
         tm_adamw_init(&opt, m.nparams, 0.9f, 0.99f, 1e-8f, 0.1f) ||
-        tm_ckpt_save(g_ckpt, &g_st, &m, &opt, err, sizeof err)) {
-        printf("FATAL: %s\n", err);
+        tm_ckpt_save(g_ckpt, &g_st, &m, &opt) != KEEL_OK) {
+        printf("FATAL: %s\n", tool_last_error());
         return 1;
     }
     tm_adamw_free(&opt);

@@ -29,38 +29,37 @@ static void setup(tr_opts *o)
 static int expect_error(const char *path, const char *what, const char *needle)
 {
     tm_train_state st;
-    char err[1200] = "";
-    if (tm_ckpt_read_state(path, &st, err, sizeof err) == 0) {
+    tool_clear_error();
+    if (tm_ckpt_read_state(path, &st) == 0) {
         printf("FAIL: %s was accepted\n", what);
         return 1;
     }
-    int ok = strstr(err, needle) != NULL;
-    printf("%s: refused: %s%s\n", what, err, ok ? "" : "   <- FAIL: expected the message to say it");
+    int ok = strstr(tool_last_error(), needle) != NULL;
+    printf("%s: refused: %s%s\n", what, tool_last_error(), ok ? "" : "   <- FAIL: expected the message to say it");
     return !ok;
 }
 
 int main(void)
 {
     tm_data d;
-    char err[1200];
-    if (tm_data_load(&d, NULL, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
+    if (tm_data_load(&d, NULL)) {
+        fprintf(stderr, "%s\n", tool_last_error());
         return 1;
     }
     int fails = 0;
     tr_opts o;
     tr_result full, first, second;
     setup(&o);
-    if (tr_run(&o, &d, &full, err, sizeof err))
+    if (tr_run(&o, &d, &full))
         goto bad;
     setup(&o);
     o.stop_after = 9;
     o.save_path = "test_train_checkpoint.ckpt";
-    if (tr_run(&o, &d, &first, err, sizeof err))
+    if (tr_run(&o, &d, &first))
         goto bad;
     setup(&o);
     o.resume_path = "test_train_checkpoint.ckpt";
-    if (tr_run(&o, &d, &second, err, sizeof err))
+    if (tr_run(&o, &d, &second))
         goto bad;
     for (int s = 0; s < 20; s++) {
         float want = full.train_loss[s], got = s < 9 ? first.train_loss[s] : second.train_loss[s];
@@ -111,6 +110,6 @@ int main(void)
     printf("test_train_checkpoint: %s\n", fails ? "FAILED" : "ok");
     return fails ? 1 : 0;
 bad:
-    fprintf(stderr, "test_train_checkpoint: %s\n", err);
+    fprintf(stderr, "test_train_checkpoint: %s\n", tool_last_error());
     return 1;
 }

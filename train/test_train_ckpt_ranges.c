@@ -17,7 +17,6 @@ static int fails;
 
 static void check_sizes(void)
 {
-    char err[1200];
     int combos = 0;
     for (int norm = 0; norm <= TM_NORM_NONE; norm++)
         for (int place = 0; place <= TM_SANDWICH; place++)
@@ -27,8 +26,8 @@ static void check_sizes(void)
                                .eps = 1e-5f};
                 tm_model m;
                 size_t np, nb;
-                if (tm_create(&m, &c, 2, 1, 1, err, sizeof err)) {
-                    printf("FAIL: tm_create: %s\n", err);
+                if (tm_create(&m, &c, 2, 1, 1)) {
+                    printf("FAIL: tm_create: %s\n", tool_last_error());
                     fails++;
                     continue;
                 }
@@ -45,13 +44,13 @@ static void check_sizes(void)
     /* a setting out of range is refused by tm_create itself, with its name */
     tm_config bad = {.vocab = 5, .layers = 2, .width = 8, .heads = 3, .seq = 4, .tied = 1, .eps = 1e-5f};
     tm_model m;
-    if (tm_create(&m, &bad, 2, 1, 1, err, sizeof err) == 0 || !strstr(err, "heads is 3")) {
-        printf("FAIL: tm_create with 3 heads of width 8: '%s'\n", err);
+    if (tm_create(&m, &bad, 2, 1, 1) == 0 || !strstr(tool_last_error(), "heads is 3")) {
+        printf("FAIL: tm_create with 3 heads of width 8: '%s'\n", tool_last_error());
         fails++;
     }
     bad.heads = 2, bad.eps = NAN;
-    if (tm_create(&m, &bad, 2, 1, 1, err, sizeof err) == 0 || !strstr(err, "eps is nan")) {
-        printf("FAIL: tm_create with eps NaN: '%s'\n", err);
+    if (tm_create(&m, &bad, 2, 1, 1) == 0 || !strstr(tool_last_error(), "eps is nan")) {
+        printf("FAIL: tm_create with eps NaN: '%s'\n", tool_last_error());
         fails++;
     }
 }
@@ -67,9 +66,9 @@ static void expect_refused(const char *src, size_t off, const void *val, size_t 
         return;
     }
     tm_train_state st;
-    char err[1200] = "";
-    int ok = tm_ckpt_read_state(path, &st, err, sizeof err) != 0 && strstr(err, needle);
-    printf("%s at byte %zu: %s%s\n", needle, off, ok ? "refused: " : "FAIL: ", ok ? err : err[0] ? err : "accepted");
+    tool_clear_error();
+    int ok = tm_ckpt_read_state(path, &st) != 0 && strstr(tool_last_error(), needle);
+    printf("%s at byte %zu: %s%s\n", needle, off, ok ? "refused: " : "FAIL: ", tool_last_error()[0] ? tool_last_error() : "accepted");
     fails += !ok;
 }
 
@@ -87,11 +86,10 @@ static int run(int (*cmd)(int, char **), const char *const *args, int n)
 static void check_refused_parameter(const tm_data *d)
 {
     const char *src = "test_ranges_dyt.ckpt", *bad = "test_ranges_dyt_m.ckpt";
-    char err[1200];
     tm_config c = {.layers = 1, .width = 16, .heads = 2, .seq = 16, .tied = 1, .norm = TM_NORM_DYT,
                    .place = TM_PRE, .eps = 1e-5f};
-    if (tu_write_fresh_ckpt(src, &c, d, err, sizeof err)) {
-        printf("FAIL: %s\n", err);
+    if (tu_write_fresh_ckpt(src, &c, d)) {
+        printf("FAIL: %s\n", tool_last_error());
         fails++;
         return;
     }
@@ -109,11 +107,11 @@ static void check_refused_parameter(const tm_data *d)
     tr_opts_default(&o);
     o.resume_path = bad, o.steps = 10, o.stop_after = 3, o.eval_every = 1, o.progress = 0;
     tr_result r;
-    int rc = crafted ? tr_run(&o, (tm_data *)d, &r, err, sizeof err) : -1;
+    int rc = crafted ? (int)tr_run(&o, (tm_data *)d, &r) : -1;
     int ok = rc == 0 && r.nan_step >= 1 && strstr(r.nan_reason, "keel_dyt_fwd") &&
              strstr(r.nan_reason, "alpha");
     printf("first moments 3e38 on DyT: %s: tr_run %d, diverged at step %d: %s\n", ok ? "ok" : "FAIL",
-           rc, rc ? -1 : r.nan_step, rc ? err : r.nan_reason);
+           rc, rc ? -1 : r.nan_step, rc ? tool_last_error() : r.nan_reason);
     fails += !ok;
     if (rc == 0)
         tr_result_free(&r);
@@ -123,10 +121,9 @@ static void check_refused_parameter(const tm_data *d)
 
 int main(void)
 {
-    char err[1200];
     tm_data d;
-    if (tm_data_load(&d, NULL, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
+    if (tm_data_load(&d, NULL)) {
+        fprintf(stderr, "%s\n", tool_last_error());
         return 1;
     }
     check_sizes();
@@ -136,14 +133,14 @@ int main(void)
                    .place = TM_PRE, .eps = 1e-5f};
     tm_config cb = c;
     cb.norm = TM_NORM_BATCH, cb.place = TM_POST;
-    if (tu_write_fresh_ckpt(ln, &c, &d, err, sizeof err) || tu_write_fresh_ckpt(bn, &cb, &d, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
+    if (tu_write_fresh_ckpt(ln, &c, &d) || tu_write_fresh_ckpt(bn, &cb, &d)) {
+        fprintf(stderr, "%s\n", tool_last_error());
         return 1;
     }
     tm_train_state st;
     for (int k = 0; k < 2; k++)
-        if (tm_ckpt_read_state(k ? bn : ln, &st, err, sizeof err)) {
-            printf("FAIL: the valid checkpoint %s is refused: %s\n", k ? bn : ln, err);
+        if (tm_ckpt_read_state(k ? bn : ln, &st)) {
+            printf("FAIL: the valid checkpoint %s is refused: %s\n", k ? bn : ln, tool_last_error());
             fails++;
         }
     size_t n;

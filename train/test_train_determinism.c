@@ -24,9 +24,8 @@ static int run(tm_data *d, int threads, tm_norm norm, tm_place place, float *out
     o.eval_batches = 2;
     o.seed = 7;
     tr_result r;
-    char err[512];
-    if (tr_run(&o, d, &r, err, sizeof err)) {
-        fprintf(stderr, "tr_run: %s\n", err);
+    if (tr_run(&o, d, &r)) {
+        fprintf(stderr, "tr_run: %s\n", tool_last_error());
         return -1;
     }
     memcpy(out, r.train_loss, (size_t)steps * sizeof(float));
@@ -38,9 +37,8 @@ static int run(tm_data *d, int threads, tm_norm norm, tm_place place, float *out
 int main(void)
 {
     tm_data d;
-    char err[512];
-    if (tm_data_load(&d, NULL, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
+    if (tm_data_load(&d, NULL)) {
+        fprintf(stderr, "%s\n", tool_last_error());
         return 1;
     }
     enum { STEPS = 15 };

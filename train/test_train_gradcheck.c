@@ -15,10 +15,9 @@ static int check_config(tm_norm norm, tm_place place, float ls, int tied, int *w
 {
     tm_config cfg = {11, 2, 8, 2, 5, tied, norm, place, ls, 1e-5f};
     tm_model m;
-    char err[256];
     const int B = 3, T = 5;
-    if (tm_create(&m, &cfg, B, 42, 1, err, sizeof err)) {
-        fprintf(stderr, "tm_create: %s\n", err);
+    if (tm_create(&m, &cfg, B, 42, 1)) {
+        fprintf(stderr, "tm_create: %s\n", tool_last_error());
         return 1;
     }
     /* perturb the norm parameters and LayerScale away from their init so every term is exercised */

@@ -62,16 +62,15 @@ int main(void)
         printf("test_train_memlimit: skipped (no CBLAS, or no /proc/self/statm)\n");
         return 0;
     }
-    char err[1200];
     tm_data d;
-    if (tm_data_load(&d, NULL, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
+    if (tm_data_load(&d, NULL)) {
+        fprintf(stderr, "%s\n", tool_last_error());
         return 1;
     }
     tm_config c = {.layers = 1, .width = 16, .heads = 2, .seq = 16, .tied = 1, .norm = TM_NORM_LAYER,
                    .place = TM_PRE, .eps = 1e-5f};
-    if (tu_write_fresh_ckpt("test_memlimit.ckpt", &c, &d, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
+    if (tu_write_fresh_ckpt("test_memlimit.ckpt", &c, &d)) {
+        fprintf(stderr, "%s\n", tool_last_error());
         return 1;
     }
     FILE *f = fopen("test_memlimit.txt", "wb");

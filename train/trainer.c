@@ -84,15 +84,16 @@ static void fmt_time(double s, char *out, size_t n)
         snprintf(out, n, "%.0fs", s);
 }
 
-int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errlen)
+keel_status tr_run(const tr_opts *o0, tm_data *d, tr_result *res)
 {
+    keel_status rc;
     tr_opts o = *o0;
     memset(res, 0, sizeof *res);
     tm_train_state st;
     memset(&st, 0, sizeof st);
     if (o.resume_path) {
-        if (tm_ckpt_read_state(o.resume_path, &st, err, errlen))
-            return -1;
+        if ((rc = tm_ckpt_read_state(o.resume_path, &st)) != KEEL_OK)
+            return rc;
         /* the run continues with the checkpoint's model and schedule */
         o.mc = st.cfg;
         o.batch = st.batch;
@@ -107,35 +108,30 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
         o.seed = st.seed;
         if (o.steps < st.steps)
             o.steps = st.steps;
-        if (tm_data_set_vocab(d, st.chars, st.vocab, err, errlen))
-            return -1;
+        if ((rc = tm_data_set_vocab(d, st.chars, st.vocab)) != KEEL_OK)
+            return rc;
     }
     o.mc.vocab = d->vocab;
-    if (o.steps < 1 || o.batch < 1 || !(o.lr > 0) || o.eval_batches < 1) {
-        snprintf(err, errlen, "steps, batch, eval batches and the learning rate must be positive");
-        return -1;
-    }
-    if ((size_t)o.mc.seq + 2 > d->n - d->ntrain) {
-        snprintf(err, errlen, "%s: the validation split (%zu characters) is shorter than a sequence (%d)",
-                 d->path, d->n - d->ntrain, o.mc.seq);
-        return -1;
-    }
+    if (o.steps < 1 || o.batch < 1 || !(o.lr > 0) || o.eval_batches < 1)
+        return tool_fail(KEEL_EINVAL, "steps, batch, eval batches and the learning rate must be positive");
+    if ((size_t)o.mc.seq + 2 > d->n - d->ntrain)
+        return tool_fail(KEEL_EINVAL, "%s: the validation split (%zu characters) is shorter than a sequence (%d)",
+                         d->path, d->n - d->ntrain, o.mc.seq);
     tm_model m;
-    if (tm_create(&m, &o.mc, o.batch, o.seed, o.threads, err, errlen))
-        return -1;
+    if ((rc = tm_create(&m, &o.mc, o.batch, o.seed, o.threads)) != KEEL_OK)
+        return rc;
     tm_adamw opt;
     if (tm_adamw_init(&opt, m.nparams, o.beta1, o.beta2, 1e-8f, o.wd)) {
         tm_destroy(&m);
-        snprintf(err, errlen, "out of memory");
-        return -1;
+        return tool_fail(KEEL_ENOMEM, "out of memory");
     }
     tm_rng rng = {o.seed * 0x9E3779B97F4A7C15ull + 1};
     int start = 0;
     if (o.resume_path) {
-        if (tm_ckpt_load(o.resume_path, &st, &m, &opt, err, errlen)) {
+        if ((rc = tm_ckpt_load(o.resume_path, &st, &m, &opt)) != KEEL_OK) {
             tm_adamw_free(&opt);
             tm_destroy(&m);
-            return -1;
+            return rc;
         }
         start = st.step;
         rng.s = st.rng_state;
@@ -149,7 +145,7 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
     res->val_loss = malloc((size_t)(o.steps + 2) * sizeof(float));
     FILE *log = NULL;
     if (!x || !y || !gl || !res->train_loss || !res->grad_norm || !res->val_step || !res->val_loss) {
-        snprintf(err, errlen, "out of memory");
+        rc = tool_fail(KEEL_ENOMEM, "out of memory");
         goto fail;
     }
     for (int i = 0; i < o.steps; i++)
@@ -157,7 +153,7 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
     if (o.log_path) {
         log = fopen(o.log_path, start ? "a" : "w");
         if (!log) {
-            snprintf(err, errlen, "%s: cannot write the log", o.log_path);
+            rc = tool_fail(KEEL_EIO, "%s: cannot write the log", o.log_path);
             goto fail;
         }
         if (!start) {
@@ -188,7 +184,7 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
             tm_backward(&m);
         if (tm_error(&m)) {
             if (m.error_status != KEEL_EINVAL) { /* memory, threads: an error of the run */
-                snprintf(err, errlen, "step %d: %s", step + 1, tm_error(&m));
+                rc = tool_fail(m.error_status, "step %d: %s", step + 1, tm_error(&m));
                 goto fail;
             }
             /* a parameter the run drove where keel refuses it (DyT's alpha to Inf): diverged */
@@ -219,7 +215,7 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
         if (do_eval && finite) {
             vl = evaluate(&m, d, &o, x, y);
             if (tm_error(&m) && m.error_status != KEEL_EINVAL) {
-                snprintf(err, errlen, "step %d, evaluation: %s", step + 1, tm_error(&m));
+                rc = tool_fail(m.error_status, "step %d, evaluation: %s", step + 1, tm_error(&m));
                 goto fail;
             }
             res->val_step[res->nval] = step + 1;
@@ -302,7 +298,7 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
         st.rng_state = rng.s;
         st.vocab = d->vocab;
         memcpy(st.chars, d->chars, (size_t)d->vocab);
-        if (tm_ckpt_save(o.save_path, &st, &m, &opt, err, errlen))
+        if ((rc = tm_ckpt_save(o.save_path, &st, &m, &opt)) != KEEL_OK)
             goto fail;
     }
     if (log)
@@ -312,7 +308,7 @@ int tr_run(const tr_opts *o0, tm_data *d, tr_result *res, char *err, size_t errl
     free(gl);
     tm_adamw_free(&opt);
     tm_destroy(&m);
-    return 0;
+    return KEEL_OK;
 fail:
     if (log)
         fclose(log);
@@ -322,5 +318,5 @@ fail:
     tm_adamw_free(&opt);
     tm_destroy(&m);
     tr_result_free(res);
-    return -1;
+    return rc;
 }

@@ -51,8 +51,9 @@ typedef struct tr_result {
     int vocab;
 } tr_result;
 
-/* Trains. d: the corpus (already loaded). Returns 0, or -1 with err. */
-int tr_run(const tr_opts *o, tm_data *d, tr_result *res, char *err, size_t errlen);
+/* Trains. d: the corpus (already loaded). Returns KEEL_OK, or a status with tool_last_error()
+ * (tool_error.h). */
+keel_status tr_run(const tr_opts *o, tm_data *d, tr_result *res);
 void tr_result_free(tr_result *r);
 
 #endif

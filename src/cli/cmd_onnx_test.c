@@ -138,7 +138,6 @@ static float *alloc_floats(size_t n)
  * keel's (docs/blocks.md). */
 static int check_batchnorm_model(const keel_onnx_model *m, norm_op *op, outcome *o)
 {
-    char err[WHY_CAP];
     int64_t training = 0;
     float momentum;
     if (m->domain[0] && strcmp(m->domain, "ai.onnx"))
@@ -147,10 +146,10 @@ static int check_batchnorm_model(const keel_onnx_model *m, norm_op *op, outcome 
         return set_why(o, "BatchNormalization needs opset 9 or later (per-channel statistics); the "
                           "model imports opset %lld", (long long)m->opset);
     op->axis = 1;
-    if (keel_onnx_attr_float(m, "epsilon", 1e-5f, &op->epsilon, err, sizeof err) != KEEL_OK ||
-        keel_onnx_attr_float(m, "momentum", 0.9f, &momentum, err, sizeof err) != KEEL_OK ||
-        keel_onnx_attr_int(m, "training_mode", 0, &training, err, sizeof err) != KEEL_OK)
-        return set_why(o, "model.onnx: %s", err);
+    if (keel_onnx_attr_float(m, "epsilon", 1e-5f, &op->epsilon) != KEEL_OK ||
+        keel_onnx_attr_float(m, "momentum", 0.9f, &momentum) != KEEL_OK ||
+        keel_onnx_attr_int(m, "training_mode", 0, &training) != KEEL_OK)
+        return set_why(o, "model.onnx: %s", tool_last_error());
     if (training != 0)
         return set_why(o, "training_mode %lld is not supported (inference only)", (long long)training);
     if (m->n_inputs != 5)
@@ -167,7 +166,6 @@ static int check_batchnorm_model(const keel_onnx_model *m, norm_op *op, outcome 
 /* Check the node is one this command runs and read its attributes. */
 static int check_model(const keel_onnx_model *m, norm_op *op, outcome *o)
 {
-    char err[WHY_CAP];
     int64_t stash = 1;
     if (!strcmp(m->op_type, "LayerNormalization")) {
         op->kind = OP_LAYERNORM;
@@ -189,10 +187,10 @@ static int check_model(const keel_onnx_model *m, norm_op *op, outcome *o)
     if (m->opset < since)
         return set_why(o, "%s needs opset %lld or later; the model imports opset %lld", op->name,
                        (long long)since, (long long)m->opset);
-    if (keel_onnx_attr_int(m, "axis", -1, &op->axis, err, sizeof err) != KEEL_OK ||
-        keel_onnx_attr_float(m, "epsilon", 1e-5f, &op->epsilon, err, sizeof err) != KEEL_OK ||
-        keel_onnx_attr_int(m, "stash_type", 1, &stash, err, sizeof err) != KEEL_OK)
-        return set_why(o, "model.onnx: %s", err);
+    if (keel_onnx_attr_int(m, "axis", -1, &op->axis) != KEEL_OK ||
+        keel_onnx_attr_float(m, "epsilon", 1e-5f, &op->epsilon) != KEEL_OK ||
+        keel_onnx_attr_int(m, "stash_type", 1, &stash) != KEEL_OK)
+        return set_why(o, "model.onnx: %s", tool_last_error());
     /* stash_type is the type the statistics are computed in; keel computes them in float. */
     if (stash != KEEL_ONNX_FLOAT)
         return set_why(o, "stash_type %lld (%s) is not supported (only FLOAT)", (long long)stash,
@@ -233,7 +231,7 @@ static void free_case(norm_case *c)
 static int load_input(const keel_onnx_model *m, const char *set, int slot, keel_onnx_tensor *t,
                       outcome *o)
 {
-    char file[64], path[PATH_CAP], err[WHY_CAP];
+    char file[64], path[PATH_CAP];
     int k = keel_onnx_graph_input_index(m, m->inputs[slot]);
     if (k < 0)
         return set_why(o, "node input %s is not a graph input (initializers are not supported)",
@@ -241,8 +239,8 @@ static int load_input(const keel_onnx_model *m, const char *set, int slot, keel_
     snprintf(file, sizeof file, "input_%d.pb", k);
     if (!join(path, sizeof path, set, file))
         return set_why(o, "path too long: %s/%s", set, file);
-    if (keel_onnx_tensor_load(path, t, err, sizeof err) != KEEL_OK)
-        return set_why(o, "%s: %s", file, err);
+    if (keel_onnx_tensor_load(path, t) != KEEL_OK)
+        return set_why(o, "%s: %s", file, tool_last_error());
     return 1;
 }
 
@@ -415,7 +413,7 @@ static int compare_output(const keel_onnx_model *m, const char *set, int slot, c
                           const int64_t *dims, int ndims, const tolerance *tol, outcome *o)
 {
     static const char *const names[] = {"Y", "Mean", "InvStdDev"};
-    char file[64], path[PATH_CAP], err[WHY_CAP], s1[256], s2[256];
+    char file[64], path[PATH_CAP], s1[256], s2[256];
     int k = keel_onnx_graph_output_index(m, m->outputs[slot]);
     if (k < 0)
         return set_why(o, "node output %s is not a graph output", m->outputs[slot]);
@@ -423,8 +421,8 @@ static int compare_output(const keel_onnx_model *m, const char *set, int slot, c
     if (!join(path, sizeof path, set, file))
         return set_why(o, "path too long: %s/%s", set, file);
     keel_onnx_tensor want;
-    if (keel_onnx_tensor_load(path, &want, err, sizeof err) != KEEL_OK)
-        return set_why(o, "%s: %s", file, err);
+    if (keel_onnx_tensor_load(path, &want) != KEEL_OK)
+        return set_why(o, "%s: %s", file, tool_last_error());
     int ok = same_shape(&want, dims, ndims);
     if (!ok)
         set_why(o, "%s (%s) has shape %s; expected %s", names[slot], file,
@@ -535,7 +533,7 @@ static int list_data_sets(const char *dir, char ***out, size_t *n_out, outcome *
 
 static void run_folder(keel_ctx *ctx, const char *dir, const tolerance *tol, outcome *o)
 {
-    char path[PATH_CAP], err[WHY_CAP];
+    char path[PATH_CAP];
     memset(o, 0, sizeof *o);
     o->pass = 1;
     keel_onnx_model *m = malloc(sizeof *m); /* ~6 KiB: kept off the stack */
@@ -546,8 +544,8 @@ static void run_folder(keel_ctx *ctx, const char *dir, const tolerance *tol, out
         set_why(o, "out of memory");
     } else if (!join(path, sizeof path, dir, "model.onnx")) {
         set_why(o, "path too long");
-    } else if (keel_onnx_model_load(path, m, err, sizeof err) != KEEL_OK) {
-        set_why(o, "model.onnx: %s", err);
+    } else if (keel_onnx_model_load(path, m) != KEEL_OK) {
+        set_why(o, "model.onnx: %s", tool_last_error());
     } else if (check_model(m, &op, o) && list_data_sets(dir, &sets, &n_sets, o)) {
         for (size_t i = 0; i < n_sets && o->pass; i++) {
             if (!join(path, sizeof path, dir, sets[i])) {

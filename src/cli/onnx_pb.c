@@ -11,12 +11,12 @@
 #include "onnx_pb.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
+#include "tool_error.h"
 
 /* Groups (wire types 3/4) nested deeper than this are refused rather than recursed into. */
 #define PB_MAX_GROUP_DEPTH 32
@@ -25,31 +25,10 @@
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
-static keel_status fail(keel_status st, char *err, size_t errlen, const char *fmt, ...)
+/* Prefix the message already there with "what: " (where in the message tree it happened). */
+static keel_status with_context(keel_status st, const char *what)
 {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
-/* Prefix the message already in err with "what: " (where in the message tree it happened). */
-static keel_status with_context(keel_status st, char *err, size_t errlen, const char *what)
-{
-    if (err && errlen) {
-        size_t have = strlen(err), add = strlen(what) + 2;
-        if (add < errlen) {
-            size_t keep = have < errlen - 1 - add ? have : errlen - 1 - add;
-            memmove(err + add, err, keep);
-            memcpy(err, what, add - 2);
-            memcpy(err + add - 2, ": ", 2);
-            err[add + keep] = '\0';
-        }
-    }
-    return st;
+    return tool_fail(st, "%s: %s", what, tool_last_error());
 }
 
 static const char *wire_name(int wire)
@@ -88,21 +67,21 @@ static size_t left(const keel_pb_reader *r)
     return r->len - r->pos;
 }
 
-keel_status keel_pb_read_varint(keel_pb_reader *r, uint64_t *v, char *err, size_t errlen)
+keel_status keel_pb_read_varint(keel_pb_reader *r, uint64_t *v)
 {
     size_t start = r->pos;
     uint64_t x = 0;
     for (int i = 0; i < 10; i++) {
         if (r->pos >= r->len) {
             r->pos = start;
-            return fail(KEEL_EFORMAT, err, errlen, "truncated varint at byte %zu", r->base + start);
+            return tool_fail(KEEL_EFORMAT, "truncated varint at byte %zu", r->base + start);
         }
         uint8_t b = r->buf[r->pos++];
         /* The 10th byte carries bit 63 only; anything more would not fit in 64 bits. */
         if (i == 9 && b > 1) {
             r->pos = start;
-            return fail(KEEL_EFORMAT, err, errlen, "varint at byte %zu overflows 64 bits",
-                        r->base + start);
+            return tool_fail(KEEL_EFORMAT, "varint at byte %zu overflows 64 bits",
+                             r->base + start);
         }
         x |= (uint64_t)(b & 0x7f) << (7 * i);
         if (!(b & 0x80)) {
@@ -112,15 +91,15 @@ keel_status keel_pb_read_varint(keel_pb_reader *r, uint64_t *v, char *err, size_
     }
     /* Not reached: the 10th byte either ends the varint or fails above. */
     r->pos = start;
-    return fail(KEEL_EFORMAT, err, errlen, "varint at byte %zu is longer than 10 bytes",
-                r->base + start);
+    return tool_fail(KEEL_EFORMAT, "varint at byte %zu is longer than 10 bytes",
+                     r->base + start);
 }
 
-keel_status keel_pb_read_key(keel_pb_reader *r, keel_pb_key *key, char *err, size_t errlen)
+keel_status keel_pb_read_key(keel_pb_reader *r, keel_pb_key *key)
 {
     size_t start = r->pos;
     uint64_t v;
-    keel_status st = keel_pb_read_varint(r, &v, err, errlen);
+    keel_status st = keel_pb_read_varint(r, &v);
     if (st != KEEL_OK)
         return st;
     int wire = (int)(v & 7);
@@ -128,27 +107,27 @@ keel_status keel_pb_read_key(keel_pb_reader *r, keel_pb_key *key, char *err, siz
     if (v > UINT32_MAX || field == 0 || wire > KEEL_PB_FIXED32) {
         r->pos = start;
         if (wire > KEEL_PB_FIXED32)
-            return fail(KEEL_EFORMAT, err, errlen, "invalid wire type %d at byte %zu", wire,
-                        r->base + start);
-        return fail(KEEL_EFORMAT, err, errlen, "invalid field number %llu at byte %zu",
-                    (unsigned long long)field, r->base + start);
+            return tool_fail(KEEL_EFORMAT, "invalid wire type %d at byte %zu", wire,
+                             r->base + start);
+        return tool_fail(KEEL_EFORMAT, "invalid field number %llu at byte %zu",
+                         (unsigned long long)field, r->base + start);
     }
     key->field = (uint32_t)field;
     key->wire = wire;
     return KEEL_OK;
 }
 
-static keel_status need(const keel_pb_reader *r, size_t n, const char *what, char *err, size_t errlen)
+static keel_status need(const keel_pb_reader *r, size_t n, const char *what)
 {
     if (left(r) < n)
-        return fail(KEEL_EFORMAT, err, errlen, "truncated %s at byte %zu (%zu bytes needed, %zu left)",
-                    what, r->base + r->pos, n, left(r));
+        return tool_fail(KEEL_EFORMAT, "truncated %s at byte %zu (%zu bytes needed, %zu left)",
+                         what, r->base + r->pos, n, left(r));
     return KEEL_OK;
 }
 
-keel_status keel_pb_read_fixed32(keel_pb_reader *r, uint32_t *v, char *err, size_t errlen)
+keel_status keel_pb_read_fixed32(keel_pb_reader *r, uint32_t *v)
 {
-    keel_status st = need(r, 4, "fixed32", err, errlen);
+    keel_status st = need(r, 4, "fixed32");
     if (st != KEEL_OK)
         return st;
     const uint8_t *p = r->buf + r->pos;
@@ -157,9 +136,9 @@ keel_status keel_pb_read_fixed32(keel_pb_reader *r, uint32_t *v, char *err, size
     return KEEL_OK;
 }
 
-keel_status keel_pb_read_fixed64(keel_pb_reader *r, uint64_t *v, char *err, size_t errlen)
+keel_status keel_pb_read_fixed64(keel_pb_reader *r, uint64_t *v)
 {
-    keel_status st = need(r, 8, "fixed64", err, errlen);
+    keel_status st = need(r, 8, "fixed64");
     if (st != KEEL_OK)
         return st;
     const uint8_t *p = r->buf + r->pos;
@@ -171,21 +150,19 @@ keel_status keel_pb_read_fixed64(keel_pb_reader *r, uint64_t *v, char *err, size
     return KEEL_OK;
 }
 
-keel_status keel_pb_read_bytes(keel_pb_reader *r, const uint8_t **data, size_t *n,
-                               char *err, size_t errlen)
+keel_status keel_pb_read_bytes(keel_pb_reader *r, const uint8_t **data, size_t *n)
 {
     size_t start = r->pos;
     uint64_t len;
-    keel_status st = keel_pb_read_varint(r, &len, err, errlen);
+    keel_status st = keel_pb_read_varint(r, &len);
     if (st != KEEL_OK)
         return st;
     /* Compare with what is left, never compute pos + len (it could wrap). */
     if (len > left(r)) {
         unsigned long long have = left(r);
         r->pos = start;
-        return fail(KEEL_EFORMAT, err, errlen,
-                    "length %llu at byte %zu exceeds the %llu bytes left", (unsigned long long)len,
-                    r->base + start, have);
+        return tool_fail(KEEL_EFORMAT, "length %llu at byte %zu exceeds the %llu bytes left",
+                         (unsigned long long)len, r->base + start, have);
     }
     *data = r->buf + r->pos;
     *n = (size_t)len;
@@ -200,7 +177,7 @@ typedef struct pb_value {
 } pb_value;
 
 /* Read a value of wire type `wire` (not a group: those are skipped, never read). */
-static keel_status read_value(keel_pb_reader *r, int wire, pb_value *v, char *err, size_t errlen)
+static keel_status read_value(keel_pb_reader *r, int wire, pb_value *v)
 {
     const uint8_t *data;
     size_t n;
@@ -208,71 +185,70 @@ static keel_status read_value(keel_pb_reader *r, int wire, pb_value *v, char *er
     keel_status st;
     switch (wire) {
     case KEEL_PB_VARINT:
-        return keel_pb_read_varint(r, &v->u, err, errlen);
+        return keel_pb_read_varint(r, &v->u);
     case KEEL_PB_FIXED64:
-        return keel_pb_read_fixed64(r, &v->u, err, errlen);
+        return keel_pb_read_fixed64(r, &v->u);
     case KEEL_PB_FIXED32:
-        st = keel_pb_read_fixed32(r, &u32, err, errlen);
+        st = keel_pb_read_fixed32(r, &u32);
         if (st == KEEL_OK)
             v->u = u32;
         return st;
     case KEEL_PB_LEN:
-        st = keel_pb_read_bytes(r, &data, &n, err, errlen);
+        st = keel_pb_read_bytes(r, &data, &n);
         if (st == KEEL_OK)
             v->sub = keel_pb_reader_sub(r, data, n);
         return st;
     default:
-        return fail(KEEL_EFORMAT, err, errlen, "invalid wire type %d", wire);
+        return tool_fail(KEEL_EFORMAT, "invalid wire type %d", wire);
     }
 }
 
-static keel_status skip_depth(keel_pb_reader *r, keel_pb_key key, int depth, char *err, size_t errlen);
+static keel_status skip_depth(keel_pb_reader *r, keel_pb_key key, int depth);
 
 /* Skip fields up to the end-group key that closes the group of field `field`. */
-static keel_status skip_group(keel_pb_reader *r, uint32_t field, int depth, char *err, size_t errlen)
+static keel_status skip_group(keel_pb_reader *r, uint32_t field, int depth)
 {
     if (depth > PB_MAX_GROUP_DEPTH)
-        return fail(KEEL_EFORMAT, err, errlen, "groups nested deeper than %d at byte %zu",
-                    PB_MAX_GROUP_DEPTH, r->base + r->pos);
+        return tool_fail(KEEL_EFORMAT, "groups nested deeper than %d at byte %zu",
+                         PB_MAX_GROUP_DEPTH, r->base + r->pos);
     for (;;) {
         if (keel_pb_at_end(r))
-            return fail(KEEL_EFORMAT, err, errlen, "group of field %u is not closed", field);
+            return tool_fail(KEEL_EFORMAT, "group of field %u is not closed", field);
         size_t at = r->pos;
         keel_pb_key k;
-        keel_status st = keel_pb_read_key(r, &k, err, errlen);
+        keel_status st = keel_pb_read_key(r, &k);
         if (st != KEEL_OK)
             return st;
         if (k.wire == KEEL_PB_EGROUP) {
             if (k.field != field)
-                return fail(KEEL_EFORMAT, err, errlen,
-                            "end-group of field %u at byte %zu closes a group of field %u",
-                            k.field, r->base + at, field);
+                return tool_fail(KEEL_EFORMAT, "end-group of field %u at byte %zu closes a group of field %u",
+                                 k.field, r->base + at, field);
             return KEEL_OK;
         }
-        st = skip_depth(r, k, depth, err, errlen);
+        st = skip_depth(r, k, depth);
         if (st != KEEL_OK)
             return st;
     }
 }
 
-static keel_status skip_depth(keel_pb_reader *r, keel_pb_key key, int depth, char *err, size_t errlen)
+static keel_status skip_depth(keel_pb_reader *r, keel_pb_key key, int depth)
 {
     pb_value v;
     if (key.wire == KEEL_PB_SGROUP)
-        return skip_group(r, key.field, depth + 1, err, errlen);
+        return skip_group(r, key.field, depth + 1);
     if (key.wire == KEEL_PB_EGROUP)
-        return fail(KEEL_EFORMAT, err, errlen, "end-group of field %u at byte %zu without a start",
-                    key.field, r->base + r->pos);
-    return read_value(r, key.wire, &v, err, errlen);
+        return tool_fail(KEEL_EFORMAT, "end-group of field %u at byte %zu without a start",
+                         key.field, r->base + r->pos);
+    return read_value(r, key.wire, &v);
 }
 
-keel_status keel_pb_skip(keel_pb_reader *r, keel_pb_key key, char *err, size_t errlen)
+keel_status keel_pb_skip(keel_pb_reader *r, keel_pb_key key)
 {
     /* a group is read field by field: on a failure inside it (not closed, closed by another
      * field, nested too deep, a bad field) pos goes back to where the value began, as the
      * header promises of every reader */
     const size_t start = r->pos;
-    const keel_status st = skip_depth(r, key, 0, err, errlen);
+    const keel_status st = skip_depth(r, key, 0);
     if (st != KEEL_OK)
         r->pos = start;
     return st;
@@ -295,8 +271,7 @@ typedef struct pb_field pb_field;
 
 /* Store one value of field f in the message state msg. A failing handler need not undo what it
  * wrote: the whole parse fails with it. */
-typedef keel_status (*pb_handler)(void *msg, const pb_field *f, pb_value *v, char *err,
-                                  size_t errlen);
+typedef keel_status (*pb_handler)(void *msg, const pb_field *f, pb_value *v);
 
 /* One field of a message: what pb_read does when it meets its key. */
 struct pb_field {
@@ -310,88 +285,84 @@ struct pb_field {
 /* A message type: its fields and the checks made once all of them are read (NULL: none). */
 typedef struct pb_message {
     const pb_field *fields;
-    keel_status (*finish)(void *msg, char *err, size_t errlen);
+    keel_status (*finish)(void *msg);
 } pb_message;
 
 /* A known field written with another wire type than its schema's. */
-static keel_status bad_wire(const keel_pb_reader *r, const char *field, keel_pb_key key,
-                            char *err, size_t errlen)
+static keel_status bad_wire(const keel_pb_reader *r, const char *field, keel_pb_key key)
 {
-    return fail(KEEL_EFORMAT, err, errlen, "%s (field %u) before byte %zu has wire type %s",
-                field, key.field, r->base + r->pos, wire_name(key.wire));
+    return tool_fail(KEEL_EFORMAT, "%s (field %u) before byte %zu has wire type %s",
+                     field, key.field, r->base + r->pos, wire_name(key.wire));
 }
 
 /* A PB_PACKED field that came length-delimited: its values, one handler call each. */
-static keel_status read_packed(keel_pb_reader *r, const pb_field *f, void *msg, char *err,
-                               size_t errlen)
+static keel_status read_packed(keel_pb_reader *r, const pb_field *f, void *msg)
 {
     const int wire = f->wire & PB_WIRE_MASK;
     const size_t width = wire == KEEL_PB_FIXED32 ? 4 : wire == KEEL_PB_FIXED64 ? 8 : 1;
     pb_value run, v;
-    keel_status st = read_value(r, KEEL_PB_LEN, &run, err, errlen);
+    keel_status st = read_value(r, KEEL_PB_LEN, &run);
     /* Fixed-width runs are checked whole, so a cut last value is named as such. */
     if (st == KEEL_OK && run.sub.len % width)
-        return fail(KEEL_EFORMAT, err, errlen, "packed %s of %zu bytes, not a multiple of %zu",
-                    f->name, run.sub.len, width);
+        return tool_fail(KEEL_EFORMAT, "packed %s of %zu bytes, not a multiple of %zu",
+                         f->name, run.sub.len, width);
     while (st == KEEL_OK && !keel_pb_at_end(&run.sub)) {
-        st = read_value(&run.sub, wire, &v, err, errlen);
+        st = read_value(&run.sub, wire, &v);
         if (st == KEEL_OK)
-            st = f->handler(msg, f, &v, err, errlen);
+            st = f->handler(msg, f, &v);
     }
     return st;
 }
 
 /* The one loop: read every field of the message in r into msg, then run its final checks. */
-static keel_status pb_read(keel_pb_reader *r, const pb_message *type, void *msg, char *err,
-                           size_t errlen)
+static keel_status pb_read(keel_pb_reader *r, const pb_message *type, void *msg)
 {
     keel_status st = KEEL_OK;
     while (st == KEEL_OK && !keel_pb_at_end(r)) {
         keel_pb_key key;
         pb_value v;
-        st = keel_pb_read_key(r, &key, err, errlen);
+        st = keel_pb_read_key(r, &key);
         if (st != KEEL_OK)
             break;
         const pb_field *f = type->fields;
         while (f->number && f->number != key.field)
             f++;
         if (!f->number)
-            st = keel_pb_skip(r, key, err, errlen);
+            st = keel_pb_skip(r, key);
         else if (f->wire == PB_REFUSE)
-            st = fail(KEEL_EUNSUPPORTED, err, errlen, "%s", f->name);
+            st = tool_fail(KEEL_EUNSUPPORTED, "%s", f->name);
         else if (key.wire == (f->wire & PB_WIRE_MASK)) {
-            st = read_value(r, key.wire, &v, err, errlen);
+            st = read_value(r, key.wire, &v);
             if (st == KEEL_OK)
-                st = f->handler(msg, f, &v, err, errlen);
+                st = f->handler(msg, f, &v);
         } else if ((f->wire & PB_PACKED) && key.wire == KEEL_PB_LEN)
-            st = read_packed(r, f, msg, err, errlen);
+            st = read_packed(r, f, msg);
         else
-            st = bad_wire(r, f->name, key, err, errlen);
+            st = bad_wire(r, f->name, key);
     }
     if (st == KEEL_OK && type->finish)
-        st = type->finish(msg, err, errlen);
+        st = type->finish(msg);
     return st;
 }
 
 /* A nested message (the payload v of a length-delimited field): its errors say where they were,
  * prefixed by `context`. */
 static keel_status pb_read_nested(pb_value *v, const pb_message *type, void *msg,
-                                  const char *context, char *err, size_t errlen)
+                                  const char *context)
 {
-    keel_status st = pb_read(&v->sub, type, msg, err, errlen);
-    return st == KEEL_OK ? st : with_context(st, err, errlen, context);
+    keel_status st = pb_read(&v->sub, type, msg);
+    return st == KEEL_OK ? st : with_context(st, context);
 }
 
 /* Copy a length-delimited string into dst (cap bytes with the NUL). A name that does not fit,
  * or holds a NUL byte, is an error: a cut name could match another one. */
-static keel_status copy_name(char *dst, size_t cap, const keel_pb_reader *s, const char *what,
-                             char *err, size_t errlen)
+static keel_status copy_name(char *dst, size_t cap, const keel_pb_reader *s, const char *what)
 {
     if (s->len >= cap)
-        return fail(KEEL_EFORMAT, err, errlen, "%s is %zu bytes long (at most %zu supported)", what,
-                    s->len, cap - 1);
+        return tool_fail(KEEL_EFORMAT, "%s is %zu bytes long (at most %zu supported)", what,
+                         s->len, cap - 1);
     if (s->len && memchr(s->buf, 0, s->len))
-        return fail(KEEL_EFORMAT, err, errlen, "%s holds a NUL byte", what);
+        return tool_fail(KEEL_EFORMAT, "%s holds a NUL byte", what);
     if (s->len)
         memcpy(dst, s->buf, s->len);
     dst[s->len] = '\0';
@@ -400,12 +371,12 @@ static keel_status copy_name(char *dst, size_t cap, const keel_pb_reader *s, con
 
 /* Generic handlers: a string into the char[KEEL_ONNX_NAME_MAX] at f->offset in msg, a varint into
  * the int64_t there (two's complement: a negative value is a 10-byte varint). */
-static keel_status field_name(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status field_name(void *msg, const pb_field *f, pb_value *v)
 {
-    return copy_name((char *)msg + f->offset, KEEL_ONNX_NAME_MAX, &v->sub, f->name, err, errlen);
+    return copy_name((char *)msg + f->offset, KEEL_ONNX_NAME_MAX, &v->sub, f->name);
 }
 
-static keel_status field_int64(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status field_int64(void *msg, const pb_field *f, pb_value *v)
 {
     *(int64_t *)((char *)msg + f->offset) = (int64_t)v->u;
     return KEEL_OK;
@@ -415,32 +386,32 @@ static keel_status field_int64(void *msg, const pb_field *f, pb_value *v, char *
 
 /* Read a whole file into a malloc'd buffer (at least 1 byte allocated, so an empty file is not
  * a NULL buffer). */
-static keel_status read_file(const char *path, uint8_t **out, size_t *out_len, char *err, size_t errlen)
+static keel_status read_file(const char *path, uint8_t **out, size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return fail(KEEL_EIO, err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return tool_fail(KEEL_EIO, "cannot open %s: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
     uint8_t *buf = keel_alloc(cap);
     if (!buf) {
         fclose(f);
-        return fail(KEEL_ENOMEM, err, errlen, "out of memory reading %s", path);
+        return tool_fail(KEEL_ENOMEM, "out of memory reading %s", path);
     }
     for (;;) {
         if (len == cap) {
             if (cap >= PB_MAX_FILE_BYTES) {
                 keel_free(buf);
                 fclose(f);
-                return fail(KEEL_EFORMAT, err, errlen, "%s is larger than %zu bytes", path,
-                            (size_t)PB_MAX_FILE_BYTES);
+                return tool_fail(KEEL_EFORMAT, "%s is larger than %zu bytes", path,
+                                 (size_t)PB_MAX_FILE_BYTES);
             }
             uint8_t *bigger = keel_realloc(buf, cap * 2);
             if (!bigger) {
                 keel_free(buf);
                 fclose(f);
-                return fail(KEEL_ENOMEM, err, errlen, "out of memory reading %s", path);
+                return tool_fail(KEEL_ENOMEM, "out of memory reading %s", path);
             }
             buf = bigger;
             cap *= 2;
@@ -454,7 +425,7 @@ static keel_status read_file(const char *path, uint8_t **out, size_t *out_len, c
     fclose(f);
     if (bad) {
         keel_free(buf);
-        return fail(KEEL_EIO, err, errlen, "cannot read %s", path);
+        return tool_fail(KEEL_EIO, "cannot read %s", path);
     }
     *out = buf;
     *out_len = len;
@@ -512,19 +483,19 @@ static float float_from_le(const uint8_t *p)
 }
 
 /* dims: one value, unpacked or from a packed run. */
-static keel_status tp_dim(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status tp_dim(void *msg, const pb_field *f, pb_value *v)
 {
     keel_onnx_tensor *t = ((tensor_scan *)msg)->t;
     if (t->ndims >= KEEL_ONNX_MAX_DIMS)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d dims", KEEL_ONNX_MAX_DIMS);
+        return tool_fail(KEEL_EUNSUPPORTED, "more than %d dims", KEEL_ONNX_MAX_DIMS);
     int64_t d = (int64_t)v->u; /* int64 on the wire: a negative dim is a 10-byte varint */
     if (d < 0)
-        return fail(KEEL_EFORMAT, err, errlen, "dim %d is negative (%lld)", t->ndims, (long long)d);
+        return tool_fail(KEEL_EFORMAT, "dim %d is negative (%lld)", t->ndims, (long long)d);
     t->dims[t->ndims++] = d;
     return KEEL_OK;
 }
 
-static keel_status tp_data_type(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status tp_data_type(void *msg, const pb_field *f, pb_value *v)
 {
     tensor_scan *s = msg;
     s->has_data_type = 1;
@@ -533,14 +504,13 @@ static keel_status tp_data_type(void *msg, const pb_field *f, pb_value *v, char 
 }
 
 /* float_data, first pass: only counted (the packed runs checked to be whole fixed32s). */
-static keel_status tp_count_float(void *msg, const pb_field *f, pb_value *v, char *err,
-                                  size_t errlen)
+static keel_status tp_count_float(void *msg, const pb_field *f, pb_value *v)
 {
     ((tensor_scan *)msg)->n_float_data++;
     return KEEL_OK;
 }
 
-static keel_status tp_name(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status tp_name(void *msg, const pb_field *f, pb_value *v)
 {
     /* The tensor's name is only shown, so a long one is cut rather than refused. */
     keel_onnx_tensor *t = ((tensor_scan *)msg)->t;
@@ -551,7 +521,7 @@ static keel_status tp_name(void *msg, const pb_field *f, pb_value *v, char *err,
     return KEEL_OK;
 }
 
-static keel_status tp_raw_data(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status tp_raw_data(void *msg, const pb_field *f, pb_value *v)
 {
     tensor_scan *s = msg;
     s->raw = v->sub.buf;
@@ -560,10 +530,9 @@ static keel_status tp_raw_data(void *msg, const pb_field *f, pb_value *v, char *
     return KEEL_OK;
 }
 
-static keel_status tp_data_location(void *msg, const pb_field *f, pb_value *v, char *err,
-                                    size_t errlen)
+static keel_status tp_data_location(void *msg, const pb_field *f, pb_value *v)
 {
-    return v->u ? fail(KEEL_EUNSUPPORTED, err, errlen, "external data is not supported") : KEEL_OK;
+    return v->u ? tool_fail(KEEL_EUNSUPPORTED, "external data is not supported") : KEEL_OK;
 }
 
 static const pb_field tensor_fields[] = {
@@ -583,8 +552,7 @@ typedef struct float_fill {
     size_t count, k;
 } float_fill;
 
-static keel_status tp_fill_float(void *msg, const pb_field *f, pb_value *v, char *err,
-                                 size_t errlen)
+static keel_status tp_fill_float(void *msg, const pb_field *f, pb_value *v)
 {
     float_fill *fill = msg;
     if (fill->k < fill->count)
@@ -598,15 +566,15 @@ static const pb_field float_fill_fields[] = {
 static const pb_message float_fill_message = {float_fill_fields, NULL};
 
 /* Product of the dims, refusing any size whose bytes would not fit in size_t. */
-static keel_status element_count(const keel_onnx_tensor *t, size_t *count, char *err, size_t errlen)
+static keel_status element_count(const keel_onnx_tensor *t, size_t *count)
 {
     size_t c = 1;
     const size_t max = SIZE_MAX / sizeof(float);
     for (int i = 0; i < t->ndims; i++) {
         uint64_t d = (uint64_t)t->dims[i];
         if (d != 0 && c > max / d)
-            return fail(KEEL_EOVERFLOW, err, errlen, "tensor size overflows (dim %d = %lld)", i,
-                        (long long)t->dims[i]);
+            return tool_fail(KEEL_EOVERFLOW, "tensor size overflows (dim %d = %lld)", i,
+                             (long long)t->dims[i]);
         c *= (size_t)d;
     }
     *count = c;
@@ -614,24 +582,24 @@ static keel_status element_count(const keel_onnx_tensor *t, size_t *count, char 
 }
 
 static keel_status tensor_values(const uint8_t *buf, size_t len, keel_onnx_tensor *t,
-                                 const tensor_scan *s, char *err, size_t errlen)
+                                 const tensor_scan *s)
 {
     /* element_count bounded count * 4 by SIZE_MAX, so the products below do not wrap. */
     if (s->has_raw && s->raw_len != t->count * 4)
-        return fail(KEEL_EFORMAT, err, errlen, "raw_data holds %zu bytes; dims need %zu floats (%zu bytes)",
-                    s->raw_len, t->count, t->count * 4);
+        return tool_fail(KEEL_EFORMAT, "raw_data holds %zu bytes; dims need %zu floats (%zu bytes)",
+                         s->raw_len, t->count, t->count * 4);
     if (!s->has_raw && s->n_float_data != t->count) {
         if (!s->n_float_data)
-            return fail(KEEL_EFORMAT, err, errlen, "no data (neither raw_data nor float_data) for %zu values",
-                        t->count);
-        return fail(KEEL_EFORMAT, err, errlen, "float_data holds %zu values; dims need %zu",
-                    s->n_float_data, t->count);
+            return tool_fail(KEEL_EFORMAT, "no data (neither raw_data nor float_data) for %zu values",
+                             t->count);
+        return tool_fail(KEEL_EFORMAT, "float_data holds %zu values; dims need %zu",
+                         s->n_float_data, t->count);
     }
     if (t->count == 0)
         return KEEL_OK;
     t->data = keel_alloc(t->count * sizeof(float));
     if (!t->data)
-        return fail(KEEL_ENOMEM, err, errlen, "out of memory for %zu floats", t->count);
+        return tool_fail(KEEL_ENOMEM, "out of memory for %zu floats", t->count);
     if (s->has_raw) {
         for (size_t i = 0; i < t->count; i++)
             t->data[i] = float_from_le(s->raw + 4 * i);
@@ -639,50 +607,49 @@ static keel_status tensor_values(const uint8_t *buf, size_t len, keel_onnx_tenso
     }
     keel_pb_reader r = keel_pb_reader_init(buf, len);
     float_fill fill = {t->data, t->count, 0};
-    keel_status st = pb_read(&r, &float_fill_message, &fill, err, errlen);
+    keel_status st = pb_read(&r, &float_fill_message, &fill);
     if (st == KEEL_OK && fill.k != fill.count)
-        st = fail(KEEL_EFORMAT, err, errlen, "float_data changed between passes");
+        st = tool_fail(KEEL_EFORMAT, "float_data changed between passes");
     return st;
 }
 
-keel_status keel_onnx_tensor_parse(const uint8_t *buf, size_t len, keel_onnx_tensor *t,
-                                   char *err, size_t errlen)
+keel_status keel_onnx_tensor_parse(const uint8_t *buf, size_t len, keel_onnx_tensor *t)
 {
     if (!t)
-        return fail(KEEL_ENULL, err, errlen, "no tensor to fill");
+        return tool_fail(KEEL_ENULL, "no tensor to fill");
     memset(t, 0, sizeof *t);
     if (!buf && len)
-        return fail(KEEL_ENULL, err, errlen, "NULL buffer of %zu bytes", len);
+        return tool_fail(KEEL_ENULL, "NULL buffer of %zu bytes", len);
     keel_pb_reader r = keel_pb_reader_init(buf, len);
     tensor_scan s;
     memset(&s, 0, sizeof s);
     s.t = t;
-    keel_status st = pb_read(&r, &tensor_message, &s, err, errlen);
+    keel_status st = pb_read(&r, &tensor_message, &s);
     if (st == KEEL_OK && !s.has_data_type)
-        st = fail(KEEL_EFORMAT, err, errlen, "no data_type");
+        st = tool_fail(KEEL_EFORMAT, "no data_type");
     if (st == KEEL_OK && s.data_type != KEEL_ONNX_FLOAT)
-        st = fail(KEEL_EUNSUPPORTED, err, errlen, "data type %s (%lld) is not supported (only FLOAT)",
-                  keel_onnx_dtype_name(s.data_type), (long long)s.data_type);
+        st = tool_fail(KEEL_EUNSUPPORTED, "data type %s (%lld) is not supported (only FLOAT)",
+                       keel_onnx_dtype_name(s.data_type), (long long)s.data_type);
     if (st == KEEL_OK)
-        st = element_count(t, &t->count, err, errlen);
+        st = element_count(t, &t->count);
     if (st == KEEL_OK)
-        st = tensor_values(buf, len, t, &s, err, errlen);
+        st = tensor_values(buf, len, t, &s);
     if (st != KEEL_OK)
         keel_onnx_tensor_free(t);
     return st;
 }
 
-keel_status keel_onnx_tensor_load(const char *path, keel_onnx_tensor *t, char *err, size_t errlen)
+keel_status keel_onnx_tensor_load(const char *path, keel_onnx_tensor *t)
 {
     if (!t)
-        return fail(KEEL_ENULL, err, errlen, "no tensor to fill");
+        return tool_fail(KEEL_ENULL, "no tensor to fill");
     memset(t, 0, sizeof *t);
     uint8_t *buf;
     size_t len;
-    keel_status st = read_file(path, &buf, &len, err, errlen);
+    keel_status st = read_file(path, &buf, &len);
     if (st != KEEL_OK)
         return st;
-    st = keel_onnx_tensor_parse(buf, len, t, err, errlen);
+    st = keel_onnx_tensor_parse(buf, len, t);
     keel_free(buf);
     return st;
 }
@@ -744,7 +711,7 @@ static int is_default_domain(const char *domain)
 }
 
 /* AttributeProto, into a keel_onnx_attr. */
-static keel_status attr_f(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status attr_f(void *msg, const pb_field *f, pb_value *v)
 {
     keel_onnx_attr *a = msg;
     a->f = float_from_bits((uint32_t)v->u);
@@ -752,7 +719,7 @@ static keel_status attr_f(void *msg, const pb_field *f, pb_value *v, char *err, 
     return KEEL_OK;
 }
 
-static keel_status attr_i(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status attr_i(void *msg, const pb_field *f, pb_value *v)
 {
     keel_onnx_attr *a = msg;
     a->i = (int64_t)v->u; /* two's complement: a negative axis is a 10-byte varint */
@@ -760,10 +727,10 @@ static keel_status attr_i(void *msg, const pb_field *f, pb_value *v, char *err, 
     return KEEL_OK;
 }
 
-static keel_status attr_finish(void *msg, char *err, size_t errlen)
+static keel_status attr_finish(void *msg)
 {
     const keel_onnx_attr *a = msg;
-    return a->name[0] ? KEEL_OK : fail(KEEL_EFORMAT, err, errlen, "attribute without a name");
+    return a->name[0] ? KEEL_OK : tool_fail(KEEL_EFORMAT, "attribute without a name");
 }
 
 static const pb_field attribute_fields[] = {
@@ -778,50 +745,48 @@ static const pb_message attribute_message = {attribute_fields, attr_finish};
 /* NodeProto, into the keel_onnx_model. */
 
 /* Append a string to a list of names (node inputs/outputs). */
-static keel_status add_name(char list[][KEEL_ONNX_NAME_MAX], int *n, const pb_field *f, pb_value *v,
-                            char *err, size_t errlen)
+static keel_status add_name(char list[][KEEL_ONNX_NAME_MAX], int *n, const pb_field *f, pb_value *v)
 {
     if (*n >= KEEL_ONNX_MAX_IO)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d %s", KEEL_ONNX_MAX_IO, f->name);
-    keel_status st = copy_name(list[*n], KEEL_ONNX_NAME_MAX, &v->sub, f->name, err, errlen);
+        return tool_fail(KEEL_EUNSUPPORTED, "more than %d %s", KEEL_ONNX_MAX_IO, f->name);
+    keel_status st = copy_name(list[*n], KEEL_ONNX_NAME_MAX, &v->sub, f->name);
     if (st == KEEL_OK)
         (*n)++;
     return st;
 }
 
-static keel_status node_input(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status node_input(void *msg, const pb_field *f, pb_value *v)
 {
     keel_onnx_model *m = msg;
-    return add_name(m->inputs, &m->n_inputs, f, v, err, errlen);
+    return add_name(m->inputs, &m->n_inputs, f, v);
 }
 
-static keel_status node_output(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status node_output(void *msg, const pb_field *f, pb_value *v)
 {
     keel_onnx_model *m = msg;
-    return add_name(m->outputs, &m->n_outputs, f, v, err, errlen);
+    return add_name(m->outputs, &m->n_outputs, f, v);
 }
 
-static keel_status node_attribute(void *msg, const pb_field *f, pb_value *v, char *err,
-                                  size_t errlen)
+static keel_status node_attribute(void *msg, const pb_field *f, pb_value *v)
 {
     keel_onnx_model *m = msg;
     if (m->n_attrs >= KEEL_ONNX_MAX_ATTRS)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d attributes", KEEL_ONNX_MAX_ATTRS);
+        return tool_fail(KEEL_EUNSUPPORTED, "more than %d attributes", KEEL_ONNX_MAX_ATTRS);
     keel_onnx_attr *a = &m->attrs[m->n_attrs];
     memset(a, 0, sizeof *a);
-    keel_status st = pb_read_nested(v, &attribute_message, a, "attribute", err, errlen);
+    keel_status st = pb_read_nested(v, &attribute_message, a, "attribute");
     if (st != KEEL_OK)
         return st;
     if (keel_onnx_model_attr(m, a->name))
-        return fail(KEEL_EFORMAT, err, errlen, "attribute %s given twice", a->name);
+        return tool_fail(KEEL_EFORMAT, "attribute %s given twice", a->name);
     m->n_attrs++;
     return KEEL_OK;
 }
 
-static keel_status node_finish(void *msg, char *err, size_t errlen)
+static keel_status node_finish(void *msg)
 {
     const keel_onnx_model *m = msg;
-    return m->op_type[0] ? KEEL_OK : fail(KEEL_EFORMAT, err, errlen, "node without op_type");
+    return m->op_type[0] ? KEEL_OK : tool_fail(KEEL_EFORMAT, "node without op_type");
 }
 
 static const pb_field node_fields[] = {
@@ -839,53 +804,52 @@ static const pb_field value_info_fields[] = {{VALUE_INFO_NAME, KEEL_PB_LEN, "nam
 static const pb_message value_info_message = {value_info_fields, NULL};
 
 static keel_status add_value_info(char list[][KEEL_ONNX_NAME_MAX], int *n, const pb_field *f,
-                                  pb_value *v, char *err, size_t errlen)
+                                  pb_value *v)
 {
     if (*n >= KEEL_ONNX_MAX_IO)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than %d graph %s", KEEL_ONNX_MAX_IO,
-                    f->name);
+        return tool_fail(KEEL_EUNSUPPORTED, "more than %d graph %s", KEEL_ONNX_MAX_IO,
+                         f->name);
     list[*n][0] = '\0';
-    keel_status st = pb_read_nested(v, &value_info_message, list[*n], f->name, err, errlen);
+    keel_status st = pb_read_nested(v, &value_info_message, list[*n], f->name);
     if (st == KEEL_OK)
         (*n)++;
     return st;
 }
 
 /* GraphProto, into the keel_onnx_model. */
-static keel_status graph_node(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status graph_node(void *msg, const pb_field *f, pb_value *v)
 {
     graph_state *g = msg;
     /* Only the first node is read: a graph of more is refused by graph_finish. */
     if (g->n_nodes++)
         return KEEL_OK;
-    return pb_read_nested(v, &node_message, g->m, "node", err, errlen);
+    return pb_read_nested(v, &node_message, g->m, "node");
 }
 
-static keel_status graph_initializer(void *msg, const pb_field *f, pb_value *v, char *err,
-                                     size_t errlen)
+static keel_status graph_initializer(void *msg, const pb_field *f, pb_value *v)
 {
     ((graph_state *)msg)->m->n_initializers++;
     return KEEL_OK;
 }
 
-static keel_status graph_input(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status graph_input(void *msg, const pb_field *f, pb_value *v)
 {
     keel_onnx_model *m = ((graph_state *)msg)->m;
-    return add_value_info(m->graph_inputs, &m->n_graph_inputs, f, v, err, errlen);
+    return add_value_info(m->graph_inputs, &m->n_graph_inputs, f, v);
 }
 
-static keel_status graph_output(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status graph_output(void *msg, const pb_field *f, pb_value *v)
 {
     keel_onnx_model *m = ((graph_state *)msg)->m;
-    return add_value_info(m->graph_outputs, &m->n_graph_outputs, f, v, err, errlen);
+    return add_value_info(m->graph_outputs, &m->n_graph_outputs, f, v);
 }
 
-static keel_status graph_finish(void *msg, char *err, size_t errlen)
+static keel_status graph_finish(void *msg)
 {
     const graph_state *g = msg;
     if (g->n_nodes != 1)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "graph has %d nodes (exactly 1 supported)",
-                    g->n_nodes);
+        return tool_fail(KEEL_EUNSUPPORTED, "graph has %d nodes (exactly 1 supported)",
+                         g->n_nodes);
     return KEEL_OK;
 }
 
@@ -898,16 +862,16 @@ static const pb_field graph_fields[] = {
 static const pb_message graph_message = {graph_fields, graph_finish};
 
 /* OperatorSetIdProto: keep the version of the default domain. */
-static keel_status opset_finish(void *msg, char *err, size_t errlen)
+static keel_status opset_finish(void *msg)
 {
     const opset_state *o = msg;
     if (!is_default_domain(o->domain))
         return KEEL_OK;
     if (o->model->has_opset)
-        return fail(KEEL_EFORMAT, err, errlen, "the default domain is imported twice");
+        return tool_fail(KEEL_EFORMAT, "the default domain is imported twice");
     if (o->version < 1)
-        return fail(KEEL_EFORMAT, err, errlen, "the default domain's opset version is %lld",
-                    (long long)o->version);
+        return tool_fail(KEEL_EFORMAT, "the default domain's opset version is %lld",
+                         (long long)o->version);
     o->model->has_opset = 1;
     o->model->m->opset = o->version;
     return KEEL_OK;
@@ -920,28 +884,28 @@ static const pb_field opset_fields[] = {
 static const pb_message opset_message = {opset_fields, opset_finish};
 
 /* ModelProto. */
-static keel_status model_graph(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status model_graph(void *msg, const pb_field *f, pb_value *v)
 {
     model_state *ms = msg;
     if (ms->has_graph++)
-        return fail(KEEL_EUNSUPPORTED, err, errlen, "more than one graph field");
+        return tool_fail(KEEL_EUNSUPPORTED, "more than one graph field");
     graph_state g = {ms->m, 0};
-    return pb_read_nested(v, &graph_message, &g, "graph", err, errlen);
+    return pb_read_nested(v, &graph_message, &g, "graph");
 }
 
-static keel_status model_opset(void *msg, const pb_field *f, pb_value *v, char *err, size_t errlen)
+static keel_status model_opset(void *msg, const pb_field *f, pb_value *v)
 {
     opset_state o = {msg, "", -1};
-    return pb_read_nested(v, &opset_message, &o, "opset_import", err, errlen);
+    return pb_read_nested(v, &opset_message, &o, "opset_import");
 }
 
-static keel_status model_finish(void *msg, char *err, size_t errlen)
+static keel_status model_finish(void *msg)
 {
     const model_state *ms = msg;
     if (!ms->has_graph)
-        return fail(KEEL_EFORMAT, err, errlen, "no graph");
+        return tool_fail(KEEL_EFORMAT, "no graph");
     if (!ms->has_opset)
-        return fail(KEEL_EFORMAT, err, errlen, "no opset_import for the default domain");
+        return tool_fail(KEEL_EFORMAT, "no opset_import for the default domain");
     return KEEL_OK;
 }
 
@@ -951,31 +915,30 @@ static const pb_field model_fields[] = {
     {0, 0, NULL, NULL, 0}};
 static const pb_message model_message = {model_fields, model_finish};
 
-keel_status keel_onnx_model_parse(const uint8_t *buf, size_t len, keel_onnx_model *m,
-                                  char *err, size_t errlen)
+keel_status keel_onnx_model_parse(const uint8_t *buf, size_t len, keel_onnx_model *m)
 {
     if (!m)
-        return fail(KEEL_ENULL, err, errlen, "no model to fill");
+        return tool_fail(KEEL_ENULL, "no model to fill");
     memset(m, 0, sizeof *m);
     m->opset = -1;
     if (!buf && len)
-        return fail(KEEL_ENULL, err, errlen, "NULL buffer of %zu bytes", len);
+        return tool_fail(KEEL_ENULL, "NULL buffer of %zu bytes", len);
     keel_pb_reader r = keel_pb_reader_init(buf, len);
     model_state ms = {m, 0, 0};
-    return pb_read(&r, &model_message, &ms, err, errlen);
+    return pb_read(&r, &model_message, &ms);
 }
 
-keel_status keel_onnx_model_load(const char *path, keel_onnx_model *m, char *err, size_t errlen)
+keel_status keel_onnx_model_load(const char *path, keel_onnx_model *m)
 {
     if (!m)
-        return fail(KEEL_ENULL, err, errlen, "no model to fill");
+        return tool_fail(KEEL_ENULL, "no model to fill");
     memset(m, 0, sizeof *m);
     uint8_t *buf;
     size_t len;
-    keel_status st = read_file(path, &buf, &len, err, errlen);
+    keel_status st = read_file(path, &buf, &len);
     if (st != KEEL_OK)
         return st;
-    st = keel_onnx_model_parse(buf, len, m, err, errlen);
+    st = keel_onnx_model_parse(buf, len, m);
     keel_free(buf);
     return st;
 }
@@ -989,7 +952,7 @@ const keel_onnx_attr *keel_onnx_model_attr(const keel_onnx_model *m, const char 
 }
 
 keel_status keel_onnx_attr_int(const keel_onnx_model *m, const char *name, int64_t dflt,
-                               int64_t *v, char *err, size_t errlen)
+                               int64_t *v)
 {
     const keel_onnx_attr *a = keel_onnx_model_attr(m, name);
     if (!a) {
@@ -998,14 +961,14 @@ keel_status keel_onnx_attr_int(const keel_onnx_model *m, const char *name, int64
     }
     /* The type field is required by ONNX; old writers omitted it, so the value field decides. */
     if (!a->has_i || (a->type != KEEL_ONNX_ATTR_UNDEFINED && a->type != KEEL_ONNX_ATTR_INT))
-        return fail(KEEL_EFORMAT, err, errlen, "attribute %s is not an INT (type %lld)", name,
-                    (long long)a->type);
+        return tool_fail(KEEL_EFORMAT, "attribute %s is not an INT (type %lld)", name,
+                         (long long)a->type);
     *v = a->i;
     return KEEL_OK;
 }
 
 keel_status keel_onnx_attr_float(const keel_onnx_model *m, const char *name, float dflt,
-                                 float *v, char *err, size_t errlen)
+                                 float *v)
 {
     const keel_onnx_attr *a = keel_onnx_model_attr(m, name);
     if (!a) {
@@ -1013,8 +976,8 @@ keel_status keel_onnx_attr_float(const keel_onnx_model *m, const char *name, flo
         return KEEL_OK;
     }
     if (!a->has_f || (a->type != KEEL_ONNX_ATTR_UNDEFINED && a->type != KEEL_ONNX_ATTR_FLOAT))
-        return fail(KEEL_EFORMAT, err, errlen, "attribute %s is not a FLOAT (type %lld)", name,
-                    (long long)a->type);
+        return tool_fail(KEEL_EFORMAT, "attribute %s is not a FLOAT (type %lld)", name,
+                         (long long)a->type);
     *v = a->f;
     return KEEL_OK;
 }

@@ -4,8 +4,8 @@
  *
  * No protobuf library: every read is bounds-checked against the buffer, a truncated or
  * malformed buffer is KEEL_EFORMAT (never an out-of-bounds read), unknown fields of every wire
- * type are skipped. Functions return a keel_status and, on an error, write a message into the
- * caller's err buffer (err may be NULL). No global state, no exit/abort, no printing.
+ * type are skipped. Functions return a keel_status and, on an error, set the message that
+ * tool_last_error() returns (tool_error.h). No exit/abort, no printing.
  */
 #ifndef KEEL_CLI_ONNX_PB_H
 #define KEEL_CLI_ONNX_PB_H
@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "keel.h"
+#include "tool_error.h"
 
 /* ---- the wire format ------------------------------------------------------------------------ */
 
@@ -49,16 +50,15 @@ int keel_pb_at_end(const keel_pb_reader *r);
 /* The readers below leave pos where it was when they fail. */
 
 /* A varint of at most 10 bytes; the 10th byte may only hold the value's top bit (0 or 1). */
-keel_status keel_pb_read_varint(keel_pb_reader *r, uint64_t *v, char *err, size_t errlen);
+keel_status keel_pb_read_varint(keel_pb_reader *r, uint64_t *v);
 /* A key: field number >= 1 and a wire type 0..5 (6 and 7 are errors). */
-keel_status keel_pb_read_key(keel_pb_reader *r, keel_pb_key *key, char *err, size_t errlen);
-keel_status keel_pb_read_fixed32(keel_pb_reader *r, uint32_t *v, char *err, size_t errlen);
-keel_status keel_pb_read_fixed64(keel_pb_reader *r, uint64_t *v, char *err, size_t errlen);
+keel_status keel_pb_read_key(keel_pb_reader *r, keel_pb_key *key);
+keel_status keel_pb_read_fixed32(keel_pb_reader *r, uint32_t *v);
+keel_status keel_pb_read_fixed64(keel_pb_reader *r, uint64_t *v);
 /* A length-delimited payload: *data points into the buffer, *n bytes long. */
-keel_status keel_pb_read_bytes(keel_pb_reader *r, const uint8_t **data, size_t *n,
-                               char *err, size_t errlen);
+keel_status keel_pb_read_bytes(keel_pb_reader *r, const uint8_t **data, size_t *n);
 /* Skip the value of a field whose key was just read (groups up to a nesting limit). */
-keel_status keel_pb_skip(keel_pb_reader *r, keel_pb_key key, char *err, size_t errlen);
+keel_status keel_pb_skip(keel_pb_reader *r, keel_pb_key key);
 
 /* ---- TensorProto ---------------------------------------------------------------------------- */
 
@@ -89,10 +89,9 @@ const char *keel_onnx_dtype_name(int64_t data_type);
 
 /* Parse a TensorProto. Values come from raw_data (little-endian) or, without it, float_data
  * (packed or not). On an error *t is left empty (data NULL). */
-keel_status keel_onnx_tensor_parse(const uint8_t *buf, size_t len, keel_onnx_tensor *t,
-                                   char *err, size_t errlen);
+keel_status keel_onnx_tensor_parse(const uint8_t *buf, size_t len, keel_onnx_tensor *t);
 /* Read a file and parse it; KEEL_EIO when it cannot be read. */
-keel_status keel_onnx_tensor_load(const char *path, keel_onnx_tensor *t, char *err, size_t errlen);
+keel_status keel_onnx_tensor_load(const char *path, keel_onnx_tensor *t);
 /* Free the data; t may be NULL. Leaves *t empty. */
 void keel_onnx_tensor_free(keel_onnx_tensor *t);
 
@@ -134,18 +133,17 @@ typedef struct keel_onnx_model {
 } keel_onnx_model;
 
 /* Parse a ModelProto whose graph holds exactly one node and that imports the default domain. */
-keel_status keel_onnx_model_parse(const uint8_t *buf, size_t len, keel_onnx_model *m,
-                                  char *err, size_t errlen);
-keel_status keel_onnx_model_load(const char *path, keel_onnx_model *m, char *err, size_t errlen);
+keel_status keel_onnx_model_parse(const uint8_t *buf, size_t len, keel_onnx_model *m);
+keel_status keel_onnx_model_load(const char *path, keel_onnx_model *m);
 
 /* The node's attribute of that name, or NULL. */
 const keel_onnx_attr *keel_onnx_model_attr(const keel_onnx_model *m, const char *name);
 /* An INT / FLOAT attribute, or dflt when the node does not have it. KEEL_EFORMAT when it is
  * there with another type. */
 keel_status keel_onnx_attr_int(const keel_onnx_model *m, const char *name, int64_t dflt,
-                               int64_t *v, char *err, size_t errlen);
+                               int64_t *v);
 keel_status keel_onnx_attr_float(const keel_onnx_model *m, const char *name, float dflt,
-                                 float *v, char *err, size_t errlen);
+                                 float *v);
 
 /* Index of name in the graph's inputs / outputs, or -1. The empty name is never found. */
 int keel_onnx_graph_input_index(const keel_onnx_model *m, const char *name);

@@ -5,7 +5,7 @@
  * The input is a checkpoint file. Its FNV-1a checksum (the last 8 bytes) is recomputed before it
  * is written, except for one input in 16, so that mutations reach the header and range checks
  * behind the checksum (anyone can recompute it; finding 6 of issue 23). Then, in this process:
- *  - tm_ckpt_read_state: 0, or -1 with a message;
+ *  - tm_ckpt_read_state: KEEL_OK, or KEEL_EFORMAT, KEEL_EIO, KEEL_ENOMEM with a message;
  *  - when the file passes: `keel sample --checkpoint F --tokens 3` must exit 0 (the model is
  *    built, loaded and run: a file that passes the checks may not fail or abort later, the
  *    eps -1 of finding 2), mc_load_model (the monitor commands' loader) must succeed for a
@@ -47,13 +47,13 @@ static void run_sample(void)
 static void run_monitor(const tm_train_state *st)
 {
     mc_model *mm = malloc(sizeof *mm);
-    char err[1200] = "";
     if (!mm)
         return;
-    int rc = mc_load_model(mm, ckpt_, 1, err, sizeof err);
+    tool_clear_error();
+    const keel_status rc = mc_load_model(mm, ckpt_, 1);
     const int monitorable = st->cfg.norm == TM_NORM_LAYER || st->cfg.norm == TM_NORM_RMS;
-    FZ_CHECK(rc == 0 || (!monitorable && err[0]), "mc_load_model: %d on an accepted checkpoint: %s",
-             rc, err);
+    FZ_CHECK(rc == KEEL_OK || (!monitorable && tool_last_error()[0]),
+             "mc_load_model: %d on an accepted checkpoint: %s", (int)rc, tool_last_error());
     if (rc) {
         free(mm);
         return;
@@ -69,7 +69,7 @@ static void run_monitor(const tm_train_state *st)
             size_t ntok = 0;
             int *tok = mc_map_text(mm, bytes, n, &ntok, NULL);
             mc_rec rec;
-            if (tok && mc_record(mm, tok, ntok, &rec, err, sizeof err) == 0) {
+            if (tok && mc_record(mm, tok, ntok, &rec) == KEEL_OK) {
                 keel_monitor *mon = NULL;
                 if (keel_monitor_create(&mon, rec.slots, NULL) == KEEL_OK) {
                     FZ_CHECK(mc_feed(mon, &rec, 0, rec.n) == 0, "mc_feed: %s", keel_last_error());
@@ -120,11 +120,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(file);
 
     tm_train_state st;
-    char err[1200] = "";
-    int rc = tm_ckpt_read_state(ckpt_, &st, err, sizeof err);
-    FZ_CHECK(rc == 0 || rc == -1, "tm_ckpt_read_state returned %d", rc);
-    if (rc) {
-        FZ_CHECK(err[0], "tm_ckpt_read_state failed without a message");
+    tool_clear_error();
+    const keel_status rc = tm_ckpt_read_state(ckpt_, &st);
+    FZ_CHECK(rc == KEEL_OK || rc == KEEL_EFORMAT || rc == KEEL_EIO || rc == KEEL_ENOMEM,
+             "tm_ckpt_read_state returned %d", (int)rc);
+    if (rc != KEEL_OK) {
+        FZ_CHECK(tool_last_error()[0], "tm_ckpt_read_state failed without a message");
         return 0;
     }
     run_sample();

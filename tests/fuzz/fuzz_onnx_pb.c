@@ -10,7 +10,7 @@
  *    0..16, every dim >= 0, count is their product, data holds count floats (each is read);
  *  - as a ModelProto: on success every count within its array and every name terminated;
  *    the attribute lookups of cmd_onnx_test.c run on each attribute;
- *  - the error messages stay within the errlen given (a canary after a short buffer).
+ *  - every error sets a message (tool_last_error), terminated within TOOL_ERROR_CAP.
  * An input that starts with "KEELDIR\n" is a test folder instead: the bytes after it are
  * sections separated by "@@KEEL@@"; the first is model.onnx, each other one starts with a tag
  * byte (bit 7: output, else input; bits 0-2: K; bit 3: test_data_set_1 instead of _0) and
@@ -32,40 +32,37 @@ static int valid_status(keel_status st)
 /* ---- the wire format --------------------------------------------------------------------------
  */
 
-static char err_[300];
-
-/* err_ after a call given errlen bytes of it: terminated within them, the rest untouched. */
-static void check_err(size_t errlen, const char *who)
+/* The message after a call that failed: set, and terminated within its capacity. */
+static void check_err(const char *who)
 {
-    FZ_CHECK(memchr(err_, '\0', errlen) != NULL,
-             "%s: the message is not terminated within errlen %zu", who, errlen);
-    for (size_t i = errlen; i < sizeof err_; i++)
-        FZ_CHECK(err_[i] == 'Z', "%s: the message wrote byte %zu, past errlen %zu", who, i, errlen);
+    const char *msg = tool_last_error();
+    FZ_CHECK(msg[0] != '\0', "%s: failed without a message", who);
+    FZ_CHECK(memchr(msg, '\0', TOOL_ERROR_CAP) != NULL, "%s: the message is not terminated", who);
 }
 
-static void walk(keel_pb_reader *r, int depth, size_t errlen)
+static void walk(keel_pb_reader *r, int depth)
 {
     for (int fields = 0; fields < 4096 && !keel_pb_at_end(r); fields++) {
         const size_t at = r->pos;
         keel_pb_key key;
-        memset(err_, 'Z', sizeof err_);
-        keel_status st = keel_pb_read_key(r, &key, err_, errlen);
+        tool_clear_error();
+        keel_status st = keel_pb_read_key(r, &key);
         FZ_CHECK(valid_status(st), "keel_pb_read_key: status %d", (int)st);
         if (st != KEEL_OK) {
             FZ_CHECK(r->pos == at, "keel_pb_read_key failed and moved pos %zu -> %zu", at, r->pos);
-            check_err(errlen, "keel_pb_read_key");
+            check_err("keel_pb_read_key");
             /* the other readers at the same place keep the contract too */
             uint64_t v;
             uint32_t v32;
             const uint8_t *d;
             size_t n;
-            if (keel_pb_read_varint(r, &v, NULL, 0) != KEEL_OK)
+            if (keel_pb_read_varint(r, &v) != KEEL_OK)
                 FZ_CHECK(r->pos == at, "keel_pb_read_varint failed and moved pos");
             r->pos = at;
-            if (keel_pb_read_fixed32(r, &v32, NULL, 0) != KEEL_OK)
+            if (keel_pb_read_fixed32(r, &v32) != KEEL_OK)
                 FZ_CHECK(r->pos == at, "keel_pb_read_fixed32 failed and moved pos");
             r->pos = at;
-            if (keel_pb_read_bytes(r, &d, &n, NULL, 0) != KEEL_OK)
+            if (keel_pb_read_bytes(r, &d, &n) != KEEL_OK)
                 FZ_CHECK(r->pos == at, "keel_pb_read_bytes failed and moved pos");
             else
                 FZ_CHECK(d >= r->buf && n <= r->len && (size_t)(d - r->buf) <= r->len - n,
@@ -81,25 +78,25 @@ static void walk(keel_pb_reader *r, int depth, size_t errlen)
         if (key.wire == KEEL_PB_LEN && depth < 6) {
             const uint8_t *d;
             size_t n;
-            st = keel_pb_read_bytes(r, &d, &n, NULL, 0);
+            st = keel_pb_read_bytes(r, &d, &n);
             if (st == KEEL_OK) {
                 FZ_CHECK(d >= r->buf && (size_t)(d - r->buf) + n == r->pos && r->pos <= r->len,
                          "keel_pb_read_bytes: payload [%zu, +%zu) and pos %zu",
                          (size_t)(d - r->buf), n, r->pos);
                 keel_pb_reader sub = keel_pb_reader_sub(r, d, n);
-                walk(&sub, depth + 1, errlen);
+                walk(&sub, depth + 1);
                 r->pos = after_key;
             } else {
                 FZ_CHECK(r->pos == after_key, "keel_pb_read_bytes failed and moved pos");
             }
         }
-        memset(err_, 'Z', sizeof err_);
-        st = keel_pb_skip(r, key, err_, errlen);
+        tool_clear_error();
+        st = keel_pb_skip(r, key);
         FZ_CHECK(valid_status(st), "keel_pb_skip: status %d", (int)st);
         if (st != KEEL_OK) {
             FZ_CHECK(r->pos == after_key, "keel_pb_skip failed and moved pos %zu -> %zu", after_key,
                      r->pos);
-            check_err(errlen, "keel_pb_skip");
+            check_err("keel_pb_skip");
             return;
         }
         FZ_CHECK(r->pos >= after_key && r->pos <= r->len,
@@ -117,16 +114,16 @@ static void check_name(const char *s, const char *what)
              "%s: a name not terminated within its array", what);
 }
 
-static void tensor(const uint8_t *data, size_t size, size_t errlen)
+static void tensor(const uint8_t *data, size_t size)
 {
     keel_onnx_tensor t;
     memset(&t, 0x5a, sizeof t);
-    memset(err_, 'Z', sizeof err_);
-    keel_status st = keel_onnx_tensor_parse(data, size, &t, err_, errlen);
+    tool_clear_error();
+    keel_status st = keel_onnx_tensor_parse(data, size, &t);
     FZ_CHECK(valid_status(st), "keel_onnx_tensor_parse: status %d", (int)st);
     if (st != KEEL_OK) {
         FZ_CHECK(t.data == NULL, "keel_onnx_tensor_parse failed and left data");
-        check_err(errlen, "keel_onnx_tensor_parse");
+        check_err("keel_onnx_tensor_parse");
         keel_onnx_tensor_free(&t);
         return;
     }
@@ -152,15 +149,15 @@ static void tensor(const uint8_t *data, size_t size, size_t errlen)
 
 static keel_onnx_model model_;
 
-static void model(const uint8_t *data, size_t size, size_t errlen)
+static void model(const uint8_t *data, size_t size)
 {
     keel_onnx_model *m = &model_;
     memset(m, 0x5a, sizeof *m);
-    memset(err_, 'Z', sizeof err_);
-    keel_status st = keel_onnx_model_parse(data, size, m, err_, errlen);
+    tool_clear_error();
+    keel_status st = keel_onnx_model_parse(data, size, m);
     FZ_CHECK(valid_status(st), "keel_onnx_model_parse: status %d", (int)st);
     if (st != KEEL_OK) {
-        check_err(errlen, "keel_onnx_model_parse");
+        check_err("keel_onnx_model_parse");
         return;
     }
     check_name(m->op_type, "op_type");
@@ -192,16 +189,16 @@ static void model(const uint8_t *data, size_t size, size_t errlen)
                  "attribute %d not found by its name", i);
         int64_t iv;
         float fv;
-        memset(err_, 'Z', sizeof err_);
-        st = keel_onnx_attr_int(m, m->attrs[i].name, 0, &iv, err_, errlen);
+        tool_clear_error();
+        st = keel_onnx_attr_int(m, m->attrs[i].name, 0, &iv);
         FZ_CHECK(st == KEEL_OK || st == KEEL_EFORMAT, "keel_onnx_attr_int: status %d", (int)st);
         if (st)
-            check_err(errlen, "keel_onnx_attr_int");
-        memset(err_, 'Z', sizeof err_);
-        st = keel_onnx_attr_float(m, m->attrs[i].name, 0.0f, &fv, err_, errlen);
+            check_err("keel_onnx_attr_int");
+        tool_clear_error();
+        st = keel_onnx_attr_float(m, m->attrs[i].name, 0.0f, &fv);
         FZ_CHECK(st == KEEL_OK || st == KEEL_EFORMAT, "keel_onnx_attr_float: status %d", (int)st);
         if (st)
-            check_err(errlen, "keel_onnx_attr_float");
+            check_err("keel_onnx_attr_float");
     }
     FZ_CHECK(keel_onnx_graph_input_index(m, "") == -1, "the empty name was found");
 }
@@ -278,11 +275,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         folder(data + k, size - k);
         return 0;
     }
-    /* a short errlen now and then: messages must be cut, never written past it */
-    const size_t errlen = size % 7 == 3 ? 1 + size % 13 : 256;
     keel_pb_reader r = keel_pb_reader_init(data, size);
-    walk(&r, 0, errlen);
-    tensor(data, size, errlen);
-    model(data, size, errlen);
+    walk(&r, 0);
+    tensor(data, size);
+    model(data, size);
     return 0;
 }
