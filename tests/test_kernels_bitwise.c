@@ -219,7 +219,7 @@ static float *random_buf(keel_rng *rng, size_t n)
 /* The batches: one row of each kind; a few finite rows; finite rows enough for x to span
  * 3 MiB, so that the SIMD paths also run the variants they choose for tensors beyond L2
  * (prefetching, the forwards' row pipelines); or enough for y to span 17 MiB, where the forwards
- * stream their outputs (simd_lanes__*.h: rows with an aligned start, the others stored
+ * stream their outputs (lanes__*.h: rows with an aligned start, the others stored
  * normally); or three finite rows (run as one, two and three). */
 typedef enum batch_mode { B_ADVERSARIAL, B_FINITE, B_MANY, B_STREAM, B_FEW } batch_mode;
 #define STREAM_BYTES ((size_t)17 << 20)

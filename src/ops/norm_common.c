@@ -8,7 +8,7 @@
 
 /* A backward kernel gets one block of rows at a time (parallel.c), so it cannot tell a tensor
  * beyond the caches from a small one: the operator tells it. Thresholds as in the forward
- * kernels (simd_lanes__avx512.h): prefetch when x spans more than 2 MiB; stream dx when one
+ * kernels (lanes__avx512.h): prefetch when x spans more than 2 MiB; stream dx when one
  * thread's part of it spans 16 MiB or more. Measured (1 thread, 4096x4096 LayerNorm backward,
  * AVX-512): 1.67 ns/element without hints, 1.25 with prefetching, 1.02 with both. */
 int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *call)
