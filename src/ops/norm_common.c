@@ -69,7 +69,6 @@ keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
         return st;
     call->k = ctx->kernels;
     call->dim = dim;
-    call->quant = quant;
     call->stage.quant = quant;
     keel_stage_add(&call->stage, x, KEEL_STAGE_IN);
     keel_stage_add(&call->stage, y, quant ? KEEL_STAGE_OUT_I8 : KEEL_STAGE_OUT);
@@ -101,12 +100,12 @@ keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
 keel_status keel_norm_fold_smooth(const char *who, keel_ctx *ctx, const keel_norm_call *call,
                                   size_t dim, const float **gamma, const float **beta)
 {
-    if (!call->quant || !call->quant->smooth)
+    if (!call->stage.quant || !call->stage.quant->smooth)
         return KEEL_OK;
     float *p = keel_ctx_params(ctx, 2 * dim, who);
     if (!p)
         return KEEL_ENOMEM;
-    const float *s = call->quant->smooth;
+    const float *s = call->stage.quant->smooth;
     for (size_t j = 0; j < dim; j++)
         p[j] = (*gamma ? (*gamma)[j] : 1.0f) / s[j];
     *gamma = p;

@@ -9,8 +9,8 @@
 typedef struct keel_norm_call {
     const keel_kernels *k;
     size_t dim;
-    keel_stage stage;             /* forward: x, y; backward: dy, x, dx (stage.h) */
-    const keel_quant_i8 *quant;   /* forward to int8 only */
+    keel_stage stage; /* forward: x, y; backward: dy, x, dx (stage.h); stage.quant: a forward
+                       * to int8 only */
 } keel_norm_call;
 
 /* The column partials a backward's rows add into (keel_run_rows_reduce), handed to the kernel
@@ -38,7 +38,7 @@ keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
                                 keel_tensor dy, keel_tensor x, keel_tensor dx, float eps,
                                 unsigned flags, keel_norm_call *call);
 
-/* With call->quant->smooth: replaces *gamma and *beta (beta may be NULL: stays NULL) by
+/* With call->stage.quant->smooth: replaces *gamma and *beta (beta may be NULL: stays NULL) by
  * gamma / smooth and beta / smooth, in the context's parameter memory. */
 keel_status keel_norm_fold_smooth(const char *who, keel_ctx *ctx, const keel_norm_call *call,
                                   size_t dim, const float **gamma, const float **beta);
