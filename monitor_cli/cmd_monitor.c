@@ -315,43 +315,33 @@ static int cmd_score(int argc, char **argv)
     }
     if (tr_no_cblas("monitor"))
         return 1;
-    /* the output first: a file that cannot be written fails the command before any work */
-    FILE *csv = o.csv ? fopen(o.csv, "w") : NULL;
-    if (o.csv && !csv) {
-        fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.csv, strerror(errno));
-        return 1;
-    }
-    FILE *jl = o.jsonl ? fopen(o.jsonl, "w") : NULL;
-    if (o.jsonl && !jl) {
-        fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.jsonl, strerror(errno));
-        if (csv)
-            fclose(csv);
-        return 1;
-    }
+    /* what done: releases, each NULL or zero until it is taken */
+    FILE *csv = NULL, *jl = NULL;
     keel_monitor *mon = NULL;
-    if (keel_monitor_baseline_load(&mon, o.baseline)) {
-        fprintf(stderr, "keel monitor score: %s\n", keel_last_error());
-        if (csv)
-            fclose(csv);
-        if (jl)
-            fclose(jl);
-        return 1;
-    }
     mc_model mm;
-    if (mc_load_model(&mm, o.ckpt, o.threads) != KEEL_OK) {
-        fprintf(stderr, "keel monitor score: %s\n", tool_last_error());
-        keel_monitor_destroy(mon);
-        if (csv)
-            fclose(csv);
-        if (jl)
-            fclose(jl);
-        return 1;
-    }
+    memset(&mm, 0, sizeof mm);
     int rc = 1;
     mc_rec rec = {0};
     double *comb = NULL;
     keel_monitor_slot_score *sc = NULL;
     double *acc = NULL;
+    /* the output first: a file that cannot be written fails the command before any work */
+    if (o.csv && !(csv = fopen(o.csv, "w"))) {
+        fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.csv, strerror(errno));
+        goto done;
+    }
+    if (o.jsonl && !(jl = fopen(o.jsonl, "w"))) {
+        fprintf(stderr, "keel monitor score: cannot write %s: %s\n", o.jsonl, strerror(errno));
+        goto done;
+    }
+    if (keel_monitor_baseline_load(&mon, o.baseline)) {
+        fprintf(stderr, "keel monitor score: %s\n", keel_last_error());
+        goto done;
+    }
+    if (mc_load_model(&mm, o.ckpt, o.threads) != KEEL_OK) {
+        fprintf(stderr, "keel monitor score: %s\n", tool_last_error());
+        goto done;
+    }
     if (keel_monitor_slots(mon) != mm.slots) {
         fprintf(stderr, "keel monitor score: the baseline has %d norms, the model %d: another model's baseline?\n",
                 keel_monitor_slots(mon), mm.slots);
