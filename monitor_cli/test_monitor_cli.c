@@ -21,20 +21,6 @@ static int run(const char *const *args, int n)
 
 static int fails;
 
-/* A whole file as a NUL-terminated string (tu_slurp's bytes end where the file does), or NULL. */
-static char *slurp_text(const char *path)
-{
-    size_t n = 0;
-    unsigned char *p = tu_slurp(path, &n);
-    char *s = p ? realloc(p, n + 1) : NULL;
-    if (!s) {
-        free(p);
-        return NULL;
-    }
-    s[n] = '\0';
-    return s;
-}
-
 static void expect(const char *what, int got, int want)
 {
     printf("%s: exit %d%s\n", what, got, got == want ? "" : "   <- FAIL");
@@ -75,7 +61,7 @@ int main(void)
     int rc = run(ok, 12);
     printf("score with a writable --csv: exit %d (0 or 3)\n", rc);
     fails += rc != 0 && rc != 3;
-    char *csv = slurp_text("test_moncli.csv");
+    char *csv = tu_slurp_text("test_moncli.csv");
     if (!csv || !strstr(csv, "window,first_token,combined")) {
         printf("FAIL: test_moncli.csv was not written\n");
         fails++;
@@ -92,7 +78,7 @@ int main(void)
         alarms_csv += comma && comma[1] == '1';
     }
     free(csv);
-    char *js = slurp_text("test_moncli.jsonl");
+    char *js = tu_slurp_text("test_moncli.jsonl");
     for (char *line = js; js && line && *line; json_lines++) {
         char *end = strchr(line, '\n');
         if (!end)

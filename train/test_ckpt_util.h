@@ -62,6 +62,20 @@ static inline unsigned char *tu_slurp(const char *path, size_t *n)
     return p;
 }
 
+/* The whole file as a NUL-terminated string (caller frees), or NULL. */
+static inline char *tu_slurp_text(const char *path)
+{
+    size_t n = 0;
+    unsigned char *p = tu_slurp(path, &n);
+    char *s = p ? realloc(p, n + 1) : NULL;
+    if (!s) {
+        free(p);
+        return NULL;
+    }
+    s[n] = '\0';
+    return s;
+}
+
 static inline uint64_t tu_fnv1a(const unsigned char *p, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull;
