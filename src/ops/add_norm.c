@@ -1,6 +1,6 @@
 /* Fused residual add + LayerNorm / RMSNorm operators (keel.h, "Transformer blocks"): validate,
  * then run the context's fused kernels over the rows; the backward gathers dgamma, dbeta,
- * dlambda and dbias over fixed row blocks (keel_run_rows_reduce_n), so every output is the
+ * dlambda and dbias over fixed row blocks (keel_run_rows_reduce), so every output is the
  * same for any thread count. Tensors may be f32, bf16 or f16: bf16/f16 rows are staged
  * through the float32 kernels (stage.h), each output rounded once. */
 #include <math.h>
@@ -102,14 +102,6 @@ static void add_fwd_block(const void *job, void *unused, size_t r, size_t n, flo
                                     j->gamma, j->beta, j->eps, j->mean ? j->mean + r : NULL, rstd);
 }
 
-static void add_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
-{
-    const add_fwd_job *j = p;
-    (void)part0;
-    (void)part1;
-    keel_stage_run(&j->stage, r0, r1, add_fwd_block, j, NULL);
-}
-
 static keel_status fwd_stage(add_fwd_job *j, keel_ctx *ctx, const char *who, size_t rows,
                              size_t dim, const keel_residual *res, keel_tensor h, keel_tensor y)
 {
@@ -132,7 +124,7 @@ static keel_status add_layernorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
     add_fwd_job j = {ctx->kernels, 0, dim, res, {0}, gamma, beta, eps, mean, rstd};
     if ((st = fwd_stage(&j, ctx, who, rows, dim, res, h, y)))
         return st;
-    keel_run_rows(ctx, rows, dim, add_fwd_rows, &j);
+    keel_run_rows(ctx, &j.stage, rows, dim, add_fwd_block, &j);
     return KEEL_OK;
 }
 
@@ -161,7 +153,7 @@ static keel_status add_rmsnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim,
     add_fwd_job j = {ctx->kernels, 1, dim, res, {0}, w, NULL, eps, NULL, rstd};
     if ((st = fwd_stage(&j, ctx, who, rows, dim, res, h, y)))
         return st;
-    keel_run_rows(ctx, rows, dim, add_fwd_rows, &j);
+    keel_run_rows(ctx, &j.stage, rows, dim, add_fwd_block, &j);
     return KEEL_OK;
 }
 
@@ -251,12 +243,6 @@ static void add_bwd_block(const void *job, void *ctx, size_t r, size_t n, float 
                                     j->gamma, j->eps, &out);
 }
 
-static void add_bwd_rows(const void *p, size_t r0, size_t r1, float *const *parts)
-{
-    const add_bwd_job *j = p;
-    keel_stage_run(&j->stage, r0, r1, add_bwd_block, j, (void *)(uintptr_t)parts);
-}
-
 static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t dim, int rms,
                            keel_tensor dy, keel_tensor dh, const keel_residual *res,
                            keel_tensor h, const float *mean, const float *rstd,
@@ -292,8 +278,8 @@ static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t d
             j.hints &= ~KEEL_KBWD_STREAM;
     }
     float *const outs[4] = {dgamma, dbeta, g->dlambda, g->dbias}; /* KEEL_PART_* order */
-    return keel_run_rows_reduce_n(ctx, who, rows, dim, add_bwd_rows, &j, outs, 4,
-                                  (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
+    return keel_run_rows_reduce(ctx, who, &j.stage, rows, dim, add_bwd_block, &j, outs, 4,
+                                (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }
 
 static keel_status add_layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,

@@ -64,20 +64,19 @@ static void batch_stats(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, f
 typedef struct bn_apply_job {
     const keel_kernels *k;
     size_t dim;
-    const float *x;
-    size_t xs;
-    float *y;
-    size_t ys;
     const float *hi, *lo, *rstd, *gamma, *beta;
+    keel_stage stage; /* x, y (float32: used in place) */
 } bn_apply_job;
 
-static void bn_apply_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
+/* rows [r, r + n): x = p[0], y = p[1] */
+static void bn_apply_block(const void *job, void *unused, size_t r, size_t n, float *const *p,
+                           const size_t *s)
 {
-    const bn_apply_job *j = p;
-    (void)part0;
-    (void)part1;
-    j->k->f32_batchnorm_apply(r1 - r0, j->dim, j->x + r0 * j->xs, j->xs, j->y + r0 * j->ys, j->ys,
-                              j->hi, j->lo, j->rstd, j->gamma, j->beta);
+    const bn_apply_job *j = job;
+    (void)unused;
+    (void)r;
+    j->k->f32_batchnorm_apply(n, j->dim, p[0], s[0], p[1], s[1], j->hi, j->lo, j->rstd, j->gamma,
+                              j->beta);
 }
 
 static keel_status check_momentum(const char *who, float momentum)
@@ -154,9 +153,12 @@ static keel_status batchnorm_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_te
         if (save_rstd)
             save_rstd[c] = s.rstd[c];
     }
-    bn_apply_job j = {ctx->kernels, dim, x.data, x.stride, y.data, y.stride, s.hi,
-                      training ? s.lo : NULL, s.rstd, gamma, beta};
-    keel_run_rows(ctx, rows, dim, bn_apply_rows, &j);
+    bn_apply_job j = {ctx->kernels, dim, s.hi, training ? s.lo : NULL, s.rstd, gamma, beta, {0}};
+    keel_stage_add(&j.stage, x, KEEL_STAGE_IN);
+    keel_stage_add(&j.stage, y, KEEL_STAGE_OUT);
+    if ((st = keel_stage_setup(&j.stage, ctx, who, rows, dim)))
+        return st;
+    keel_run_rows(ctx, &j.stage, rows, dim, bn_apply_block, &j);
     return KEEL_OK;
 }
 

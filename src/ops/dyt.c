@@ -1,5 +1,5 @@
 /* DyT operators (keel.h): elementwise over the context's threads; dgamma, dbeta and the
- * per-column terms of dalpha are gathered over fixed row blocks (keel_run_rows_reduce_n), and
+ * per-column terms of dalpha are gathered over fixed row blocks (keel_run_rows_reduce), and
  * dalpha is then the sum of those columns in double, in column order: deterministic. x, y, dy
  * and dx may be f32, bf16 or f16 (staged through the float32 kernels, stage.h). */
 #include <math.h>
@@ -35,14 +35,6 @@ static void dyt_fwd_block(const void *job, void *unused, size_t r, size_t n, flo
     j->k->f32_dyt_fwd(n, j->dim, p[0], s[0], p[1], s[1], j->alpha, j->gamma, j->beta);
 }
 
-static void dyt_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
-{
-    const dyt_fwd_job *j = p;
-    (void)part0;
-    (void)part1;
-    keel_stage_run(&j->stage, r0, r1, dyt_fwd_block, j, NULL);
-}
-
 static keel_status dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x, keel_tensor y,
                            float alpha, const float *gamma, const float *beta, unsigned flags)
 {
@@ -61,7 +53,7 @@ static keel_status dyt_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x
     keel_stage_add(&j.stage, y, KEEL_STAGE_OUT);
     if ((st = keel_stage_setup(&j.stage, ctx, who, rows, dim)))
         return st;
-    keel_run_rows(ctx, rows, dim, dyt_fwd_rows, &j);
+    keel_run_rows(ctx, &j.stage, rows, dim, dyt_fwd_block, &j);
     return KEEL_OK;
 }
 
@@ -89,12 +81,6 @@ static void dyt_bwd_block(const void *job, void *ctx, size_t r, size_t n, float 
     (void)r;
     j->k->f32_dyt_bwd(n, j->dim, p[0], s[0], p[1], s[1], j->alpha, j->gamma, p[2], s[2],
                       j->accumulate_dx, parts[0], parts[1], parts[2]);
-}
-
-static void dyt_bwd_rows(const void *p, size_t r0, size_t r1, float *const *parts)
-{
-    const dyt_bwd_job *j = p;
-    keel_stage_run(&j->stage, r0, r1, dyt_bwd_block, j, (void *)(uintptr_t)parts);
 }
 
 static keel_status dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy, keel_tensor x,
@@ -132,7 +118,7 @@ static keel_status dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor d
     if ((st = keel_stage_setup(&j.stage, ctx, who, rows, dim)))
         return st;
     float *const outs[3] = {dgamma, dbeta, cols};
-    if ((st = keel_run_rows_reduce_n(ctx, who, rows, dim, dyt_bwd_rows, &j, outs, 3, acc)))
+    if ((st = keel_run_rows_reduce(ctx, who, &j.stage, rows, dim, dyt_bwd_block, &j, outs, 3, acc)))
         return st;
     if (dalpha) {
         double s = acc ? (double)*dalpha : 0.0;

@@ -23,14 +23,6 @@ static void ln_fwd_block(const void *p, void *unused, size_t r, size_t n, float 
                                  j->mean ? j->mean + r : NULL, j->rstd ? j->rstd + r : NULL);
 }
 
-static void ln_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
-{
-    const ln_fwd_job *j = p;
-    (void)part0;
-    (void)part1;
-    keel_stage_run(&j->call.stage, r0, r1, ln_fwd_block, j, NULL);
-}
-
 static keel_status ln_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
                           keel_tensor y, const float *gamma, const float *beta, float eps,
                           const keel_quant_i8 *quant, float *mean, float *rstd, unsigned flags)
@@ -48,7 +40,7 @@ static keel_status ln_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t di
         return st;
     j.gamma = gamma;
     j.beta = beta;
-    keel_run_rows(ctx, rows, dim, ln_fwd_rows, &j);
+    keel_run_rows(ctx, &j.call.stage, rows, dim, ln_fwd_block, &j);
     return KEEL_OK;
 }
 
@@ -90,18 +82,11 @@ static void ln_bwd_block(const void *p, void *parts, size_t r, size_t n, float *
                          const size_t *s)
 {
     const ln_bwd_job *j = p;
-    const keel_norm_parts *pp = parts;
+    float *const *pp = parts; /* dgamma, dbeta (keel_run_rows_reduce) */
     j->call.k->f32_layernorm_bwd(n, j->call.dim, t[0], s[0], t[1], s[1],
                                  j->mean ? j->mean + r : NULL, j->rstd ? j->rstd + r : NULL,
                                  j->gamma, j->eps, t[2], s[2], j->accumulate_dx | j->hints,
-                                 pp->dgamma, pp->dbeta);
-}
-
-static void ln_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part, float *dbeta_part)
-{
-    const ln_bwd_job *j = p;
-    keel_norm_parts parts = {dgamma_part, dbeta_part};
-    keel_stage_run(&j->call.stage, r0, r1, ln_bwd_block, j, &parts);
+                                 pp[0], pp[1]);
 }
 
 static keel_status layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
@@ -125,7 +110,8 @@ static keel_status layernorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_te
     j.eps = eps;
     j.accumulate_dx = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
     j.hints = keel_norm_bwd_hints(ctx, rows, &j.call);
-    return keel_run_rows_reduce(ctx, who, rows, dim, ln_bwd_rows, &j, dgamma, dbeta,
+    float *const outs[] = {dgamma, dbeta};
+    return keel_run_rows_reduce(ctx, who, &j.call.stage, rows, dim, ln_bwd_block, &j, outs, 2,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }
 

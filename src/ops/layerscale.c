@@ -23,14 +23,6 @@ static void ls_fwd_block(const void *job, void *unused, size_t r, size_t n, floa
     j->k->f32_layerscale_fwd(n, j->dim, p[0], s[0], p[1], s[1], j->lambda, p[2], s[2]);
 }
 
-static void ls_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
-{
-    const ls_fwd_job *j = p;
-    (void)part0;
-    (void)part1;
-    keel_stage_run(&j->stage, r0, r1, ls_fwd_block, j, NULL);
-}
-
 static keel_status layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
                                   keel_tensor f, const float *lambda, keel_tensor h, unsigned flags)
 {
@@ -54,7 +46,7 @@ static keel_status layerscale_fwd(keel_ctx *ctx, size_t rows, size_t dim, keel_t
     keel_stage_add(&j.stage, h, KEEL_STAGE_OUT);
     if ((st = keel_stage_setup(&j.stage, ctx, who, rows, dim)))
         return st;
-    keel_run_rows(ctx, rows, dim, ls_fwd_rows, &j);
+    keel_run_rows(ctx, &j.stage, rows, dim, ls_fwd_block, &j);
     return KEEL_OK;
 }
 
@@ -74,20 +66,14 @@ typedef struct ls_bwd_job {
     keel_stage stage; /* dh, f, dx, df */
 } ls_bwd_job;
 
-static void ls_bwd_block(const void *job, void *dlambda_part, size_t r, size_t n, float *const *p,
+static void ls_bwd_block(const void *job, void *parts, size_t r, size_t n, float *const *p,
                          const size_t *s)
 {
     const ls_bwd_job *j = job;
+    float *const *pp = parts; /* dlambda (keel_run_rows_reduce) */
     (void)r;
     j->k->f32_layerscale_bwd(n, j->dim, p[0], s[0], p[1], s[1], j->lambda, p[2], s[2], p[3], s[3],
-                             j->accumulate, dlambda_part, j->hints);
-}
-
-static void ls_bwd_rows(const void *p, size_t r0, size_t r1, float *dlambda_part, float *unused)
-{
-    const ls_bwd_job *j = p;
-    (void)unused;
-    keel_stage_run(&j->stage, r0, r1, ls_bwd_block, j, dlambda_part);
+                             j->accumulate, pp[0], j->hints);
 }
 
 static keel_status layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dh,
@@ -126,7 +112,8 @@ static keel_status layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_t
     /* the kernel sees a block of rows: whether dx and df stream is told (never into a stage) */
     if (!j.stage.mem)
         j.hints = keel_bwd_hints(ctx, rows, dh.stride, dx.data ? dx.stride : df.stride) & KEEL_KBWD_STREAM;
-    return keel_run_rows_reduce(ctx, who, rows, dim, ls_bwd_rows, &j, dlambda, NULL,
+    float *const outs[] = {dlambda};
+    return keel_run_rows_reduce(ctx, who, &j.stage, rows, dim, ls_bwd_block, &j, outs, 1,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }
 

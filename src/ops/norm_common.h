@@ -13,12 +13,6 @@ typedef struct keel_norm_call {
                        * to int8 only */
 } keel_norm_call;
 
-/* The column partials a backward's rows add into (keel_run_rows_reduce), handed to the kernel
- * through keel_stage_run's ctx. */
-typedef struct keel_norm_parts {
-    float *dgamma, *dbeta;
-} keel_norm_parts;
-
 /* Checks a forward's arguments (x, y, eps, flags beyond `extra_flags`, quant when y is int8)
  * and prepares *call. */
 keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,

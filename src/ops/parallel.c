@@ -20,8 +20,10 @@ static int useful_threads(const keel_ctx *ctx, size_t rows, size_t dim, size_t u
 }
 
 typedef struct rows_task {
-    keel_rows_fn fn;
+    const keel_stage *stage;
+    keel_stage_fn fn;
     const void *job;
+    void *parts; /* the block's ctx argument: NULL, or a backward's partials (all NULL here) */
     size_t rows;
     int n;
 } rows_task;
@@ -32,45 +34,24 @@ static void rows_worker(void *arg, int i)
     const size_t r0 = t->rows * (size_t)i / (size_t)t->n;
     const size_t r1 = t->rows * (size_t)(i + 1) / (size_t)t->n;
     if (r1 > r0)
-        t->fn(t->job, r0, r1, NULL, NULL);
+        keel_stage_run(t->stage, r0, r1, t->fn, t->job, t->parts);
 }
 
-void keel_run_rows(keel_ctx *ctx, size_t rows, size_t dim, keel_rows_fn fn, const void *job)
+static void run_rows(keel_ctx *ctx, const keel_stage *stage, size_t rows, size_t dim,
+                     keel_stage_fn fn, const void *job, void *parts)
 {
-    rows_task t = {fn, job, rows, useful_threads(ctx, rows, dim, rows)};
+    rows_task t = {stage, fn, job, parts, rows, useful_threads(ctx, rows, dim, rows)};
     keel_pool_run(ctx->pool, t.n, rows_worker, &t);
+}
+
+void keel_run_rows(keel_ctx *ctx, const keel_stage *stage, size_t rows, size_t dim,
+                   keel_stage_fn fn, const void *job)
+{
+    run_rows(ctx, stage, rows, dim, fn, job, NULL);
 }
 
 /* Row blocks: 8 rows each for small batches, else at most 64 blocks. Depends on rows only. */
 static size_t block_rows_for(size_t rows) { return rows <= 512 ? 8 : (rows + 63) / 64; }
-
-typedef struct reduce_task {
-    keel_rows_fn fn;
-    const void *job;
-    size_t rows, dim, block_rows, nblocks;
-    float *parts0, *parts1; /* nblocks x dim each, or NULL */
-    float *out0, *out1;
-    int accumulate;
-    int n;
-} reduce_task;
-
-static void blocks_worker(void *arg, int i)
-{
-    const reduce_task *t = arg;
-    const size_t b0 = t->nblocks * (size_t)i / (size_t)t->n;
-    const size_t b1 = t->nblocks * (size_t)(i + 1) / (size_t)t->n;
-    for (size_t b = b0; b < b1; b++) {
-        float *p0 = t->parts0 ? t->parts0 + b * t->dim : NULL;
-        float *p1 = t->parts1 ? t->parts1 + b * t->dim : NULL;
-        if (p0)
-            memset(p0, 0, t->dim * sizeof *p0);
-        if (p1)
-            memset(p1, 0, t->dim * sizeof *p1);
-        const size_t r0 = b * t->block_rows;
-        const size_t r1 = r0 + t->block_rows < t->rows ? r0 + t->block_rows : t->rows;
-        t->fn(t->job, r0, r1, p0, p1);
-    }
-}
 
 /* out[j] = (out[j] if accumulate, else 0) + parts[0][j] + parts[1][j] + ... in double, in block
  * order, rounded once. A chunk of columns at a time with the blocks outside, so that the adds of
@@ -102,71 +83,22 @@ static void reduce_columns(const float *parts, size_t nblocks, size_t dim, size_
     }
 }
 
-static void columns_worker(void *arg, int i)
-{
-    const reduce_task *t = arg;
-    const size_t j0 = t->dim * (size_t)i / (size_t)t->n;
-    const size_t j1 = t->dim * (size_t)(i + 1) / (size_t)t->n;
-    if (t->out0)
-        reduce_columns(t->parts0, t->nblocks, t->dim, j0, j1, t->out0, t->accumulate);
-    if (t->out1)
-        reduce_columns(t->parts1, t->nblocks, t->dim, j0, j1, t->out1, t->accumulate);
-}
+/* ---- column sums over fixed row blocks ---------------------------------------------------- */
 
-keel_status keel_run_rows_reduce(keel_ctx *ctx, const char *who, size_t rows, size_t dim,
-                                 keel_rows_fn fn, const void *job, float *out0, float *out1,
-                                 int accumulate)
-{
-    if (!out0 && !out1) {
-        keel_run_rows(ctx, rows, dim, fn, job);
-        return KEEL_OK;
-    }
-    reduce_task t = {0};
-    t.fn = fn;
-    t.job = job;
-    t.rows = rows;
-    t.dim = dim;
-    t.block_rows = block_rows_for(rows);
-    t.nblocks = (rows + t.block_rows - 1) / t.block_rows;
-    t.out0 = out0;
-    t.out1 = out1;
-    t.accumulate = accumulate;
-    const size_t nparts = (size_t)(out0 != NULL) + (size_t)(out1 != NULL);
-    if (dim > SIZE_MAX / sizeof(float) / t.nblocks / nparts)
-        return keel_fail(KEEL_EOVERFLOW, "%s: dim (%zu) too large for the gradient partials", who, dim);
-    float *scratch = keel_ctx_scratch(ctx, t.nblocks * dim * nparts * sizeof(float), who);
-    if (!scratch)
-        return keel_fail(KEEL_ENOMEM, "%s: cannot allocate %zu partial sums of dim %zu", who,
-                         t.nblocks * nparts, dim);
-    t.parts0 = out0 ? scratch : NULL;
-    t.parts1 = out1 ? scratch + (out0 ? t.nblocks * dim : 0) : NULL;
-
-    t.n = useful_threads(ctx, rows, dim, t.nblocks);
-    keel_pool_run(ctx->pool, t.n, blocks_worker, &t);
-    t.n = useful_threads(ctx, t.nblocks, dim, dim);
-    keel_pool_run(ctx->pool, t.n, columns_worker, &t);
-    return KEEL_OK;
-}
-
-/* ---- up to KEEL_MAX_PARTS column sums ---------------------------------------------------------
- * The same row blocks (block_rows_for), the same zeroed float partials per block, and the same
- * column sums in double in block order as keel_run_rows_reduce: only the number of outputs
- * differs, so that the fused residual ops (dgamma, dbeta, dlambda, dbias) are as deterministic
- * as the plain norms. Kept apart from the two-output code so that its callers are untouched. */
-
-typedef struct reduce_n_task {
-    keel_rows_parts_fn fn;
+typedef struct reduce_task {
+    const keel_stage *stage;
+    keel_stage_fn fn;
     const void *job;
     size_t rows, dim, block_rows, nblocks;
     float *parts[KEEL_MAX_PARTS]; /* nblocks x dim each, or NULL */
     float *outs[KEEL_MAX_PARTS];
     int accumulate;
     int n;
-} reduce_n_task;
+} reduce_task;
 
-static void blocks_n_worker(void *arg, int i)
+static void blocks_worker(void *arg, int i)
 {
-    const reduce_n_task *t = arg;
+    const reduce_task *t = arg;
     const size_t b0 = t->nblocks * (size_t)i / (size_t)t->n;
     const size_t b1 = t->nblocks * (size_t)(i + 1) / (size_t)t->n;
     for (size_t b = b0; b < b1; b++) {
@@ -178,13 +110,13 @@ static void blocks_n_worker(void *arg, int i)
         }
         const size_t r0 = b * t->block_rows;
         const size_t r1 = r0 + t->block_rows < t->rows ? r0 + t->block_rows : t->rows;
-        t->fn(t->job, r0, r1, p);
+        keel_stage_run(t->stage, r0, r1, t->fn, t->job, p);
     }
 }
 
-static void columns_n_worker(void *arg, int i)
+static void columns_worker(void *arg, int i)
 {
-    const reduce_n_task *t = arg;
+    const reduce_task *t = arg;
     const size_t j0 = t->dim * (size_t)i / (size_t)t->n;
     const size_t j1 = t->dim * (size_t)(i + 1) / (size_t)t->n;
     for (int k = 0; k < KEEL_MAX_PARTS; k++)
@@ -192,36 +124,22 @@ static void columns_n_worker(void *arg, int i)
             reduce_columns(t->parts[k], t->nblocks, t->dim, j0, j1, t->outs[k], t->accumulate);
 }
 
-/* With no column sums wanted: every row once, partials all NULL. */
-typedef struct rows_n_adapter {
-    keel_rows_parts_fn fn;
-    const void *job;
-} rows_n_adapter;
-
-static void rows_n_plain(const void *p, size_t r0, size_t r1, float *unused0, float *unused1)
+keel_status keel_run_rows_reduce(keel_ctx *ctx, const char *who, const keel_stage *stage,
+                                 size_t rows, size_t dim, keel_stage_fn fn, const void *job,
+                                 float *const *outs, int nouts, int accumulate)
 {
-    const rows_n_adapter *a = p;
-    float *const none[KEEL_MAX_PARTS] = {NULL};
-    (void)unused0;
-    (void)unused1;
-    a->fn(a->job, r0, r1, none);
-}
-
-keel_status keel_run_rows_reduce_n(keel_ctx *ctx, const char *who, size_t rows, size_t dim,
-                                   keel_rows_parts_fn fn, const void *job, float *const *outs,
-                                   int nouts, int accumulate)
-{
-    reduce_n_task t = {0};
+    reduce_task t = {0};
     size_t nparts = 0;
     for (int k = 0; k < nouts && k < KEEL_MAX_PARTS; k++) {
         t.outs[k] = outs[k];
         nparts += outs[k] != NULL;
     }
-    if (nparts == 0) {
-        rows_n_adapter a = {fn, job};
-        keel_run_rows(ctx, rows, dim, rows_n_plain, &a);
+    if (nparts == 0) { /* every row once, in the forwards' chunks; the partials all NULL */
+        float *none[KEEL_MAX_PARTS] = {NULL};
+        run_rows(ctx, stage, rows, dim, fn, job, none);
         return KEEL_OK;
     }
+    t.stage = stage;
     t.fn = fn;
     t.job = job;
     t.rows = rows;
@@ -241,9 +159,9 @@ keel_status keel_run_rows_reduce_n(keel_ctx *ctx, const char *who, size_t rows, 
             scratch += t.nblocks * dim;
         }
     t.n = useful_threads(ctx, rows, dim, t.nblocks);
-    keel_pool_run(ctx->pool, t.n, blocks_n_worker, &t);
+    keel_pool_run(ctx->pool, t.n, blocks_worker, &t);
     t.n = useful_threads(ctx, t.nblocks, dim, dim);
-    keel_pool_run(ctx->pool, t.n, columns_n_worker, &t);
+    keel_pool_run(ctx->pool, t.n, columns_worker, &t);
     return KEEL_OK;
 }
 

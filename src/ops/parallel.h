@@ -8,29 +8,23 @@
 #include <stddef.h>
 
 #include "ctx.h"
+#include "stage.h"
 
-/* Work on rows [r0, r1). part0/part1: zeroed column partials of `dim` floats, or NULL. */
-typedef void (*keel_rows_fn)(const void *job, size_t r0, size_t r1, float *part0, float *part1);
+/* fn over [0, rows) in contiguous chunks, one per thread, each chunk through the stage's
+ * blocks (keel_stage_run: float32 rows of the stage's tensors); fn's ctx argument is NULL. */
+void keel_run_rows(keel_ctx *ctx, const keel_stage *stage, size_t rows, size_t dim,
+                   keel_stage_fn fn, const void *job);
 
-/* fn over [0, rows) in contiguous chunks, one per thread. */
-void keel_run_rows(keel_ctx *ctx, size_t rows, size_t dim, keel_rows_fn fn, const void *job);
-
-/* fn over fixed row blocks, each with zeroed partials for the non-NULL outputs out0/out1, then
- * out[j] = (float)(sum over blocks in order, in double) (+ out[j] first if accumulate).
- * May fail only to allocate scratch. */
-keel_status keel_run_rows_reduce(keel_ctx *ctx, const char *who, size_t rows, size_t dim,
-                                 keel_rows_fn fn, const void *job, float *out0, float *out1,
-                                 int accumulate);
-
-/* The same with up to KEEL_MAX_PARTS column sums (dgamma, dbeta, dlambda, dbias, ...): fn gets
- * parts[k], a zeroed partial of `dim` floats for each non-NULL outs[k], NULL for the others.
- * Row blocks, the float partials and their sum in double in block order are exactly those of
- * keel_run_rows_reduce, so one output gives the same bits through either function. */
+/* fn over fixed row blocks (a function of rows alone, never of the thread count), its ctx
+ * argument `float *const *parts`: parts[k] a zeroed float partial of dim columns for each
+ * non-NULL outs[k] (k < nouts <= KEEL_MAX_PARTS), NULL for the others; then
+ * outs[k][j] = (float)(sum over the blocks in order, in double) (+ outs[k][j] first if
+ * accumulate). With every outs[k] NULL: the rows once, in keel_run_rows's chunks, parts all
+ * NULL. May fail only to allocate the partials. */
 #define KEEL_MAX_PARTS 4
-typedef void (*keel_rows_parts_fn)(const void *job, size_t r0, size_t r1, float *const *parts);
-keel_status keel_run_rows_reduce_n(keel_ctx *ctx, const char *who, size_t rows, size_t dim,
-                                   keel_rows_parts_fn fn, const void *job, float *const *outs,
-                                   int nouts, int accumulate);
+keel_status keel_run_rows_reduce(keel_ctx *ctx, const char *who, const keel_stage *stage,
+                                 size_t rows, size_t dim, keel_stage_fn fn, const void *job,
+                                 float *const *outs, int nouts, int accumulate);
 
 /* fn over [0, dim) in contiguous column ranges, one per thread, each a multiple of 16 columns
  * but the last (operations whose sums run down the columns: BatchNorm). rows only sizes the

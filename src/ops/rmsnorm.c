@@ -24,14 +24,6 @@ static void rms_fwd_block(const void *p, void *unused, size_t r, size_t n, float
                                j->rstd ? j->rstd + r : NULL);
 }
 
-static void rms_fwd_rows(const void *p, size_t r0, size_t r1, float *part0, float *part1)
-{
-    const rms_fwd_job *j = p;
-    (void)part0;
-    (void)part1;
-    keel_stage_run(&j->call.stage, r0, r1, rms_fwd_block, j, NULL);
-}
-
 static keel_status rms_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
                            keel_tensor y, const float *gamma, float eps, const keel_quant_i8 *quant,
                            float *rstd, unsigned flags)
@@ -52,7 +44,7 @@ static keel_status rms_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t d
     j.gamma = gamma;
     j.eps = eps;
     j.rstd = rstd;
-    keel_run_rows(ctx, rows, dim, rms_fwd_rows, &j);
+    keel_run_rows(ctx, &j.call.stage, rows, dim, rms_fwd_block, &j);
     return KEEL_OK;
 }
 
@@ -89,20 +81,14 @@ typedef struct rms_bwd_job {
 } rms_bwd_job;
 
 /* rows [r, r + n) as float32: dy = p[0], x = p[1], dx = p[2] (NULL: skipped) */
-static void rms_bwd_block(const void *p, void *dgamma_part, size_t r, size_t n, float *const *t,
+static void rms_bwd_block(const void *p, void *parts, size_t r, size_t n, float *const *t,
                           const size_t *s)
 {
     const rms_bwd_job *j = p;
+    float *const *pp = parts; /* dgamma (keel_run_rows_reduce) */
     j->call.k->f32_rmsnorm_bwd(n, j->call.dim, t[0], s[0], t[1], s[1],
                                j->rstd ? j->rstd + r : NULL, j->gamma, j->eps, t[2], s[2],
-                               j->accumulate_dx | j->hints, dgamma_part);
-}
-
-static void rms_bwd_rows(const void *p, size_t r0, size_t r1, float *dgamma_part, float *unused)
-{
-    const rms_bwd_job *j = p;
-    (void)unused;
-    keel_stage_run(&j->call.stage, r0, r1, rms_bwd_block, j, dgamma_part);
+                               j->accumulate_dx | j->hints, pp[0]);
 }
 
 static keel_status rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,
@@ -124,7 +110,8 @@ static keel_status rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tens
     j.eps = eps;
     j.accumulate_dx = (flags & KEEL_FLAG_ACCUMULATE_DX) != 0;
     j.hints = keel_norm_bwd_hints(ctx, rows, &j.call);
-    return keel_run_rows_reduce(ctx, who, rows, dim, rms_bwd_rows, &j, dgamma, NULL,
+    float *const outs[] = {dgamma};
+    return keel_run_rows_reduce(ctx, who, &j.call.stage, rows, dim, rms_bwd_block, &j, outs, 1,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);
 }
 
