@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h" /* keel_alloc: the allocation-failure walk reaches the loader */
+
 #ifndef KEEL_TRAIN_SOURCE_DIR
 #define KEEL_TRAIN_SOURCE_DIR "."
 #endif
@@ -68,7 +70,7 @@ keel_status tm_data_load(tm_data *d, const char *path)
         return KEEL_EIO;
     }
     size_t cap = 1 << 20, n = 0;
-    unsigned char *text = malloc(cap);
+    unsigned char *text = keel_alloc(cap);
     for (;;) {
         if (!text) {
             fclose(f);
@@ -80,28 +82,28 @@ keel_status tm_data_load(tm_data *d, const char *path)
         if (n < cap)
             break;
         cap *= 2;
-        unsigned char *t2 = realloc(text, cap);
+        unsigned char *t2 = keel_realloc(text, cap);
         if (!t2)
-            free(text);
+            keel_free(text);
         text = t2;
     }
     fclose(f);
     if (n < 200) {
-        free(text);
+        keel_free(text);
         tool_fail(KEEL_EINVAL, "%s: %zu bytes: too short a text to train on (at least 200)", path, n);
         return KEEL_EINVAL;
     }
     d->n = n;
     d->ntrain = n * 9 / 10;
-    d->tok = malloc(n * sizeof(int));
+    d->tok = keel_alloc(n * sizeof(int));
     if (!d->tok) {
-        free(text);
+        keel_free(text);
         tool_fail(KEEL_ENOMEM, "%s: out of memory", path);
         return KEEL_ENOMEM;
     }
     build_vocab(d, text, n);
     finish(d, text);
-    free(text);
+    keel_free(text);
     return KEEL_OK;
 }
 
@@ -129,7 +131,7 @@ keel_status tm_data_set_vocab(tm_data *d, const unsigned char *chars, int vocab)
 
 void tm_data_free(tm_data *d)
 {
-    free(d->tok);
+    keel_free(d->tok);
     d->tok = NULL;
 }
 

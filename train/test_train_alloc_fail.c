@@ -17,6 +17,7 @@
 #include "../src/core/alloc.h" /* keel_alloc_fail_at (keel_train's src/core include is private) */
 #include "adamw.h"
 #include "checkpoint.h"
+#include "data.h"
 #include "model.h"
 
 static int g_fail, g_pass;
@@ -36,8 +37,9 @@ static tm_config g_cfg;
 static tm_train_state g_st;
 static const char *g_ckpt = "test_train_alloc_fail.ckpt";
 static const char *g_out = "test_train_alloc_fail.out.ckpt";
+static const char *g_text = "test_train_alloc_fail.txt"; /* S_DATA's corpus */
 
-enum { S_CREATE, S_ADAMW, S_SAVE, S_READ_STATE, S_LOAD, S_STEP };
+enum { S_CREATE, S_ADAMW, S_SAVE, S_READ_STATE, S_LOAD, S_STEP, S_DATA };
 
 typedef struct state {
     int which;
@@ -46,6 +48,7 @@ typedef struct state {
     tm_train_state st;
     int built; /* m and opt hold a model (S_SAVE, S_LOAD, S_STEP) */
     double loss; /* S_STEP */
+    tm_data data; /* S_DATA */
     unsigned char *snap;
     size_t nsnap;
 } state;
@@ -98,6 +101,7 @@ static void setup(state *s)
     memset(&s->m, 0, sizeof s->m);
     memset(&s->opt, 0, sizeof s->opt);
     memset(&s->st, 0, sizeof s->st);
+    memset(&s->data, 0, sizeof s->data);
     s->built = 0;
     s->snap = NULL;
     if (s->which == S_SAVE || s->which == S_LOAD) {
@@ -137,6 +141,8 @@ static keel_status run(state *s)
         return tm_ckpt_save(g_out, &s->st, &s->m, &s->opt);
     case S_READ_STATE:
         return tm_ckpt_read_state(g_ckpt, &s->st);
+    case S_DATA:
+        return tm_data_load(&s->data, g_text);
     case S_LOAD:
         return tm_ckpt_load(g_ckpt, &s->st, &s->m, &s->opt);
     case S_STEP: {
@@ -170,6 +176,8 @@ static int unchanged(state *s)
         return access(g_out, F_OK) != 0 && access(tmp, F_OK) != 0;
     case S_READ_STATE:
         return 1; /* the header is an output only (undefined after -1) */
+    case S_DATA:
+        return s->data.tok == NULL;
     case S_STEP: /* the parameters (BatchNorm's running statistics move with each forward) */
         return memcmp(s->m.params, s->snap, s->m.nparams * sizeof(float)) == 0;
     case S_LOAD: {
@@ -205,6 +213,13 @@ static unsigned char *digest(state *s, size_t *n)
     case S_READ_STATE:
         *n = sizeof s->st;
         return memcpy(malloc(*n), &s->st, *n);
+    case S_DATA: { /* the tokens and the vocabulary */
+        *n = s->data.n * sizeof(int) + sizeof s->data.chars;
+        unsigned char *p = malloc(*n);
+        memcpy(p, s->data.tok, s->data.n * sizeof(int));
+        memcpy(p + s->data.n * sizeof(int), s->data.chars, sizeof s->data.chars);
+        return p;
+    }
     case S_STEP: { /* the loss and the gradients */
         *n = sizeof s->loss + s->m.nparams * sizeof(float);
         unsigned char *p = malloc(*n);
@@ -221,6 +236,7 @@ static void teardown(state *s)
     if (s->which == S_CREATE || s->built)
         tm_destroy(&s->m);
     tm_adamw_free(&s->opt);
+    tm_data_free(&s->data);
     free(s->snap);
     unlink(g_out);
 }
@@ -333,6 +349,17 @@ int main(void)
     walk("tm_ckpt_read_state", S_READ_STATE);
     walk("tm_ckpt_load", S_LOAD);
     unlink(g_ckpt);
+
+    /* the corpus loader (keel train --data): a short text of its own */
+    FILE *f = fopen(g_text, "w");
+    for (int i = 0; f && i < 40; i++)
+        fputs("To be, or not to be. ", f);
+    if (!f || fclose(f)) {
+        printf("FATAL: cannot write %s\n", g_text);
+        return 1;
+    }
+    walk("tm_data_load", S_DATA);
+    unlink(g_text);
     printf("%ld allocation points walked; %d passed, %d failed\n", g_points, g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
