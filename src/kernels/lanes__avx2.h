@@ -560,48 +560,15 @@ KEEL_INLINE kb_d kb_widen(kb_f a) { return _mm256_cvtps_pd(a); }
 KEEL_INLINE void kb_fstore(float *p, kb_f v) { _mm_storeu_ps(p, v); }
 KEEL_INLINE void kb_dstore(double *p, kb_d v) { _mm256_storeu_pd(p, v); }
 
-/* The row length as a divisor: a multiply by 1 / dim when dim is a power of two (lanes__avx512.h
- * has the why) */
-typedef struct kb_dim {
-    __m256d n, inv;
-    int pow2;
-} kb_dim;
-
-KEEL_INLINE kb_dim kb_dim_of(size_t dim)
+KEEL_INLINE kb_d kb_dset1(double v) { return _mm256_set1_pd(v); }
+KEEL_INLINE kb_d kb_dmul(kb_d a, kb_d b) { return _mm256_mul_pd(a, b); }
+KEEL_INLINE kb_d kb_ddiv(kb_d a, kb_d b) { return _mm256_div_pd(a, b); }
+KEEL_INLINE kb_d kb_dsqrt(kb_d a) { return _mm256_sqrt_pd(a); }
+/* v where t is finite (t - t is 0 there, NaN for an infinity or a NaN), NaN elsewhere */
+KEEL_INLINE kb_d kb_nan_unless_finite(kb_d t, kb_d v)
 {
-    const kb_dim d = {_mm256_set1_pd((double)dim), _mm256_set1_pd(1.0 / (double)dim),
-                      (dim & (dim - 1)) == 0};
-    return d;
-}
-KEEL_INLINE __m256d kb_div_dim(__m256d v, const kb_dim *d)
-{
-    return d->pow2 ? _mm256_mul_pd(v, d->inv) : _mm256_div_pd(v, d->n);
-}
-/* all ones in the lanes where v is finite (v - v is 0 there, NaN for an infinity or a NaN) */
-KEEL_INLINE __m256d kb_finite(__m256d v)
-{
-    return _mm256_cmp_pd(_mm256_sub_pd(v, v), _mm256_setzero_pd(), _CMP_EQ_OQ);
-}
-KEEL_INLINE kb_d kb_ln_mean(kb_d sum, const kb_dim *d)
-{
-    return _mm256_blendv_pd(_mm256_set1_pd(NAN), kb_div_dim(sum, d), kb_finite(sum));
-}
-/* 1 / sqrt(s / dim + eps) in double (keel_ln_rstd before its rounding to float) */
-KEEL_INLINE __m256d kb_rstd_d(__m256d s, const kb_dim *d, float eps)
-{
-    const __m256d v = _mm256_add_pd(kb_div_dim(s, d), _mm256_set1_pd((double)eps));
-    return _mm256_div_pd(_mm256_set1_pd(1.0), _mm256_sqrt_pd(v));
-}
-KEEL_INLINE kb_f kb_rstd(kb_d s, const kb_dim *d, float eps)
-{
-    return _mm256_cvtpd_ps(kb_rstd_d(s, d, eps));
-}
-/* keel_rms_rstd: NaN where the sums of squares are not finite (the double NaN converts to the
- * float NaN that (float)NAN is) */
-KEEL_INLINE kb_f kb_rms_rstd(kb_d ss, const kb_dim *d, float eps)
-{
-    return _mm256_cvtpd_ps(
-        _mm256_blendv_pd(_mm256_set1_pd(NAN), kb_rstd_d(ss, d, eps), kb_finite(ss)));
+    const __m256d f = _mm256_cmp_pd(_mm256_sub_pd(t, t), _mm256_setzero_pd(), _CMP_EQ_OQ);
+    return _mm256_blendv_pd(_mm256_set1_pd(NAN), v, f);
 }
 
 #endif

@@ -403,44 +403,15 @@ KEEL_INLINE kb_d kb_widen(kb_f a) { return _mm512_cvtps_pd(a); }
 KEEL_INLINE void kb_fstore(float *p, kb_f v) { _mm256_storeu_ps(p, v); }
 KEEL_INLINE void kb_dstore(double *p, kb_d v) { _mm512_storeu_pd(p, v); }
 
-/* The row length as a divisor: v / dim is v * (1 / dim) when dim is a power of two (the
- * quotient and the product are then the same real number, so the same after rounding), a
- * multiply instead of a division on the one divider. */
-typedef struct kb_dim {
-    __m512d n, inv;
-    int pow2;
-} kb_dim;
-
-KEEL_INLINE kb_dim kb_dim_of(size_t dim)
+KEEL_INLINE kb_d kb_dset1(double v) { return _mm512_set1_pd(v); }
+KEEL_INLINE kb_d kb_dmul(kb_d a, kb_d b) { return _mm512_mul_pd(a, b); }
+KEEL_INLINE kb_d kb_ddiv(kb_d a, kb_d b) { return _mm512_div_pd(a, b); }
+KEEL_INLINE kb_d kb_dsqrt(kb_d a) { return _mm512_sqrt_pd(a); }
+/* v where t is finite (t - t is 0 there, NaN for an infinity or a NaN), NaN elsewhere */
+KEEL_INLINE kb_d kb_nan_unless_finite(kb_d t, kb_d v)
 {
-    const kb_dim d = {_mm512_set1_pd((double)dim), _mm512_set1_pd(1.0 / (double)dim),
-                      (dim & (dim - 1)) == 0};
-    return d;
-}
-KEEL_INLINE __m512d kb_div_dim(__m512d v, const kb_dim *d)
-{
-    return d->pow2 ? _mm512_mul_pd(v, d->inv) : _mm512_div_pd(v, d->n);
-}
-/* lanes where v is finite (v - v is 0 there, NaN for an infinity or a NaN) */
-KEEL_INLINE __mmask8 kb_finite(__m512d v)
-{
-    return _mm512_cmp_pd_mask(_mm512_sub_pd(v, v), _mm512_setzero_pd(), _CMP_EQ_OQ);
-}
-/* keel_ln_mean: sum / dim, NaN where sum is not finite */
-KEEL_INLINE kb_d kb_ln_mean(kb_d sum, const kb_dim *d)
-{
-    return _mm512_mask_mov_pd(_mm512_set1_pd(NAN), kb_finite(sum), kb_div_dim(sum, d));
-}
-/* keel_ln_rstd of the centred sums s: 1 / sqrt(s / dim + eps), rounded to float */
-KEEL_INLINE kb_f kb_rstd(kb_d s, const kb_dim *d, float eps)
-{
-    const __m512d v = _mm512_add_pd(kb_div_dim(s, d), _mm512_set1_pd((double)eps));
-    return _mm512_cvtpd_ps(_mm512_div_pd(_mm512_set1_pd(1.0), _mm512_sqrt_pd(v)));
-}
-/* keel_rms_rstd: kb_rstd of the sums of squares, NaN where they are not finite */
-KEEL_INLINE kb_f kb_rms_rstd(kb_d ss, const kb_dim *d, float eps)
-{
-    return _mm256_mask_mov_ps(_mm256_set1_ps(NAN), kb_finite(ss), kb_rstd(ss, d, eps));
+    const __mmask8 f = _mm512_cmp_pd_mask(_mm512_sub_pd(t, t), _mm512_setzero_pd(), _CMP_EQ_OQ);
+    return _mm512_mask_mov_pd(_mm512_set1_pd(NAN), f, v);
 }
 
 /* ---- BatchNorm's column operations -------------------------------------------------------------

@@ -454,50 +454,37 @@ KEEL_INLINE void kb_dstore(double *p, kb_d v)
     vst1q_f64(p + 2, v.v[1]);
 }
 
-/* The row length as a divisor: a multiply by 1 / dim when dim is a power of two (lanes__avx512.h
- * has the why) */
-typedef struct kb_dim {
-    float64x2_t n, inv;
-    int pow2;
-} kb_dim;
-
-KEEL_INLINE kb_dim kb_dim_of(size_t dim)
+KEEL_INLINE kb_d kb_dset1(double v)
 {
-    const kb_dim d = {vdupq_n_f64((double)dim), vdupq_n_f64(1.0 / (double)dim),
-                      (dim & (dim - 1)) == 0};
+    const kb_d d = {{vdupq_n_f64(v), vdupq_n_f64(v)}};
     return d;
 }
-/* keel_ln_mean: sum / dim, NaN where sum is not finite (v - v is 0 only where v is finite) */
-KEEL_INLINE kb_d kb_ln_mean(kb_d sum, const kb_dim *d)
+KEEL_INLINE kb_d kb_dmul(kb_d a, kb_d b)
+{
+    for (int k = 0; k < 2; k++)
+        a.v[k] = vmulq_f64(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kb_d kb_ddiv(kb_d a, kb_d b)
+{
+    for (int k = 0; k < 2; k++)
+        a.v[k] = vdivq_f64(a.v[k], b.v[k]);
+    return a;
+}
+KEEL_INLINE kb_d kb_dsqrt(kb_d a)
+{
+    for (int k = 0; k < 2; k++)
+        a.v[k] = vsqrtq_f64(a.v[k]);
+    return a;
+}
+/* v where t is finite (t - t is 0 there, NaN for an infinity or a NaN), NaN elsewhere */
+KEEL_INLINE kb_d kb_nan_unless_finite(kb_d t, kb_d v)
 {
     for (int k = 0; k < 2; k++) {
-        const float64x2_t v = sum.v[k];
-        const float64x2_t q = d->pow2 ? vmulq_f64(v, d->inv) : vdivq_f64(v, d->n);
-        sum.v[k] = vbslq_f64(vceqq_f64(vsubq_f64(v, v), vdupq_n_f64(0.0)), q, vdupq_n_f64(NAN));
+        const uint64x2_t f = vceqq_f64(vsubq_f64(t.v[k], t.v[k]), vdupq_n_f64(0.0));
+        v.v[k] = vbslq_f64(f, v.v[k], vdupq_n_f64(NAN));
     }
-    return sum;
-}
-/* 1 / sqrt(s / dim + eps) in double, and NaN where s is not finite when rms (keel_rms_rstd) */
-KEEL_INLINE kb_d kb_rstd_d(kb_d s, const kb_dim *d, float eps, int rms)
-{
-    for (int k = 0; k < 2; k++) {
-        const float64x2_t v = s.v[k];
-        const float64x2_t q = d->pow2 ? vmulq_f64(v, d->inv) : vdivq_f64(v, d->n);
-        const float64x2_t r =
-            vdivq_f64(vdupq_n_f64(1.0), vsqrtq_f64(vaddq_f64(q, vdupq_n_f64((double)eps))));
-        s.v[k] = rms ? vbslq_f64(vceqq_f64(vsubq_f64(v, v), vdupq_n_f64(0.0)), r,
-                                 vdupq_n_f64(NAN))
-                     : r;
-    }
-    return s;
-}
-KEEL_INLINE kb_f kb_rstd(kb_d s, const kb_dim *d, float eps)
-{
-    return kb_narrow(kb_rstd_d(s, d, eps, 0));
-}
-KEEL_INLINE kb_f kb_rms_rstd(kb_d ss, const kb_dim *d, float eps)
-{
-    return kb_narrow(kb_rstd_d(ss, d, eps, 1));
+    return v;
 }
 
 /* ---- BatchNorm's column operations -------------------------------------------------------------

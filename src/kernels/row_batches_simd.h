@@ -35,6 +35,44 @@
 /* floats: the rows' h (16 * nv a row: batch_row), then as many doubles */
 #define BATCH_SLOT (KB_ROWS * 3 * 16 * KB_NV)
 
+/* The row length as a divisor: v / dim is v * (1 / dim) when dim is a power of two (the quotient
+ * and the product are then the same real number, so the same after rounding), a multiply instead
+ * of a division on the one divider. */
+typedef struct kb_dim {
+    kb_d n, inv;
+    int pow2;
+} kb_dim;
+
+KEEL_INLINE kb_dim kb_dim_of(size_t dim)
+{
+    const kb_dim d = {kb_dset1((double)dim), kb_dset1(1.0 / (double)dim), (dim & (dim - 1)) == 0};
+    return d;
+}
+KEEL_INLINE kb_d kb_div_dim(kb_d v, const kb_dim *d)
+{
+    return d->pow2 ? kb_dmul(v, d->inv) : kb_ddiv(v, d->n);
+}
+/* keel_ln_mean, a row a lane: sum / dim, NaN where sum is not finite */
+KEEL_INLINE kb_d kb_ln_mean(kb_d sum, const kb_dim *d)
+{
+    return kb_nan_unless_finite(sum, kb_div_dim(sum, d));
+}
+/* 1 / sqrt(s / dim + eps) in double: keel_ln_rstd before its rounding to float */
+KEEL_INLINE kb_d kb_rstd_d(kb_d s, const kb_dim *d, float eps)
+{
+    return kb_ddiv(kb_dset1(1.0), kb_dsqrt(kb_dadd(kb_div_dim(s, d), kb_dset1((double)eps))));
+}
+KEEL_INLINE kb_f kb_rstd(kb_d s, const kb_dim *d, float eps)
+{
+    return kb_narrow(kb_rstd_d(s, d, eps));
+}
+/* keel_rms_rstd: NaN where the sums of squares are not finite (the double NaN narrows to the
+ * float NaN that (float)NAN is) */
+KEEL_INLINE kb_f kb_rms_rstd(kb_d ss, const kb_dim *d, float eps)
+{
+    return kb_narrow(kb_nan_unless_finite(ss, kb_rstd_d(ss, d, eps)));
+}
+
 /* The rows of a batch: read once a batch into locals (the vector stores may alias anything,
  * so fields read through res would be loaded again after each of them). */
 typedef struct batch_rows {
