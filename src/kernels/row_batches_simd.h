@@ -102,8 +102,8 @@ typedef struct batch_call {
     kr_f16 g[KB_NV], b[KB_NV]; /* gamma and beta (zero when absent or beyond the row) */
     kb_dim n;
     /* the lines fetched: the outputs (fetch: unless the call streams; h when hh) and the inputs,
-     * lines 64-byte lines a row */
-    int fetch, hh, lines;
+     * nv 64-byte lines a row */
+    int fetch, hh;
     const float *h, *y;
     size_t hs, ys;
 } batch_call;
@@ -134,7 +134,6 @@ KEEL_INLINE batch_call batch_call_of(size_t dim, const keel_f32_res *res, const 
     c.n = kb_dim_of(dim);
     c.fetch = !stream;
     c.hh = hh;
-    c.lines = nv;
     c.h = hh ? h : NULL;
     c.y = y;
     c.hs = hs;
@@ -164,7 +163,7 @@ KEEL_INLINE const float *batch_ahead(const float *p, size_t n)
 KEEL_INLINE void batch_fetch(const batch_call *c, const batch_rows *b, size_t r, int i, int px)
 {
     const size_t ri = r + (size_t)i;
-    for (int q = 0; q < c->lines; q++) {
+    for (int q = 0; q < c->nv; q++) {
         if (c->fetch) {
             kr_prefetch_w(c->y + ri * c->ys + 16 * q);
             if (c->hh)
