@@ -683,6 +683,60 @@ static void check_quantize(keel_rng *rng)
                (double)bad_y, (double)bad_s, bad_got, bad_want);
 }
 
+/* What the quantize kernels' comparisons found: wrong values (the first kept), calls that wrote
+ * outside their row, absmax results that differ from the scalar loop. */
+typedef struct quant_tally {
+    long bad, written, amax_bad, values;
+    const char *path;
+    float y, s;
+    int got, want;
+    size_t n;
+} quant_tally;
+
+/* Every path's quantize_i8 of y[off .. off + n) with scale s into q + off, q's qlen bytes set to
+ * a guard first (nothing outside the row may change), against keel_quantize_i8 element for
+ * element; and its absmax against the scalar loop's bits (NaN payloads included). */
+static void quant_compare_paths(quant_tally *t, const float *y, size_t off, size_t n, float s,
+                                int8_t *q, size_t qlen)
+{
+    const uint32_t amax_want = bits_of(keel_absmax_f32__scalar(y + off, n));
+    for (int p = 0; p < n_paths; p++) {
+        memset(q, 0x5a, qlen);
+        paths[p].cv->quantize_i8(y + off, q + off, n, s);
+        int ok = 1;
+        for (size_t i = 0; i < off; i++)
+            ok &= q[i] == 0x5a;
+        for (size_t i = off + n; i < qlen; i++)
+            ok &= q[i] == 0x5a;
+        t->written += !ok;
+        for (size_t i = 0; i < n; i++) {
+            const int want = keel_quantize_i8(y[off + i], s);
+            if (q[off + i] != want && !t->bad++) {
+                t->path = paths[p].name;
+                t->y = y[off + i];
+                t->s = s;
+                t->got = q[off + i];
+                t->want = want;
+                t->n = n;
+            }
+        }
+        if (bits_of(paths[p].cv->absmax(y + off, n)) != amax_want)
+            t->amax_bad++;
+        t->values += (long)n;
+    }
+}
+
+static void quant_report(const char *what, const quant_tally *t)
+{
+    test_check(t->bad == 0 && t->written == 0,
+               "quantize_i8 %s: %ld wrong (%ld calls wrote outside), first on %s n=%zu: y=%a s=%a "
+               "got %d want %d",
+               what, t->bad, t->written, t->path, t->n, (double)t->y, (double)t->s, t->got,
+               t->want);
+    test_check(t->amax_bad == 0, "absmax %s: %ld rows differ from the scalar loop", what,
+               t->amax_bad);
+}
+
 /* Every path's quantize_i8 kernel equals keel_quantize_i8 element for element (the vector
  * kernels take a reciprocal where it provably rounds as the division does, so values beside
  * every half-integer boundary are swept densely), and absmax equals the scalar loop bit for bit
@@ -699,11 +753,8 @@ static void check_quantize_paths(keel_rng *rng)
                                          0.0f, -0.0f, INFINITY, -INFINITY, NAN, 0.1f, 7.0f};
     const size_t n_fixed = sizeof fixed_scales / sizeof fixed_scales[0];
     static const size_t extra[] = {47, 64, 100, 129, 255, 768, 1000, 1093};
-    long bad = 0, written = 0, values = 0, amax_bad = 0;
-    const char *bad_path = "";
-    float bad_y = 0, bad_s = 0;
-    int bad_got = 0, bad_want = 0;
-    size_t bad_n = 0;
+    quant_tally tally = {0, 0, 0, 0, "", 0, 0, 0, 0, 0};
+    long amax_zero_bad = 0;
     for (int trial = 0; trial < 600; trial++) {
         const size_t k = (size_t)trial % (40 + sizeof extra / sizeof extra[0]);
         const size_t n = k < 40 ? k + 1 : extra[k - 40];
@@ -737,36 +788,11 @@ static void check_quantize_paths(keel_rng *rng)
             y[off + keel_rng_below(rng, n)] = -INFINITY;
         if (trial % 13 == 0)
             y[off + keel_rng_below(rng, n)] = -0.0f;
-        const uint32_t amax_want = bits_of(keel_absmax_f32__scalar(y + off, n));
-        for (int p = 0; p < n_paths; p++) {
-            memset(q, 0x5a, MAXN + 32);
-            paths[p].cv->quantize_i8(y + off, (int8_t *)q + off, n, s);
-            int ok = 1;
-            for (size_t i = 0; i < off; i++)
-                ok &= q[i] == 0x5a;
-            for (size_t i = off + n; i < n + 32; i++)
-                ok &= q[i] == 0x5a;
-            if (!ok)
-                written++;
-            for (size_t i = 0; i < n; i++) {
-                const int want = keel_quantize_i8(y[off + i], s);
-                if (q[off + i] != want && !bad++) {
-                    bad_path = paths[p].name;
-                    bad_y = y[off + i];
-                    bad_s = s;
-                    bad_got = q[off + i];
-                    bad_want = want;
-                    bad_n = n;
-                }
-            }
-            if (bits_of(paths[p].cv->absmax(y + off, n)) != amax_want)
-                amax_bad++;
-            values += (long)n;
-        }
+        quant_compare_paths(&tally, y, off, n, s, q, MAXN + 32);
     }
     for (int p = 0; p < n_paths; p++) /* n == 0 */
         if (bits_of(paths[p].cv->absmax(y, 0)) != 0)
-            amax_bad++;
+            amax_zero_bad++;
 
     /* dense: every float within 200 of each boundary k + 1/2 (k = -130..129) times s, for a few
      * scales, through the vector bodies */
@@ -786,29 +812,12 @@ static void check_quantize_paths(keel_rng *rng)
                 row[t] = v;
                 v = nextafterf(v, INFINITY);
             }
-            for (int p = 0; p < n_paths; p++) {
-                paths[p].cv->quantize_i8(row, qr, SPAN, s);
-                for (int t = 0; t < SPAN; t++) {
-                    const int want = keel_quantize_i8(row[t], s);
-                    if (qr[t] != want && !bad++) {
-                        bad_path = paths[p].name;
-                        bad_y = row[t];
-                        bad_s = s;
-                        bad_got = qr[t];
-                        bad_want = want;
-                        bad_n = SPAN;
-                    }
-                }
-                values += SPAN;
-            }
+            quant_compare_paths(&tally, row, 0, SPAN, s, qr, SPAN);
         }
     }
-    printf("quantize_i8/absmax kernels: %ld values on %d paths\n", values, n_paths);
-    test_check(bad == 0 && written == 0,
-               "quantize_i8 kernels: %ld wrong (%ld calls wrote outside), first on %s n=%zu: y=%a "
-               "s=%a got %d want %d", bad, written, bad_path, bad_n, (double)bad_y, (double)bad_s,
-               bad_got, bad_want);
-    test_check(amax_bad == 0, "absmax kernels: %ld rows differ from the scalar loop", amax_bad);
+    printf("quantize_i8/absmax kernels: %ld values on %d paths\n", tally.values, n_paths);
+    quant_report("kernels", &tally);
+    test_check(amax_zero_bad == 0, "absmax kernels: an empty row must give +0.0");
     free(row);
     free(qr);
     free(y);
@@ -836,11 +845,7 @@ static void check_quantize_edges(keel_rng *rng)
     int8_t *q = malloc(MAXN + 64);
     if (!q)
         test_fatal("out of memory");
-    long bad = 0, written = 0, amax_bad = 0, values = 0;
-    const char *bad_path = "";
-    float bad_y = 0, bad_s = 0;
-    int bad_got = 0, bad_want = 0;
-    size_t bad_n = 0;
+    quant_tally tally = {0, 0, 0, 0, "", 0, 0, 0, 0, 0};
     for (size_t si = 0; si < n_scales; si++) {
         const float s = scales[si];
         const double ss = isfinite(s) && s != 0.0f ? (double)s : 1.0;
@@ -872,41 +877,13 @@ static void check_quantize_edges(keel_rng *rng)
                     } while (rep == 0 && isnan(v));
                     y[off + i] = v;
                 }
-                const uint32_t amax_want = bits_of(keel_absmax_f32__scalar(y + off, n));
-                for (int p = 0; p < n_paths; p++) {
-                    memset(q, 0x5a, MAXN + 64);
-                    paths[p].cv->quantize_i8(y + off, q + off, n, s);
-                    int ok = 1;
-                    for (size_t i = 0; i < off; i++)
-                        ok &= q[i] == 0x5a;
-                    for (size_t i = off + n; i < MAXN + 64; i++)
-                        ok &= q[i] == 0x5a;
-                    written += !ok;
-                    for (size_t i = 0; i < n; i++) {
-                        const int want = keel_quantize_i8(y[off + i], s);
-                        if (q[off + i] != want && !bad++) {
-                            bad_path = paths[p].name;
-                            bad_y = y[off + i];
-                            bad_s = s;
-                            bad_got = q[off + i];
-                            bad_want = want;
-                            bad_n = n;
-                        }
-                    }
-                    if (bits_of(paths[p].cv->absmax(y + off, n)) != amax_want)
-                        amax_bad++;
-                    values += (long)n;
-                }
+                quant_compare_paths(&tally, y, off, n, s, q, MAXN + 64);
             }
         }
     }
-    printf("quantize_i8/absmax edges: %ld values, lengths 0..%d, %zu scales, %d paths\n", values,
-           (int)MAXN, n_scales, n_paths);
-    test_check(bad == 0 && written == 0,
-               "quantize_i8 edges: %ld wrong (%ld calls wrote outside), first on %s n=%zu: y=%a "
-               "s=%a got %d want %d", bad, written, bad_path, bad_n, (double)bad_y, (double)bad_s,
-               bad_got, bad_want);
-    test_check(amax_bad == 0, "absmax edges: %ld rows differ from the scalar loop", amax_bad);
+    printf("quantize_i8/absmax edges: %ld values, lengths 0..%d, %zu scales, %d paths\n",
+           tally.values, (int)MAXN, n_scales, n_paths);
+    quant_report("edges", &tally);
     free(cat);
     free(y);
     free(q);
