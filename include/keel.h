@@ -412,6 +412,15 @@ KEEL_API keel_status keel_dyt_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_t
 /* "f32", "bf16", "f16", "i8" ("?" otherwise). */
 KEEL_API const char *keel_dtype_name(keel_dtype dtype);
 
+/* Converts rows x dim elements of src into dst, each f32, bf16 or f16: float32 -> bf16/f16
+ * rounds to nearest even once, with IEEE subnormals (no flush to zero), values beyond the
+ * format's range become +-Inf; bf16/f16 -> float32 is exact; bf16 <-> f16 goes through float32
+ * (exact) and so rounds once. A NaN stays a NaN, made quiet, with its sign and top payload bits.
+ * The rounding of the norm operations' low-precision outputs, the same bits on every path. dst
+ * may be src itself (same data, stride and dtype: nothing to do) or disjoint from it. */
+KEEL_API keel_status keel_convert(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor src,
+                                  keel_tensor dst);
+
 /* int8 quantization of a forward's output, for an int8 matmul downstream:
  *   y_q = clamp(round_half_even(y / s), -127, 127)     (a NaN y gives 0)
  * with s = scale (per tensor) when scale > 0, or, when scale == 0, a dynamic per-row scale

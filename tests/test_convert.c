@@ -889,6 +889,88 @@ static void check_quantize_edges(keel_rng *rng)
     free(q);
 }
 
+/* keel_convert, the public conversion, on every path: rows of random patterns (NaNs, Infs,
+ * subnormals among them) at odd strides give the scalar definition's bits for every pair of
+ * dtypes (bf16 <-> f16: through float32, one rounding); bad calls are refused and write
+ * nothing. */
+static void check_keel_convert(keel_rng *rng)
+{
+    enum { ROWS = 7, DIM = 1500, STRIDE = 1503 };
+    const keel_dtype dts[3] = {KEEL_F32, KEEL_BF16, KEEL_F16};
+    float *f = test_alloc(ROWS * STRIDE), *fo = test_alloc(ROWS * STRIDE);
+    uint16_t *h = malloc(ROWS * STRIDE * sizeof *h), *ho = malloc(ROWS * STRIDE * sizeof *ho);
+    if (!h || !ho)
+        test_fatal("out of memory");
+    for (size_t i = 0; i < ROWS * STRIDE; i++) {
+        f[i] = float_of((uint32_t)keel_rng_next(rng));
+        h[i] = (uint16_t)keel_rng_next(rng);
+    }
+    long bad = 0, calls = 0;
+    for (int p = 0; p < n_paths; p++) {
+        keel_ctx *ctx = NULL;
+        if (keel_ctx_create(&ctx, 1) != KEEL_OK || keel_ctx_set_isa(ctx, paths[p].isa) != KEEL_OK)
+            test_fatal(keel_last_error());
+        for (int si = 0; si < 3; si++)
+            for (int di = 0; di < 3; di++) {
+                const keel_dtype sd = dts[si], dd = dts[di];
+                const keel_tensor src = {sd == KEEL_F32 ? (void *)f : (void *)h, sd, STRIDE};
+                const keel_tensor dst = {dd == KEEL_F32 ? (void *)fo : (void *)ho, dd, STRIDE};
+                memset(fo, 0x5a, ROWS * STRIDE * sizeof *fo);
+                memset(ho, 0x5a, ROWS * STRIDE * sizeof *ho);
+                calls++;
+                if (keel_convert(ctx, ROWS, DIM, src, dst) != KEEL_OK) {
+                    bad++;
+                    continue;
+                }
+                for (size_t r = 0; r < ROWS; r++)
+                    for (size_t j = 0; j < STRIDE; j++) {
+                        const size_t i = r * STRIDE + j;
+                        /* the value as float32 (exact from bf16/f16), then rounded to dd */
+                        const float v = sd == KEEL_F32    ? f[i]
+                                        : sd == KEEL_BF16 ? keel_bf16_bits_to_f32(h[i])
+                                                          : keel_f16_bits_to_f32(h[i]);
+                        const uint32_t want = j >= DIM          ? (dd == KEEL_F32 ? 0x5a5a5a5au : 0x5a5a)
+                                              : dd == KEEL_F32  ? bits_of(v)
+                                              : dd == KEEL_BF16 ? keel_f32_to_bf16_bits(v)
+                                                                : keel_f32_to_f16_bits(v);
+                        const uint32_t got = dd == KEEL_F32 ? bits_of(fo[i]) : ho[i];
+                        /* a signalling NaN copied as is (same dtype) keeps its bits */
+                        if (got != (sd == dd && j < DIM ? (dd == KEEL_F32 ? bits_of(f[i]) : h[i])
+                                                        : want) &&
+                            !bad++)
+                            printf("keel_convert %s %s -> %s: [%zu][%zu] got 0x%x want 0x%x\n",
+                                   paths[p].name, keel_dtype_name(sd), keel_dtype_name(dd), r,
+                                   j, (unsigned)got, (unsigned)want);
+                    }
+            }
+        /* refused, nothing written: i8, overlap of different dtypes, NULL, a short stride */
+        memset(ho, 0x5a, ROWS * STRIDE * sizeof *ho);
+        const keel_tensor fsrc = {f, KEEL_F32, STRIDE}, hdst = {ho, KEEL_BF16, STRIDE};
+        const keel_tensor i8dst = {ho, KEEL_I8, STRIDE}, nodst = {NULL, KEEL_BF16, STRIDE};
+        const keel_tensor short_dst = {ho, KEEL_BF16, DIM - 1};
+        const keel_tensor over = {(uint16_t *)(void *)f + 1, KEEL_BF16, STRIDE};
+        test_check(keel_convert(ctx, ROWS, DIM, fsrc, i8dst) == KEEL_EUNSUPPORTED &&
+                       keel_convert(ctx, ROWS, DIM, fsrc, nodst) == KEEL_ENULL &&
+                       keel_convert(ctx, ROWS, DIM, fsrc, short_dst) != KEEL_OK &&
+                       keel_convert(ctx, ROWS, DIM, fsrc, over) == KEEL_EINVAL &&
+                       keel_convert(NULL, ROWS, DIM, fsrc, hdst) == KEEL_ENULL,
+                   "keel_convert on %s: a bad call was not refused as documented (last: %s)",
+                   paths[p].name, keel_last_error());
+        int untouched = 1;
+        for (size_t i = 0; i < ROWS * STRIDE; i++)
+            untouched &= ho[i] == 0x5a5a;
+        test_check(untouched, "keel_convert on %s: a refused call wrote its output", paths[p].name);
+        keel_ctx_destroy(ctx);
+    }
+    printf("keel_convert: %ld calls (9 dtype pairs on %d paths)\n", calls, n_paths);
+    test_check(bad == 0, "keel_convert: %ld calls or values differ from the scalar definition",
+               bad);
+    free(f);
+    free(fo);
+    free(h);
+    free(ho);
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -914,6 +996,7 @@ int main(void)
     check_quantize(&rng);
     check_quantize_paths(&rng);
     check_quantize_edges(&rng);
+    check_keel_convert(&rng);
 
     free(specials.v);
     free(nans.v);

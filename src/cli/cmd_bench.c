@@ -25,7 +25,6 @@
 #include "bench_streams.h"
 #include "bench_time.h"
 #include "commands.h"
-#include "convert.h"
 #include "keel.h"
 #include "numarg.h"
 
@@ -249,16 +248,17 @@ static keel_status run_op(keel_ctx *ctx, const bench_row *row, const bench_case 
 }
 
 /* x and dy of the low-precision rows: the float32 x and dy rounded to dt (once per dtype) */
-static void set_lp_dtype(buffers *b, keel_dtype dt, size_t n)
+static keel_status set_lp_dtype(keel_ctx *ctx, buffers *b, keel_dtype dt, size_t n)
 {
     if (dt == KEEL_F32 || !b->xl || b->lp_dtype == dt)
-        return;
-    uint16_t (*cv)(float) = dt == KEEL_BF16 ? keel_f32_to_bf16_bits : keel_f32_to_f16_bits;
-    for (size_t i = 0; i < n; i++) {
-        b->xl[i] = cv(b->x[i]);
-        b->dyl[i] = cv(b->dy[i]);
-    }
-    b->lp_dtype = dt;
+        return KEEL_OK;
+    const keel_tensor xl = {b->xl, dt, n}, dyl = {b->dyl, dt, n};
+    keel_status st = keel_convert(ctx, 1, n, keel_f32(b->x, n), xl);
+    if (!st)
+        st = keel_convert(ctx, 1, n, keel_f32(b->dy, n), dyl);
+    if (!st)
+        b->lp_dtype = dt;
+    return st;
 }
 
 /* --rows and --dim: each at most BENCH_MAX_SIDE, their product at most BENCH_MAX_ELEMS (2^36
@@ -891,7 +891,11 @@ int keel_cmd_bench(int argc, char **argv)
                 break;
             }
         }
-        set_lp_dtype(&b, row->dtype, c->rows * c->dim);
+        if (set_lp_dtype(ctx, &b, row->dtype, c->rows * c->dim) != KEEL_OK) {
+            fprintf(stderr, "%skeel bench: %s\n", tty ? "\n" : "", keel_last_error());
+            failed = 1;
+            break;
+        }
         const size_t bytes = op_bytes(row, c);
         const bench_streams_spec spec = op_streams(row, c);
         if (!bench_streams_reserve(own, &spec)) {
