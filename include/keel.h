@@ -528,6 +528,24 @@ typedef struct keel_monitor_slot_score {
      * RMSNorm) or the monitor is uncalibrated. The largest says which statistic of which norm
      * moved most, in units of its own clean variation (keel monitor score names it). */
     double standardised[2][3];
+    /* Per-channel statistics (keel_monitor_channels); NaN / -1 where the slot has none or the
+     * window holds none. maha: the diagonal Mahalanobis distance of the window's mean-pooled
+     * input features to the baseline's, squared and divided by the width:
+     * (1/C) sum_c n (mean_w[c] - mean_b[c])^2 / var_b[c], about 1 for in-distribution windows
+     * of independent tokens (more for correlated ones: compare with clean windows of the same
+     * size). top_channel / top_channel_z: the channel whose window mean moved most, and its
+     * z = sqrt(n) (mean_w - mean_b) / sd_b. log_var_ratio: the mean over channels of
+     * log(var_w[c] / var_b[c]), 0 as on the baseline; a layer whose activations were scaled by
+     * s moves it by 2 log s. channel_tokens: rows in the window's per-channel statistics. */
+    double maha;
+    int top_channel;
+    double top_channel_z;
+    double log_var_ratio;
+    double channel_tokens;
+    /* Rows of the window left out of the per-token statistics: a non-finite or non-positive
+     * rstd, or a non-finite mean (an overflow, Inf rows). They are in no score above: a caller
+     * that treats them as an alarm (keel monitor faults does) sees them here. */
+    double bad_rows;
 } keel_monitor_slot_score;
 
 typedef struct keel_monitor_result {
@@ -543,8 +561,62 @@ typedef struct keel_monitor_result {
 KEEL_API keel_status keel_monitor_score(const keel_monitor *mon, keel_monitor_slot_score *slots,
                                         keel_monitor_result *res);
 KEEL_API keel_status keel_monitor_baseline_save(const keel_monitor *mon, const char *path);
-/* Creates *mon from a baseline file (its slots, ranges, baseline and calibration). */
+/* Creates *mon from a baseline file (its slots, ranges, baseline, calibration and per-channel
+ * statistics). Reads format versions 1 (no per-channel statistics) and 2; the saver writes
+ * version 1 when no slot has per-channel statistics, so older keels read those files. */
 KEEL_API keel_status keel_monitor_baseline_load(keel_monitor **mon, const char *path);
+
+/* ---- Per-channel statistics ----------------------------------------------------
+ * Beside the per-token mean and rstd, a slot may keep, per feature of the norm's input (its
+ * `width` channels), the running mean and variance over the window (NMD-style: Dong et al.
+ * 2022), mergeable like the rest (Chan's formula, deterministic for a fixed call order). The
+ * baseline captures them too, and keel_monitor_score reports, per slot, the diagonal
+ * Mahalanobis distance of the window's mean-pooled features (Lee et al. 2018) and the channel
+ * that moved most (keel_monitor_slot_score.maha, top_channel). Diagonal, not full: the full
+ * covariance costs width^2 per token to accumulate (128x the per-channel moments at width 128,
+ * well over the 1%-of-a-forward budget) and width*(width+1)/2 parameters from token-correlated
+ * data. Each variance is floored at 1e-6 of the mean variance of the slot's channels (a
+ * constant feature would otherwise divide by zero). The relative Mahalanobis distance (Ren et
+ * al. 2023) subtracts the distance to a background Gaussian fitted to all training data; with
+ * one in-distribution "class" that background is the baseline itself, so it is not reported.
+ *
+ * Per forward, an inference server makes one call, keel_monitor_observe_forward, with every
+ * norm's statistics and inputs; nothing is allocated in it (the state is allocated by
+ * keel_monitor_channels). Cost measured in docs/monitor/channels.md. */
+/* Turns per-channel statistics on for one slot: width features per row of the norm's input
+ * (1..65536). Allocates; KEEL_ENOMEM leaves the slot as it was. Again with the same width: no
+ * change; with another: KEEL_EINVAL. Call before capturing the baseline. */
+KEEL_API keel_status keel_monitor_channels(keel_monitor *mon, int slot, int width);
+/* The slot's per-channel width, 0 when off (or mon NULL, slot out of range). */
+KEEL_API int keel_monitor_channel_width(const keel_monitor *mon, int slot);
+/* Adds `rows` rows of the norm's input x (row r at x + r * ld, width floats; ld >= width) to
+ * the slot's per-channel window. Rows holding a NaN or Inf are counted apart and skipped.
+ * KEEL_ENULL / KEEL_EINVAL (slot, ld, per-channel statistics off) change nothing. */
+KEEL_API keel_status keel_monitor_observe_channels(keel_monitor *mon, int slot, size_t rows,
+                                                   const float *x, size_t ld);
+/* Adds pre-aggregated per-channel moments to the slot's window: count rows whose channels have
+ * the means mean[width] and sums of squared deviations m2[width] (what another worker, or a
+ * recording kept per group of rows, holds). count must be a whole number >= 1, means finite,
+ * m2 finite and >= 0; else KEEL_EINVAL naming the argument (and channel), nothing changed. */
+KEEL_API keel_status keel_monitor_add_channel_moments(keel_monitor *mon, int slot, double count,
+                                                      const double *mean, const double *m2);
+/* One norm's statistics of one forward, for keel_monitor_observe_forward. */
+typedef struct keel_monitor_norm_io {
+    const float *mean; /* rows per-token means, or NULL (RMSNorm) */
+    const float *rstd; /* rows per-token rstd (required) */
+    const float *x;    /* the norm's input, rows x ld; NULL: no per-channel statistics this time */
+    size_t ld;         /* x's row stride in floats (>= the slot's width) */
+} keel_monitor_norm_io;
+/* One call per forward: io[0..nslots) in slot order. Every argument is checked first; an
+ * error (naming the slot and the argument) changes nothing. */
+KEEL_API keel_status keel_monitor_observe_forward(keel_monitor *mon, size_t rows,
+                                                  const keel_monitor_norm_io *io);
+/* Per-channel moments of one slot, of the window (baseline 0) or the baseline (1): count, and
+ * mean / variance (population) of each channel into mean[width], var[width] (either NULL).
+ * bad (may be NULL): the window's rows skipped as non-finite (0 for the baseline). */
+KEEL_API keel_status keel_monitor_channel_moments(const keel_monitor *mon, int slot, int baseline,
+                                                  double *count, double *mean, double *var,
+                                                  double *bad);
 /* ==== end of Monitor ========================================================================== */
 
 #ifdef __cplusplus

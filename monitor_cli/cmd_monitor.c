@@ -9,7 +9,9 @@
 #include <time.h>
 
 #include "commands_monitor.h"
+#include "monitor_cost.h"
 #include "monitor_eval.h"
+#include "monitor_faults.h"
 #include "numarg.h"
 #include "options.h"
 #include "recording.h"
@@ -24,15 +26,26 @@ static void usage(FILE *to)
             "                              [--csv FILE] [--plot FILE.png] [--jsonl FILE]\n"
             "                              [--threads N (1)]\n"
             "       keel monitor eval --checkpoint F [--out DIR (docs/monitor)] [--data FILE]\n"
-            "                              [--jargon FILE] [--false-alarm P (0.01)] [--threads N (1)]\n\n"
+            "                              [--jargon FILE] [--false-alarm P (0.01)] [--threads N (1)]\n"
+            "       keel monitor cost --checkpoint F --text FILE [--tokens N (32768)] [--reps N (5)]\n"
+            "       keel monitor faults --checkpoint F --text FILE [--window N (256)] [--out FILE.md]\n\n"
             "Watches the statistics a model's LayerNorm/RMSNorm compute anyway (per-token mean and\n"
             "log-rstd) for distribution shift. calibrate: the first half of the text is the baseline,\n"
             "windows of the second half (of 64, 256, 1024 and N tokens) set the threshold of the\n"
             "combined score to the false-alarm rate P. score: per-window combined scores and the\n"
             "norm, statistic and component that moved most (in standard deviations of its clean\n"
             "variation), per-layer scores, a plot along the stream and a verdict; --jsonl writes one\n"
-            "JSON object a window for a dashboard. eval: the evaluation report (AUROC,\n"
-            "detection delay, layers, false alarms, against the model's own log-likelihood).\n"
+            "JSON object a window for a dashboard (window, tokens, every detector's score: summaries,\n"
+            "channels, nll; alarm; top_layer, top_statistic, top_channel; per-norm components).\n"
+            "The baseline also keeps each norm input's per-channel mean and variance; score then\n"
+            "prints the channel detector (the norms' mean diagonal Mahalanobis distance of the\n"
+            "window's mean features, about 1 on clean independent tokens) and the norm and channel\n"
+            "whose mean moved most. eval: the evaluation report (AUROC,\n"
+            "detection delay, layers, false alarms, against the model's own log-likelihood). cost: the\n"
+            "monitor's time per forward (summaries, and per-channel statistics of every norm's input)\n"
+            "as a share of the forward's. faults: weight faults injected into one sublayer at a time\n"
+            "(scaled output projection, flipped exponent bits): windows alarmed, alarms naming the\n"
+            "right norm.\n"
             "Bytes outside the model's vocabulary are dropped (and counted).\n");
 }
 
@@ -141,6 +154,7 @@ static int cmd_calibrate(int argc, char **argv)
         fprintf(stderr, "keel monitor calibrate: %s\n", tool_last_error());
         return 1;
     }
+    mm.channels = 1; /* the baseline keeps per-channel statistics too */
     mc_rec rec;
     if (load_text(&mm, o.text, &rec, "calibrate")) {
         mc_free_model(&mm);
@@ -158,7 +172,17 @@ static int cmd_calibrate(int argc, char **argv)
                 rec.n);
         goto done;
     }
-    if (keel_monitor_create(&mon, rec.slots, &cfg) || mc_feed(mon, &rec, 0, half) || keel_monitor_fit_ranges(mon) ||
+    if (keel_monitor_create(&mon, rec.slots, &cfg)) {
+        fprintf(stderr, "keel monitor calibrate: %s\n", keel_last_error());
+        goto done;
+    }
+    const int chans = rec.width && half >= 2 * rec.group; /* whole groups for the baseline */
+    for (int s = 0; s < rec.slots && chans; s++)
+        if (keel_monitor_channels(mon, s, rec.width)) {
+            fprintf(stderr, "keel monitor calibrate: %s\n", keel_last_error());
+            goto done;
+        }
+    if (mc_feed(mon, &rec, 0, half) || keel_monitor_fit_ranges(mon) ||
         mc_feed(mon, &rec, 0, half) || keel_monitor_capture_baseline(mon) ||
         mc_calibrate_windows(mon, &rec, half, rec.n, sizes, ns, o.far) || keel_monitor_baseline_save(mon, o.out)) {
         fprintf(stderr, "keel monitor calibrate: %s\n", keel_last_error());
@@ -261,8 +285,32 @@ static void json_num(FILE *f, double v)
         fputs("null", f);
 }
 
+/* The per-channel detector of a window: the mean over norms of the diagonal Mahalanobis
+ * distance (keel_monitor_slot_score.maha; NaN when the baseline has no per-channel
+ * statistics), and the norm and channel whose mean moved most (-1 when none). */
+static double channel_detector(const keel_monitor_slot_score *sc, int slots, int *slot,
+                               int *channel, double *z)
+{
+    double sum = 0.0, best = -1.0;
+    int n = 0;
+    *slot = *channel = -1;
+    *z = NAN;
+    for (int s = 0; s < slots; s++) {
+        if (sc[s].maha != sc[s].maha)
+            continue;
+        sum += sc[s].maha;
+        n++;
+        if (fabs(sc[s].top_channel_z) > best) {
+            best = fabs(sc[s].top_channel_z);
+            *slot = s, *channel = sc[s].top_channel, *z = sc[s].top_channel_z;
+        }
+    }
+    return n ? sum / n : NAN;
+}
+
 /* One window as one line of JSON (--jsonl): the combined score, threshold, alarm, the model's
- * NLL, the strongest component and each norm's components. */
+ * NLL, every detector's score, the layer and statistic that moved most (flat, and in full as
+ * "strongest"), the channel that moved most and each norm's components. */
 static void json_window(FILE *f, const mc_model *mm, size_t w, size_t W, const keel_monitor_result *res,
                         const keel_monitor_slot_score *sc, double nll)
 {
@@ -275,6 +323,30 @@ static void json_window(FILE *f, const mc_model *mm, size_t w, size_t W, const k
     json_num(f, res->threshold);
     fprintf(f, ",\"alarm\":%s,\"nll\":", res->alarm ? "true" : "false");
     json_num(f, nll);
+    int cs, cc;
+    double cz, maha = channel_detector(sc, mm->slots, &cs, &cc, &cz);
+    fputs(",\"detectors\":{\"summaries\":", f);
+    json_num(f, res->combined);
+    fputs(",\"channels\":", f);
+    json_num(f, maha);
+    fputs(",\"nll\":", f);
+    json_num(f, nll);
+    fputs("},\"top_layer\":", f);
+    if (bs >= 0) {
+        tm_monitor_slot_name(&mm->m, bs, name, sizeof name);
+        fprintf(f, "\"%s\",\"top_statistic\":\"%s\"", name, stat_names[bt]);
+    } else {
+        fputs("null,\"top_statistic\":null", f);
+    }
+    fputs(",\"top_channel\":", f);
+    if (cs >= 0) {
+        tm_monitor_slot_name(&mm->m, cs, name, sizeof name);
+        fprintf(f, "{\"norm\":\"%s\",\"channel\":%d,\"z\":", name, cc);
+        json_num(f, cz);
+        fputc('}', f);
+    } else {
+        fputs("null", f);
+    }
     fputs(",\"strongest\":", f);
     if (bs >= 0) {
         tm_monitor_slot_name(&mm->m, bs, name, sizeof name);
@@ -297,6 +369,11 @@ static void json_window(FILE *f, const mc_model *mm, size_t w, size_t W, const k
                 json_num(f, v[c]);
             }
         }
+        fputs(",\"maha\":", f);
+        json_num(f, sc[s].maha);
+        fputs(",\"log_var_ratio\":", f);
+        json_num(f, sc[s].log_var_ratio);
+        fprintf(f, ",\"top_channel\":%d,\"bad_rows\":%.0f", sc[s].top_channel, sc[s].bad_rows);
         fputc('}', f);
     }
     fputs("]}\n", f);
@@ -342,6 +419,7 @@ static int cmd_score(int argc, char **argv)
         fprintf(stderr, "keel monitor score: %s\n", tool_last_error());
         goto done;
     }
+    mm.channels = keel_monitor_channel_width(mon, 0) == mm.st.cfg.width; /* per-channel baseline */
     if (keel_monitor_slots(mon) != mm.slots) {
         fprintf(stderr, "keel monitor score: the baseline has %d norms, the model %d: another model's baseline?\n",
                 keel_monitor_slots(mon), mm.slots);
@@ -366,7 +444,7 @@ static int cmd_score(int argc, char **argv)
     size_t alarms = 0, first = (size_t)-1;
     keel_monitor_result res = {0};
     printf("%6s %10s %9s %9s %6s  %s\n", "window", "tokens", "combined", "threshold", "alarm",
-           "moved most: norm, statistic, component (sd of its clean variation)");
+           "moved most: norm, statistic, component (sd of its clean variation); channels");
     for (size_t w = 0; w < nw; w++) {
         keel_monitor_reset_window(mon);
         mc_feed(mon, &rec, w * W, (w + 1) * W);
@@ -398,8 +476,16 @@ static int cmd_score(int argc, char **argv)
                    res.alarm ? "ALARM" : "");
             if (bs >= 0) {
                 tm_monitor_slot_name(&mm.m, bs, name, sizeof name);
-                printf("%s %s %s (%+.1f)\n", name, stat_names[bt], comp_names[bc],
+                printf("%s %s %s (%+.1f)", name, stat_names[bt], comp_names[bc],
                        sc[bs].standardised[bt][bc]);
+                int cs, cc;
+                double cz, maha = channel_detector(sc, mm.slots, &cs, &cc, &cz);
+                /* the per-channel view: mean Mahalanobis, the channel that moved most */
+                if (cs >= 0) {
+                    tm_monitor_slot_name(&mm.m, cs, name, sizeof name);
+                    printf("; channels %.1f, %s #%d (z %+.1f)", maha, name, cc, cz);
+                }
+                putchar('\n');
             } else { /* uncalibrated: the slot with the largest raw score */
                 tm_monitor_slot_name(&mm.m, best, name, sizeof name);
                 printf("%s (score %.2f)\n", name, sc[best].score);
@@ -493,6 +579,10 @@ int keel_cmd_monitor(int argc, char **argv)
         return cmd_score(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval"))
         return mc_eval(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "cost"))
+        return mc_cost(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "faults"))
+        return mc_faults(argc - 1, argv + 1);
     fprintf(stderr, "keel monitor: unknown subcommand '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

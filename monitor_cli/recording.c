@@ -107,6 +107,34 @@ keel_status mc_read_file(const char *path, unsigned char **out, size_t *n)
     return KEEL_OK;
 }
 
+/* Per group of r->group rows of x (a norm's input, rows x width): each channel's mean and sum
+ * of squared deviations, two passes in double, stored as floats. */
+static void group_moments(mc_rec *r, int s, size_t base, size_t rows, const float *x)
+{
+    const size_t C = (size_t)r->width, G = r->group, ng = r->n / G;
+    double *mu = r->gbuf, *m2 = r->gbuf + C;
+    for (size_t g = 0; g < rows / G; g++) {
+        const float *xg = x + g * G * C;
+        for (size_t j = 0; j < C; j++)
+            mu[j] = m2[j] = 0.0;
+        for (size_t i = 0; i < G; i++)
+            for (size_t j = 0; j < C; j++)
+                mu[j] += xg[i * C + j];
+        for (size_t j = 0; j < C; j++)
+            mu[j] /= (double)G;
+        for (size_t i = 0; i < G; i++)
+            for (size_t j = 0; j < C; j++) {
+                const double d = xg[i * C + j] - mu[j];
+                m2[j] += d * d;
+            }
+        const size_t at = ((size_t)s * ng + base / G + g) * C;
+        for (size_t j = 0; j < C; j++) {
+            r->cmean[at + j] = (float)mu[j];
+            r->cm2[at + j] = (float)m2[j];
+        }
+    }
+}
+
 keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r)
 {
     memset(r, 0, sizeof *r);
@@ -122,7 +150,18 @@ keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r)
     r->mean = r->has_mean ? malloc((size_t)S * r->n * sizeof(float)) : NULL;
     r->ll = malloc(r->n * sizeof(float));
     int *tg = malloc((size_t)maxB * T * sizeof(int));
-    if (!r->rstd || (r->has_mean && !r->mean) || !r->ll || !tg) {
+    const int C = mm->st.cfg.width;
+    if (mm->channels) {
+        /* groups never straddle two forwards (each starts at a multiple of seq) */
+        r->group = T % MC_GROUP == 0 ? MC_GROUP : (size_t)T;
+        const size_t cells = (size_t)S * (r->n / r->group) * (size_t)C;
+        r->width = C;
+        r->cmean = malloc(cells * sizeof(float));
+        r->cm2 = malloc(cells * sizeof(float));
+        r->gbuf = malloc(2 * (size_t)C * sizeof(double));
+    }
+    if (!r->rstd || (r->has_mean && !r->mean) || !r->ll || !tg ||
+        (r->width && (!r->cmean || !r->cm2 || !r->gbuf))) {
         free(tg);
         mc_free_rec(r);
         return tool_fail(KEEL_ENOMEM, "out of memory");
@@ -145,6 +184,8 @@ keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r)
             memcpy(r->rstd + (size_t)s * r->n + base, rs, rows * sizeof(float));
             if (r->has_mean)
                 memcpy(r->mean + (size_t)s * r->n + base, mu, rows * sizeof(float));
+            if (r->width)
+                group_moments(r, s, base, rows, tm_monitor_input(&mm->m, s));
         }
         for (size_t i = 0; i < rows; i++) {
             float p = mm->m.logits[i * V + tok[base + i + 1]];
@@ -160,6 +201,9 @@ void mc_free_rec(mc_rec *r)
     free(r->mean);
     free(r->rstd);
     free(r->ll);
+    free(r->cmean);
+    free(r->cm2);
+    free(r->gbuf);
     memset(r, 0, sizeof *r);
 }
 
@@ -169,6 +213,27 @@ int mc_feed(keel_monitor *mon, const mc_rec *r, size_t a, size_t b)
         if (keel_monitor_observe(mon, s, b - a, r->mean ? r->mean + (size_t)s * r->n + a : NULL,
                                  r->rstd + (size_t)s * r->n + a) != KEEL_OK)
             return -1;
+    if (!r->width)
+        return 0;
+    const size_t C = (size_t)r->width, G = r->group, ng = r->n / G;
+    double *mu = r->gbuf, *m2 = r->gbuf + C;
+    for (int s = 0; s < r->slots; s++) {
+        if (keel_monitor_channel_width(mon, s) != r->width)
+            continue;
+        for (size_t g = (a + G - 1) / G; (g + 1) * G <= b; g++) {
+            const size_t at = ((size_t)s * ng + g) * C;
+            int ok = 1;
+            for (size_t j = 0; j < C; j++) {
+                mu[j] = r->cmean[at + j];
+                m2[j] = r->cm2[at + j];
+                ok &= isfinite(mu[j]) && isfinite(m2[j]);
+            }
+            /* a group holding a NaN or Inf row is left out (as keel_monitor_observe_channels
+             * leaves the row out) */
+            if (ok && keel_monitor_add_channel_moments(mon, s, (double)G, mu, m2) != KEEL_OK)
+                return -1;
+        }
+    }
     return 0;
 }
 

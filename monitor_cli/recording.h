@@ -16,7 +16,12 @@ typedef struct mc_model {
     tm_model m;
     int index[256]; /* byte -> token id, -1 outside the vocabulary */
     int slots;
+    int channels; /* 1: mc_record keeps per-channel moments of the norms' inputs too */
 } mc_model;
+
+/* Rows per group of the per-channel moments a recording keeps (seq when seq is not a multiple
+ * of it): windows are fed whole groups. */
+#define MC_GROUP 16
 
 typedef struct mc_rec {
     size_t n;      /* tokens recorded (a multiple of seq) */
@@ -24,6 +29,13 @@ typedef struct mc_rec {
     float *mean;   /* slots x n (NULL for RMSNorm) */
     float *rstd;   /* slots x n */
     float *ll;     /* n: log-likelihood of the next token */
+    /* Per-channel moments (mc_model.channels; else width 0): per slot, per group of `group`
+     * tokens, each channel's mean and sum of squared deviations, slots x (n / group) x width;
+     * gbuf: 2 x width doubles of scratch. */
+    int width;
+    size_t group;
+    float *cmean, *cm2;
+    double *gbuf;
     double forward_seconds;
 } mc_rec;
 
@@ -39,7 +51,8 @@ keel_status mc_read_file(const char *path, unsigned char **out, size_t *n);
 /* Runs tok[0..n) through the model. */
 keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r);
 void mc_free_rec(mc_rec *r);
-/* Feeds tokens [a, b) of a recording to the monitor's window. */
+/* Feeds tokens [a, b) of a recording to the monitor's window; the per-channel moments too (the
+ * groups wholly inside [a, b)) to slots whose per-channel width is the recording's. */
 int mc_feed(keel_monitor *mon, const mc_rec *r, size_t a, size_t b);
 /* Mean negative log-likelihood of tokens [a, b). */
 double mc_nll(const mc_rec *r, size_t a, size_t b);

@@ -1,8 +1,11 @@
 /* keel monitor score (issue 23, findings 5 and 6): an output it cannot write fails the command
  * (exit 1, before any work), --plot without --csv is a usage error (exit 2), and a baseline
- * whose checksum is right but whose bounds are NaN is refused (exit 1), not scored. Issue 26:
+ * whose checksum is right but whose bounds are NaN is refused (exit 1), not scored.
  * --jsonl writes one JSON object per window, the CSV's windows, each naming the component that
- * moved most. */
+ * moved most; every detector's score, the top layer, statistic and channel; a stream of random
+ * characters alarms, names a layer and statistic, and raises the per-channel detector; `keel
+ * monitor faults` writes a row per fault and sublayer naming the norm after it, and catches the
+ * output projection scaled by 10. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,55 @@ static int run(const char *const *args, int n)
 }
 
 static int fails;
+
+/* The number after key in a JSON line (NaN for null or when the key is absent). */
+static double json_number(const char *line, const char *key)
+{
+    const char *p = strstr(line, key);
+    if (!p || !strncmp(p + strlen(key), "null", 4))
+        return NAN;
+    return strtod(p + strlen(key), NULL);
+}
+
+/* Scores `text` with --jsonl into test_moncli_s.jsonl and reads it back: windows, alarms, the
+ * mean of the channel detector, and how many alarms name a top layer that is one of the
+ * model's norms (L0.attn.in, L0.mlp.in, final) with a statistic. -1 on a failure to run. */
+static int score_stream(const char *ck, const char *base, const char *text, size_t *windows,
+                        size_t *alarms, double *channels, size_t *named_alarms)
+{
+    const char *args[] = {"monitor",  "score",  "--checkpoint", ck,        "--baseline",
+                          base,       "--text", text,           "--jsonl", "test_moncli_s.jsonl",
+                          "--window", "64"};
+    int rc = run(args, 12);
+    if (rc != 0 && rc != 3)
+        return -1;
+    char *js = tu_slurp_text("test_moncli_s.jsonl");
+    *windows = *alarms = *named_alarms = 0;
+    *channels = 0;
+    for (char *line = js; js && line && *line;) {
+        char *end = strchr(line, '\n');
+        if (!end)
+            break;
+        *end = '\0';
+        (*windows)++;
+        *channels += json_number(line, "\"channels\":");
+        if (strstr(line, "\"alarm\":true")) {
+            (*alarms)++;
+            int layer = strstr(line, "\"top_layer\":\"L0.attn.in\"") ||
+                        strstr(line, "\"top_layer\":\"L0.mlp.in\"") ||
+                        strstr(line, "\"top_layer\":\"final\"");
+            int stat = strstr(line, "\"top_statistic\":\"mean\"") ||
+                       strstr(line, "\"top_statistic\":\"log_rstd\"");
+            *named_alarms += layer && stat;
+        }
+        line = end + 1;
+    }
+    free(js);
+    if (*windows)
+        *channels /= (double)*windows;
+    remove("test_moncli_s.jsonl");
+    return rc;
+}
 
 static void expect(const char *what, int got, int want)
 {
@@ -50,6 +102,15 @@ int main(void)
     FILE *f = fopen(text, "wb");
     for (size_t i = 0; f && i < 20000; i++)
         fputc(d.chars[d.tok[i]], f);
+    if (f)
+        fclose(f);
+    /* a shifted stream: characters of the vocabulary drawn at random (an LCG: deterministic) */
+    f = fopen("test_moncli_shift.txt", "wb");
+    unsigned long long lcg = 12345;
+    for (size_t i = 0; f && i < 4096; i++) {
+        lcg = lcg * 6364136223846793005ULL + 1442695040888963407ULL;
+        fputc(d.chars[(lcg >> 33) % (unsigned long long)d.vocab], f);
+    }
     if (f)
         fclose(f);
     tm_data_free(&d);
@@ -86,7 +147,11 @@ int main(void)
         *end = '\0';
         int shaped = line[0] == '{' && end[-1] == '}' && strncmp(line, "{\"window\":", 10) == 0 &&
                      strstr(line, "\"combined\":") && strstr(line, "\"threshold\":") &&
-                     strstr(line, "\"nll\":") && strstr(line, "\"norms\":[{\"norm\":\"");
+                     strstr(line, "\"nll\":") && strstr(line, "\"norms\":[{\"norm\":\"") &&
+                     strstr(line, "\"detectors\":{\"summaries\":") &&
+                     strstr(line, "\"top_layer\":\"") && strstr(line, "\"top_statistic\":\"") &&
+                     strstr(line, "\"top_channel\":{\"norm\":\"") && strstr(line, "\"maha\":") &&
+                     isfinite(json_number(line, "\"channels\":"));
         named += strstr(line, "\"strongest\":{\"norm\":\"") && strstr(line, "\"standardised\":") != NULL;
         alarms_json += strstr(line, "\"alarm\":true") != NULL;
         if (!shaped) {
@@ -102,6 +167,42 @@ int main(void)
         printf("FAIL: the JSON lines do not match the CSV's windows\n");
         fails++;
     }
+    /* a shifted stream alarms (at least 10% of its windows at a 1% false-alarm rate:
+     * the model is untrained, the shift weakly visible), every alarm names a layer and a
+     * statistic, and the per-channel detector reads higher than on the clean text (1.5x; 2x here)
+     */
+    size_t cw, ca, cn, sw, sa, sn;
+    double cch, sch;
+    int rc_clean = score_stream(ck, base, text, &cw, &ca, &cch, &cn);
+    int rc_shift = score_stream(ck, base, "test_moncli_shift.txt", &sw, &sa, &sch, &sn);
+    printf("window 64: clean %zu windows, %zu alarms, channels %.2f; random characters %zu "
+           "windows, %zu alarms "
+           "(%zu naming a layer and statistic), channels %.2f; exits %d, %d\n",
+           cw, ca, cch, sw, sa, sn, sch, rc_clean, rc_shift);
+    if (rc_shift != 3 || sw == 0 || sa * 10 < sw || sn != sa || !(sch > 1.5 * cch)) {
+        printf("FAIL: the shifted stream is not flagged, attributed, or the channel detector does "
+               "not rise\n");
+        fails++;
+    }
+    /* keel monitor faults: every fault in every sublayer gets a row naming the norm after it;
+     * the output projection scaled by 10 alarms in most windows */
+    const char *fl[] = {"monitor", "faults",   "--checkpoint", ck,      "--text",
+                        text,      "--window", "64",           "--out", "test_moncli_faults.md"};
+    expect("faults", run(fl, 10), 0);
+    char *fmd = tu_slurp_text("test_moncli_faults.md");
+    const char *rows[] = {"| scale x10 | L0.attn | L0.mlp.in | ", "| scale x10 | L0.mlp | final | ",
+                          "| bitflip e30 | L0.attn | L0.mlp.in | ",
+                          "| bitflip e26 | L0.mlp | final | "};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *r = fmd ? strstr(fmd, rows[i]) : NULL;
+        double alarmed = r ? strtod(r + strlen(rows[i]), NULL) : NAN;
+        printf("faults: %s%.1f%% of windows alarmed\n", rows[i], alarmed);
+        if (!r || (i < 2 && !(alarmed >= 50.0))) {
+            printf("FAIL: the faults report lacks the row or the x10 fault is missed\n");
+            fails++;
+        }
+    }
+    free(fmd);
     const char *unwritable_json[] = {"monitor", "score", "--checkpoint", ck, "--baseline", base, "--text", text,
                                      "--jsonl", "no-such-folder/scores.jsonl"};
     expect("score --jsonl in a folder that does not exist", run(unwritable_json, 10), 1);
@@ -123,7 +224,14 @@ int main(void)
                              "--text", text};
     expect("score with a baseline whose histogram bound is NaN", run(crafted, 8), 1);
 
-    const char *files[] = {ck, text, base, "test_moncli.csv", "test_moncli.jsonl", "test_moncli_nan.kmon"};
+    const char *files[] = {ck,
+                           text,
+                           base,
+                           "test_moncli.csv",
+                           "test_moncli.jsonl",
+                           "test_moncli_nan.kmon",
+                           "test_moncli_shift.txt",
+                           "test_moncli_faults.md"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         remove(files[i]);
     printf("test_monitor_cli: %s\n", fails ? "FAILED" : "ok");

@@ -15,9 +15,10 @@
  * operation of keel.h at float32, bf16 and f16 (BatchNorm: float32 only) as the first call on a
  * fresh context of 1 and of 2 threads (min_parallel 0: the scratch, parameter and staging
  * memory all grow then), the monitor (create, observe, capture, calibrate, score, baseline
- * save and load) and the ONNX protobuf reader (src/cli/onnx_pb.c) on files of tests/data and on
- * a tensor larger than its first read buffer. The trainer's checkpoint and model build are
- * walked by train/test_train_alloc_fail.c (they link keel_train).
+ * save and load, per-channel statistics on slot 0 throughout and keel_monitor_channels) and the
+ * ONNX protobuf reader (src/cli/onnx_pb.c) on files of tests/data and on a tensor larger than its
+ * first read buffer. The trainer's checkpoint and model build are walked by
+ * train/test_train_alloc_fail.c (they link keel_train).
  *
  * For each scenario the allocations are counted on one uninjected run first; the test prints
  * the count (the points walked) and fails a scenario that has none where one is expected.
@@ -421,7 +422,7 @@ static void operations(void)
 
 /* ---- the monitor ---------------------------------------------------------------------------- */
 
-enum { MON_SLOTS = 3, MON_ROWS = 40 };
+enum { MON_SLOTS = 3, MON_ROWS = 40, MON_WIDTH = 6 };
 
 typedef struct mon_state {
     int which;
@@ -444,6 +445,7 @@ enum {
     M_MERGE,
     M_SAVE,
     M_LOAD,
+    M_CHANNELS,
     N_MON
 };
 static const char *const mon_names[N_MON] = {
@@ -452,7 +454,7 @@ static const char *const mon_names[N_MON] = {
     "keel_monitor_calibrate_add", "keel_monitor_calibrate_finish (recalibrating)",
     "keel_monitor_score",         "keel_monitor_score (slots)",
     "keel_monitor_merge",         "keel_monitor_baseline_save",
-    "keel_monitor_baseline_load"};
+    "keel_monitor_baseline_load", "keel_monitor_channels"};
 
 #define MON_SENTINEL ((keel_monitor *)(uintptr_t)0x5a5a5a5a)
 
@@ -466,6 +468,13 @@ static void mon_window(keel_monitor *m, keel_rng *rng, double shift, int rows)
             rstd[i] = (float)(1.0 + 0.05 * keel_rng_normal(rng) + shift);
         }
         if (keel_monitor_observe(m, l, (size_t)rows, l == 2 ? NULL : mean, rstd) != KEEL_OK)
+            test_fatal(keel_last_error());
+    }
+    if (keel_monitor_channel_width(m, 0) == MON_WIDTH) { /* slot 0's input features */
+        float x[MON_ROWS * 2 * MON_WIDTH];
+        for (int i = 0; i < rows * MON_WIDTH; i++)
+            x[i] = (float)(shift + keel_rng_normal(rng));
+        if (keel_monitor_observe_channels(m, 0, (size_t)rows, x, MON_WIDTH) != KEEL_OK)
             test_fatal(keel_last_error());
     }
 }
@@ -482,6 +491,7 @@ static keel_monitor *mon_calibrated(keel_rng *rng)
     keel_monitor *m;
     keel_monitor_config cfg = {8, 0};
     must_ok(keel_monitor_create(&m, MON_SLOTS, &cfg));
+    must_ok(keel_monitor_channels(m, 0, MON_WIDTH)); /* so save, load, merge, score walk them */
     mon_window(m, rng, 0, MON_ROWS);
     must_ok(keel_monitor_fit_ranges(m));
     mon_window(m, rng, 0, MON_ROWS * 2);
@@ -527,6 +537,17 @@ static size_t mon_observable(keel_monitor *m, const char *path, unsigned char *o
             keel_monitor_window_moments(m, l, stat, &mo[0], &mo[1], &mo[2]);
             at = put(out, at, cap, mo, sizeof mo);
         }
+    for (int l = 0; l < keel_monitor_slots(m); l++) { /* per-channel: widths and window moments */
+        int w = keel_monitor_channel_width(m, l);
+        at = put(out, at, cap, &w, sizeof w);
+        double cnt = 0, mu[MON_WIDTH] = {0}, var[MON_WIDTH] = {0};
+        if (w == MON_WIDTH &&
+            keel_monitor_channel_moments(m, l, 0, &cnt, mu, var, NULL) == KEEL_OK) {
+            at = put(out, at, cap, &cnt, sizeof cnt);
+            at = put(out, at, cap, mu, sizeof mu);
+            at = put(out, at, cap, var, sizeof var);
+        }
+    }
     return at;
 }
 
@@ -543,7 +564,8 @@ static void mon_setup(void *p)
         s->mon = MON_SENTINEL;
         return;
     case M_OBSERVE:
-    case M_FIT: {
+    case M_FIT:
+    case M_CHANNELS: {
         keel_monitor_config cfg = {8, 0};
         must_ok(keel_monitor_create(&s->mon, MON_SLOTS, &cfg));
         if (s->which == M_FIT)
@@ -554,6 +576,7 @@ static void mon_setup(void *p)
     case M_CAL_ADD: { /* the first window added allocates the calibration arrays */
         keel_monitor_config cfg = {8, 0};
         must_ok(keel_monitor_create(&s->mon, MON_SLOTS, &cfg));
+        must_ok(keel_monitor_channels(s->mon, 0, MON_WIDTH));
         mon_window(s->mon, &s->rng, 0, MON_ROWS);
         must_ok(keel_monitor_fit_ranges(s->mon));
         mon_window(s->mon, &s->rng, 0, MON_ROWS);
@@ -627,6 +650,8 @@ static keel_status mon_run(void *p)
         return keel_monitor_baseline_save(s->mon, s->out_path);
     case M_LOAD:
         return keel_monitor_baseline_load(&s->mon, g_baseline_path);
+    case M_CHANNELS:
+        return keel_monitor_channels(s->mon, 1, MON_WIDTH);
     }
     return KEEL_EINVAL;
 }
@@ -689,7 +714,7 @@ static void monitor(void)
     keel_monitor_destroy(m);
     const int allocates[N_MON] = {
         [M_CREATE] = 1,      [M_CAL_ADD] = 1, [M_CAL_FINISH] = 1, [M_SCORE] = 1,
-        [M_SCORE_SLOTS] = 1, [M_SAVE] = 1,    [M_LOAD] = 1};
+        [M_SCORE_SLOTS] = 1, [M_SAVE] = 1,    [M_LOAD] = 1,       [M_CHANNELS] = 1};
     for (int k = 0; k < N_MON; k++) {
         scenario sc = {mon_names[k], mon_setup,    mon_run,     mon_unchanged,
                        mon_digest,   mon_teardown, allocates[k]};

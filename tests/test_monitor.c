@@ -177,7 +177,7 @@ static void test_file(void)
     /* another version */
     unsigned char *c = malloc(n);
     memcpy(c, buf, n);
-    c[8] = 2;
+    c[8] = 3; /* 2 is the per-channel version (test_monitor_channels.c) */
     spit(q, c, n);
     CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT && strstr(keel_last_error(), "version"));
     /* a flipped bit anywhere past the header's sizes: the checksum catches it */

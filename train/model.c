@@ -422,6 +422,32 @@ void tm_destroy(tm_model *m)
 static const float *opt_param(const tm_model *m, size_t off) { return off == (size_t)-1 ? NULL : m->params + off; }
 static float *opt_grad(tm_model *m, size_t off) { return off == (size_t)-1 ? NULL : m->grads + off; }
 
+static const tm_norm_inst *slot_inst(const tm_model *m, int slot, int *sub, const char **role);
+
+/* The per-channel statistics of a monitored norm's input, right after the norm read
+ * it (still in cache: at the end of the forward, the inputs of every norm cost twice as much to
+ * read again). The per-token statistics go at the end of the forward (tm_forward). */
+static void monitor_channels(tm_model *m, const tm_norm_inst *ni, int rows)
+{
+    if (!m->monitor)
+        return;
+    double t0 = now_s();
+    const int ns = tm_monitor_slots(m);
+    for (int sl = 0; sl < ns; sl++) {
+        int sub;
+        const char *role;
+        if (slot_inst(m, sl, &sub, &role) != ni)
+            continue;
+        if (keel_monitor_channel_width(m->monitor, sl) == m->cfg.width)
+            must(m,
+                 keel_monitor_observe_channels(m->monitor, sl, (size_t)rows, ni->in,
+                                               (size_t)m->cfg.width),
+                 "keel_monitor_observe_channels");
+        break;
+    }
+    m->monitor_seconds += now_s() - t0;
+}
+
 static void norm_fwd(tm_model *m, tm_norm_inst *ni, const float *in, float *out, int rows)
 {
     const size_t C = (size_t)m->cfg.width;
@@ -454,6 +480,7 @@ static void norm_fwd(tm_model *m, tm_norm_inst *ni, const float *in, float *out,
         break;
     }
     m->norm_seconds += now_s() - t0;
+    monitor_channels(m, ni, rows);
 }
 
 /* dx = (or +=, accumulate) the gradient through the norm; parameter gradients accumulate. */
@@ -656,6 +683,7 @@ static void sub_fwd(tm_model *m, int k, int B, int T)
                                       m->params + s->nres.gamma, m->cfg.eps, s->nres.rstd, 0),
                  "keel_add_rmsnorm_fwd");
         m->norm_seconds += now_s() - t0;
+        monitor_channels(m, &s->nres, rows);
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -924,6 +952,14 @@ void tm_monitor_stats(const tm_model *m, int slot, const float **mean, const flo
     const tm_norm_inst *ni = slot_inst(m, slot, &sub, &role);
     *mean = ni && m->cfg.norm == TM_NORM_LAYER ? ni->mean : NULL;
     *rstd = ni ? ni->rstd : NULL;
+}
+
+const float *tm_monitor_input(const tm_model *m, int slot)
+{
+    int sub;
+    const char *role;
+    const tm_norm_inst *ni = slot_inst(m, slot, &sub, &role);
+    return ni ? ni->in : NULL;
 }
 
 void tm_monitor_slot_name(const tm_model *m, int slot, char *buf, size_t len)

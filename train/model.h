@@ -148,6 +148,9 @@ int tm_monitor_slots(const tm_model *m);
 /* The statistics of slot's norm in the last forward (mean NULL for RMSNorm); rows = B*T. */
 void tm_monitor_stats(const tm_model *m, int slot, const float **mean, const float **rstd);
 /* A name such as "L0.attn.in", "L3.mlp.res" or "final". */
+/* The input of the norm of a monitor slot in the last forward: rows x width (the monitor's
+ * per-channel statistics); NULL for a slot that does not exist. */
+const float *tm_monitor_input(const tm_model *m, int slot);
 void tm_monitor_slot_name(const tm_model *m, int slot, char *buf, size_t len);
 
 /* Threads of BLAS and keel (threads < 1: 1). KEEL_OK, or keel's status when its context cannot

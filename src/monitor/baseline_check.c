@@ -1,7 +1,8 @@
 /* keel monitor: the range checks of a loaded baseline, after its checksum (FNV-1a proves no
  * writer: anyone recomputes it). Every field must be one keel could have written: moments and
  * bounds finite, counts whole, variances (m2) >= 0, histogram ranges with lo < hi, window sizes
- * increasing, false-alarm rates in (0, 1), calibration spreads > 0. */
+ * increasing, false-alarm rates in (0, 1), calibration spreads > 0; per-channel statistics
+ * (version 2) with a whole row count >= 2, finite means and m2 >= 0. */
 #include <math.h>
 
 #include "error.h"
@@ -45,6 +46,25 @@ keel_status mon_baseline_check(const keel_monitor *m, const char *path)
                 return keel_fail(KEEL_EFORMAT, "%s: %s: corrupt baseline: norm %d, %s statistic: %s", fn, path, l,
                                  stat_names[s], why);
         }
+    for (int l = 0; l < m->nslots; l++) {
+        const mon_chan *c = &m->slot[l].ch;
+        if (!c->width)
+            continue;
+        const char *why = NULL;
+        int at = -1;
+        if (!(c->bn >= 2 && c->bn <= 9007199254740992.0) || c->bn != floor(c->bn))
+            why = "its row count is not a whole number >= 2";
+        for (int j = 0; j < c->width && !why; j++)
+            if (!isfinite(c->bmean[j]))
+                why = "a channel's mean is not finite", at = j;
+            else if (!(c->bm2[j] >= 0) || !isfinite(c->bm2[j]))
+                why = "a channel's sum of squared deviations is negative or not finite", at = j;
+        if (why)
+            return keel_fail(
+                KEEL_EFORMAT,
+                "%s: %s: corrupt baseline: norm %d, per-channel statistics (channel %d): %s", fn,
+                path, l, at, why);
+    }
     const size_t nc = (size_t)m->nslots * 2 * MON_NCOMP;
     for (int k = 0; k < m->nbuckets; k++) {
         const mon_bucket *b = &m->bucket[k];

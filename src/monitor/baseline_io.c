@@ -1,9 +1,13 @@
 /* keel monitor: the baseline file. Little-endian, versioned, checksummed:
- *   "KEELMONB" | u32 version (1) | u32 nslots | u32 bins | u32 nbuckets | f64 range_sd |
+ *   "KEELMONB" | u32 version (1 or 2) | u32 nslots | u32 bins | u32 nbuckets | f64 range_sd |
  *   per slot: u32 has_mean | per statistic (mean, log-rstd): f64 n, mean, m2, lo, hi |
  *             u32 ranged | u64 counts[bins + 2] |
  *   per bucket: f64 tokens, threshold, false_alarm | f64 mu[nslots*6] | f64 sd[nslots*6] |
+ *   version 2 only, per slot: u32 width (0: no per-channel statistics) | when width > 0:
+ *             f64 n | f64 mean[width] | f64 m2[width] |
  *   u64 FNV-1a 64 of every byte before it.
+ * Version 2 is written only when a slot has per-channel statistics, so a baseline
+ * without them stays readable by a keel that reads version 1 only.
  * The loader refuses a file whose checksum fails, and then one whose fields are out of range
  * (baseline_check.c): a checksum anyone can recompute proves nothing about the values. */
 #define _POSIX_C_SOURCE 200809L
@@ -19,7 +23,7 @@
 #include "monitor_internal.h"
 
 #define MON_MAGIC "KEELMONB"
-#define MON_VERSION 1u
+#define MON_VERSION 2u /* the newest this keel reads; it reads 1 too */
 
 keel_status keel_monitor_baseline_save(const keel_monitor *m, const char *path)
 {
@@ -27,9 +31,14 @@ keel_status keel_monitor_baseline_save(const keel_monitor *m, const char *path)
         return keel_fail(KEEL_ENULL, "keel_monitor_baseline_save: %s is NULL", !m ? "mon" : "path");
     if (!m->has_baseline)
         return keel_fail(KEEL_EINVAL, "keel_monitor_baseline_save: no baseline captured");
+    /* a slot's per-channel statistics are saved when its baseline holds them (turned on after
+     * the capture, it has none: saved as width 0) */
+    int chans = 0;
+    for (int l = 0; l < m->nslots; l++)
+        chans |= m->slot[l].ch.width > 0 && m->slot[l].ch.bn >= 2;
     keel_bytebuf b = {0};
     keel_bb_put(&b, MON_MAGIC, 8);
-    keel_bb_put_u32(&b, MON_VERSION);
+    keel_bb_put_u32(&b, chans ? 2u : 1u);
     keel_bb_put_u32(&b, (uint32_t)m->nslots);
     keel_bb_put_u32(&b, (uint32_t)m->bins);
     keel_bb_put_u32(&b, (uint32_t)m->nbuckets);
@@ -59,6 +68,18 @@ keel_status keel_monitor_baseline_save(const keel_monitor *m, const char *path)
             keel_bb_put_f64(&b, bk->mu[c]);
         for (size_t c = 0; c < nc; c++)
             keel_bb_put_f64(&b, bk->sd[c]);
+    }
+    for (int l = 0; chans && l < m->nslots; l++) {
+        const mon_chan *c = &m->slot[l].ch;
+        const int w = c->bn >= 2 ? c->width : 0;
+        keel_bb_put_u32(&b, (uint32_t)w);
+        if (!w)
+            continue;
+        keel_bb_put_f64(&b, c->bn);
+        for (int j = 0; j < c->width; j++)
+            keel_bb_put_f64(&b, c->bmean[j]);
+        for (int j = 0; j < c->width; j++)
+            keel_bb_put_f64(&b, c->bm2[j]);
     }
     if (!b.oom)
         keel_bb_put_u64(&b, keel_fnv1a(b.p, b.n));
@@ -127,9 +148,11 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
     rd.pos = 8;
     uint32_t version = keel_br_u32(&rd), nslots = keel_br_u32(&rd), bins = keel_br_u32(&rd), nbuckets = keel_br_u32(&rd);
     double range_sd = keel_br_f64(&rd);
-    if (version != MON_VERSION) {
-        keel_fail(st, "keel_monitor_baseline_load: %s: format version %u, this keel reads version %u", path,
-                  version, MON_VERSION);
+    if (version != 1 && version != 2) {
+        keel_fail(
+            st,
+            "keel_monitor_baseline_load: %s: format version %u, this keel reads versions 1 to %u",
+            path, version, MON_VERSION);
         goto fail;
     }
     if (nslots < 1 || nslots > 65536 || bins < 2 || bins > 65536 || nbuckets > KEEL_MONITOR_MAX_BUCKETS) {
@@ -140,6 +163,26 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
     size_t nc = (size_t)nslots * 2 * MON_NCOMP;
     size_t need = head + (size_t)nslots * (4 + 2 * (5 * 8 + 4 + (size_t)(bins + 2) * 8)) +
                   (size_t)nbuckets * (3 * 8 + 2 * nc * 8) + 8;
+    const size_t chan_at = need - 8; /* version 2: the per-channel section, widths read as we go */
+    if (version == 2 && b.n >= need) {
+        keel_bytes_reader cr = {b.p, b.n, chan_at};
+        for (uint32_t l = 0; l < nslots && need <= b.n; l++) {
+            if (need + 4 > b.n) {
+                need += 4;
+                break;
+            }
+            cr.pos = need - 8;
+            uint32_t w = keel_br_u32(&cr);
+            if (w > 65536) {
+                keel_fail(st,
+                          "keel_monitor_baseline_load: %s: corrupted per-channel section (norm %u: "
+                          "width %u)",
+                          path, l, w);
+                goto fail;
+            }
+            need += 4 + (w ? 8 + 16 * (size_t)w : 0);
+        }
+    }
     if (b.n != need) {
         keel_fail(st, "keel_monitor_baseline_load: %s: %s (%zu bytes, the header says %zu)", path,
                   b.n < need ? "truncated" : "trailing bytes", b.n, need);
@@ -190,6 +233,21 @@ keel_status keel_monitor_baseline_load(keel_monitor **out, const char *path)
             bk->mu[c] = keel_br_f64(&rd);
         for (size_t c = 0; c < nc; c++)
             bk->sd[c] = keel_br_f64(&rd);
+    }
+    for (uint32_t l = 0; version == 2 && l < nslots; l++) {
+        uint32_t w = keel_br_u32(&rd);
+        if (!w)
+            continue;
+        mon_chan *c = &m->slot[l].ch;
+        if (mon_chan_alloc(c, (int)w) != KEEL_OK) {
+            st = keel_fail(KEEL_ENOMEM, "keel_monitor_baseline_load: out of memory");
+            goto fail;
+        }
+        c->bn = keel_br_f64(&rd);
+        for (uint32_t j = 0; j < w; j++)
+            c->bmean[j] = keel_br_f64(&rd);
+        for (uint32_t j = 0; j < w; j++)
+            c->bm2[j] = keel_br_f64(&rd);
     }
     st = mon_baseline_check(m, path); /* every field in range, not only the checksum right */
     if (st != KEEL_OK)

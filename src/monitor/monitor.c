@@ -71,6 +71,9 @@ void keel_monitor_destroy(keel_monitor *m)
                 keel_free(m->slot[l].w[s].h);
                 keel_free(m->slot[l].b[s].h);
             }
+    if (m->slot)
+        for (int l = 0; l < m->nslots; l++)
+            mon_chan_free(&m->slot[l].ch);
     keel_free(m->slot);
     for (int b = 0; b < KEEL_MONITOR_MAX_BUCKETS; b++)
         free_bucket(&m->bucket[b]);
@@ -120,6 +123,7 @@ keel_status keel_monitor_reset_window(keel_monitor *m)
             mon_stat_clear(&m->slot[l].w[s], m->bins);
         m->slot[l].has_mean_w = 0;
         m->slot[l].bad = 0;
+        mon_chan_reset(&m->slot[l].ch);
     }
     return KEEL_OK;
 }
@@ -138,11 +142,17 @@ keel_status keel_monitor_merge(keel_monitor *dst, const keel_monitor *src)
             if (a->ranged != b->ranged || (a->ranged && (a->lo != b->lo || a->hi != b->hi)))
                 return keel_fail(KEEL_EINVAL, "keel_monitor_merge: slot %d: histogram ranges differ", l);
         }
+    for (int l = 0; l < dst->nslots; l++)
+        if (dst->slot[l].ch.width != src->slot[l].ch.width)
+            return keel_fail(KEEL_EINVAL,
+                             "keel_monitor_merge: slot %d: per-channel widths differ (%d vs %d)", l,
+                             dst->slot[l].ch.width, src->slot[l].ch.width);
     for (int l = 0; l < dst->nslots; l++) {
         for (int s = 0; s < 2; s++)
             mon_stat_merge(&dst->slot[l].w[s], &src->slot[l].w[s], dst->bins);
         dst->slot[l].has_mean_w |= src->slot[l].has_mean_w;
         dst->slot[l].bad += src->slot[l].bad;
+        mon_chan_merge(&dst->slot[l].ch, &src->slot[l].ch);
     }
     return KEEL_OK;
 }
@@ -204,6 +214,12 @@ keel_status keel_monitor_capture_baseline(keel_monitor *m)
         if (!m->slot[l].w[KEEL_MONITOR_LOGRSTD].ranged)
             return keel_fail(KEEL_EINVAL, "keel_monitor_capture_baseline: histogram ranges are not set "
                                           "(call keel_monitor_fit_ranges on a first pass)");
+        if (m->slot[l].ch.width && m->slot[l].ch.n < 2)
+            return keel_fail(
+                KEEL_EINVAL,
+                "keel_monitor_capture_baseline: slot %d has per-channel statistics of %g rows "
+                "(need 2 or more: keel_monitor_observe_channels)",
+                l, m->slot[l].ch.n);
     }
     for (int l = 0; l < m->nslots; l++) {
         mon_slot *sl = &m->slot[l];
@@ -219,6 +235,7 @@ keel_status keel_monitor_capture_baseline(keel_monitor *m)
             memcpy(b->h, w->h, (size_t)(m->bins + 2) * sizeof *b->h);
         }
         sl->has_mean_b = sl->has_mean_w;
+        mon_chan_capture(&sl->ch);
     }
     m->has_baseline = 1;
     clear_calibration(m);
@@ -258,8 +275,11 @@ static double components(const keel_monitor *m, double *comp, keel_monitor_slot_
             c[1] = sc.psi[s];
             c[2] = sc.ks[s];
         }
-        if (out)
+        if (out) {
+            sc.bad_rows = (double)sl->bad;
+            mon_chan_score(&sl->ch, &sc);
             out[l] = sc;
+        }
     }
     return tokens;
 }

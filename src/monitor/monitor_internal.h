@@ -15,8 +15,23 @@ typedef struct mon_stat {
     uint64_t *h; /* bins + 2: [0] underflow, [1..bins], [bins+1] overflow */
 } mon_stat;
 
+/* Per-channel moments of a slot's input (monitor_channels.c). One block of
+ * 7 * width doubles: window mean, m2; baseline mean, m2; a chunk's sums, squared deviations
+ * and shift; then 3 * width floats: the fast path's shift and sums (scratch, so observing
+ * allocates nothing). width 0: off. */
+typedef struct mon_chan {
+    int width;
+    double n, bn;                /* window and baseline rows */
+    double *mean, *m2;           /* window */
+    double *bmean, *bm2;         /* baseline */
+    double *csum, *cm2, *cshift; /* scratch */
+    float *fshift, *fs1, *fs2;   /* scratch */
+    uint64_t bad;                /* window rows skipped (NaN or Inf in the row) */
+} mon_chan;
+
 typedef struct mon_slot {
     mon_stat w[2], b[2]; /* window and baseline, per statistic */
+    mon_chan ch;
     int has_mean_w, has_mean_b;
     uint64_t bad; /* rows with non-finite or non-positive rstd, in the window */
 } mon_slot;
@@ -47,6 +62,14 @@ double mon_ks(const uint64_t *a, const uint64_t *b, int nb);
 
 /* monitor.c */
 keel_status mon_alloc(keel_monitor **out, int nslots, int bins, double range_sd);
+
+/* monitor_channels.c */
+keel_status mon_chan_alloc(mon_chan *c, int width); /* zeroed; c untouched on failure */
+void mon_chan_free(mon_chan *c);
+void mon_chan_reset(mon_chan *c);
+void mon_chan_merge(mon_chan *dst, const mon_chan *src);
+void mon_chan_capture(mon_chan *c);
+void mon_chan_score(const mon_chan *c, keel_monitor_slot_score *sc);
 
 /* baseline_check.c: KEEL_OK when every field of a loaded baseline is in range, else
  * KEEL_EFORMAT with the error set (naming path and the field). */

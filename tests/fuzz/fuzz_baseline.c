@@ -45,6 +45,26 @@ static void use(keel_monitor *m, const uint8_t *data, size_t size)
         st = keel_monitor_observe(m, s, 16, s % 2 ? NULL : mean, rstd);
         FZ_CHECK(st == KEEL_OK, "keel_monitor_observe on slot %d: %s", s, keel_last_error());
     }
+    for (int s = 0; s < S && s < 64; s++) { /* the per-channel statistics a file holds */
+        const int w = keel_monitor_channel_width(m, s);
+        if (w == 0 || w > 4096)
+            continue;
+        double bn = 0;
+        st = keel_monitor_channel_moments(m, s, 1, &bn, NULL, NULL, NULL);
+        FZ_CHECK(st == KEEL_OK && bn >= 2,
+                 "keel_monitor_channel_moments of the baseline, slot %d: %s", s, keel_last_error());
+        float *x = malloc((size_t)16 * (size_t)w * sizeof(float));
+        if (!x)
+            continue;
+        for (size_t i = 0; i < (size_t)16 * (size_t)w; i++) {
+            uint8_t b = size ? data[i * 7 % size] : 0;
+            x[i] = b == 255 ? INFINITY : (float)((int)b - 128) / 16.0f;
+        }
+        st = keel_monitor_observe_channels(m, s, 16, x, (size_t)w);
+        FZ_CHECK(st == KEEL_OK, "keel_monitor_observe_channels on slot %d: %s", s,
+                 keel_last_error());
+        free(x);
+    }
     st = keel_monitor_score(m, slots, &res);
     FZ_CHECK(valid_status(st), "keel_monitor_score: status %d", (int)st);
     st = keel_monitor_score(m, NULL, &res);
