@@ -2,8 +2,8 @@
  *
  * The input decodes to one call: the operation (every operation of keel.h: LayerNorm and
  * RMSNorm forward and backward and their int8 forwards, the fused add + norms both ways,
- * LayerScale, BatchNorm, DyT, keel_eps_check, the context setters), rows, dim, each tensor's
- * dtype (valid, unsupported where it is, or no keel_dtype), stride (too small included), where
+ * LayerScale, BatchNorm, DyT, keel_eps_check, keel_convert, the context setters), rows, dim,
+ * each tensor's dtype (valid, unsupported where it is, or no keel_dtype), stride (too small included), where
  * its data lies (its own buffer, NULL, exactly another tensor of the call: in place, or inside
  * another at an offset: overlapping), every optional pointer present or NULL, eps (negative,
  * NaN, Inf, subnormal included), flags (unknown bits included), the scalars (alpha, momentum,
@@ -343,6 +343,7 @@ enum {
     OP_LN_FWD_I8,
     OP_RMS_FWD_I8,
     OP_EPS_CHECK,
+    OP_CONVERT,
     NOPS
 };
 
@@ -413,6 +414,8 @@ static keel_status invoke(keel_ctx *ctx, const args *g)
         return keel_rmsnorm_fwd_i8(ctx, R, D, g->a, g->b, v[0], g->eps, g->quantp, v[1], g->flags);
     case OP_EPS_CHECK:
         return keel_eps_check((keel_dtype)g->dtype_arg, g->eps, g->info);
+    case OP_CONVERT:
+        return keel_convert(ctx, R, D, g->a, g->b);
     }
     return KEEL_OK;
 }
@@ -628,6 +631,11 @@ static void decode_op(call *c, args *g)
         mark_floats(c, v[2], D);
         mark_floats(c, v[3], D);
         break;
+    case OP_CONVERT:
+        g->a = tensor(c, KEEL_F32); /* src */
+        g->b = tensor(c, KEEL_BF16); /* dst */
+        mark_tensor(c, g->b);
+        break;
     case OP_EPS_CHECK: {
         uint8_t d = fz_u8(in);
         g->dtype_arg = d < 200 ? d % 4 : (int)(int8_t)d;
@@ -677,7 +685,7 @@ static const char *op_names[NOPS] = {"layernorm_fwd",     "layernorm_bwd",     "
                                      "add_layernorm_bwd", "add_rmsnorm_bwd",   "layerscale_fwd",
                                      "layerscale_bwd",    "batchnorm_fwd",     "batchnorm_bwd",
                                      "dyt_fwd",           "dyt_bwd",           "layernorm_fwd_i8",
-                                     "rmsnorm_fwd_i8",    "eps_check"};
+                                     "rmsnorm_fwd_i8",    "eps_check",         "convert"};
 
 /* Runs the call on ctx from the snapshot and checks it; the first run's result is the one the
  * others must match. Returns the status. */
