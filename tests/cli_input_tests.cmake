@@ -53,6 +53,16 @@ keel_input_test(cli_input_monitor_eval_threads 2 "keel monitor eval: --threads '
   monitor eval --checkpoint none.ckpt --threads x)
 keel_input_test(cli_input_study_steps 2 "keel study: --steps 'abc' is not an integer"
   study --data none.txt --steps abc)
+# keel study's modes (issue 25): stages A and B, a budget of at least a minute, --quick alone;
+# keel train's --eval-seed through the same parser
+keel_input_test(cli_input_study_stage 2 "keel study: --stage 'C': use A \\(the grid\\) or B \\(the seeds\\)"
+  study --data none.txt --stage C)
+keel_input_test(cli_input_study_budget 2 "keel study: --budget-min '0' is not an integer in \\[1, 100000\\]"
+  study --data none.txt --budget-min 0)
+keel_input_test(cli_input_study_quick_stage 2 "keel study: --quick does not take --stage"
+  study --data none.txt --quick --stage A)
+keel_input_test(cli_input_train_eval_seed 2 "keel train: --eval-seed 'x' is not an integer"
+  train --data none.txt --eval-seed x)
 keel_input_test(cli_input_train_threads 2 "keel train: --threads '2147483648' is not an integer in \\[1, 1024\\]"
   train --data none.txt --threads 2147483648)
 keel_input_test(cli_input_train_lr_underflow 2 "keel train: --lr '1e-50' is not a number in \\(0, "

@@ -51,9 +51,10 @@ float tm_lr_at(int step, int total, int warmup, float lr, int cosine, float min_
 {
     if (warmup > 0 && step < warmup)
         return lr * (float)(step + 1) / (float)warmup;
-    if (!cosine || total <= warmup)
+    /* the decay spans steps warmup .. total - 1, so that the last step runs at the floor */
+    if (!cosine || total - 1 <= warmup)
         return lr;
-    double prog = (double)(step - warmup) / (double)(total - warmup);
+    double prog = (double)(step - warmup) / (double)(total - 1 - warmup);
     if (prog > 1.0)
         prog = 1.0;
     double c = 0.5 * (1.0 + cos(3.141592653589793 * prog));

@@ -43,7 +43,7 @@ int tr_parse_option(tr_opts *o, int argc, char **argv, int *i, const char **data
                                          "--warmup", "--decay", "--min-lr-frac", "--wd", "--beta2", "--clip",
                                          "--seed", "--threads", "--norm", "--placement", "--layerscale", "--eps",
                                          "--data", "--log", "--save", "--resume", "--eval-every",
-                                         "--eval-batches", "--stop-after", "--progress"};
+                                         "--eval-batches", "--eval-seed", "--stop-after", "--progress"};
     int known = 0;
     for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
         known |= !strcmp(a, valued[k]);
@@ -75,6 +75,7 @@ int tr_parse_option(tr_opts *o, int argc, char **argv, int *i, const char **data
     if (!strcmp(a, "--eval-batches")) return want_int(a, v, 1, S, &o->eval_batches);
     if (!strcmp(a, "--stop-after")) return want_int(a, v, 0, S, &o->stop_after);
     if (!strcmp(a, "--seed")) return keel_arg_u64("train", a, v, 0, UINT64_MAX, &o->seed) ? -1 : 1;
+    if (!strcmp(a, "--eval-seed")) return keel_arg_u64("train", a, v, 0, UINT64_MAX, &o->eval_seed) ? -1 : 1;
     if (!strcmp(a, "--decay")) {
         if (!strcmp(v, "cosine") || !strcmp(v, "none")) {
             o->cosine = !strcmp(v, "cosine");
@@ -123,13 +124,16 @@ void tr_print_options(FILE *to)
             "  --untied (separate output head; tied by default) --eps F (1e-5)\n"
             "optimisation (AdamW):\n"
             "  --batch N (16) --steps N (500) --lr F (1e-3) --warmup N (0)\n"
-            "  --decay cosine|none (cosine, to lr * --min-lr-frac, 0.1) --wd F (0.1) --beta2 F (0.99)\n"
+            "  --decay cosine|none (cosine from the end of the warm-up to lr * --min-lr-frac, 0.1,\n"
+            "    at the last step) --wd F (0.1) --beta2 F (0.99; AdamW beta1 0.9, eps 1e-8)\n"
             "  --clip F (0: off; clipping hides instability) --seed N (1) --threads N (1)\n"
             "data and output:\n"
             "  --data FILE (the bundled Tiny Shakespeare; first 90%% train, last 10%% validation)\n"
             "  --log FILE.csv (step, lr, train and validation loss, gradient norm, per-layer gradient\n"
             "    norms, residual-stream norm by depth)\n"
-            "  --eval-every N (100) --eval-batches N (8)\n"
+            "  --eval-every N (100) --eval-batches N (8: the same batches at every evaluation)\n"
+            "  --eval-seed N (0: the validation batches follow --seed; any other N: the same fixed\n"
+            "    batches for every run, whatever its --seed)\n"
             "  --save FILE (checkpoint at the end) --resume FILE (continue a checkpoint to --steps)\n"
             "  --stop-after N (stop after step N, as if interrupted; with --save, to resume later)\n"
             "  --progress bar|lines|none (a bar on a terminal, lines otherwise) --quiet\n");

@@ -57,14 +57,19 @@ void tr_result_free(tr_result *r)
     memset(r, 0, sizeof *r);
 }
 
-static double evaluate(tm_model *m, const tm_data *d, const tr_opts *o, int *x, int *y)
+/* The mean loss over eval_batches validation batches, drawn afresh from the same seed at every
+ * evaluation: the same batches each time (and, with eval_seed set, in every run). *tokens counts
+ * the tokens scored. */
+static double evaluate(tm_model *m, const tm_data *d, const tr_opts *o, int *x, int *y, long *tokens)
 {
-    tm_rng rng = {o->seed ^ 0xA5A5A5A5ull};
+    tm_rng rng = {o->eval_seed ? o->eval_seed : o->seed ^ 0xA5A5A5A5ull};
     double sum = 0.0;
     m->training = 0;
+    *tokens = 0;
     for (int i = 0; i < o->eval_batches; i++) {
         tm_data_batch(d, 1, &rng, o->batch, o->mc.seq, x, y);
         sum += tm_forward(m, x, y, o->batch, o->mc.seq); /* NaN when a keel call failed */
+        *tokens += (long)o->batch * o->mc.seq;
         if (tm_error(m))
             break;
     }
@@ -169,6 +174,7 @@ keel_status tr_run(const tr_opts *o0, tm_data *d, tr_result *res)
     res->unigram_entropy = d->unigram_entropy;
     res->vocab = d->vocab;
     res->nan_step = -1;
+    res->probe_ratio = NAN;
     res->start_step = start;
     int end = o.steps;
     if (o.stop_after > 0 && o.stop_after < end)
@@ -193,9 +199,12 @@ keel_status tr_run(const tr_opts *o0, tm_data *d, tr_result *res)
                 snprintf(res->nan_reason, sizeof res->nan_reason, "%s", tm_error(&m));
         }
         double gn = tm_grad_norm(&m);
-        if (log) { /* of this training step (an evaluation below overwrites the activations) */
+        if (log || step + 1 == o.probe_step) { /* of this training step (an evaluation below
+                                                  * overwrites the activations) */
             tm_layer_grad_norms(&m, gl);
             tm_residual_norms(&m, gl + L);
+            if (step + 1 == o.probe_step)
+                res->probe_ratio = gl[L - 1] > 0 ? gl[0] / gl[L - 1] : NAN;
         }
         if (o.clip > 0 && gn > o.clip) {
             float sc = (float)(o.clip / gn);
@@ -213,7 +222,7 @@ keel_status tr_run(const tr_opts *o0, tm_data *d, tr_result *res)
         int do_eval = (o.eval_every > 0 && (step + 1) % o.eval_every == 0) || step + 1 == end;
         double vl = NAN;
         if (do_eval && finite) {
-            vl = evaluate(&m, d, &o, x, y);
+            vl = evaluate(&m, d, &o, x, y, &res->val_tokens);
             if (tm_error(&m) && m.error_status != KEEL_EINVAL) {
                 rc = tool_fail(m.error_status, "step %d, evaluation: %s", step + 1, tm_error(&m));
                 goto fail;

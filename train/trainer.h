@@ -14,6 +14,9 @@ typedef struct tr_opts {
     uint64_t seed;
     int threads;
     int eval_every, eval_batches; /* validation loss every eval_every steps (0: only at the end) */
+    uint64_t eval_seed;    /* the validation batches' draw: 0 derives it from seed; any other value
+                            * gives every run the same fixed batches, whatever its seed */
+    int probe_step;        /* > 0: record the layer-0 / last-layer gradient norm ratio at this step */
     int stop_after;        /* > 0: stop (and save) after this step, as if interrupted */
     const char *log_path;  /* CSV, or NULL */
     const char *save_path; /* checkpoint at the end, or NULL */
@@ -45,6 +48,8 @@ typedef struct tr_result {
     float *val_loss;
     double final_train;  /* mean train loss over the last 10% of steps run */
     double final_val;
+    double probe_ratio;  /* layer 0's gradient norm / the last layer's at probe_step (NaN: none) */
+    long val_tokens;     /* tokens scored by one evaluation (eval_batches x batch x seq) */
     double seconds, norm_seconds, tokens_per_s;
     size_t nparams;
     double unigram_entropy;
