@@ -35,7 +35,7 @@ def build_libkeel(build_dir):
     path = os.path.join(build_dir, LIBRARY)
     if not os.path.exists(path):
         sys.exit(f"keel: the CMake build did not produce {path}")
-    return os.path.realpath(path)  # libkeel.so -> libkeel.so.0 -> libkeel.so.0.1.0
+    return os.path.realpath(path)  # libkeel.so -> libkeel.so.0 -> libkeel.so.0.2.0
 
 
 def build_torch_ops(package, build_dir):

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "convert.h" /* internal: the scalar conversions of one value */
 #include "kernels.h" /* internal: the kernel tables (this program links keel_static) */
 #include "numarg.h"
 
@@ -41,6 +42,8 @@
 typedef struct bench_bufs {
     size_t rows, dim;
     float *x, *r, *dy, *dh; /* inputs, rows x dim */
+    uint16_t *xb, *xh, *dyb, *dyh; /* x and dy as bf16 and as f16 (the 16-bit kernels' inputs) */
+    uint16_t *y16, *dx16;          /* the 16-bit kernels' outputs */
     float *h;               /* h = x + r (the fused forward's), an input of the fused backwards */
     float *y, *dx, *df, *hout;     /* outputs, rows x dim (hout: the fused forwards' h) */
     float *gamma, *beta, *lambda;  /* dim */
@@ -49,7 +52,8 @@ typedef struct bench_bufs {
     float *h_mean, *h_rstd, *h_rms_rstd; /* rows: the statistics of h */
     float *bn_hi, *bn_lo, *bn_rstd;      /* dim: BatchNorm's column statistics of x */
     double *bn_mean, *bn_m2;             /* dim: the stats kernel's output */
-    int hints; /* the backward hints an operator gives these tensors on one thread */
+    int hints;   /* the backward hints an operator gives these tensors on one thread */
+    int hints16; /* the same for the 16-bit rows */
 } bench_bufs;
 
 /* The byte model of a kernel: `in` tensors of rows x dim floats read, `out` written, plus
@@ -59,11 +63,13 @@ typedef struct bench_model {
     int in, out;
     size_t row_bytes, col_bytes;
     const char *streams; /* what it reads -> what it writes */
+    int narrow;          /* 1: the rows x dim tensors are 16-bit (bf16/f16), 0: float32 */
 } bench_model;
 
 static size_t model_bytes(const bench_model *m, size_t rows, size_t dim)
 {
-    return (size_t)(m->in + m->out) * rows * dim * sizeof(float) + rows * m->row_bytes +
+    const size_t elem = m->narrow ? sizeof(uint16_t) : sizeof(float);
+    return (size_t)(m->in + m->out) * rows * dim * elem + rows * m->row_bytes +
            dim * m->col_bytes;
 }
 
@@ -72,7 +78,7 @@ static size_t model_bytes(const bench_model *m, size_t rows, size_t dim)
  * saved by the forward and given to the backward, dx and the parameter gradients computed), on
  * packed rows. */
 
-static const bench_model model_f32_layernorm_fwd = {1, 1, 8, 8, "x, gamma, beta -> y, mean, rstd"};
+static const bench_model model_f32_layernorm_fwd = {1, 1, 8, 8, "x, gamma, beta -> y, mean, rstd", 0};
 static void bench_f32_layernorm_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                     size_t dim)
 {
@@ -80,7 +86,7 @@ static void bench_f32_layernorm_fwd(const keel_kernels *k, const bench_bufs *b, 
 }
 
 static const bench_model model_f32_layernorm_bwd = {
-    2, 1, 8, 20, "dy, x, mean, rstd, gamma, dgamma/dbeta partials -> dx, partials"};
+    2, 1, 8, 20, "dy, x, mean, rstd, gamma, dgamma/dbeta partials -> dx, partials", 0};
 static void bench_f32_layernorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                     size_t dim)
 {
@@ -88,7 +94,7 @@ static void bench_f32_layernorm_bwd(const keel_kernels *k, const bench_bufs *b, 
                          dim, b->hints, b->part[KEEL_PART_DGAMMA], b->part[KEEL_PART_DBETA]);
 }
 
-static const bench_model model_f32_rmsnorm_fwd = {1, 1, 4, 4, "x, gamma -> y, rstd"};
+static const bench_model model_f32_rmsnorm_fwd = {1, 1, 4, 4, "x, gamma -> y, rstd", 0};
 static void bench_f32_rmsnorm_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                   size_t dim)
 {
@@ -96,7 +102,7 @@ static void bench_f32_rmsnorm_fwd(const keel_kernels *k, const bench_bufs *b, si
 }
 
 static const bench_model model_f32_rmsnorm_bwd = {
-    2, 1, 4, 12, "dy, x, rstd, gamma, dgamma partial -> dx, partial"};
+    2, 1, 4, 12, "dy, x, rstd, gamma, dgamma partial -> dx, partial", 0};
 static void bench_f32_rmsnorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                   size_t dim)
 {
@@ -127,7 +133,7 @@ static keel_f32_res_grads grads_of(const bench_bufs *b, int beta)
 }
 
 static const bench_model model_f32_add_layernorm_fwd = {2, 2, 8, 8,
-                                                        "x, r, gamma, beta -> h, y, mean, rstd"};
+                                                        "x, r, gamma, beta -> h, y, mean, rstd", 0};
 static void bench_f32_add_layernorm_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                         size_t dim)
 {
@@ -137,7 +143,7 @@ static void bench_f32_add_layernorm_fwd(const keel_kernels *k, const bench_bufs 
 }
 
 static const bench_model model_f32_add_layernorm_bwd = {
-    3, 1, 8, 20, "dy, dh, h, mean, rstd, gamma, dgamma/dbeta partials -> dx, partials"};
+    3, 1, 8, 20, "dy, dh, h, mean, rstd, gamma, dgamma/dbeta partials -> dx, partials", 0};
 static void bench_f32_add_layernorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                         size_t dim)
 {
@@ -147,7 +153,7 @@ static void bench_f32_add_layernorm_bwd(const keel_kernels *k, const bench_bufs 
                              b->h_rstd, b->gamma, EPS, &g);
 }
 
-static const bench_model model_f32_add_rmsnorm_fwd = {2, 2, 4, 4, "x, r, gamma -> h, y, rstd"};
+static const bench_model model_f32_add_rmsnorm_fwd = {2, 2, 4, 4, "x, r, gamma -> h, y, rstd", 0};
 static void bench_f32_add_rmsnorm_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                       size_t dim)
 {
@@ -156,7 +162,7 @@ static void bench_f32_add_rmsnorm_fwd(const keel_kernels *k, const bench_bufs *b
 }
 
 static const bench_model model_f32_add_rmsnorm_bwd = {
-    3, 1, 4, 12, "dy, dh, h, rstd, gamma, dgamma partial -> dx, partial"};
+    3, 1, 4, 12, "dy, dh, h, rstd, gamma, dgamma partial -> dx, partial", 0};
 static void bench_f32_add_rmsnorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                       size_t dim)
 {
@@ -166,7 +172,7 @@ static void bench_f32_add_rmsnorm_bwd(const keel_kernels *k, const bench_bufs *b
                            b->gamma, EPS, &g);
 }
 
-static const bench_model model_f32_layerscale_fwd = {2, 1, 0, 4, "x, f, lambda -> h"};
+static const bench_model model_f32_layerscale_fwd = {2, 1, 0, 4, "x, f, lambda -> h", 0};
 static void bench_f32_layerscale_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                      size_t dim)
 {
@@ -174,7 +180,7 @@ static void bench_f32_layerscale_fwd(const keel_kernels *k, const bench_bufs *b,
 }
 
 static const bench_model model_f32_layerscale_bwd = {
-    2, 2, 0, 12, "dh, f, lambda, dlambda partial -> dx, df, partial"};
+    2, 2, 0, 12, "dh, f, lambda, dlambda partial -> dx, df, partial", 0};
 static void bench_f32_layerscale_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                      size_t dim)
 {
@@ -185,7 +191,7 @@ static void bench_f32_layerscale_bwd(const keel_kernels *k, const bench_bufs *b,
 /* BatchNorm: the features are the dim columns, over all rows. The statistics kernel reads x
  * twice (mean, then the centred squares): counted once, as the tensor it must read. */
 static const bench_model model_f32_batchnorm_stats = {1, 0, 0, 16,
-                                                      "x -> mean, m2 (doubles per column)"};
+                                                      "x -> mean, m2 (doubles per column)", 0};
 static void bench_f32_batchnorm_stats(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                       size_t dim)
 {
@@ -193,7 +199,7 @@ static void bench_f32_batchnorm_stats(const keel_kernels *k, const bench_bufs *b
 }
 
 static const bench_model model_f32_batchnorm_apply = {1, 1, 0, 20,
-                                                      "x, hi, lo, rstd, gamma, beta -> y"};
+                                                      "x, hi, lo, rstd, gamma, beta -> y", 0};
 static void bench_f32_batchnorm_apply(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                       size_t dim)
 {
@@ -202,7 +208,7 @@ static void bench_f32_batchnorm_apply(const keel_kernels *k, const bench_bufs *b
 }
 
 static const bench_model model_f32_batchnorm_bwd = {
-    2, 1, 0, 20, "dy, x, mean, rstd, gamma -> dx, dgamma, dbeta (training)"};
+    2, 1, 0, 20, "dy, x, mean, rstd, gamma -> dx, dgamma, dbeta (training)", 0};
 static void bench_f32_batchnorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
                                     size_t dim)
 {
@@ -210,18 +216,83 @@ static void bench_f32_batchnorm_bwd(const keel_kernels *k, const bench_bufs *b, 
                          dim, 0, b->part[KEEL_PART_DGAMMA], b->part[KEEL_PART_DBETA], 0);
 }
 
-static const bench_model model_f32_dyt_fwd = {1, 1, 0, 8, "x, gamma, beta -> y"};
+static const bench_model model_f32_dyt_fwd = {1, 1, 0, 8, "x, gamma, beta -> y", 0};
 static void bench_f32_dyt_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows, size_t dim)
 {
     k->f32_dyt_fwd(rows, dim, b->x, dim, b->y, dim, 0.5f, b->gamma, b->beta);
 }
 
 static const bench_model model_f32_dyt_bwd = {
-    2, 1, 0, 28, "dy, x, gamma, dgamma/dbeta/dalpha partials -> dx, partials"};
+    2, 1, 0, 28, "dy, x, gamma, dgamma/dbeta/dalpha partials -> dx, partials", 0};
 static void bench_f32_dyt_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows, size_t dim)
 {
     k->f32_dyt_bwd(rows, dim, b->dy, dim, b->x, dim, 0.5f, b->gamma, b->dx, dim, 0,
                    b->part[KEEL_PART_DGAMMA], b->part[KEEL_PART_DBETA], b->part[2]);
+}
+
+/* The 16-bit forwards: x as bf16 or f16 -> y of the same type (the operators' native path). */
+static const bench_model model_bf16_layernorm_fwd = {1, 1, 8, 8, "x, gamma, beta -> y, mean, rstd",
+                                                     1};
+static void bench_bf16_layernorm_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
+                                     size_t dim)
+{
+    k->bf16_layernorm_fwd(rows, dim, b->xb, dim, b->y16, dim, b->gamma, b->beta, EPS, b->mean,
+                          b->rstd);
+}
+static const bench_model model_f16_layernorm_fwd = {1, 1, 8, 8, "x, gamma, beta -> y, mean, rstd",
+                                                    1};
+static void bench_f16_layernorm_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
+                                    size_t dim)
+{
+    k->f16_layernorm_fwd(rows, dim, b->xh, dim, b->y16, dim, b->gamma, b->beta, EPS, b->mean,
+                         b->rstd);
+}
+static const bench_model model_bf16_rmsnorm_fwd = {1, 1, 4, 4, "x, gamma -> y, rstd", 1};
+static void bench_bf16_rmsnorm_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
+                                   size_t dim)
+{
+    k->bf16_rmsnorm_fwd(rows, dim, b->xb, dim, b->y16, dim, b->gamma, EPS, b->rms_rstd);
+}
+static const bench_model model_f16_rmsnorm_fwd = {1, 1, 4, 4, "x, gamma -> y, rstd", 1};
+static void bench_f16_rmsnorm_fwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
+                                  size_t dim)
+{
+    k->f16_rmsnorm_fwd(rows, dim, b->xh, dim, b->y16, dim, b->gamma, EPS, b->rms_rstd);
+}
+
+static const bench_model model_bf16_layernorm_bwd = {
+    2, 1, 8, 20, "dy, x, mean, rstd, gamma, dgamma/dbeta partials -> dx, partials", 1};
+static void bench_bf16_layernorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
+                                     size_t dim)
+{
+    k->bf16_layernorm_bwd(rows, dim, b->dyb, dim, b->xb, dim, b->mean, b->rstd, b->gamma, EPS,
+                          b->dx16, dim, b->hints16, b->part[KEEL_PART_DGAMMA],
+                          b->part[KEEL_PART_DBETA]);
+}
+static const bench_model model_f16_layernorm_bwd = {
+    2, 1, 8, 20, "dy, x, mean, rstd, gamma, dgamma/dbeta partials -> dx, partials", 1};
+static void bench_f16_layernorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
+                                    size_t dim)
+{
+    k->f16_layernorm_bwd(rows, dim, b->dyh, dim, b->xh, dim, b->mean, b->rstd, b->gamma, EPS,
+                         b->dx16, dim, b->hints16, b->part[KEEL_PART_DGAMMA],
+                         b->part[KEEL_PART_DBETA]);
+}
+static const bench_model model_bf16_rmsnorm_bwd = {
+    2, 1, 4, 12, "dy, x, rstd, gamma, dgamma partial -> dx, partial", 1};
+static void bench_bf16_rmsnorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
+                                   size_t dim)
+{
+    k->bf16_rmsnorm_bwd(rows, dim, b->dyb, dim, b->xb, dim, b->rms_rstd, b->gamma, EPS, b->dx16,
+                        dim, b->hints16, b->part[KEEL_PART_DGAMMA]);
+}
+static const bench_model model_f16_rmsnorm_bwd = {
+    2, 1, 4, 12, "dy, x, rstd, gamma, dgamma partial -> dx, partial", 1};
+static void bench_f16_rmsnorm_bwd(const keel_kernels *k, const bench_bufs *b, size_t rows,
+                                  size_t dim)
+{
+    k->f16_rmsnorm_bwd(rows, dim, b->dyh, dim, b->xh, dim, b->rms_rstd, b->gamma, EPS, b->dx16,
+                       dim, b->hints16, b->part[KEEL_PART_DGAMMA]);
 }
 
 /* ---- the rows of the kernel list ------------------------------------------------------------
@@ -289,6 +360,19 @@ static void bufs_init(bench_bufs *b, size_t rows, size_t dim)
     b->dy = filled(n, 3, -1.0f, 2.0f);
     b->dh = filled(n, 4, -1.0f, 2.0f);
     b->h = filled(n, 5, 0.0f, 0.0f);
+    b->xb = alloc_or_die(n * sizeof(uint16_t));
+    b->xh = alloc_or_die(n * sizeof(uint16_t));
+    b->dyb = alloc_or_die(n * sizeof(uint16_t));
+    b->dyh = alloc_or_die(n * sizeof(uint16_t));
+    b->y16 = alloc_or_die(n * sizeof(uint16_t));
+    b->dx16 = alloc_or_die(n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) {
+        b->xb[i] = keel_f32_to_bf16_bits(b->x[i]);
+        b->xh[i] = keel_f32_to_f16_bits(b->x[i]);
+        b->dyb[i] = keel_f32_to_bf16_bits(b->dy[i]);
+        b->dyh[i] = keel_f32_to_f16_bits(b->dy[i]);
+        b->y16[i] = b->dx16[i] = 0;
+    }
     b->y = filled(n, 6, 0.0f, 0.0f);
     b->dx = filled(n, 7, 0.0f, 0.0f);
     b->df = filled(n, 8, 0.0f, 0.0f);
@@ -328,6 +412,9 @@ static void bufs_init(bench_bufs *b, size_t rows, size_t dim)
     const size_t bytes = n * sizeof(float);
     b->hints = (bytes > KEEL_PREFETCH_ABOVE ? KEEL_KBWD_PREFETCH : 0) |
                (bytes >= KEEL_STREAM_ABOVE ? KEEL_KBWD_STREAM : 0);
+    const size_t bytes16 = n * sizeof(uint16_t); /* the same rule for 16-bit rows */
+    b->hints16 = (bytes16 > KEEL_PREFETCH_ABOVE ? KEEL_KBWD_PREFETCH : 0) |
+                 (bytes16 >= KEEL_STREAM_ABOVE ? KEEL_KBWD_STREAM : 0);
 }
 
 static void bufs_free(bench_bufs *b)
@@ -341,6 +428,12 @@ static void bufs_free(bench_bufs *b)
         free(f[i]);
     free(b->bn_mean);
     free(b->bn_m2);
+    free(b->xb);
+    free(b->xh);
+    free(b->dyb);
+    free(b->dyh);
+    free(b->y16);
+    free(b->dx16);
 }
 
 /* ---- timing ------------------------------------------------------------------------------- */

@@ -21,7 +21,7 @@ extern "C" {
 #endif
 
 #define KEEL_VERSION_MAJOR 0
-#define KEEL_VERSION_MINOR 1
+#define KEEL_VERSION_MINOR 2
 #define KEEL_VERSION_PATCH 0
 /* KEEL_VERSION_MAJOR * 10000 + MINOR * 100 + PATCH, as keel_version() returns at run time. */
 #define KEEL_VERSION_NUMBER (KEEL_VERSION_MAJOR * 10000 + KEEL_VERSION_MINOR * 100 + KEEL_VERSION_PATCH)
@@ -59,7 +59,7 @@ KEEL_API const char *keel_last_error(void);
 
 /* Run-time version: KEEL_VERSION_NUMBER of the library actually loaded. */
 KEEL_API int keel_version(void);
-/* "0.1.0" */
+/* "0.2.0" */
 KEEL_API const char *keel_version_string(void);
 
 /* Storage types. The numbers are pinned. The norm operations take f32, bf16 and f16 tensors

@@ -66,39 +66,23 @@ static int parse(int argc, char **argv, opts *o, const char *cmd)
     o->window = 256;
     o->far = 0.01;
     o->threads = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 1;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "keel monitor %s: unknown option or missing value: '%s'\n\n", cmd, a);
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--checkpoint")) o->ckpt = v;
-        else if (!strcmp(a, "--text")) o->text = v;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = v;
-        else if (!strcmp(a, "--baseline")) o->baseline = v;
-        else if (!strcmp(a, "--csv")) o->csv = v;
-        else if (!strcmp(a, "--plot")) o->plot = v;
-        else if (!strcmp(a, "--jsonl")) o->jsonl = v;
-        else if (!strcmp(a, "--window")) bad = keel_arg_int(name, a, v, 2, MONITOR_MAX_WINDOW, &o->window);
-        else if (!strcmp(a, "--bins")) bad = keel_arg_int(name, a, v, 2, 65536, &o->bins);
-        else if (!strcmp(a, "--threads")) bad = keel_arg_int(name, a, v, 1, KEEL_ARG_MAX_THREADS, &o->threads);
-        else if (!strcmp(a, "--false-alarm"))
-            bad = keel_arg_double(name, a, v, 0, 1, KEEL_ARG_OPEN_LO | KEEL_ARG_OPEN_HI, &o->far);
-        else {
-            fprintf(stderr, "keel monitor %s: unknown option '%s'\n\n", cmd, a);
-            usage(stderr);
-            return 2;
-        }
-        if (bad)
-            return 2;
-    }
+    const keel_opt table[] = {
+        {"--checkpoint", KEEL_OPT_STRING, &o->ckpt, 0, 0, 0},
+        {"--text", KEEL_OPT_STRING, &o->text, 0, 0, 0},
+        {"-o", KEEL_OPT_STRING, &o->out, 0, 0, 0},
+        {"--output", KEEL_OPT_STRING, &o->out, 0, 0, 0},
+        {"--baseline", KEEL_OPT_STRING, &o->baseline, 0, 0, 0},
+        {"--csv", KEEL_OPT_STRING, &o->csv, 0, 0, 0},
+        {"--plot", KEEL_OPT_STRING, &o->plot, 0, 0, 0},
+        {"--jsonl", KEEL_OPT_STRING, &o->jsonl, 0, 0, 0},
+        {"--window", KEEL_OPT_INT, &o->window, 2, MONITOR_MAX_WINDOW, 0},
+        {"--bins", KEEL_OPT_INT, &o->bins, 2, 65536, 0},
+        {"--threads", KEEL_OPT_INT, &o->threads, 1, KEEL_ARG_MAX_THREADS, 0},
+        {"--false-alarm", KEEL_OPT_DOUBLE, &o->far, 0, 1, KEEL_ARG_OPEN_LO | KEEL_ARG_OPEN_HI},
+    };
+    const int pr = keel_opts_parse(name, argc, argv, table, sizeof table / sizeof table[0], usage);
+    if (pr != KEEL_OPTS_OK)
+        return pr; /* KEEL_OPTS_HELP (1): the callers' "help printed"; KEEL_OPTS_USAGE: 2 */
     if (o->plot && !o->csv) {
         fprintf(stderr, "keel monitor %s: --plot needs --csv FILE (the data it draws)\n", cmd);
         return 2;

@@ -38,37 +38,17 @@ int mc_cost(int argc, char **argv)
 {
     const char *ckpt = NULL, *text = NULL;
     int tokens = 32768, reps = 5, threads = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "keel monitor cost: unknown option or missing value: '%s'\n\n", a);
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--checkpoint"))
-            ckpt = v;
-        else if (!strcmp(a, "--text"))
-            text = v;
-        else if (!strcmp(a, "--tokens"))
-            bad = keel_arg_int("monitor cost", a, v, 2, 1 << 26, &tokens);
-        else if (!strcmp(a, "--reps"))
-            bad = keel_arg_int("monitor cost", a, v, 1, 1000, &reps);
-        else if (!strcmp(a, "--threads"))
-            bad = keel_arg_int("monitor cost", a, v, 1, KEEL_ARG_MAX_THREADS, &threads);
-        else {
-            fprintf(stderr, "keel monitor cost: unknown option '%s'\n\n", a);
-            usage(stderr);
-            return 2;
-        }
-        if (bad)
-            return 2;
-    }
+    const keel_opt opts[] = {
+        {"--checkpoint", KEEL_OPT_STRING, &ckpt, 0, 0, 0},
+        {"--text", KEEL_OPT_STRING, &text, 0, 0, 0},
+        {"--tokens", KEEL_OPT_INT, &tokens, 2, 1 << 26, 0},
+        {"--reps", KEEL_OPT_INT, &reps, 1, 1000, 0},
+        {"--threads", KEEL_OPT_INT, &threads, 1, KEEL_ARG_MAX_THREADS, 0},
+    };
+    const int pr = keel_opts_parse("monitor cost", argc, argv, opts, sizeof opts / sizeof opts[0],
+                                   usage);
+    if (pr != KEEL_OPTS_OK)
+        return pr == KEEL_OPTS_HELP ? 0 : 2;
     if (!ckpt || !text) {
         fprintf(stderr, "keel monitor cost: --checkpoint and --text are required\n\n");
         usage(stderr);

@@ -121,6 +121,16 @@ static int score(keel_monitor *mon, const mc_rec *rec, size_t W, int right,
     return 0;
 }
 
+/* part / whole as "12.5%", or "-" when whole is 0: the share of alarms that name the right norm
+ * has no value where no window alarmed (it printed "nan%"). */
+static void share(char *buf, size_t n, size_t part, size_t whole)
+{
+    if (whole)
+        snprintf(buf, n, "%.1f%%", 100.0 * (double)part / (double)whole);
+    else
+        snprintf(buf, n, "-");
+}
+
 static void usage(FILE *to)
 {
     fprintf(
@@ -138,42 +148,19 @@ int mc_faults(int argc, char **argv)
     const char *ckpt = NULL, *text = NULL, *out = NULL;
     int window = 256, tokens = 65536, threads = 1;
     double far = 0.01;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "keel monitor faults: unknown option or missing value: '%s'\n\n", a);
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--checkpoint"))
-            ckpt = v;
-        else if (!strcmp(a, "--text"))
-            text = v;
-        else if (!strcmp(a, "--out"))
-            out = v;
-        else if (!strcmp(a, "--window"))
-            bad = keel_arg_int("monitor faults", a, v, 16, 1 << 20, &window);
-        else if (!strcmp(a, "--tokens"))
-            bad = keel_arg_int("monitor faults", a, v, 64, 1 << 26, &tokens);
-        else if (!strcmp(a, "--threads"))
-            bad = keel_arg_int("monitor faults", a, v, 1, KEEL_ARG_MAX_THREADS, &threads);
-        else if (!strcmp(a, "--false-alarm"))
-            bad = keel_arg_double("monitor faults", a, v, 0, 1, KEEL_ARG_OPEN_LO | KEEL_ARG_OPEN_HI,
-                                  &far);
-        else {
-            fprintf(stderr, "keel monitor faults: unknown option '%s'\n\n", a);
-            usage(stderr);
-            return 2;
-        }
-        if (bad)
-            return 2;
-    }
+    const keel_opt opts[] = {
+        {"--checkpoint", KEEL_OPT_STRING, &ckpt, 0, 0, 0},
+        {"--text", KEEL_OPT_STRING, &text, 0, 0, 0},
+        {"--out", KEEL_OPT_STRING, &out, 0, 0, 0},
+        {"--window", KEEL_OPT_INT, &window, 16, 1 << 20, 0},
+        {"--tokens", KEEL_OPT_INT, &tokens, 64, 1 << 26, 0},
+        {"--threads", KEEL_OPT_INT, &threads, 1, KEEL_ARG_MAX_THREADS, 0},
+        {"--false-alarm", KEEL_OPT_DOUBLE, &far, 0, 1, KEEL_ARG_OPEN_LO | KEEL_ARG_OPEN_HI},
+    };
+    const int pr = keel_opts_parse("monitor faults", argc, argv, opts, sizeof opts / sizeof opts[0],
+                                   usage);
+    if (pr != KEEL_OPTS_OK)
+        return pr == KEEL_OPTS_HELP ? 0 : 2;
     if (!ckpt || !text) {
         fprintf(stderr, "keel monitor faults: --checkpoint and --text are required\n\n");
         usage(stderr);
@@ -303,13 +290,14 @@ int mc_faults(int argc, char **argv)
             total += t.windows;
             alarmed += t.alarms;
             named += t.right;
-            const double ra = t.alarms ? 100.0 * t.right / t.alarms : NAN,
-                         rc2 = t.alarms ? 100.0 * t.right_ch / t.alarms : NAN;
-            printf("%-12s %-8s %-11s %7.1f%% %11.1f%% %12.1f%% %9.1f%% %+10.4f\n", faults[f].name,
-                   where, rname, 100.0 * t.alarms / t.windows, ra, rc2,
-                   100.0 * t.nonfinite / t.windows, dnll);
+            char ra[16], rc2[16];
+            share(ra, sizeof ra, t.right, t.alarms);
+            share(rc2, sizeof rc2, t.right_ch, t.alarms);
+            printf("%-12s %-8s %-11s %7.1f%% %12s %13s %9.1f%% %+10.4f\n", faults[f].name, where,
+                   rname, 100.0 * t.alarms / t.windows, ra, rc2, 100.0 * t.nonfinite / t.windows,
+                   dnll);
             if (md)
-                fprintf(md, "| %s | %s | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %+.4f |\n",
+                fprintf(md, "| %s | %s | %s | %.1f%% | %s | %s | %.1f%% | %+.4f |\n",
                         faults[f].name, where, rname, 100.0 * t.alarms / t.windows, ra, rc2,
                         100.0 * t.nonfinite / t.windows, dnll);
         }

@@ -45,7 +45,7 @@ static int score_stream(const char *ck, const char *base, const char *text, size
     int rc = run(args, 12);
     if (rc != 0 && rc != 3)
         return -1;
-    char *js = tu_slurp_text("test_moncli_s.jsonl");
+    char *js = (char *)test_read_file("test_moncli_s.jsonl", NULL);
     *windows = *alarms = *named_alarms = 0;
     *channels = 0;
     for (char *line = js; js && line && *line;) {
@@ -122,7 +122,7 @@ int main(void)
     int rc = run(ok, 12);
     printf("score with a writable --csv: exit %d (0 or 3)\n", rc);
     fails += rc != 0 && rc != 3;
-    char *csv = tu_slurp_text("test_moncli.csv");
+    char *csv = (char *)test_read_file("test_moncli.csv", NULL);
     if (!csv || !strstr(csv, "window,first_token,combined")) {
         printf("FAIL: test_moncli.csv was not written\n");
         fails++;
@@ -139,7 +139,7 @@ int main(void)
         alarms_csv += comma && comma[1] == '1';
     }
     free(csv);
-    char *js = tu_slurp_text("test_moncli.jsonl");
+    char *js = (char *)test_read_file("test_moncli.jsonl", NULL);
     for (char *line = js; js && line && *line; json_lines++) {
         char *end = strchr(line, '\n');
         if (!end)
@@ -189,7 +189,7 @@ int main(void)
     const char *fl[] = {"monitor", "faults",   "--checkpoint", ck,      "--text",
                         text,      "--window", "64",           "--out", "test_moncli_faults.md"};
     expect("faults", run(fl, 10), 0);
-    char *fmd = tu_slurp_text("test_moncli_faults.md");
+    char *fmd = (char *)test_read_file("test_moncli_faults.md", NULL);
     const char *rows[] = {"| scale x10 | L0.attn | L0.mlp.in | ", "| scale x10 | L0.mlp | final | ",
                           "| bitflip e30 | L0.attn | L0.mlp.in | ",
                           "| bitflip e26 | L0.mlp | final | "};

@@ -51,6 +51,18 @@ keel_input_test(cli_input_monitor_false_alarm 2 "keel monitor calibrate: --false
   monitor calibrate --checkpoint none.ckpt --text none.txt -o none.kmon --false-alarm abc)
 keel_input_test(cli_input_monitor_eval_threads 2 "keel monitor eval: --threads 'x' is not an integer"
   monitor eval --checkpoint none.ckpt --threads x)
+# monitor cost and faults read their options from a table (keel_opts_parse, numarg.h): a bad
+# value, an unknown option and a missing value each refused as before
+keel_input_test(cli_input_monitor_cost_tokens 2 "keel monitor cost: --tokens '1' is not an integer in \\[2, 67108864\\]"
+  monitor cost --checkpoint none.ckpt --text none.txt --tokens 1)
+keel_input_test(cli_input_monitor_cost_unknown 2 "keel monitor cost: unknown option '--bins'|usage: keel monitor cost"
+  monitor cost --checkpoint none.ckpt --text none.txt --bins 4)
+keel_input_test(cli_input_monitor_faults_false_alarm 2 "keel monitor faults: --false-alarm '1' is not a number in \\(0, 1\\)"
+  monitor faults --checkpoint none.ckpt --text none.txt --false-alarm 1)
+keel_input_test(cli_input_monitor_faults_window 2 "keel monitor faults: --window '8' is not an integer in \\[16, 1048576\\]"
+  monitor faults --checkpoint none.ckpt --text none.txt --window 8)
+keel_input_test(cli_input_monitor_faults_no_value 2 "keel monitor faults: unknown option or missing value: '--tokens'"
+  monitor faults --checkpoint none.ckpt --text none.txt --tokens)
 keel_input_test(cli_input_study_steps 2 "keel study: --steps 'abc' is not an integer"
   study --data none.txt --steps abc)
 # keel study's modes (issue 25): stages A and B, a budget of at least a minute, --quick alone;

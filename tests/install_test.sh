@@ -39,7 +39,7 @@ cp "$tmp/readme.c" "$tmp/consumer/main.c"
 cat > "$tmp/consumer/CMakeLists.txt" <<'CM'
 cmake_minimum_required(VERSION 3.16)
 project(consumer C)
-find_package(keel 0.1 REQUIRED)
+find_package(keel 0.2 REQUIRED)
 add_executable(consumer main.c)
 target_link_libraries(consumer PRIVATE keel::keel)
 add_executable(consumer_static main.c)

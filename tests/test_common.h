@@ -1,8 +1,8 @@
 /*
  * test_common.h - the small helpers every keel test shares: the seed (KEEL_TEST_SEED), pass and
- * fail counting with the "N passed, M failed" summary, buffers with sentinels, and the list of
- * instruction-set paths this machine can run. Each test is one translation unit, so the state
- * lives in static variables here.
+ * fail counting with the "N passed, M failed" summary, buffers with sentinels, whole files read
+ * and written, and the list of instruction-set paths this machine can run. Each test is one
+ * translation unit, so the state lives in static variables here.
  */
 #ifndef KEEL_TEST_COMMON_H
 #define KEEL_TEST_COMMON_H
@@ -174,6 +174,49 @@ static inline size_t test_first_diff(const float *a, const float *b, size_t n)
         if (memcmp(a + i, b + i, sizeof(float)) != 0)
             return i;
     return n;
+}
+
+/* ---- files --------------------------------------------------------------------------------- */
+
+/* The whole file at path, with a NUL after its last byte so that a text file reads as a C string;
+ * *n (when n is not NULL) is its length without the NUL. The caller frees it. NULL when the file
+ * cannot be opened or read or memory runs out: the caller checks, so a missing file fails the
+ * test instead of crashing it. */
+static inline unsigned char *test_read_file(const char *path, size_t *n)
+{
+    if (n)
+        *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    unsigned char *p = NULL;
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
+        p = malloc((size_t)len + 1);
+    if (p && fread(p, 1, (size_t)len, f) != (size_t)len) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    if (!p)
+        return NULL;
+    p[len] = '\0';
+    if (n)
+        *n = (size_t)len;
+    return p;
+}
+
+/* Writes n bytes to path, replacing the file. 0, or -1 when it cannot be opened, written or
+ * closed: a test that writes a crafted file checks this before it judges what a loader says. */
+static inline int test_write_file(const char *path, const void *bytes, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    int ok = fwrite(bytes, 1, n, f) == n;
+    if (fclose(f))
+        ok = 0;
+    return ok ? 0 : -1;
 }
 
 /* ---- contexts and instruction-set paths ------------------------------------------------------ */

@@ -20,6 +20,7 @@
  */
 #include <math.h>
 
+#include "convert.h" /* the scalar definitions of one bf16 / f16 value */
 #include "kernels.h"
 #include "test_common.h"
 
@@ -221,7 +222,7 @@ static float *random_buf(keel_rng *rng, size_t n)
  * (prefetching, the forwards' row pipelines); or enough for y to span 17 MiB, where the forwards
  * stream their outputs (lanes__*.h: rows with an aligned start, the others stored
  * normally); or three finite rows (run as one, two and three). */
-typedef enum batch_mode { B_ADVERSARIAL, B_FINITE, B_MANY, B_STREAM, B_FEW } batch_mode;
+typedef enum batch_mode { B_ADVERSARIAL, B_FINITE, B_MANY, B_STREAM, B_FEW, B_STREAM16 } batch_mode;
 #define STREAM_BYTES ((size_t)17 << 20)
 
 static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
@@ -237,11 +238,13 @@ static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
               : mode == B_FINITE    ? "finite"
               : mode == B_MANY      ? "many-rows"
               : mode == B_STREAM    ? "streamed"
+              : mode == B_STREAM16  ? "streamed-16-bit"
                                     : "few-rows";
     b->rows = mode == B_ADVERSARIAL ? R_COUNT
               : mode == B_FINITE    ? 1 + keel_rng_below(rng, 9)
               : mode == B_MANY      ? ((size_t)3 << 20) / (dim * sizeof(float)) + 3
               : mode == B_STREAM    ? STREAM_BYTES / (dim * sizeof(float)) + 3
+              : mode == B_STREAM16  ? STREAM_BYTES / (dim * sizeof(uint16_t)) + 3
                                     : 3;
     b->kind = malloc((b->rows + 1) * sizeof *b->kind);
     if (!b->kind)
@@ -256,7 +259,7 @@ static void make_batch(batch *b, keel_rng *rng, size_t dim, batch_mode mode)
     /* The backward hints (prefetch, streamed dx) must not change a bit: given to half the
      * batches whatever their size, with dx rows that start aligned half the time (streamed). */
     b->hints = keel_rng_below(rng, 2) ? KEEL_KBWD_PREFETCH | KEEL_KBWD_STREAM : 0;
-    if (mode == B_STREAM && dim % 16 == 0) { /* packed: every row starts aligned */
+    if ((mode == B_STREAM || mode == B_STREAM16) && dim % 16 == 0) { /* packed: aligned rows */
         b->ly.off = 0;
         b->ly.stride = dim;
         b->ly.len = rows * dim + GUARD;
@@ -1091,6 +1094,262 @@ static void case_f32_add_rmsnorm_bwd(const keel_kernels *k, const batch *b) { fu
 static void case_f32_dyt_fwd(const keel_kernels *k, const batch *b) { dyt_cases(k, b, 1); }
 static void case_f32_dyt_bwd(const keel_kernels *k, const batch *b) { dyt_cases(k, b, 0); }
 
+/* ---- the 16-bit forwards -------------------------------------------------------------------
+ * x and y as bf16 (or f16) rows: x rounded from the batch's float rows (padding included), y's
+ * buffer from the batch's random floats. The oracle is the staged path: every value widened
+ * exactly into float32, the scalar float32 kernel, each y rounded once by the scalar definition
+ * (convert.h); this path's 16-bit kernel and the scalar path's must give its bits in the whole
+ * y buffer (padding untouched) and its statistics, for every combination of gamma, beta, saved
+ * statistics and in place. */
+typedef struct u16_fmt {
+    const char *name;
+    uint16_t (*put)(float);
+    float (*get)(uint16_t);
+} u16_fmt;
+static const u16_fmt fmt_bf16 = {"bf16", keel_f32_to_bf16_bits, keel_bf16_bits_to_f32};
+static const u16_fmt fmt_f16 = {"f16", keel_f32_to_f16_bits, keel_f16_bits_to_f32};
+
+static uint16_t *u16_rounded(const u16_fmt *f, const float *src, size_t n)
+{
+    uint16_t *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p)
+        test_fatal("out of memory");
+    for (size_t i = 0; i < n; i++)
+        p[i] = f->put(src[i]);
+    return p;
+}
+
+static uint16_t *u16_copy(const uint16_t *src, size_t n)
+{
+    uint16_t *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p)
+        test_fatal("out of memory");
+    memcpy(p, src, n * sizeof *p);
+    return p;
+}
+
+/* The first element where got differs from ref (NaN against NaN passes, as `same`), or n. */
+static size_t u16_first_diff(const u16_fmt *f, const uint16_t *ref, const uint16_t *got, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ref[i] != got[i] && (strict_nan || !(isnan(f->get(ref[i])) && isnan(f->get(got[i])))))
+            return i;
+    return n;
+}
+
+/* The first element where got differs from ref by `same`, or n. */
+static size_t f32_first_diff(const float *ref, const float *got, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!same(ref + i, got + i))
+            return i;
+    return n;
+}
+
+/* The 16-bit forward of path k (LN_FWD or RMS_FWD) on 16-bit rows x, y (y == x: in place). */
+static void u16_call(const keel_kernels *k, const u16_fmt *f, op o, const batch *b,
+                     const config *c, const uint16_t *x, size_t xs, uint16_t *y, size_t ys,
+                     float *mean, float *rstd)
+{
+    const float *gamma = c->gamma ? b->gamma + b->lp.off : NULL;
+    const float *beta = c->beta ? b->beta + b->lp.off : NULL;
+    const int bf = f == &fmt_bf16;
+    if (o == LN_FWD)
+        (bf ? k->bf16_layernorm_fwd : k->f16_layernorm_fwd)(b->rows, b->dim, x, xs, y, ys, gamma,
+                                                            beta, b->eps, mean, rstd);
+    else
+        (bf ? k->bf16_rmsnorm_fwd : k->f16_rmsnorm_fwd)(b->rows, b->dim, x, xs, y, ys, gamma,
+                                                        b->eps, rstd);
+}
+
+/* The quick sweep (qemu, the sanitizers) makes the 16-bit cases at the widths around the
+ * vector's (a multiple of 16, one past, one short) and at every width above 70; the full sweep at
+ * every width. */
+static int u16_in_sweep(const batch *b)
+{
+    const size_t t = b->dim % 16;
+    return !test_quick() || b->dim > 70 || t == 0 || t == 1 || t == 15;
+}
+
+/* The paths a 16-bit case runs against the oracle: k, and the scalar path's 16-bit kernel too on
+ * the batches of QUICK_LARGE floats or fewer (on the large ones it costs a function call a value
+ * and adds nothing: the scalar kernel has no size-dependent variants). */
+static int u16_paths(const keel_kernels *k, const batch *b)
+{
+    return k == keel_kernels_for(KEEL_ISA_SCALAR) || b->rows * b->dim > QUICK_LARGE ? 1 : 2;
+}
+
+static void u16_fwd_cases(const keel_kernels *k, const batch *b, op o, const u16_fmt *f)
+{
+    if (!u16_in_sweep(b))
+        return;
+    const keel_kernels *s = keel_kernels_for(KEEL_ISA_SCALAR);
+    const size_t rows = b->rows, dim = b->dim;
+    uint16_t *x16 = u16_rounded(f, b->x, b->lx.len), *y16 = u16_rounded(f, b->y0, b->ly.len);
+    for (int bits = 0; bits < 16; bits++) {
+        const config c = {o, bits & 1, bits >> 1 & 1, bits >> 2 & 1, bits >> 3 & 1, 0, 0, 0, 0};
+        if (!in_sweep(b, (unsigned)bits) || (o == RMS_FWD && c.beta))
+            continue;
+        const layout *ly = c.inplace ? &b->lx : &b->ly;
+        const uint16_t *start = c.inplace ? x16 : y16;
+        /* the oracle: widen, the scalar float32 kernel, round the rows */
+        float *xf = test_alloc(b->lx.len), *yf = test_alloc(ly->len);
+        for (size_t i = 0; i < b->lx.len; i++)
+            xf[i] = f->get(x16[i]);
+        float *mean = test_copy(b->y0, rows + GUARD), *rstd = test_copy(b->dx0, rows + GUARD);
+        const float *gamma = c.gamma ? b->gamma + b->lp.off : NULL;
+        if (o == LN_FWD)
+            s->f32_layernorm_fwd(rows, dim, xf + b->lx.off, b->lx.stride, yf + ly->off, ly->stride,
+                                 gamma, c.beta ? b->beta + b->lp.off : NULL, b->eps,
+                                 c.stats ? mean : NULL, c.stats ? rstd : NULL);
+        else
+            s->f32_rmsnorm_fwd(rows, dim, xf + b->lx.off, b->lx.stride, yf + ly->off, ly->stride,
+                               gamma, b->eps, c.stats ? rstd : NULL);
+        uint16_t *ref = u16_copy(start, ly->len);
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < dim; j++) {
+                const size_t i = ly->off + r * ly->stride + j;
+                ref[i] = f->put(yf[i]);
+            }
+        const keel_kernels *paths[2] = {k, s};
+        for (int p = 0; p < u16_paths(k, b); p++) {
+            uint16_t *got = u16_copy(start, ly->len);
+            float *gm = test_copy(b->y0, rows + GUARD), *gr = test_copy(b->dx0, rows + GUARD);
+            u16_call(paths[p], f, o, b, &c, c.inplace ? got + b->lx.off : x16 + b->lx.off,
+                     b->lx.stride, got + ly->off, ly->stride, c.stats ? gm : NULL,
+                     c.stats ? gr : NULL);
+            const size_t i = u16_first_diff(f, ref, got, ly->len);
+            const size_t im = f32_first_diff(mean, gm, rows + GUARD);
+            const size_t ir = f32_first_diff(rstd, gr, rows + GUARD);
+            test_check(i == ly->len && im == rows + GUARD && ir == rows + GUARD,
+                       "%s %s_%s dim=%zu rows=%zu (%s batch) eps=%g gamma=%d beta=%d stats=%d "
+                       "inplace=%d: against the staged oracle, y %s at %zu (0x%04x, want 0x%04x), "
+                       "mean %s, rstd %s",
+                       paths[p]->name, f->name, op_names[o], dim, rows, b->name, (double)b->eps,
+                       c.gamma, c.beta, c.stats, c.inplace, i == ly->len ? "same" : "differs",
+                       i, i < ly->len ? got[i] : 0u, i < ly->len ? ref[i] : 0u,
+                       im == rows + GUARD ? "same" : "differs",
+                       ir == rows + GUARD ? "same" : "differs");
+            free(got);
+            free(gm);
+            free(gr);
+        }
+        free(xf);
+        free(yf);
+        free(mean);
+        free(rstd);
+        free(ref);
+    }
+    free(x16);
+    free(y16);
+}
+
+static void case_bf16_layernorm_fwd(const keel_kernels *k, const batch *b) { u16_fwd_cases(k, b, LN_FWD, &fmt_bf16); }
+static void case_f16_layernorm_fwd(const keel_kernels *k, const batch *b) { u16_fwd_cases(k, b, LN_FWD, &fmt_f16); }
+static void case_bf16_rmsnorm_fwd(const keel_kernels *k, const batch *b) { u16_fwd_cases(k, b, RMS_FWD, &fmt_bf16); }
+static void case_f16_rmsnorm_fwd(const keel_kernels *k, const batch *b) { u16_fwd_cases(k, b, RMS_FWD, &fmt_f16); }
+
+/* The 16-bit backwards: dy and x rounded from the batch's rows, the dx buffer from its random
+ * floats (in place: a copy of dy). The oracle widens all three, runs the scalar float32
+ * backward (an accumulated dx adds to the widened old value) and rounds the rows of dx once;
+ * the partials are float32 and compared as they are. */
+static void u16_bwd_cases(const keel_kernels *k, const batch *b, op o, const u16_fmt *f)
+{
+    if (!u16_in_sweep(b))
+        return;
+    const keel_kernels *s = keel_kernels_for(KEEL_ISA_SCALAR);
+    const size_t rows = b->rows, dim = b->dim, po = b->lp.off;
+    uint16_t *x16 = u16_rounded(f, b->x, b->lx.len), *dy16 = u16_rounded(f, b->dy, b->ldy.len);
+    uint16_t *dx16 = u16_rounded(f, b->dx0, b->ldx.len);
+    for (int bits = 0; bits < 16; bits++)
+        for (int dxmode = 0; in_sweep(b, (unsigned)bits) && dxmode < 5; dxmode++) {
+            const config c = {o, bits & 1, 0, bits >> 1 & 1, dxmode >= 3, dxmode == 2 || dxmode == 4,
+                              dxmode > 0, bits >> 2 & 1, bits >> 3 & 1};
+            if (o == RMS_BWD && c.db)
+                continue;
+            const layout *ldx = c.inplace ? &b->ldy : &b->ldx;
+            const uint16_t *start = c.inplace ? dy16 : dx16;
+            const float *gamma = c.gamma ? b->gamma + po : NULL;
+            const int flags = c.acc ? KEEL_KBWD_ACCUMULATE : 0;
+            /* the oracle */
+            float *xf = test_alloc(b->lx.len), *dyf = test_alloc(b->ldy.len);
+            float *dxf = test_alloc(ldx->len);
+            for (size_t i = 0; i < b->lx.len; i++)
+                xf[i] = f->get(x16[i]);
+            for (size_t i = 0; i < b->ldy.len; i++)
+                dyf[i] = f->get(dy16[i]);
+            for (size_t i = 0; i < ldx->len; i++)
+                dxf[i] = f->get(start[i]);
+            float *dg = test_copy(b->dg0, b->lp.len), *db = test_copy(b->db0, b->lp.len);
+            float *dxo = c.dx ? (c.inplace ? dyf : dxf) + ldx->off : NULL;
+            if (o == LN_BWD)
+                s->f32_layernorm_bwd(rows, dim, dyf + b->ldy.off, b->ldy.stride, xf + b->lx.off,
+                                     b->lx.stride, c.stats ? b->mean : NULL,
+                                     c.stats ? b->rstd : NULL, gamma, b->eps, dxo, ldx->stride,
+                                     flags, c.dg ? dg + po : NULL, c.db ? db + po : NULL);
+            else
+                s->f32_rmsnorm_bwd(rows, dim, dyf + b->ldy.off, b->ldy.stride, xf + b->lx.off,
+                                   b->lx.stride, c.stats ? b->rms_rstd : NULL, gamma, b->eps, dxo,
+                                   ldx->stride, flags, c.dg ? dg + po : NULL);
+            uint16_t *ref = u16_copy(start, ldx->len);
+            const float *dxv = c.inplace ? dyf : dxf;
+            for (size_t r = 0; c.dx && r < rows; r++)
+                for (size_t j = 0; j < dim; j++) {
+                    const size_t i = ldx->off + r * ldx->stride + j;
+                    ref[i] = f->put(dxv[i]);
+                }
+            const keel_kernels *paths[2] = {k, s};
+            for (int p = 0; p < u16_paths(k, b); p++) {
+                uint16_t *got = u16_copy(start, ldx->len);
+                float *gg = test_copy(b->dg0, b->lp.len), *gb = test_copy(b->db0, b->lp.len);
+                const uint16_t *dyp = c.inplace ? got + b->ldy.off : dy16 + b->ldy.off;
+                uint16_t *dxp = c.dx ? got + ldx->off : NULL;
+                const int hints = paths[p]->isa != KEEL_ISA_SCALAR ? b->hints : 0;
+                const int bf = f == &fmt_bf16;
+                if (o == LN_BWD)
+                    (bf ? paths[p]->bf16_layernorm_bwd : paths[p]->f16_layernorm_bwd)(
+                        rows, dim, dyp, b->ldy.stride, x16 + b->lx.off, b->lx.stride,
+                        c.stats ? b->mean : NULL, c.stats ? b->rstd : NULL, gamma, b->eps, dxp,
+                        ldx->stride, flags | hints, c.dg ? gg + po : NULL, c.db ? gb + po : NULL);
+                else
+                    (bf ? paths[p]->bf16_rmsnorm_bwd : paths[p]->f16_rmsnorm_bwd)(
+                        rows, dim, dyp, b->ldy.stride, x16 + b->lx.off, b->lx.stride,
+                        c.stats ? b->rms_rstd : NULL, gamma, b->eps, dxp, ldx->stride,
+                        flags | hints, c.dg ? gg + po : NULL);
+                const size_t i = u16_first_diff(f, ref, got, ldx->len);
+                const size_t ig = f32_first_diff(dg, gg, b->lp.len);
+                const size_t ib = f32_first_diff(db, gb, b->lp.len);
+                test_check(i == ldx->len && ig == b->lp.len && ib == b->lp.len,
+                           "%s %s_%s dim=%zu rows=%zu (%s batch) eps=%g gamma=%d stats=%d "
+                           "inplace=%d acc=%d dx=%d dgamma=%d dbeta=%d hints=%d: against the "
+                           "staged oracle, dx %s at %zu (0x%04x, want 0x%04x), dgamma %s, dbeta %s",
+                           paths[p]->name, f->name, op_names[o], dim, rows, b->name,
+                           (double)b->eps, c.gamma, c.stats, c.inplace, c.acc, c.dx, c.dg, c.db,
+                           hints, i == ldx->len ? "same" : "differs", i,
+                           i < ldx->len ? got[i] : 0u, i < ldx->len ? ref[i] : 0u,
+                           ig == b->lp.len ? "same" : "differs",
+                           ib == b->lp.len ? "same" : "differs");
+                free(got);
+                free(gg);
+                free(gb);
+            }
+            free(xf);
+            free(dyf);
+            free(dxf);
+            free(dg);
+            free(db);
+            free(ref);
+        }
+    free(x16);
+    free(dy16);
+    free(dx16);
+}
+
+static void case_bf16_layernorm_bwd(const keel_kernels *k, const batch *b) { u16_bwd_cases(k, b, LN_BWD, &fmt_bf16); }
+static void case_f16_layernorm_bwd(const keel_kernels *k, const batch *b) { u16_bwd_cases(k, b, LN_BWD, &fmt_f16); }
+static void case_bf16_rmsnorm_bwd(const keel_kernels *k, const batch *b) { u16_bwd_cases(k, b, RMS_BWD, &fmt_bf16); }
+static void case_f16_rmsnorm_bwd(const keel_kernels *k, const batch *b) { u16_bwd_cases(k, b, RMS_BWD, &fmt_f16); }
+
 /* ---- the cases of the kernel list ----------------------------------------------------------
  * One case per kernel of KEEL_KERNEL_LIST (kernels.h), in its order: a kernel added to the list
  * without a case_<op> here does not compile. */
@@ -1143,9 +1402,17 @@ static void run_norm_cases(const keel_kernels *k, const batch *b, int with_bwd)
 {
     run_case(k, b, K_f32_layernorm_fwd);
     run_case(k, b, K_f32_rmsnorm_fwd);
-    if (with_bwd) {
+    if (with_bwd) { /* the few-rows batches: the 16-bit kernels' pipelines too */
+        run_case(k, b, K_bf16_layernorm_fwd);
+        run_case(k, b, K_f16_layernorm_fwd);
+        run_case(k, b, K_bf16_rmsnorm_fwd);
+        run_case(k, b, K_f16_rmsnorm_fwd);
         run_case(k, b, K_f32_layernorm_bwd);
         run_case(k, b, K_f32_rmsnorm_bwd);
+        run_case(k, b, K_bf16_layernorm_bwd);
+        run_case(k, b, K_f16_layernorm_bwd);
+        run_case(k, b, K_bf16_rmsnorm_bwd);
+        run_case(k, b, K_f16_rmsnorm_bwd);
     }
 }
 
@@ -1231,6 +1498,15 @@ int main(void)
             batch b;
             make_batch(&b, &rng, stream_dims[di], B_STREAM);
             run_norm_cases(k, &b, 0);
+            free_batch(&b);
+        }
+        /* 16-bit outputs streamed: 17 MiB of them (twice the rows of the batch above); in the
+         * full sweep only (34 MiB a float array) */
+        if (norms && !test_quick()) {
+            batch b;
+            make_batch(&b, &rng, 4096, B_STREAM16);
+            run_case(k, &b, K_bf16_layernorm_fwd);
+            run_case(k, &b, K_f16_rmsnorm_fwd);
             free_batch(&b);
         }
         /* The row pipelines with 1, 2 and 3 rows (their first and last sweeps, which do fewer

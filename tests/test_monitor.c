@@ -12,6 +12,7 @@
 
 #include "keel.h"
 #include "monitor/monitor_internal.h"
+#include "test_common.h" /* test_read_file, test_write_file */
 #include "../train/rng.h" /* the draws the thresholds below were set on (splitmix64, Box-Muller) */
 
 static int fails;
@@ -121,25 +122,6 @@ static void test_hist_math(void)
     keel_monitor_destroy(m);
 }
 
-static unsigned char *slurp(const char *p, size_t *n)
-{
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
-static void spit(const char *p, const unsigned char *b, size_t n)
-{
-    FILE *f = fopen(p, "wb");
-    fwrite(b, 1, n, f);
-    fclose(f);
-}
-
 static void test_file(void)
 {
     keel_monitor *m = calibrated(), *l = NULL;
@@ -161,31 +143,36 @@ static void test_file(void)
     CHECK(memcmp(sa, sb, sizeof sa) == 0);
     keel_monitor_destroy(l);
     size_t n = 0;
-    unsigned char *buf = slurp(p, &n);
+    unsigned char *buf = test_read_file(p, &n);
     CHECK(buf && n > 100);
+    if (!buf || n <= 100) { /* the cuts and flips below index into the file */
+        free(buf);
+        keel_monitor_destroy(m);
+        return;
+    }
     /* truncated at many lengths, including inside the header */
     size_t cuts[] = {0, 4, 8, 20, 39, 40, n / 2, n - 9, n - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-        spit(q, buf, cuts[i]);
+        CHECK(test_write_file(q, buf, cuts[i]) == 0);
         l = NULL;
         CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT && l == NULL);
         CHECK(cuts[i] < 8 || strstr(keel_last_error(), "truncated"));
     }
     /* foreign: a checkpoint-like header, and text */
-    spit(q, (const unsigned char *)"KEELCKPT\1\0\0\0 something else entirely", 36);
+    CHECK(test_write_file(q, "KEELCKPT\1\0\0\0 something else entirely", 36) == 0);
     CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT && strstr(keel_last_error(), "not a keel monitor"));
     /* another version */
     unsigned char *c = malloc(n);
     memcpy(c, buf, n);
     c[8] = 3; /* 2 is the per-channel version (test_monitor_channels.c) */
-    spit(q, c, n);
+    CHECK(test_write_file(q, c, n) == 0);
     CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT && strstr(keel_last_error(), "version"));
     /* a flipped bit anywhere past the header's sizes: the checksum catches it */
     size_t pos[] = {40, 41, 100, n / 3, n / 2, n - 20, n - 9, n - 1};
     for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++) {
         memcpy(c, buf, n);
         c[pos[i]] ^= 0x10;
-        spit(q, c, n);
+        CHECK(test_write_file(q, c, n) == 0);
         l = NULL;
         CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT && l == NULL);
         CHECK(strstr(keel_last_error(), "checksum"));
@@ -194,7 +181,7 @@ static void test_file(void)
     unsigned char *d = malloc(n + 3);
     memcpy(d, buf, n);
     memset(d + n, 0, 3);
-    spit(q, d, n + 3);
+    CHECK(test_write_file(q, d, n + 3) == 0);
     CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT);
     CHECK(keel_monitor_baseline_load(&l, "no/such/file.kmon") == KEEL_EIO);
     free(d);

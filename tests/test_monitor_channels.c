@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "keel.h"
+#include "test_common.h" /* test_read_file, test_write_file */
 #include "../train/rng.h"
 
 static int fails;
@@ -355,26 +356,6 @@ static void test_score(void)
     keel_monitor_destroy(m);
 }
 
-static unsigned char *slurp(const char *p, size_t *n)
-{
-    FILE *f = fopen(p, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
-static void spit(const char *p, const unsigned char *b, size_t n)
-{
-    FILE *f = fopen(p, "wb");
-    fwrite(b, 1, n, f);
-    fclose(f);
-}
-
 static void test_file(void)
 {
     char p[512], q[512];
@@ -402,13 +383,19 @@ static void test_file(void)
     }
     keel_monitor_destroy(l);
     size_t n = 0;
-    unsigned char *buf = slurp(p, &n);
+    unsigned char *buf = test_read_file(p, &n);
     CHECK(buf && n > 8 + 4 && buf[8] == 2); /* version 2 */
     /* the per-channel section sits before the checksum: cut it, flip it */
     const size_t sect = 4 + 8 + 16 * W + 4; /* slot 0's width, n, mean, m2; slot 1's width */
+    CHECK(buf && n >= 8 + sect && n >= 8 + 100); /* the cuts and flips below index from the end */
+    if (!buf || n < 8 + sect || n < 8 + 100) {
+        free(buf);
+        keel_monitor_destroy(m);
+        return;
+    }
     size_t cuts[] = {n - 8 - sect, n - 8 - sect + 2, n - 8 - 4, n - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-        spit(q, buf, cuts[i]);
+        CHECK(test_write_file(q, buf, cuts[i]) == 0);
         l = NULL;
         CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT && l == NULL);
     }
@@ -417,19 +404,19 @@ static void test_file(void)
     for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++) {
         memcpy(c, buf, n);
         c[pos[i]] ^= 0x04;
-        spit(q, c, n);
+        CHECK(test_write_file(q, c, n) == 0);
         l = NULL;
         CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT && l == NULL);
     }
     /* a width past the limit is named */
     memcpy(c, buf, n);
     c[n - 8 - sect + 2] = 0x7f;
-    spit(q, c, n);
+    CHECK(test_write_file(q, c, n) == 0);
     CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT && strstr(keel_last_error(), "width"));
     /* a version this keel does not read */
     memcpy(c, buf, n);
     c[8] = 3;
-    spit(q, c, n);
+    CHECK(test_write_file(q, c, n) == 0);
     CHECK(keel_monitor_baseline_load(&l, q) == KEEL_EFORMAT &&
           strstr(keel_last_error(), "version 3"));
     free(c);
@@ -445,7 +432,7 @@ static void test_file(void)
     /* turned on after the capture: the baseline holds none, saved as none (a loadable file) */
     CHECK(keel_monitor_channels(old, 0, 4) == KEEL_OK);
     CHECK(keel_monitor_baseline_save(old, p) == KEEL_OK);
-    buf = slurp(p, &n);
+    buf = test_read_file(p, &n);
     CHECK(buf && n > 12 && buf[8] == 1);
     l = NULL;
     CHECK(keel_monitor_baseline_load(&l, p) == KEEL_OK && keel_monitor_channel_width(l, 0) == 0);

@@ -1,5 +1,6 @@
 /* The checked number parser of the command-line options (src/cli/numarg.c, issue 23 finding 4):
- * what it takes and what it refuses, at the edges (the refusals print their message on stderr). */
+ * what it takes and what it refuses, at the edges (the refusals print their message on stderr);
+ * and the table-driven option loop built on it (keel_opts_parse). */
 #include <float.h>
 #include <math.h>
 
@@ -64,11 +65,81 @@ static void reals(void)
     test_check(keel_arg_float("test", "--lr", "1e-3", 0, 1, KEEL_ARG_OPEN_LO, &f) == 0 && f == 1e-3f, "1e-3 as a float");
 }
 
+static int g_usage_out, g_usage_err; /* how often keel_opts_parse printed the usage, and where */
+
+static void count_usage(FILE *to)
+{
+    if (to == stdout)
+        g_usage_out++;
+    else
+        g_usage_err++;
+}
+
+/* One command line through a table of every kind; its result and the values it left. */
+typedef struct parsed {
+    int rc, n, flag;
+    double x;
+    const char *s;
+} parsed;
+
+static parsed parse_line(int argc, const char *const *args)
+{
+    parsed p = {-1, 7, 0, 0.5, NULL};
+    const keel_opt table[] = {
+        {"--n", KEEL_OPT_INT, &p.n, 1, 10, 0},
+        {"--x", KEEL_OPT_DOUBLE, &p.x, 0, 1, KEEL_ARG_OPEN_LO | KEEL_ARG_OPEN_HI},
+        {"--s", KEEL_OPT_STRING, &p.s, 0, 0, 0},
+        {"-s", KEEL_OPT_STRING, &p.s, 0, 0, 0},
+        {"--flag", KEEL_OPT_FLAG, &p.flag, 0, 0, 0},
+    };
+    char *argv[8];
+    for (int i = 0; i < argc && i < 8; i++)
+        argv[i] = (char *)args[i];
+    g_usage_out = g_usage_err = 0;
+    p.rc = keel_opts_parse("test", argc, argv, table, sizeof table / sizeof table[0], count_usage);
+    return p;
+}
+
+static void options(void)
+{
+    const char *all[] = {"test", "--n", "3", "--flag", "--x", "0.25", "-s", "-h"};
+    parsed p = parse_line(8, all);
+    test_check(p.rc == KEEL_OPTS_OK && p.n == 3 && p.flag == 1 && p.x == 0.25 && p.s &&
+                   !strcmp(p.s, "-h"),
+               "every kind, an alias, a value that looks like an option: rc %d n %d flag %d x %g",
+               p.rc, p.n, p.flag, p.x);
+    const char *none[] = {"test"};
+    p = parse_line(1, none);
+    test_check(p.rc == KEEL_OPTS_OK && p.n == 7 && p.flag == 0 && p.x == 0.5 && !p.s,
+               "no options: the defaults stay");
+    const char *help[] = {"test", "--n", "3", "--help", "--n", "abc"};
+    p = parse_line(6, help);
+    test_check(p.rc == KEEL_OPTS_HELP && g_usage_out == 1 && g_usage_err == 0,
+               "--help: the usage on stdout, before a later bad value");
+    static const struct {
+        int argc;
+        const char *args[4];
+        int usage; /* the usage printed on stderr (an unknown option or a missing value) */
+    } bad[] = {
+        {3, {"test", "--n", "0"}, 0},        {3, {"test", "--n", "abc"}, 0},
+        {3, {"test", "--x", "1"}, 0},        {3, {"test", "--x", "nan"}, 0},
+        {2, {"test", "--n"}, 1},             {3, {"test", "--what", "1"}, 1},
+        {2, {"test", "--what"}, 1},          {3, {"test", "--flag", "--s"}, 1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p = parse_line(bad[i].argc, bad[i].args);
+        test_check(p.rc == KEEL_OPTS_USAGE && g_usage_err == bad[i].usage && g_usage_out == 0,
+                   "bad line %zu ('%s'): rc %d, usage on stderr %d times", i, bad[i].args[1], p.rc,
+                   g_usage_err);
+    }
+}
+
 int main(void)
 {
     test_begin("test_numarg");
     ints();
     u64s();
     reals();
+    options();
     return test_finish();
 }

@@ -664,46 +664,28 @@ int keel_cmd_study(int argc, char **argv)
     size_t at = 0;
     for (int i = 0; i < argc && at < sizeof s.cmdline - 100; i++)
         at += (size_t)snprintf(s.cmdline + at, sizeof s.cmdline - at, "%s%s", i ? " " : "keel ", argv[i]);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--quick")) {
-            s.quick = 1;
-            continue;
-        }
-        if (!strcmp(a, "--report")) {
-            report = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "keel study: unknown option or missing value: '%s'\n\n", a);
-            usage(stderr);
+    const char *stage_arg = NULL;
+    const keel_opt opts[] = {
+        {"--quick", KEEL_OPT_FLAG, &s.quick, 0, 0, 0},
+        {"--report", KEEL_OPT_FLAG, &report, 0, 0, 0},
+        {"--out", KEEL_OPT_STRING, &out, 0, 0, 0},
+        {"--data", KEEL_OPT_STRING, &data, 0, 0, 0},
+        {"--threads", KEEL_OPT_INT, &s.threads, 1, KEEL_ARG_MAX_THREADS, 0},
+        {"--steps", KEEL_OPT_INT, &steps, 1, TR_MAX_STEPS, 0},
+        {"--budget-min", KEEL_OPT_INT, &budget_min, 1, 100000, 0},
+        {"--seeds", KEEL_OPT_INT, &s.nseeds, 1, 8, 0},
+        {"--stage", KEEL_OPT_STRING, &stage_arg, 0, 0, 0},
+    };
+    const int pr = keel_opts_parse("study", argc, argv, opts, sizeof opts / sizeof opts[0], usage);
+    if (pr != KEEL_OPTS_OK)
+        return pr == KEEL_OPTS_HELP ? 0 : 2;
+    if (stage_arg) {
+        if (strcmp(stage_arg, "A") && strcmp(stage_arg, "B")) {
+            fprintf(stderr, "keel study: --stage '%s': use A (the grid) or B (the seeds)\n",
+                    stage_arg);
             return 2;
         }
-        const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--threads")) bad = keel_arg_int("study", a, v, 1, KEEL_ARG_MAX_THREADS, &s.threads);
-        else if (!strcmp(a, "--steps")) bad = keel_arg_int("study", a, v, 1, TR_MAX_STEPS, &steps);
-        else if (!strcmp(a, "--budget-min")) bad = keel_arg_int("study", a, v, 1, 100000, &budget_min);
-        else if (!strcmp(a, "--seeds")) bad = keel_arg_int("study", a, v, 1, 8, &s.nseeds);
-        else if (!strcmp(a, "--stage")) {
-            if (strcmp(v, "A") && strcmp(v, "B")) {
-                fprintf(stderr, "keel study: --stage '%s': use A (the grid) or B (the seeds)\n", v);
-                return 2;
-            }
-            stage = v[0];
-        } else {
-            fprintf(stderr, "keel study: unknown option '%s'\n\n", a);
-            usage(stderr);
-            return 2;
-        }
-        if (bad)
-            return 2;
+        stage = stage_arg[0];
     }
     if (s.quick && (stage || report || budget_min || s.nseeds)) {
         fprintf(stderr, "keel study: --quick does not take --stage, --report, --budget-min or --seeds\n");

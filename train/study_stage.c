@@ -272,7 +272,8 @@ static void verdicts(FILE *md, const grid *g)
         "falls below %.1f nats within the %d steps (no NaN). The prediction holds at a depth when "
         "post-norm's range with warm-up contains its range without and is larger, and pre-norm's "
         "range "
-        "is the same with and without.\n\n",
+        "is the same with and without; it is not tested at a depth where post-norm leaves the "
+        "plateau at no lr of the grid, with warm-up or without.\n\n",
         g->r.level, g->r.steps);
     for (int ni = 0; ni < 2; ni++)
         for (int di = 0; di < 3; di++) {
@@ -294,6 +295,9 @@ static void verdicts(FILE *md, const grid *g)
             set_text(q1, e, sizeof e);
             int widens = (p1 & p0) == p0 && popcount3(p1) > popcount3(p0);
             int same_pre = q0 == q1;
+            /* post-norm trains at no lr of the grid either way: the grid lies above its
+             * trainable range at this depth, and the prediction is not tested there */
+            int untested = p0 == 0 && p1 == 0;
             fprintf(md,
                     "- %s, depth %d: post-norm exits the plateau at lr {%s} without warm-up and "
                     "{%s} with it "
@@ -302,8 +306,11 @@ static void verdicts(FILE *md, const grid *g)
                     widens ? "warm-up widens the range"
                            : (p0 == p1 ? "the same range" : "not a wider range"),
                     c, e, same_pre ? "the same range" : "a different range",
-                    widens && same_pre
-                        ? "**Agrees with the prediction.**"
+                    widens && same_pre ? "**Agrees with the prediction.**"
+                    : untested
+                        ? "**Not tested** at this depth: post-norm leaves the plateau at no lr of "
+                          "the grid, with or without warm-up (its trainable range, if any, lies "
+                          "below the grid's smallest lr)."
                         : "**Disagrees with the prediction** at this depth (one seed).");
             /* the plateau exit moves within the range too: say where */
             fprintf(md, " Post-norm's plateau exit without -> with warm-up:");

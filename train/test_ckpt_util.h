@@ -11,6 +11,7 @@
 #include "adamw.h"
 #include "checkpoint.h"
 #include "data.h"
+#include "test_common.h" /* test_read_file, test_write_file (tests/, on the train tests' path) */
 
 /* Byte offsets in a version-1 checkpoint (checkpoint.h): the header from 16 on, field by field. */
 enum {
@@ -43,39 +44,6 @@ static inline keel_status tu_write_fresh_ckpt(const char *path, const tm_config 
     return rc;
 }
 
-/* The whole file (caller frees), or NULL. */
-static inline unsigned char *tu_slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = len > 0 ? malloc((size_t)len) : NULL;
-    if (p && fread(p, 1, (size_t)len, f) != (size_t)len) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
-/* The whole file as a NUL-terminated string (caller frees), or NULL. */
-static inline char *tu_slurp_text(const char *path)
-{
-    size_t n = 0;
-    unsigned char *p = tu_slurp(path, &n);
-    char *s = p ? realloc(p, n + 1) : NULL;
-    if (!s) {
-        free(p);
-        return NULL;
-    }
-    s[n] = '\0';
-    return s;
-}
-
 static inline uint64_t tu_fnv1a(const unsigned char *p, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -91,20 +59,17 @@ static inline uint64_t tu_fnv1a(const unsigned char *p, size_t n)
 static inline int tu_craft(const char *src, const char *dst, size_t off, const void *val, size_t len)
 {
     size_t n;
-    unsigned char *p = tu_slurp(src, &n);
-    if (!p || off + len > n - 8) {
+    unsigned char *p = test_read_file(src, &n);
+    if (!p || n < 8 || off + len > n - 8) {
         free(p);
         return -1;
     }
     memcpy(p + off, val, len);
     uint64_t sum = tu_fnv1a(p, n - 8);
     memcpy(p + n - 8, &sum, 8);
-    FILE *f = fopen(dst, "wb");
-    int ok = f && fwrite(p, 1, n, f) == n;
-    if (f && fclose(f))
-        ok = 0;
+    int rc = test_write_file(dst, p, n);
     free(p);
-    return ok ? 0 : -1;
+    return rc;
 }
 
 #endif

@@ -19,6 +19,7 @@
 #include "checkpoint.h"
 #include "data.h"
 #include "model.h"
+#include "test_common.h" /* test_read_file */
 
 static int g_fail, g_pass;
 static long g_points;
@@ -52,24 +53,6 @@ typedef struct state {
     unsigned char *snap;
     size_t nsnap;
 } state;
-
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc(len > 0 ? (size_t)len : 1);
-    if (p && fread(p, 1, (size_t)len, f) != (size_t)len) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
 
 /* The bytes a call's result is compared by: the model's parameters and buffers and AdamW's
  * state (malloc'd by the test, outside the count). */
@@ -209,7 +192,7 @@ static unsigned char *digest(state *s, size_t *n)
         return p;
     }
     case S_SAVE:
-        return slurp(g_out, n);
+        return test_read_file(g_out, n);
     case S_READ_STATE:
         *n = sizeof s->st;
         return memcpy(malloc(*n), &s->st, *n);

@@ -94,9 +94,10 @@ static void check_refused_parameter(const tm_data *d)
         return;
     }
     size_t n;
-    unsigned char *file = tu_slurp(src, &n);
+    unsigned char *file = test_read_file(src, &n);
     uint64_t np = 0;
-    memcpy(&np, file + TU_NPARAMS, 8);
+    if (file && n >= TU_NPARAMS + 8)
+        memcpy(&np, file + TU_NPARAMS, 8);
     free(file);
     float *big = malloc(np * sizeof(float));
     for (size_t i = 0; big && i < np; i++)
@@ -144,12 +145,14 @@ int main(void)
             fails++;
         }
     size_t n;
-    unsigned char *file = tu_slurp(ln, &n);
+    unsigned char *file = test_read_file(ln, &n);
     uint64_t np = 0, npb = 0;
-    memcpy(&np, file + TU_NPARAMS, 8);
+    if (file && n >= TU_NPARAMS + 8)
+        memcpy(&np, file + TU_NPARAMS, 8);
     free(file);
-    file = tu_slurp(bn, &n);
-    memcpy(&npb, file + TU_NPARAMS, 8);
+    file = test_read_file(bn, &n);
+    if (file && n >= TU_NPARAMS + 8)
+        memcpy(&npb, file + TU_NPARAMS, 8);
     free(file);
 
     /* the header: finding 2 (eps) and every other field's range */

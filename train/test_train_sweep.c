@@ -13,6 +13,7 @@
 #include "adamw.h"
 #include "study_stage.h"
 #include "sweep.h"
+#include "test_common.h" /* test_read_file */
 
 static int fails;
 #define CHECK(c)                                                                                   \
@@ -206,6 +207,21 @@ static void test_runner(tm_data *d)
     rmdir(dir);
 }
 
+/* Writes the report of the runs under dir (seeds: keel study --seeds) to mdpath and returns its
+ * text (the caller frees it), or NULL when the file cannot be written or read back; *runs is
+ * study_stage_report's result, the number of run files it read. */
+static char *read_report(const char *mdpath, const char *dir, int seeds, int *runs)
+{
+    *runs = -1;
+    FILE *md = fopen(mdpath, "w");
+    if (!md)
+        return NULL;
+    *runs = study_stage_report(md, dir, seeds, 0);
+    if (fclose(md))
+        return NULL;
+    return (char *)test_read_file(mdpath, NULL);
+}
+
 /* The report from run files: two stage A cells on disk (results made up, written by the same
  * writer), the other 70 listed as missing, no verdict for an incomplete depth, the warm-up gap of
  * the complete pair. */
@@ -249,15 +265,10 @@ static void test_report(void)
     }
     char mdpath[1400];
     snprintf(mdpath, sizeof mdpath, "%s/report.md", dir);
-    FILE *md = fopen(mdpath, "w+");
-    CHECK(md != NULL);
-    if (md) {
-        CHECK(study_stage_report(md, dir, 1, 0) == 2);
-        rewind(md);
-        static char text[1 << 16];
-        size_t n = fread(text, 1, sizeof text - 1, md);
-        text[n] = 0;
-        fclose(md);
+    int runs;
+    char *text = read_report(mdpath, dir, 1, &runs);
+    CHECK(text != NULL && runs == 2);
+    if (text) {
         CHECK(strstr(text, "Stage A done: 2 of 72 runs.** Runs of seeds 2 and up on disk: 0.") !=
               NULL);
         CHECK(strstr(text, "depth 6 22 of 24") != NULL);
@@ -267,6 +278,7 @@ static void test_report(void)
         CHECK(strstr(text, "| LayerNorm | 6 | 0.001 | +0.700 | missing |") != NULL);
         CHECK(strstr(text, "reproduced") != NULL);
     }
+    free(text);
     /* a second seed of the first cell: --seeds 2 reports its mean and range */
     char path2[1400];
     {
@@ -290,19 +302,15 @@ static void test_report(void)
         sw_run_path(dir, &r, &c2, path2, sizeof path2);
         CHECK(sw_write_run(path2, &r, &c2, &res) == KEEL_OK);
     }
-    md = fopen(mdpath, "w+");
-    if (md) {
-        CHECK(study_stage_report(md, dir, 2, 0) == 3);
-        rewind(md);
-        static char text2[1 << 16];
-        size_t n = fread(text2, 1, sizeof text2 - 1, md);
-        text2[n] = 0;
-        fclose(md);
-        CHECK(strstr(text2, "Stage A done: 2 of 72 runs.** Runs of seeds 2 and up on disk: 1.") !=
+    text = read_report(mdpath, dir, 2, &runs);
+    CHECK(text != NULL && runs == 3);
+    if (text) {
+        CHECK(strstr(text, "Stage A done: 2 of 72 runs.** Runs of seeds 2 and up on disk: 1.") !=
               NULL);
-        CHECK(strstr(text2, "| LayerNorm | post, no warm-up | 6 | 0.001 | 2 | 3.250 [3.200, 3.300] "
-                            "| never |") != NULL);
+        CHECK(strstr(text, "| LayerNorm | post, no warm-up | 6 | 0.001 | 2 | 3.250 [3.200, 3.300] "
+                           "| never |") != NULL);
     }
+    free(text);
     remove(path2);
     char gp[1400];
     snprintf(gp, sizeof gp, "%s/stageA.gp", dir);
@@ -311,6 +319,99 @@ static void test_report(void)
     remove(mdpath);
     remove(paths[0]);
     remove(paths[1]);
+    rmdir(sub);
+    rmdir(dir);
+}
+
+/* The verdicts from a complete grid: every post-norm run stuck above the level (3.3) and every
+ * pre-norm run below it (2.5) is "not tested" at each depth (post-norm trains at no lr of the
+ * grid, so warm-up cannot widen its range); then post-norm at depth 6 made to leave the plateau
+ * at lr 1e-3 only with warm-up "agrees"; and at depth 12 only without it "disagrees". */
+static void test_verdicts(void)
+{
+    char dir[] = "/tmp/keel_test_verdict_XXXXXX";
+    if (!mkdtemp(dir)) {
+        printf("FAIL mkdtemp\n");
+        fails++;
+        return;
+    }
+    char sub[1300];
+    snprintf(sub, sizeof sub, "%s/runs", dir);
+    mkdir(sub, 0755);
+    sw_recipe r;
+    sw_recipe_stage_a(&r);
+    sw_cell cells[72];
+    CHECK(sw_grid_stage_a(&r, 1, cells, 72) == 72);
+    enum { N = 1500 };
+    static float tl[N];
+    int vs[2] = {100, 1500};
+    static char paths[72][1400];
+    char mdpath[1400];
+    snprintf(mdpath, sizeof mdpath, "%s/report.md", dir);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < 72; k++) {
+            const sw_cell *c = &cells[k];
+            float v = c->place == TM_POST ? 3.3f : 2.5f;
+            const int lr3 = c->lr > 5e-4f && c->lr < 2e-3f; /* lr 1e-3 */
+            if (pass == 1 && c->place == TM_POST && c->norm == TM_NORM_LAYER && lr3 &&
+                ((c->depth == 6 && c->warmup > 0) || (c->depth == 12 && c->warmup == 0)))
+                v = 2.6f;
+            float vl[2] = {3.4f, v};
+            for (int i = 0; i < N; i++)
+                tl[i] = v;
+            tr_result res;
+            memset(&res, 0, sizeof res);
+            res.steps_done = N;
+            res.nan_step = -1;
+            res.train_loss = tl;
+            res.nval = 2;
+            res.val_step = vs;
+            res.val_loss = vl;
+            res.final_val = v;
+            res.final_train = v;
+            res.probe_ratio = 0.5;
+            res.val_tokens = 8192;
+            sw_run_path(dir, &r, c, paths[k], sizeof paths[k]);
+            CHECK(sw_write_run(paths[k], &r, c, &res) == KEEL_OK);
+        }
+        int runs;
+        char *text = read_report(mdpath, dir, 1, &runs);
+        CHECK(text != NULL && runs == 72);
+        if (text && pass == 0)
+            for (int d = 0; d < 3; d++) {
+                char want[96];
+                snprintf(want, sizeof want,
+                         "LayerNorm, depth %d: post-norm exits the plateau at lr "
+                         "{none of the three}",
+                         (int[]){6, 12, 24}[d]);
+                const char *at = strstr(text, want);
+                CHECK(at != NULL);
+                CHECK(strstr(at ? at : text, "**Not tested**") != NULL);
+                CHECK(strstr(text, "Agrees with the prediction") == NULL);
+                CHECK(strstr(text, "Disagrees with the prediction") == NULL);
+            }
+        if (text && pass == 1) {
+            const char *d6 = strstr(text, "LayerNorm, depth 6:");
+            const char *d12 = strstr(text, "LayerNorm, depth 12:");
+            const char *d24 = strstr(text, "LayerNorm, depth 24:");
+            CHECK(d6 && d12 && d24);
+            if (d6 && d12 && d24) {
+                const char *a = strstr(d6, "**Agrees with the prediction.**");
+                const char *dis = strstr(d12, "**Disagrees with the prediction**");
+                const char *nt = strstr(d24, "**Not tested**");
+                CHECK(a != NULL && a < d12);
+                CHECK(dis != NULL && dis < d24);
+                CHECK(nt != NULL);
+            }
+        }
+        free(text);
+    }
+    for (int k = 0; k < 72; k++)
+        remove(paths[k]);
+    char gp[1400];
+    snprintf(gp, sizeof gp, "%s/stageA.gp", dir);
+    remove(gp);
+    remove(mdpath);
     rmdir(sub);
     rmdir(dir);
 }
@@ -327,6 +428,7 @@ int main(void)
     test_eval_batches(&d);
     test_runner(&d);
     test_report();
+    test_verdicts();
     tm_data_free(&d);
     printf("test_train_sweep: %s\n", fails ? "FAILED" : "ok");
     return fails ? 1 : 0;

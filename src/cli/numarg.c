@@ -1,4 +1,5 @@
-/* The checked number parser of the command-line options (numarg.h). */
+/* The checked number parser of the command-line options and the table-driven option loop
+ * (numarg.h). */
 #include "numarg.h"
 
 #include <ctype.h>
@@ -122,4 +123,59 @@ int keel_arg_float(const char *cmd, const char *opt, const char *v, double lo, d
     }
     *out = f;
     return 0;
+}
+
+static const keel_opt *find_opt(const keel_opt *opts, size_t n, const char *name)
+{
+    for (size_t k = 0; k < n; k++)
+        if (!strcmp(opts[k].name, name))
+            return &opts[k];
+    return NULL;
+}
+
+int keel_opts_parse(const char *cmd, int argc, char **argv, const keel_opt *opts, size_t n,
+                    void (*usage)(FILE *to))
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            if (usage)
+                usage(stdout);
+            return KEEL_OPTS_HELP;
+        }
+        const keel_opt *o = find_opt(opts, n, a);
+        if (o && o->kind == KEEL_OPT_FLAG) {
+            *(int *)o->out = 1;
+            continue;
+        }
+        /* every other option takes the next argument, whatever it looks like (a value may start
+         * with '-'); the last argument cannot be an option with its value */
+        if (!o || i + 1 >= argc) {
+            if (i + 1 >= argc)
+                fprintf(stderr, "keel %s: unknown option or missing value: '%s'\n\n", cmd, a);
+            else
+                fprintf(stderr, "keel %s: unknown option '%s'\n\n", cmd, a);
+            if (usage)
+                usage(stderr);
+            return KEEL_OPTS_USAGE;
+        }
+        const char *v = argv[++i];
+        int bad = 0;
+        switch (o->kind) {
+        case KEEL_OPT_INT:
+            bad = keel_arg_int(cmd, a, v, (int)o->lo, (int)o->hi, (int *)o->out);
+            break;
+        case KEEL_OPT_DOUBLE:
+            bad = keel_arg_double(cmd, a, v, o->lo, o->hi, o->open, (double *)o->out);
+            break;
+        case KEEL_OPT_STRING:
+            *(const char **)o->out = v;
+            break;
+        case KEEL_OPT_FLAG: /* taken above */
+            break;
+        }
+        if (bad)
+            return KEEL_OPTS_USAGE;
+    }
+    return KEEL_OPTS_OK;
 }

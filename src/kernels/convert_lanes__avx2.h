@@ -22,6 +22,8 @@ typedef __m256i cv_pred; /* per 32-bit lane all ones or all zeros (a compare's r
 
 KEEL_INLINE cv_u16 cv_load16(const uint16_t *p) { return _mm_loadu_si128((const __m128i *)p); }
 KEEL_INLINE void cv_store16(uint16_t *p, cv_u16 v) { _mm_storeu_si128((__m128i *)p, v); }
+/* a streaming store, p 16-byte aligned (kl_stream_fence after) */
+KEEL_INLINE void cv_stream16(uint16_t *p, cv_u16 v) { _mm_stream_si128((__m128i *)p, v); }
 KEEL_INLINE cv_u32 cv_load32(const float *p) { return _mm256_castps_si256(_mm256_loadu_ps(p)); }
 KEEL_INLINE void cv_store32(float *p, cv_u32 v) { _mm256_storeu_ps(p, _mm256_castsi256_ps(v)); }
 

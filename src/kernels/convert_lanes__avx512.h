@@ -20,6 +20,8 @@ typedef __mmask16 cv_pred;
 
 KEEL_INLINE cv_u16 cv_load16(const uint16_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 KEEL_INLINE void cv_store16(uint16_t *p, cv_u16 v) { _mm256_storeu_si256((__m256i *)p, v); }
+/* a streaming store, p 32-byte aligned (kl_stream_fence after) */
+KEEL_INLINE void cv_stream16(uint16_t *p, cv_u16 v) { _mm256_stream_si256((__m256i *)p, v); }
 KEEL_INLINE cv_u32 cv_load32(const float *p) { return _mm512_castps_si512(_mm512_loadu_ps(p)); }
 KEEL_INLINE void cv_store32(float *p, cv_u32 v) { _mm512_storeu_ps(p, _mm512_castsi512_ps(v)); }
 

@@ -26,6 +26,8 @@ typedef cv_u32 cv_pred;
 
 KEEL_INLINE cv_u16 cv_load16(const uint16_t *p) { return vld1q_u16(p); }
 KEEL_INLINE void cv_store16(uint16_t *p, cv_u16 v) { vst1q_u16(p, v); }
+/* no streaming store on this path (lanes__neon.h: kr_streamable is 0) */
+KEEL_INLINE void cv_stream16(uint16_t *p, cv_u16 v) { vst1q_u16(p, v); }
 KEEL_INLINE cv_u32 cv_load32(const float *p)
 {
     const cv_u32 v = {vreinterpretq_u32_f32(vld1q_f32(p)), vreinterpretq_u32_f32(vld1q_f32(p + 4))};

@@ -19,6 +19,7 @@
 
 #include "norm_finish.h"
 #include "row_batches_simd.h"
+#include "row_storage_simd.h"
 #include "variants.h"
 
 /* The forward's statistics of the nr rows x + i * xs (nr a constant <= KR_GROUP): mean_d[i],
@@ -26,9 +27,9 @@
  * on rows already in cache, prefetches the next rows pfx + i * xs into L2 and the outputs
  * pfy + i * ys into L1 (pfy NULL: not), so that the next sweep over memory and the stores
  * overlap this work. */
-KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float eps,
-                            const kr_tail *t, double *mean, float *rstd, int pf, const float *pfx,
-                            const float *pfy, size_t ys)
+KEEL_INLINE void ln_stats_n(int nr, const kx_t *x, size_t xs, size_t dim, float eps,
+                            const kr_tail *t, double *mean, float *rstd, int pf, const kx_t *pfx,
+                            const kx_t *pfy, size_t ys)
 {
     const size_t full = dim & ~(size_t)15;
     kr_d16 s[KR_GROUP], m[KR_GROUP];
@@ -36,27 +37,27 @@ KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float
         s[i] = kr_dzero();
     for (size_t j = 0; j < full; j += 16)
         for (int i = 0; i < nr; i++)
-            s[i] = kr_dadd(s[i], kr_dload(x + i * xs + j));
+            s[i] = kr_dadd(s[i], kx_dload(x + i * xs + j));
     for (int i = 0; i < nr; i++) {
         if (full < dim)
-            s[i] = kr_dadd_tail(s[i], kr_dload_tail(x + i * xs + full, t), t);
+            s[i] = kr_dadd_tail(s[i], kx_dload_tail(x + i * xs + full, t), t);
         mean[i] = keel_ln_mean(kr_reduce16(s[i]), dim);
         m[i] = kr_dset1(mean[i]);
         s[i] = kr_dzero();
     }
     for (size_t j = 0; j < full; j += 16)
         for (int i = 0; i < nr; i++) {
-            const kr_d16 d = kr_dsub(kr_dload(x + i * xs + j), m[i]);
+            const kr_d16 d = kr_dsub(kx_dload(x + i * xs + j), m[i]);
             s[i] = kr_dadd(s[i], kr_dmul(d, d));
             if (pf) {
-                kr_prefetch_l2(pfx + i * xs + j);
+                kx_prefetch_l2(pfx + i * xs + j);
                 if (pfy) /* not when y is streamed: the prefetch would fetch its lines */
-                    kr_prefetch_l1(pfy + i * ys + j);
+                    kx_prefetch_l1(pfy + i * ys + j);
             }
         }
     for (int i = 0; i < nr; i++) {
         if (full < dim) {
-            const kr_d16 d = kr_dsub(kr_dload_tail(x + i * xs + full, t), m[i]);
+            const kr_d16 d = kr_dsub(kx_dload_tail(x + i * xs + full, t), m[i]);
             s[i] = kr_dadd_tail(s[i], kr_dmul(d, d), t);
         }
         rstd[i] = keel_ln_rstd(kr_reduce16(s[i]), dim, eps);
@@ -65,28 +66,29 @@ KEEL_INLINE void ln_stats_n(int nr, const float *x, size_t xs, size_t dim, float
 
 /* y[j .. j + 16) = ((x - hi) - lo) * rs, then * gamma, then + beta (vh, vl, vr: hi, lo, rs
  * broadcast), or the row's tail t from j (never streamed). */
-KEEL_INLINE void ln_out_step(const float *x, float *y, size_t j, kr_f16 vh, kr_f16 vl, kr_f16 vr,
+KEEL_INLINE void ln_out_step(const kx_t *x, kx_t *y, size_t j, kr_f16 vh, kr_f16 vl, kr_f16 vr,
                              const float *gamma, const float *beta, const kr_tail *t, int full,
                              int hg, int hb, int nt)
 {
 #define LD(p) (full ? kr_load(p) : kr_load_tail(p, t))
-    kr_f16 v = kr_mul(kr_sub(kr_sub(LD(x + j), vh), vl), vr);
+    const kr_f16 xv = full ? kx_load(x + j) : kx_load_tail(x + j, t);
+    kr_f16 v = kr_mul(kr_sub(kr_sub(xv, vh), vl), vr);
     if (hg)
         v = kr_mul(v, LD(gamma + j));
     if (hb)
         v = kr_add(v, LD(beta + j));
     if (!full)
-        kr_store_tail(y + j, v, t);
+        kx_store_tail(y + j, v, t);
     else if (nt)
-        kr_stream(y + j, v);
+        kx_stream(y + j, v);
     else
-        kr_store(y + j, v);
+        kx_store(y + j, v);
 #undef LD
 }
 
 /* y = ((x - hi) - lo) * rs, then * gamma, then + beta. hg/hb are constants at each call site,
  * so every combination gets its own loop without branches. */
-KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma, const float *beta,
+KEEL_INLINE void ln_out(size_t dim, const kx_t *x, kx_t *y, const float *gamma, const float *beta,
                         float hi, float lo, float rs, const kr_tail *t, int hg, int hb, int nt)
 {
     const kr_f16 vh = kr_set1(hi), vl = kr_set1(lo), vr = kr_set1(rs);
@@ -99,14 +101,14 @@ KEEL_INLINE void ln_out(size_t dim, const float *x, float *y, const float *gamma
 
 /* Statistics and outputs of the nr rows from row r (nr and pf constants). stream: y may be
  * streamed (rows whose start is kr_streamable are). */
-KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const float *x,
-                             size_t xs, float *y, size_t ys, const float *gamma, const float *beta,
+KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, const kx_t *x,
+                             size_t xs, kx_t *y, size_t ys, const float *gamma, const float *beta,
                              float eps, float *mean, float *rstd, const kr_tail *t, int stream)
 {
-    const float *xr = x + r * xs;
-    float *yr = y + r * ys;
+    const kx_t *xr = x + r * xs;
+    kx_t *yr = y + r * ys;
     /* prefetch the next group if it is a whole one, else (nothing left to fetch) this one */
-    const float *pfx = r + 2 * (size_t)nr <= rows ? xr + (size_t)nr * xs : xr;
+    const kx_t *pfx = r + 2 * (size_t)nr <= rows ? xr + (size_t)nr * xs : xr;
     double mean_d[KR_GROUP];
     float rs[KR_GROUP];
     ln_stats_n(nr, xr, xs, dim, eps, t, mean_d, rs, pf, pfx, stream ? NULL : yr, ys);
@@ -114,9 +116,9 @@ KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, 
         /* mean as a float hi + lo pair (see the scalar kernel) */
         const float hi = (float)mean_d[i];
         const float lo = (float)(mean_d[i] - (double)hi);
-        const float *xi = xr + i * xs;
-        float *yi = yr + i * ys;
-        const int nt = stream && kr_streamable(yi);
+        const kx_t *xi = xr + i * xs;
+        kx_t *yi = yr + i * ys;
+        const int nt = stream && kx_streamable(yi);
         if (gamma && beta)
             ln_out(dim, xi, yi, gamma, beta, hi, lo, rs[i], t, 1, 1, nt);
         else if (gamma)
@@ -159,11 +161,11 @@ KEEL_INLINE void ln_fwd_rows(int nr, int pf, size_t r, size_t rows, size_t dim, 
  * xs: the row summed, *sum its R(x); xc, mean_c: the row centred, *cen its R((x - mean)^2);
  * xo, yo, hi, lo, rs, nt: the row written; pfy: the y row written next, fetched now (NULL:
  * not). */
-KEEL_INLINE void ln_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const float *xs,
-                               double *sum, int do_cen, const float *xc, double mean_c, double *cen,
-                               int do_out, const float *xo, float *yo, float hi, float lo, float rs,
+KEEL_INLINE void ln_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const kx_t *xs,
+                               double *sum, int do_cen, const kx_t *xc, double mean_c, double *cen,
+                               int do_out, const kx_t *xo, kx_t *yo, float hi, float lo, float rs,
                                int nt, const float *gamma, const float *beta, int hg, int hb,
-                               const float *pfy)
+                               const kx_t *pfy)
 {
     const size_t full = dim & ~(size_t)15;
     const kr_d16 m = kr_dset1(mean_c);
@@ -171,13 +173,13 @@ KEEL_INLINE void ln_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const f
     kr_d16 s = kr_dzero(), c = kr_dzero();
     for (size_t j = 0; j < full; j += 16) {
         if (pfy)
-            kr_prefetch_l1(pfy + j);
+            kx_prefetch_l1(pfy + j);
         if (do_sum) {
-            kr_prefetch_l1(xs + j + KR_PIPE_AHEAD);
-            s = kr_dadd(s, kr_dload(xs + j));
+            kx_prefetch_l1(xs + j + KR_PIPE_AHEAD);
+            s = kr_dadd(s, kx_dload(xs + j));
         }
         if (do_cen) {
-            const kr_d16 d = kr_dsub(kr_dload(xc + j), m);
+            const kr_d16 d = kr_dsub(kx_dload(xc + j), m);
             c = kr_dadd(c, kr_dmul(d, d));
         }
         if (do_out)
@@ -185,9 +187,9 @@ KEEL_INLINE void ln_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const f
     }
     if (full < dim) { /* the tail, as ln_stats_n's and ln_out's */
         if (do_sum)
-            s = kr_dadd_tail(s, kr_dload_tail(xs + full, t), t);
+            s = kr_dadd_tail(s, kx_dload_tail(xs + full, t), t);
         if (do_cen) {
-            const kr_d16 d = kr_dsub(kr_dload_tail(xc + full, t), m);
+            const kr_d16 d = kr_dsub(kx_dload_tail(xc + full, t), m);
             c = kr_dadd_tail(c, kr_dmul(d, d), t);
         }
         if (do_out)
@@ -201,7 +203,7 @@ KEEL_INLINE void ln_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const f
 
 /* The pipeline over all rows: sweep t sums row t, centres row t - 1 and writes row t - 2.
  * Stage pointers of absent rows are never formed (row 0's stand in). */
-KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs, float *y,
+KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const kx_t *x, size_t xs, kx_t *y,
                               size_t ys, const float *gamma, const float *beta, float eps,
                               float *mean, float *rstd, int stream, int hg, int hb)
 {
@@ -210,20 +212,20 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
     float rs_o = 0.0f;
     for (size_t t = 0; t < rows + 2; t++) {
         const int do_sum = t < rows, do_cen = t >= 1 && t - 1 < rows, do_out = t >= 2;
-        const float *xsum = x + (do_sum ? t : 0) * xs, *xc = x + (do_cen ? t - 1 : 0) * xs;
-        const float *xo = x + (do_out ? t - 2 : 0) * xs;
-        float *yo = y + (do_out ? t - 2 : 0) * ys;
+        const kx_t *xsum = x + (do_sum ? t : 0) * xs, *xc = x + (do_cen ? t - 1 : 0) * xs;
+        const kx_t *xo = x + (do_out ? t - 2 : 0) * xs;
+        kx_t *yo = y + (do_out ? t - 2 : 0) * ys;
         /* the written row's mean as a float hi + lo pair (see the scalar kernel) */
         const float hi = (float)mean_o, lo = (float)(mean_o - (double)hi);
-        const int nt = stream && kr_streamable(yo);
+        const int nt = stream && kx_streamable(yo);
         /* the y row written next, fetched now when it is not streamed (its lines are likely
          * out of cache: a write to them would first read them, stalling the loop). Measured
          * on AVX-512 with y out of cache, as keel bench leaves it: 4096x768 1.47 -> 1.26-1.28
          * ms; in cache too (fraction of the floor 256x1024 0.50 -> 0.60, 1024x512 0.63 ->
          * 0.74, 4x8192 0.07 -> 0.14); with y in cache (keel_profile_loop) equal within noise
          * but for 4x8192, 7.0 -> 8.5 us */
-        const float *yn = y + (do_cen ? t - 1 : 0) * ys;
-        const float *pfy = do_cen && !(stream && kr_streamable(yn)) ? yn : NULL;
+        const kx_t *yn = y + (do_cen ? t - 1 : 0) * ys;
+        const kx_t *pfy = do_cen && !(stream && kx_streamable(yn)) ? yn : NULL;
         double sum = 0.0, cen = 0.0;
         if (do_sum && do_cen && do_out) /* every sweep but the first two and the last two */
             ln_pipe_sweep(dim, &tail, 1, xsum, &sum, 1, xc, mean_c, &cen, 1, xo, yo, hi, lo, rs_o,
@@ -250,7 +252,7 @@ KEEL_INLINE void ln_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs
  * fastest call): 41 us in groups of KR_GROUP, 25-26.5 us in batches; keel bench, fraction of the
  * floor, 8192x32 0.45 -> 0.61, 5461x48 0.52 -> 0.57 (rows of 17 to 48 floats went in groups
  * before). The others go KR_GROUP at a time. */
-static void layernorm_fwd(size_t rows, size_t dim, const float *x, size_t x_stride, float *y,
+static void layernorm_fwd(size_t rows, size_t dim, const kx_t *x, size_t x_stride, kx_t *y,
                           size_t y_stride, const float *gamma, const float *beta, float eps,
                           float *mean, float *rstd)
 {
@@ -260,10 +262,10 @@ static void layernorm_fwd(size_t rows, size_t dim, const float *x, size_t x_stri
 #define PIPED(hg, hb)                                                                              \
     ln_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd, stream, hg, hb)
     const kr_tail t = kr_tail_of(dim % 16);
-    const int stream = kr_want_stream(rows, y_stride);
+    const int stream = kx_want_stream(rows, y_stride);
     size_t r = 0;
     if (dim < KR_GROUP_BELOW) {
-#if defined(KB_ROWS)
+#if defined(KB_ROWS) && !KX_NARROW
         if (dim <= KB_TAKE_MAX && rows >= KB_ROWS)
             r = plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean,
                                   rstd, stream, 0);
@@ -281,7 +283,7 @@ static void layernorm_fwd(size_t rows, size_t dim, const float *x, size_t x_stri
             PIPED(0, 1);
         else
             PIPED(0, 0);
-    } else if (kr_want_prefetch(rows, dim, x_stride)) {
+    } else if (kx_want_prefetch(rows, dim, x_stride)) {
         for (; r < rows; r++)
             ROWS(1, 1);
     } else {
@@ -325,15 +327,16 @@ KEEL_INLINE ln_s1 ln_s1_begin(float m)
 
 /* Sweep 1 at column j of the row x, dy: 16 floats (full) or the row's tail t as one step (float
  * loads masked to the row, and only the lanes that get an element are added to). */
-KEEL_INLINE void ln_s1_step(ln_s1 *a, const float *x, const float *dy, const float *gamma, size_t j,
+KEEL_INLINE void ln_s1_step(ln_s1 *a, const kx_t *x, const kx_t *dy, const float *gamma, size_t j,
                             const kr_tail *t, int full, int want_g, int hg)
 {
 #define LD(p) (full ? kr_load(p) : kr_load_tail(p, t))
+#define LX(p) (full ? kx_load(p) : kx_load_tail(p, t))
 #define ADD(s, v) (full ? kr_dadd(s, v) : kr_dadd_tail(s, v, t))
-    const kr_d16 u = kr_dsub(full ? kr_dload(x + j) : kr_dload_tail(x + j, t), a->md);
+    const kr_d16 u = kr_dsub(full ? kx_dload(x + j) : kx_dload_tail(x + j, t), a->md);
     a->sx = ADD(a->sx, u);
     if (want_g) {
-        kr_f16 g = LD(dy + j);
+        kr_f16 g = LX(dy + j);
         if (hg)
             g = kr_mul(g, LD(gamma + j));
         const kr_d16 gd = kr_widen(g);
@@ -341,6 +344,7 @@ KEEL_INLINE void ln_s1_step(ln_s1 *a, const float *x, const float *dy, const flo
         a->sp = ADD(a->sp, kr_dmul(gd, u));
     }
 #undef LD
+#undef LX
 #undef ADD
 }
 
@@ -362,7 +366,7 @@ KEEL_INLINE void ln_s1_end(const ln_s1 *a, size_t dim, int want_g, ln_row *c)
  * constants into c[i] (m and rs already there), after every row's tail, so that the rows'
  * divisions overlap (each row's tail and constants in turn: AVX-512 lnb 4096x40 127.3 -> 131.1
  * us, 4096x16 61.7 -> 64.3 us). */
-KEEL_INLINE void ln_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+KEEL_INLINE void ln_sweep1_n(int nr, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,
                              size_t xs, const float *gamma, const kr_tail *t, ln_row *c, int want_g,
                              int hg)
 {
@@ -382,49 +386,51 @@ KEEL_INLINE void ln_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, co
 
 /* Where sweep 2 prefetches: the next group's rows (NULL: nowhere). */
 typedef struct ln_pf {
-    const float *x, *dy;
-    float *dx;
+    const kx_t *x, *dy;
+    kx_t *dx;
     int nt; /* stream dx (full steps) */
 } ln_pf;
 
 /* One step of sweep 2 at column j over the nr rows (nr <= LN_BWD_GROUP, not a constant: the row
  * constants are broadcast from c), 16 floats (full) or the tail t. Pointers of absent arrays are
  * never offset (they may be NULL). */
-KEEL_INLINE void ln_step2(int nr, size_t j, const float *dy, size_t dys, const float *x, size_t xs,
-                          const float *gamma, float *dx, size_t dxs, float *dg, float *db,
+KEEL_INLINE void ln_step2(int nr, size_t j, const kx_t *dy, size_t dys, const kx_t *x, size_t xs,
+                          const float *gamma, kx_t *dx, size_t dxs, float *dg, float *db,
                           const ln_row *c, const ln_pf *pf, const kr_tail *t, int full, int hdx,
                           int acc, int hg, int hdg, int hdb)
 {
 #define LD(p) (full ? kr_load(p) : kr_load_tail(p, t))
+#define LX(p) (full ? kx_load(p) : kx_load_tail(p, t))
 #define ST(p, v) (full ? kr_store(p, v) : kr_store_tail(p, v, t))
+#define SX(p, v) (full ? kx_store(p, v) : kx_store_tail(p, v, t))
     const kr_f16 gam = hdx && hg ? LD(gamma + j) : kr_set1(0.0f);
     kr_f16 dgv = hdg ? LD(dg + j) : kr_set1(0.0f);
     kr_f16 dbv = hdb ? LD(db + j) : kr_set1(0.0f);
     for (int i = 0; i < nr; i++) {
-        const kr_f16 dyv = LD(dy + i * dys + j);
+        const kr_f16 dyv = LX(dy + i * dys + j);
         const kr_f16 xhat =
-            kr_mul(kr_sub(kr_sub(LD(x + i * xs + j), kr_set1(c[i].m)), kr_set1(c[i].df)),
+            kr_mul(kr_sub(kr_sub(LX(x + i * xs + j), kr_set1(c[i].m)), kr_set1(c[i].df)),
                    kr_set1(c[i].rs));
         if (hdx) {
             const kr_f16 g = hg ? kr_mul(dyv, gam) : dyv;
             const kr_f16 d = kr_sub(kr_sub(g, kr_set1(c[i].a)), kr_mul(xhat, kr_set1(c[i].b)));
             kr_f16 v = kr_mul(kr_set1(c[i].rs), d);
             if (acc)
-                v = kr_add(LD(dx + i * dxs + j), v);
+                v = kr_add(LX(dx + i * dxs + j), v);
             if (full && pf->nt)
-                kr_stream(dx + i * dxs + j, v);
+                kx_stream(dx + i * dxs + j, v);
             else
-                ST(dx + i * dxs + j, v);
+                SX(dx + i * dxs + j, v);
         }
         if (hdg)
             dgv = kr_add(dgv, kr_mul(dyv, xhat));
         if (hdb)
             dbv = kr_add(dbv, dyv);
         if (full && pf->x) { /* one cache line of each of the next group's rows */
-            kr_prefetch_l2(pf->x + i * xs + j);
-            kr_prefetch_l2(pf->dy + i * dys + j);
+            kx_prefetch_l2(pf->x + i * xs + j);
+            kx_prefetch_l2(pf->dy + i * dys + j);
             if (hdx && !pf->nt)
-                kr_prefetch_l2(pf->dx + i * dxs + j);
+                kx_prefetch_l2(pf->dx + i * dxs + j);
         }
     }
     if (hdg)
@@ -432,11 +438,13 @@ KEEL_INLINE void ln_step2(int nr, size_t j, const float *dy, size_t dys, const f
     if (hdb)
         ST(db + j, dbv);
 #undef LD
+#undef LX
 #undef ST
+#undef SX
 }
 
-KEEL_INLINE void ln_sweep2(int nr, size_t dim, const float *dy, size_t dys, const float *x,
-                           size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+KEEL_INLINE void ln_sweep2(int nr, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,
+                           size_t xs, const float *gamma, kx_t *dx, size_t dxs, float *dg,
                            float *db, const ln_row *c, const ln_pf *pf, const kr_tail *t, int hdx,
                            int acc, int hg, int hdg, int hdb)
 {
@@ -451,12 +459,12 @@ KEEL_INLINE void ln_sweep2(int nr, size_t dim, const float *dy, size_t dys, cons
 
 /* Sweep 2 for the 5 flags (dx, accumulate, gamma, dgamma, dbeta), each a constant; t: the tail
  * of dim % 16 floats. */
-typedef void (*ln_sweep2_fn)(int, size_t, const float *, size_t, const float *, size_t,
-                             const float *, float *, size_t, float *, float *, const ln_row *,
+typedef void (*ln_sweep2_fn)(int, size_t, const kx_t *, size_t, const kx_t *, size_t,
+                             const float *, kx_t *, size_t, float *, float *, const ln_row *,
                              const ln_pf *, const kr_tail *);
 #define LN_SWEEP2_VARIANT(i)                                                                       \
-    static void ln_sweep2_##i(int nr, size_t dim, const float *dy, size_t dys, const float *x,     \
-                              size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,     \
+    static void ln_sweep2_##i(int nr, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,     \
+                              size_t xs, const float *gamma, kx_t *dx, size_t dxs, float *dg,     \
                               float *db, const ln_row *c, const ln_pf *pf, const kr_tail *t)       \
     {                                                                                              \
         ln_sweep2(nr, dim, dy, dys, x, xs, gamma, dx, dxs, dg, db, c, pf, t, (i)&1,                \
@@ -468,11 +476,11 @@ static const ln_sweep2_fn ln_sweep2_table[32] = {KEEL_LIST32(ln_sweep2_)};
 
 /* Statistics (given or recomputed) and sweep 1 of the nr rows from row r (nr a constant <=
  * LN_S1_ROWS). */
-KEEL_INLINE void ln_bwd_stats(int nr, size_t r, size_t dim, const float *dy, size_t dys,
-                              const float *x, size_t xs, const float *mean, const float *rstd,
+KEEL_INLINE void ln_bwd_stats(int nr, size_t r, size_t dim, const kx_t *dy, size_t dys,
+                              const kx_t *x, size_t xs, const float *mean, const float *rstd,
                               const float *gamma, float eps, int hdx, const kr_tail *t, ln_row *c)
 {
-    const float *xr = x + r * xs, *dyr = dy + r * dys;
+    const kx_t *xr = x + r * xs, *dyr = dy + r * dys;
     if (mean) {
         for (int i = 0; i < nr; i++) {
             c[i].m = mean[r + i];
@@ -496,10 +504,10 @@ KEEL_INLINE void ln_bwd_stats(int nr, size_t r, size_t dim, const float *dy, siz
 }
 
 /* Whether the dx rows r .. r + nr - 1 all start kr_streamable. */
-KEEL_INLINE int ln_dx_streamable(const float *dx, size_t dxs, size_t r, int nr)
+KEEL_INLINE int ln_dx_streamable(const kx_t *dx, size_t dxs, size_t r, int nr)
 {
     for (int i = 0; i < nr; i++)
-        if (!kr_streamable(dx + (r + (size_t)i) * dxs))
+        if (!kx_streamable(dx + (r + (size_t)i) * dxs))
             return 0;
     return 1;
 }
@@ -530,22 +538,22 @@ KEEL_INLINE int ln_dx_streamable(const float *dx, size_t dxs, size_t r, int nr)
 /* One sweep of the pipeline, each stage optional (do1, do2: constants in the steady state):
  * x1, dy1, a: the row of sweep 1 and its sums; c, x2, dy2, dx2, p: the row of sweep 2 and its
  * constants (p->nt: dx streamed). */
-KEEL_INLINE void ln_bwd_pipe_sweep(size_t dim, const kr_tail *t, int do1, ln_s1 *a, const float *x1,
-                                   const float *dy1, int do2, const ln_row *c, const float *x2,
-                                   const float *dy2, float *dx2, const ln_pf *p, const float *gamma,
+KEEL_INLINE void ln_bwd_pipe_sweep(size_t dim, const kr_tail *t, int do1, ln_s1 *a, const kx_t *x1,
+                                   const kx_t *dy1, int do2, const ln_row *c, const kx_t *x2,
+                                   const kx_t *dy2, kx_t *dx2, const ln_pf *p, const float *gamma,
                                    float *dg, float *db, int hdx, int acc, int hg, int hdg, int hdb)
 {
     const size_t full = dim & ~(size_t)15;
     for (size_t j = 0; j < full; j += 16) {
         if (do1) {
             /* dy too: sweep 2 reads it even when sweep 1 does not */
-            kr_prefetch_l1(x1 + j + KR_PIPE_AHEAD);
-            kr_prefetch_l1(dy1 + j + KR_PIPE_AHEAD);
+            kx_prefetch_l1(x1 + j + KR_PIPE_AHEAD);
+            kx_prefetch_l1(dy1 + j + KR_PIPE_AHEAD);
             ln_s1_step(a, x1, dy1, gamma, j, t, 1, hdx, hg);
         }
         if (do2) {
             if (hdx && !p->nt) /* the lines of dx stored (or added to) normally */
-                kr_prefetch_l1(dx2 + j + KR_PIPE_AHEAD);
+                kx_prefetch_l1(dx2 + j + KR_PIPE_AHEAD);
             ln_step2(1, j, dy2, 0, x2, 0, gamma, dx2, 0, dg, db, c, p, t, 1, hdx, acc, hg, hdg,
                      hdb);
         }
@@ -562,9 +570,9 @@ KEEL_INLINE void ln_bwd_pipe_sweep(size_t dim, const kr_tail *t, int do1, ln_s1 
 /* The pipeline over all rows (mean and rstd given; dx or dgamma wanted): sweep t runs row t's
  * sweep 1 and row t - 1's sweep 2. Row pointers of absent rows are never formed (row 0's stand
  * in). stream: dx rows that start kr_streamable are streamed. */
-KEEL_INLINE void ln_bwd_piped(size_t rows, size_t dim, const float *dy, size_t dys, const float *x,
+KEEL_INLINE void ln_bwd_piped(size_t rows, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,
                               size_t xs, const float *mean, const float *rstd, const float *gamma,
-                              float *dx, size_t dxs, float *dg, float *db, int stream, int hdx,
+                              kx_t *dx, size_t dxs, float *dg, float *db, int stream, int hdx,
                               int acc, int hg, int hdg, int hdb)
 {
     const kr_tail tail = kr_tail_of(dim % 16);
@@ -572,8 +580,8 @@ KEEL_INLINE void ln_bwd_piped(size_t rows, size_t dim, const float *dy, size_t d
     for (size_t t = 0; t <= rows; t++) {
         const int do1 = t < rows, do2 = t >= 1;
         const size_t r1 = do1 ? t : 0, r2 = do2 ? t - 1 : 0;
-        float *dx2 = hdx ? dx + r2 * dxs : NULL;
-        const ln_pf p = {NULL, NULL, NULL, do2 && stream && kr_streamable(dx2)};
+        kx_t *dx2 = hdx ? dx + r2 * dxs : NULL;
+        const ln_pf p = {NULL, NULL, NULL, do2 && stream && kx_streamable(dx2)};
         ln_s1 a = ln_s1_begin(do1 ? mean[t] : 0.0f);
         if (do1 && do2) /* every sweep but the first and the last */
             ln_bwd_pipe_sweep(dim, &tail, 1, &a, x + r1 * xs, dy + r1 * dys, 1, &c, x + r2 * xs,
@@ -592,9 +600,9 @@ KEEL_INLINE void ln_bwd_piped(size_t rows, size_t dim, const float *dy, size_t d
 #define NORM_BWD_PIPED_LN
 #include "norm_bwd_piped_tables.h"
 
-static void layernorm_bwd(size_t rows, size_t dim, const float *dy, size_t dy_stride,
-                          const float *x, size_t x_stride, const float *mean, const float *rstd,
-                          const float *gamma, float eps, float *dx, size_t dx_stride, int dx_flags,
+static void layernorm_bwd(size_t rows, size_t dim, const kx_t *dy, size_t dy_stride,
+                          const kx_t *x, size_t x_stride, const float *mean, const float *rstd,
+                          const float *gamma, float eps, kx_t *dx, size_t dx_stride, int dx_flags,
                           float *dgamma_part, float *dbeta_part)
 {
     const int hdx = dx != NULL, acc = (dx_flags & KEEL_KBWD_ACCUMULATE) != 0;
@@ -606,7 +614,7 @@ static void layernorm_bwd(size_t rows, size_t dim, const float *dy, size_t dy_st
     const ln_sweep2_fn sweep2 = ln_sweep2_table[idx];
     const kr_tail t = kr_tail_of(dim % 16);
     const size_t group = dim < KR_GROUP_BELOW ? LN_BWD_GROUP : 1;
-    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || kr_want_prefetch(rows, dim, x_stride);
+    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || kx_want_prefetch(rows, dim, x_stride);
     /* the row pipeline: the statistics given, and dx or dgamma wanted (else there is no
      * sweep 1); in cache or not */
     if (need_xhat && mean && rstd && dim >= KR_GROUP_BELOW) {

@@ -14,11 +14,12 @@
 
 #include "norm_finish.h"
 #include "row_batches_simd.h"
+#include "row_storage_simd.h"
 #include "variants.h"
 
 /* rstd_f of the nr rows x + i * xs (nr a constant <= KR_GROUP), from R(xd * xd),
  * xd = (double)x[j]; t: the tail of dim % 16 floats. */
-KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float eps,
+KEEL_INLINE void rms_rstd_n(int nr, const kx_t *x, size_t xs, size_t dim, float eps,
                             const kr_tail *t, float *rstd)
 {
     const size_t full = dim & ~(size_t)15;
@@ -28,12 +29,12 @@ KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float
         s[i] = kr_dzero();
     for (size_t j = 0; j < full; j += 16)
         for (int i = 0; i < nr; i++) {
-            const kr_d16 a = kr_dload(x + i * xs + j);
+            const kr_d16 a = kx_dload(x + i * xs + j);
             s[i] = kr_dadd(s[i], kr_dmul(a, a));
         }
     for (int i = 0; i < nr; i++) {
         if (full < dim) {
-            const kr_d16 a = kr_widen(kr_load_tail(x + i * xs + full, t));
+            const kr_d16 a = kr_widen(kx_load_tail(x + i * xs + full, t));
             s[i] = kr_dadd_tail(s[i], kr_dmul(a, a), t);
         }
         sums[i] = kr_reduce16(s[i]);
@@ -43,22 +44,22 @@ KEEL_INLINE void rms_rstd_n(int nr, const float *x, size_t xs, size_t dim, float
 
 /* y[j .. j + 16) = x * rs, then * gamma (vr: rs broadcast), or the row's tail t from j (never
  * streamed). */
-KEEL_INLINE void rms_out_step(const float *x, float *y, size_t j, kr_f16 vr, const float *gamma,
+KEEL_INLINE void rms_out_step(const kx_t *x, kx_t *y, size_t j, kr_f16 vr, const float *gamma,
                               const kr_tail *t, int full, int hg, int nt)
 {
-    kr_f16 v = kr_mul(full ? kr_load(x + j) : kr_load_tail(x + j, t), vr);
+    kr_f16 v = kr_mul(full ? kx_load(x + j) : kx_load_tail(x + j, t), vr);
     if (hg)
         v = kr_mul(v, full ? kr_load(gamma + j) : kr_load_tail(gamma + j, t));
     if (!full)
-        kr_store_tail(y + j, v, t);
+        kx_store_tail(y + j, v, t);
     else if (nt)
-        kr_stream(y + j, v);
+        kx_stream(y + j, v);
     else
-        kr_store(y + j, v);
+        kx_store(y + j, v);
 }
 
 /* y = x * rs, then * gamma (hg a constant). */
-KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamma, float rs,
+KEEL_INLINE void rms_out(size_t dim, const kx_t *x, kx_t *y, const float *gamma, float rs,
                          const kr_tail *t, int hg, int nt)
 {
     const kr_f16 vr = kr_set1(rs);
@@ -71,16 +72,16 @@ KEEL_INLINE void rms_out(size_t dim, const float *x, float *y, const float *gamm
 
 /* rstd and outputs of the nr rows from row r (nr a constant); stream: y may be streamed (rows
  * whose start is kr_streamable are). */
-KEEL_INLINE void rms_fwd_rows(int nr, size_t r, size_t dim, const float *x, size_t xs, float *y,
+KEEL_INLINE void rms_fwd_rows(int nr, size_t r, size_t dim, const kx_t *x, size_t xs, kx_t *y,
                               size_t ys, const float *gamma, float eps, float *rstd,
                               const kr_tail *t, int stream)
 {
-    const float *xr = x + r * xs;
-    float *yr = y + r * ys;
+    const kx_t *xr = x + r * xs;
+    kx_t *yr = y + r * ys;
     float rs[KR_GROUP];
     rms_rstd_n(nr, xr, xs, dim, eps, t, rs);
     for (int i = 0; i < nr; i++) {
-        const int nt = stream && kr_streamable(yr + i * ys);
+        const int nt = stream && kx_streamable(yr + i * ys);
         if (gamma)
             rms_out(dim, xr + i * xs, yr + i * ys, gamma, rs[i], t, 1, nt);
         else
@@ -107,19 +108,19 @@ KEEL_INLINE void rms_fwd_rows(int nr, size_t r, size_t dim, const float *x, size
 /* One sweep of the pipeline, each stage optional (do_*, constants in the steady state): xs,
  * the row summed, *sumsq its R(x * x); xo, yo, rs, nt: the row written; pfy: the y row written
  * next, fetched now (NULL: not). */
-KEEL_INLINE void rms_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const float *xs,
-                                double *sumsq, int do_out, const float *xo, float *yo, float rs,
-                                int nt, const float *gamma, int hg, const float *pfy)
+KEEL_INLINE void rms_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const kx_t *xs,
+                                double *sumsq, int do_out, const kx_t *xo, kx_t *yo, float rs,
+                                int nt, const float *gamma, int hg, const kx_t *pfy)
 {
     const size_t full = dim & ~(size_t)15;
     const kr_f16 vr = kr_set1(rs);
     kr_d16 s = kr_dzero();
     for (size_t j = 0; j < full; j += 16) {
         if (pfy)
-            kr_prefetch_l1(pfy + j);
+            kx_prefetch_l1(pfy + j);
         if (do_sum) {
-            kr_prefetch_l1(xs + j + KR_PIPE_AHEAD);
-            const kr_d16 a = kr_dload(xs + j);
+            kx_prefetch_l1(xs + j + KR_PIPE_AHEAD);
+            const kr_d16 a = kx_dload(xs + j);
             s = kr_dadd(s, kr_dmul(a, a));
         }
         if (do_out)
@@ -127,7 +128,7 @@ KEEL_INLINE void rms_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const 
     }
     if (full < dim) { /* the tail, as rms_rstd_n's and rms_out's */
         if (do_sum) {
-            const kr_d16 a = kr_widen(kr_load_tail(xs + full, t));
+            const kr_d16 a = kr_widen(kx_load_tail(xs + full, t));
             s = kr_dadd_tail(s, kr_dmul(a, a), t);
         }
         if (do_out)
@@ -145,7 +146,7 @@ KEEL_INLINE void rms_pipe_sweep(size_t dim, const kr_tail *t, int do_sum, const 
  * 8x1024 6.8 -> 3.7 us, 4x8192 32.7 -> 16.8 us; keel_profile_loop (y in cache) 256x1024 46.9
  * -> 33.7 us, 64x1024 9.7 -> 8.0 us, but 1024x512 129 -> 138 us and 128x2048 45 -> 50 us. */
 #define RMS_PIPE_MAX_DIM 65536
-KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t xs, float *y,
+KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const kx_t *x, size_t xs, kx_t *y,
                                size_t ys, const float *gamma, float eps, float *rstd, int stream,
                                int hg)
 {
@@ -153,13 +154,13 @@ KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t x
     float rs_o = 0.0f; /* of the row written next */
     for (size_t r = 0; r < rows + 1; r++) {
         const int do_sum = r < rows, do_out = r >= 1;
-        const float *xsum = x + (do_sum ? r : 0) * xs, *xo = x + (do_out ? r - 1 : 0) * xs;
-        float *yo = y + (do_out ? r - 1 : 0) * ys;
-        const int nt = stream && kr_streamable(yo);
+        const kx_t *xsum = x + (do_sum ? r : 0) * xs, *xo = x + (do_out ? r - 1 : 0) * xs;
+        kx_t *yo = y + (do_out ? r - 1 : 0) * ys;
+        const int nt = stream && kx_streamable(yo);
         /* the y row written next, fetched now when it is not streamed (see ln_fwd_piped;
          * 4096x768 with y out of cache: 1.61-1.66 -> 1.16-1.21 ms) */
-        const float *yn = y + (do_sum ? r : 0) * ys;
-        const float *pfy = do_sum && !(stream && kr_streamable(yn)) ? yn : NULL;
+        const kx_t *yn = y + (do_sum ? r : 0) * ys;
+        const kx_t *pfy = do_sum && !(stream && kx_streamable(yn)) ? yn : NULL;
         double ss = 0.0;
         if (do_sum && do_out) /* every sweep but the first and the last */
             rms_pipe_sweep(dim, &t, 1, xsum, &ss, 1, xo, yo, rs_o, nt, gamma, hg, pfy);
@@ -179,15 +180,15 @@ KEEL_INLINE void rms_fwd_piped(size_t rows, size_t dim, const float *x, size_t x
  * bench, fraction of the floor, 8192x32 0.46 -> 0.65, 5461x48 0.47 -> 0.66, 4096x64 0.43-0.46
  * -> 0.62-0.64 (rows of 17 to 64 floats went in groups before). The others go KR_GROUP at a
  * time. */
-static void rmsnorm_fwd(size_t rows, size_t dim, const float *x, size_t x_stride, float *y,
+static void rmsnorm_fwd(size_t rows, size_t dim, const kx_t *x, size_t x_stride, kx_t *y,
                         size_t y_stride, const float *gamma, float eps, float *rstd)
 {
     const kr_tail t = kr_tail_of(dim % 16);
-    const int stream = kr_want_stream(rows, y_stride);
+    const int stream = kx_want_stream(rows, y_stride);
 #define ROWS(nr) rms_fwd_rows(nr, r, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, stream)
     size_t r = 0;
     if (dim < KR_GROUP_BELOW) {
-#if defined(KB_ROWS)
+#if defined(KB_ROWS) && !KX_NARROW
         if (dim <= KB_MAX && rows >= KB_ROWS)
             r = plain_fwd_batches(rows, dim, x, x_stride, y, y_stride, gamma, NULL, eps, NULL,
                                   rstd, stream, 1);
@@ -196,7 +197,7 @@ static void rmsnorm_fwd(size_t rows, size_t dim, const float *x, size_t x_stride
             ROWS(KR_GROUP);
         for (; r < rows; r++)
             ROWS(1);
-    } else if (dim <= RMS_PIPE_MAX_DIM || kr_want_prefetch(rows, dim, x_stride)) {
+    } else if (dim <= RMS_PIPE_MAX_DIM || kx_want_prefetch(rows, dim, x_stride)) {
         if (gamma)
             rms_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream, 1);
         else
@@ -225,24 +226,24 @@ typedef struct rms_row {
  * or dy, over 16 floats (full) or the row's tail t (loads masked to the row, and only the lanes
  * that get an element added to). A step at a time, so that the grouped rows and the row
  * pipeline (below) run the same arithmetic. */
-KEEL_INLINE void rms_s1_full(kr_d16 *a, const float *x, const float *dy, size_t j, kr_f16 gam,
+KEEL_INLINE void rms_s1_full(kr_d16 *a, const kx_t *x, const kx_t *dy, size_t j, kr_f16 gam,
                              int hg)
 {
-    const kr_f16 g = hg ? kr_mul(kr_load(dy + j), gam) : kr_load(dy + j);
-    *a = kr_dadd(*a, kr_dmul(kr_widen(g), kr_dload(x + j)));
+    const kr_f16 g = hg ? kr_mul(kx_load(dy + j), gam) : kx_load(dy + j);
+    *a = kr_dadd(*a, kr_dmul(kr_widen(g), kx_dload(x + j)));
 }
 
-KEEL_INLINE void rms_s1_step(kr_d16 *a, const float *x, const float *dy, const float *gamma,
+KEEL_INLINE void rms_s1_step(kr_d16 *a, const kx_t *x, const kx_t *dy, const float *gamma,
                              size_t j, const kr_tail *t, int full, int hg)
 {
     if (full) {
         rms_s1_full(a, x, dy, j, hg ? kr_load(gamma + j) : kr_set1(0.0f), hg);
         return;
     }
-    kr_f16 g = kr_load_tail(dy + j, t);
+    kr_f16 g = kx_load_tail(dy + j, t);
     if (hg)
         g = kr_mul(g, kr_load_tail(gamma + j, t));
-    *a = kr_dadd_tail(*a, kr_dmul(kr_widen(g), kr_widen(kr_load_tail(x + j, t))), t);
+    *a = kr_dadd_tail(*a, kr_dmul(kr_widen(g), kr_widen(kx_load_tail(x + j, t))), t);
 }
 
 /* b_f of kernels.h from sweep 1's sum into c (rs already there). */
@@ -253,7 +254,7 @@ KEEL_INLINE void rms_s1_end(const kr_d16 *a, size_t dim, rms_row *c)
 
 /* Sweep 1 of the nr rows (nr a constant), their steps interleaved; then b_f into c[i] (rs
  * already there). */
-KEEL_INLINE void rms_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, const float *x,
+KEEL_INLINE void rms_sweep1_n(int nr, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,
                               size_t xs, const float *gamma, const kr_tail *t, rms_row *c, int hg)
 {
     const size_t full = dim & ~(size_t)15;
@@ -272,54 +273,58 @@ KEEL_INLINE void rms_sweep1_n(int nr, size_t dim, const float *dy, size_t dys, c
 
 /* Where sweep 2 prefetches: the next group's rows (NULL: nowhere). */
 typedef struct rms_pf {
-    const float *x, *dy;
-    float *dx;
+    const kx_t *x, *dy;
+    kx_t *dx;
     int nt; /* stream dx (full steps) */
 } rms_pf;
 
 /* One step of sweep 2 at column j over the nr rows (not a constant), 16 floats (full) or the
  * tail t; gv: gamma[j ..] already loaded (the row pipeline's, shared with sweep 1), or NULL.
  * Pointers of absent arrays are never offset (they may be NULL). */
-KEEL_INLINE void rms_step2(int nr, size_t j, const float *dy, size_t dys, const float *x, size_t xs,
-                           const float *gamma, const kr_f16 *gv, float *dx, size_t dxs, float *dg,
+KEEL_INLINE void rms_step2(int nr, size_t j, const kx_t *dy, size_t dys, const kx_t *x, size_t xs,
+                           const float *gamma, const kr_f16 *gv, kx_t *dx, size_t dxs, float *dg,
                            const rms_row *c, const rms_pf *pf, const kr_tail *t, int full, int hdx,
                            int acc, int hg, int hdg)
 {
 #define LD(p) (full ? kr_load(p) : kr_load_tail(p, t))
+#define LX(p) (full ? kx_load(p) : kx_load_tail(p, t))
 #define ST(p, v) (full ? kr_store(p, v) : kr_store_tail(p, v, t))
+#define SX(p, v) (full ? kx_store(p, v) : kx_store_tail(p, v, t))
     const kr_f16 gam = !(hdx && hg) ? kr_set1(0.0f) : gv ? *gv : LD(gamma + j);
     kr_f16 dgv = hdg ? LD(dg + j) : kr_set1(0.0f);
     for (int i = 0; i < nr; i++) {
         const kr_f16 vr = kr_set1(c[i].rs);
-        const kr_f16 xhat = kr_mul(LD(x + i * xs + j), vr);
-        const kr_f16 dyv = LD(dy + i * dys + j);
+        const kr_f16 xhat = kr_mul(LX(x + i * xs + j), vr);
+        const kr_f16 dyv = LX(dy + i * dys + j);
         if (hdx) {
             const kr_f16 g = hg ? kr_mul(dyv, gam) : dyv;
             kr_f16 v = kr_mul(vr, kr_sub(g, kr_mul(xhat, kr_set1(c[i].b))));
             if (acc)
-                v = kr_add(LD(dx + i * dxs + j), v);
+                v = kr_add(LX(dx + i * dxs + j), v);
             if (full && pf->nt)
-                kr_stream(dx + i * dxs + j, v);
+                kx_stream(dx + i * dxs + j, v);
             else
-                ST(dx + i * dxs + j, v);
+                SX(dx + i * dxs + j, v);
         }
         if (hdg)
             dgv = kr_add(dgv, kr_mul(dyv, xhat));
         if (full && pf->x) { /* one cache line of each of the next group's rows */
-            kr_prefetch_l2(pf->x + i * xs + j);
-            kr_prefetch_l2(pf->dy + i * dys + j);
+            kx_prefetch_l2(pf->x + i * xs + j);
+            kx_prefetch_l2(pf->dy + i * dys + j);
             if (hdx && !pf->nt)
-                kr_prefetch_l2(pf->dx + i * dxs + j);
+                kx_prefetch_l2(pf->dx + i * dxs + j);
         }
     }
     if (hdg)
         ST(dg + j, dgv);
 #undef LD
+#undef LX
 #undef ST
+#undef SX
 }
 
-KEEL_INLINE void rms_sweep2(int nr, size_t dim, const float *dy, size_t dys, const float *x,
-                            size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,
+KEEL_INLINE void rms_sweep2(int nr, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,
+                            size_t xs, const float *gamma, kx_t *dx, size_t dxs, float *dg,
                             const rms_row *c, const rms_pf *pf, int hdx, int acc, int hg, int hdg)
 {
     size_t j = 0;
@@ -333,12 +338,12 @@ KEEL_INLINE void rms_sweep2(int nr, size_t dim, const float *dy, size_t dys, con
 }
 
 /* Sweep 2 for the 4 flags (dx, accumulate, gamma, dgamma), each a constant. */
-typedef void (*rms_sweep2_fn)(int, size_t, const float *, size_t, const float *, size_t,
-                              const float *, float *, size_t, float *, const rms_row *,
+typedef void (*rms_sweep2_fn)(int, size_t, const kx_t *, size_t, const kx_t *, size_t,
+                              const float *, kx_t *, size_t, float *, const rms_row *,
                               const rms_pf *);
 #define RMS_SWEEP2_VARIANT(i)                                                                      \
-    static void rms_sweep2_##i(int nr, size_t dim, const float *dy, size_t dys, const float *x,    \
-                               size_t xs, const float *gamma, float *dx, size_t dxs, float *dg,    \
+    static void rms_sweep2_##i(int nr, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,    \
+                               size_t xs, const float *gamma, kx_t *dx, size_t dxs, float *dg,    \
                                const rms_row *c, const rms_pf *pf)                                 \
     {                                                                                              \
         rms_sweep2(nr, dim, dy, dys, x, xs, gamma, dx, dxs, dg, c, pf, (i)&1, ((i) >> 1) & 1,      \
@@ -349,11 +354,11 @@ KEEL_EACH16(RMS_SWEEP2_VARIANT)
 static const rms_sweep2_fn rms_sweep2_table[16] = {KEEL_LIST16(rms_sweep2_)};
 
 /* rstd (given or recomputed) and sweep 1 of the nr rows from row r (nr a constant). */
-KEEL_INLINE void rms_bwd_stats(int nr, size_t r, size_t dim, const float *dy, size_t dys,
-                               const float *x, size_t xs, const float *rstd, const float *gamma,
+KEEL_INLINE void rms_bwd_stats(int nr, size_t r, size_t dim, const kx_t *dy, size_t dys,
+                               const kx_t *x, size_t xs, const float *rstd, const float *gamma,
                                float eps, int hdx, const kr_tail *t, rms_row *c)
 {
-    const float *xr = x + r * xs;
+    const kx_t *xr = x + r * xs;
     float rs[KR_GROUP];
     if (rstd)
         for (int i = 0; i < nr; i++)
@@ -371,10 +376,10 @@ KEEL_INLINE void rms_bwd_stats(int nr, size_t r, size_t dim, const float *dy, si
 }
 
 /* Whether the dx rows r .. r + nr - 1 all start kr_streamable. */
-KEEL_INLINE int rms_dx_streamable(const float *dx, size_t dxs, size_t r, int nr)
+KEEL_INLINE int rms_dx_streamable(const kx_t *dx, size_t dxs, size_t r, int nr)
 {
     for (int i = 0; i < nr; i++)
-        if (!kr_streamable(dx + (r + (size_t)i) * dxs))
+        if (!kx_streamable(dx + (r + (size_t)i) * dxs))
             return 0;
     return 1;
 }
@@ -397,12 +402,12 @@ KEEL_INLINE int rms_dx_streamable(const float *dx, size_t dxs, size_t r, int nr)
 
 /* The pipeline's sweep 2 of one row at column j (16 floats), the lines of dx ahead fetched when
  * they are stored (or added to) normally. */
-KEEL_INLINE void rms_pipe_step2(size_t j, const rms_row *c, const float *x2, const float *dy2,
-                                float *dx2, const rms_pf *p, const float *gamma, const kr_f16 *gam,
+KEEL_INLINE void rms_pipe_step2(size_t j, const rms_row *c, const kx_t *x2, const kx_t *dy2,
+                                kx_t *dx2, const rms_pf *p, const float *gamma, const kr_f16 *gam,
                                 float *dg, const kr_tail *t, int acc, int hg, int hdg)
 {
     if (!p->nt)
-        kr_prefetch_l1(dx2 + j + KR_PIPE_AHEAD);
+        kx_prefetch_l1(dx2 + j + KR_PIPE_AHEAD);
     rms_step2(1, j, dy2, 0, x2, 0, gamma, gam, dx2, 0, dg, c, p, t, 1, 1, acc, hg, hdg);
 }
 
@@ -410,8 +415,8 @@ KEEL_INLINE void rms_pipe_step2(size_t j, const rms_row *c, const float *x2, con
  * x1, dy1, a: the row of sweep 1 and its sum; c, x2, dy2, dx2, p: the row of sweep 2 and its
  * constants (p->nt: dx streamed). */
 KEEL_INLINE void rms_bwd_pipe_sweep(size_t dim, const kr_tail *t, int do1, kr_d16 *a,
-                                    const float *x1, const float *dy1, int do2, const rms_row *c,
-                                    const float *x2, const float *dy2, float *dx2, const rms_pf *p,
+                                    const kx_t *x1, const kx_t *dy1, int do2, const rms_row *c,
+                                    const kx_t *x2, const kx_t *dy2, kx_t *dx2, const rms_pf *p,
                                     const float *gamma, float *dg, int acc, int hg, int hdg)
 {
     const size_t full = dim & ~(size_t)15;
@@ -425,8 +430,8 @@ KEEL_INLINE void rms_bwd_pipe_sweep(size_t dim, const kr_tail *t, int do1, kr_d1
         if (KR_FEW_REGS && do2)
             rms_pipe_step2(j, c, x2, dy2, dx2, p, gamma, &gam, dg, t, acc, hg, hdg);
         if (do1) {
-            kr_prefetch_l1(x1 + j + KR_PIPE_AHEAD);
-            kr_prefetch_l1(dy1 + j + KR_PIPE_AHEAD);
+            kx_prefetch_l1(x1 + j + KR_PIPE_AHEAD);
+            kx_prefetch_l1(dy1 + j + KR_PIPE_AHEAD);
             rms_s1_full(a, x1, dy1, j, gam, hg);
         }
         if (!KR_FEW_REGS && do2)
@@ -443,8 +448,8 @@ KEEL_INLINE void rms_bwd_pipe_sweep(size_t dim, const kr_tail *t, int do1, kr_d1
 /* The pipeline over all rows (rstd given, dx wanted): sweep t runs row t's sweep 1 and row
  * t - 1's sweep 2. Row pointers of absent rows are never formed (row 0's stand in). stream: dx
  * rows that start kr_streamable are streamed. */
-KEEL_INLINE void rms_bwd_piped(size_t rows, size_t dim, const float *dy, size_t dys, const float *x,
-                               size_t xs, const float *rstd, const float *gamma, float *dx,
+KEEL_INLINE void rms_bwd_piped(size_t rows, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,
+                               size_t xs, const float *rstd, const float *gamma, kx_t *dx,
                                size_t dxs, float *dg, int stream, int acc, int hg, int hdg)
 {
     const kr_tail tail = kr_tail_of(dim % 16);
@@ -452,8 +457,8 @@ KEEL_INLINE void rms_bwd_piped(size_t rows, size_t dim, const float *dy, size_t 
     for (size_t t = 0; t <= rows; t++) {
         const int do1 = t < rows, do2 = t >= 1;
         const size_t r1 = do1 ? t : 0, r2 = do2 ? t - 1 : 0;
-        float *dx2 = dx + r2 * dxs;
-        const rms_pf p = {NULL, NULL, NULL, do2 && stream && kr_streamable(dx2)};
+        kx_t *dx2 = dx + r2 * dxs;
+        const rms_pf p = {NULL, NULL, NULL, do2 && stream && kx_streamable(dx2)};
         kr_d16 a = kr_dzero();
         if (do1 && do2) /* every sweep but the first and the last */
             rms_bwd_pipe_sweep(dim, &tail, 1, &a, x + r1 * xs, dy + r1 * dys, 1, &c, x + r2 * xs,
@@ -471,9 +476,9 @@ KEEL_INLINE void rms_bwd_piped(size_t rows, size_t dim, const float *dy, size_t 
 #define NORM_BWD_PIPED_RMS
 #include "norm_bwd_piped_tables.h"
 
-static void rmsnorm_bwd(size_t rows, size_t dim, const float *dy, size_t dy_stride, const float *x,
+static void rmsnorm_bwd(size_t rows, size_t dim, const kx_t *dy, size_t dy_stride, const kx_t *x,
                         size_t x_stride, const float *rstd, const float *gamma, float eps,
-                        float *dx, size_t dx_stride, int dx_flags, float *dgamma_part)
+                        kx_t *dx, size_t dx_stride, int dx_flags, float *dgamma_part)
 {
     const int hdx = dx != NULL, acc = (dx_flags & KEEL_KBWD_ACCUMULATE) != 0;
     /* streaming stores of dx when told dx spans far beyond the caches (never with accumulate) */
@@ -482,7 +487,7 @@ static void rmsnorm_bwd(size_t rows, size_t dim, const float *dy, size_t dy_stri
                                                   (dgamma_part != NULL) << 3];
     const kr_tail t = kr_tail_of(dim % 16);
     const size_t group = dim < KR_GROUP_BELOW ? KR_GROUP : 1;
-    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || kr_want_prefetch(rows, dim, x_stride);
+    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || kx_want_prefetch(rows, dim, x_stride);
     if (hdx && rstd && dim >= KR_GROUP_BELOW) { /* the row pipeline, in cache or not */
         rms_piped_table[acc | (gamma != NULL) << 1 | (dgamma_part != NULL) << 2](
             rows, dim, dy, dy_stride, x, x_stride, rstd, gamma, dx, dx_stride, dgamma_part, stream);

@@ -120,6 +120,7 @@
 #define KEEL_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "keel.h"
 
@@ -269,6 +270,37 @@ typedef void keel_f32_dyt_bwd_fn(size_t rows, size_t dim, const float *dy, size_
                                  int accumulate_dx, float *dgamma_part, float *dbeta_part,
                                  float *dalpha_part);
 
+/* LayerNorm and RMSNorm of 16-bit rows: x and y (dy, x and dx) all bf16, or all f16 (uint16_t
+ * patterns, strides in elements), gamma / beta / statistics / partials float32. The float32
+ * kernel's arithmetic on the exactly widened values and each output rounded once to nearest
+ * even as it is stored (an accumulated dx: the old value widened, the sum rounded): the bits of
+ * widening the rows, running the float32 kernel and rounding its outputs (the staged path,
+ * ops/stage.c), which the bitwise test checks. */
+typedef void keel_u16_layernorm_fwd_fn(size_t rows, size_t dim, const uint16_t *x,
+                                       size_t x_stride, uint16_t *y, size_t y_stride,
+                                       const float *gamma, const float *beta, float eps,
+                                       float *mean, float *rstd);
+typedef void keel_u16_rmsnorm_fwd_fn(size_t rows, size_t dim, const uint16_t *x, size_t x_stride,
+                                     uint16_t *y, size_t y_stride, const float *gamma, float eps,
+                                     float *rstd);
+typedef void keel_u16_layernorm_bwd_fn(size_t rows, size_t dim, const uint16_t *dy,
+                                       size_t dy_stride, const uint16_t *x, size_t x_stride,
+                                       const float *mean, const float *rstd, const float *gamma,
+                                       float eps, uint16_t *dx, size_t dx_stride, int dx_flags,
+                                       float *dgamma_part, float *dbeta_part);
+typedef void keel_u16_rmsnorm_bwd_fn(size_t rows, size_t dim, const uint16_t *dy, size_t dy_stride,
+                                     const uint16_t *x, size_t x_stride, const float *rstd,
+                                     const float *gamma, float eps, uint16_t *dx, size_t dx_stride,
+                                     int dx_flags, float *dgamma_part);
+typedef keel_u16_layernorm_fwd_fn keel_bf16_layernorm_fwd_fn, keel_f16_layernorm_fwd_fn;
+typedef keel_u16_rmsnorm_fwd_fn keel_bf16_rmsnorm_fwd_fn, keel_f16_rmsnorm_fwd_fn;
+typedef keel_u16_layernorm_bwd_fn keel_bf16_layernorm_bwd_fn, keel_f16_layernorm_bwd_fn;
+typedef keel_u16_rmsnorm_bwd_fn keel_bf16_rmsnorm_bwd_fn, keel_f16_rmsnorm_bwd_fn;
+/* Rows shorter than this go through the staged path instead (ops/layernorm.c, rmsnorm.c): there
+ * the float32 kernels take them in the row batches (row_batches_simd.h) and in groups, which
+ * the 16-bit kernels do not have. */
+#define KEEL_U16_MIN_DIM 256
+
 /* THE KERNEL LIST: every kernel of a path, once, in the order of keel_kernels. Each entry
  * X(op, neon) names
  *   op   - the kernel: its type keel_<op>_fn (above), its field in keel_kernels, and its
@@ -293,7 +325,15 @@ typedef void keel_f32_dyt_bwd_fn(size_t rows, size_t dim, const float *dy, size_
     X(f32_batchnorm_apply, neon)                                                                   \
     X(f32_batchnorm_bwd, neon)                                                                     \
     X(f32_dyt_fwd, neon)                                                                           \
-    X(f32_dyt_bwd, neon)
+    X(f32_dyt_bwd, neon)                                                                           \
+    X(bf16_layernorm_fwd, neon)                                                                    \
+    X(f16_layernorm_fwd, neon)                                                                     \
+    X(bf16_rmsnorm_fwd, neon)                                                                      \
+    X(f16_rmsnorm_fwd, neon)                                                                       \
+    X(bf16_layernorm_bwd, neon)                                                                    \
+    X(f16_layernorm_bwd, neon)                                                                     \
+    X(bf16_rmsnorm_bwd, neon)                                                                      \
+    X(f16_rmsnorm_bwd, neon)
 
 /* The kernels of every path (a declaration of a kernel a build lacks is never referenced). */
 #define KEEL_KERNEL_DECLARE(op, neon)                                                              \

@@ -571,4 +571,21 @@ KEEL_INLINE kb_d kb_nan_unless_finite(kb_d t, kb_d v)
     return _mm256_blendv_pd(_mm256_set1_pd(NAN), v, f);
 }
 
+/* ---- kr and the conversions: a kr_f16's floats as the 32-bit lanes of convert_lanes__<isa>.h
+ * (KR_CV of CV_WIDTH lanes, in order) and back, and a tail's length: what row_storage_simd.h
+ * needs to load and store rows of bf16 / f16 through the same bodies. */
+#include "convert_lanes__avx2.h"
+#define KR_CV 2
+KEEL_INLINE kr_f16 kr_of_bits(const cv_u32 *c)
+{
+    const kr_f16 v = {_mm256_castsi256_ps(c[0]), _mm256_castsi256_ps(c[1])};
+    return v;
+}
+KEEL_INLINE void kr_bits(kr_f16 v, cv_u32 *c)
+{
+    c[0] = _mm256_castps_si256(v.lo);
+    c[1] = _mm256_castps_si256(v.hi);
+}
+KEEL_INLINE size_t kr_tail_len(const kr_tail *t) { return t->n; }
+
 #endif

@@ -457,4 +457,13 @@ KEEL_INLINE kc_d8 kc_add(kc_d8 a, kc_d8 b) { return _mm512_add_pd(a, b); }
 KEEL_INLINE kc_d8 kc_sub(kc_d8 a, kc_d8 b) { return _mm512_sub_pd(a, b); }
 KEEL_INLINE kc_d8 kc_mul(kc_d8 a, kc_d8 b) { return _mm512_mul_pd(a, b); }
 
+/* ---- kr and the conversions: a kr_f16's floats as the 32-bit lanes of convert_lanes__<isa>.h
+ * (KR_CV of CV_WIDTH lanes, in order) and back, and a tail's length: what row_storage_simd.h
+ * needs to load and store rows of bf16 / f16 through the same bodies. */
+#include "convert_lanes__avx512.h"
+#define KR_CV 1
+KEEL_INLINE kr_f16 kr_of_bits(const cv_u32 *c) { return _mm512_castsi512_ps(c[0]); }
+KEEL_INLINE void kr_bits(kr_f16 v, cv_u32 *c) { c[0] = _mm512_castps_si512(v); }
+KEEL_INLINE size_t kr_tail_len(const kr_tail *t) { return (size_t)__builtin_popcount(*t); }
+
 #endif

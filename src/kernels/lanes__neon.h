@@ -565,4 +565,24 @@ KEEL_INLINE kc_d8 kc_mul(kc_d8 a, kc_d8 b)
     return a;
 }
 
+/* ---- kr and the conversions: a kr_f16's floats as the 32-bit lanes of convert_lanes__<isa>.h
+ * (KR_CV of CV_WIDTH lanes, in order) and back, and a tail's length: what row_storage_simd.h
+ * needs to load and store rows of bf16 / f16 through the same bodies. */
+#include "convert_lanes__neon.h"
+#define KR_CV 2
+KEEL_INLINE kr_f16 kr_of_bits(const cv_u32 *c)
+{
+    const kr_f16 v = {{vreinterpretq_f32_u32(c[0].lo), vreinterpretq_f32_u32(c[0].hi),
+                       vreinterpretq_f32_u32(c[1].lo), vreinterpretq_f32_u32(c[1].hi)}};
+    return v;
+}
+KEEL_INLINE void kr_bits(kr_f16 v, cv_u32 *c)
+{
+    for (int k = 0; k < 2; k++) {
+        c[k].lo = vreinterpretq_u32_f32(v.v[2 * k]);
+        c[k].hi = vreinterpretq_u32_f32(v.v[2 * k + 1]);
+    }
+}
+KEEL_INLINE size_t kr_tail_len(const kr_tail *t) { return t->n; }
+
 #endif

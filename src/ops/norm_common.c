@@ -16,7 +16,10 @@ int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *
     const keel_stage *s = &call->stage; /* dy, x, dx */
     if (s->mem)
         return 0;
-    return keel_bwd_hints(ctx, rows, s->t[1].stride, s->t[2].data ? s->t[2].stride : 0);
+    /* keel_bwd_hints counts floats: a 16-bit row of stride n spans n / 2 of them */
+    const size_t half = s->native ? 2 : 1;
+    return keel_bwd_hints(ctx, rows, (s->t[1].stride + half - 1) / half,
+                          s->t[2].data ? (s->t[2].stride + half - 1) / half : 0);
 }
 
 int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_stride, size_t dx_stride)
@@ -72,6 +75,10 @@ keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
     call->stage.quant = quant;
     keel_stage_add(&call->stage, x, KEEL_STAGE_IN);
     keel_stage_add(&call->stage, y, quant ? KEEL_STAGE_OUT_I8 : KEEL_STAGE_OUT);
+    /* x and y both bf16 or both f16: the 16-bit forward kernels read and write them where they
+     * are, with the staged path's bits (kernels.h), for rows of KEEL_U16_MIN_DIM or more */
+    call->stage.native = !quant && x.dtype == y.dtype && x.dtype != KEEL_F32 &&
+                         dim >= KEEL_U16_MIN_DIM;
     return keel_stage_setup(&call->stage, ctx, who, rows, dim);
 }
 
@@ -94,6 +101,9 @@ keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
     keel_stage_add(&call->stage, dy, KEEL_STAGE_IN);
     keel_stage_add(&call->stage, x, KEEL_STAGE_IN);
     keel_stage_add(&call->stage, dx, flags & KEEL_FLAG_ACCUMULATE_DX ? KEEL_STAGE_ACC : KEEL_STAGE_OUT);
+    /* dy, x and dx (if any) all bf16 or all f16: the 16-bit backward kernels, as the forward */
+    call->stage.native = dy.dtype == x.dtype && (!dx.data || dx.dtype == x.dtype) &&
+                         x.dtype != KEEL_F32 && dim >= KEEL_U16_MIN_DIM;
     return keel_stage_setup(&call->stage, ctx, who, rows, dim);
 }
 

@@ -14,14 +14,23 @@ typedef struct rms_fwd_job {
     float *rstd;
 } rms_fwd_job;
 
-/* rows [r, r + n) as float32: x = p[0], y = p[1] */
+/* rows [r, r + n): as float32, x = t[0], y = t[1], or (a native stage: t NULL) the 16-bit
+ * tensors where they are */
 static void rms_fwd_block(const void *p, void *unused, size_t r, size_t n, float *const *t,
                           const size_t *s)
 {
     const rms_fwd_job *j = p;
+    const keel_kernels *k = j->call.k;
+    float *rstd = j->rstd ? j->rstd + r : NULL;
     (void)unused;
-    j->call.k->f32_rmsnorm_fwd(n, j->call.dim, t[0], s[0], t[1], s[1], j->gamma, j->eps,
-                               j->rstd ? j->rstd + r : NULL);
+    if (!t) {
+        const keel_tensor x = j->call.stage.t[0], y = j->call.stage.t[1];
+        keel_u16_rmsnorm_fwd_fn *f = x.dtype == KEEL_BF16 ? k->bf16_rmsnorm_fwd : k->f16_rmsnorm_fwd;
+        f(n, j->call.dim, (const uint16_t *)x.data + r * x.stride, x.stride,
+          (uint16_t *)y.data + r * y.stride, y.stride, j->gamma, j->eps, rstd);
+        return;
+    }
+    k->f32_rmsnorm_fwd(n, j->call.dim, t[0], s[0], t[1], s[1], j->gamma, j->eps, rstd);
 }
 
 static keel_status rms_fwd(const char *who, keel_ctx *ctx, size_t rows, size_t dim, keel_tensor x,
@@ -80,15 +89,26 @@ typedef struct rms_bwd_job {
     int hints; /* kernels.h: KEEL_KBWD_PREFETCH, KEEL_KBWD_STREAM */
 } rms_bwd_job;
 
-/* rows [r, r + n) as float32: dy = p[0], x = p[1], dx = p[2] (NULL: skipped) */
+/* rows [r, r + n): as float32, dy = t[0], x = t[1], dx = t[2] (NULL: skipped), or (a native
+ * stage: t NULL) the 16-bit tensors where they are */
 static void rms_bwd_block(const void *p, void *parts, size_t r, size_t n, float *const *t,
                           const size_t *s)
 {
     const rms_bwd_job *j = p;
+    const keel_kernels *k = j->call.k;
     float *const *pp = parts; /* dgamma (keel_run_rows_reduce) */
-    j->call.k->f32_rmsnorm_bwd(n, j->call.dim, t[0], s[0], t[1], s[1],
-                               j->rstd ? j->rstd + r : NULL, j->gamma, j->eps, t[2], s[2],
-                               j->accumulate_dx | j->hints, pp[0]);
+    const float *rstd = j->rstd ? j->rstd + r : NULL;
+    const int flags = j->accumulate_dx | j->hints;
+    if (!t) {
+        const keel_tensor dy = j->call.stage.t[0], x = j->call.stage.t[1], dx = j->call.stage.t[2];
+        keel_u16_rmsnorm_bwd_fn *f = x.dtype == KEEL_BF16 ? k->bf16_rmsnorm_bwd : k->f16_rmsnorm_bwd;
+        f(n, j->call.dim, (const uint16_t *)dy.data + r * dy.stride, dy.stride,
+          (const uint16_t *)x.data + r * x.stride, x.stride, rstd, j->gamma, j->eps,
+          dx.data ? (uint16_t *)dx.data + r * dx.stride : NULL, dx.stride, flags, pp[0]);
+        return;
+    }
+    k->f32_rmsnorm_bwd(n, j->call.dim, t[0], s[0], t[1], s[1], rstd, j->gamma, j->eps, t[2], s[2],
+                       flags, pp[0]);
 }
 
 static keel_status rmsnorm_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_tensor dy,

@@ -86,6 +86,8 @@ keel_status keel_stage_setup(keel_stage *s, keel_ctx *ctx, const char *who, size
     s->dim = dim;
     s->mem = NULL;
     s->mem_stride = 0;
+    if (s->native)
+        return KEEL_OK;
     int staged = 0;
     for (int i = 0; i < s->n; i++)
         staged += s->t[i].data && s->t[i].dtype != KEEL_F32;
@@ -106,6 +108,10 @@ void keel_stage_run(const keel_stage *s, size_t r0, size_t r1, keel_stage_fn fn,
     float *p[KEEL_STAGE_MAX];
     size_t st[KEEL_STAGE_MAX];
     const size_t dim = s->dim;
+    if (s->native) {
+        fn(job, ctx, r0, r1 - r0, NULL, NULL);
+        return;
+    }
     if (!s->mem) {
         for (int i = 0; i < s->n; i++) {
             const keel_tensor t = s->t[i];

@@ -35,6 +35,8 @@ typedef struct keel_stage {
     keel_tensor t[KEEL_STAGE_MAX]; /* data NULL: absent (the kernel gets NULL) */
     keel_stage_role role[KEEL_STAGE_MAX];
     const keel_quant_i8 *quant;    /* for a KEEL_STAGE_OUT_I8 tensor */
+    int native;                    /* the kernel reads and writes the tensors in their own storage
+                                    * (the 16-bit forwards, kernels.h): nothing is staged */
     float *mem;                    /* NULL when nothing is staged */
     size_t mem_stride;             /* floats per thread */
 } keel_stage;
@@ -55,7 +57,8 @@ keel_status keel_stage_setup(keel_stage *s, keel_ctx *ctx, const char *who, size
 typedef void (*keel_stage_fn)(const void *job, void *ctx, size_t r, size_t n, float *const *p,
                               const size_t *st);
 
-/* fn over rows [r0, r1), in blocks when staged. */
+/* fn over rows [r0, r1), in blocks when staged; a native stage calls fn once with p and st NULL
+ * (the op's job holds its tensors). */
 void keel_stage_run(const keel_stage *s, size_t r0, size_t r1, keel_stage_fn fn, const void *job,
                     void *ctx);
 

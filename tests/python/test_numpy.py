@@ -261,6 +261,6 @@ def test_fork_after_use():
 
 
 def test_version_and_library():
-    assert keel.__version__ == "0.1.0"
+    assert keel.__version__ == "0.2.0"
     assert keel.library_path.endswith(("libkeel.so", "libkeel.dylib", "keel.dll"))
     assert keel.isa() in ("scalar", "avx2", "avx512", "neon")

@@ -34,7 +34,7 @@ def test_pip_install_in_fresh_venv(tmp_path):
     subprocess.run([python, "-m", "pip", "install", "--quiet", ROOT], check=True, env=env)
     out = subprocess.run([python, "-c", SMOKE], cwd=tmp_path, env=env, check=True,
                          capture_output=True, text=True).stdout
-    assert out.startswith("ok 0.1.0 ")
+    assert out.startswith("ok 0.2.0 ")
 
 
 TORCH_SMOKE = """
