@@ -1,11 +1,12 @@
 #!/bin/sh
 # make bench: runs keel bench and the peers (bench/peers/run.sh) with one thread and with every
-# core, and writes BENCHMARKS.md with the machine and the command: the float32 rows, then the
-# low-precision rows (keel bench --dtype bf16,f16,i8 beside run.sh --lowp), then the AVX2 path
-# forced (KEEL_ISA=avx2) on two shapes where the machine has a wider default, short rows in a
-# call beyond L2 (65536x16), and every kernel of the kernel list on every path beside scalar
-# (build/keel_kernel_bench, a short run: 3 loops of 10 ms per path). Usage:
-# scripts/bench.sh BUILD_DIR (KEEL_BENCH_PEERS_QUICK=1: the peers on 4096x768 only).
+# core, and writes BENCHMARKS.md with the machine and the command: keel and oneDNN 3.2 timed in
+# turns in one process (bench/peers/interleaved.sh), the float32 rows, then the low-precision rows
+# (keel bench --dtype bf16,f16,i8 beside run.sh --lowp), then the AVX2 path forced (KEEL_ISA=avx2)
+# on two shapes where the machine has a wider default, short rows in a call beyond L2 (65536x16),
+# and every kernel of the kernel list on every path beside scalar (build/keel_kernel_bench, a short
+# run: 3 loops of 10 ms per path). Usage: scripts/bench.sh BUILD_DIR (KEEL_BENCH_PEERS_QUICK=1: the
+# peers on 4096x768 only, the interleaved run on 4096x768 and 256x1024).
 set -eu
 build=${1:-build}
 out=BENCHMARKS.md
@@ -55,6 +56,31 @@ versions_done=""
     echo "keel is set beside them timed the same way, \`keel bench --hot --norms\` (back-to-back calls, and"
     echo "the floors back to back too); each fraction of the floor uses the own floor of that run."
     echo "\`keel / peer\` > 1: keel is faster."
+    # keel and oneDNN 3.2 in one process, called in turns (bench/peers/interleaved.sh): the
+    # ratios below this section come from separate processes, each meeting the machine's load of
+    # its own moment; these come from the medians of the same rounds.
+    echo
+    echo "## keel and oneDNN 3.2 in one process, interleaved"
+    echo
+    echo "\`sh bench/peers/interleaved.sh THREADS\` (bench/peers/interleaved_bench.c): one process links"
+    echo "libkeel.so and oneDNN 3.2 (the PyPI wheels) and calls them in turns on the same case, each on"
+    echo "buffers of its own, the order alternating from round to round, rounds enough for the slower of"
+    echo "the two to fill about 0.3 s (at least 7); medians. \`keel / oneDNN\` = oneDNN's median / keel's"
+    echo "(> 1: keel is faster). A load that comes and goes (other work on the machine) weighs on both"
+    echo "alike. Both outputs are checked against a float64 reference first; RMSNorm is keel's alone"
+    echo "(oneDNN 3.2 has none). oneDNN's OpenMP threads wait passively between calls"
+    echo "(OMP_WAIT_POLICY=passive, as keel's pool threads do): spinning, they take the cores from the"
+    echo "library called next. With as many threads as cores on a loaded machine the times are still"
+    echo "distorted (a descheduled thread stalls a parallel region), for both libraries."
+    for t in 1 "$cores"; do
+        # shellcheck disable=SC2086 # $peers_quick: --quick or nothing
+        KEEL_BUILD="$build" sh bench/peers/interleaved.sh "$t" $peers_quick > "$tmp.inter.$t" \
+            2>"$tmp.inter.log.$t" || true
+        echo
+        echo "### $t thread(s): \`sh bench/peers/interleaved.sh $t\`"
+        echo
+        cat "$tmp.inter.$t"
+    done
     for t in 1 "$cores"; do
         "$build/keel" bench --all --threads "$t" --markdown | sed '1d' > "$tmp.keel.$t"
         "$build/keel" bench --all --threads "$t" --hot --norms --markdown | sed '1d' > "$tmp.hot.$t"

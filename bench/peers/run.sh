@@ -75,31 +75,10 @@ if [ -z "$py_broken" ] && [ -n "$pip_missing" ]; then
     "$py" -m pip install $user_flag $pip_missing >&2 || log "pip install failed"
 fi
 
-# oneDNN 3.x from PyPI: the wheels put include/oneapi/dnnl/ and lib/libdnnl.so.3 under a Python
-# prefix (sys.prefix, or the user base / the scheme's data path for --user and Debian's /usr/local)
-ONEDNN3_PIP="onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0"
-find_dnnl3() {
-    [ -z "$py_broken" ] || return 1
-    for p in $("$py" -c 'import site, sys, sysconfig; print(sys.prefix, sysconfig.get_path("data"), site.USER_BASE)' 2>/dev/null); do
-        if [ -f "$p/lib/libdnnl.so.3" ] &&
-            grep -q 'define DNNL_VERSION_MAJOR 3' "$p/include/oneapi/dnnl/dnnl_version.h" 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-dnnl3_missing=""
-if [ -n "$py_broken" ]; then
-    dnnl3_missing="$py_broken (the oneDNN 3.x wheels are installed with pip)"
-elif ! dnnl3_prefix=$(find_dnnl3); then
-    log "pip install $ONEDNN3_PIP"
-    if [ "$(id -u)" = 0 ]; then user_flag=""; else user_flag="--user"; fi
-    # shellcheck disable=SC2086
-    "$py" -m pip install $user_flag $ONEDNN3_PIP >&2 || log "pip install of the oneDNN 3.x wheels failed"
-    dnnl3_prefix=$(find_dnnl3) ||
-        dnnl3_missing="the oneDNN 3.x wheels ($ONEDNN3_PIP) did not install (no include/oneapi/dnnl and lib/libdnnl.so.3 under the Python prefix)"
-fi
+# oneDNN 3.x from PyPI (onednn3.sh: found under a Python prefix, or pip-installed)
+# shellcheck source=bench/peers/onednn3.sh
+. "$here/onednn3.sh"
+dnnl3_setup
 
 dnnl_missing=""
 if [ ! -f /usr/include/oneapi/dnnl/dnnl.h ]; then
@@ -121,7 +100,8 @@ if [ -z "$dnnl_missing" ]; then
     log "building $onednn_bin"
     # -l:libdnnl.so.2: Debian's library even where a Python prefix in the default search path
     # (/usr/local) holds the wheels' libdnnl.so (3.x)
-    if ! "$cc" -O2 -std=c11 -fopenmp "$here/onednn_bench.c" -o "$onednn_bin" -l:libdnnl.so.2 -lm >&2; then
+    if ! "$cc" -O2 -std=c11 -fopenmp -I"$root/src/cli" "$here/onednn_bench.c" "$here/onednn_common.c" \
+        "$root/src/cli/bench_time.c" -o "$onednn_bin" -l:libdnnl.so.2 -lm >&2; then
         dnnl_missing="the oneDNN program did not build against Debian's libdnnl (see stderr)"
     elif command -v ldd >/dev/null 2>&1; then
         log "libdnnl threading: $(ldd "$onednn_bin" | grep -o 'lib\(gomp\|iomp5\|tbb\)[^ ]*' | sort -u | tr '\n' ' ')"
@@ -129,16 +109,9 @@ if [ -z "$dnnl_missing" ]; then
 fi
 
 onednn3_bin="$build/onednn3_bench"
-if [ -z "$dnnl3_missing" ]; then
-    mkdir -p "$build"
-    log "building $onednn3_bin against $dnnl3_prefix"
-    # the wheels' libdnnl.so.3 links the system's libgomp.so.1; -fopenmp gives the program the same
-    if ! "$cc" -O2 -std=c11 -fopenmp -I"$dnnl3_prefix/include" "$here/onednn_bench.c" -o "$onednn3_bin" \
-        -L"$dnnl3_prefix/lib" -l:libdnnl.so.3 -Wl,-rpath,"$dnnl3_prefix/lib" -lm >&2; then
-        dnnl3_missing="the oneDNN program did not build against the 3.x wheels in $dnnl3_prefix (see stderr)"
-    elif command -v ldd >/dev/null 2>&1; then
-        log "oneDNN 3.x: $(ldd "$onednn3_bin" | grep -o 'lib\(dnnl\|gomp\|iomp5\|tbb\)[^ ]* => [^ ]*' | sort -u | tr '\n' ' ')"
-    fi
+if [ -z "$dnnl3_missing" ] &&
+    ! dnnl3_build "$onednn3_bin" "$here/onednn_bench.c" "$here/onednn_common.c"; then
+    dnnl3_missing="the oneDNN program did not build against the 3.x wheels in $dnnl3_prefix (see stderr)"
 fi
 
 # ---- versions and CPU features (stderr; scripts/bench.sh copies these two lines)
