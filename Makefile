@@ -24,7 +24,7 @@ build: deps
 
 # The main job on the bundled defaults: what keel runs on, its accuracy, its speed, and the
 # quick training study (post-norm vs pre-norm with post-norm's warm-up effect at depth 6, and the
-# alternatives; about 3 minutes on 2 cores), ending with its table.
+# alternatives; about 1 minute on an idle 2-core machine, 4 under load), ending with its table.
 demo: build
 	$(BUILD)/keel info
 	$(BUILD)/keel check

@@ -407,14 +407,10 @@ static void bufs_init(bench_bufs *b, size_t rows, size_t dim)
         b->bn_lo[j] = (float)(b->bn_mean[j] - (double)b->bn_hi[j]);
         b->bn_rstd[j] = (float)(1.0 / sqrt(b->bn_m2[j] / (double)rows + (double)EPS));
     }
-    /* the operators' rule (src/ops/norm_common.c, keel_bwd_hints) on one thread: prefetch
-     * when x spans more than KEEL_PREFETCH_ABOVE, stream dx from KEEL_STREAM_ABOVE */
-    const size_t bytes = n * sizeof(float);
-    b->hints = (bytes > KEEL_PREFETCH_ABOVE ? KEEL_KBWD_PREFETCH : 0) |
-               (bytes >= KEEL_STREAM_ABOVE ? KEEL_KBWD_STREAM : 0);
-    const size_t bytes16 = n * sizeof(uint16_t); /* the same rule for 16-bit rows */
-    b->hints16 = (bytes16 > KEEL_PREFETCH_ABOVE ? KEEL_KBWD_PREFETCH : 0) |
-                 (bytes16 >= KEEL_STREAM_ABOVE ? KEEL_KBWD_STREAM : 0);
+    /* the operators' rule (kernels.h, keel_kbwd_hints) on one thread, for rows of floats and
+     * of 16-bit values */
+    b->hints = keel_kbwd_hints(n * sizeof(float), n * sizeof(float));
+    b->hints16 = keel_kbwd_hints(n * sizeof(uint16_t), n * sizeof(uint16_t));
 }
 
 static void bufs_free(bench_bufs *b)

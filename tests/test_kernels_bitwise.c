@@ -1128,6 +1128,29 @@ static uint16_t *u16_copy(const uint16_t *src, size_t n)
     return p;
 }
 
+/* The 16-bit values widened to floats (exact): the staged oracle's input. */
+static float *u16_widened(const u16_fmt *f, const uint16_t *src, size_t n)
+{
+    float *p = test_alloc(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = f->get(src[i]);
+    return p;
+}
+
+/* The staged oracle's output: start (the buffer as the kernel finds it) with the rows x dim
+ * values of layout l replaced by vals rounded once, where the oracle wrote them. */
+static uint16_t *u16_rows_rounded(const u16_fmt *f, const uint16_t *start, const float *vals,
+                                  const layout *l, size_t rows, size_t dim)
+{
+    uint16_t *ref = u16_copy(start, l->len);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < dim; j++) {
+            const size_t i = l->off + r * l->stride + j;
+            ref[i] = f->put(vals[i]);
+        }
+    return ref;
+}
+
 /* The first element where got differs from ref (NaN against NaN passes, as `same`), or n. */
 static size_t u16_first_diff(const u16_fmt *f, const uint16_t *ref, const uint16_t *got, size_t n)
 {
@@ -1193,9 +1216,7 @@ static void u16_fwd_cases(const keel_kernels *k, const batch *b, op o, const u16
         const layout *ly = c.inplace ? &b->lx : &b->ly;
         const uint16_t *start = c.inplace ? x16 : y16;
         /* the oracle: widen, the scalar float32 kernel, round the rows */
-        float *xf = test_alloc(b->lx.len), *yf = test_alloc(ly->len);
-        for (size_t i = 0; i < b->lx.len; i++)
-            xf[i] = f->get(x16[i]);
+        float *xf = u16_widened(f, x16, b->lx.len), *yf = test_alloc(ly->len);
         float *mean = test_copy(b->y0, rows + GUARD), *rstd = test_copy(b->dx0, rows + GUARD);
         const float *gamma = c.gamma ? b->gamma + b->lp.off : NULL;
         if (o == LN_FWD)
@@ -1205,12 +1226,7 @@ static void u16_fwd_cases(const keel_kernels *k, const batch *b, op o, const u16
         else
             s->f32_rmsnorm_fwd(rows, dim, xf + b->lx.off, b->lx.stride, yf + ly->off, ly->stride,
                                gamma, b->eps, c.stats ? rstd : NULL);
-        uint16_t *ref = u16_copy(start, ly->len);
-        for (size_t r = 0; r < rows; r++)
-            for (size_t j = 0; j < dim; j++) {
-                const size_t i = ly->off + r * ly->stride + j;
-                ref[i] = f->put(yf[i]);
-            }
+        uint16_t *ref = u16_rows_rounded(f, start, yf, ly, rows, dim);
         const keel_kernels *paths[2] = {k, s};
         for (int p = 0; p < u16_paths(k, b); p++) {
             uint16_t *got = u16_copy(start, ly->len);
@@ -1272,14 +1288,8 @@ static void u16_bwd_cases(const keel_kernels *k, const batch *b, op o, const u16
             const float *gamma = c.gamma ? b->gamma + po : NULL;
             const int flags = c.acc ? KEEL_KBWD_ACCUMULATE : 0;
             /* the oracle */
-            float *xf = test_alloc(b->lx.len), *dyf = test_alloc(b->ldy.len);
-            float *dxf = test_alloc(ldx->len);
-            for (size_t i = 0; i < b->lx.len; i++)
-                xf[i] = f->get(x16[i]);
-            for (size_t i = 0; i < b->ldy.len; i++)
-                dyf[i] = f->get(dy16[i]);
-            for (size_t i = 0; i < ldx->len; i++)
-                dxf[i] = f->get(start[i]);
+            float *xf = u16_widened(f, x16, b->lx.len), *dyf = u16_widened(f, dy16, b->ldy.len);
+            float *dxf = u16_widened(f, start, ldx->len);
             float *dg = test_copy(b->dg0, b->lp.len), *db = test_copy(b->db0, b->lp.len);
             float *dxo = c.dx ? (c.inplace ? dyf : dxf) + ldx->off : NULL;
             if (o == LN_BWD)
@@ -1291,13 +1301,8 @@ static void u16_bwd_cases(const keel_kernels *k, const batch *b, op o, const u16
                 s->f32_rmsnorm_bwd(rows, dim, dyf + b->ldy.off, b->ldy.stride, xf + b->lx.off,
                                    b->lx.stride, c.stats ? b->rms_rstd : NULL, gamma, b->eps, dxo,
                                    ldx->stride, flags, c.dg ? dg + po : NULL);
-            uint16_t *ref = u16_copy(start, ldx->len);
-            const float *dxv = c.inplace ? dyf : dxf;
-            for (size_t r = 0; c.dx && r < rows; r++)
-                for (size_t j = 0; j < dim; j++) {
-                    const size_t i = ldx->off + r * ldx->stride + j;
-                    ref[i] = f->put(dxv[i]);
-                }
+            uint16_t *ref =
+                u16_rows_rounded(f, start, c.inplace ? dyf : dxf, ldx, c.dx ? rows : 0, dim);
             const keel_kernels *paths[2] = {k, s};
             for (int p = 0; p < u16_paths(k, b); p++) {
                 uint16_t *got = u16_copy(start, ldx->len);

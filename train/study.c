@@ -1,6 +1,6 @@
 /* keel study: the training study. Writes a report folder (report.md, PNG plots by gnuplot, the
  * data beside them).
- *  --quick (make demo, about 3 minutes): 1. at initialization, post-norm vs pre-norm at several
+ *  --quick (make demo, about 1 minute on an idle 2-core machine): 1. at initialization, post-norm vs pre-norm at several
  *     depths: the gradient norm of each block's last MLP weight and the residual-stream norm by
  *     depth (Xiong et al. 2020); 2. training, post vs pre, with post-norm's warm-up effect at
  *     depth 6; 3. at the deepest depth without warm-up: DeepNorm, LayerScale, sandwich (Peri-LN),
@@ -551,7 +551,7 @@ static void usage(FILE *to)
                 "       keel study [--stage A|B] [--budget-min N] [--seeds N] [--out DIR] [--threads N] [--data FILE]\n"
                 "       keel study --report [--seeds N] [--out DIR] [--threads N] [--data FILE]\n\n"
                 "The training study: normalization placement and choice, at initialization and in training.\n"
-                "--quick: about 3 minutes on two cores (make demo): the gradients at initialization, post-norm\n"
+                "--quick: about 1 minute on two idle cores (make demo): the gradients at initialization, post-norm\n"
                 "  vs pre-norm with post-norm's warm-up effect at depth 6, the alternatives, the norms' speed.\n"
                 "  Default DIR: study-report-quick.\n"
                 "--stage A: the placement experiment's grid (LayerNorm and RMSNorm x depth 6, 12, 24 x pre,\n"

@@ -2,37 +2,23 @@
  * the RMSNorm of f32_rmsnorm__scalar.c on the float h (see f32_add_layernorm__scalar.c for why
  * h is recomputed in every sweep and stored by the last). */
 #include "kernels.h"
-#include "norm_finish.h"
-#include "reduce_order.h"
 #include "residual.h"
 
-static inline float h_at(const keel_f32_res *res, const float *hr, const float *xr,
-                         const float *rr, size_t j)
-{
-    return hr ? hr[j] : keel_res_h(res, xr, rr, j);
-}
+#define KS_T float
+#define KS_GET(v) (v)
+#define KS_PUT(f) (f)
+#include "rmsnorm_rows__scalar.h" /* the row sums (rms_row_rstd, rms_row_sweep1) */
 
-static float row_rstd(const keel_f32_res *res, const float *hr, const float *xr,
-                      const float *rr, size_t dim, float eps)
-{
-    double lane[KEEL_LANES];
-    keel_lanes_zero(lane);
-    for (size_t j = 0; j < dim; j++) {
-        const double v = (double)h_at(res, hr, xr, rr, j);
-        lane[j % KEEL_LANES] = lane[j % KEEL_LANES] + v * v;
-    }
-    return keel_rms_rstd(keel_reduce16(lane), dim, eps);
-}
-
-void keel_f32_add_rmsnorm_fwd__scalar(size_t rows, size_t dim, const keel_f32_res *res,
-                                      float *h, size_t h_stride, float *y, size_t y_stride,
+void keel_f32_add_rmsnorm_fwd__scalar(size_t rows, size_t dim, const keel_f32_res *res, float *h,
+                                      size_t h_stride, float *y, size_t y_stride,
                                       const float *gamma, float eps, float *rstd)
 {
     for (size_t r = 0; r < rows; r++) {
         const float *xr = res->x + r * res->x_stride, *rr = res->r + r * res->r_stride;
         float *hr = h ? h + r * h_stride : NULL;
         float *yr = y + r * y_stride;
-        const float rs = row_rstd(res, NULL, xr, rr, dim, eps);
+        const keel_res_row w = {res, NULL, xr, rr};
+        const float rs = rms_row_rstd(keel_res_get, &w, dim, eps);
         for (size_t j = 0; j < dim; j++) {
             const float hv = keel_res_h(res, xr, rr, j);
             float v = hv * rs;
@@ -47,11 +33,10 @@ void keel_f32_add_rmsnorm_fwd__scalar(size_t rows, size_t dim, const keel_f32_re
     }
 }
 
-void keel_f32_add_rmsnorm_bwd__scalar(size_t rows, size_t dim, const float *dy,
-                                      size_t dy_stride, const float *dh, size_t dh_stride,
-                                      const keel_f32_res *res, const float *h, size_t h_stride,
-                                      const float *rstd, const float *gamma, float eps,
-                                      const keel_f32_res_grads *out)
+void keel_f32_add_rmsnorm_bwd__scalar(size_t rows, size_t dim, const float *dy, size_t dy_stride,
+                                      const float *dh, size_t dh_stride, const keel_f32_res *res,
+                                      const float *h, size_t h_stride, const float *rstd,
+                                      const float *gamma, float eps, const keel_f32_res_grads *out)
 {
     float *const dgp = out->parts[KEEL_PART_DGAMMA];
     float *const dlp = out->parts[KEEL_PART_DLAMBDA], *const dbsp = out->parts[KEEL_PART_DBIAS];
@@ -62,40 +47,21 @@ void keel_f32_add_rmsnorm_bwd__scalar(size_t rows, size_t dim, const float *dy,
         const float *hr = h ? h + r * h_stride : NULL;
         const float *xr = res->x ? res->x + r * res->x_stride : NULL;
         const float *rr = res->r ? res->r + r * res->r_stride : NULL;
-        const float rs = rstd ? rstd[r] : row_rstd(res, hr, xr, rr, dim, eps);
-        float b = 0.0f;
-        if (want_g) {
-            double sgx[KEEL_LANES];
-            keel_lanes_zero(sgx);
-            for (size_t j = 0; j < dim; j++) {
-                const float g = gamma ? dyr[j] * gamma[j] : dyr[j];
-                sgx[j % KEEL_LANES] =
-                    sgx[j % KEEL_LANES] + (double)g * (double)h_at(res, hr, xr, rr, j);
-            }
-            b = keel_rms_bwd_b(rs, keel_reduce16(sgx), dim);
-        }
+        const keel_res_row w = {res, hr, xr, rr};
+        const float rs = rstd ? rstd[r] : rms_row_rstd(keel_res_get, &w, dim, eps);
+        const float b =
+            want_g ? rms_row_sweep1(keel_res_get, &w, ks_get, dyr, gamma, dim, rs) : 0.0f;
         float *dxr = out->dx ? out->dx + r * out->dx_stride : NULL;
         float *drr = out->dr ? out->dr + r * out->dr_stride : NULL;
         for (size_t j = 0; j < dim; j++) {
-            const float xhat = h_at(res, hr, xr, rr, j) * rs;
+            const float xhat = keel_res_get(&w, j) * rs;
             const float dyj = dyr[j];
             if (want_g) {
                 const float g = gamma ? dyj * gamma[j] : dyj;
                 const float v = rs * (g - xhat * b);
                 const float G = dhr ? dhr[j] + v : v;
                 const float rj = dlp ? rr[j] : 0.0f;
-                if (dxr) {
-                    const float t = res->alpha * G;
-                    dxr[j] = out->accumulate ? dxr[j] + t : t;
-                }
-                if (drr) {
-                    const float t = res->lambda ? res->lambda[j] * G : G;
-                    drr[j] = out->accumulate ? drr[j] + t : t;
-                }
-                if (dlp)
-                    dlp[j] = dlp[j] + G * rj;
-                if (dbsp)
-                    dbsp[j] = dbsp[j] + G;
+                keel_res_grads(res, out, dxr, drr, j, G, rj);
             }
             if (dgp)
                 dgp[j] = dgp[j] + dyj * xhat;

@@ -283,7 +283,7 @@ static void batchnorm_apply(size_t rows, size_t cols, const float *x, size_t x_s
 {
     const size_t full = cols & ~(size_t)15;
     const kr_tail t = kr_tail_of(cols - full);
-    const int stream = kr_want_stream(rows, y_stride);
+    const int stream = keel_want_stream(rows * y_stride * sizeof(float));
     if (cols < 16)
         bn_apply_narrow(rows, 1, &t, stream, x, x_stride, y, y_stride, hi, lo, rstd, gamma, beta);
     else if (cols == 16)
@@ -410,7 +410,7 @@ static void batchnorm_bwd(size_t rows, size_t cols, const float *dy, size_t dy_s
     double su[BN_CHUNK], sd[BN_CHUNK], sdu[BN_CHUNK], sg[BN_CHUNK], sgu[BN_CHUNK];
     float a[BN_CHUNK], b[BN_CHUNK], df[BN_CHUNK];
     /* dx streamed when the call's dx spans KEEL_STREAM_ABOVE bytes or more (not accumulated) */
-    const int stream = dx && !accumulate_dx && kr_want_stream(rows, cols);
+    const int stream = dx && !accumulate_dx && keel_want_stream(rows * cols * sizeof(float));
     int streamed = 0;
     for (size_t c0 = 0; c0 < cols; c0 += BN_CHUNK) {
         const size_t n = cols - c0 < BN_CHUNK ? cols - c0 : BN_CHUNK;

@@ -70,20 +70,13 @@ KEEL_INLINE void ln_out_step(const kx_t *x, kx_t *y, size_t j, kr_f16 vh, kr_f16
                              const float *gamma, const float *beta, const kr_tail *t, int full,
                              int hg, int hb, int nt)
 {
-#define LD(p) (full ? kr_load(p) : kr_load_tail(p, t))
-    const kr_f16 xv = full ? kx_load(x + j) : kx_load_tail(x + j, t);
-    kr_f16 v = kr_mul(kr_sub(kr_sub(xv, vh), vl), vr);
+    const kstep s = {t, full};
+    kr_f16 v = kr_mul(kr_sub(kr_sub(kxs_load(x + j, s), vh), vl), vr);
     if (hg)
-        v = kr_mul(v, LD(gamma + j));
+        v = kr_mul(v, ks_load(gamma + j, s));
     if (hb)
-        v = kr_add(v, LD(beta + j));
-    if (!full)
-        kx_store_tail(y + j, v, t);
-    else if (nt)
-        kx_stream(y + j, v);
-    else
-        kx_store(y + j, v);
-#undef LD
+        v = kr_add(v, ks_load(beta + j, s));
+    kxs_store(y + j, v, s, nt);
 }
 
 /* y = ((x - hi) - lo) * rs, then * gamma, then + beta. hg/hb are constants at each call site,
@@ -262,7 +255,7 @@ static void layernorm_fwd(size_t rows, size_t dim, const kx_t *x, size_t x_strid
 #define PIPED(hg, hb)                                                                              \
     ln_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, beta, eps, mean, rstd, stream, hg, hb)
     const kr_tail t = kr_tail_of(dim % 16);
-    const int stream = kx_want_stream(rows, y_stride);
+    const int stream = keel_want_stream(rows * y_stride * sizeof(kx_t));
     size_t r = 0;
     if (dim < KR_GROUP_BELOW) {
 #if defined(KB_ROWS) && !KX_NARROW
@@ -283,7 +276,7 @@ static void layernorm_fwd(size_t rows, size_t dim, const kx_t *x, size_t x_strid
             PIPED(0, 1);
         else
             PIPED(0, 0);
-    } else if (kx_want_prefetch(rows, dim, x_stride)) {
+    } else if (keel_want_prefetch(dim, rows * x_stride * sizeof(kx_t))) {
         for (; r < rows; r++)
             ROWS(1, 1);
     } else {
@@ -330,22 +323,17 @@ KEEL_INLINE ln_s1 ln_s1_begin(float m)
 KEEL_INLINE void ln_s1_step(ln_s1 *a, const kx_t *x, const kx_t *dy, const float *gamma, size_t j,
                             const kr_tail *t, int full, int want_g, int hg)
 {
-#define LD(p) (full ? kr_load(p) : kr_load_tail(p, t))
-#define LX(p) (full ? kx_load(p) : kx_load_tail(p, t))
-#define ADD(s, v) (full ? kr_dadd(s, v) : kr_dadd_tail(s, v, t))
-    const kr_d16 u = kr_dsub(full ? kx_dload(x + j) : kx_dload_tail(x + j, t), a->md);
-    a->sx = ADD(a->sx, u);
+    const kstep s = {t, full};
+    const kr_d16 u = kr_dsub(kxs_dload(x + j, s), a->md);
+    a->sx = ks_dadd(a->sx, u, s);
     if (want_g) {
-        kr_f16 g = LX(dy + j);
+        kr_f16 g = kxs_load(dy + j, s);
         if (hg)
-            g = kr_mul(g, LD(gamma + j));
+            g = kr_mul(g, ks_load(gamma + j, s));
         const kr_d16 gd = kr_widen(g);
-        a->sg = ADD(a->sg, gd);
-        a->sp = ADD(a->sp, kr_dmul(gd, u));
+        a->sg = ks_dadd(a->sg, gd, s);
+        a->sp = ks_dadd(a->sp, kr_dmul(gd, u), s);
     }
-#undef LD
-#undef LX
-#undef ADD
 }
 
 /* The row constants of kernels.h from sweep 1's sums into c (m and rs already there). */
@@ -399,28 +387,22 @@ KEEL_INLINE void ln_step2(int nr, size_t j, const kx_t *dy, size_t dys, const kx
                           const ln_row *c, const ln_pf *pf, const kr_tail *t, int full, int hdx,
                           int acc, int hg, int hdg, int hdb)
 {
-#define LD(p) (full ? kr_load(p) : kr_load_tail(p, t))
-#define LX(p) (full ? kx_load(p) : kx_load_tail(p, t))
-#define ST(p, v) (full ? kr_store(p, v) : kr_store_tail(p, v, t))
-#define SX(p, v) (full ? kx_store(p, v) : kx_store_tail(p, v, t))
-    const kr_f16 gam = hdx && hg ? LD(gamma + j) : kr_set1(0.0f);
-    kr_f16 dgv = hdg ? LD(dg + j) : kr_set1(0.0f);
-    kr_f16 dbv = hdb ? LD(db + j) : kr_set1(0.0f);
+    const kstep s = {t, full};
+    const kr_f16 gam = hdx && hg ? ks_load(gamma + j, s) : kr_set1(0.0f);
+    kr_f16 dgv = hdg ? ks_load(dg + j, s) : kr_set1(0.0f);
+    kr_f16 dbv = hdb ? ks_load(db + j, s) : kr_set1(0.0f);
     for (int i = 0; i < nr; i++) {
-        const kr_f16 dyv = LX(dy + i * dys + j);
+        const kr_f16 dyv = kxs_load(dy + i * dys + j, s);
         const kr_f16 xhat =
-            kr_mul(kr_sub(kr_sub(LX(x + i * xs + j), kr_set1(c[i].m)), kr_set1(c[i].df)),
+            kr_mul(kr_sub(kr_sub(kxs_load(x + i * xs + j, s), kr_set1(c[i].m)), kr_set1(c[i].df)),
                    kr_set1(c[i].rs));
         if (hdx) {
             const kr_f16 g = hg ? kr_mul(dyv, gam) : dyv;
             const kr_f16 d = kr_sub(kr_sub(g, kr_set1(c[i].a)), kr_mul(xhat, kr_set1(c[i].b)));
             kr_f16 v = kr_mul(kr_set1(c[i].rs), d);
             if (acc)
-                v = kr_add(LX(dx + i * dxs + j), v);
-            if (full && pf->nt)
-                kx_stream(dx + i * dxs + j, v);
-            else
-                SX(dx + i * dxs + j, v);
+                v = kr_add(kxs_load(dx + i * dxs + j, s), v);
+            kxs_store(dx + i * dxs + j, v, s, pf->nt);
         }
         if (hdg)
             dgv = kr_add(dgv, kr_mul(dyv, xhat));
@@ -434,13 +416,9 @@ KEEL_INLINE void ln_step2(int nr, size_t j, const kx_t *dy, size_t dys, const kx
         }
     }
     if (hdg)
-        ST(dg + j, dgv);
+        ks_store(dg + j, dgv, s, 0);
     if (hdb)
-        ST(db + j, dbv);
-#undef LD
-#undef LX
-#undef ST
-#undef SX
+        ks_store(db + j, dbv, s, 0);
 }
 
 KEEL_INLINE void ln_sweep2(int nr, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,
@@ -614,7 +592,7 @@ static void layernorm_bwd(size_t rows, size_t dim, const kx_t *dy, size_t dy_str
     const ln_sweep2_fn sweep2 = ln_sweep2_table[idx];
     const kr_tail t = kr_tail_of(dim % 16);
     const size_t group = dim < KR_GROUP_BELOW ? LN_BWD_GROUP : 1;
-    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || kx_want_prefetch(rows, dim, x_stride);
+    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || keel_want_prefetch(dim, rows * x_stride * sizeof(kx_t));
     /* the row pipeline: the statistics given, and dx or dgamma wanted (else there is no
      * sweep 1); in cache or not */
     if (need_xhat && mean && rstd && dim >= KR_GROUP_BELOW) {

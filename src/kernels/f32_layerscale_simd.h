@@ -40,7 +40,7 @@ static void layerscale_fwd(size_t rows, size_t dim, const float *x, size_t x_str
 {
     const size_t full = dim & ~(size_t)7;
     const kl_tail m = kl_tail_of(dim - full);
-    const int stream = kl_want_stream(rows, h_stride);
+    const int stream = keel_want_stream(rows * h_stride * sizeof(float));
     int streamed = 0;
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * x_stride, *fr = f + r * f_stride;

@@ -47,15 +47,11 @@ KEEL_INLINE void rms_rstd_n(int nr, const kx_t *x, size_t xs, size_t dim, float 
 KEEL_INLINE void rms_out_step(const kx_t *x, kx_t *y, size_t j, kr_f16 vr, const float *gamma,
                               const kr_tail *t, int full, int hg, int nt)
 {
-    kr_f16 v = kr_mul(full ? kx_load(x + j) : kx_load_tail(x + j, t), vr);
+    const kstep s = {t, full};
+    kr_f16 v = kr_mul(kxs_load(x + j, s), vr);
     if (hg)
-        v = kr_mul(v, full ? kr_load(gamma + j) : kr_load_tail(gamma + j, t));
-    if (!full)
-        kx_store_tail(y + j, v, t);
-    else if (nt)
-        kx_stream(y + j, v);
-    else
-        kx_store(y + j, v);
+        v = kr_mul(v, ks_load(gamma + j, s));
+    kxs_store(y + j, v, s, nt);
 }
 
 /* y = x * rs, then * gamma (hg a constant). */
@@ -97,7 +93,7 @@ KEEL_INLINE void rms_fwd_rows(int nr, size_t r, size_t dim, const kx_t *x, size_
  * output (its x row still in L1/L2), so that the reads and the writes go to memory together
  * (keel bench --rows 4096 --dim 4096 --threads 1: 0.86-0.91 of the copy floor -> 1.00-1.02).
  * Each row's arithmetic is rms_rstd_n's and rms_out's: the same bits. It takes the tensors that
- * the prefetching path took (kr_want_prefetch), at any width, only one row being kept in cache
+ * the prefetching path took (keel_want_prefetch), at any width, only one row being kept in cache
  * (keel_profile_loop rmsf, 1 thread, fastest call, one row at a time -> pipelined, AVX-512:
  * 4096x4096 5.70 -> 4.52 ms, 1024x8192 2.75 -> 2.39 ms, 4096x1024 1.17 -> 0.95 ms, 32x262144
  * 4.46 -> 3.77 ms, 8x1048576 5.39 -> 3.92 ms; AVX2: 4096x4096 5.6 -> 4.5 ms, 1024x8192 2.84 ->
@@ -184,7 +180,7 @@ static void rmsnorm_fwd(size_t rows, size_t dim, const kx_t *x, size_t x_stride,
                         size_t y_stride, const float *gamma, float eps, float *rstd)
 {
     const kr_tail t = kr_tail_of(dim % 16);
-    const int stream = kx_want_stream(rows, y_stride);
+    const int stream = keel_want_stream(rows * y_stride * sizeof(kx_t));
 #define ROWS(nr) rms_fwd_rows(nr, r, dim, x, x_stride, y, y_stride, gamma, eps, rstd, &t, stream)
     size_t r = 0;
     if (dim < KR_GROUP_BELOW) {
@@ -197,7 +193,7 @@ static void rmsnorm_fwd(size_t rows, size_t dim, const kx_t *x, size_t x_stride,
             ROWS(KR_GROUP);
         for (; r < rows; r++)
             ROWS(1);
-    } else if (dim <= RMS_PIPE_MAX_DIM || kx_want_prefetch(rows, dim, x_stride)) {
+    } else if (dim <= RMS_PIPE_MAX_DIM || keel_want_prefetch(dim, rows * x_stride * sizeof(kx_t))) {
         if (gamma)
             rms_fwd_piped(rows, dim, x, x_stride, y, y_stride, gamma, eps, rstd, stream, 1);
         else
@@ -286,25 +282,19 @@ KEEL_INLINE void rms_step2(int nr, size_t j, const kx_t *dy, size_t dys, const k
                            const rms_row *c, const rms_pf *pf, const kr_tail *t, int full, int hdx,
                            int acc, int hg, int hdg)
 {
-#define LD(p) (full ? kr_load(p) : kr_load_tail(p, t))
-#define LX(p) (full ? kx_load(p) : kx_load_tail(p, t))
-#define ST(p, v) (full ? kr_store(p, v) : kr_store_tail(p, v, t))
-#define SX(p, v) (full ? kx_store(p, v) : kx_store_tail(p, v, t))
-    const kr_f16 gam = !(hdx && hg) ? kr_set1(0.0f) : gv ? *gv : LD(gamma + j);
-    kr_f16 dgv = hdg ? LD(dg + j) : kr_set1(0.0f);
+    const kstep s = {t, full};
+    const kr_f16 gam = !(hdx && hg) ? kr_set1(0.0f) : gv ? *gv : ks_load(gamma + j, s);
+    kr_f16 dgv = hdg ? ks_load(dg + j, s) : kr_set1(0.0f);
     for (int i = 0; i < nr; i++) {
         const kr_f16 vr = kr_set1(c[i].rs);
-        const kr_f16 xhat = kr_mul(LX(x + i * xs + j), vr);
-        const kr_f16 dyv = LX(dy + i * dys + j);
+        const kr_f16 xhat = kr_mul(kxs_load(x + i * xs + j, s), vr);
+        const kr_f16 dyv = kxs_load(dy + i * dys + j, s);
         if (hdx) {
             const kr_f16 g = hg ? kr_mul(dyv, gam) : dyv;
             kr_f16 v = kr_mul(vr, kr_sub(g, kr_mul(xhat, kr_set1(c[i].b))));
             if (acc)
-                v = kr_add(LX(dx + i * dxs + j), v);
-            if (full && pf->nt)
-                kx_stream(dx + i * dxs + j, v);
-            else
-                SX(dx + i * dxs + j, v);
+                v = kr_add(kxs_load(dx + i * dxs + j, s), v);
+            kxs_store(dx + i * dxs + j, v, s, pf->nt);
         }
         if (hdg)
             dgv = kr_add(dgv, kr_mul(dyv, xhat));
@@ -316,11 +306,7 @@ KEEL_INLINE void rms_step2(int nr, size_t j, const kx_t *dy, size_t dys, const k
         }
     }
     if (hdg)
-        ST(dg + j, dgv);
-#undef LD
-#undef LX
-#undef ST
-#undef SX
+        ks_store(dg + j, dgv, s, 0);
 }
 
 KEEL_INLINE void rms_sweep2(int nr, size_t dim, const kx_t *dy, size_t dys, const kx_t *x,
@@ -487,7 +473,7 @@ static void rmsnorm_bwd(size_t rows, size_t dim, const kx_t *dy, size_t dy_strid
                                                   (dgamma_part != NULL) << 3];
     const kr_tail t = kr_tail_of(dim % 16);
     const size_t group = dim < KR_GROUP_BELOW ? KR_GROUP : 1;
-    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || kx_want_prefetch(rows, dim, x_stride);
+    const int pf = (dx_flags & KEEL_KBWD_PREFETCH) || keel_want_prefetch(dim, rows * x_stride * sizeof(kx_t));
     if (hdx && rstd && dim >= KR_GROUP_BELOW) { /* the row pipeline, in cache or not */
         rms_piped_table[acc | (gamma != NULL) << 1 | (dgamma_part != NULL) << 2](
             rows, dim, dy, dy_stride, x, x_stride, rstd, gamma, dx, dx_stride, dgamma_part, stream);

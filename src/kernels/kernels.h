@@ -139,6 +139,26 @@ typedef void keel_f32_layernorm_fwd_fn(size_t rows, size_t dim,
 #define KEEL_PREFETCH_ABOVE ((size_t)2 << 20)
 #define KEEL_STREAM_ABOVE ((size_t)16 << 20)
 
+/* Prefetching (of the rows the next sweep over memory reads, into L2, while the current rows
+ * are worked on in cache) pays only when the data come from beyond L2, and only for rows long
+ * enough that one row ahead is far enough (below that the hardware prefetcher keeps up); on
+ * data already in cache it costs (all measured). So a call prefetches for rows of at least
+ * KEEL_PREFETCH_MIN_DIM values whose input spans more than KEEL_PREFETCH_ABOVE bytes. */
+#define KEEL_PREFETCH_MIN_DIM 256
+static inline int keel_want_prefetch(size_t dim, size_t in_bytes)
+{
+    return dim >= KEEL_PREFETCH_MIN_DIM && in_bytes > KEEL_PREFETCH_ABOVE;
+}
+/* Streaming (non-temporal) stores of an output spanning KEEL_STREAM_ABOVE bytes or more per
+ * call: there a write-allocating store reads every line it writes (a third more traffic than
+ * the copy floor) and evicts the rows still to be read. Measured, 1 thread, LayerNorm forward,
+ * streamed against cached stores: 1024x4096 (16 MiB) 1.20x, 4096x4096 1.24x, 16384x8192 1.30x
+ * faster; 4096x768 (12 MiB) and 8192x768 (24 MiB) 0.9x (slower): the cut is at 16 MiB of
+ * output per call, the part of one thread. A row streams where the path streams (KR_STREAMS)
+ * and its start is aligned (kr_streamable); the kernel ends with a fence. The values are
+ * unchanged. */
+static inline int keel_want_stream(size_t out_bytes) { return out_bytes >= KEEL_STREAM_ABOVE; }
+
 /* dx_flags of the LayerNorm and RMSNorm backwards: ACCUMULATE changes what is computed (dx +=
  * instead of dx =); the others are hints from the operator, which sees the whole tensor where
  * a kernel sees one block of rows, and never change a bit of any result. */
@@ -148,6 +168,14 @@ enum {
     KEEL_KBWD_STREAM = 4      /* dx spans far beyond the caches: streaming stores (not with
                                  ACCUMULATE) */
 };
+
+/* The hints for a backward whose input spans in_bytes and whose dx, in one thread's part, spans
+ * dx_bytes (the policy above, in bytes whatever the element size). */
+static inline int keel_kbwd_hints(size_t in_bytes, size_t dx_bytes)
+{
+    return (in_bytes > KEEL_PREFETCH_ABOVE ? KEEL_KBWD_PREFETCH : 0) |
+           (dx_bytes >= KEEL_STREAM_ABOVE ? KEEL_KBWD_STREAM : 0);
+}
 
 /* Backward over `rows` rows. mean/rstd both NULL: recomputed with eps. dx NULL: skipped.
  * dgamma_part/dbeta_part: dim floats each, accumulated into (caller zeroes them), or NULL. */

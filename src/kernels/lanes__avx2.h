@@ -84,19 +84,6 @@ KEEL_INLINE k256_tail k256_tail_of(size_t n)
 #define K256_GROUP 2
 #define K256_GROUP_BELOW 256
 
-/* Prefetching pays only on data from beyond L2 (see lanes__avx512.h). */
-#define K256_PREFETCH_MIN_DIM 256
-KEEL_INLINE int k256_want_prefetch(size_t rows, size_t dim, size_t stride)
-{
-    return dim >= K256_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
-}
-/* Streaming stores of the plain norms' outputs past KEEL_STREAM_ABOVE bytes of y per call (the
- * policy and measurements of lanes__avx512.h); a row streams when its start is 32-byte
- * aligned; the kernel ends with an sfence. */
-KEEL_INLINE int k256_want_stream(size_t rows, size_t y_stride)
-{
-    return rows * y_stride * sizeof(float) >= KEEL_STREAM_ABOVE;
-}
 KEEL_INLINE int k256_aligned32(const float *p) { return ((uintptr_t)p & 31) == 0; }
 
 /* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
@@ -117,13 +104,6 @@ KEEL_INLINE kl_tail kl_tail_of(size_t n) { return k256_mask8(n); }
 /* The tail's floats at p, 0.0 in the lanes past it. */
 KEEL_INLINE kl_f8 kl_load_tail(const float *p, kl_tail t) { return _mm256_maskload_ps(p, t); }
 KEEL_INLINE void kl_store_tail(float *p, kl_f8 v, kl_tail t) { _mm256_maskstore_ps(p, t, v); }
-
-/* Whether a call's outputs (rows of `stride` floats) go past the caches, where they stream
- * (lanes__avx512.h has the measurements). */
-KEEL_INLINE int kl_want_stream(size_t rows, size_t stride)
-{
-    return k256_want_stream(rows, stride);
-}
 
 /* The compute vector, kv: the widest the path has (a ymm, 8 floats), for kernels bound by
  * arithmetic rather than memory (DyT's tanh); a predicate per lane is a lane of all ones or all
@@ -314,15 +294,8 @@ KEEL_INLINE void kr_stream(float *p, kr_f16 v)
     __asm__("" : "+m"(*(float(*)[8])p));
     _mm256_stream_ps(p + 8, v.hi);
 }
+#define KR_STREAMS 1 /* this path has streaming stores (kernels.h, keel_want_stream) */
 KEEL_INLINE int kr_streamable(const float *p) { return k256_aligned32(p); }
-KEEL_INLINE int kr_want_stream(size_t rows, size_t stride)
-{
-    return k256_want_stream(rows, stride);
-}
-KEEL_INLINE int kr_want_prefetch(size_t rows, size_t dim, size_t stride)
-{
-    return k256_want_prefetch(rows, dim, stride);
-}
 
 KEEL_INLINE kr_f16 kr_set1(float a)
 {

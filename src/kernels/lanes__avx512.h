@@ -49,27 +49,6 @@ KEEL_INLINE __m512d k512_add_mask(__m512d lane, __mmask8 k, __m512d t)
 #define K512_GROUP 4
 #define K512_GROUP_BELOW 256
 
-/* Prefetching (of the rows the next sweep over memory reads, into L2, while the current rows
- * are worked on in cache) pays only when the data come from beyond L2, and only for rows long
- * enough that one row ahead is far enough (below that the hardware prefetcher keeps up); on
- * data already in cache it costs (all measured). It is on for rows of at least
- * K512_PREFETCH_MIN_DIM floats in a call whose x spans more than KEEL_PREFETCH_ABOVE bytes. */
-#define K512_PREFETCH_MIN_DIM 256
-KEEL_INLINE int k512_want_prefetch(size_t rows, size_t dim, size_t stride)
-{
-    return dim >= K512_PREFETCH_MIN_DIM && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
-}
-/* Streaming (non-temporal) stores of the plain norms' outputs, for a call whose y spans at least
- * KEEL_STREAM_ABOVE bytes: there a write-allocating store reads every line it writes (a third
- * more traffic than the copy floor) and evicts the rows still to be read. Measured, 1 thread,
- * LayerNorm forward, streamed against cached stores: 1024x4096 (16 MiB) 1.20x, 4096x4096 1.24x,
- * 16384x8192 1.30x faster; 4096x768 (12 MiB) and 8192x768 (24 MiB) 0.9x (slower): the cut is at
- * 16 MiB of output per call, the part of one thread. A row streams when its start is 64-byte
- * aligned (whole aligned lines); the kernel ends with an sfence. The values are unchanged. */
-KEEL_INLINE int k512_want_stream(size_t rows, size_t y_stride)
-{
-    return rows * y_stride * sizeof(float) >= KEEL_STREAM_ABOVE;
-}
 KEEL_INLINE int k512_aligned64(const float *p) { return ((uintptr_t)p & 63) == 0; }
 
 /* The fixed tree, h = 8, 4, 2, 1: a[i] = a[i] + a[i + h]; returns a[0]. */
@@ -107,10 +86,6 @@ typedef __mmask8 kl_tail;
 KEEL_INLINE kl_tail kl_tail_of(size_t n) { return (__mmask8)((1u << n) - 1u); }
 KEEL_INLINE kl_f8 kl_load_tail(const float *p, kl_tail t) { return _mm256_maskz_loadu_ps(t, p); }
 KEEL_INLINE void kl_store_tail(float *p, kl_f8 v, kl_tail t) { _mm256_mask_storeu_ps(p, t, v); }
-KEEL_INLINE int kl_want_stream(size_t rows, size_t stride)
-{
-    return k512_want_stream(rows, stride);
-}
 
 /* The compute vector, kv: the widest the path has (a zmm, 16 floats), for kernels bound by
  * arithmetic rather than memory (DyT's tanh); a predicate per lane is a mask register. */
@@ -247,17 +222,8 @@ KEEL_INLINE void kr_store_tail(float *p, kr_f16 v, const kr_tail *t)
 /* A streaming store of 16 floats at p, where kr_streamable(p) (whole 64-byte lines); then
  * kl_stream_fence() before the call returns. */
 KEEL_INLINE void kr_stream(float *p, kr_f16 v) { _mm512_stream_ps(p, v); }
+#define KR_STREAMS 1 /* this path has streaming stores (kernels.h, keel_want_stream) */
 KEEL_INLINE int kr_streamable(const float *p) { return k512_aligned64(p); }
-/* Whether a call's outputs (rows x stride floats) go past the caches, where they stream. */
-KEEL_INLINE int kr_want_stream(size_t rows, size_t stride)
-{
-    return k512_want_stream(rows, stride);
-}
-/* Whether a call prefetches the rows it reads next (lanes__avx512.h: beyond L2 only). */
-KEEL_INLINE int kr_want_prefetch(size_t rows, size_t dim, size_t stride)
-{
-    return k512_want_prefetch(rows, dim, stride);
-}
 
 KEEL_INLINE kr_f16 kr_set1(float a) { return _mm512_set1_ps(a); }
 KEEL_INLINE kr_f16 kr_add(kr_f16 a, kr_f16 b) { return _mm512_add_ps(a, b); }

@@ -88,13 +88,6 @@ KEEL_INLINE void kl_store_tail(float *p, kl_f8 v, kl_tail n)
     memcpy(p, buf, n * sizeof(float));
 }
 
-/* Whether a call's outputs (rows of `stride` floats) go past the caches (the x86 paths' rule;
- * here it only chooses kl_stream, an ordinary store). */
-KEEL_INLINE int kl_want_stream(size_t rows, size_t stride)
-{
-    return rows * stride * sizeof(float) >= KEEL_STREAM_ABOVE;
-}
-
 /* ---- kv: the compute vector (DyT's tanh), one q register of 4 floats ------------------------- */
 
 typedef float32x4_t kv;
@@ -270,15 +263,11 @@ KEEL_INLINE void kr_store_tail(float *p, kr_f16 v, const kr_tail *t)
     memcpy(p, buf, t->n * sizeof(float));
 }
 KEEL_INLINE void kr_stream(float *p, kr_f16 v) { kr_store(p, v); }
+#define KR_STREAMS 0 /* no streaming store on this path: kr_stream is an ordinary store */
 KEEL_INLINE int kr_streamable(const float *p)
 {
     (void)p;
     return 0;
-}
-KEEL_INLINE int kr_want_stream(size_t rows, size_t stride) { return kl_want_stream(rows, stride); }
-KEEL_INLINE int kr_want_prefetch(size_t rows, size_t dim, size_t stride)
-{
-    return dim >= 256 && rows * stride * sizeof(float) > KEEL_PREFETCH_ABOVE;
 }
 /* prfm pldl1keep / pldl2keep */
 KEEL_INLINE void kr_prefetch_l1(const float *p) { __builtin_prefetch(p, 0, 3); }

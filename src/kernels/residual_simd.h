@@ -1,42 +1,12 @@
 /* The residual sum of the fused kernels written once over the reduction unit of keel's lanes (the
  * kr section of lanes__<isa>.h, 16 floats a step), in the operation order of residual.h (so the
- * same bits): h = (alpha * x) + (lambda * r), then + bias. Plus the 16-float step (whole, or a
- * row's tail) and its loads and stores, which the fused bodies (add_norm_simd.h) and the short-row
- * batches (row_batches_simd.h) share. Include after lanes__<isa>.h. */
+ * same bits): h = (alpha * x) + (lambda * r), then + bias, over the 16-float steps of row_storage_simd.h.
+ * Include after lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_RESIDUAL_SIMD_H
 #define KEEL_KERNELS_RESIDUAL_SIMD_H
 
 #include "kernels.h"
-
-/* A 16-float step at j: whole (full: plain loads and stores) or the row's tail t (nothing past
- * the row read or written; 0.0 loaded past it). */
-typedef struct kstep {
-    const kr_tail *t;
-    int full;
-} kstep;
-
-KEEL_INLINE kr_f16 ks_load(const float *p, kstep s)
-{
-    return s.full ? kr_load(p) : kr_load_tail(p, s.t);
-}
-
-/* A store of the step; nt: streamed (a whole step of a row that starts kr_streamable; the call
- * then ends with kl_stream_fence). */
-KEEL_INLINE void ks_store(float *p, kr_f16 v, kstep s, int nt)
-{
-    if (!s.full)
-        kr_store_tail(p, v, s.t);
-    else if (nt)
-        kr_stream(p, v);
-    else
-        kr_store(p, v);
-}
-
-/* acc += t lane by lane; in a tail step only the lanes that hold an element. */
-KEEL_INLINE kr_d16 ks_dadd(kr_d16 acc, kr_d16 t, kstep s)
-{
-    return s.full ? kr_dadd(acc, t) : kr_dadd_tail(acc, t, s.t);
-}
+#include "row_storage_simd.h"
 
 /* A row of the residual: its x and r rows and the per-feature vectors. */
 typedef struct res_row {

@@ -1,5 +1,6 @@
-/* The storage of the rows a norm forward reads (x) and writes (y), for the bodies written over
- * the lanes (f32_layernorm_simd.h, f32_rmsnorm_simd.h): kx_t and its kx_ loads and stores.
+/* The 16-float step of a row (kstep: whole, or the row's tail) with its float loads and stores,
+ * and the storage of the rows a norm reads (x, dy) and writes (y, dx), for the bodies written
+ * over the lanes (f32_layernorm_simd.h, f32_rmsnorm_simd.h): kx_t and its kx_ loads and stores.
  * float32 by default, where each kx_ name is its kr_ name (the same instructions as before). A
  * file that defines KEEL_ROWS_BF16 or KEEL_ROWS_F16 before including the body gets 16-bit rows:
  * 16 values loaded and widened in registers (exact), the body's float32 arithmetic unchanged,
@@ -7,12 +8,43 @@
  * ISA's f16 conversion), so the bits are those of widening the rows into float32 memory,
  * running the float32 kernel and rounding its output (the staged path, ops/stage.c), with no
  * buffer and no second pass. A tail of n < 16 values goes through 16 values on the stack (once
- * a row). The stream and prefetch decisions count bytes. Include after lanes__<isa>.h. */
+ * a row). The stream and prefetch decisions
+ * (kernels.h) count bytes: rows * stride * sizeof(kx_t). Include after lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_ROW_STORAGE_SIMD_H
 #define KEEL_KERNELS_ROW_STORAGE_SIMD_H
 
 #include <stdint.h>
 #include <string.h>
+
+/* A 16-float step at j: whole (full: plain loads and stores) or the row's tail t (nothing past
+ * the row read or written; 0.0 loaded past it). */
+typedef struct kstep {
+    const kr_tail *t;
+    int full;
+} kstep;
+
+KEEL_INLINE kr_f16 ks_load(const float *p, kstep s)
+{
+    return s.full ? kr_load(p) : kr_load_tail(p, s.t);
+}
+
+/* A store of the step; nt: streamed (a whole step of a row that starts kr_streamable; the call
+ * then ends with kl_stream_fence). */
+KEEL_INLINE void ks_store(float *p, kr_f16 v, kstep s, int nt)
+{
+    if (!s.full)
+        kr_store_tail(p, v, s.t);
+    else if (nt)
+        kr_stream(p, v);
+    else
+        kr_store(p, v);
+}
+
+/* acc += t lane by lane; in a tail step only the lanes that hold an element. */
+KEEL_INLINE kr_d16 ks_dadd(kr_d16 acc, kr_d16 t, kstep s)
+{
+    return s.full ? kr_dadd(acc, t) : kr_dadd_tail(acc, t, s.t);
+}
 
 #if defined(KEEL_ROWS_BF16) || defined(KEEL_ROWS_F16)
 #include "convert_round_simd.h"
@@ -69,22 +101,9 @@ KEEL_INLINE void kx_stream(kx_t *p, kr_f16 v)
     for (int k = 0; k < KR_CV; k++)
         cv_stream16(p + k * CV_WIDTH, kx_round(c[k]));
 }
-/* kr_streamable of an address on a line start (NULL) says whether the path streams at all */
-KEEL_INLINE int kx_streamable(const kx_t *p)
-{
-    return ((uintptr_t)p & 63) == 0 && kr_streamable(NULL);
-}
+KEEL_INLINE int kx_streamable(const kx_t *p) { return KR_STREAMS && ((uintptr_t)p & 63) == 0; }
 KEEL_INLINE void kx_prefetch_l1(const kx_t *p) { __builtin_prefetch(p, 0, 3); }
 KEEL_INLINE void kx_prefetch_l2(const kx_t *p) { __builtin_prefetch(p, 0, 2); }
-/* the float32 policies, asked in bytes: stride values of 2 bytes are stride / 2 floats */
-KEEL_INLINE int kx_want_stream(size_t rows, size_t stride)
-{
-    return kr_want_stream(rows, (stride + 1) / 2);
-}
-KEEL_INLINE int kx_want_prefetch(size_t rows, size_t dim, size_t stride)
-{
-    return kr_want_prefetch(rows, dim, (stride + 1) / 2);
-}
 
 #else /* float32 rows */
 
@@ -100,9 +119,26 @@ typedef float kx_t;
 #define kx_streamable kr_streamable
 #define kx_prefetch_l1 kr_prefetch_l1
 #define kx_prefetch_l2 kr_prefetch_l2
-#define kx_want_stream kr_want_stream
-#define kx_want_prefetch kr_want_prefetch
 
 #endif
+
+/* The steps of kx_t rows, as ks_load / ks_dadd / ks_store are for floats. */
+KEEL_INLINE kr_f16 kxs_load(const kx_t *p, kstep s)
+{
+    return s.full ? kx_load(p) : kx_load_tail(p, s.t);
+}
+KEEL_INLINE kr_d16 kxs_dload(const kx_t *p, kstep s)
+{
+    return s.full ? kx_dload(p) : kx_dload_tail(p, s.t);
+}
+KEEL_INLINE void kxs_store(kx_t *p, kr_f16 v, kstep s, int nt)
+{
+    if (!s.full)
+        kx_store_tail(p, v, s.t);
+    else if (nt)
+        kx_stream(p, v);
+    else
+        kx_store(p, v);
+}
 
 #endif

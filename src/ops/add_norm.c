@@ -271,7 +271,8 @@ static keel_status run_bwd(keel_ctx *ctx, const char *who, size_t rows, size_t d
     if (!j.stage.mem) { /* float32 in place: the kernels see blocks of rows, the size is here */
         const keel_tensor in = h.data ? h : res->x;
         const keel_tensor out = g->dx.data ? g->dx : g->dr;
-        j.hints = keel_bwd_hints(ctx, rows, in.stride, out.data ? out.stride : 0);
+        j.hints = keel_bwd_hints(ctx, rows, in.stride * sizeof(float),
+                                 out.data ? out.stride * sizeof(float) : 0);
         /* in place (an output over dh): its lines are read anyway; streaming them only adds
          * the eviction */
         if ((g->dx.data && g->dx.data == dh.data) || (g->dr.data && g->dr.data == dh.data))

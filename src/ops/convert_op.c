@@ -14,7 +14,7 @@ static void convert_row(const keel_convert_kernels *cv, const void *src, keel_dt
 {
     if (sd == dd) {
         if (src != dst)
-            memcpy(dst, src, dim * (sd == KEEL_F32 ? sizeof(float) : sizeof(uint16_t)));
+            memcpy(dst, src, dim * keel_dtype_size(sd));
     } else if (sd == KEEL_F32) {
         (dd == KEEL_BF16 ? cv->f32_to_bf16 : cv->f32_to_f16)(src, dst, dim);
     } else if (dd == KEEL_F32) {
@@ -44,8 +44,8 @@ static keel_status convert_call(keel_ctx *ctx, size_t rows, size_t dim, keel_ten
         st = keel_check_overlap(who, "dst", dst, "src", src, rows, dim);
     if (st)
         return st;
-    const size_t ss = src.dtype == KEEL_F32 ? sizeof(float) : sizeof(uint16_t);
-    const size_t ds = dst.dtype == KEEL_F32 ? sizeof(float) : sizeof(uint16_t);
+    const size_t ss = keel_dtype_size(src.dtype);
+    const size_t ds = keel_dtype_size(dst.dtype);
     for (size_t r = 0; r < rows; r++)
         convert_row(ctx->convert, (const char *)src.data + r * src.stride * ss, src.dtype,
                     (char *)dst.data + r * dst.stride * ds, dst.dtype, dim);

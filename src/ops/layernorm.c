@@ -24,9 +24,7 @@ static void ln_fwd_block(const void *p, void *unused, size_t r, size_t n, float 
     (void)unused;
     if (!t) {
         const keel_tensor x = j->call.stage.t[0], y = j->call.stage.t[1];
-        keel_u16_layernorm_fwd_fn *f =
-            x.dtype == KEEL_BF16 ? k->bf16_layernorm_fwd : k->f16_layernorm_fwd;
-        f(n, j->call.dim, (const uint16_t *)x.data + r * x.stride, x.stride,
+        j->call.u16.layernorm_fwd(n, j->call.dim, (const uint16_t *)x.data + r * x.stride, x.stride,
           (uint16_t *)y.data + r * y.stride, y.stride, j->gamma, j->beta, j->eps, mean, rstd);
         return;
     }
@@ -100,9 +98,7 @@ static void ln_bwd_block(const void *p, void *parts, size_t r, size_t n, float *
     const int flags = j->accumulate_dx | j->hints;
     if (!t) {
         const keel_tensor dy = j->call.stage.t[0], x = j->call.stage.t[1], dx = j->call.stage.t[2];
-        keel_u16_layernorm_bwd_fn *f =
-            x.dtype == KEEL_BF16 ? k->bf16_layernorm_bwd : k->f16_layernorm_bwd;
-        f(n, j->call.dim, (const uint16_t *)dy.data + r * dy.stride, dy.stride,
+        j->call.u16.layernorm_bwd(n, j->call.dim, (const uint16_t *)dy.data + r * dy.stride, dy.stride,
           (const uint16_t *)x.data + r * x.stride, x.stride, mean, rstd, j->gamma, j->eps,
           dx.data ? (uint16_t *)dx.data + r * dx.stride : NULL, dx.stride, flags, pp[0], pp[1]);
         return;

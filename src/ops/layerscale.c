@@ -111,7 +111,9 @@ static keel_status layerscale_bwd(keel_ctx *ctx, size_t rows, size_t dim, keel_t
         return st;
     /* the kernel sees a block of rows: whether dx and df stream is told (never into a stage) */
     if (!j.stage.mem)
-        j.hints = keel_bwd_hints(ctx, rows, dh.stride, dx.data ? dx.stride : df.stride) & KEEL_KBWD_STREAM;
+        j.hints = keel_bwd_hints(ctx, rows, dh.stride * sizeof(float),
+                                 (dx.data ? dx.stride : df.stride) * sizeof(float)) &
+                  KEEL_KBWD_STREAM;
     float *const outs[] = {dlambda};
     return keel_run_rows_reduce(ctx, who, &j.stage, rows, dim, ls_bwd_block, &j, outs, 1,
                                 (flags & KEEL_FLAG_ACCUMULATE_DPARAMS) != 0);

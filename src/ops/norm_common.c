@@ -16,23 +16,25 @@ int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *
     const keel_stage *s = &call->stage; /* dy, x, dx */
     if (s->mem)
         return 0;
-    /* keel_bwd_hints counts floats: a 16-bit row of stride n spans n / 2 of them */
-    const size_t half = s->native ? 2 : 1;
-    return keel_bwd_hints(ctx, rows, (s->t[1].stride + half - 1) / half,
-                          s->t[2].data ? (s->t[2].stride + half - 1) / half : 0);
+    const keel_tensor x = s->t[1], dx = s->t[2];
+    return keel_bwd_hints(ctx, rows, x.stride * keel_dtype_size(x.dtype),
+                          dx.data ? dx.stride * keel_dtype_size(dx.dtype) : 0);
 }
 
-int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_stride, size_t dx_stride)
+int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_row_bytes, size_t dx_row_bytes)
 {
     const size_t threads = (size_t)keel_pool_size(ctx->pool);
-    const size_t x_bytes = rows * in_stride * sizeof(float);
-    const size_t dx_bytes = rows * dx_stride * sizeof(float);
-    int hints = 0;
-    if (x_bytes > KEEL_PREFETCH_ABOVE)
-        hints |= KEEL_KBWD_PREFETCH;
-    if (dx_bytes / (threads > 0 ? threads : 1) >= KEEL_STREAM_ABOVE)
-        hints |= KEEL_KBWD_STREAM;
-    return hints;
+    return keel_kbwd_hints(rows * in_row_bytes, rows * dx_row_bytes / (threads > 0 ? threads : 1));
+}
+
+/* The 16-bit kernels for rows of dtype dt (bf16 or f16). */
+static keel_u16_norms u16_norms_of(const keel_kernels *k, keel_dtype dt)
+{
+    const keel_u16_norms bf16 = {k->bf16_layernorm_fwd, k->bf16_layernorm_bwd, k->bf16_rmsnorm_fwd,
+                                 k->bf16_rmsnorm_bwd};
+    const keel_u16_norms f16 = {k->f16_layernorm_fwd, k->f16_layernorm_bwd, k->f16_rmsnorm_fwd,
+                                k->f16_rmsnorm_bwd};
+    return dt == KEEL_BF16 ? bf16 : f16;
 }
 
 static keel_status check_quant(const char *who, keel_tensor y, const keel_quant_i8 *q, size_t dim)
@@ -79,6 +81,8 @@ keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
      * are, with the staged path's bits (kernels.h), for rows of KEEL_U16_MIN_DIM or more */
     call->stage.native = !quant && x.dtype == y.dtype && x.dtype != KEEL_F32 &&
                          dim >= KEEL_U16_MIN_DIM;
+    if (call->stage.native)
+        call->u16 = u16_norms_of(call->k, x.dtype);
     return keel_stage_setup(&call->stage, ctx, who, rows, dim);
 }
 
@@ -104,6 +108,8 @@ keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
     /* dy, x and dx (if any) all bf16 or all f16: the 16-bit backward kernels, as the forward */
     call->stage.native = dy.dtype == x.dtype && (!dx.data || dx.dtype == x.dtype) &&
                          x.dtype != KEEL_F32 && dim >= KEEL_U16_MIN_DIM;
+    if (call->stage.native)
+        call->u16 = u16_norms_of(call->k, x.dtype);
     return keel_stage_setup(&call->stage, ctx, who, rows, dim);
 }
 

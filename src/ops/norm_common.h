@@ -6,8 +6,17 @@
 #include "ctx.h"
 #include "stage.h"
 
+/* The 16-bit kernels of one storage dtype (bf16 or f16), chosen once by the setup. */
+typedef struct keel_u16_norms {
+    keel_u16_layernorm_fwd_fn *layernorm_fwd;
+    keel_u16_layernorm_bwd_fn *layernorm_bwd;
+    keel_u16_rmsnorm_fwd_fn *rmsnorm_fwd;
+    keel_u16_rmsnorm_bwd_fn *rmsnorm_bwd;
+} keel_u16_norms;
+
 typedef struct keel_norm_call {
     const keel_kernels *k;
+    keel_u16_norms u16; /* a native stage's kernels (stage.native), else NULL pointers */
     size_t dim;
     keel_stage stage; /* forward: x, y; backward: dy, x, dx (stage.h); stage.quant: a forward
                        * to int8 only */
@@ -23,9 +32,9 @@ keel_status keel_norm_fwd_setup(const char *who, keel_ctx *ctx, size_t rows, siz
 /* The hint bits of a backward kernel's dx_flags (kernels.h: KEEL_KBWD_PREFETCH, _STREAM) for
  * rows x dim through call (0 when staged: the kernels then see small buffers). */
 int keel_norm_bwd_hints(const keel_ctx *ctx, size_t rows, const keel_norm_call *call);
-/* The same from the row strides (floats) of an input and of the dx output (0: no dx), for
- * float32 tensors used in place (never for staged ones). */
-int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_stride, size_t dx_stride);
+/* The same from the bytes a row of an input and of the dx output span (stride times the element
+ * size; 0: no dx), for tensors used in place (never for staged ones). */
+int keel_bwd_hints(const keel_ctx *ctx, size_t rows, size_t in_row_bytes, size_t dx_row_bytes);
 
 /* Checks a backward's arguments (dy, x, dx optional, eps, flags) and prepares *call. */
 keel_status keel_norm_bwd_setup(const char *who, keel_ctx *ctx, size_t rows, size_t dim,

@@ -25,8 +25,7 @@ static void rms_fwd_block(const void *p, void *unused, size_t r, size_t n, float
     (void)unused;
     if (!t) {
         const keel_tensor x = j->call.stage.t[0], y = j->call.stage.t[1];
-        keel_u16_rmsnorm_fwd_fn *f = x.dtype == KEEL_BF16 ? k->bf16_rmsnorm_fwd : k->f16_rmsnorm_fwd;
-        f(n, j->call.dim, (const uint16_t *)x.data + r * x.stride, x.stride,
+        j->call.u16.rmsnorm_fwd(n, j->call.dim, (const uint16_t *)x.data + r * x.stride, x.stride,
           (uint16_t *)y.data + r * y.stride, y.stride, j->gamma, j->eps, rstd);
         return;
     }
@@ -101,8 +100,7 @@ static void rms_bwd_block(const void *p, void *parts, size_t r, size_t n, float 
     const int flags = j->accumulate_dx | j->hints;
     if (!t) {
         const keel_tensor dy = j->call.stage.t[0], x = j->call.stage.t[1], dx = j->call.stage.t[2];
-        keel_u16_rmsnorm_bwd_fn *f = x.dtype == KEEL_BF16 ? k->bf16_rmsnorm_bwd : k->f16_rmsnorm_bwd;
-        f(n, j->call.dim, (const uint16_t *)dy.data + r * dy.stride, dy.stride,
+        j->call.u16.rmsnorm_bwd(n, j->call.dim, (const uint16_t *)dy.data + r * dy.stride, dy.stride,
           (const uint16_t *)x.data + r * x.stride, x.stride, rstd, j->gamma, j->eps,
           dx.data ? (uint16_t *)dx.data + r * dx.stride : NULL, dx.stride, flags, pp[0]);
         return;

@@ -16,7 +16,7 @@ const char *keel_dtype_name(keel_dtype d)
     return "?";
 }
 
-static size_t dtype_size(keel_dtype d) { return d == KEEL_F32 ? 4 : d == KEEL_I8 ? 1 : 2; }
+size_t keel_dtype_size(keel_dtype d) { return d == KEEL_F32 ? 4 : d == KEEL_I8 ? 1 : 2; }
 
 keel_status keel_check_shape(const char *who, const void *ctx, size_t rows, size_t dim)
 {
@@ -54,13 +54,13 @@ keel_status keel_check_tensor_of(const char *who, const char *name, keel_tensor 
     if (t.stride < dim)
         return keel_fail(KEEL_EINVAL, "%s: %s.stride (%zu) < dim (%zu)", who, name, t.stride, dim);
     const size_t n = extent(rows, dim, t.stride);
-    if (rows > 0 && (n == 0 || n > SIZE_MAX / dtype_size(t.dtype)))
+    if (rows > 0 && (n == 0 || n > SIZE_MAX / keel_dtype_size(t.dtype)))
         return keel_fail(KEEL_EOVERFLOW, "%s: %s spans rows (%zu) * stride (%zu) elements, which overflows size_t",
                          who, name, rows, t.stride);
     /* No object spans more than PTRDIFF_MAX bytes, and a row's offset past that overflows a
      * pointer (fuzz_api: a bf16 stride of 2^62 elements over 2 rows, 2^63 + 2 bytes, passed the
      * size_t check and the staging read row 1 at a wrapped address). */
-    if (rows > 0 && n > (size_t)PTRDIFF_MAX / dtype_size(t.dtype))
+    if (rows > 0 && n > (size_t)PTRDIFF_MAX / keel_dtype_size(t.dtype))
         return keel_fail(KEEL_EOVERFLOW, "%s: %s spans rows (%zu) * stride (%zu) elements, more than "
                          "PTRDIFF_MAX bytes: larger than any object", who, name, rows, t.stride);
     return KEEL_OK;
@@ -94,14 +94,14 @@ keel_status keel_check_overlap(const char *who, const char *out_name, keel_tenso
     if (out.data == in.data && out.stride == in.stride && out.dtype == in.dtype)
         return KEEL_OK; /* exactly in place */
     const uintptr_t o0 = (uintptr_t)out.data, i0 = (uintptr_t)in.data;
-    const uintptr_t o1 = o0 + extent(rows, dim, out.stride) * dtype_size(out.dtype);
-    const uintptr_t i1 = i0 + extent(rows, dim, in.stride) * dtype_size(in.dtype);
+    const uintptr_t o1 = o0 + extent(rows, dim, out.stride) * keel_dtype_size(out.dtype);
+    const uintptr_t i1 = i0 + extent(rows, dim, in.stride) * keel_dtype_size(in.dtype);
     if (!(o0 < i1 && i0 < o1))
         return KEEL_OK;
     /* Interleaved rows of one buffer (packed QKV: x and y are slices of each row) share a byte
      * range without sharing an element: with equal strides, rows collide only if the offset
      * between the tensors, modulo the stride, falls inside a row. */
-    const size_t esize = dtype_size(in.dtype);
+    const size_t esize = keel_dtype_size(in.dtype);
     if (out.stride == in.stride && out.dtype == in.dtype) {
         const uintptr_t diff = o0 > i0 ? o0 - i0 : i0 - o0;
         if (diff % esize == 0) {

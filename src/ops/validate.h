@@ -11,6 +11,8 @@
 typedef enum { KEEL_REQUIRED, KEEL_OPTIONAL } keel_presence;
 
 keel_status keel_check_shape(const char *who, const void *ctx, size_t rows, size_t dim);
+/* The bytes of one element of dtype d. */
+size_t keel_dtype_size(keel_dtype d);
 #define KEEL_DTYPE_BIT(d) (1u << (unsigned)(d))
 /* The storage dtypes of the norm operations' float tensors. */
 #define KEEL_FLOAT_DTYPES (KEEL_DTYPE_BIT(KEEL_F32) | KEEL_DTYPE_BIT(KEEL_BF16) | KEEL_DTYPE_BIT(KEEL_F16))
