@@ -1,5 +1,7 @@
 /* keel monitor eval (monitor_eval.c): does the monitor detect distribution shift, against the
- * model's own log-likelihood? The report, CSVs and plots in a folder (docs/monitor.md). */
+ * other detectors of the same forward pass (the per-channel Mahalanobis distance, the NLL, the
+ * output's entropy and max probability), at one false-alarm rate, on one or more checkpoints?
+ * The tables, CSVs and plots in a folder (docs/monitor; scripts/monitor-report.sh). */
 #ifndef KEEL_MONITOR_CLI_MONITOR_EVAL_H
 #define KEEL_MONITOR_CLI_MONITOR_EVAL_H
 

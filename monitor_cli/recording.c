@@ -149,6 +149,8 @@ keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r)
     r->rstd = malloc((size_t)S * r->n * sizeof(float));
     r->mean = r->has_mean ? malloc((size_t)S * r->n * sizeof(float)) : NULL;
     r->ll = malloc(r->n * sizeof(float));
+    r->ent = malloc(r->n * sizeof(float));
+    r->pmax = malloc(r->n * sizeof(float));
     int *tg = malloc((size_t)maxB * T * sizeof(int));
     const int C = mm->st.cfg.width;
     if (mm->channels) {
@@ -160,7 +162,7 @@ keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r)
         r->cm2 = malloc(cells * sizeof(float));
         r->gbuf = malloc(2 * (size_t)C * sizeof(double));
     }
-    if (!r->rstd || (r->has_mean && !r->mean) || !r->ll || !tg ||
+    if (!r->rstd || (r->has_mean && !r->mean) || !r->ll || !r->ent || !r->pmax || !tg ||
         (r->width && (!r->cmean || !r->cm2 || !r->gbuf))) {
         free(tg);
         mc_free_rec(r);
@@ -190,6 +192,15 @@ keel_status mc_record(mc_model *mm, const int *tok, size_t n, mc_rec *r)
         for (size_t i = 0; i < rows; i++) {
             float p = mm->m.logits[i * V + tok[base + i + 1]];
             r->ll[base + i] = logf(p > 1e-30f ? p : 1e-30f);
+            const float *pr = mm->m.logits + i * V;
+            double h = 0.0, top = 0.0;
+            for (int v = 0; v < V; v++) {
+                if (pr[v] > 0.0f)
+                    h -= pr[v] * log(pr[v]);
+                top = pr[v] > top ? pr[v] : top;
+            }
+            r->ent[base + i] = (float)h;
+            r->pmax[base + i] = (float)(1.0 - top);
         }
     }
     free(tg);
@@ -201,6 +212,8 @@ void mc_free_rec(mc_rec *r)
     free(r->mean);
     free(r->rstd);
     free(r->ll);
+    free(r->ent);
+    free(r->pmax);
     free(r->cmean);
     free(r->cm2);
     free(r->gbuf);
@@ -243,6 +256,71 @@ double mc_nll(const mc_rec *r, size_t a, size_t b)
     for (size_t i = a; i < b; i++)
         s -= r->ll[i];
     return b > a ? s / (double)(b - a) : 0.0;
+}
+
+double mc_series_mean(const float *x, size_t a, size_t b)
+{
+    double s = 0.0;
+    for (size_t i = a; i < b; i++)
+        s += x[i];
+    return b > a ? s / (double)(b - a) : 0.0;
+}
+
+/* dst[0..na) = a's per-slot series from a0, then b's from b0 (per slot: slots x n layout). */
+static void stitch_series(float *dst, size_t n, const float *a, size_t an, size_t a0, size_t na,
+                          const float *b, size_t bn, size_t b0, size_t nb, int slots, size_t width)
+{
+    for (int s = 0; s < slots; s++) {
+        memcpy(dst + (size_t)s * n * width, a + ((size_t)s * an + a0) * width,
+               na * width * sizeof(float));
+        memcpy(dst + ((size_t)s * n + na) * width, b + ((size_t)s * bn + b0) * width,
+               nb * width * sizeof(float));
+    }
+}
+
+keel_status mc_stitch(const mc_rec *a, size_t a0, size_t na, const mc_rec *b, size_t b0, size_t nb,
+                      mc_rec *out)
+{
+    memset(out, 0, sizeof *out);
+    if (a->slots != b->slots || a->has_mean != b->has_mean || a->width != b->width ||
+        a->group != b->group || a0 + na > a->n || b0 + nb > b->n ||
+        (a->group && (a0 % a->group || na % a->group || b0 % a->group)))
+        return tool_fail(KEEL_EINVAL,
+                         "cannot stitch [%zu, +%zu) of %zu tokens and [%zu, +%zu) of %zu", a0, na,
+                         a->n, b0, nb, b->n);
+    const size_t n = na + nb, S = (size_t)a->slots;
+    *out = (mc_rec){
+        .n = n, .slots = a->slots, .has_mean = a->has_mean, .width = a->width, .group = a->group};
+    out->rstd = malloc(S * n * sizeof(float));
+    out->mean = a->has_mean ? malloc(S * n * sizeof(float)) : NULL;
+    out->ll = malloc(n * sizeof(float));
+    out->ent = malloc(n * sizeof(float));
+    out->pmax = malloc(n * sizeof(float));
+    const size_t G = a->group, C = (size_t)a->width;
+    if (C) {
+        out->cmean = malloc(S * (n / G) * C * sizeof(float));
+        out->cm2 = malloc(S * (n / G) * C * sizeof(float));
+        out->gbuf = malloc(2 * C * sizeof(double));
+    }
+    if (!out->rstd || (a->has_mean && !out->mean) || !out->ll || !out->ent || !out->pmax ||
+        (C && (!out->cmean || !out->cm2 || !out->gbuf))) {
+        mc_free_rec(out);
+        return tool_fail(KEEL_ENOMEM, "out of memory");
+    }
+    stitch_series(out->rstd, n, a->rstd, a->n, a0, na, b->rstd, b->n, b0, nb, a->slots, 1);
+    if (out->mean)
+        stitch_series(out->mean, n, a->mean, a->n, a0, na, b->mean, b->n, b0, nb, a->slots, 1);
+    stitch_series(out->ll, n, a->ll, a->n, a0, na, b->ll, b->n, b0, nb, 1, 1);
+    stitch_series(out->ent, n, a->ent, a->n, a0, na, b->ent, b->n, b0, nb, 1, 1);
+    stitch_series(out->pmax, n, a->pmax, a->n, a0, na, b->pmax, b->n, b0, nb, 1, 1);
+    if (C) {
+        /* whole groups only: a tail of b shorter than a group is left out of the moments */
+        stitch_series(out->cmean, n / G, a->cmean, a->n / G, a0 / G, na / G, b->cmean, b->n / G,
+                      b0 / G, nb / G, a->slots, C);
+        stitch_series(out->cm2, n / G, a->cm2, a->n / G, a0 / G, na / G, b->cm2, b->n / G, b0 / G,
+                      nb / G, a->slots, C);
+    }
+    return KEEL_OK;
 }
 
 int mc_calibrate_windows(keel_monitor *mon, const mc_rec *rec, size_t a, size_t b, const int *sizes, int nsizes,

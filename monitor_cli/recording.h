@@ -29,6 +29,9 @@ typedef struct mc_rec {
     float *mean;   /* slots x n (NULL for RMSNorm) */
     float *rstd;   /* slots x n */
     float *ll;     /* n: log-likelihood of the next token */
+    /* n each: the entropy (nats) of the model's next-token distribution and 1 - its largest
+     * probability, the label-free baselines of keel monitor eval (no next token needed) */
+    float *ent, *pmax;
     /* Per-channel moments (mc_model.channels; else width 0): per slot, per group of `group`
      * tokens, each channel's mean and sum of squared deviations, slots x (n / group) x width;
      * gbuf: 2 x width doubles of scratch. */
@@ -56,6 +59,13 @@ void mc_free_rec(mc_rec *r);
 int mc_feed(keel_monitor *mon, const mc_rec *r, size_t a, size_t b);
 /* Mean negative log-likelihood of tokens [a, b). */
 double mc_nll(const mc_rec *r, size_t a, size_t b);
+/* Mean of x[a, b) (a per-token series of a recording: ll, ent, pmax). */
+double mc_series_mean(const float *x, size_t a, size_t b);
+/* A recording of a text that switches: tokens [a0, a0 + na) of a, then [b0, b0 + nb) of b, as if
+ * recorded in one run. Exact when a0, na and b0 are multiples of the model's seq (each block of
+ * seq tokens is recorded on its own) and of the recordings' group. */
+keel_status mc_stitch(const mc_rec *a, size_t a0, size_t na, const mc_rec *b, size_t b0, size_t nb,
+                      mc_rec *out);
 /* Calibrates mon's alarm threshold on windows of each of sizes[0..nsizes) tokens of [a, b)
  * (stride a quarter window) at false-alarm rate far. 0, or -1 (keel_last_error). */
 int mc_calibrate_windows(keel_monitor *mon, const mc_rec *rec, size_t a, size_t b, const int *sizes,

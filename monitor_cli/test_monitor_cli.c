@@ -5,7 +5,8 @@
  * moved most; every detector's score, the top layer, statistic and channel; a stream of random
  * characters alarms, names a layer and statistic, and raises the per-channel detector; `keel
  * monitor faults` writes a row per fault and sublayer naming the norm after it, and catches the
- * output projection scaled by 10. */
+ * output projection scaled by 10; `keel monitor eval` takes --checkpoint more than once, writes
+ * every detector's tables per model and repeats its numbers for a bootstrap seed. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,13 @@ int main(void)
     }
     FILE *f = fopen(text, "wb");
     for (size_t i = 0; f && i < 20000; i++)
+        fputc(d.chars[d.tok[i]], f);
+    if (f)
+        fclose(f);
+    /* keel monitor eval's corpus: 40,000 characters (its 10% validation split: 2,000 tokens to
+     * set thresholds, 2,000 to test) */
+    f = fopen("test_moncli_data.txt", "wb");
+    for (size_t i = 0; f && i < 40000; i++)
         fputc(d.chars[d.tok[i]], f);
     if (f)
         fclose(f);
@@ -203,6 +211,44 @@ int main(void)
         }
     }
     free(fmd);
+    /* keel monitor eval with a checkpoint given twice: a section per model, every detector in
+     * the tables, one CSV row per model, window, detector and shift, the same numbers again for
+     * the same bootstrap seed; a bootstrap of 1 resample and no checkpoint are usage errors, a
+     * missing checkpoint fails before any model runs */
+    const char *ev[] = {"monitor",      "eval", "--checkpoint", ck,
+                        "--checkpoint", ck,     "--data",       "test_moncli_data.txt",
+                        "--jargon",     text,   "--out",        "test_moncli_eval",
+                        "--bootstrap",  "50",   "--seed",       "7"};
+    expect("eval, two checkpoints", run(ev, 16), 0);
+    char *emd = (char *)test_read_file("test_moncli_eval/results.md", NULL);
+    char *ecsv = (char *)test_read_file("test_moncli_eval/results.csv", NULL);
+    size_t erows = 0;
+    for (const char *ch = ecsv; ch && *ch; ch++)
+        erows += *ch == '\n';
+    if (!emd || !strstr(emd, "## Model 2: `test_moncli.ckpt`") || !strstr(emd, "| mahalanobis |") ||
+        !strstr(emd, "| entropy |") || !strstr(emd, "| 1-maxprob |") || !strstr(emd, "seed 7") ||
+        erows != 1 + 2 * 3 * 5 * 4) {
+        printf("FAIL: eval's results.md lacks a model or detector, or results.csv has %zu lines\n",
+               erows);
+        fails++;
+    }
+    expect("eval again, the same seed", run(ev, 16), 0);
+    char *ecsv2 = (char *)test_read_file("test_moncli_eval/results.csv", NULL);
+    if (!ecsv || !ecsv2 || strcmp(ecsv, ecsv2)) {
+        printf("FAIL: eval's results.csv differs between two runs with the same seed\n");
+        fails++;
+    }
+    free(emd);
+    free(ecsv);
+    free(ecsv2);
+    const char *ev_one[] = {"monitor", "eval", "--checkpoint", ck, "--bootstrap", "1"};
+    expect("eval --bootstrap 1", run(ev_one, 6), 2);
+    const char *ev_none[] = {"monitor", "eval", "--out", "test_moncli_eval"};
+    expect("eval without --checkpoint", run(ev_none, 4), 2);
+    const char *ev_missing[] = {"monitor", "eval",         "--checkpoint",
+                                ck,        "--checkpoint", "no-such.ckpt"};
+    expect("eval with a checkpoint that does not exist", run(ev_missing, 6), 1);
+
     const char *unwritable_json[] = {"monitor", "score", "--checkpoint", ck, "--baseline", base, "--text", text,
                                      "--jsonl", "no-such-folder/scores.jsonl"};
     expect("score --jsonl in a folder that does not exist", run(unwritable_json, 10), 1);
@@ -231,9 +277,19 @@ int main(void)
                            "test_moncli.jsonl",
                            "test_moncli_nan.kmon",
                            "test_moncli_shift.txt",
-                           "test_moncli_faults.md"};
+                           "test_moncli_faults.md",
+                           "test_moncli_data.txt"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         remove(files[i]);
+    const char *evfiles[] = {"results.md",     "results.csv", "stream.csv",    "plots.gp",
+                             "auroc.dat",      "layers.dat",  "baseline.kmon", "stream.png",
+                             "stream_nll.png", "auroc.png",   "layers.png"};
+    for (size_t i = 0; i < sizeof evfiles / sizeof evfiles[0]; i++) {
+        char p[96];
+        snprintf(p, sizeof p, "test_moncli_eval/%s", evfiles[i]);
+        remove(p);
+    }
+    remove("test_moncli_eval");
     printf("test_monitor_cli: %s\n", fails ? "FAILED" : "ok");
     return fails ? 1 : 0;
 }

@@ -1,6 +1,6 @@
 set terminal pngcairo size 1000,700 font ',10'
 set output 'stream.png'
-set multiplot layout 4,1 title 'combined monitor score (window 256, every 64 tokens); the source switches at token 8192'
+set multiplot layout 4,1 title 'first model: combined monitor score (window 256, every 64 tokens); each stream switches from a clean segment of its own at token 8192'
 set key top left; set xrange [0:16384]; set arrow 1 from 8192, graph 0 to 8192, graph 1 nohead dt 3
 do for [i=0:3] { name = word('jargon shuffled flipcase random', i+1)
   set ylabel name; plot 'stream.csv' index i using 2:3 with lines lw 2 title 'monitor', '' index i using 2:4 with lines dt 2 lc 'red' title 'threshold' }
