@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "convert.h" /* internal: the scalar conversions of one value */
+#include "cpu.h"     /* internal: keel_cpu_has_avx512_bf16 */
 #include "kernels.h" /* internal: the kernel tables (this program links keel_static) */
 #include "numarg.h"
 
@@ -476,7 +477,7 @@ static int cmp_double(const void *a, const void *b)
 
 /* ---- options ------------------------------------------------------------------------------ */
 
-enum { MAX_SHAPES = 32, MAX_OPS = 32, MAX_PATHS = 4 };
+enum { MAX_SHAPES = 32, MAX_OPS = 32, MAX_PATHS = 5 };
 
 typedef struct options {
     size_t shape_rows[MAX_SHAPES], shape_dim[MAX_SHAPES];
@@ -608,14 +609,15 @@ static int row_selected(const options *o, const bench_row *row)
  * library's dispatch checks them). Scalar first: the others are set beside it. */
 static int select_paths(const options *o, const keel_kernels *paths[MAX_PATHS])
 {
-    static const keel_isa all[MAX_PATHS] = {KEEL_ISA_SCALAR, KEEL_ISA_AVX2, KEEL_ISA_AVX512,
-                                            KEEL_ISA_NEON};
+    enum { NISA = 4 };
+    static const keel_isa all[NISA] = {KEEL_ISA_SCALAR, KEEL_ISA_AVX2, KEEL_ISA_AVX512,
+                                       KEEL_ISA_NEON};
     if (o->isa_list) { /* every name must be a path */
         char buf[128];
         snprintf(buf, sizeof buf, "%s", o->isa_list);
         for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             int known = 0;
-            for (int i = 0; i < MAX_PATHS; i++)
+            for (int i = 0; i < NISA; i++)
                 known |= !strcmp(t, keel_isa_name(all[i]));
             if (!known) {
                 fprintf(stderr,
@@ -627,7 +629,7 @@ static int select_paths(const options *o, const keel_kernels *paths[MAX_PATHS])
         }
     }
     int n = 0;
-    for (int i = 0; i < MAX_PATHS; i++) {
+    for (int i = 0; i < NISA; i++) {
         const char *name = keel_isa_name(all[i]);
         if (o->isa_list) {
             char buf[128];
@@ -647,6 +649,11 @@ static int select_paths(const options *o, const keel_kernels *paths[MAX_PATHS])
             continue;
         }
         paths[n++] = k;
+        /* AVX-512 on a CPU with AVX512_BF16: its table's bf16 norms too (kernels.h,
+         * KEEL_AVX512BF16_LIST), a path of its own beside the plain AVX-512 one */
+        const keel_kernels *kb = keel_kernels_for_cpu(all[i], keel_cpu_has_avx512_bf16());
+        if (kb != k)
+            paths[n++] = kb;
     }
     return n;
 }
@@ -714,8 +721,11 @@ int main(int argc, char **argv)
             long calls[MAX_PATHS];
             int timed[MAX_PATHS];
             for (int p = 0; p < npaths; p++) {
+                /* not the scalar kernel again, nor (avx512+bf16) the previous path's */
                 timed[p] = paths[p] == scalar ||
-                           entry_of(paths[p], row->index) != entry_of(scalar, row->index);
+                           (entry_of(paths[p], row->index) != entry_of(scalar, row->index) &&
+                            (p == 0 ||
+                             entry_of(paths[p], row->index) != entry_of(paths[p - 1], row->index)));
                 calls[p] = timed[p] ? size_loop(row, paths[p], &b, target_ns) : 0;
             }
             /* the paths in turns, the first rotating, so that load falls on all alike */

@@ -112,9 +112,10 @@ typedef enum keel_isa {
 KEEL_API const char *keel_isa_name(keel_isa isa);
 /* 1 when this CPU (and OS, through xgetbv) can run the path, else 0. */
 KEEL_API int keel_isa_available(keel_isa isa);
-/* The name of the i-th kernel (i = 0, 1, ...) that the path isa runs, as defined in src/kernels:
- * "keel_f32_layernorm_fwd__avx512", ...; the neon path names the scalar kernel of an op it does
- * not run natively yet. NULL past the last kernel or for a path this build lacks. */
+/* The name of the i-th kernel (i = 0, 1, ...) that the path isa runs on this CPU, as defined in
+ * src/kernels: "keel_f32_layernorm_fwd__avx512", ... (the avx512 path's bf16 norms are
+ * "..__avx512bf16" on a CPU with AVX512_BF16); the neon path names the scalar kernel of an op it
+ * does not run natively yet. NULL past the last kernel or for a path this build lacks. */
 KEEL_API const char *keel_kernel_name(keel_isa isa, int i);
 /* The path KEEL_ISA_AUTO resolves to: KEEL_ISA when set (it must name an available path), else
  * the best available. KEEL_EISA if KEEL_ISA names an unknown or unavailable path. */

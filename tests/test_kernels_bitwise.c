@@ -21,6 +21,7 @@
 #include <math.h>
 
 #include "convert.h" /* the scalar definitions of one bf16 / f16 value */
+#include "cpu.h" /* keel_cpu_has_avx512_bf16 */
 #include "kernels.h"
 #include "test_common.h"
 
@@ -1448,6 +1449,54 @@ static void check_nan_sign(const keel_kernels *k)
     }
 }
 
+/* The AVX-512 path's bf16 norms built for AVX512_BF16 (kernels.h, KEEL_AVX512BF16_LIST), where
+ * this CPU has the extension: the same cases as the other paths' bf16 kernels (the rest of the
+ * table is the AVX-512 path's, compared above), the row pipelines with and without hints, and
+ * batches whose gamma is scaled into the float32 subnormals, so that outputs are subnormal and
+ * the stores that vcvtneps2bf16 would read as zero go through the integer rounding. */
+static int run_avx512bf16_cases(keel_rng *rng, const size_t *dims, size_t ndims)
+{
+    const keel_kernels *k = keel_kernels_for_cpu(KEEL_ISA_AVX512, keel_cpu_has_avx512_bf16());
+    if (!k || k == keel_kernels_for(KEEL_ISA_AVX512))
+        return 0;
+    static const int bf16_cases[] = {K_bf16_layernorm_fwd, K_bf16_rmsnorm_fwd,
+                                     K_bf16_layernorm_bwd, K_bf16_rmsnorm_bwd};
+    printf("path %s (%s, ...): its bf16 norms\n", k->name,
+           k->kernel_names[K_bf16_layernorm_fwd]);
+    for (size_t di = 0; di < ndims; di++)
+        for (int mode = B_ADVERSARIAL; mode <= B_FINITE + 1; mode++) {
+            batch b;
+            make_batch(&b, rng, dims[di], mode <= B_FINITE ? (batch_mode)mode : B_FINITE);
+            if (mode > B_FINITE) /* gamma * xhat in the float32 subnormals */
+                for (size_t j = 0; j < b.lp.len; j++)
+                    b.gamma[j] *= 0x1p-130f;
+            for (size_t c = 0; c < sizeof bf16_cases / sizeof bf16_cases[0]; c++)
+                run_case(k, &b, bf16_cases[c]);
+            free_batch(&b);
+        }
+    static const size_t few_dims[] = {300, 1024};
+    for (size_t di = 0; di < sizeof few_dims / sizeof few_dims[0]; di++) {
+        batch b;
+        make_batch(&b, rng, few_dims[di], B_FEW);
+        for (size_t n = 1; n <= b.rows; n++)
+            for (int h = 0; h < 2; h++) {
+                batch sb = sub_batch(&b, 0, n);
+                sb.hints = h ? KEEL_KBWD_PREFETCH | KEEL_KBWD_STREAM : 0;
+                for (size_t c = 0; c < sizeof bf16_cases / sizeof bf16_cases[0]; c++)
+                    run_case(k, &sb, bf16_cases[c]);
+            }
+        free_batch(&b);
+    }
+    if (!test_quick()) { /* streamed bf16 outputs: 17 MiB of them */
+        batch b;
+        make_batch(&b, rng, 4096, B_STREAM16);
+        run_case(k, &b, K_bf16_layernorm_fwd);
+        run_case(k, &b, K_bf16_rmsnorm_fwd);
+        free_batch(&b);
+    }
+    return 1;
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -1549,6 +1598,7 @@ int main(void)
         b.rows = 1;
         free_batch(&b);
     }
+    tested += run_avx512bf16_cases(&rng, dims, ndims);
     if (!tested)
         printf("no SIMD path on this machine or in this build: nothing to compare\n");
     if (scalar_entries_skipped)

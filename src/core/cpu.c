@@ -122,3 +122,9 @@ int keel_cpu_has_avx512_bf16(void)
     return 0;
 #endif
 }
+
+const char *keel_kernel_name(keel_isa isa, int i)
+{
+    const keel_kernels *k = keel_kernels_for_cpu(isa, keel_cpu_has_avx512_bf16());
+    return k && i >= 0 && i < KEEL_KERNEL_COUNT ? k->kernel_names[i] : NULL;
+}

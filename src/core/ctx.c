@@ -47,7 +47,7 @@ keel_status keel_ctx_create(keel_ctx **out, int nthreads)
         return st;
     }
     ctx->isa = isa;
-    ctx->kernels = keel_kernels_for(isa);
+    ctx->kernels = keel_kernels_for_cpu(isa, keel_cpu_has_avx512_bf16());
     ctx->convert = keel_convert_kernels_for(isa, keel_cpu_has_avx512_bf16());
     ctx->min_parallel = KEEL_DEFAULT_MIN_PARALLEL;
     keel_clear_error();
@@ -113,7 +113,7 @@ static keel_status set_isa(keel_ctx *ctx, keel_isa isa)
         return keel_fail(KEEL_EISA, "keel_ctx_set_isa: isa %s is not available on this CPU or build",
                          keel_isa_name(isa));
     ctx->isa = isa;
-    ctx->kernels = keel_kernels_for(isa);
+    ctx->kernels = keel_kernels_for_cpu(isa, keel_cpu_has_avx512_bf16());
     ctx->convert = keel_convert_kernels_for(isa, keel_cpu_has_avx512_bf16());
     return KEEL_OK;
 }

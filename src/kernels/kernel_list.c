@@ -30,6 +30,20 @@ static const char *const avx512_names[] = {KEEL_KERNEL_LIST(AVX512_NAME)};
 static const keel_kernels avx512_kernels = {
     .isa = KEEL_ISA_AVX512, .name = "avx512", .kernel_names = avx512_names,
     KEEL_KERNEL_LIST(AVX512_KERNEL)};
+#if defined(KEEL_HAVE_AVX512BF16)
+/* The AVX-512 table with the AVX512_BF16 kernels over their AVX-512 entries (the designated
+ * initializers after the list's replace those entries). */
+#define BF16_KERNEL(op) .op = keel_##op##__avx512bf16,
+#define BF16_NAME(op) [KEEL_K_##op] = "keel_" #op "__avx512bf16",
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverride-init"
+static const char *const avx512bf16_names[] = {
+    KEEL_KERNEL_LIST(AVX512_NAME) KEEL_AVX512BF16_LIST(BF16_NAME)};
+static const keel_kernels avx512bf16_kernels = {
+    .isa = KEEL_ISA_AVX512, .name = "avx512+bf16", .kernel_names = avx512bf16_names,
+    KEEL_KERNEL_LIST(AVX512_KERNEL) KEEL_AVX512BF16_LIST(BF16_KERNEL)};
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 #if defined(KEEL_HAVE_NEON_KERNELS)
@@ -54,8 +68,12 @@ const keel_kernels *keel_kernels_for(keel_isa isa)
     }
 }
 
-const char *keel_kernel_name(keel_isa isa, int i)
+const keel_kernels *keel_kernels_for_cpu(keel_isa isa, int avx512_bf16)
 {
-    const keel_kernels *k = keel_kernels_for(isa);
-    return k && i >= 0 && i < KEEL_KERNEL_COUNT ? k->kernel_names[i] : NULL;
+#if defined(KEEL_HAVE_AVX512BF16)
+    if (isa == KEEL_ISA_AVX512 && avx512_bf16)
+        return &avx512bf16_kernels;
+#endif
+    (void)avx512_bf16;
+    return keel_kernels_for(isa);
 }

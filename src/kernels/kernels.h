@@ -369,16 +369,28 @@ typedef keel_u16_rmsnorm_bwd_fn keel_bf16_rmsnorm_bwd_fn, keel_f16_rmsnorm_bwd_f
 KEEL_KERNEL_LIST(KEEL_KERNEL_DECLARE)
 #undef KEEL_KERNEL_DECLARE
 
-/* The number of kernels in a path. */
-#define KEEL_KERNEL_COUNT_ONE(op, neon) +1
-enum { KEEL_KERNEL_COUNT = 0 KEEL_KERNEL_LIST(KEEL_KERNEL_COUNT_ONE) };
-#undef KEEL_KERNEL_COUNT_ONE
+/* Each kernel's index in the list (KEEL_K_f32_layernorm_fwd, ...), and their number. */
+#define KEEL_KERNEL_INDEX(op, neon) KEEL_K_##op,
+enum { KEEL_KERNEL_LIST(KEEL_KERNEL_INDEX) KEEL_KERNEL_COUNT };
+#undef KEEL_KERNEL_INDEX
+
+/* The kernels that AVX512_BF16 makes faster (bf16_norms__avx512bf16.c): on a CPU with it, the
+ * AVX-512 path takes these keel_<op>__avx512bf16 instead of keel_<op>__avx512, the same bits. */
+#define KEEL_AVX512BF16_LIST(X)                                                                    \
+    X(bf16_layernorm_fwd)                                                                          \
+    X(bf16_layernorm_bwd)                                                                          \
+    X(bf16_rmsnorm_fwd)                                                                            \
+    X(bf16_rmsnorm_bwd)
+#define KEEL_KERNEL_DECLARE_BF16(op) keel_##op##_fn keel_##op##__avx512bf16;
+KEEL_AVX512BF16_LIST(KEEL_KERNEL_DECLARE_BF16)
+#undef KEEL_KERNEL_DECLARE_BF16
 
 /* One ISA path: a complete set of kernels, one field per entry of the list, and their names
  * ("keel_f32_layernorm_fwd__avx512", ...) in the list's order. */
 typedef struct keel_kernels {
     keel_isa isa;
-    const char *name; /* "scalar", "avx2", "avx512", "neon" */
+    const char *name; /* "scalar", "avx2", "avx512", "neon"; "avx512+bf16": the AVX-512 table of
+                       * a CPU with AVX512_BF16 (keel_kernels_for_cpu) */
     const char *const *kernel_names; /* KEEL_KERNEL_COUNT of them */
 #define KEEL_KERNEL_FIELD(op, neon) keel_##op##_fn *op;
     KEEL_KERNEL_LIST(KEEL_KERNEL_FIELD)
@@ -388,5 +400,9 @@ typedef struct keel_kernels {
 /* The tables (kernel_list.c): the one for an ISA, or NULL when that path was not compiled into
  * this build. Dispatch, tests and benchmarks all go through it. */
 const keel_kernels *keel_kernels_for(keel_isa isa);
+/* The table a CPU runs for isa: keel_kernels_for(isa), except the AVX-512 path of a build with
+ * the AVX512_BF16 kernels on a CPU with the extension (avx512_bf16: keel_cpu_has_avx512_bf16,
+ * core/cpu.h), whose table takes them (KEEL_AVX512BF16_LIST). */
+const keel_kernels *keel_kernels_for_cpu(keel_isa isa, int avx512_bf16);
 
 #endif /* KEEL_KERNELS_H */

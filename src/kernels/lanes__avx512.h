@@ -225,6 +225,24 @@ KEEL_INLINE void kr_stream(float *p, kr_f16 v) { _mm512_stream_ps(p, v); }
 #define KR_STREAMS 1 /* this path has streaming stores (kernels.h, keel_want_stream) */
 KEEL_INLINE int kr_streamable(const float *p) { return k512_aligned64(p); }
 
+#if defined(__AVX512BF16__)
+/* A file built with -mavx512bf16 (bf16_norms__avx512bf16.c) rounds 16 floats to bf16 in one
+ * instruction, vcvtneps2bf16: nearest even, a NaN made quiet keeping its sign and top payload,
+ * as the integer rounding of convert_round_simd.h; but it reads float32 subnormals as zero, so
+ * it is used only for a vector that holds none (kr_bf16_cvt_exact), and then gives the integer
+ * rounding's bits (row_storage_simd.h). */
+#define KR_BF16_CVT 1
+KEEL_INLINE int kr_bf16_cvt_exact(kr_f16 v) { return _mm512_fpclass_ps_mask(v, 0x20) == 0; }
+KEEL_INLINE void kr_store_bf16(uint16_t *p, kr_f16 v)
+{
+    _mm256_storeu_si256((__m256i *)(void *)p, (__m256i)_mm512_cvtneps_pbh(v));
+}
+KEEL_INLINE void kr_stream_bf16(uint16_t *p, kr_f16 v)
+{
+    _mm256_stream_si256((__m256i *)(void *)p, (__m256i)_mm512_cvtneps_pbh(v));
+}
+#endif
+
 KEEL_INLINE kr_f16 kr_set1(float a) { return _mm512_set1_ps(a); }
 KEEL_INLINE kr_f16 kr_add(kr_f16 a, kr_f16 b) { return _mm512_add_ps(a, b); }
 KEEL_INLINE kr_f16 kr_sub(kr_f16 a, kr_f16 b) { return _mm512_sub_ps(a, b); }

@@ -7,7 +7,8 @@
  * and each output rounded once to nearest even as it is stored (convert_round_simd.h, or the
  * ISA's f16 conversion), so the bits are those of widening the rows into float32 memory,
  * running the float32 kernel and rounding its output (the staged path, ops/stage.c), with no
- * buffer and no second pass. A tail of n < 16 values goes through 16 values on the stack (once
+ * buffer and no second pass. Where the lanes offer a rounding instruction (KR_BF16_CVT:
+ * AVX512_BF16), bf16 stores take it for vectors it rounds exactly, the same bits. A tail of n < 16 values goes through 16 values on the stack (once
  * a row). The stream and prefetch decisions
  * (kernels.h) count bytes: rows * stride * sizeof(kx_t). Include after lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_ROW_STORAGE_SIMD_H
@@ -81,6 +82,12 @@ KEEL_INLINE kr_d16 kx_dload_tail(const kx_t *p, const kr_tail *t)
 }
 KEEL_INLINE void kx_store(kx_t *p, kr_f16 v)
 {
+#if defined(KEEL_ROWS_BF16) && defined(KR_BF16_CVT)
+    if (kr_bf16_cvt_exact(v)) {
+        kr_store_bf16(p, v);
+        return;
+    }
+#endif
     cv_u32 c[KR_CV];
     kr_bits(v, c);
     for (int k = 0; k < KR_CV; k++)
@@ -96,6 +103,12 @@ KEEL_INLINE void kx_store_tail(kx_t *p, kr_f16 v, const kr_tail *t)
  * (32 bytes, in CV_WIDTH-value pieces) is aligned */
 KEEL_INLINE void kx_stream(kx_t *p, kr_f16 v)
 {
+#if defined(KEEL_ROWS_BF16) && defined(KR_BF16_CVT)
+    if (kr_bf16_cvt_exact(v)) {
+        kr_stream_bf16(p, v);
+        return;
+    }
+#endif
     cv_u32 c[KR_CV];
     kr_bits(v, c);
     for (int k = 0; k < KR_CV; k++)
