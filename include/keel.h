@@ -157,6 +157,14 @@ KEEL_API size_t keel_ctx_min_parallel(const keel_ctx *ctx);
  * not specified); this exists for tests and benchmarks. */
 KEEL_API keel_status keel_ctx_set_isa(keel_ctx *ctx, keel_isa isa);
 KEEL_API keel_isa keel_ctx_isa(const keel_ctx *ctx);
+/* Runs fn(arg, i, n) once for each i = 0 .. n - 1, each on one of the context's threads (i = 0 on
+ * the caller; n <= 0: n = keel_ctx_threads(ctx)), and returns when every one has returned: the
+ * threads an operation of ctx runs on, for a caller's own work beside keel's (keel bench times
+ * its floors on them). The context is taken for the whole run, as by an operation: a keel call
+ * on ctx from fn returns KEEL_EBUSY. KEEL_ENULL for a NULL ctx or fn, KEEL_EINVAL for n above
+ * keel_ctx_threads(ctx), KEEL_EBUSY as an operation; nothing is run then. */
+typedef void (*keel_task_fn)(void *arg, int index, int n);
+KEEL_API keel_status keel_ctx_run(keel_ctx *ctx, int n, keel_task_fn fn, void *arg);
 
 /* Flags of the operations (bitwise or). Unknown bits are KEEL_EINVAL. */
 enum {

@@ -13,7 +13,9 @@
  *     while another thread holds the context, returns KEEL_EBUSY naming itself and writes
  *     nothing; two threads calling on one context at once each get either the right bits or
  *     KEEL_EBUSY with their outputs untouched; and two threads that share a context by retrying
- *     on KEEL_EBUSY get the right bits every time (the flag orders their calls).
+ *     on KEEL_EBUSY get the right bits every time (the flag orders their calls);
+ *  5. keel_ctx_run, a caller's own work on the context's threads: every index once, on
+ *     distinct threads, index 0 on the caller, a nested call KEEL_EBUSY, bad arguments refused.
  *
  * Every operation of keel.h runs (f32, bf16, f16 and int8 tensors, so the staging memory, the
  * parameter memory and the gradient partials of the context are all in play), and every
@@ -489,6 +491,77 @@ static void misuse(void)
     keel_ctx_destroy(ctx);
 }
 
+/* keel_ctx_run (a caller's own work on the context's threads): every index once, index 0 on the
+ * calling thread and the others on the pool's, n as asked (<= 0: all threads); a keel call on
+ * the context from inside the task is KEEL_EBUSY; bad arguments run nothing. Tasks only record;
+ * checked here. */
+enum { RUN_THREADS = 4 };
+typedef struct run_rec {
+    int count[RUN_THREADS + 1];
+    int n_seen[RUN_THREADS + 1];
+    pthread_t who[RUN_THREADS + 1];
+    keel_status nested[RUN_THREADS + 1];
+    keel_ctx *ctx;
+} run_rec;
+
+static void run_task(void *arg, int i, int n)
+{
+    run_rec *r = arg;
+    if (i < 0 || i > RUN_THREADS)
+        return;
+    __atomic_fetch_add(&r->count[i], 1, __ATOMIC_RELAXED);
+    r->n_seen[i] = n;
+    r->who[i] = pthread_self();
+    r->nested[i] = keel_ctx_set_min_parallel(r->ctx, 0);
+}
+
+static void ctx_run(void)
+{
+    keel_ctx *ctx = test_ctx(RUN_THREADS);
+    static const int asks[] = {0, -3, 1, 2, RUN_THREADS};
+    for (size_t a = 0; a < sizeof asks / sizeof asks[0]; a++) {
+        run_rec r;
+        memset(&r, 0, sizeof r);
+        r.ctx = ctx;
+        const int want_n = asks[a] > 0 ? asks[a] : RUN_THREADS;
+        const keel_status st = keel_ctx_run(ctx, asks[a], run_task, &r);
+        int once = 1, n_ok = 1, busy = 1, distinct = 1;
+        for (int i = 0; i <= RUN_THREADS; i++) {
+            once &= r.count[i] == (i < want_n);
+            if (i < want_n) {
+                n_ok &= r.n_seen[i] == want_n;
+                busy &= r.nested[i] == KEEL_EBUSY;
+                for (int k = 0; k < i; k++)
+                    distinct &= !pthread_equal(r.who[i], r.who[k]);
+            }
+        }
+        test_check(st == KEEL_OK && once && n_ok && busy && distinct &&
+                       pthread_equal(r.who[0], pthread_self()),
+                   "keel_ctx_run(n = %d) on %d threads: %s; every index once %d, n passed %d, a "
+                   "nested call KEEL_EBUSY %d, one thread an index %d, index 0 on the caller %d",
+                   asks[a], RUN_THREADS, keel_status_str(st), once, n_ok, busy, distinct,
+                   want_n > 0 && pthread_equal(r.who[0], pthread_self()));
+    }
+    run_rec r;
+    memset(&r, 0, sizeof r);
+    r.ctx = ctx;
+    keel_status st = keel_ctx_run(ctx, RUN_THREADS + 1, run_task, &r);
+    test_check(st == KEEL_EINVAL && r.count[0] == 0 && strstr(keel_last_error(), "n (5)"),
+               "keel_ctx_run(n = %d > threads): %s (%s), %d runs", RUN_THREADS + 1,
+               keel_status_str(st), keel_last_error(), r.count[0]);
+    st = keel_ctx_run(ctx, 0, NULL, &r);
+    test_check(st == KEEL_ENULL && strstr(keel_last_error(), "fn"), "keel_ctx_run(fn NULL): %s (%s)",
+               keel_status_str(st), keel_last_error());
+    st = keel_ctx_run(NULL, 0, run_task, &r);
+    test_check(st == KEEL_ENULL && r.count[0] == 0, "keel_ctx_run(ctx NULL): %s",
+               keel_status_str(st));
+    /* the context is given back: a call after the run works */
+    st = keel_ctx_set_min_parallel(ctx, 0);
+    test_check(st == KEEL_OK, "keel_ctx_set_min_parallel after keel_ctx_run: %s",
+               keel_status_str(st));
+    keel_ctx_destroy(ctx);
+}
+
 int main(void)
 {
     keel_rng rng;
@@ -515,6 +588,7 @@ int main(void)
     handed_context();
     pool_under_load();
     misuse();
+    ctx_run();
 
     free(ref);
     free(in);

@@ -4,23 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-
 #if defined(__x86_64__) || defined(__i386__)
 #include <emmintrin.h>
 #define HAVE_STREAM 1
 #endif
-
-struct bench_copier {
-    keel_pool *pool;
-};
 
 typedef struct copy_job {
     char *dst;
     const char *src;
     size_t bytes;
     bench_copy_kind kind;
-    int n;
 } copy_job;
 
 static void stream_copy(char *dst, const char *src, size_t bytes)
@@ -49,12 +42,12 @@ static void stream_copy(char *dst, const char *src, size_t bytes)
 #endif
 }
 
-static void copy_worker(void *arg, int i)
+static void copy_worker(void *arg, int i, int n)
 {
     const copy_job *j = arg;
     /* slices on 64-byte boundaries */
     const size_t lines = (j->bytes + 63) / 64;
-    size_t b0 = lines * (size_t)i / (size_t)j->n * 64, b1 = lines * (size_t)(i + 1) / (size_t)j->n * 64;
+    size_t b0 = lines * (size_t)i / (size_t)n * 64, b1 = lines * (size_t)(i + 1) / (size_t)n * 64;
     if (b1 > j->bytes)
         b1 = j->bytes;
     if (b0 >= b1)
@@ -65,30 +58,9 @@ static void copy_worker(void *arg, int i)
         memcpy(j->dst + b0, j->src + b0, b1 - b0);
 }
 
-bench_copier *bench_copier_create(int threads)
+keel_status bench_copy(keel_ctx *ctx, void *dst, const void *src, size_t bytes,
+                       bench_copy_kind kind)
 {
-    bench_copier *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
-    if (keel_pool_create(&c->pool, threads) != KEEL_OK) {
-        free(c);
-        return NULL;
-    }
-    return c;
-}
-
-void bench_copier_destroy(bench_copier *c)
-{
-    if (!c)
-        return;
-    keel_pool_destroy(c->pool);
-    free(c);
-}
-
-keel_pool *bench_copier_pool(bench_copier *c) { return c->pool; }
-
-void bench_copy(bench_copier *c, void *dst, const void *src, size_t bytes, bench_copy_kind kind)
-{
-    copy_job j = {dst, src, bytes, kind, keel_pool_size(c->pool)};
-    keel_pool_run(c->pool, j.n, copy_worker, &j);
+    copy_job j = {dst, src, bytes, kind};
+    return keel_ctx_run(ctx, 0, copy_worker, &j);
 }

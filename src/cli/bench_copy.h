@@ -1,19 +1,17 @@
-/* The copy floor of the benchmarks: the same bytes copied by the same number of threads, with
- * glibc memcpy or with streaming (non-temporal) stores, each thread taking a contiguous slice. */
+/* The copy floor of the benchmarks: the same bytes copied by the threads of the context the op
+ * runs on (keel_ctx_run), with glibc memcpy or with streaming (non-temporal) stores, each thread
+ * taking a contiguous slice. */
 #ifndef KEEL_CLI_BENCH_COPY_H
 #define KEEL_CLI_BENCH_COPY_H
 
 #include <stddef.h>
 
-#include "pool.h"
+#include "keel.h"
 
-typedef struct bench_copier bench_copier;
 typedef enum { BENCH_COPY_MEMCPY, BENCH_COPY_STREAM } bench_copy_kind;
 
-bench_copier *bench_copier_create(int threads);
-void bench_copier_destroy(bench_copier *c);
-/* The copier's pool, for the other floors of keel bench (bench_streams.h): the same threads. */
-keel_pool *bench_copier_pool(bench_copier *c);
-void bench_copy(bench_copier *c, void *dst, const void *src, size_t bytes, bench_copy_kind kind);
+/* KEEL_OK, or keel_ctx_run's status (nothing copied). */
+keel_status bench_copy(keel_ctx *ctx, void *dst, const void *src, size_t bytes,
+                       bench_copy_kind kind);
 
 #endif

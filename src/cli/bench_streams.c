@@ -143,7 +143,7 @@ static uint64_t walk_portable(const walk *w, size_t e0, size_t e1, int nt, uint6
 }
 
 struct bench_streams {
-    keel_pool *pool;
+    keel_ctx *ctx;
     size_t min_parallel;
     walk_fn *fn;
     int can_stream;
@@ -151,14 +151,16 @@ struct bench_streams {
     size_t capacity;
 };
 
-bench_streams *bench_streams_create(keel_pool *pool, keel_isa isa, size_t min_parallel)
+bench_streams *bench_streams_create(keel_ctx *ctx)
 {
     bench_streams *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    s->pool = pool;
-    s->min_parallel = min_parallel;
+    const keel_isa isa = keel_ctx_isa(ctx);
+    s->ctx = ctx;
+    s->min_parallel = keel_ctx_min_parallel(ctx);
     s->fn = walk_portable;
+    (void)isa; /* the portable walk on other machines */
 #ifdef HAVE_X86
     s->fn = isa == KEEL_ISA_AVX512 ? walk_avx512 : isa == KEEL_ISA_AVX2 ? walk_avx2 : walk_sse2;
     s->can_stream = 1;
@@ -336,9 +338,10 @@ static void part(size_t n, int i, int threads, size_t *e0, size_t *e1)
     *e1 = i == threads - 1 ? n : blocks * (size_t)(i + 1) / (size_t)threads * 64;
 }
 
-static void run_worker(void *arg, int i)
+static void run_worker(void *arg, int i, int n)
 {
     const run_job *j = arg;
+    (void)n; /* j->n */
     const layout *l = j->l;
     walk_fn *fn = j->s->fn;
     uint64_t seed = (uint64_t)i + 1;
@@ -365,12 +368,12 @@ void bench_streams_run(bench_streams *s, const bench_streams_spec *spec, bench_s
     /* the threads keel's operators wake for these tensors (useful_threads in src/ops/parallel.c):
      * below min_parallel elements a thread costs more to wake than it saves, and the floor
      * should not pay for a wake-up the op skips */
-    size_t n = (size_t)keel_pool_size(s->pool);
+    size_t n = (size_t)keel_ctx_threads(s->ctx);
     if (s->min_parallel > 0 && n > spec->elems / s->min_parallel)
         n = spec->elems / s->min_parallel;
     if (n > spec->rows)
         n = spec->rows;
     const int nt = kind == BENCH_STORE_STREAM && s->can_stream;
     run_job j = {s, spec, &l[nt], n < 1 ? 1 : (int)n, nt};
-    keel_pool_run(s->pool, j.n, run_worker, &j);
+    keel_ctx_run(s->ctx, j.n, run_worker, &j);
 }

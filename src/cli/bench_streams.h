@@ -1,8 +1,8 @@
 /* The op's own stream floor of keel bench: a kernel that reads and writes the streams an op
  * reads and writes (the same number of tensors, each in its own buffer and of its own element
  * size, the per-row statistics and per-feature vectors beside them), with trivial arithmetic
- * (the inputs xor-ed together, as integers, and stored), on the same threads through the same
- * pool as the copy floor. A copy reads one stream and writes one; an op that reads two or three
+ * (the inputs xor-ed together, as integers, and stored), on the threads of the op's own context
+ * (keel_ctx_run), as the copy floor. A copy reads one stream and writes one; an op that reads two or three
  * and writes one or two can beat a copy of its bytes (more streams in flight, no write to
  * allocate for each byte read), so the copy floor alone made such an op look faster than the
  * memory. This floor moves what the op moves and nothing else. */
@@ -12,7 +12,6 @@
 #include <stddef.h>
 
 #include "keel.h"
-#include "pool.h"
 
 #define BENCH_STREAMS_MAX 4
 
@@ -36,11 +35,11 @@ typedef enum { BENCH_STORE_PLAIN, BENCH_STORE_STREAM } bench_store_kind;
 
 typedef struct bench_streams bench_streams;
 
-/* Runs on pool (not owned), with the vector width of isa (AVX-512, AVX2; SSE2 on any other x86
- * path, portable C elsewhere), on as many of the pool's threads as an op of keel's on the same
- * tensors: one per min_parallel elements (keel_ctx_min_parallel; 0: all), at most one a row.
- * NULL when out of memory. */
-bench_streams *bench_streams_create(keel_pool *pool, keel_isa isa, size_t min_parallel);
+/* Runs on the threads of ctx (not owned; keel_ctx_run), with the vector width of its path
+ * (AVX-512, AVX2; SSE2 on any other x86 path, portable C elsewhere), on as many of them as an op
+ * of keel's on the same tensors: one per keel_ctx_min_parallel(ctx) elements (0: all), at most
+ * one a row. NULL when out of memory. */
+bench_streams *bench_streams_create(keel_ctx *ctx);
 void bench_streams_destroy(bench_streams *s);
 /* Buffers for spec (kept, and grown as needed, until bench_streams_release): 0 when out of
  * memory or spec asks more than BENCH_STREAMS_MAX tensors or an element size other than 1, 2,

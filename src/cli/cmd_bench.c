@@ -834,14 +834,9 @@ int keel_cmd_bench(int argc, char **argv)
         free(plan);
         return 1;
     }
-    bench_copier *copier = bench_copier_create(keel_ctx_threads(ctx));
-    bench_streams *own =
-        copier ? bench_streams_create(bench_copier_pool(copier), keel_ctx_isa(ctx),
-                                      keel_ctx_min_parallel(ctx))
-               : NULL;
+    bench_streams *own = bench_streams_create(ctx);
     if (!own) {
-        fprintf(stderr, "keel bench: cannot start the copy threads\n");
-        bench_copier_destroy(copier);
+        fprintf(stderr, "keel bench: out of memory for the floors\n");
         keel_ctx_destroy(ctx);
         free(plan);
         return 1;
@@ -956,10 +951,10 @@ int keel_cmd_bench(int argc, char **argv)
                     snprintf(row_err, sizeof row_err, "%s", keel_last_error());
                 }
             } else if (what == 1) {
-                bench_copy(copier, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
+                bench_copy(ctx, dst, src, copy_bytes, BENCH_COPY_MEMCPY);
                 t_memcpy[r] = bench_now_s() - t0;
             } else if (what == 2) {
-                bench_copy(copier, dst, src2, copy_bytes, BENCH_COPY_STREAM);
+                bench_copy(ctx, dst, src2, copy_bytes, BENCH_COPY_STREAM);
                 t_stream[r] = bench_now_s() - t0;
             } else if (what == 3) {
                 bench_streams_run(own, &spec, BENCH_STORE_PLAIN);
@@ -997,7 +992,6 @@ int keel_cmd_bench(int argc, char **argv)
     free_buffers(&b);
     free(plan);
     bench_streams_destroy(own);
-    bench_copier_destroy(copier);
     keel_ctx_destroy(ctx);
     return failed;
 }

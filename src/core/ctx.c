@@ -68,6 +68,36 @@ void keel_ctx_destroy(keel_ctx *ctx)
 
 int keel_ctx_threads(const keel_ctx *ctx) { return ctx ? keel_pool_size(ctx->pool) : 0; }
 
+/* keel_ctx_run's task on the pool, which passes an index only */
+typedef struct user_task {
+    keel_task_fn fn;
+    void *arg;
+    int n;
+} user_task;
+
+static void run_user_task(void *arg, int index)
+{
+    const user_task *t = arg;
+    t->fn(t->arg, index, t->n);
+}
+
+keel_status keel_ctx_run(keel_ctx *ctx, int n, keel_task_fn fn, void *arg)
+{
+    static const char who[] = "keel_ctx_run";
+    keel_status st = keel_ctx_enter(ctx, who);
+    if (st)
+        return st;
+    const int threads = keel_pool_size(ctx->pool);
+    if (!fn)
+        return keel_ctx_leave(ctx, keel_fail(KEEL_ENULL, "%s: fn is NULL", who));
+    if (n > threads)
+        return keel_ctx_leave(ctx, keel_fail(KEEL_EINVAL, "%s: n (%d) is more than the context's "
+                                                          "threads (%d)", who, n, threads));
+    user_task t = {fn, arg, n > 0 ? n : threads};
+    keel_pool_run(ctx->pool, t.n, run_user_task, &t);
+    return keel_ctx_leave(ctx, KEEL_OK);
+}
+
 keel_status keel_ctx_set_min_parallel(keel_ctx *ctx, size_t elems)
 {
     keel_status st = keel_ctx_enter(ctx, "keel_ctx_set_min_parallel");
