@@ -381,6 +381,21 @@ static void verdicts(FILE *md, const grid *g)
     }
 }
 
+int study_stage_b_lr(const double no_wu[3], const double with_wu[3], double *gap)
+{
+    int best = 0;
+    *gap = -INFINITY;
+    for (int li = 0; li < 3; li++) {
+        /* a diverged run (INFINITY) is worse than any; two diverged runs: no gap */
+        const double g = isnan(no_wu[li] - with_wu[li]) ? 0 : no_wu[li] - with_wu[li];
+        if (g > *gap) {
+            *gap = g;
+            best = li;
+        }
+    }
+    return best;
+}
+
 int study_stage_b_run(const char *dir, int nseeds, double budget_s, int threads, tm_data *d)
 {
     grid *g = calloc(1, sizeof *g);
@@ -399,24 +414,20 @@ int study_stage_b_run(const char *dir, int nseeds, double budget_s, int threads,
         for (int ni = 0; ni < 2; ni++) {
             const tm_norm nm = ni ? TM_NORM_RMS : TM_NORM_LAYER;
             const char *nn = ni ? "RMSNorm" : "LayerNorm";
-            int best = -1;
-            double best_gap = -INFINITY;
-            for (int li = 0; li < 3 && best != -2; li++) {
+            double no_wu[3], with_wu[3], best_gap = 0;
+            int best = 0;
+            for (int li = 0; li < 3 && best >= 0; li++) {
                 const sw_run *a = find(g, nm, TM_POST, DEPTHS[di], LRS[li], 0, 1);
                 const sw_run *b = find(g, nm, TM_POST, DEPTHS[di], LRS[li], wu, 1);
-                if (!a || !b) {
-                    best = -2;
-                    break;
-                }
-                /* a diverged run counts as infinitely bad */
-                double va = a->nan_step >= 0 ? INFINITY : a->final_val;
-                double vb = b->nan_step >= 0 ? INFINITY : b->final_val;
-                double gap = isnan(va - vb) ? 0 : va - vb;
-                if (gap > best_gap) {
-                    best_gap = gap;
-                    best = li;
+                if (!a || !b)
+                    best = -1;
+                else {
+                    no_wu[li] = a->nan_step >= 0 ? INFINITY : a->final_val;
+                    with_wu[li] = b->nan_step >= 0 ? INFINITY : b->final_val;
                 }
             }
+            if (best >= 0)
+                best = study_stage_b_lr(no_wu, with_wu, &best_gap);
             if (best < 0) {
                 printf("  %s, depth %d: stage A's post-norm runs are not all on disk; skipped\n",
                        nn, DEPTHS[di]);

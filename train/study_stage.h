@@ -14,6 +14,11 @@ int study_stage_run(const char *dir, int nseeds, double budget_s, int threads, t
  * largest post-norm warm-up gap (seed 1); seeds 2..nseeds of post without warm-up, post with
  * warm-up and pre without, into DIR/runs/ (stage A's recipe and file names). 0, or -1. */
 int study_stage_b_run(const char *dir, int nseeds, double budget_s, int threads, tm_data *d);
+/* Stage B's lr: the index (into the grid's 3 lrs, ascending) where post-norm's final validation
+ * loss without warm-up (no_wu) exceeds the one with warm-up (with_wu) the most; a diverged run
+ * is INFINITY (worse than any), two diverged runs count as no gap; ties go to the smaller lr.
+ * *gap: that difference (+INFINITY where only the run without warm-up diverged). */
+int study_stage_b_lr(const double no_wu[3], const double with_wu[3], double *gap);
 /* Writes the stage A section of the report to md from DIR/runs/, and DIR/stageA.gp, the gnuplot
  * script of its figures (drawn when have_gnuplot). Returns the number of runs found. */
 int study_stage_report(FILE *md, const char *dir, int nseeds, int have_gnuplot);

@@ -416,6 +416,24 @@ static void test_verdicts(void)
     rmdir(dir);
 }
 
+/* Stage B's lr rule (study_stage_b_lr): the largest post-norm warm-up gap; a run that diverged
+ * only without warm-up is the largest gap there is; two diverged runs are no gap; a tie goes to
+ * the smaller lr; negative gaps (warm-up worse) lose to zero. */
+static void test_stage_b_lr(void)
+{
+    double gap;
+    const double a1[3] = {3.2, 2.6, 3.3}, b1[3] = {3.1, 2.1, 3.3};
+    CHECK(study_stage_b_lr(a1, b1, &gap) == 1 && near(gap, 0.5));
+    const double a2[3] = {2.5, INFINITY, INFINITY}, b2[3] = {2.4, 2.3, INFINITY};
+    CHECK(study_stage_b_lr(a2, b2, &gap) == 1 && isinf(gap) && gap > 0);
+    const double a3[3] = {INFINITY, INFINITY, INFINITY}, b3[3] = {INFINITY, INFINITY, INFINITY};
+    CHECK(study_stage_b_lr(a3, b3, &gap) == 0 && gap == 0);
+    const double a4[3] = {2.0, 2.2, 2.4}, b4[3] = {2.1, 2.1, 2.3};
+    CHECK(study_stage_b_lr(a4, b4, &gap) == 1 && near(gap, 0.1));
+    const double a5[3] = {2.0, 2.1, 2.2}, b5[3] = {2.3, 2.4, 2.5};
+    CHECK(study_stage_b_lr(a5, b5, &gap) == 0 && near(gap, -0.3));
+}
+
 int main(void)
 {
     tm_data d;
@@ -429,6 +447,7 @@ int main(void)
     test_runner(&d);
     test_report();
     test_verdicts();
+    test_stage_b_lr();
     tm_data_free(&d);
     printf("test_train_sweep: %s\n", fails ? "FAILED" : "ok");
     return fails ? 1 : 0;
