@@ -560,7 +560,9 @@ typedef struct keel_monitor_slot_score {
 typedef struct keel_monitor_result {
     double combined;   /* mean of the standardised components over every slot */
     double threshold;  /* calibrated for the nearest window size; NaN if uncalibrated */
-    int alarm;         /* combined > threshold */
+    int alarm;         /* combined > threshold, or a slot's window holds rows with non-finite
+                        * statistics (bad_rows > 0 in its slot score: a numeric fault, an alarm
+                        * even without calibration) */
     int calibrated;
     double bucket_tokens; /* the window size whose calibration was used */
     double false_alarm;   /* the rate it was calibrated to */

@@ -460,10 +460,20 @@ static int cmd_score(int argc, char **argv)
         char name[32];
         int bs, bt, bc;
         strongest(sc, mm.slots, &bs, &bt, &bc);
+        /* a numeric fault: the first norm whose window holds rows with non-finite statistics
+         * (the library raises the alarm for them whatever the scores) */
+        int fault = -1;
+        for (int s = 0; s < mm.slots && fault < 0; s++)
+            if (sc[s].bad_rows > 0)
+                fault = s;
         if (nw <= 40 || res.alarm || w % (nw / 40 + 1) == 0) {
             printf("%6zu %10zu %9.3f %9.3f %6s  ", w, w * W, res.combined, res.threshold,
                    res.alarm ? "ALARM" : "");
-            if (bs >= 0) {
+            if (fault >= 0) {
+                tm_monitor_slot_name(&mm.m, fault, name, sizeof name);
+                printf("%s: %.0f rows with non-finite statistics (a numeric fault)\n", name,
+                       sc[fault].bad_rows);
+            } else if (bs >= 0) {
                 tm_monitor_slot_name(&mm.m, bs, name, sizeof name);
                 printf("%s %s %s (%+.1f)", name, stat_names[bt], comp_names[bc],
                        sc[bs].standardised[bt][bc]);

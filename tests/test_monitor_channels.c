@@ -323,7 +323,8 @@ static void test_score(void)
     }
     clean /= reps;
     CHECK(clean > 0.5 && clean < 1.6); /* independent tokens: E[maha] = 1 */
-    /* rows left out of the per-token statistics are counted in the score */
+    /* rows left out of the per-token statistics are counted in the score, and raise the alarm
+     * (a numeric fault) on a monitor that is not calibrated; a clean window does not */
     {
         float bad_rstd[3] = {1.0f, NAN, 0.0f};
         CHECK(keel_monitor_observe(m, 1, 3, NULL, bad_rstd) == KEEL_OK);
@@ -331,8 +332,9 @@ static void test_score(void)
         keel_monitor_result rb;
         CHECK(keel_monitor_score(m, sb, &rb) == KEEL_OK && sb[1].bad_rows == 2 &&
               sb[0].bad_rows == 0);
+        CHECK(!rb.calibrated && rb.alarm == 1);
         keel_monitor_reset_window(m);
-        CHECK(keel_monitor_score(m, sb, &rb) == KEEL_OK && sb[1].bad_rows == 0);
+        CHECK(keel_monitor_score(m, sb, &rb) == KEEL_OK && sb[1].bad_rows == 0 && rb.alarm == 0);
     }
     /* one channel shifted by one sd: maha up, that channel named */
     gen(&r, n, 7, 1.0, 1);

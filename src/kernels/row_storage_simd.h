@@ -8,9 +8,10 @@
  * ISA's f16 conversion), so the bits are those of widening the rows into float32 memory,
  * running the float32 kernel and rounding its output (the staged path, ops/stage.c), with no
  * buffer and no second pass. Where the lanes offer a rounding instruction (KR_BF16_CVT:
- * AVX512_BF16), bf16 stores take it for vectors it rounds exactly, the same bits. A tail of n < 16 values goes through 16 values on the stack (once
- * a row). The stream and prefetch decisions
- * (kernels.h) count bytes: rows * stride * sizeof(kx_t). Include after lanes__<isa>.h. */
+ * AVX512_BF16), bf16 stores take it for the vectors it rounds exactly: the same bits. A tail of
+ * n < 16 values goes through 16 values on the stack (once a row). The stream and prefetch
+ * decisions (kernels.h) count bytes: rows * stride * sizeof(kx_t). Include after
+ * lanes__<isa>.h. */
 #ifndef KEEL_KERNELS_ROW_STORAGE_SIMD_H
 #define KEEL_KERNELS_ROW_STORAGE_SIMD_H
 

@@ -362,7 +362,12 @@ keel_status keel_monitor_score(const keel_monitor *m, keel_monitor_slot_score *s
     res->threshold = bk ? bk->threshold : NAN;
     res->bucket_tokens = bk ? bk->tokens : 0.0;
     res->false_alarm = bk ? bk->far : NAN;
-    res->alarm = bk ? res->combined > bk->threshold : 0;
+    /* rows with non-finite statistics are a numeric fault (an overflow, Inf or NaN rows): an
+     * alarm whatever the scores say, calibrated or not (they are left out of every score) */
+    int bad = 0;
+    for (int l = 0; l < m->nslots; l++)
+        bad |= m->slot[l].bad > 0;
+    res->alarm = (bk && res->combined > bk->threshold) || bad;
     keel_free(comp);
     keel_free(ss);
     if (!slots)
