@@ -2,7 +2,8 @@
  *
  * The input decodes to one call: the operation (every operation of keel.h: LayerNorm and
  * RMSNorm forward and backward and their int8 forwards, the fused add + norms both ways,
- * LayerScale, BatchNorm, DyT, keel_eps_check, keel_convert, the context setters), rows, dim,
+ * LayerScale, BatchNorm, DyT, keel_eps_check, keel_convert, the context setters and
+ * keel_ctx_run), rows, dim,
  * each tensor's dtype (valid, unsupported where it is, or no keel_dtype), stride (too small included), where
  * its data lies (its own buffer, NULL, exactly another tensor of the call: in place, or inside
  * another at an offset: overlapping), every optional pointer present or NULL, eps (negative,
@@ -20,8 +21,11 @@
  *  - the outputs are the same bits on every path and thread count. keel.h leaves the sign and
  *    payload of a NaN unspecified ("NaNs in the same places"), so NaN outputs are compared
  *    after being set to one quiet NaN of their dtype: the position of every NaN still counts.
- * Sizes stay small (rows <= 16, dim <= 64, one 64 KiB arena reused by every input) so that a
- * run makes thousands of calls a second. */
+ * Sizes stay small (rows <= 16, dim <= 64) so that a run makes thousands of calls a second,
+ * except one input in eight (WIDE_DB and up), whose rows (at most 4) are WIDE_MIN to about 1,100
+ * values wide: past KEEL_U16_MIN_DIM (256), where the bf16/fp16 norms read and write their
+ * tensors in place instead of staging them, and past the SIMD paths' short-row plans. One 256
+ * KiB arena is reused by every input; only the bytes an input used are checked and reset. */
 #include "fuzz_common.h" /* first: it sets _POSIX_C_SOURCE */
 
 #include <math.h>
@@ -33,9 +37,12 @@
 #include "error.h" /* keel_clear_error: each call must set its own message */
 
 enum {
-    ARENA = 1 << 16,
+    ARENA = 1 << 18,
     MAX_ROWS = 16,
     MAX_DIM = 64,
+    WIDE_DB = 224,   /* db from here to 254: a wide row */
+    WIDE_MIN = 240,  /* the narrowest wide row: just below the in-place 16-bit cut (256) */
+    WIDE_ROWS = 4,
     GUARD = 48, /* bytes before each buffer, never an output */
     MAX_TENSORS = 8,
 };
@@ -730,11 +737,35 @@ static keel_status run_on(keel_ctx *ctx, const char *path, const args *g, int is
 }
 
 /* The context setters on a context of their own, put back as they were. */
+/* keel_ctx_run's task: counts its calls per index */
+static int run_counts[8];
+static void count_task(void *arg, int index, int n)
+{
+    (void)arg;
+    if (index >= 0 && index < 8 && n >= 1 && n <= 8)
+        __atomic_fetch_add(&run_counts[index], 1, __ATOMIC_RELAXED);
+}
+
 static void fuzz_setters(fz_reader *in)
 {
     uint8_t which = fz_u8(in);
     keel_status st;
-    if (which % 3 == 0) {
+    if (which % 4 == 3) { /* keel_ctx_run on the two-thread context */
+        static const int ns[] = {0, 1, 2, 3, -1, INT32_MIN, INT32_MAX, 8};
+        const uint8_t b = fz_u8(in);
+        const int n = ns[b % 8], with_fn = (b & 0x80) == 0;
+        memset(run_counts, 0, sizeof run_counts);
+        keel_clear_error();
+        st = keel_ctx_run(mt_ctx, n, with_fn ? count_task : NULL, NULL);
+        const int threads = keel_ctx_threads(mt_ctx), want = n > 0 ? n : threads;
+        const int ok = with_fn && n <= threads;
+        FZ_CHECK(valid_status(st) && (st == KEEL_OK) == ok, "keel_ctx_run(n %d, fn %s): status %d",
+                 n, with_fn ? "given" : "NULL", (int)st);
+        FZ_CHECK(st == KEEL_OK || keel_last_error()[0], "keel_ctx_run(n %d): no message", n);
+        for (int i = 0; i < 8; i++)
+            FZ_CHECK(run_counts[i] == (st == KEEL_OK && i < want),
+                     "keel_ctx_run(n %d): index %d ran %d times", n, i, run_counts[i]);
+    } else if (which % 4 == 0) {
         int isa = (int)(int8_t)fz_u8(in);
         keel_clear_error();
         st = keel_ctx_set_isa(misc_ctx, (keel_isa)isa);
@@ -747,7 +778,7 @@ static void fuzz_setters(fz_reader *in)
             FZ_CHECK(keel_isa_available(keel_ctx_isa(misc_ctx)),
                      "keel_ctx_set_isa(%d): an unavailable path", isa);
         keel_ctx_set_isa(misc_ctx, KEEL_ISA_AUTO);
-    } else if (which % 3 == 1) {
+    } else if (which % 4 == 1) {
         static const int counts[] = {1, 2, 0, -1, INT32_MIN, KEEL_MAX_THREADS + 1, INT32_MAX, 3};
         const int n = counts[fz_u8(in) % 8];
         const int old = keel_ctx_threads(misc_ctx);
@@ -842,7 +873,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     call c = {&in, rb % (MAX_ROWS + 1), db % (MAX_DIM + 1), 0, 0, {{0}}, {0}, 0};
     if (db == 255)
         c.dim = 0;
-    else if (c.dim == 0)
+    else if (db >= WIDE_DB) { /* 31 bands of 29 widths: 240 .. 1138, rows 0 .. 4 */
+        c.rows = rb % (WIDE_ROWS + 1);
+        c.dim = WIDE_MIN + (size_t)(db - WIDE_DB) * 29 + (size_t)(rb / (WIDE_ROWS + 1)) % 29;
+    } else if (c.dim == 0)
         c.dim = 1 + db % 7; /* dim 0 once in 256, the common sizes otherwise */
     if ((mode & 0x3f) == 0x3f && head % (NOPS + 1) != OP_EPS_CHECK) {
         /* sizes whose byte count overflows size_t: every tensor's stride is near SIZE_MAX */
